@@ -1,0 +1,1 @@
+"""The wire contract between the controller and the edge agents (docs/protocol.md)."""

@@ -1,0 +1,222 @@
+"""Bodies of commands and documents sent by the controller (PROTOCOL.md, "Commands").
+
+Each type name maps to one pydantic model; a body that does not validate is
+refused as ``bad_body``. Unknown fields are refused too, so a typo in a
+controller never passes silently.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil.rrule import rrulestr
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from protocol.topics import ID_PATTERN
+
+Priority = Annotated[int, Field(ge=0, le=9)]
+GainDb = Annotated[float, Field(ge=-60.0, le=20.0)]
+EpochMs = Annotated[int, Field(ge=0, le=2**53)]
+DocVersion = Annotated[int, Field(ge=1, le=2**53)]
+DeviceOrGroupId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(https?|rtsp|rtmp|file)://\S+$")]
+DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClipRef(Strict):
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    url: Url
+    bytes: Annotated[int, Field(gt=0, le=2**40)]
+    duration_ms: Annotated[int, Field(gt=0, le=24 * 3600 * 1000)]
+
+
+class BroadcastPlay(Strict):
+    clip: ClipRef
+    priority: Priority = 2
+    gain_db: GainDb = 0.0
+    repeat: Annotated[int, Field(ge=1, le=100)] = 1
+    at: EpochMs | None = None
+    label: Annotated[str, Field(max_length=200)] = ""
+
+
+class BroadcastStream(Strict):
+    url: Url
+    duration_s: Annotated[int, Field(ge=1, le=24 * 3600)]
+    priority: Priority = 2
+    gain_db: GainDb = 0.0
+    at: EpochMs | None = None
+    label: Annotated[str, Field(max_length=200)] = ""
+
+
+class BroadcastStop(Strict):
+    priority_max: Priority = 9
+
+
+class DeviceVolume(Strict):
+    volume_pct: Annotated[int, Field(ge=0, le=100)]
+
+
+class DeviceTestTone(Strict):
+    frequency_hz: Annotated[int, Field(ge=20, le=20000)] = 1000
+    duration_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    gain_db: GainDb = -12.0
+
+
+class Empty(Strict):
+    pass
+
+
+class QuietHours(Strict):
+    """A daily window, local time, in which only emergencies play."""
+
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError("use HH:MM, 24-hour clock, e.g. 21:30")
+        return value
+
+
+def _check_tz(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r}") from exc
+    return value
+
+
+class ConfigSet(Strict):
+    version: DocVersion
+    groups: Annotated[list[DeviceOrGroupId], Field(max_length=32)] = []
+    volume_pct: Annotated[int, Field(ge=0, le=100)] = 80
+    quiet_hours: Annotated[list[QuietHours], Field(max_length=8)] = []
+    tz: str = DEFAULT_TZ
+    telemetry_interval_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    label: Annotated[str, Field(max_length=200)] = ""
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_tz(value)
+
+
+class StreamRef(Strict):
+    url: Url
+    duration_s: Annotated[int, Field(ge=1, le=24 * 3600)]
+
+
+def _local_datetime(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a local ISO date-time like 2026-11-23T06:30:00") from exc
+    if parsed.tzinfo is not None:
+        raise ValueError(f"{value!r} carries an offset; give local time in the schedule's tz")
+    return parsed
+
+
+class ScheduleItem(Strict):
+    id: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+    label: Annotated[str, Field(max_length=200)] = ""
+    clip: ClipRef | None = None
+    stream: StreamRef | None = None
+    priority: Priority = 2
+    gain_db: GainDb = 0.0
+    rrule: Annotated[str, Field(min_length=1, max_length=1000)]
+    dtstart: str
+    until: str | None = None
+    exdates: Annotated[list[str], Field(max_length=1000)] = []
+    lang: Annotated[str, Field(max_length=16)] = "vi"
+
+    @field_validator("dtstart")
+    @classmethod
+    def _dtstart(cls, value: str) -> str:
+        _local_datetime(value)
+        return value
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, value: str | None) -> str | None:
+        if value is not None:
+            _local_datetime(value)
+        return value
+
+    @field_validator("exdates")
+    @classmethod
+    def _exdates(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _local_datetime(item)
+        return value
+
+    @model_validator(mode="after")
+    def _source_and_rule(self) -> ScheduleItem:
+        if (self.clip is None) == (self.stream is None):
+            raise ValueError("an item has exactly one of 'clip' or 'stream'")
+        rule = self.rrule.removeprefix("RRULE:")
+        if any(part.upper().startswith(("DTSTART", "UNTIL=")) for part in re.split(r"[;\n]", rule)):
+            raise ValueError("put DTSTART and UNTIL in 'dtstart' and 'until', not in 'rrule'")
+        try:
+            rrulestr(rule, dtstart=_local_datetime(self.dtstart))
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise ValueError(f"rrule {self.rrule!r} is not RFC 5545: {exc}") from exc
+        return self
+
+
+class ScheduleSet(Strict):
+    version: DocVersion
+    tz: str = DEFAULT_TZ
+    items: Annotated[list[ScheduleItem], Field(max_length=500)] = []
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_tz(value)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ScheduleSet:
+        ids = [item.id for item in self.items]
+        if len(ids) != len(set(ids)):
+            raise ValueError("schedule item ids must be unique")
+        return self
+
+
+COMMAND_BODIES: dict[str, type[Strict]] = {
+    "broadcast.play": BroadcastPlay,
+    "broadcast.stream": BroadcastStream,
+    "broadcast.stop": BroadcastStop,
+    "device.volume": DeviceVolume,
+    "device.test_tone": DeviceTestTone,
+    "device.restart_agent": Empty,
+    "device.ping": Empty,
+}
+DOCUMENT_BODIES: dict[str, type[Strict]] = {
+    "config.set": ConfigSet,
+    "schedule.set": ScheduleSet,
+}
+DOCUMENT_TOPIC_LEAF: dict[str, Literal["config", "schedule"]] = {
+    "config.set": "config",
+    "schedule.set": "schedule",
+}
+
+
+def body_model(msg_type: str) -> type[Strict] | None:
+    return COMMAND_BODIES.get(msg_type) or DOCUMENT_BODIES.get(msg_type)
+
+
+def is_document(msg_type: str) -> bool:
+    return msg_type in DOCUMENT_BODIES
+
+
+def dump_body(body: Strict) -> dict[str, Any]:
+    return body.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,156 @@
+"""The signed envelope: build it (controller) and open it (edge).
+
+``open_envelope`` does every check that needs no memory of the past; the
+stateful ones (replay, rollback) belong to the receiver, which holds the
+state. The order of checks is fixed so that a refusal names the first fault.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.commands import Strict, body_model, dump_body, is_document
+from protocol.errors import Refusal, RefusalReason
+from protocol.signing import Keyring, SigningKey, b64url, canonical_json, unb64url
+
+ENVELOPE_VERSION = 1
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+DEFAULT_COMMAND_TTL_MS = 60 * 1000
+CommandId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    v: int
+    id: CommandId
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    ts: Annotated[int, Field(ge=0, le=2**53)]
+    exp: Annotated[int, Field(ge=0, le=2**53)] | None = None
+    body: dict[str, Any]
+    kid: Annotated[str, Field(min_length=1, max_length=64)]
+    sig: Annotated[str, Field(min_length=1, max_length=200)]
+
+    @property
+    def version(self) -> int:
+        """The document version (documents only)."""
+        return int(self.body["version"])
+
+
+class Opened(BaseModel):
+    """A verified envelope and its validated body."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    envelope: Envelope
+    body: Strict
+
+
+def seal(
+    msg_type: str,
+    body: Strict | dict[str, Any],
+    key: SigningKey,
+    now_ms: int,
+    *,
+    ttl_ms: int | None = DEFAULT_COMMAND_TTL_MS,
+    cmd_id: str | None = None,
+) -> bytes:
+    """Sign a command or document and return the payload to publish."""
+    model = body_model(msg_type)
+    if model is None:
+        raise ValueError(f"unknown message type {msg_type!r}")
+    if isinstance(body, dict):
+        body = model.model_validate(body)
+    doc: dict[str, Any] = {
+        "v": ENVELOPE_VERSION,
+        "id": cmd_id or uuid.uuid4().hex,
+        "type": msg_type,
+        "ts": now_ms,
+        "body": dump_body(body),
+        "kid": key.kid,
+    }
+    if not is_document(msg_type) and ttl_ms is not None:
+        doc["exp"] = now_ms + ttl_ms
+    doc["sig"] = b64url(key.sign(canonical_json(doc)))
+    return canonical_json(doc)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(payload: bytes) -> Any:
+    return json.loads(payload, parse_constant=_reject_constant)
+
+
+def peek_id(payload: bytes) -> str | None:
+    """The command id of a payload, if one can be read: for the ack of a refusal."""
+    try:
+        doc = _loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(doc, dict):
+        cid = doc.get("id")
+        if isinstance(cid, str) and 0 < len(cid) <= 64:
+            return cid
+    return None
+
+
+def open_envelope(payload: bytes, keyring: Keyring, now_ms: int) -> Opened:
+    """Verify a payload from the wire; raise ``Refusal`` naming the first fault."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Refusal(RefusalReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        doc = _loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise Refusal(RefusalReason.NOT_JSON, f"payload is not UTF-8 JSON: {exc}") from None
+    cmd_id = doc.get("id") if isinstance(doc, dict) else None
+    cmd_id = cmd_id if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 64 else None
+    if not isinstance(doc, dict):
+        raise Refusal(RefusalReason.BAD_ENVELOPE, "payload is not a JSON object", cmd_id)
+    if doc.get("v") != ENVELOPE_VERSION:
+        raise Refusal(RefusalReason.UNKNOWN_VERSION, f"envelope v={doc.get('v')!r}", cmd_id)
+    try:
+        env = Envelope.model_validate(doc)
+    except ValidationError as exc:
+        raise Refusal(RefusalReason.BAD_ENVELOPE, _first_error(exc), cmd_id) from None
+    model = body_model(env.type)
+    if model is None:
+        raise Refusal(RefusalReason.UNKNOWN_TYPE, f"type {env.type!r}", env.id)
+    key = keyring.get(env.kid)
+    if key is None:
+        raise Refusal(RefusalReason.UNKNOWN_KID, f"key id {env.kid!r} is not trusted", env.id)
+    try:
+        signature = unb64url(env.sig)
+    except Exception:
+        raise Refusal(RefusalReason.BAD_SIGNATURE, "signature is not base64url", env.id) from None
+    signed = {k: v for k, v in doc.items() if k != "sig"}
+    if len(signature) != 64 or not key.verify(signature, canonical_json(signed)):
+        raise Refusal(RefusalReason.BAD_SIGNATURE, "signature does not verify", env.id)
+    if is_document(env.type):
+        if env.exp is not None:
+            raise Refusal(RefusalReason.BAD_ENVELOPE, "documents carry no 'exp'", env.id)
+    elif env.exp is None:
+        raise Refusal(RefusalReason.BAD_ENVELOPE, "commands must carry 'exp'", env.id)
+    elif env.exp <= now_ms:
+        raise Refusal(RefusalReason.EXPIRED, f"expired {now_ms - env.exp} ms ago", env.id)
+    if env.ts > now_ms + MAX_FUTURE_SKEW_MS:
+        raise Refusal(
+            RefusalReason.FROM_FUTURE, f"ts is {env.ts - now_ms} ms ahead of this clock", env.id
+        )
+    try:
+        body = model.model_validate(env.body)
+    except ValidationError as exc:
+        raise Refusal(RefusalReason.BAD_BODY, _first_error(exc), env.id) from None
+    return Opened(envelope=env, body=body)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(root)"
+    return f"{where}: {err['msg']}"

@@ -1,0 +1,110 @@
+"""What an edge sends up: status, acks, events and telemetry (PROTOCOL.md).
+
+The controller validates everything it ingests with these models; the edge
+builds its messages with them, so both sides agree by construction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.commands import EpochMs
+
+Role = Literal["speaker", "kiosk"]
+ROLES: tuple[Role, ...] = ("speaker", "kiosk")
+EventId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Open(BaseModel):
+    """Uplink models accept unknown fields: newer agents may report more."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Status(Open):
+    state: Literal["online", "offline"]
+    ts: EpochMs
+    agent: str = ""
+    roles: list[Role] = []
+    boot: EpochMs | None = None
+    config_version: int = 0
+    schedule_version: int = 0
+
+
+class Ack(Open):
+    cmd: str | None
+    ok: bool
+    error: str | None = None
+    detail: str | None = None
+    ts: EpochMs
+    result: dict[str, Any] | None = None
+
+
+EVENT_TYPES = frozenset(
+    {
+        "play.started",
+        "play.finished",
+        "play.missed",
+        "ticket.issued",
+        "ticket.called",
+        "ticket.served",
+        "ticket.skipped",
+        "ticket.rated",
+        "printer.status",
+        "amp.state",
+        "audio.fault",
+        "agent.started",
+        "document.applied",
+        "command.refused",
+    }
+)
+
+
+class Event(Open):
+    id: EventId
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    ts: EpochMs
+    body: dict[str, Any] = {}
+
+
+def new_event(event_type: str, ts_ms: int, body: dict[str, Any] | None = None) -> Event:
+    """An event with a fresh id; ids are what the controller dedupes on."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    return Event(id=uuid.uuid4().hex, type=event_type, ts=ts_ms, body=body or {})
+
+
+class ClockState(Open):
+    synced: bool | Literal["unknown"] = "unknown"
+    offset_ms: float | None = None
+    source: str = "unknown"
+
+
+class NetworkState(Open):
+    iface: str | None = None
+    signal_dbm: float | None = None
+
+
+class Telemetry(Open):
+    ts: EpochMs
+    uptime_s: float
+    agent_uptime_s: float = 0
+    cpu_temp_c: float | None = None
+    load1: float | None = None
+    mem_used_pct: float | None = None
+    disk_free_mb: float | None = None
+    rss_mb: float | None = None
+    network: NetworkState = NetworkState()
+    clock: ClockState = ClockState()
+    audio: dict[str, Any] | None = None
+    amplifier: dict[str, Any] | None = None
+    printer: dict[str, Any] | None = None
+    config_version: int = 0
+    schedule_version: int = 0
+    clip_cache: dict[str, int] = {}
+    outbox_len: int = 0
+    refused: dict[str, int] = {}
+    agent: str = ""
