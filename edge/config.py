@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocol.errors import ProtocolError
 from protocol.signing import PublicKey
 from protocol.topics import DEFAULT_ROOT, ID_PATTERN, check_root
 from protocol.uplink import Role
@@ -52,8 +53,10 @@ class MqttSection(Section):
     @field_validator("root")
     @classmethod
     def _root(cls, value: str) -> str:
-        check_root(value)
-        return value
+        try:
+            return check_root(value)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _password(self) -> MqttSection:
@@ -71,7 +74,10 @@ class TrustSection(Section):
     @classmethod
     def _keys(cls, value: dict[str, str]) -> dict[str, str]:
         for kid, b64 in value.items():
-            PublicKey.from_b64(b64, kid)
+            try:
+                PublicKey.from_b64(b64, kid)
+            except ProtocolError as exc:
+                raise ValueError(f"key {kid!r}: {exc}") from None
         return value
 
 
@@ -130,14 +136,13 @@ def _describe(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: {exc.error_count()} problem(s) in the agent configuration:"]
     for err in exc.errors():
         loc = tuple(err["loc"])
-        section = ".".join(str(p) for p in loc[:-1])
-        key = str(loc[-1]) if loc else "(file)"
-        where = f"[{section}] {key}" if section else key
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:]).lstrip(".")
+        where = f"[{loc[0]}] {key}" if key else str(loc[0]) if loc else "(file)"
         fix = _FIXES.get(err["type"], "")
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, _known_keys(AgentConfig, loc), n=1)
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(AgentConfig, loc), n=2)
             if close:
-                fix = f"did you mean '{close[0]}'?"
+                fix = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"  - {where}: {message}" + (f" ({fix})" if fix else ""))
     return "\n".join(lines)

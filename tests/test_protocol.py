@@ -1,0 +1,169 @@
+"""The wire contract: topics, signatures, every refusal reason, schemas."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.commands import ScheduleSet
+from protocol.envelope import MAX_FUTURE_SKEW_MS, MAX_PAYLOAD_BYTES, open_envelope, seal
+from protocol.errors import ProtocolError, Refusal, RefusalReason
+from protocol.signing import Keyring, PublicKey, SigningKey, canonical_json
+from protocol.topics import Topics, check_id
+from tests.signing_helpers import resign, tamper
+
+NOW = 1_790_000_000_000
+KEY = SigningKey.generate()
+RING = Keyring([KEY.public])
+CLIP = {"sha256": "ab" * 32, "url": "http://c/api/clips/x", "bytes": 1000, "duration_ms": 5000}
+
+
+def refusal(payload: bytes, now: int = NOW, ring: Keyring = RING) -> RefusalReason:
+    with pytest.raises(Refusal) as info:
+        open_envelope(payload, ring, now)
+    return info.value.reason
+
+
+def test_topics_are_spelled_once():
+    t = Topics("xaso")
+    assert t.status("loa-1") == "xaso/dev/loa-1/status"
+    assert t.grp("thon-2", "cmd") == "xaso/grp/thon-2/cmd"
+    assert t.device_inbound("loa-1", ["thon-2"]) == [
+        "xaso/dev/loa-1/cmd",
+        "xaso/dev/loa-1/config",
+        "xaso/dev/loa-1/schedule",
+        "xaso/grp/thon-2/cmd",
+        "xaso/grp/thon-2/schedule",
+    ]
+    ref = t.parse("xaso/grp/thon-2/schedule")
+    assert (ref.scope, ref.id, ref.leaf) == ("grp", "thon-2", "schedule")
+    for bad in ("xaso/dev/loa-1", "other/dev/a/cmd", "xaso/grp/a/status", "xaso/dev/A/cmd"):
+        with pytest.raises(ProtocolError):
+            t.parse(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "A", "-a", "a" * 49, "a/b", "a+", "thôn"])
+def test_bad_ids_are_refused(bad):
+    with pytest.raises(ProtocolError, match="not valid"):
+        check_id(bad)
+
+
+def test_canonical_json_is_sorted_compact_utf8():
+    assert canonical_json({"b": 1, "a": "Thôn"}) == '{"a":"Thôn","b":1}'.encode()
+
+
+def test_round_trip_and_key_id():
+    payload = seal("broadcast.play", {"clip": CLIP, "priority": 9}, KEY, NOW)
+    opened = open_envelope(payload, RING, NOW)
+    assert opened.envelope.kid == KEY.kid
+    assert opened.body.priority == 9  # type: ignore[attr-defined]
+    again = PublicKey.from_b64(KEY.public.b64)
+    assert again.kid == KEY.kid
+    with pytest.raises(ProtocolError, match="does not match"):
+        PublicKey.from_b64(KEY.public.b64, kid="0" * 16)
+
+
+def test_pem_round_trip():
+    assert SigningKey.from_pem(KEY.to_pem()).kid == KEY.kid
+    with pytest.raises(ProtocolError):
+        SigningKey.from_pem(b"not a key")
+
+
+def good(**kw):
+    return seal("device.ping", {}, KEY, NOW, **kw)
+
+
+def test_every_stateless_refusal_reason():
+    doc = json.loads(good())
+    assert refusal(b"x" * (MAX_PAYLOAD_BYTES + 1)) is RefusalReason.TOO_LARGE
+    assert refusal(b"\xff\xfe not json") is RefusalReason.NOT_JSON
+    assert refusal(b'{"v":1,"x":NaN}') is RefusalReason.NOT_JSON
+    assert refusal(b"[1,2]") is RefusalReason.BAD_ENVELOPE
+    assert refusal(tamper(good(), v=2)) is RefusalReason.UNKNOWN_VERSION
+    assert refusal(resign({**doc, "type": "device.explode"}, KEY)) is RefusalReason.UNKNOWN_TYPE
+    assert refusal(tamper(good(), kid="ffffffffffffffff")) is RefusalReason.UNKNOWN_KID
+    assert refusal(tamper(good(), ts=NOW + 1)) is RefusalReason.BAD_SIGNATURE
+    assert refusal(tamper(good(), sig="%%%")) is RefusalReason.BAD_SIGNATURE
+    other = SigningKey.generate()
+    assert refusal(resign({**doc, "kid": KEY.kid}, other)) is RefusalReason.BAD_SIGNATURE
+    assert refusal(good(), now=NOW + 61_000) is RefusalReason.EXPIRED
+    future = seal("device.ping", {}, KEY, NOW + MAX_FUTURE_SKEW_MS + 1000)
+    assert refusal(future) is RefusalReason.FROM_FUTURE
+    bad_body = resign({**doc, "type": "device.volume", "body": {"volume_pct": 101}}, KEY)
+    assert refusal(bad_body) is RefusalReason.BAD_BODY
+    extra = resign({**doc, "body": {"surprise": 1}}, KEY)
+    assert refusal(extra) is RefusalReason.BAD_BODY
+    no_exp = resign({k: v for k, v in doc.items() if k != "exp"}, KEY)
+    assert refusal(no_exp) is RefusalReason.BAD_ENVELOPE
+    string_ts = resign({**doc, "ts": str(NOW)}, KEY)
+    assert refusal(string_ts) is RefusalReason.BAD_ENVELOPE
+
+
+def test_refusal_carries_the_command_id_when_readable():
+    with pytest.raises(Refusal) as info:
+        open_envelope(tamper(good(cmd_id="c-42"), sig="AAAA"), RING, NOW)
+    assert info.value.cmd_id == "c-42"
+
+
+def schedule_body(**item):
+    base = {
+        "id": "sang",
+        "clip": CLIP,
+        "rrule": "FREQ=DAILY;BYHOUR=6",
+        "dtstart": "2026-01-01T06:00:00",
+    }
+    return {"version": 1, "items": [{**base, **item}]}
+
+
+def test_schedule_document_validation():
+    assert ScheduleSet.model_validate(schedule_body()).items[0].id == "sang"
+    for bad in (
+        {"rrule": "FREQ=SOMETIMES"},
+        {"rrule": "FREQ=DAILY;UNTIL=20270101T000000"},
+        {"dtstart": "2026-01-01T06:00:00+07:00"},
+        {"dtstart": "tomorrow"},
+        {"stream": {"url": "http://vov/1", "duration_s": 60}},
+        {"exdates": ["yesterday"]},
+    ):
+        with pytest.raises(ValueError):
+            ScheduleSet.model_validate(schedule_body(**bad))
+    with pytest.raises(ValueError, match="time zone"):
+        ScheduleSet.model_validate({"version": 1, "tz": "Mars/Olympus"})
+
+
+def test_documents_carry_no_expiry():
+    payload = seal("schedule.set", schedule_body(), KEY, NOW)
+    assert "exp" not in json.loads(payload)
+    assert open_envelope(payload, RING, NOW + 10**10).envelope.version == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_random_bytes_only_ever_refuse(data):
+    with pytest.raises(Refusal):
+        open_envelope(data, RING, NOW)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(["v", "id", "type", "ts", "exp", "body", "kid", "sig"]), value=json_values
+)
+def test_mutated_envelopes_only_ever_refuse(field, value):
+    doc = json.loads(seal("device.volume", {"volume_pct": 50}, KEY, NOW))
+    if doc[field] == value:
+        return
+    doc[field] = value
+    with pytest.raises(Refusal):
+        open_envelope(json.dumps(doc).encode(), RING, NOW)
