@@ -1,0 +1,252 @@
+"""A real Mosquitto broker in a work directory: the only module that runs the binary.
+
+Tests, the demo and an operator's trial run use it. Production runs the
+distribution's mosquitto service with config/mosquitto.conf.example instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+LOG_NAME = "mosquitto.log"
+# A short snapshot interval: a killed broker loses at most about a second.
+AUTOSAVE_INTERVAL_S = 1
+_RUNNING = re.compile(r"mosquitto version \S+ running")
+
+
+class MosquittoError(RuntimeError):
+    """The broker could not start, stop or reload; the message holds its last log lines."""
+
+
+def mosquitto_binary() -> str | None:
+    """The broker's binary: on PATH, or in the sbin directory that a user's PATH may lack."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (another process may still take it first)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Mosquitto:
+    """One mosquitto process, configured from scratch in ``workdir`` on each start."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        persistence: bool = True,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+    ) -> None:
+        found = binary or mosquitto_binary()
+        if found is None:
+            raise MosquittoError("mosquitto not found: install it (apt-get install mosquitto)")
+        self.binary = found
+        self.workdir = Path(workdir).resolve()
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.password_file = Path(password_file).resolve() if password_file else None
+        self.acl_file = Path(acl_file).resolve() if acl_file else None
+        self.persistence = persistence
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / LOG_NAME
+        # What mosquitto prints before its log file is open (or when it cannot open it).
+        self.output_path = self.workdir / "mosquitto.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+        for path in (self.workdir, self.password_file, self.acl_file):
+            if path is not None and any(c.isspace() for c in str(path)):
+                raise MosquittoError(f"{path}: mosquitto.conf cannot name a path with spaces")
+
+    def config_text(self) -> str:
+        lines = [
+            "# Written by controller.mosquitto on every start; edits are lost.",
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+        ]
+        if self.password_file:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        if self.persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self.workdir}/",
+                f"autosave_interval {AUTOSAVE_INTERVAL_S}",
+            ]
+        else:
+            lines.append("persistence false")
+        lines += [
+            f"log_dest file {self.log_path}",
+            "log_type all",  # denied publishes are logged at the debug level only
+            "connection_messages true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        if os.geteuid() == 0:
+            # As root, 2.x drops to the "mosquitto" user, which cannot reach a private
+            # work directory (its log, database, password and ACL files) and exits.
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout_s: float = 10) -> None:
+        if self.running:
+            raise MosquittoError(f"mosquitto is already running on port {self.port}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._check_readable()
+        self.conf_path.write_text(self.config_text(), encoding="utf-8")
+        offset = self._log_size()
+        with self.output_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        # The "running" line proves that this process, not another one, holds the port.
+        deadline = time.monotonic() + timeout_s
+        while not (_RUNNING.search(self._log_since(offset)) and self._accepts()):
+            if self.proc.poll() is not None:
+                raise self._failure(f"mosquitto exited with code {self.proc.returncode}", offset)
+            if time.monotonic() > deadline:
+                self.kill()
+                raise self._failure(f"mosquitto did not start within {timeout_s} s", offset)
+            time.sleep(0.02)
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no last snapshot, as in a power cut."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def reload(self, timeout_s: float = 10) -> None:
+        """SIGHUP: re-read the password and ACL files, and fail loudly if that went wrong.
+
+        A reload that cannot read the password file leaves the broker running but
+        refusing every client (mosquitto #588), so an error here is worth a raise.
+        """
+        if self.proc is None or not self.running:
+            raise MosquittoError("mosquitto is not running")
+        self._check_readable()
+        offset = self._log_size()
+        self.proc.send_signal(signal.SIGHUP)
+        self._wait_log(offset, "Reloading config.", timeout_s)
+        # The broker reloads in its only thread: a connection made after the line
+        # above is accepted after the reload is done, so every reload error is
+        # logged before that connection is.
+        with socket.create_connection((self._connect_host(), self.port), timeout_s) as sock:
+            mark = f":{sock.getsockname()[1]} on port {self.port}"
+            text = self._wait_log(offset, mark, timeout_s)
+        errors = [line for line in text.splitlines() if "Error" in line]
+        if errors:
+            raise MosquittoError("mosquitto could not reload:\n" + "\n".join(errors))
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _check_readable(self) -> None:
+        # The broker runs as this process's user (or stays root): os.access answers for it.
+        for path in (self.password_file, self.acl_file):
+            if path is not None and not os.access(path, os.R_OK):
+                raise MosquittoError(
+                    f"{path}: missing or not readable by the user the broker runs as "
+                    f"(uid {os.geteuid()}); mosquitto would refuse every client"
+                )
+
+    def _connect_host(self) -> str:
+        """Where to connect: a wildcard listen address is reached on loopback."""
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 (connected to, not bound)
+        return wildcard.get(self.host, self.host)
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection((self._connect_host(), self.port), 1):
+                return True
+        except OSError:
+            return False
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def _wait_log(self, offset: int, needle: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self._log_since(offset)
+            if needle in text:
+                return text
+            if not self.running:
+                raise self._failure("mosquitto exited", offset)
+            if time.monotonic() > deadline:
+                raise self._failure(f"no {needle!r} in the log within {timeout_s} s", offset)
+            time.sleep(0.02)
+
+    def _failure(self, what: str, offset: int) -> MosquittoError:
+        log = self._log_since(offset).splitlines()[-20:]
+        out = []
+        if self.output_path.exists():
+            out = self.output_path.read_text(encoding="utf-8", errors="replace").splitlines()[-10:]
+        tail = "\n".join(["--- " + str(self.log_path), *log, "--- " + str(self.output_path), *out])
+        return MosquittoError(f"{what} (port {self.port}, config {self.conf_path})\n{tail}")

@@ -1,0 +1,366 @@
+"""The site directory: hashes, ACL text, keys, device registry and the operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controller import provisioning as prov
+from controller.ops_cli import register
+from edge.config import load_config
+from protocol.signing import Keyring
+from protocol.topics import DEVICE_LEAVES
+
+SALT = bytes(range(12))
+
+
+def device_paths(site: prov.Site) -> list[Path]:
+    return sorted(p for p in site.dir.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def snapshot(site: prov.Site) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in device_paths(site)}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> prov.Site:
+    return prov.init_site(tmp_path / "site")
+
+
+def add(site: prov.Site, device_id: str = "loa-1", groups: tuple[str, ...] = ("thon-1",), **kw):
+    return prov.add_device(
+        site.dir,
+        device_id,
+        ["speaker"],
+        list(groups),
+        broker_host="10.0.0.2",
+        broker_port=1883,
+        state_dir=site.dir / "state",
+        **kw,
+    )
+
+
+# --- password hashes -------------------------------------------------------------------
+
+
+def test_hash_has_mosquitto_2_format() -> None:
+    line = prov.mosquitto_hash("secret", salt=SALT)
+    _, seven, iterations, salt, digest = line.split("$")
+    assert (seven, iterations) == ("7", "101")
+    assert base64.b64decode(salt) == SALT
+    expected = hashlib.pbkdf2_hmac("sha512", b"secret", SALT, 101)
+    assert base64.b64decode(digest) == expected and len(expected) == 64
+    assert prov.mosquitto_hash("secret", salt=SALT) == line
+    assert prov.mosquitto_hash("secret") != prov.mosquitto_hash("secret")  # a fresh salt
+
+
+def test_hash_iterations_are_part_of_the_line() -> None:
+    line = prov.mosquitto_hash("secret", salt=SALT, iterations=1000)
+    assert line.startswith("$7$1000$")
+    assert line != prov.mosquitto_hash("secret", salt=SALT)
+
+
+def test_hash_refuses_what_mosquitto_would_silently_refuse() -> None:
+    with pytest.raises(ValueError, match="12 bytes"):
+        prov.mosquitto_hash("secret", salt=b"0123456789abcdef")
+    with pytest.raises(ValueError, match="iterations"):
+        prov.mosquitto_hash("secret", iterations=0)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
+def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(path), "dev", "mật khẩu"],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        timeout=10,
+    )
+    theirs = path.read_text().strip().split(":", 1)[1]
+    salt = base64.b64decode(theirs.split("$")[3])
+    assert prov.mosquitto_hash("mật khẩu", salt=salt) == theirs
+
+
+# --- ACL text ----------------------------------------------------------------------------
+
+
+def test_acl_text() -> None:
+    devices = [
+        prov.DeviceEntry("loa-2", ("speaker",), ("thon-2", "all")),
+        prov.DeviceEntry("kiosk-1", ("kiosk",)),
+        prov.DeviceEntry("loa-1", ("speaker",), ("thon-1",)),
+    ]
+    text = prov.acl_text("xaso", devices, ["controller"])
+    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert rules == [
+        "pattern write xaso/dev/%u/status",
+        "pattern write xaso/dev/%u/telemetry",
+        "pattern write xaso/dev/%u/event",
+        "pattern write xaso/dev/%u/ack",
+        "pattern read xaso/dev/%u/cmd",
+        "pattern read xaso/dev/%u/config",
+        "pattern read xaso/dev/%u/schedule",
+        "user loa-1",
+        "topic read xaso/grp/thon-1/cmd",
+        "topic read xaso/grp/thon-1/schedule",
+        "user loa-2",
+        "topic read xaso/grp/thon-2/cmd",
+        "topic read xaso/grp/thon-2/schedule",
+        "topic read xaso/grp/all/cmd",
+        "topic read xaso/grp/all/schedule",
+        "user controller",
+        "topic readwrite xaso/#",
+    ]
+    # %u always fills a whole level (mosquitto #209, #1155)
+    for line in rules:
+        if "%u" in line:
+            assert "/%u/" in line
+
+
+def test_acl_covers_every_device_topic_once() -> None:
+    assert sorted(prov.DEVICE_WRITES + prov.DEVICE_READS) == sorted(DEVICE_LEAVES)
+
+
+def test_acl_refuses_a_bad_root() -> None:
+    with pytest.raises(Exception, match="root"):
+        prov.acl_text("xaso/#", [], ["controller"])
+
+
+# --- the site directory ------------------------------------------------------------------
+
+
+def test_init_site_writes_private_files(site: prov.Site) -> None:
+    (kid,) = site.signing_keys()
+    assert site.active_kid() == kid == site.signing_key().kid
+    assert mode(site.keys_dir / f"{kid}.pem") == 0o600
+    assert mode(site.controller_password_path) == 0o600
+    assert mode(site.dir / "site.json") == 0o600
+    assert mode(site.keys_dir) == 0o700
+    user, password = site.controller_credentials()
+    assert user == "controller" and len(password) >= 32
+    assert site.passwd_path.read_text().startswith("controller:$7$101$")
+    assert "user controller\ntopic readwrite xaso/#" in site.acl_path.read_text()
+    assert site.devices() == []
+
+
+def test_init_site_again_changes_nothing(site: prov.Site) -> None:
+    before = snapshot(site)
+    again = prov.init_site(site.dir)
+    assert again == site and snapshot(site) == before
+    with pytest.raises(prov.ProvisioningError, match="already uses the topic root 'xaso'"):
+        prov.init_site(site.dir, root="other")
+
+
+def test_not_a_site(tmp_path: Path) -> None:
+    with pytest.raises(prov.ProvisioningError, match=r"not a site directory.*xaso keys new"):
+        add(prov.Site(tmp_path))
+
+
+def test_generated_config_loads(site: prov.Site) -> None:
+    path = add(site, name="Loa thôn 1, xã An Phú", tls=True)
+    assert path == site.devices_dir / "loa-1.toml" and mode(path) == 0o600
+    config = load_config(path)
+    assert config.device.id == "loa-1" and config.device.name == "Loa thôn 1, xã An Phú"
+    assert config.device.roles == ["speaker"] and config.device.groups == ["thon-1"]
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("10.0.0.2", 1883, True)
+    assert config.username == "loa-1" and config.mqtt.root == "xaso"
+    assert config.state.dir == site.dir / "state"
+    assert dict(config.trust.keys) == site.trusted_keys()
+    assert len(Keyring.from_mapping(config.trust.keys)) == 1
+    # the broker's password file holds the hash of exactly that password
+    (entry,) = site.devices()
+    salt = base64.b64decode(entry.password_hash.split("$")[3])
+    password = config.password()
+    assert password is not None
+    assert prov.mosquitto_hash(password, salt=salt) == entry.password_hash
+    assert f"loa-1:{entry.password_hash}" in site.passwd_path.read_text().splitlines()
+    assert "user loa-1\ntopic read xaso/grp/thon-1/cmd" in site.acl_path.read_text()
+
+
+def test_duplicate_device_is_refused_and_nothing_changes(site: prov.Site) -> None:
+    add(site)
+    before = snapshot(site)
+    with pytest.raises(prov.ProvisioningError, match=r"'loa-1' already exists.*--force"):
+        add(site, groups=("thon-2",))
+    assert snapshot(site) == before
+
+
+def test_force_gives_a_new_password_and_keeps_the_creation_time(site: prov.Site) -> None:
+    first = load_config(add(site)).password()
+    (old,) = site.devices()
+    config = load_config(add(site, groups=("thon-2",), force=True))
+    (new,) = site.devices()
+    assert config.password() != first and new.password_hash != old.password_hash
+    assert new.created_ms == old.created_ms and new.groups == ("thon-2",)
+    assert old.password_hash not in site.passwd_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("device_id", "roles", "groups", "message"),
+    [
+        ("Loa-1", ["speaker"], [], "device id 'Loa-1' is not valid"),
+        ("-loa", ["speaker"], [], "device id '-loa' is not valid"),
+        ("loa/1", ["speaker"], [], "device id 'loa/1' is not valid"),
+        ("loa+", ["speaker"], [], "device id 'loa\\+' is not valid"),
+        ("x" * 49, ["speaker"], [], "is not valid"),
+        ("loa-1", ["speaker"], ["thôn-1"], "group id 'thôn-1' is not valid"),
+        ("loa-1", ["radio"], [], "roles \\['radio'\\] are not valid"),
+        ("loa-1", [], [], "are not valid"),
+        ("controller", ["speaker"], [], "controller's user name"),
+    ],
+)
+def test_bad_devices_are_refused(site, device_id, roles, groups, message) -> None:
+    before = snapshot(site)
+    with pytest.raises(prov.ProvisioningError, match=message):
+        prov.add_device(site.dir, device_id, roles, groups, broker_host="h", broker_port=1883)
+    assert snapshot(site) == before
+
+
+def test_bad_broker_or_name_is_refused(site: prov.Site) -> None:
+    for kw, message in (
+        ({"broker_host": "", "broker_port": 1883}, "broker host"),
+        ({"broker_host": "h", "broker_port": 0}, "broker port"),
+        ({"broker_host": "h", "broker_port": 1883, "name": "a\nb"}, "control characters"),
+        ({"broker_host": "h", "broker_port": 1883, "root": "other"}, "topic root 'xaso'"),
+    ):
+        with pytest.raises(prov.ProvisioningError, match=message):
+            prov.add_device(site.dir, "loa-1", ["speaker"], **kw)
+    assert site.devices() == []
+
+
+def test_a_crash_mid_write_leaves_the_old_files(site, monkeypatch) -> None:
+    add(site)
+    before = snapshot(site)
+
+    def crash(src, dst):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(prov.os, "replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        add(site, "loa-2")
+    monkeypatch.undo()
+    assert snapshot(site) == before  # no half file, no temp file left behind
+    assert [d.id for d in site.devices()] == ["loa-1"]
+
+
+def test_new_key_rotates_and_devices_trust_both(site: prov.Site) -> None:
+    path = add(site)
+    first = site.active_kid()
+    second = prov.new_key(site.dir)
+    assert second != first and site.active_kid() == second
+    assert set(site.trusted_keys()) == {first, second}
+    assert site.signing_key().kid == second
+    config = load_config(path)
+    assert dict(config.trust.keys) == site.trusted_keys()
+    assert config.device.groups == ["thon-1"]  # the rest is kept
+
+
+def test_remove_device(site: prov.Site) -> None:
+    path = add(site)
+    add(site, "loa-2")
+    prov.remove_device(site.dir, "loa-1")
+    assert [d.id for d in prov.list_devices(site.dir)] == ["loa-2"]
+    assert not path.exists()
+    assert "loa-1" not in site.passwd_path.read_text() + site.acl_path.read_text()
+    with pytest.raises(prov.ProvisioningError, match="no device 'loa-1'"):
+        prov.remove_device(site.dir, "loa-1")
+
+
+def test_regenerate_broker_files_restores_them(site: prov.Site) -> None:
+    add(site)
+    passwd, acl = site.passwd_path.read_text(), site.acl_path.read_text()
+    site.passwd_path.write_text("spoiled\n")
+    site.acl_path.unlink()
+    prov.regenerate_broker_files(site.dir)
+    assert (site.passwd_path.read_text(), site.acl_path.read_text()) == (passwd, acl)
+
+
+def test_damaged_registry_is_reported(site: prov.Site) -> None:
+    (site.dir / "devices.json").write_text("{not json")
+    with pytest.raises(prov.ProvisioningError, match=r"devices\.json: damaged"):
+        prov.list_devices(site.dir)
+
+
+# --- the operator commands -----------------------------------------------------------------
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="xaso")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def test_cli_provisions_a_site(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("XASO_SITE", str(tmp_path / "site"))
+    assert run("keys", "new") == 0
+    assert "Created the site" in capsys.readouterr().out
+    assert (
+        run(
+            "device",
+            "add",
+            "loa-1",
+            "--role",
+            "speaker",
+            "--role",
+            "kiosk",
+            "--group",
+            "thon-1",
+            "--name",
+            "Loa 1",
+            "--broker-host",
+            "10.0.0.2",
+            "--state-dir",
+            str(tmp_path / "state"),
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    config_path = tmp_path / "site" / "devices" / "loa-1.toml"
+    assert str(config_path) in out and "systemctl reload mosquitto" in out
+    config = load_config(config_path)
+    assert config.device.roles == ["speaker", "kiosk"] and config.mqtt.port == 1883
+
+    assert run("device", "list") == 0
+    assert "loa-1" in capsys.readouterr().out
+    assert run("keys", "new") == 0
+    assert run("keys", "list") == 0
+    listed = capsys.readouterr().out.splitlines()[-2:]
+    assert [line.split()[1] for line in listed].count("active") == 1
+    assert run("device", "remove", "loa-1") == 0
+    assert not config_path.exists()
+
+
+def test_cli_refusals_are_one_line(tmp_path, capsys) -> None:
+    site = str(tmp_path / "site")
+    assert run("device", "list", "--site", site) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xaso: ") and err.count("\n") == 1 and "xaso keys new" in err
+    assert run("keys", "new", "--site", site) == 0
+    argv = ["device", "add", "loa-1", "--role", "speaker", "--broker-host", "h", "--site", site]
+    assert run(*argv) == 0
+    capsys.readouterr()
+    for bad in (
+        argv,
+        [*argv[:2], "Loa_1", *argv[3:]],
+        ["device", "remove", "nope", "--site", site],
+    ):
+        assert run(*bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("xaso: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert run(*argv, "--force") == 0
+    registry = json.loads((tmp_path / "site" / "devices.json").read_text())
+    assert [d["id"] for d in registry["devices"]] == ["loa-1"]
