@@ -30,6 +30,10 @@ from protocol.uplink import Event, Status, Telemetry, new_event
 
 log = logging.getLogger(__name__)
 INBOUND_QUEUE_MAX = 1000
+# When commands arrive faster than they are handled, paho's thread waits this long
+# for room (TCP then slows the broker, which applies its own limits) before a
+# message is dropped. Short enough for keepalive; nothing here waits on paho.
+INBOUND_BACKPRESSURE_S = 2.0
 
 
 def wall_ms() -> int:
@@ -193,9 +197,14 @@ class Agent:
 
     def _received(self, topic: str, payload: bytes) -> None:
         try:
-            self._inbound.put_nowait((topic, payload))
+            self._inbound.put((topic, payload), timeout=INBOUND_BACKPRESSURE_S)
         except queue.Full:
             self.dispatcher.refused["overload"] += 1
+            log.warning(
+                "inbound queue full for %.0f s: dropped a message on %s",
+                INBOUND_BACKPRESSURE_S,
+                topic,
+            )
 
     def _published(self, mid: int) -> None:
         self.outbox.published(mid)

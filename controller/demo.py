@@ -1,0 +1,221 @@
+"""`xaso demo`: a broker, a simulated fleet and the controller's view on one machine.
+
+Every part is the real one: Mosquitto with the site's passwords and ACL, each
+agent in its own process running the production code on simulated hardware,
+signed documents and commands from the controller's key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from controller import provisioning
+from controller.fleet_view import FleetView
+from controller.mosquitto import Mosquitto, MosquittoError, free_port
+from controller.status_page import create_app
+from protocol.topics import Topics
+
+EXIT_RESTART = 75  # the agent asks to be restarted (device.restart_agent)
+PING_EVERY_S = 15.0
+
+
+@dataclass
+class Managed:
+    """One agent process that the demo restarts when it exits, as systemd would."""
+
+    device: str
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "agent", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="run a broker, a simulated fleet and the fleet page here")
+    p.add_argument("--mqtt-port", type=int, default=None, help="broker port (default: a free one)")
+    p.add_argument("--http-port", type=int, default=None, help="web port (default: a free one)")
+    p.add_argument(
+        "--dir", type=Path, default=None, help="work directory (default: a new temp dir)"
+    )
+    p.add_argument("--speakers", type=int, default=2, help="simulated speaker clusters (2)")
+    p.add_argument("--kiosks", type=int, default=1, help="simulated queue kiosks (1)")
+    p.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)"
+    )
+    p.set_defaults(func=run_demo)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    workdir = (args.dir or Path(tempfile.mkdtemp(prefix="xaso-demo-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    mqtt_port = args.mqtt_port or free_port()
+    http_port = args.http_port or free_port()
+    site = provisioning.init_site(workdir / "site")
+    devices = [
+        (f"loa-thon-{i}", ["speaker"], [f"thon-{i}", "all"]) for i in range(1, args.speakers + 1)
+    ]
+    devices += [
+        (f"kiosk-mot-cua-{i}", ["kiosk"], ["mot-cua", "all"]) for i in range(1, args.kiosks + 1)
+    ]
+    agents = []
+    for device, roles, groups in devices:
+        config = provisioning.add_device(
+            site.dir,
+            device,
+            roles,
+            groups,
+            broker_host="127.0.0.1",
+            broker_port=mqtt_port,
+            state_dir=workdir / "state" / device,
+            force=True,
+        )
+        agents.append(Managed(device, config, workdir / "logs" / f"{device}.log"))
+    (workdir / "logs").mkdir(exist_ok=True)
+
+    try:
+        broker = Mosquitto(
+            workdir / "broker", mqtt_port, password_file=site.passwd_path, acl_file=site.acl_path
+        )
+        broker.start()
+    except MosquittoError as exc:
+        print(f"xaso demo: {exc}", file=sys.stderr)
+        return 1
+    user, password = site.controller_credentials()
+    view = FleetView(
+        "127.0.0.1",
+        mqtt_port,
+        user,
+        password,
+        site.signing_key(),
+        Topics(site.root),
+        on_change=lambda device, state: _say(f"  {device}: {state}"),
+    )
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(view), host="127.0.0.1", port=http_port, log_level="warning")
+    )
+    web = threading.Thread(target=server.run, name="web", daemon=True)
+    try:
+        view.start()
+        for device, _roles, groups in devices:
+            view.send(
+                view.topics.dev(device, "config"),
+                "config.set",
+                {"version": 1, "groups": groups, "telemetry_interval_s": 10},
+                retain=True,
+            )
+        for agent in agents:
+            agent.start()
+        web.start()
+        _banner(
+            workdir=workdir,
+            broker=broker,
+            http_port=http_port,
+            user=user,
+            password=password,
+            agents=agents,
+        )
+        _supervise(view, agents, stop, args.duration)
+    finally:
+        _say("stopping: agents say offline, then the broker stops")
+        for agent in agents:
+            agent.stop()
+        server.should_exit = True
+        view.close()
+        broker.stop()
+    return 0
+
+
+def _banner(
+    *,
+    workdir: Path,
+    broker: Mosquitto,
+    http_port: int,
+    user: str,
+    password: str,
+    agents: list[Managed],
+) -> None:
+    _say(f"""
+Xaso demo — {len(agents)} simulated devices
+  broker      mqtt://{broker.host}:{broker.port}  (Mosquitto, passwords and ACL from the site)
+  fleet page  http://127.0.0.1:{http_port}/   (JSON: /api/devices)
+  work dir    {workdir}
+  watch it    mosquitto_sub -h {broker.host} -p {broker.port} -u {user} -P '{password}' \\
+                -t 'xaso/#' -v
+  devices     {", ".join(a.device for a in agents)}  (logs in {workdir / "logs"})
+Ctrl-C stops everything.
+""")
+
+
+def _supervise(
+    view: FleetView, agents: list[Managed], stop: threading.Event, duration: float
+) -> None:
+    deadline = time.monotonic() + duration if duration > 0 else None
+    next_ping = time.monotonic() + 3
+    while not stop.wait(0.5):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        for agent in agents:
+            if agent.proc is not None and agent.proc.poll() is not None:
+                code = agent.proc.returncode
+                _say(f"  {agent.device}: agent exited ({code}); restarting")
+                agent.start()
+        if time.monotonic() >= next_ping:
+            next_ping = time.monotonic() + PING_EVERY_S
+            _ping_all(view, agents)
+
+
+def _ping_all(view: FleetView, agents: list[Managed]) -> None:
+    """A signed ping to the group every device is in; print each round trip."""
+    cmd_id = uuid.uuid4().hex
+    waiters = {a.device: view.expect_ack(a.device, cmd_id) for a in agents}
+    sent = time.monotonic()
+    view.send(view.topics.grp("all", "cmd"), "device.ping", {}, cmd_id=cmd_id)
+    parts = []
+    for device, waiter in waiters.items():
+        if waiter.done.wait(max(0.0, 5 - (time.monotonic() - sent))):
+            parts.append(f"{device} {(waiter.at - sent) * 1000:.0f} ms")
+        else:
+            parts.append(f"{device} no answer")
+    _say("  ping: " + ", ".join(parts))

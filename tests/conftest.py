@@ -1,0 +1,121 @@
+"""Shared fixtures: a provisioned site, a real Mosquitto on a free port, agents."""
+
+from __future__ import annotations
+
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from controller import provisioning
+from controller.mosquitto import Mosquitto, free_port
+from protocol.envelope import seal
+from protocol.signing import SigningKey
+from tests.fleet import AgentProcess, Probe
+
+DEVICES = {
+    "loa-1": (["speaker"], ["thon-1", "all"]),
+    "loa-2": (["speaker"], ["thon-2", "all"]),
+    "loa-3": (["speaker"], ["thon-1", "all"]),
+    "kiosk-1": (["kiosk"], []),
+}
+FAST = {"mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 2.0}, "telemetry": {"interval_s": 2}}
+
+
+class Fleet:
+    """A provisioned site and the agents started from it in one test."""
+
+    def __init__(self, tmp: Path, site: provisioning.Site, broker: Mosquitto) -> None:
+        self.tmp = tmp
+        self.site = site
+        self.broker = broker
+        self.key = site.signing_key()
+        self.other_key = SigningKey.generate()
+        self.processes: list[AgentProcess] = []
+        self.probes: list[Probe] = []
+
+    def seal(self, msg_type: str, body: dict[str, Any], **kw: Any) -> bytes:
+        return seal(msg_type, body, self.key, time.time_ns() // 1_000_000, **kw)
+
+    def config(self, device: str, telemetry_interval_s: float | None = None, **mqtt: Any) -> Path:
+        """The device's generated config, with test timings and a private state dir."""
+        data = tomllib.loads(self.site.device_config_path(device).read_text())
+        for section, values in FAST.items():
+            data.setdefault(section, {}).update(values)
+        data["mqtt"].update(mqtt)
+        if telemetry_interval_s is not None:
+            data["telemetry"]["interval_s"] = telemetry_interval_s
+        data["state"] = {"dir": str(self.tmp / "state" / device)}
+        path = self.tmp / f"{device}.toml"
+        path.write_text(tomli_w.dumps(data))
+        return path
+
+    def spawn(self, device: str, **kw: Any) -> AgentProcess:
+        proc = AgentProcess(self.config(device, **kw), self.tmp / f"{device}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def event_writer(self, device: str, written: Path) -> AgentProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.drivers.write_events",
+            str(self.config(device)),
+            str(written),
+        ]
+        proc = AgentProcess(self.config(device), self.tmp / f"{device}-writer.log", argv)
+        self.processes.append(proc)
+        return proc
+
+    def probe(self, as_device: str | None = None, subscribe: str = "xaso/#") -> Probe:
+        if as_device is None:
+            user, password = self.site.controller_credentials()
+        else:
+            data = tomllib.loads(self.site.device_config_path(as_device).read_text())
+            user, password = data["mqtt"]["username"], data["mqtt"]["password"]
+        p = Probe(self.broker.host, self.broker.port, user, password, subscribe)
+        self.probes.append(p)
+        return p
+
+    def close(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+        for p in self.probes:
+            p.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> provisioning.Site:
+    return provisioning.init_site(tmp_path / "site")
+
+
+@pytest.fixture
+def broker(tmp_path: Path, site: provisioning.Site) -> Iterator[Mosquitto]:
+    port = free_port()
+    for device, (roles, groups) in DEVICES.items():
+        provisioning.add_device(
+            site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
+        )
+    mosquitto = Mosquitto(
+        tmp_path / "broker", port, password_file=site.passwd_path, acl_file=site.acl_path
+    )
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, site: provisioning.Site, broker: Mosquitto) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, site, broker)
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def probe(fleet: Fleet) -> Probe:
+    return fleet.probe()

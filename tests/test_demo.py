@@ -1,0 +1,70 @@
+"""`xaso demo` as a newcomer runs it: everything comes up, answers, and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+from controller.mosquitto import free_port
+from tests.fleet import ROOT
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_demo_runs_a_fleet_that_answers_and_stops_cleanly(tmp_path):
+    mqtt_port, http_port = free_port(), free_port()
+    log = tmp_path / "demo.out"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edge.cli",
+                "demo",
+                "--duration",
+                "25",
+                "--dir",
+                str(tmp_path / "d"),
+                "--mqtt-port",
+                str(mqtt_port),
+                "--http-port",
+                str(http_port),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        devices: list[dict] = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            try:
+                devices = json.loads(fetch(f"http://127.0.0.1:{http_port}/api/devices"))
+            except OSError:
+                devices = []
+            if len(devices) == 3 and all(d["state"] == "online" for d in devices):
+                break
+            time.sleep(0.5)
+        assert sorted(d["id"] for d in devices) == ["kiosk-mot-cua-1", "loa-thon-1", "loa-thon-2"]
+        assert all(d["state"] == "online" for d in devices)
+        page = fetch(f"http://127.0.0.1:{http_port}/")
+        assert "Trực tuyến" in page and "lang='vi'" in page
+        assert "Online" in fetch(f"http://127.0.0.1:{http_port}/?lang=en")
+        assert demo.wait(60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    text = log.read_text()
+    assert f"mqtt://127.0.0.1:{mqtt_port}" in text and "mosquitto_sub" in text
+    pings = [line for line in text.splitlines() if "ping:" in line]
+    assert pings and "no answer" not in pings[-1]
+    for device in ("loa-thon-1", "loa-thon-2", "kiosk-mot-cua-1"):
+        assert f"{device}: offline" in text  # each said goodbye on the way out
+    assert "Traceback" not in text
