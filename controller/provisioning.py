@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import grp
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -74,6 +75,19 @@ def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int 
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
     b64 = base64.b64encode
     return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def password_matches(hashed: str, password: str) -> bool:
+    """Check a password against a ``$7$`` line's hash (the controller's HTTP auth for devices)."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt = base64.b64decode(parts[3], validate=True)
+        expected = mosquitto_hash(password, salt=salt, iterations=int(parts[2]))
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, hashed)
 
 
 def acl_text(root: str, devices: Sequence[DeviceEntry], controller_users: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -90,12 +90,28 @@ class TelemetrySection(Section):
     thermal_zone: Path = Path("/sys/class/thermal/thermal_zone0/temp")
 
 
+class SpeakerSection(Section):
+    """The loudspeaker cluster: where sound goes, the amplifier relay, the clip cache."""
+
+    sink: Literal["alsa", "wav"] = "alsa"
+    alsa_device: str = "default"
+    wav_dir: Path | None = None  # the "wav" sink's recordings; default: <state dir>/played
+    amp_pin: Annotated[int, Field(ge=0, le=53)] | None = None  # BCM number; None: no relay
+    amp_active_high: bool = True
+    amp_preroll_ms: Annotated[int, Field(ge=0, le=30_000)] = 1500
+    amp_hold_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    cache_budget_mb: Annotated[int, Field(ge=10)] = 2048
+    prefetch_days: Annotated[float, Field(gt=0, le=31)] = 3.0
+    resume_preempted: bool = False
+
+
 class AgentConfig(Section):
     device: DeviceSection
     mqtt: MqttSection = MqttSection()
     trust: TrustSection
     state: StateSection = StateSection()
     telemetry: TelemetrySection = TelemetrySection()
+    speaker: SpeakerSection = SpeakerSection()
 
     @property
     def username(self) -> str:
