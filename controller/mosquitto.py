@@ -58,6 +58,7 @@ class Mosquitto:
         persistence: bool = True,
         host: str = "127.0.0.1",
         binary: str | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         found = binary or mosquitto_binary()
         if found is None:
@@ -69,6 +70,7 @@ class Mosquitto:
         self.password_file = Path(password_file).resolve() if password_file else None
         self.acl_file = Path(acl_file).resolve() if acl_file else None
         self.persistence = persistence
+        self.tls = tuple(Path(p).resolve() for p in tls) if tls else None  # certfile, keyfile
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / LOG_NAME
         # What mosquitto prints before its log file is open (or when it cannot open it).
@@ -82,6 +84,7 @@ class Mosquitto:
         lines = [
             "# Written by controller.mosquitto on every start; edits are lost.",
             f"listener {self.port} {self.host}",
+            *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
             f"allow_anonymous {'false' if self.password_file else 'true'}",
         ]
         if self.password_file:

@@ -39,6 +39,7 @@ class Probe:
     username: str
     password: str
     subscribe: str = "xaso/#"
+    tls_ca: Path | None = None
     messages: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class Probe:
             clean_session=False,
         )
         c.username_pw_set(self.username, self.password)
+        if self.tls_ca is not None:
+            c.tls_set(ca_certs=str(self.tls_ca))
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_disconnect = lambda *_: self._connected.clear()

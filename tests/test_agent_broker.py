@@ -280,3 +280,41 @@ def test_kill9_while_writing_events_delivers_each_written_event(fleet, probe, tm
     received = _event_ids(probe.messages)
     assert set(ids) <= set(received)
     assert last.alive
+
+
+def test_agent_over_tls_with_the_sites_ca(fleet, site, tmp_path):
+    """TLS when configured: the agent verifies the broker's certificate against its CA file."""
+    from controller.mosquitto import Mosquitto
+    from tests.fleet import AgentProcess, Probe
+    from tests.tls_helpers import write_tls_pair
+
+    (tmp_path / "tls").mkdir()
+    cert, key = write_tls_pair(tmp_path / "tls")
+    (tmp_path / "other").mkdir()
+    other_ca, _ = write_tls_pair(tmp_path / "other")
+    tls_broker = Mosquitto(
+        tmp_path / "tls-broker",
+        password_file=site.passwd_path,
+        acl_file=site.acl_path,
+        tls=(cert, key),
+    )
+    tls_broker.start()
+    try:
+        user, password = site.controller_credentials()
+        watcher = Probe(tls_broker.host, tls_broker.port, user, password, tls_ca=cert)
+        good = AgentProcess(
+            fleet.config("loa-1", port=tls_broker.port, tls=True, ca_file=str(cert)),
+            tmp_path / "tls-good.log",
+        ).start()
+        bad = AgentProcess(
+            fleet.config("loa-2", port=tls_broker.port, tls=True, ca_file=str(other_ca)),
+            tmp_path / "tls-bad.log",
+        ).start()
+        fleet.processes += [good, bad]
+        watcher.status_is("loa-1", "online")
+        good.terminate()
+        watcher.status_is("loa-1", "offline")
+        assert bad.alive and watcher.on("xaso/dev/loa-2/status") == []
+        watcher.close()
+    finally:
+        tls_broker.stop()
