@@ -130,6 +130,21 @@ def _local_datetime(value: str) -> datetime:
     return parsed
 
 
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _check_month_days(rule: str) -> None:
+    """Refuse a rule like 30 February: it never fires, and proving so costs an edge
+    a search to the year 9999 (seconds on a server, minutes on a Pi)."""
+    parts = dict(p.split("=", 1) for p in rule.upper().split(";") if "=" in p)
+    if "BYMONTH" not in parts or "BYMONTHDAY" not in parts:
+        return
+    months = [int(m) for m in parts["BYMONTH"].split(",")]
+    days = [abs(int(d)) for d in parts["BYMONTHDAY"].split(",")]
+    if not any(d <= _MONTH_DAYS[m - 1] for m in months for d in days):
+        raise ValueError(f"rrule {rule!r} names no day that exists in its months")
+
+
 class ScheduleItem(Strict):
     id: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
     label: Annotated[str, Field(max_length=200)] = ""
@@ -174,6 +189,7 @@ class ScheduleItem(Strict):
             rrulestr(rule, dtstart=_local_datetime(self.dtstart))
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise ValueError(f"rrule {self.rrule!r} is not RFC 5545: {exc}") from exc
+        _check_month_days(rule)
         return self
 
 

@@ -167,3 +167,17 @@ def test_mutated_envelopes_only_ever_refuse(field, value):
     doc[field] = value
     with pytest.raises(Refusal):
         open_envelope(json.dumps(doc).encode(), RING, NOW)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    ["FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "FREQ=MONTHLY;BYMONTH=4,6;BYMONTHDAY=31,-31"],
+)
+def test_a_rule_that_can_never_fire_is_refused(rule):
+    with pytest.raises(ValueError, match="no day that exists"):
+        ScheduleSet.model_validate(schedule_body(rrule=rule))
+
+
+def test_rare_but_real_days_are_accepted():
+    for rule in ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29", "FREQ=MONTHLY;BYMONTHDAY=31"):
+        ScheduleSet.model_validate(schedule_body(rrule=rule))
