@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,12 @@ class DeviceView:
     seen_ms: int = 0
 
 
+def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    """Commands go out one small packet at a time: no Nagle delay."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 @dataclass
 class AckWaiter:
     """Set when the device's ack arrives; ``at`` is when (monotonic seconds)."""
@@ -53,6 +60,7 @@ class FleetView:
     key: SigningKey
     topics: Topics = field(default_factory=Topics)
     on_change: Callable[[str, str], None] = lambda device, what: None
+    on_event: Callable[[str, Event], None] = lambda device, event: None
 
     def __post_init__(self) -> None:
         self.devices: dict[str, DeviceView] = {}
@@ -64,6 +72,7 @@ class FleetView:
         client.username_pw_set(self.username, self.password)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_socket_open = _no_delay
         self._client = client
 
     def start(self, timeout_s: float = 10) -> None:
@@ -108,6 +117,7 @@ class FleetView:
                 if event.id not in self.event_ids:  # stored once, however often delivered
                     self.event_ids.add(event.id)
                     view.events += 1
+                    self.on_event(device, event)
             elif leaf == "ack":
                 view.last_ack = Ack.model_validate(doc)
                 waiter = self._acks.pop(f"{device}/{view.last_ack.cmd}", None)

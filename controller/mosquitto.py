@@ -86,6 +86,7 @@ class Mosquitto:
             f"listener {self.port} {self.host}",
             *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
             f"allow_anonymous {'false' if self.password_file else 'true'}",
+            "set_tcp_nodelay true",
         ]
         if self.password_file:
             lines.append(f"password_file {self.password_file}")

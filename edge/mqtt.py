@@ -10,6 +10,7 @@ and hands work on without blocking, and subscriptions are made in
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
@@ -42,6 +43,12 @@ class LinkSettings:
 class Will:
     topic: str
     payload: bytes
+
+
+def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    """Small MQTT packets must not wait for Nagle and the peer's delayed ACK (~40 ms)."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttLink:
@@ -87,6 +94,7 @@ class MqttLink:
         client.on_connect_fail = self._guard(self._handle_connect_fail)
         client.on_message = self._guard(self._handle_message)
         client.on_publish = self._guard(self._handle_publish)
+        client.on_socket_open = self._guard(_no_delay)
         self._client = client
 
     @staticmethod

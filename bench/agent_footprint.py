@@ -1,0 +1,172 @@
+"""An idle, connected agent's resident memory and CPU, beside a bare paho client.
+
+A Pi 3/4 runs the agent next to the audio player all day, so its idle cost is
+what counts. The bare client (same broker, same keepalive, sampled at the same
+times) is the floor any MQTT agent in Python pays; the ratio carries over to
+other machines where the absolute figures do not.
+
+    .venv/bin/python -m bench.agent_footprint --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from bench._fleet import ROOT, BenchSite
+
+MIB = 1024 * 1024
+TARGET_RSS_MIB = 50.0
+TARGET_CPU_PCT = 1.0
+SETTLE_S = 3.0
+DEVICE = "bench-1"
+IDLE_BODY = 'c.on_connect = lambda *a: print("ready", flush=True)'
+# What each piece costs on its own: a fresh interpreter's RSS after one import line.
+IMPORTS = {
+    "bare python": "pass",
+    "ssl (paho imports it)": "import ssl",
+    "paho-mqtt client": "import paho.mqtt.client",
+    "pydantic (BaseModel)": "from pydantic import BaseModel",
+    "cryptography (Ed25519)": "from cryptography.hazmat.primitives.asymmetric import ed25519",
+    "psutil": "import psutil",
+    "edge.agent (the agent itself)": "import edge.agent",
+    "edge.main (agent entry, no CLI)": "import edge.main",
+    "fastapi + uvicorn": "import fastapi, uvicorn",
+    "edge.cli parser (`-m edge.cli`)": "import edge.cli; edge.cli.build_parser()",
+}
+_RSS_AFTER = (
+    "\nimport os, sys; pages = int(open('/proc/self/statm').read().split()[1])"
+    "\nprint(pages * os.sysconf('SC_PAGE_SIZE'), len(sys.modules))"
+)
+
+
+@dataclass
+class Series:
+    """One process sampled once a second: memory samples and CPU seconds over the window."""
+
+    name: str
+    proc: psutil.Process
+    rss: list[int] = field(default_factory=list)
+    uss: list[int] = field(default_factory=list)
+    pss: list[int] = field(default_factory=list)
+    cpu_s: float = 0.0
+    children_cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+    def cpu_times(self) -> tuple[float, float]:
+        t = self.proc.cpu_times()
+        return t.user + t.system, t.children_user + t.children_system
+
+    def sample_memory(self) -> None:
+        info = self.proc.memory_full_info()
+        self.rss.append(info.rss)
+        self.uss.append(getattr(info, "uss", 0))
+        self.pss.append(getattr(info, "pss", 0))
+
+    @property
+    def cpu_pct(self) -> float:
+        """Percent of one core: own user+system CPU seconds per wall second."""
+        return self.cpu_s / self.wall_s * 100
+
+
+def sample(series: list[Series], seconds: int) -> None:
+    """Every second, all processes at the same moment; CPU as a delta over the whole window."""
+    start = [s.cpu_times() for s in series]
+    t0 = time.perf_counter()
+    for tick in range(seconds + 1):
+        for s in series:
+            s.sample_memory()
+        if tick < seconds:
+            time.sleep(max(0.0, t0 + tick + 1 - time.perf_counter()))
+    wall = time.perf_counter() - t0
+    for s, (cpu0, child0) in zip(series, start, strict=True):
+        cpu1, child1 = s.cpu_times()
+        s.cpu_s, s.children_cpu_s, s.wall_s = cpu1 - cpu0, child1 - child0, wall
+
+
+def mib(values: list[int], how: str) -> float:
+    if not values or not any(values):
+        return float("nan")
+    return (max(values) if how == "max" else statistics.fmean(values)) / MIB
+
+
+def import_costs() -> list[tuple[str, float, int]]:
+    """RSS (MiB) and module count of a fresh interpreter after each import line."""
+    rows = []
+    for label, stmt in IMPORTS.items():
+        out = subprocess.run(
+            [sys.executable, "-c", stmt + _RSS_AFTER],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        rows.append((label, int(out[0]) / MIB, int(out[1])))
+    return rows
+
+
+def report(agent: Series, base: Series, seconds: int) -> None:
+    n = len(agent.rss)
+    print(f"\nidle footprint over {agent.wall_s:.1f} s, sampled every 1 s ({n} samples)")
+    head = f"{'process':<16}{'RSS max':>9}{'RSS mean':>10}{'USS mean':>10}{'PSS mean':>10}"
+    print(head + f"{'CPU s':>8}{'CPU %core':>11}{'children CPU s':>16}")
+    for s in (agent, base):
+        print(
+            f"{s.name:<16}{mib(s.rss, 'max'):>9.1f}{mib(s.rss, 'mean'):>10.1f}"
+            f"{mib(s.uss, 'mean'):>10.1f}{mib(s.pss, 'mean'):>10.1f}"
+            f"{s.cpu_s:>8.3f}{s.cpu_pct:>11.3f}{s.children_cpu_s:>16.3f}"
+        )
+    rss_ratio = mib(agent.rss, "max") / mib(base.rss, "max")
+    uss_ratio = mib(agent.uss, "mean") / mib(base.uss, "mean")
+    cpu_ratio = f"x{agent.cpu_pct / base.cpu_pct:.1f}" if base.cpu_s > 0 else "n/a (baseline 0)"
+    print(f"agent/baseline: RSS max x{rss_ratio:.2f}, USS x{uss_ratio:.2f}, CPU {cpu_ratio}")
+    print("(memory in MiB; CPU %core = own user+system CPU s / wall s * 100, resolution 0.01 s)")
+
+    rss = mib(agent.rss, "max")
+    print(f"\ntargets for the agent ({seconds} s idle, default 30 s telemetry):")
+    print(f"  RSS max <= {TARGET_RSS_MIB:.0f} MiB:  {rss:6.1f}  {verdict(rss <= TARGET_RSS_MIB)}")
+    cpu = agent.cpu_pct
+    print(f"  CPU <= {TARGET_CPU_PCT:.0f}% of a core: {cpu:6.3f}  {verdict(cpu <= TARGET_CPU_PCT)}")
+
+
+def verdict(met: bool) -> str:
+    return "PASS" if met else "MISS"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=60, help="sampling window (default 60)")
+    args = parser.parse_args()
+
+    with BenchSite([DEVICE]) as bench:
+        controller = bench.controller([f"{bench.site.root}/dev/{DEVICE}/status"])
+        baseline = bench.spawn_paho(IDLE_BODY)
+        agent = bench.spawn_agent(DEVICE)
+        bench.wait_online(controller, DEVICE)
+        time.sleep(SETTLE_S)
+        a = Series("agent", psutil.Process(agent.pid))
+        b = Series("paho baseline", psutil.Process(baseline.pid))
+        print(f"sampling agent pid {agent.pid} and baseline pid {baseline.pid} ...", flush=True)
+        sample([a, b], args.seconds)
+        alive = agent.poll() is None
+    report(a, b, args.seconds)
+    if not alive:
+        print("WARNING: the agent exited during the measurement")
+
+    print("\nwhere the memory goes: a fresh interpreter's RSS after one import line")
+    rows = import_costs()
+    bare = rows[0][1]
+    print(f"{'import':<34}{'RSS MiB':>9}{'over bare':>11}{'modules':>9}")
+    for label, rss, modules in rows:
+        print(f"{label:<34}{rss:>9.1f}{rss - bare:>+11.1f}{modules:>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

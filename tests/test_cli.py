@@ -1,0 +1,51 @@
+"""The `xaso` command: lean for the agent, clear on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.fleet import ROOT
+
+HEAVY = ("fastapi", "starlette", "uvicorn", "pydub", "sqlalchemy")
+
+
+def test_the_agent_command_loads_no_web_or_audio_stack():
+    code = (
+        "import sys; from edge.cli import build_parser; build_parser(); "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_bad_config_path_is_a_clear_error(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "agent", "--config", str(tmp_path / "missing.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "cannot read the configuration" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_config_with_faults_lists_them_all(tmp_path):
+    bad = tmp_path / "agent.toml"
+    bad.write_text('[device]\nid = "Loa 1"\n[mqtt]\nprot = 1883\n', encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "agent", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert out.returncode == 2
+    for expected in ("[device] id", "did you mean", "trust: Field required"):
+        assert expected in out.stderr
