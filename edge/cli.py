@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     from controller.demo import register as register_demo
 
     register_demo(sub)
+
+    from broadcast.clip_cli import register as register_clip
+
+    register_clip(sub)
     return parser
 
 
