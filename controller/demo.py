@@ -15,21 +15,33 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
-import uvicorn
+import tomli_w
 
 from controller import provisioning
-from controller.fleet_view import FleetView
 from controller.mosquitto import Mosquitto, MosquittoError, free_port
-from controller.status_page import create_app
+from protocol.commands import DEFAULT_TZ
 from protocol.topics import Topics
+
+if TYPE_CHECKING:
+    from controller.fleet_view import FleetView
+    from protocol.uplink import Event
 
 EXIT_RESTART = 75  # the agent asks to be restarted (device.restart_agent)
 PING_EVERY_S = 15.0
+SPEAKERS_GROUP = "cum-loa"
+BULLETIN_VI = (
+    "Xin chào bà con. Đây là bản tin thử nghiệm của Đài truyền thanh xã. "
+    "Bà con chú ý theo dõi lịch tiêm phòng cho gia súc vào sáng thứ Hai tới."
+)
 
 
 @dataclass
@@ -61,6 +73,41 @@ class Managed:
                 self.proc.kill()
 
 
+def _simulated_speaker(config: Path, played: Path) -> None:
+    """The demo's speakers play into WAV files, with a relay on a mock GPIO pin."""
+    data = tomllib.loads(config.read_text(encoding="utf-8"))
+    data["speaker"] = {"sink": "wav", "wav_dir": str(played), "amp_pin": 17, "amp_hold_s": 5.0}
+    config.write_text(tomli_w.dumps(data), encoding="utf-8")
+
+
+def _bulletin(workdir: Path, base_url: str) -> dict[str, object]:
+    """A spoken Vietnamese bulletin, made offline and prepared like any upload."""
+    from broadcast.clips import ClipSettings
+    from broadcast.tts import EspeakEngine, speak_to_clip
+
+    clip = speak_to_clip(BULLETIN_VI, EspeakEngine(), workdir / "clips", ClipSettings())
+    return clip.ref(f"{base_url}/api/clips/{clip.sha256}").model_dump()
+
+
+def _schedule_every_minute(clip: dict[str, object]) -> dict[str, object]:
+    # the first bulletin 15 s after start, then every minute
+    first = datetime.now(ZoneInfo(DEFAULT_TZ)).replace(microsecond=0, tzinfo=None)
+    return {
+        "version": int(time.time()),
+        "tz": DEFAULT_TZ,
+        "items": [
+            {
+                "id": "ban-tin-thu",
+                "label": "Bản tin thử nghiệm",
+                "clip": clip,
+                "priority": 2,
+                "rrule": "FREQ=MINUTELY;INTERVAL=1",
+                "dtstart": (first + timedelta(seconds=15)).isoformat(),
+            }
+        ],
+    }
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run a broker, a simulated fleet and the fleet page here")
     p.add_argument("--mqtt-port", type=int, default=None, help="broker port (default: a free one)")
@@ -81,13 +128,21 @@ def _say(text: str) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # imported here: `xaso agent` builds the same parser and must not load a web stack
+    import uvicorn
+
+    from controller.clip_server import clip_router, site_authenticator
+    from controller.fleet_view import FleetView
+    from controller.status_page import create_app
+
     workdir = (args.dir or Path(tempfile.mkdtemp(prefix="xaso-demo-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     mqtt_port = args.mqtt_port or free_port()
     http_port = args.http_port or free_port()
     site = provisioning.init_site(workdir / "site")
     devices = [
-        (f"loa-thon-{i}", ["speaker"], [f"thon-{i}", "all"]) for i in range(1, args.speakers + 1)
+        (f"loa-thon-{i}", ["speaker"], [f"thon-{i}", SPEAKERS_GROUP, "all"])
+        for i in range(1, args.speakers + 1)
     ]
     devices += [
         (f"kiosk-mot-cua-{i}", ["kiosk"], ["mot-cua", "all"]) for i in range(1, args.kiosks + 1)
@@ -104,6 +159,8 @@ def run_demo(args: argparse.Namespace) -> int:
             state_dir=workdir / "state" / device,
             force=True,
         )
+        if "speaker" in roles:
+            _simulated_speaker(config, workdir / "played" / device)
         agents.append(Managed(device, config, workdir / "logs" / f"{device}.log"))
     (workdir / "logs").mkdir(exist_ok=True)
 
@@ -124,6 +181,7 @@ def run_demo(args: argparse.Namespace) -> int:
         site.signing_key(),
         Topics(site.root),
         on_change=lambda device, state: _say(f"  {device}: {state}"),
+        on_event=_print_event,
     )
     stop = threading.Event()
 
@@ -132,8 +190,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    app = create_app(view)
+    app.include_router(clip_router(workdir / "clips", site_authenticator(site.dir)))
     server = uvicorn.Server(
-        uvicorn.Config(create_app(view), host="127.0.0.1", port=http_port, log_level="warning")
+        uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning")
     )
     web = threading.Thread(target=server.run, name="web", daemon=True)
     try:
@@ -145,9 +205,16 @@ def run_demo(args: argparse.Namespace) -> int:
                 {"version": 1, "groups": groups, "telemetry_interval_s": 10},
                 retain=True,
             )
+        web.start()
+        clip = _bulletin(workdir, f"http://127.0.0.1:{http_port}")
+        view.send(
+            view.topics.grp(SPEAKERS_GROUP, "schedule"),
+            "schedule.set",
+            _schedule_every_minute(clip),
+            retain=True,
+        )
         for agent in agents:
             agent.start()
-        web.start()
         _banner(
             workdir=workdir,
             broker=broker,
@@ -204,6 +271,19 @@ def _supervise(
         if time.monotonic() >= next_ping:
             next_ping = time.monotonic() + PING_EVERY_S
             _ping_all(view, agents)
+
+
+def _print_event(device: str, event: Event) -> None:
+    body = event.body
+    if event.type.startswith("play."):
+        what = body.get("label") or body.get("key", "")
+        extra = body.get("outcome") or body.get("reason") or ""
+        late = ""
+        if event.type == "play.started" and body.get("planned_ms"):
+            late = f" ({body['actual_ms'] - body['planned_ms']:+.0f} ms from plan)"
+        _say(f"  {device}: {event.type} {what} {extra}{late}".rstrip())
+    elif event.type in ("amp.state", "audio.fault"):
+        _say(f"  {device}: {event.type} {body}")
 
 
 def _ping_all(view: FleetView, agents: list[Managed]) -> None:

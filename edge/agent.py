@@ -56,6 +56,7 @@ class Agent:
         self.device_id = config.device.id
         self.topics = Topics(config.mqtt.root)
         self._now_ms = now_ms
+        self.now_ms = now_ms  # the clock every role of this agent reads
         self._boot_ms = now_ms()
         self._started_mono = time.monotonic()
         self._probe = probe or SystemProbe(
@@ -77,6 +78,11 @@ class Agent:
         self.restart_requested = threading.Event()
         self._threads: list[threading.Thread] = []
         self._telemetry_wake = threading.Event()
+        # the roles (speaker, kiosk) hook in here; see broadcast.speaker
+        self._config_listeners: list[Callable[[ConfigSet], None]] = []
+        self._volume_listeners: list[Callable[[int], None]] = []
+        self._telemetry_parts: list[Callable[[], dict[str, Any]]] = []
+        self._closers: list[Callable[[], None]] = []
 
         self.link = MqttLink(
             LinkSettings(
@@ -109,10 +115,32 @@ class Agent:
         d.on_command("device.restart_agent", self._restart)
         d.on_document("config.set", self._apply_config)
 
+    def on_config(self, listener: Callable[[ConfigSet], None]) -> None:
+        self._config_listeners.append(listener)
+
+    def on_volume(self, listener: Callable[[int], None]) -> None:
+        self._volume_listeners.append(listener)
+
+    def add_telemetry(self, part: Callable[[], dict[str, Any]]) -> None:
+        self._telemetry_parts.append(part)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    @property
+    def volume_pct(self) -> int:
+        stored = self.store.setting("volume_pct")
+        return int(stored) if stored is not None else 100
+
+    def _store_volume(self, pct: int) -> None:
+        self.store.set_setting("volume_pct", str(pct))
+        for listener in self._volume_listeners:
+            listener(pct)
+
     def _set_volume(self, opened: Opened) -> dict[str, Any]:
         body = opened.body
         assert isinstance(body, DeviceVolume)
-        self.store.set_setting("volume_pct", str(body.volume_pct))
+        self._store_volume(body.volume_pct)
         return {"volume_pct": body.volume_pct}
 
     def _restart(self, _opened: Opened) -> None:
@@ -126,7 +154,9 @@ class Agent:
         if body.groups:
             self._groups = list(body.groups)
         self.telemetry_interval_s = float(body.telemetry_interval_s)
-        self.store.set_setting("volume_pct", str(body.volume_pct))
+        self._store_volume(body.volume_pct)
+        for listener in self._config_listeners:
+            listener(body)
         after = set(self.inbound_topics())
         if self.link.connected and before != after:
             self.link.change_subscriptions(sorted(after - before), sorted(before - after))
@@ -169,10 +199,13 @@ class Agent:
     def telemetry(self) -> Telemetry:
         versions = self._versions()
         own = f"{self.topics.root}/dev/{self.device_id}/"
-        volume = self.store.setting("volume_pct")
+        parts: dict[str, Any] = {}
+        for part in self._telemetry_parts:
+            parts.update(part())
         return Telemetry.model_validate(
             {
                 **self._probe.sample(),
+                **parts,
                 "ts": self._now_ms(),
                 "agent_uptime_s": round(time.monotonic() - self._started_mono, 1),
                 "config_version": versions.get(own + "config", 0),
@@ -180,7 +213,7 @@ class Agent:
                 "documents": versions,
                 "outbox_len": self.store.outbox_len(),
                 "refused": dict(self.dispatcher.refused),
-                "volume_pct": int(volume) if volume is not None else None,
+                "volume_pct": self.volume_pct,
                 "agent": __version__,
             }
         )
@@ -275,5 +308,10 @@ class Agent:
         self.link.close(Will(self.topics.status(self.device_id), self._status("offline")))
         for thread in self._threads:
             thread.join(timeout=5)
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:
+                log.exception("error while closing")
         self.outbox.stop()
         self.store.close()

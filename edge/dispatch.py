@@ -102,6 +102,8 @@ class Dispatcher:
             raise Refusal(RefusalReason.REPLAY, f"command {env.id} was already received", env.id)
         try:
             result = handler(opened)
+        except Refusal:
+            raise  # the handler declined, with its own reason (e.g. quiet hours)
         except Exception as exc:
             log.exception("handler for %s failed", env.type)
             raise Refusal(

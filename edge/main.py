@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from edge.agent import Agent
-from edge.config import ConfigError, load_config
+from edge.config import AgentConfig, ConfigError, load_config
 from edge.store import StoreError
 from edge.systemd import SystemdNotifier
 
@@ -23,10 +23,20 @@ EXIT_RESTART = 75  # asked to restart by device.restart_agent: systemd's Restart
 DEFAULT_WATCHDOG_PING_S = 10.0
 
 
+def build_agent(config: AgentConfig) -> Agent:
+    """The one place that wires an edge: the agent and the roles it plays."""
+    agent = Agent(config)
+    if "speaker" in config.device.roles:
+        from broadcast.speaker import Speaker
+
+        Speaker(agent)
+    return agent
+
+
 def run_agent(config_path: Path) -> int:
     try:
         config = load_config(config_path)
-        agent = Agent(config)
+        agent = build_agent(config)
     except (ConfigError, StoreError) as exc:
         print(f"xaso agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -24,6 +24,7 @@ class RefusalReason(StrEnum):
     BAD_BODY = "bad_body"
     WRONG_TOPIC = "wrong_topic"
     UNSUPPORTED = "unsupported"
+    QUIET_HOURS = "quiet_hours"
     HANDLER_FAILED = "handler_failed"
 
 

@@ -42,10 +42,16 @@ class Fleet:
     def seal(self, msg_type: str, body: dict[str, Any], **kw: Any) -> bytes:
         return seal(msg_type, body, self.key, time.time_ns() // 1_000_000, **kw)
 
-    def config(self, device: str, telemetry_interval_s: float | None = None, **mqtt: Any) -> Path:
+    def config(
+        self,
+        device: str,
+        telemetry_interval_s: float | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
+        **mqtt: Any,
+    ) -> Path:
         """The device's generated config, with test timings and a private state dir."""
         data = tomllib.loads(self.site.device_config_path(device).read_text())
-        for section, values in FAST.items():
+        for section, values in {**FAST, **(sections or {})}.items():
             data.setdefault(section, {}).update(values)
         data["mqtt"].update(mqtt)
         if telemetry_interval_s is not None:

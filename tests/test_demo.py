@@ -68,3 +68,12 @@ def test_demo_runs_a_fleet_that_answers_and_stops_cleanly(tmp_path):
     for device in ("loa-thon-1", "loa-thon-2", "kiosk-mot-cua-1"):
         assert f"{device}: offline" in text  # each said goodbye on the way out
     assert "Traceback" not in text
+    # the speakers played the spoken bulletin, in step, into their WAV sinks
+    starts = []
+    for speaker in ("loa-thon-1", "loa-thon-2"):
+        played = tmp_path / "d" / "played" / speaker / "played.jsonl"
+        first = json.loads(played.read_text().splitlines()[0])
+        assert first["label"] == "Bản tin thử nghiệm" and first["samples"] > 48000 * 5
+        starts.append(first["started_ms"])
+    assert abs(starts[0] - starts[1]) < 50
+    assert "play.finished Bản tin thử nghiệm completed" in text
