@@ -28,8 +28,6 @@ from controller import provisioning
 from controller.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-NODELAY_ENV = "XASO_BENCH_NODELAY"
-NODELAY_MODES = ("off", "broker", "all")
 
 # A bare paho client for the same-run baselines: connect, then run the caller's body.
 # The body must print "ready" (flushed) once the client is usable.
@@ -42,34 +40,10 @@ c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{{os.getpid()}}")
 c.username_pw_set(user, password)
 {body}
 c.connect(host, int(port), keepalive=30)
-if os.environ.get("XASO_BENCH_NODELAY"):
-    import socket
-    c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+import socket  # as our own clients do: no Nagle delay on small packets
+c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.loop_forever()
 """
-# The agent exactly as `python -m edge.cli agent --config FILE`, but with TCP_NODELAY on
-# paho's socket: what a one-line change in edge/mqtt.py would give, tried without making it.
-_NODELAY_AGENT = """
-import runpy, socket, sys
-import paho.mqtt.client as pc
-create = pc.Client._create_socket_connection
-def nodelay(self):
-    sock = create(self)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-pc.Client._create_socket_connection = nodelay
-sys.argv = ["edge.cli", "agent", "--config", sys.argv[1]]
-runpy.run_module("edge.cli", run_name="__main__", alter_sys=True)
-"""
-
-
-class NoDelayMosquitto(Mosquitto):
-    """The broker with ``set_tcp_nodelay true``: its PUBACK does not hold back its next PUBLISH."""
-
-    def config_text(self) -> str:
-        return super().config_text() + "set_tcp_nodelay true\n"
-
-
 class Controller:
     """The controller's side: one paho client whose messages queue up in ``inbox``."""
 
@@ -116,16 +90,9 @@ class Controller:
 
 
 class BenchSite:
-    """A provisioned site with ``devices`` (speakers, default 30 s telemetry) and its broker.
+    """A provisioned site with ``devices`` (speakers, default 30 s telemetry) and its broker."""
 
-    ``nodelay`` turns Nagle off: "off" as shipped, "broker" in the broker only (a line in
-    mosquitto.conf), "all" in the broker and in every process the bench starts.
-    """
-
-    def __init__(self, devices: Sequence[str] = ("bench-1",), *, nodelay: str = "off") -> None:
-        if nodelay not in NODELAY_MODES:
-            raise ValueError(f"nodelay must be one of {NODELAY_MODES}, not {nodelay!r}")
-        self.nodelay = nodelay == "all"
+    def __init__(self, devices: Sequence[str] = ("bench-1",)) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="xaso-bench-")
         self.dir = Path(self._tmp.name)
         port = free_port()
@@ -139,7 +106,7 @@ class BenchSite:
                 broker_port=port,
                 state_dir=self.dir / "state" / device,
             )
-        self.broker = (Mosquitto if nodelay == "off" else NoDelayMosquitto)(
+        self.broker = Mosquitto(
             self.dir / "broker",
             port,
             password_file=self.site.passwd_path,
@@ -183,11 +150,9 @@ class BenchSite:
         return self.dir / f"{device}.log"
 
     def spawn_agent(self, device: str) -> subprocess.Popen[bytes]:
-        """`python -m edge.cli agent --config FILE`, as systemd runs it (see ``nodelay``)."""
+        """`python -m edge.cli agent --config FILE`, as systemd runs it."""
         config = str(self.site.device_config_path(device))
         argv = [sys.executable, "-m", "edge.cli", "agent", "--config", config]
-        if self.nodelay:
-            argv = [sys.executable, "-c", _NODELAY_AGENT, config]
         with self.agent_log(device).open("ab") as log:
             proc = subprocess.Popen(
                 argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -200,9 +165,8 @@ class BenchSite:
         code = _PAHO_SCRIPT.format(body=body)
         argv = [sys.executable, "-c", code, self.broker.host, str(self.broker.port)]
         argv += [*self.credentials(), *args]
-        env = {**os.environ, NODELAY_ENV: "1" if self.nodelay else ""}
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
         )
         self.procs.append(proc)
         assert proc.stdout is not None

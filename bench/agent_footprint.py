@@ -111,6 +111,21 @@ def import_costs() -> list[tuple[str, float, int]]:
     return rows
 
 
+def children_memory(proc: psutil.Process) -> str:
+    """The agent's child processes: the speaker keeps one ffmpeg started so that an
+    emergency need not wait for a process start. Counted apart, not hidden."""
+    kids = proc.children(recursive=True)
+    if not kids:
+        return ""
+    infos = [k.memory_full_info() for k in kids]
+    names = ", ".join(sorted({k.name() for k in kids}))
+    return (
+        f"the agent's child processes ({len(kids)}: {names}, the spare decoder):"
+        f" RSS {sum(i.rss for i in infos) / MIB:.1f} MiB, USS {sum(i.uss for i in infos) / MIB:.1f}"
+        f" MiB, PSS {sum(i.pss for i in infos) / MIB:.1f} MiB"
+    )
+
+
 def report(agent: Series, base: Series, seconds: int) -> None:
     n = len(agent.rss)
     print(f"\nidle footprint over {agent.wall_s:.1f} s, sampled every 1 s ({n} samples)")
@@ -155,7 +170,10 @@ def main() -> int:
         print(f"sampling agent pid {agent.pid} and baseline pid {baseline.pid} ...", flush=True)
         sample([a, b], args.seconds)
         alive = agent.poll() is None
+        kids = children_memory(a.proc)
     report(a, b, args.seconds)
+    if kids:
+        print(kids)
     if not alive:
         print("WARNING: the agent exited during the measurement")
 
