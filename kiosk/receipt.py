@@ -1,0 +1,181 @@
+"""The queue ticket's content and its ESC/POS bytes.
+
+Pure: no I/O but reading the font. Text with diacritics is drawn as a one-bit
+raster strip with a Unicode TTF font, because Vietnamese code pages differ by
+model and print tone marks detached (PITFALLS.md: python-escpos and
+Vietnamese). ASCII text and the number use the printer's own fonts, which cost
+one byte a character instead of a bitmap. python-escpos does all the encoding.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+from escpos.printer import Dummy
+from PIL import Image, ImageDraw, ImageFont
+
+# fonts-dejavu-core (Debian/Raspberry Pi OS): installed by ./xaso, never downloaded.
+FONT_PATH = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+FONT_BOLD_PATH = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+
+TEXT_PX = 20  # body text: 20 px at 203 dpi is 2.5 mm, about printer font A
+TITLE_PX = 22  # the office name
+LINE_GAP_PX = 4  # between wrapped lines of one strip: tight, bytes are time on the wire
+QR_MODULE_DOTS = 4
+
+
+class UnencodableTextError(ValueError):
+    """Text that the printer's code page cannot print: refused rather than printed as `?`."""
+
+
+@dataclass(frozen=True)
+class PrinterProfile:
+    """What one printer model can do: paper width in dots and how it prints Vietnamese."""
+
+    paper_mm: Literal[58, 80] = 80
+    dots: Literal[384, 512, 576] = 576
+    vietnamese: Literal["raster", "codepage"] = "raster"
+    codepage: str | None = None  # a python-escpos encoding name, e.g. "TCVN-3-1"
+    native_qr: bool = True
+
+    def __post_init__(self) -> None:
+        if self.vietnamese == "codepage" and not self.codepage:
+            raise ValueError("vietnamese='codepage' needs a codepage, e.g. 'TCVN-3-1'")
+
+
+PROFILE_58 = PrinterProfile(paper_mm=58, dots=384)
+PROFILE_80 = PrinterProfile(paper_mm=80, dots=576)
+
+
+@dataclass(frozen=True)
+class TicketContent:
+    """What a ticket says; times come formatted in local time from the caller."""
+
+    office: str
+    service_vi: str
+    service_en: str
+    number: str  # "A015"
+    issued_local: str  # "23/11/2026 09:41"
+    people_ahead: int
+    status_url: str
+
+
+@functools.cache
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    """The ticket's TTF font, loaded once per size."""
+    return ImageFont.truetype(FONT_BOLD_PATH if bold else FONT_PATH, size)
+
+
+def _greedy(text: str, face: ImageFont.FreeTypeFont, max_px: int) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if current and face.getlength(candidate) > max_px:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    return [*lines, current] if current else lines
+
+
+def wrap(text: str, face: ImageFont.FreeTypeFont, max_px: int) -> list[str]:
+    """Word wrap by drawn width, never wider than max_px, with lines of even width.
+
+    Even lines make the strip narrower than greedy wrapping does, and the strip's
+    width is bytes on the wire for every one of its rows.
+    """
+    lines = _greedy(text, face, max_px)
+    for line in lines:
+        if face.getlength(line) > max_px:
+            raise ValueError(f"word too wide for {max_px} dots: {line!r}")
+    while len(lines) > 1:
+        limit = max(face.getlength(line) for line in lines) - 1
+        tighter = _greedy(text, face, int(limit))
+        if len(tighter) > len(lines) or any(face.getlength(ln) > limit for ln in tighter):
+            break
+        lines = tighter
+    return lines
+
+
+def draw_line(text: str, face: ImageFont.FreeTypeFont) -> Image.Image:
+    """One line of text, cropped to its ink: black (0) on white (1), no antialiasing."""
+    left, top, right, bottom = (int(v) for v in face.getbbox(text))
+    image = Image.new("1", (max(right - left, 1), max(bottom - top, 1)), 1)
+    ImageDraw.Draw(image).text((-left, -top), text, font=face, fill=0)
+    return image
+
+
+def draw_strip(text: str, face: ImageFont.FreeTypeFont, max_px: int) -> Image.Image:
+    """A block of text as one strip: wrapped lines, each centred, tight line gaps."""
+    lines = [draw_line(line, face) for line in wrap(text, face, max_px)]
+    width = max(line.width for line in lines)
+    height = sum(line.height for line in lines) + LINE_GAP_PX * (len(lines) - 1)
+    strip = Image.new("1", (width, height), 1)
+    y = 0
+    for line in lines:
+        strip.paste(line, ((width - line.width) // 2, y))
+        y += line.height + LINE_GAP_PX
+    return strip
+
+
+def _dummy(profile: PrinterProfile) -> Dummy:
+    """A Dummy printer whose python-escpos profile knows the paper width (ImageWidthError)."""
+    printer = Dummy()
+    data = copy.deepcopy(printer.profile.profile_data)
+    data["media"]["width"] = {"mm": profile.paper_mm, "pixels": profile.dots}
+    printer.profile.profile_data = data  # instance attribute: the shared class stays as is
+    return printer
+
+
+def _check_encodable(printer: Dummy, text: str, codepage: str) -> None:
+    """Refuse what the code page cannot map: python-escpos would print `?` (issue #505)."""
+    encoder = printer.magic.encoder
+    encoding = encoder.get_encoding_name(codepage)
+    bad = sorted({ch for ch in text if not encoder.can_encode(encoding, ch)})
+    if bad:
+        raise UnencodableTextError(f"{codepage} cannot print {''.join(bad)!r} in {text!r}")
+
+
+def _text_block(
+    printer: Dummy, text: str, profile: PrinterProfile, face: ImageFont.FreeTypeFont
+) -> None:
+    """ASCII in the printer's font; other text as a raster strip or through the code page."""
+    if text.isascii():
+        printer.textln(text)
+    elif profile.vietnamese == "codepage":
+        assert profile.codepage is not None  # checked by PrinterProfile
+        _check_encodable(printer, text, profile.codepage)
+        printer.textln(text)
+    else:
+        printer.image(draw_strip(text, face, profile.dots))
+        printer.ln()
+
+
+def render(content: TicketContent, profile: PrinterProfile) -> bytes:
+    """The ticket as the ESC/POS bytes to send, cut at the end."""
+    printer = _dummy(profile)
+    printer.hw("INIT")
+    if profile.vietnamese == "codepage":
+        assert profile.codepage is not None
+        printer.charcode(profile.codepage)
+    printer.set(align="center")
+    _text_block(printer, content.office, profile, font(TITLE_PX, bold=True))
+    _text_block(printer, content.service_vi, profile, font(TEXT_PX))
+    _text_block(printer, content.service_en, profile, font(TEXT_PX))
+    printer.set(double_width=True, double_height=True, bold=True)
+    printer.textln(content.number)
+    printer.set(normal_textsize=True, bold=False)
+    printer.textln(content.issued_local)
+    _text_block(printer, f"Số người đang chờ: {content.people_ahead}", profile, font(TEXT_PX))
+    if profile.native_qr:
+        printer.qr(content.status_url, size=QR_MODULE_DOTS, native=True)
+    else:
+        printer.qr(content.status_url, size=QR_MODULE_DOTS, native=False)
+    printer.ln()
+    _text_block(printer, "Cảm ơn quý khách", profile, font(TEXT_PX))
+    printer.cut(feed=False)  # GS V 66 0: feed only to the cutter, not six extra lines
+    return bytes(printer.output)
