@@ -61,20 +61,30 @@ class StoredDocument:
     payload: bytes
 
 
+def open_durable(path: Path, schema: str, what: str) -> sqlite3.Connection:
+    """A SQLite file that loses nothing it acknowledged, even to a power cut.
+
+    WAL with ``synchronous=FULL``; autocommit, so callers open their own
+    transactions; shared by one lock across threads (the caller's).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(schema)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the {what} {path}: {exc}") from exc
+    return db
+
+
 class LocalStore:
     """Thread-safe: one connection, one lock; every write is its own transaction."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the state file {path}: {exc}") from exc
+        self._db = open_durable(path, _SCHEMA, "state file")
         self._lock = threading.Lock()
 
     def journal_mode(self) -> str:

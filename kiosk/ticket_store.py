@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from edge.store import open_durable
 from kiosk.numbering import (
     DEFAULT_TZ,
     RATINGS,
@@ -71,10 +72,6 @@ _COLUMNS = (
     "id, service, queue, day, n, number, priority, issued_ms, state, printed,"
     " counter, called_ms, recalls, served_ms, rating"
 )
-
-
-class StoreError(Exception):
-    """The ticket file cannot be opened or written."""
 
 
 class TicketError(Exception):
@@ -131,15 +128,7 @@ class TicketStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the ticket file {path}: {exc}") from exc
+        self._db = open_durable(path, _SCHEMA, "ticket file")
         self._lock = threading.Lock()
 
     def close(self) -> None:
