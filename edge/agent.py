@@ -162,10 +162,6 @@ class Agent:
             self.link.change_subscriptions(sorted(after - before), sorted(before - after))
         self._telemetry_wake.set()
 
-    @property
-    def groups(self) -> list[str]:
-        return list(self._groups)
-
     def inbound_topics(self) -> list[str]:
         return self.topics.device_inbound(self.device_id, self._groups)
 
@@ -290,10 +286,6 @@ class Agent:
     def healthy(self) -> bool:
         """For the systemd watchdog: every worker thread still runs."""
         return self.outbox.alive and all(t.is_alive() for t in self._threads)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def wait(self, timeout_s: float | None = None) -> bool:
         return self._stop.wait(timeout_s)

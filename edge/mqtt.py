@@ -74,7 +74,6 @@ class MqttLink:
         self._on_message = on_message
         self._on_published = on_published
         self._connected = threading.Event()
-        self.connects = 0  # successful CONNACKs since start
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -112,9 +111,6 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
 
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers."""
@@ -162,7 +158,6 @@ class MqttLink:
         topics = list(self._subscriptions())
         if topics:
             client.subscribe([(t, 1) for t in topics])
-        self.connects += 1
         self._connected.set()
         log.info("connected to %s:%d", self._settings.host, self._settings.port)
         self._on_connected()
