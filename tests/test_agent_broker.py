@@ -270,8 +270,14 @@ def test_kill9_while_writing_events_delivers_each_written_event(fleet, probe, tm
     driver = fleet.event_writer("loa-1", written)
     rng = random.Random(7)
     for _ in range(5):
+        before = written.stat().st_size if written.exists() else 0
         driver.start()
-        time.sleep(rng.uniform(0.5, 2.0))  # let it write for a while, then pull the plug
+        # kill only once it is writing: a kill during Python's start-up tests nothing
+        deadline = time.monotonic() + 60
+        while (written.stat().st_size if written.exists() else 0) <= before:
+            assert driver.alive and time.monotonic() < deadline, driver.output()[-2000:]
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.05, 1.0))  # then pull the plug at a random moment
         driver.kill9()
     last = fleet.spawn("loa-1")
     ids = [line.split()[0] for line in written.read_text().splitlines() if line.strip()]
