@@ -45,6 +45,7 @@ TICK_S = 0.25
 CHECKPOINT_EVERY_MS = 10_000  # how often the runner's progress goes to disk
 PREFETCH_EVERY_S = 600.0
 LATE_MS = 2_000  # an occurrence this far past its start was not played by us
+MISSED_BACKLOG_MS = 86_400_000
 TEST_TONE_PRIORITY = 3
 
 
@@ -98,7 +99,9 @@ class Speaker:
         self._schedule = Schedule.build([])
         self._handled: dict[str, int] = {}  # occurrence key -> start, for this process
         saved = agent.store.setting("schedule_checked_ms")
-        self._checked_ms = int(saved) if saved is not None else self._now()
+        now = self._now()
+        # after a long time off, report the last day's missed items, not a month of them
+        self._checked_ms = max(int(saved), now - MISSED_BACKLOG_MS) if saved is not None else now
         self._saved_ms = self._checked_ms
         self._wake = threading.Event()
         self._stop = threading.Event()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -426,12 +425,11 @@ def commune() -> Schedule:
     return Schedule.build([(OWN, own), (THON, thon)], [QuietHours(start="22:00", end="05:00")])
 
 
-def test_a_year_of_a_commune_in_milliseconds():
-    clock = time.process_time()  # CPU time: a busy machine does not fail the test
+def test_a_year_of_a_commune():
+    """A year of simulated time, exact to the millisecond (its speed: bench/schedule_year.py)."""
     s = commune()
     year = s.occurrences(*YEAR_2027)
     plan = s.plan(*YEAR_2027)
-    elapsed = time.process_time() - clock
 
     by_item: dict[str, list[Occurrence]] = {}
     for o in year:
@@ -461,10 +459,9 @@ def test_a_year_of_a_commune_in_milliseconds():
 
     tet = s.next_after(ms("2027-02-06T05:50:00"))
     assert tet is not None and tet.key == "vov-evening@2027-02-06T18:00:00"
-    assert elapsed < 1.0, f"a year took {elapsed:.3f} s"
 
 
-def test_a_dense_schedule_for_a_year_is_fast_and_asking_again_is_faster():
+def dense_schedule() -> Schedule:
     items = [
         item(
             f"item-{n}",
@@ -475,15 +472,13 @@ def test_a_dense_schedule_for_a_year_is_fast_and_asking_again_is_faster():
         )
         for n in range(10)
     ]
-    s = Schedule.build([(OWN, doc(*items))])
-    clock = time.process_time()
+    return Schedule.build([(OWN, doc(*items))])
+
+
+def test_a_dense_schedule_for_a_year_and_asking_again():
+    s = dense_schedule()
     first = s.occurrences(*YEAR_2027)
-    cold = time.process_time() - clock
-    clock = time.process_time()
-    again = s.occurrences(*YEAR_2027)
-    warm = time.process_time() - clock
-    assert len(first) == 10 * 4 * 365 and first == again
-    assert cold < 1.0 and warm < 0.1, (cold, warm)
+    assert len(first) == 10 * 4 * 365 and first == s.occurrences(*YEAR_2027)
 
 
 # --- bad input --------------------------------------------------------------------------------

@@ -316,3 +316,23 @@ def test_test_tone_and_stop(radio, probe):
     (rec,) = radio.wait_recordings(1)
     hz, secs = radio.audio(rec)
     assert abs(hz - 1200) < 10 and secs < 4.5
+
+
+def test_an_item_whose_time_passed_while_the_agent_was_down_is_reported_missed(radio, probe):
+    clip = radio.clip(440, 0.5)
+    local, planned = local_in(15)
+    probe.publish(
+        f"xaso/dev/{DEV}/schedule",
+        radio.fleet.seal("schedule.set", schedule_doc(1, [item("sang", clip, local)]), cmd_id="s"),
+        retain=True,
+    )
+    agent = radio.spawn()
+    probe.ack_for(DEV, "s")
+    time.sleep(11)  # past the runner's first checkpoint (10 s), still before the item
+    agent.terminate()  # the power goes...
+    while now_ms() < planned + 3000:
+        time.sleep(0.2)
+    agent.start()  # ...and comes back after the item's time
+    missed = wait_event(probe, "play.missed", f"sang@{local}")
+    assert missed["reason"] == "device_down" and missed["planned_ms"] == planned
+    assert radio.recordings() == []  # not played late
