@@ -102,7 +102,7 @@ class Speaker:
         now = self._now()
         # after a long time off, report the last day's missed items, not a month of them
         self._checked_ms = max(int(saved), now - MISSED_BACKLOG_MS) if saved is not None else now
-        self._saved_ms = self._checked_ms
+        self._saved_ms = -CHECKPOINT_EVERY_MS  # the first look is saved at once
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._register(agent)
@@ -120,8 +120,13 @@ class Speaker:
         agent.on_config(self._apply_config)
         agent.on_volume(self.player.set_volume)
         agent.add_telemetry(self._telemetry)
+        agent.on_start(self._start)
         agent.on_close(self.close)
         self._thread = threading.Thread(target=self._run, name="schedule", daemon=True)
+
+    def _start(self) -> None:
+        # only once the stored schedules are back: the first look covers the time
+        # the agent was down, and must see what was due in it
         self._thread.start()
 
     # documents
@@ -329,7 +334,8 @@ class Speaker:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         self.player.close()
         if self.amp is not None:
             self.amp.close()

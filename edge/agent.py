@@ -83,6 +83,7 @@ class Agent:
         self._volume_listeners: list[Callable[[int], None]] = []
         self._telemetry_parts: list[Callable[[], dict[str, Any]]] = []
         self._closers: list[Callable[[], None]] = []
+        self._starters: list[Callable[[], None]] = []
 
         self.link = MqttLink(
             LinkSettings(
@@ -123,6 +124,10 @@ class Agent:
 
     def add_telemetry(self, part: Callable[[], dict[str, Any]]) -> None:
         self._telemetry_parts.append(part)
+
+    def on_start(self, starter: Callable[[], None]) -> None:
+        """Run after the stored documents are applied, before the network starts."""
+        self._starters.append(starter)
 
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)
@@ -276,6 +281,8 @@ class Agent:
     def start(self) -> None:
         restored = self.dispatcher.restore_documents()
         log.info("agent %s starting; %d stored document(s) applied", self.device_id, restored)
+        for starter in self._starters:
+            starter()
         self.emit("agent.started", {"agent": __version__, "boot": self._boot_ms})
         self.outbox.start()
         self._spawn(self._inbound_worker, "inbound")
@@ -294,16 +301,17 @@ class Agent:
         self._stop.set()
 
     def close(self) -> None:
-        """Clean shutdown: retained offline status first, then the rest."""
+        """Clean shutdown: the roles stop first (nothing new starts playing), then the
+        retained offline status, then the rest."""
         self._stop.set()
         self._telemetry_wake.set()
-        self.link.close(Will(self.topics.status(self.device_id), self._status("offline")))
-        for thread in self._threads:
-            thread.join(timeout=5)
         for closer in reversed(self._closers):
             try:
                 closer()
             except Exception:
                 log.exception("error while closing")
+        self.link.close(Will(self.topics.status(self.device_id), self._status("offline")))
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.outbox.stop()
         self.store.close()

@@ -320,15 +320,14 @@ def test_test_tone_and_stop(radio, probe):
 
 def test_an_item_whose_time_passed_while_the_agent_was_down_is_reported_missed(radio, probe):
     clip = radio.clip(440, 0.5)
-    local, planned = local_in(15)
+    local, planned = local_in(30)
+    doc = schedule_doc(1, [item("sang", clip, local)])
     probe.publish(
-        f"xaso/dev/{DEV}/schedule",
-        radio.fleet.seal("schedule.set", schedule_doc(1, [item("sang", clip, local)]), cmd_id="s"),
-        retain=True,
+        f"xaso/dev/{DEV}/schedule", radio.fleet.seal("schedule.set", doc, cmd_id="s"), retain=True
     )
     agent = radio.spawn()
     probe.ack_for(DEV, "s")
-    time.sleep(11)  # past the runner's first checkpoint (10 s), still before the item
+    assert now_ms() < planned - 10_000  # long before the runner's 5 s lookahead
     agent.terminate()  # the power goes...
     while now_ms() < planned + 3000:
         time.sleep(0.2)
