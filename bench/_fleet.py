@@ -44,6 +44,8 @@ import socket  # as our own clients do: no Nagle delay on small packets
 c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.loop_forever()
 """
+
+
 class Controller:
     """The controller's side: one paho client whose messages queue up in ``inbox``."""
 
@@ -165,9 +167,7 @@ class BenchSite:
         code = _PAHO_SCRIPT.format(body=body)
         argv = [sys.executable, "-c", code, self.broker.host, str(self.broker.port)]
         argv += [*self.credentials(), *args]
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-        )
+        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         self.procs.append(proc)
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], timeout_s)

@@ -494,20 +494,26 @@ class BroadcastRules:
             per_day[day] += 1
             minutes = (end - start) / 60_000
             if self.max_session_minutes is not None and minutes > self.max_session_minutes:
-                found.append((
-                    local.isoformat(),
-                    f"{local:%Y-%m-%d %H:%M}: a session of {minutes:g} min, "
-                    f"at most {self.max_session_minutes}",
-                ))
+                found.append(
+                    (
+                        local.isoformat(),
+                        f"{local:%Y-%m-%d %H:%M}: a session of {minutes:g} min, "
+                        f"at most {self.max_session_minutes}",
+                    )
+                )
         for day, count in per_day.items():
             if day.weekday() not in self.allowed_weekdays:
-                found.append((
-                    day.isoformat(),
-                    f"{day} ({_WEEKDAYS[day.weekday()]}): no broadcasting on this day of the week",
-                ))
+                found.append(
+                    (
+                        day.isoformat(),
+                        f"{day} ({_WEEKDAYS[day.weekday()]}): no broadcasting on this day of the week",
+                    )
+                )
             if self.max_sessions_per_day is not None and count > self.max_sessions_per_day:
-                found.append((
-                    day.isoformat(),
-                    f"{day}: {count} sessions, at most {self.max_sessions_per_day}",
-                ))
+                found.append(
+                    (
+                        day.isoformat(),
+                        f"{day}: {count} sessions, at most {self.max_sessions_per_day}",
+                    )
+                )
         return [message for _, message in sorted(found)]

@@ -17,6 +17,7 @@ from controller.mosquitto import Mosquitto, free_port
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 from tests.fleet import AgentProcess, Probe
+from tests.postgres import PostgresCluster
 
 DEVICES = {
     "loa-1": (["speaker"], ["thon-1", "all"]),
@@ -125,3 +126,19 @@ def fleet(tmp_path: Path, site: provisioning.Site, broker: Mosquitto) -> Iterato
 @pytest.fixture
 def probe(fleet: Fleet) -> Probe:
     return fleet.probe()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database URL: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'controller.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.create_database()

@@ -1,0 +1,1 @@
+"""The controller's database: SQLAlchemy models, engine and Alembic migrations."""

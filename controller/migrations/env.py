@@ -1,0 +1,27 @@
+"""Alembic environment: the controller's models, the URL from the caller's Config."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import controller.db.models  # noqa: F401  (registers every table on Base.metadata)
+from controller.db.base import Base
+from controller.db.engine import make_engine
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()
