@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from controller import provisioning
 from controller.mosquitto import Mosquitto, free_port
+from edge.systemd import unit_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,12 +153,17 @@ class BenchSite:
         return self.dir / f"{device}.log"
 
     def spawn_agent(self, device: str) -> subprocess.Popen[bytes]:
-        """`python -m edge.cli agent --config FILE`, as systemd runs it."""
+        """`python -m edge.cli agent --config FILE` with the environment systemd gives it."""
         config = str(self.site.device_config_path(device))
         argv = [sys.executable, "-m", "edge.cli", "agent", "--config", config]
         with self.agent_log(device).open("ab") as log:
             proc = subprocess.Popen(
-                argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                argv,
+                cwd=ROOT,
+                env={**os.environ, **unit_environment()},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.procs.append(proc)
         return proc

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
 from edge.agent import Agent
 from edge.config import AgentConfig, ConfigError, load_config
+from edge.memory import release_free_memory
 from edge.store import StoreError
 from edge.systemd import SystemdNotifier
 
@@ -51,7 +53,15 @@ def run_agent(config_path: Path) -> int:
     agent.start()
     notifier.ready()
     ping_s = notifier.watchdog_interval_s() or DEFAULT_WATCHDOG_PING_S
-    while not agent.wait(ping_s):
+    next_ping = next_trim = time.monotonic() + FIRST_TRIM_S
+    while not agent.wait(max(0.0, min(next_ping, next_trim) - time.monotonic())):
+        now = time.monotonic()
+        if now >= next_trim:
+            release_free_memory()
+            next_trim = now + TRIM_EVERY_S
+        if now < next_ping:
+            continue
+        next_ping = now + ping_s
         if agent.healthy:
             notifier.watchdog()
         else:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +64,18 @@ class SystemdNotifier:
         except ValueError:
             return None
         return usec / 2_000_000 if usec > 0 else None
+
+
+AGENT_UNIT = Path(__file__).resolve().parent.parent / "systemd" / "xaso-agent.service"
+
+
+def unit_environment(unit: Path = AGENT_UNIT) -> dict[str, str]:
+    """The variables a unit's `Environment=` lines set, so that tests and benchmarks
+    run the agent with exactly what systemd gives it (PYTHONOPTIMIZE, MALLOC_ARENA_MAX)."""
+    env: dict[str, str] = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Environment="):
+            for item in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env

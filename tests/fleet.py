@@ -17,6 +17,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.systemd import unit_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -124,7 +126,7 @@ class Probe:
 
 
 class AgentProcess:
-    """`xaso agent --config FILE` in its own process, as systemd would run it."""
+    """`xaso agent --config FILE` in its own process, with the environment systemd gives it."""
 
     def __init__(self, config: Path, log: Path, script: list[str] | None = None) -> None:
         self.config = config
@@ -135,7 +137,12 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                self.argv,
+                cwd=ROOT,
+                env={**os.environ, **unit_environment()},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         return self
 

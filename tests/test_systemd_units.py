@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.systemd import unit_environment
+
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 
 
@@ -111,3 +113,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_agent_unit_environment_is_what_tests_and_benchmarks_run_with() -> None:
+    env = unit_environment()
+    assert env["PYTHONOPTIMIZE"] == "2"  # no docstrings loaded: memory on a Pi
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert env["PYTHONUNBUFFERED"] == "1"
