@@ -22,7 +22,7 @@ def _malloc_trim() -> ctypes._NamedFuncPointer | None:
     if name is None:
         return None
     try:
-        return ctypes.CDLL(name).malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):
         return None
 
