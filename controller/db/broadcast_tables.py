@@ -1,0 +1,156 @@
+"""Tables of the broadcasting services: clips, schedules, published documents,
+broadcasts and their acks, and the bulletin inbox.
+
+Instants are epoch milliseconds (UTC) in BigInteger columns, as on the wire;
+schedule times stay local ISO strings in the entry's own time zone, because
+that is what a schedule document carries and what the edge interprets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from controller.db.base import Base
+
+
+class ClipRow(Base):
+    """A prepared clip, stored under the clip directory as ``<sha256>.<format>``."""
+
+    __tablename__ = "clips"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    duration_ms: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(8))  # upload | tts
+    text: Mapped[str | None] = mapped_column(Text)  # what a tts clip says
+    lang: Mapped[str] = mapped_column(String(16), default="vi")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ScheduleRow(Base):
+    """One recurring item of a group's or a device's schedule document."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("target_kind", "target_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(String(48))  # the id on the wire
+    target_kind: Mapped[str] = mapped_column(String(8), index=True)  # group | device
+    target_id: Mapped[str] = mapped_column(String(48), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    level: Mapped[str] = mapped_column(String(16))  # normal | priority | emergency
+    priority: Mapped[int] = mapped_column(Integer)
+    rrule: Mapped[str] = mapped_column(String(1000))
+    tz: Mapped[str] = mapped_column(String(64))
+    dtstart: Mapped[str] = mapped_column(String(32))  # local ISO date-time in tz
+    until: Mapped[str | None] = mapped_column(String(32))
+    exdates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    clip_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("clips.sha256", ondelete="RESTRICT"), index=True
+    )
+    stream_url: Mapped[str | None] = mapped_column(String(2048))
+    stream_duration_s: Mapped[int | None] = mapped_column(Integer)
+    gain_db: Mapped[float] = mapped_column(Float, default=0.0)
+    lang: Mapped[str] = mapped_column(String(16), default="vi")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)  # bumped by every change
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class PublishedDocumentRow(Base):
+    """The last signed document sent on a topic: versions only grow, and it can be resent."""
+
+    __tablename__ = "published_documents"
+
+    topic: Mapped[str] = mapped_column(String(200), primary_key=True)
+    doc_type: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(BigInteger)
+    envelope_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    signed_ms: Mapped[int] = mapped_column(BigInteger)
+    delivered_ms: Mapped[int | None] = mapped_column(BigInteger)  # the broker's PUBACK
+
+
+class BroadcastRow(Base):
+    """A "play now", an emergency or a stop, sent as one signed command."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the command id
+    kind: Mapped[str] = mapped_column(String(8))  # play | stream | stop
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{"kind", "id"}]
+    level: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    clip_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("clips.sha256", ondelete="SET NULL")
+    )
+    stream_url: Mapped[str | None] = mapped_column(String(2048))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    status: Mapped[str] = mapped_column(String(16))  # sent | acked | refused | partial
+
+
+class BroadcastAckRow(Base):
+    """One device's answer to a broadcast; ``ok`` is None until it answers."""
+
+    __tablename__ = "broadcast_acks"
+
+    broadcast_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    device: Mapped[str] = mapped_column(String(48), primary_key=True)
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    acked_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class BulletinRow(Base):
+    """A bulletin sent down by a province's source-information system (Circular 39)."""
+
+    __tablename__ = "bulletins"
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(100))  # the integration's name
+    external_id: Mapped[str] = mapped_column(String(128))  # the sender's id (BanTinID)
+    title: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(16))
+    clip_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("clips.sha256", ondelete="RESTRICT")
+    )
+    stream_url: Mapped[str | None] = mapped_column(String(2048))
+    stream_duration_s: Mapped[int | None] = mapped_column(Integer)
+    lang: Mapped[str] = mapped_column(String(16), default="vi")
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    received_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending|accepted|declined|aired
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_ms: Mapped[int | None] = mapped_column(BigInteger)
+    note: Mapped[str] = mapped_column(String(500), default="")
+    schedule_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("schedules.id", ondelete="SET NULL")
+    )
+    broadcast_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("broadcasts.id", ondelete="SET NULL")
+    )

@@ -1,0 +1,625 @@
+"""Schedules: entries per group and per device, the signed retained documents, the calendar.
+
+The database is the truth (docs/protocol.md): each change rebuilds the whole
+``schedule.set`` document of the target it touches, signs it with the site's
+active key at a version above any sent before on that topic, stores it, and
+publishes it retained. Every entry is checked by the contract's own schema
+(protocol.commands.ScheduleItem) and by broadcast.schedule before it is kept,
+so nothing the controller accepts is refused by a speaker.
+
+The calendar and the conflict preview ask broadcast.schedule the questions
+the edge asks: each speaker's own document and its groups' documents merged
+(``Schedule.build``) and played out on one loudspeaker (``Schedule.plan``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from broadcast.levels import DEFAULT_PRIORITY, Level, level_of
+from broadcast.schedule import BroadcastRules, Schedule, Slot
+from controller.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url, now_ms
+from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
+from controller.provisioning import DeviceEntry, Site
+from protocol.commands import DEFAULT_TZ, ClipRef, QuietHours, ScheduleItem, ScheduleSet
+from protocol.envelope import MAX_PAYLOAD_BYTES, seal
+from protocol.errors import ProtocolError
+from protocol.topics import Topics, check_id
+
+LEVELS: dict[str, Level] = {
+    "normal": Level.NORMAL,
+    "priority": Level.PRIORITY,
+    "emergency": Level.EMERGENCY,
+}
+MAX_CALENDAR_MS = 31 * 86_400_000
+Clock = Callable[[], int]
+QuietLookup = Callable[[str], tuple[Sequence[QuietHours], str]]  # device -> (hours, tz)
+
+
+class Publisher(Protocol):
+    """What the services need of controller.bus.Bus: publish and wait for the PUBACK."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 10,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: Literal["group", "device"]
+    id: str
+
+    def topic(self, topics: Topics, leaf: str) -> str:
+        return topics.grp(self.id, leaf) if self.kind == "group" else topics.dev(self.id, leaf)
+
+
+class Fleet:
+    """The site's speakers, read from the registry on each question (it can change)."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.topics = Topics(site.root)
+
+    def speakers(self) -> list[DeviceEntry]:
+        return [d for d in self.site.devices() if "speaker" in d.roles]
+
+    def members(self, target: Target) -> list[str]:
+        """Speakers a target reaches; an unknown target is refused."""
+        if target.kind not in ("group", "device"):
+            raise Invalid(
+                "bad_target",
+                f"Loại đích {target.kind!r} không hợp lệ (group hoặc device)",
+                f"Target kind {target.kind!r} is not valid: use group or device",
+            )
+        try:
+            check_id(target.id, f"{target.kind} id")
+        except ProtocolError as exc:
+            raise Invalid("bad_target", f"Mã đích không hợp lệ: {target.id!r}", str(exc)) from None
+        found = [
+            d.id
+            for d in self.speakers()
+            if (d.id == target.id if target.kind == "device" else target.id in d.groups)
+        ]
+        if not found:
+            what_vi = "cụm loa" if target.kind == "device" else "nhóm loa"
+            raise Invalid(
+                "unknown_target",
+                f"Không có {what_vi} {target.id!r} trong hệ thống",
+                f"No speaker {target.kind} {target.id!r} at this site",
+            )
+        return found
+
+
+class EntryInput(BaseModel):
+    """A schedule entry as a broadcaster writes it; the wire schema checks the rest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_kind: Literal["group", "device"]
+    target_id: str
+    rrule: str
+    dtstart: str  # local ISO date-time in tz
+    until: str | None = None
+    exdates: list[str] = []
+    tz: str = DEFAULT_TZ
+    level: Literal["normal", "priority", "emergency"] = "normal"
+    priority: int | None = None  # within the level; its default otherwise
+    clip_sha256: str | None = None
+    stream_url: str | None = None
+    stream_duration_s: int | None = None
+    label: str = ""
+    gain_db: float = 0.0
+    lang: str = "vi"
+    enabled: bool = True
+    item_id: str | None = None  # the same id on a device replaces its group's item
+
+    @property
+    def target(self) -> Target:
+        return Target(self.target_kind, self.target_id)
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    item_id: str
+    target: Target
+    level: str
+    priority: int
+    label: str
+    rrule: str
+    dtstart: str
+    until: str | None
+    exdates: list[str]
+    tz: str
+    clip_sha256: str | None
+    stream_url: str | None
+    stream_duration_s: int | None
+    gain_db: float
+    lang: str
+    enabled: bool
+    version: int
+    created_by: str
+    updated_ms: int
+
+    @classmethod
+    def of(cls, row: ScheduleRow) -> Entry:
+        return cls(
+            row.id,
+            row.item_id,
+            Target(row.target_kind, row.target_id),  # type: ignore[arg-type]
+            row.level,
+            row.priority,
+            row.label,
+            row.rrule,
+            row.dtstart,
+            row.until,
+            list(row.exdates),
+            row.tz,
+            row.clip_sha256,
+            row.stream_url,
+            row.stream_duration_s,
+            row.gain_db,
+            row.lang,
+            row.enabled,
+            row.version,
+            row.created_by,
+            row.updated_ms,
+        )
+
+
+@dataclass(frozen=True)
+class Published:
+    topic: str
+    version: int
+    envelope_id: str
+    items: int
+
+
+@dataclass(frozen=True)
+class CalendarRow:
+    """One occurrence on one speaker, with what the speaker will do with it."""
+
+    device: str
+    key: str
+    item_id: str
+    label: str
+    source: str  # the topic of the document it comes from
+    level: str
+    priority: int
+    planned_start_ms: int
+    planned_end_ms: int
+    outcome: str  # completed | preempted | missed
+    start_ms: int | None
+    end_ms: int | None
+    reason: str | None
+    preempted_by: str | None
+    clip_sha256: str | None
+
+    @classmethod
+    def of(cls, device: str, slot: Slot) -> CalendarRow:
+        o = slot.occurrence
+        return cls(
+            device,
+            o.key,
+            o.item_id,
+            o.label,
+            o.source,
+            o.level.name.lower(),
+            o.priority,
+            o.start_ms,
+            o.end_ms,
+            slot.outcome,
+            slot.start_ms,
+            slot.end_ms,
+            slot.reason,
+            slot.preempted_by,
+            o.clip.sha256 if o.clip else None,
+        )
+
+    @property
+    def conflicted(self) -> bool:
+        """Not played in full at its planned time: cut, missed or delayed."""
+        return self.outcome != "completed" or self.start_ms != self.planned_start_ms
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str
+    rows: list[CalendarRow]
+    violations: list[str]  # local rules broken (BroadcastRules)
+
+
+def _invalid(exc: ValidationError) -> Invalid:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "entry"
+    return Invalid(
+        "bad_entry",
+        f"Lịch phát không hợp lệ ({where}): {err['msg']}",
+        f"Invalid schedule entry ({where}): {err['msg']}",
+    )
+
+
+def _priority(level: str, priority: int | None) -> int:
+    wanted = LEVELS[level]
+    if priority is None:
+        return DEFAULT_PRIORITY[wanted]
+    if not 0 <= priority <= 9 or level_of(priority) is not wanted:
+        raise Invalid(
+            "bad_priority",
+            f"Độ ưu tiên {priority} không thuộc mức {level}",
+            f"Priority {priority} is not within the {level} level",
+        )
+    return priority
+
+
+class Scheduling:
+    """CRUD of schedule entries, their documents, the calendar and the conflict preview."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        site: Site,
+        *,
+        clip_base_url: str,
+        publisher: Publisher | None = None,
+        quiet_hours: QuietLookup | None = None,
+        rules: BroadcastRules | None = None,
+        clock: Clock = now_ms,
+    ) -> None:
+        self.sessions = sessions
+        self.fleet = Fleet(site)
+        self.site = site
+        self.clip_base_url = clip_base_url
+        self.publisher = publisher
+        self.quiet_hours = quiet_hours
+        self.rules = rules
+        self.clock = clock
+
+    # entries
+
+    def create(self, entry: EntryInput, *, by: str) -> Entry:
+        """Keep a new entry and publish its target's document."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = ScheduleRow(created_by=by, created_ms=now, version=1)
+            self._fill(session, row, entry, now)
+            session.add(row)
+            self._check_target(session, entry.target)
+            session.flush()
+            result = Entry.of(row)
+        self._publish_targets([entry.target])
+        return result
+
+    def update(
+        self, entry_id: int, entry: EntryInput, *, by: str, expected_version: int | None = None
+    ) -> Entry:
+        """Replace an entry; ``expected_version`` refuses an edit made on a stale copy."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = self._row(session, entry_id, lock=True)
+            if expected_version is not None and row.version != expected_version:
+                raise Conflict(
+                    "stale_entry",
+                    "Lịch phát đã bị người khác sửa: tải lại rồi sửa lại",
+                    "Someone else changed this entry: reload it and edit again",
+                )
+            before = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+            self._fill(session, row, entry, now, entry_id=entry_id)
+            row.version += 1
+            self._check_target(session, entry.target)
+            if before != entry.target:
+                self._check_target(session, before)
+            result = Entry.of(row)
+        self._publish_targets(dict.fromkeys([before, entry.target]))
+        return result
+
+    def delete(self, entry_id: int, *, by: str) -> None:
+        with self.sessions.begin() as session:
+            row = self._row(session, entry_id, lock=True)
+            target = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+            session.delete(row)
+        self._publish_targets([target])
+
+    def get(self, entry_id: int) -> Entry:
+        with self.sessions() as session:
+            return Entry.of(self._row(session, entry_id))
+
+    def entries(self, target: Target | None = None) -> list[Entry]:
+        with self.sessions() as session:
+            query = select(ScheduleRow).order_by(ScheduleRow.id)
+            if target is not None:
+                query = query.where(
+                    ScheduleRow.target_kind == target.kind, ScheduleRow.target_id == target.id
+                )
+            return [Entry.of(row) for row in session.scalars(query)]
+
+    def _row(self, session: Session, entry_id: int, *, lock: bool = False) -> ScheduleRow:
+        row = session.get(ScheduleRow, entry_id, with_for_update=lock)
+        if row is None:
+            raise NotFound(
+                "entry_not_found",
+                f"Không có lịch phát số {entry_id}",
+                f"No schedule entry {entry_id}",
+            )
+        return row
+
+    def _fill(
+        self,
+        session: Session,
+        row: ScheduleRow,
+        entry: EntryInput,
+        now: int,
+        entry_id: int | None = None,
+    ) -> None:
+        """Check ``entry`` and copy it into ``row``."""
+        self.fleet.members(entry.target)
+        item_id = entry.item_id or row.item_id or f"muc-{uuid.uuid4().hex[:10]}"
+        taken = session.scalar(
+            select(ScheduleRow.id).where(
+                ScheduleRow.target_kind == entry.target_kind,
+                ScheduleRow.target_id == entry.target_id,
+                ScheduleRow.item_id == item_id,
+            )
+        )
+        if taken is not None and taken != entry_id:
+            raise Conflict(
+                "item_id_taken",
+                f"Mã mục {item_id!r} đã có trong lịch của {entry.target_id}",
+                f"Item id {item_id!r} is already in the schedule of {entry.target_id}",
+            )
+        timing = (entry.rrule, entry.dtstart, entry.until, list(entry.exdates), entry.tz)
+        retimed = timing != (row.rrule, row.dtstart, row.until, row.exdates, row.tz)
+        row.item_id = item_id
+        row.target_kind, row.target_id = entry.target_kind, entry.target_id
+        row.level, row.priority = entry.level, _priority(entry.level, entry.priority)
+        row.rrule, row.dtstart, row.until = entry.rrule, entry.dtstart, entry.until
+        row.exdates, row.tz = list(entry.exdates), entry.tz
+        row.clip_sha256, row.stream_url = entry.clip_sha256, entry.stream_url
+        row.stream_duration_s = entry.stream_duration_s
+        row.label, row.gain_db, row.lang = entry.label, entry.gain_db, entry.lang
+        row.enabled, row.updated_ms = entry.enabled, now
+        item = self._item(session, row)  # the wire schema's checks
+        try:
+            doc = ScheduleSet(version=1, tz=row.tz, items=[item])
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        topic = entry.target.topic(self.fleet.topics, "schedule")
+        # an entry whose times are past may still be renamed or disabled, not moved there
+        if entry.enabled and retimed and Schedule.build([(topic, doc)]).next_after(now) is None:
+            raise Invalid(
+                "never_plays",
+                "Lịch phát này sẽ không bao giờ phát nữa (đã qua hoặc hết số lần)",
+                "This entry would never play again (its times are past or used up)",
+            )
+
+    def _item(self, session: Session, row: ScheduleRow) -> ScheduleItem:
+        clip = None
+        if row.clip_sha256 is not None:
+            found = session.get(ClipRow, row.clip_sha256)
+            if found is None:
+                raise Invalid(
+                    "unknown_clip",
+                    f"Không có tệp âm thanh {row.clip_sha256[:12]} trong thư viện",
+                    f"No clip {row.clip_sha256[:12]} in the library",
+                )
+            clip = ClipRef(
+                sha256=found.sha256,
+                url=clip_url(self.clip_base_url, found.sha256),
+                bytes=found.size_bytes,
+                duration_ms=found.duration_ms,
+            ).model_dump()
+        stream = None
+        if row.stream_url is not None or row.stream_duration_s is not None:
+            stream = {"url": row.stream_url, "duration_s": row.stream_duration_s}
+        try:
+            return ScheduleItem.model_validate(
+                {
+                    "id": row.item_id,
+                    "label": row.label,
+                    "clip": clip,
+                    "stream": stream,
+                    "priority": row.priority,
+                    "gain_db": row.gain_db,
+                    "rrule": row.rrule,
+                    "dtstart": row.dtstart,
+                    "until": row.until,
+                    "exdates": row.exdates,
+                    "lang": row.lang,
+                }
+            )
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    # documents
+
+    def document(self, session: Session, target: Target, version: int = 1) -> ScheduleSet:
+        """The whole schedule of one target, as its retained document carries it."""
+        rows = session.scalars(
+            select(ScheduleRow)
+            .where(
+                ScheduleRow.target_kind == target.kind,
+                ScheduleRow.target_id == target.id,
+                ScheduleRow.enabled.is_(True),
+            )
+            .order_by(ScheduleRow.item_id)
+        ).all()
+        zones = {row.tz for row in rows}
+        if len(zones) > 1:
+            raise Invalid(
+                "mixed_tz",
+                f"Các mục lịch của {target.id} phải cùng một múi giờ (đang có {sorted(zones)})",
+                f"The entries of {target.id} must share one time zone (found {sorted(zones)})",
+            )
+        items = [self._item(session, row) for row in rows]
+        try:
+            return ScheduleSet(
+                version=version, tz=zones.pop() if zones else DEFAULT_TZ, items=items
+            )
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    def _check_target(self, session: Session, target: Target) -> None:
+        """Before a change is kept: its document must be valid and fit in one message."""
+        payload = seal(
+            "schedule.set", self.document(session, target), self.site.signing_key(), self.clock()
+        )
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise Invalid(
+                "document_too_large",
+                f"Lịch của {target.id} quá lớn ({len(payload)} byte, tối đa {MAX_PAYLOAD_BYTES})",
+                f"The schedule of {target.id} is too large ({len(payload)} bytes, "
+                f"at most {MAX_PAYLOAD_BYTES})",
+            )
+
+    def publish(self, target: Target) -> Published:
+        """Sign the target's document at a new version, keep it, publish it retained."""
+        if self.publisher is None:
+            raise ServiceError(
+                "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
+            )
+        topic = target.topic(self.fleet.topics, "schedule")
+        with self.sessions.begin() as session:
+            last = session.get(PublishedDocumentRow, topic, with_for_update=True)
+            now = self.clock()
+            # a clock-based floor keeps versions growing even after the database is rebuilt
+            version = max(last.version + 1 if last else 1, now)
+            doc = self.document(session, target, version)
+            envelope_id = uuid.uuid4().hex
+            payload = seal("schedule.set", doc, self.site.signing_key(), now, cmd_id=envelope_id)
+            if last is None:
+                last = PublishedDocumentRow(topic=topic, doc_type="schedule.set")
+                session.add(last)
+            last.version, last.envelope_id, last.payload = version, envelope_id, payload.decode()
+            last.signed_ms, last.delivered_ms = now, None
+        self.publisher.publish(topic, payload, qos=1, retain=True)
+        self._delivered(topic, envelope_id)
+        return Published(topic, version, envelope_id, len(doc.items))
+
+    def _publish_targets(self, targets: Iterable[Target]) -> None:
+        if self.publisher is not None:
+            for target in targets:
+                self.publish(target)
+
+    def _delivered(self, topic: str, envelope_id: str) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(PublishedDocumentRow, topic)
+            if row is not None and row.envelope_id == envelope_id:
+                row.delivered_ms = self.clock()
+
+    def behind(self, device: str, reported: Mapping[str, int]) -> list[str]:
+        """Schedule topics whose published version is above what ``device`` reports holding
+        (its status or telemetry ``documents``): what ingest should ``resend``."""
+        entry = next((d for d in self.fleet.speakers() if d.id == device), None)
+        if entry is None:
+            return []
+        topics = [Target("device", device).topic(self.fleet.topics, "schedule")]
+        topics += [Target("group", g).topic(self.fleet.topics, "schedule") for g in entry.groups]
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(PublishedDocumentRow).where(PublishedDocumentRow.topic.in_(topics))
+            )
+            return sorted(r.topic for r in rows if r.version > reported.get(r.topic, 0))
+
+    def resend(self, topic: str) -> None:
+        """Publish the stored document of ``topic`` again, byte for byte."""
+        with self.sessions() as session:
+            row = session.get(PublishedDocumentRow, topic)
+            if row is None:
+                raise NotFound(
+                    "no_document", f"Chưa gửi lịch nào tới {topic}", f"No document sent on {topic}"
+                )
+            payload, envelope_id = row.payload.encode(), row.envelope_id
+        if self.publisher is None:
+            raise ServiceError(
+                "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
+            )
+        self.publisher.publish(topic, payload, qos=1, retain=True)
+        self._delivered(topic, envelope_id)
+
+    # calendar
+
+    def calendar(
+        self,
+        start_ms: int,
+        end_ms: int,
+        *,
+        devices: Sequence[str] | None = None,
+        proposed: EntryInput | None = None,
+    ) -> list[DevicePlan]:
+        """What each speaker plays in [start_ms, end_ms), collisions resolved as it will.
+
+        ``proposed``: an entry not yet saved, included as if it were (the
+        preview before saving).
+        """
+        if not 0 < end_ms - start_ms <= MAX_CALENDAR_MS:
+            raise Invalid(
+                "bad_period",
+                "Khoảng thời gian phải dài hơn 0 và không quá 31 ngày",
+                "The period must be longer than 0 and at most 31 days",
+            )
+        speakers = self.fleet.speakers()
+        if devices is not None:
+            unknown = sorted(set(devices) - {d.id for d in speakers})
+            if unknown:
+                raise Invalid(
+                    "unknown_target",
+                    f"Không có cụm loa {', '.join(unknown)}",
+                    f"No speaker {', '.join(unknown)} at this site",
+                )
+            speakers = [d for d in speakers if d.id in devices]
+        docs = self._documents(proposed)
+        plans = []
+        for device in speakers:
+            mine = [Target("device", device.id)] + [Target("group", g) for g in device.groups]
+            pairs = [(t.topic(self.fleet.topics, "schedule"), docs[t]) for t in mine if t in docs]
+            hours, tz = self.quiet_hours(device.id) if self.quiet_hours else ((), DEFAULT_TZ)
+            slots = Schedule.build(pairs, hours, tz).plan(start_ms, end_ms)
+            violations = self.rules.violations(slots) if self.rules else []
+            plans.append(
+                DevicePlan(device.id, [CalendarRow.of(device.id, s) for s in slots], violations)
+            )
+        return plans
+
+    def conflicts(
+        self,
+        start_ms: int,
+        end_ms: int,
+        *,
+        devices: Sequence[str] | None = None,
+        proposed: EntryInput | None = None,
+    ) -> list[DevicePlan]:
+        """The conflict preview: per speaker, only what is cut, missed or delayed, and
+        the local rules broken; speakers with nothing to show are left out."""
+        found = []
+        for plan in self.calendar(start_ms, end_ms, devices=devices, proposed=proposed):
+            rows = [row for row in plan.rows if row.conflicted]
+            if rows or plan.violations:
+                found.append(DevicePlan(plan.device, rows, plan.violations))
+        return found
+
+    def _documents(self, proposed: EntryInput | None) -> dict[Target, ScheduleSet]:
+        """Every target's document, with ``proposed`` added; nothing is written."""
+        with self.sessions() as session:
+            rows = session.scalars(select(ScheduleRow)).all()
+            targets = {Target(r.target_kind, r.target_id) for r in rows}  # type: ignore[arg-type]
+            if proposed is not None:
+                row = ScheduleRow(created_by="", created_ms=0, version=1)
+                self._fill(session, row, proposed, self.clock())
+                session.add(row)
+                targets.add(proposed.target)
+            docs = {t: self.document(session, t) for t in targets}
+            session.rollback()
+        return docs

@@ -1,0 +1,103 @@
+"""Play now, emergencies and stops, end to end: real agents, real broker, both databases."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from controller.clip_library import Invalid
+from controller.scheduling import Target
+from tests import test_scheduling as harness
+from tests.test_scheduling import Station
+
+sessions, station = harness.sessions, harness.station  # the fixtures, shared
+
+ALL = Target("group", "all")
+SPEAKERS = ("loa-1", "loa-2", "loa-3")
+
+
+def test_an_emergency_to_all_starts_every_speaker_together_at_the_shared_instant(
+    station: Station, probe: Any
+) -> None:
+    alarm = station.tone(1000, 1.0)
+    station.spawn(*SPEAKERS)
+    for device in SPEAKERS:
+        probe.status_is(device, "online")
+    sent = station.broadcasting.emergency([ALL], alarm.sha256, by="bt", label="Bão số 5")
+    assert sent.level == "emergency" and sent.priority == 9 and sent.kind == "play"
+    assert sent.at_ms is not None and sent.at_ms - sent.created_ms == 4000  # the lead
+    assert [a.device for a in sent.acks] == list(SPEAKERS) and sent.status == "sent"
+    # one publish on the group's topic, read by every member
+    (cmd,) = probe.on("xaso/grp/all/cmd")
+    assert cmd.json()["id"] == sent.id and cmd.json()["body"]["at"] == sent.at_ms
+    done = station.broadcasting.wait_acks(sent.id, timeout_s=30)
+    assert done.status == "acked" and all(a.ok for a in done.acks), done.acks
+    starts = []
+    for device in SPEAKERS:
+        (played,) = station.wait_recordings(device, 1)
+        assert played["key"] == sent.id
+        assert abs(station.pitch(device, played) - 1000) < 10
+        starts.append(played["started_ms"])
+    assert all(abs(start - sent.at_ms) <= 150 for start in starts), (starts, sent.at_ms)
+    assert max(starts) - min(starts) <= 150
+
+
+def test_play_now_to_overlapping_targets_plays_once_and_a_stop_cuts_it(
+    station: Station, probe: Any
+) -> None:
+    long = station.tone(440, 6.0)
+    station.spawn("loa-1", "loa-3")
+    probe.status_is("loa-1", "online")
+    probe.status_is("loa-3", "online")
+    # loa-1 is in thon-1 and named too: it gets the command twice and refuses the copy
+    sent = station.broadcasting.play_now(
+        [Target("group", "thon-1"), Target("device", "loa-1")],
+        by="bt",
+        clip_sha256=long.sha256,
+        label="Thông báo",
+        lead_ms=3000,
+    )
+    assert [a.device for a in sent.acks] == ["loa-1", "loa-3"] and sent.priority == 2
+    assert probe.ack_for("loa-1", sent.id)["ok"]
+    probe.wait_until(
+        lambda ms: (
+            sum(m.topic == "xaso/dev/loa-1/ack" and m.json()["cmd"] == sent.id for m in ms) == 2
+        )
+    )
+    assert station.broadcasting.wait_acks(sent.id, timeout_s=30).status == "acked"
+    assert sent.at_ms is not None
+    time.sleep(max(0.0, (sent.at_ms - time.time() * 1000) / 1000) + 1.0)  # the stimulus
+    stopped = station.broadcasting.stop([Target("group", "thon-1")], by="bt")
+    assert stopped.kind == "stop" and stopped.priority == 9
+    done = station.broadcasting.wait_acks(stopped.id, timeout_s=30)
+    assert done.status == "acked"
+    for device in ("loa-1", "loa-3"):
+        (played,) = station.wait_recordings(device, 1)
+        assert played["key"] == sent.id
+        assert played["samples"] / played["rate"] < 5.0  # cut by the stop
+    assert [b.id for b in station.broadcasting.recent()] == [stopped.id, sent.id]
+
+
+def test_bad_broadcasts_are_refused_before_anything_is_sent(station: Station, probe: Any) -> None:
+    clip = station.tone(440, 0.5)
+
+    def refused(**kw: Any) -> Invalid:
+        args: dict[str, Any] = {"by": "bt", "clip_sha256": clip.sha256, **kw}
+        targets = args.pop("targets", [ALL])
+        with pytest.raises(Invalid) as caught:
+            station.broadcasting.play_now(targets, **args)
+        return caught.value
+
+    assert refused(targets=[Target("group", "thon-9")]).code == "unknown_target"
+    assert refused(targets=[]).code == "no_target"
+    assert refused(clip_sha256="f" * 64).code == "unknown_clip"
+    assert refused(clip_sha256=None).code == "bad_source"
+    assert refused(stream_url="http://radio.example/vov1").code == "bad_source"
+    assert refused(label="x" * 201).code == "bad_broadcast"
+    assert refused(level="loud").code == "bad_level"
+    stream = refused(clip_sha256=None, stream_url="ftp://radio.example/x", stream_duration_s=60)
+    assert stream.code == "bad_broadcast" and stream.message_vi.startswith("Lệnh phát")
+    assert station.broadcasting.recent() == []
+    assert not [m for m in probe.messages if m.topic.endswith("/cmd")]
