@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--config", required=True, help="the agent's TOML configuration file")
     agent.set_defaults(func=_agent)
 
+    from controller.auth_cli import register as register_controller
+
+    register_controller(sub)
+
     from controller.ops_cli import register as register_ops
 
     register_ops(sub)

@@ -5,4 +5,5 @@ Each area keeps its tables in its own module; this module only gathers them.
 
 from __future__ import annotations
 
+import controller.db.auth_tables  # noqa: F401
 import controller.db.broadcast_tables  # noqa: F401

@@ -1,0 +1,252 @@
+"""The controller's web application: the one place that wires it.
+
+`create_app(settings)` brings the database to the newest schema, builds the
+engine, the sign-in configuration and the metrics, and includes every router
+in `ROUTERS`. A new area adds its router there, its menu entry to
+`controller.routes.NAV`, and any background work (MQTT ingest, alerts) to
+`SERVICES`, which run for as long as the app does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controller import i18n
+from controller.auth import LANG_COOKIE, AppState
+from controller.auth_accounts import AuthConfig
+from controller.auth_passwords import Passwords
+from controller.clip_server import clip_router, site_authenticator
+from controller.db.engine import make_engine, session_factory, upgrade
+from controller.metrics import Metrics, metrics_router
+from controller.routes import (
+    ErrorBody,
+    audit,
+    error_responses,
+    render,
+    session,
+    tokens,
+    users,
+)
+from controller.security import LoginPolicy
+from controller.settings import ControllerSettings, load_secret
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+# Every router of the controller; a new area appends its own.
+ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.router]
+
+# Background work tied to the app's life: each is called with the app's state
+# when it starts and returns a context manager that is left when it stops.
+# MQTT ingest and alerts go here (e.g. `lambda state: Ingest(state.settings, ...)`).
+SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = []
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+
+
+def auth_config(settings: ControllerSettings) -> AuthConfig:
+    sec = settings.security
+    return AuthConfig(
+        passwords=Passwords(sec.argon2_time_cost, sec.argon2_memory_kib, sec.argon2_parallelism),
+        policy=LoginPolicy(
+            max_failures=sec.login_max_failures,
+            ip_max_failures=sec.login_ip_max_failures,
+            window_ms=int(sec.login_window_min * 60_000),
+            lockout_ms=int(sec.lockout_min * 60_000),
+        ),
+        session_ms=int(sec.session_hours * 3_600_000),
+        idle_ms=int(sec.session_idle_min * 60_000),
+    )
+
+
+def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The controller's app for `settings`; `clock` (epoch seconds) can be given in tests."""
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        auth=auth_config(settings),
+        secret=load_secret(settings),
+        clock=clock,
+    )
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        with ExitStack() as stack:
+            for service in SERVICES:
+                stack.enter_context(service(state))
+            yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Xaso controller",
+        version="1",
+        summary="IP radio, queue kiosks and fleet health for a commune or a province.",
+        docs_url=None,  # Swagger UI loads from a CDN; the pages stay self-contained
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.xaso = state
+    app.state.metrics = metrics
+    _middlewares(app, metrics)
+    _error_handlers(app)
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["health"],
+        responses={503: {"model": ErrorBody, "description": "The database cannot be reached"}},
+    )
+    def healthz() -> Health:
+        with state.sessions() as db:
+            db.execute(text("SELECT 1"))
+        return Health(status="ok", database="ok")
+
+    for router in ROUTERS:
+        app.include_router(router)
+    app.include_router(metrics_router(metrics))
+    app.include_router(
+        clip_router(settings.clips_dir, site_authenticator(settings.site_dir)),
+        tags=["clips"],
+        responses=error_responses(401, 404, 422),
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _middlewares(app: FastAPI, metrics: Metrics) -> None:
+    Next = Callable[[Request], Awaitable[Response]]
+
+    @app.middleware("http")
+    async def language(request: Request, call_next: Next) -> Response:
+        """`?lang=en` switches the language and a cookie remembers it; Vietnamese by default."""
+        asked = request.query_params.get("lang")
+        request.state.lang = i18n.language(asked or request.cookies.get(LANG_COOKIE))
+        response = await call_next(request)
+        if asked in i18n.LANGS:
+            response.set_cookie(
+                LANG_COOKIE, asked, max_age=365 * 86400, httponly=True, samesite="lax"
+            )
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    app.middleware("http")(metrics.middleware)
+
+
+def _wants_page(request: Request) -> bool:
+    path = request.url.path
+    return not path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+def _answer(
+    request: Request, refusal: i18n.Refusal, extra: dict[str, Any] | None = None
+) -> Response:
+    """A refusal as a page for a browser, as JSON for a program; both languages always."""
+    if _wants_page(request):
+        if refusal.status == 401 and request.method == "GET":
+            target = quote(
+                request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            )
+            return RedirectResponse(f"/login?next={target}", status_code=303)
+        return render(
+            request,
+            "error.html",
+            status_code=refusal.status,
+            message_vi=refusal.text("vi"),
+            message_en=refusal.text("en"),
+        )
+    body = {
+        "detail": str(refusal),
+        "code": refusal.key,
+        "vi": refusal.text("vi"),
+        "en": refusal.text("en"),
+        **(extra or {}),
+    }
+    return JSONResponse(body, status_code=refusal.status, headers=refusal.headers)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(i18n.Refusal)
+    async def refused(request: Request, exc: i18n.Refusal) -> Response:
+        return _answer(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            ".".join(str(p) for p in err.get("loc", ()) if p != "body") + f": {err.get('msg')}"
+            for err in exc.errors()[:10]
+        ]
+        refusal = i18n.Refusal(422, "error.invalid", problems="; ".join(problems))
+        return _answer(request, refusal, {"problems": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        key = {404: "error.not_found", 405: "error.method", 413: "error.too_large"}.get(
+            exc.status_code, "error.http"
+        )
+        detail = str(exc.detail)
+        if " / " in detail:  # already bilingual (e.g. the clip server's)
+            vi, _, en = detail.partition(" / ")
+            body = {"detail": detail, "code": "error.http", "vi": vi, "en": en}
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        refusal = i18n.Refusal(exc.status_code, key, headers=headers, code=exc.status_code)
+        return _answer(request, refusal)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError) -> Response:
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+        return _answer(request, i18n.Refusal(503, "error.database"))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("error on %s %s", request.method, request.url.path)
+        return _answer(request, i18n.Refusal(500, "error.server"))
+
+
+def serve(settings: ControllerSettings) -> None:
+    """`xaso controller`: the app under uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.http.forwarded_allow_ips,
+        log_level="info",
+    )

@@ -1,0 +1,226 @@
+"""The controller's configuration: one TOML file, checked whole at start.
+
+Like the agent's (`edge/config.py`), every error names the file, the key and
+the fix, all at once. Relative paths are taken from the configuration file's
+directory, so a site can be moved as one folder. The session secret lives in
+its own file, created mode 0600 on first run, so the configuration itself can
+be shared or kept in version control.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import secrets
+import stat
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SECRET_BYTES = 32
+
+
+class SettingsError(Exception):
+    """A configuration that cannot be used; the message says how to fix it."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SiteSection(Section):
+    """The provisioning site directory (keys, device registry, broker files)."""
+
+    dir: Path = Path("xaso-site")
+    clips_dir: Path = Path("clips")
+
+
+class DatabaseSection(Section):
+    # Empty: a SQLite file `controller.db` next to the configuration file.
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError(
+                "use 'sqlite:////absolute/path.db' or 'postgresql://user:pass@host/db'"
+            )
+        return value
+
+
+class HttpSection(Section):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    # Proxies whose X-Forwarded-For / -Proto are believed (uvicorn's forwarded_allow_ips).
+    forwarded_allow_ips: list[str] = ["127.0.0.1"]
+
+
+class MqttSection(Section):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    tls: bool = False
+    ca_file: Path | None = None
+
+
+class SecuritySection(Section):
+    secret_file: Path = Path("controller.secret")
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+    session_idle_min: Annotated[float, Field(gt=0, le=24 * 60)] = 120.0
+    login_max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    login_ip_max_failures: Annotated[int, Field(ge=1, le=10_000)] = 30
+    login_window_min: Annotated[float, Field(gt=0, le=24 * 60)] = 15.0
+    lockout_min: Annotated[float, Field(gt=0, le=24 * 60)] = 15.0
+    argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 3
+    argon2_memory_kib: Annotated[int, Field(ge=8, le=4 * 1024 * 1024)] = 65536
+    argon2_parallelism: Annotated[int, Field(ge=1, le=16)] = 4
+
+
+class AlertsSection(Section):
+    offline_after_min: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 10.0
+    temp_high_c: Annotated[float, Field(gt=0, le=150)] = 75.0
+    disk_low_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
+    webhook_url: str = ""
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("give an http:// or https:// URL, or leave it empty")
+        return value
+
+
+class TelemetrySection(Section):
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+
+
+class ControllerSettings(Section):
+    site: SiteSection = SiteSection()
+    database: DatabaseSection = DatabaseSection()
+    http: HttpSection = HttpSection()
+    mqtt: MqttSection = MqttSection()
+    security: SecuritySection = SecuritySection()
+    alerts: AlertsSection = AlertsSection()
+    telemetry: TelemetrySection = TelemetrySection()
+    # The directory relative paths are taken from; set by `load_settings`.
+    base_dir: Path = Path()
+
+    def path(self, value: Path) -> Path:
+        return value if value.is_absolute() else self.base_dir / value
+
+    @property
+    def site_dir(self) -> Path:
+        return self.path(self.site.dir)
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.path(self.site.clips_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.path(Path('controller.db'))}"
+
+    @property
+    def secret_path(self) -> Path:
+        return self.path(self.security.secret_file)
+
+
+_FIXES = {
+    "missing": "add it",
+    "extra_forbidden": "remove it",
+    "greater_than": "use a larger number",
+    "greater_than_equal": "use a larger number",
+    "less_than_equal": "use a smaller number",
+    "bool_type": "write true or false",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number",
+    "float_type": "write a number",
+    "string_type": 'write text in quotes, like "..."',
+}
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    if len(loc) == 1:
+        return [k for k in ControllerSettings.model_fields if k != "base_dir"]
+    field = ControllerSettings.model_fields.get(str(loc[0]))
+    annotation = field.annotation if field else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s) in the controller configuration:"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc[1:])
+        where = f"[{loc[0]}] {key}" if key else f"[{loc[0]}]" if loc else "(file)"
+        fix = _FIXES.get(err["type"], "")
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=2)
+            if close:
+                fix = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {where}: {message}" + (f" ({fix})" if fix else ""))
+    return "\n".join(lines)
+
+
+def parse_settings(data: dict[str, Any], path: Path) -> ControllerSettings:
+    if "base_dir" in data:
+        raise SettingsError(f"{path}: [base_dir] is not a setting (remove it)")
+    try:
+        return ControllerSettings.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise SettingsError(_describe(path, exc)) from None
+
+
+def load_settings(path: Path) -> ControllerSettings:
+    """Read and check a controller configuration; raise `SettingsError` with every fault."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    return parse_settings(data, path)
+
+
+def load_secret(settings: ControllerSettings) -> bytes:
+    """The session-signing secret: read, or created (mode 0600) on the first run."""
+    path = settings.secret_path
+    where = f"{path} ([security] secret_file)"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot create the secret: {exc.strerror}") from None
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_hex(SECRET_BYTES) + "\n")
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{where}: cannot read the secret: {exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(f"{where}: readable by others; run `chmod 600 {path}`")
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) < SECRET_BYTES:
+        raise SettingsError(
+            f"{where}: not {SECRET_BYTES * 2} hex digits; delete the file to have a new one made"
+        )
+    return secret
