@@ -8,6 +8,7 @@ signed documents and commands from the controller's key.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +35,7 @@ from protocol.topics import Topics
 
 if TYPE_CHECKING:
     from controller.fleet_view import FleetView
+    from kiosk.virtual_printer import VirtualPrinter
     from protocol.uplink import Event
 
 EXIT_RESTART = 75  # the agent asks to be restarted (device.restart_agent)
@@ -78,6 +81,62 @@ def _simulated_speaker(config: Path, played: Path) -> None:
     data = tomllib.loads(config.read_text(encoding="utf-8"))
     data["speaker"] = {"sink": "wav", "wav_dir": str(played), "amp_pin": 17, "amp_hold_s": 5.0}
     config.write_text(tomli_w.dumps(data), encoding="utf-8")
+
+
+ALL_DAY = {"hours": [["00:00", "23:59"]], "weekdays": [0, 1, 2, 3, 4, 5, 6]}
+DEMO_SERVICES = [
+    {"code": "ho-tich", "name_vi": "Hộ tịch", "name_en": "Civil status", "prefix": "A"},
+    {"code": "dat-dai", "name_vi": "Đất đai", "name_en": "Land", "prefix": "B"},
+    {"code": "chung-thuc", "name_vi": "Chứng thực", "name_en": "Certification", "prefix": "C"},
+]
+CITIZEN_EVERY_S = 20.0
+
+
+@dataclass
+class DemoKiosk:
+    """A kiosk's web address and its thermal printer, simulated on a pseudo-terminal."""
+
+    device: str
+    url: str
+    printer: VirtualPrinter
+
+
+def _simulated_kiosk(config: Path, device: str, workdir: Path) -> DemoKiosk:
+    """Open all day; the printer is a pty whose tickets become PNGs; calls go to a WAV sink."""
+    from kiosk.virtual_printer import VirtualPrinter
+
+    printer = VirtualPrinter(workdir / "printed" / device).start()
+    port = free_port()
+    data = tomllib.loads(config.read_text(encoding="utf-8"))
+    data["kiosk"] = {
+        "office": "UBND xã Tân Phú - Bộ phận một cửa",
+        "services": [s | ALL_DAY for s in DEMO_SERVICES],
+        "counters": 3,
+        "printer_url": printer.path,
+        "status_poll_s": 1.0,
+        "web_host": "127.0.0.1",
+        "web_port": port,
+        "voice": "wav",
+        "wav_dir": str(workdir / "played" / device),
+    }
+    config.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return DemoKiosk(device, f"http://127.0.0.1:{port}", printer)
+
+
+def _citizen(kiosk: DemoKiosk, n: int) -> None:
+    """A citizen takes a number and counter 1 calls the next one: a printed ticket, a call."""
+    for path, body in (
+        ("/api/tickets", {"service": DEMO_SERVICES[n % len(DEMO_SERVICES)]["code"]}),
+        ("/api/counters/1/next", {}),
+    ):
+        req = urllib.request.Request(  # noqa: S310 - the kiosk's own http://127.0.0.1 address
+            kiosk.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
+        except OSError as exc:
+            _say(f"  {kiosk.device}: {path} failed: {exc}")
+            return
 
 
 def _bulletin(workdir: Path, base_url: str) -> dict[str, object]:
@@ -127,6 +186,33 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _provision(
+    site: provisioning.Site,
+    devices: list[tuple[str, list[str], list[str]]],
+    workdir: Path,
+    mqtt_port: int,
+) -> tuple[list[Managed], list[DemoKiosk]]:
+    """Each device as an operator adds it, then set up on simulated hardware."""
+    agents, kiosks = [], []
+    for device, roles, groups in devices:
+        config = provisioning.add_device(
+            site.dir,
+            device,
+            roles,
+            groups,
+            broker_host="127.0.0.1",
+            broker_port=mqtt_port,
+            state_dir=workdir / "state" / device,
+            force=True,
+        )
+        if "speaker" in roles:
+            _simulated_speaker(config, workdir / "played" / device)
+        if "kiosk" in roles:
+            kiosks.append(_simulated_kiosk(config, device, workdir))
+        agents.append(Managed(device, config, workdir / "logs" / f"{device}.log"))
+    return agents, kiosks
+
+
 def run_demo(args: argparse.Namespace) -> int:
     # imported here: `xaso agent` builds the same parser and must not load a web stack
     import uvicorn
@@ -147,21 +233,7 @@ def run_demo(args: argparse.Namespace) -> int:
     devices += [
         (f"kiosk-mot-cua-{i}", ["kiosk"], ["mot-cua", "all"]) for i in range(1, args.kiosks + 1)
     ]
-    agents = []
-    for device, roles, groups in devices:
-        config = provisioning.add_device(
-            site.dir,
-            device,
-            roles,
-            groups,
-            broker_host="127.0.0.1",
-            broker_port=mqtt_port,
-            state_dir=workdir / "state" / device,
-            force=True,
-        )
-        if "speaker" in roles:
-            _simulated_speaker(config, workdir / "played" / device)
-        agents.append(Managed(device, config, workdir / "logs" / f"{device}.log"))
+    agents, kiosks = _provision(site, devices, workdir, mqtt_port)
     (workdir / "logs").mkdir(exist_ok=True)
 
     try:
@@ -222,12 +294,15 @@ def run_demo(args: argparse.Namespace) -> int:
             user=user,
             password=password,
             agents=agents,
+            kiosks=kiosks,
         )
-        _supervise(view, agents, stop, args.duration)
+        _supervise(view, agents, kiosks, stop, args.duration)
     finally:
         _say("stopping: agents say offline, then the broker stops")
         for agent in agents:
             agent.stop()
+        for kiosk in kiosks:
+            kiosk.printer.close()
         server.should_exit = True
         view.close()
         broker.stop()
@@ -242,7 +317,15 @@ def _banner(
     user: str,
     password: str,
     agents: list[Managed],
+    kiosks: list[DemoKiosk],
 ) -> None:
+    pages = "".join(
+        f"""
+  {k.device}  kiosk {k.url}/kiosk   counter {k.url}/counter/1
+      hall display {k.url}/display   rating {k.url}/rate/1
+      tickets printed as PNG in {k.printer.out_dir}"""
+        for k in kiosks
+    )
     _say(f"""
 Xaso demo — {len(agents)} simulated devices
   broker      mqtt://{broker.host}:{broker.port}  (Mosquitto, passwords and ACL from the site)
@@ -250,16 +333,21 @@ Xaso demo — {len(agents)} simulated devices
   work dir    {workdir}
   watch it    mosquitto_sub -h {broker.host} -p {broker.port} -u {user} -P '{password}' \\
                 -t 'xaso/#' -v
-  devices     {", ".join(a.device for a in agents)}  (logs in {workdir / "logs"})
+  devices     {", ".join(a.device for a in agents)}  (logs in {workdir / "logs"}){pages}
 Ctrl-C stops everything.
 """)
 
 
 def _supervise(
-    view: FleetView, agents: list[Managed], stop: threading.Event, duration: float
+    view: FleetView,
+    agents: list[Managed],
+    kiosks: list[DemoKiosk],
+    stop: threading.Event,
+    duration: float,
 ) -> None:
     deadline = time.monotonic() + duration if duration > 0 else None
     next_ping = time.monotonic() + 3
+    next_citizen, citizens = time.monotonic() + 5, 0
     while not stop.wait(0.5):
         if deadline is not None and time.monotonic() >= deadline:
             break
@@ -271,6 +359,11 @@ def _supervise(
         if time.monotonic() >= next_ping:
             next_ping = time.monotonic() + PING_EVERY_S
             _ping_all(view, agents)
+        if kiosks and time.monotonic() >= next_citizen:
+            next_citizen = time.monotonic() + CITIZEN_EVERY_S
+            for kiosk in kiosks:
+                _citizen(kiosk, citizens)
+            citizens += 1
 
 
 def _print_event(device: str, event: Event) -> None:
@@ -282,8 +375,11 @@ def _print_event(device: str, event: Event) -> None:
         if event.type == "play.started" and body.get("planned_ms"):
             late = f" ({body['actual_ms'] - body['planned_ms']:+.0f} ms from plan)"
         _say(f"  {device}: {event.type} {what} {extra}{late}".rstrip())
-    elif event.type in ("amp.state", "audio.fault"):
+    elif event.type in ("amp.state", "audio.fault", "printer.status"):
         _say(f"  {device}: {event.type} {body}")
+    elif event.type.startswith("ticket."):
+        counter = f" → quầy {body['counter']}" if body.get("counter") else ""
+        _say(f"  {device}: {event.type} {body.get('number', '')}{counter}")
 
 
 def _ping_all(view: FleetView, agents: list[Managed]) -> None:

@@ -23,15 +23,26 @@ log = logging.getLogger(__name__)
 EXIT_CONFIG = 2
 EXIT_RESTART = 75  # asked to restart by device.restart_agent: systemd's Restart=always obliges
 DEFAULT_WATCHDOG_PING_S = 10.0
+# Start-up garbage is freed by the time the session is up; later trims catch what
+# a burst of work (a schedule expanded, a clip fetched) left behind.
+FIRST_TRIM_S = 2.0
+TRIM_EVERY_S = 300.0
 
 
 def build_agent(config: AgentConfig) -> Agent:
     """The one place that wires an edge: the agent and the roles it plays."""
     agent = Agent(config)
+    player = None
     if "speaker" in config.device.roles:
         from broadcast.speaker import Speaker
 
-        Speaker(agent)
+        player = Speaker(agent).player
+    if "kiosk" in config.device.roles:
+        from kiosk.role import attach
+
+        # a kiosk that is also the hall speaker calls through the speaker's player:
+        # one owner of the sound device (PITFALLS: a second opener gets EBUSY)
+        attach(agent, player=player)
     return agent
 
 

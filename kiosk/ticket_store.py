@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS ticket (
     UNIQUE (service, day, n)
 );
 CREATE INDEX IF NOT EXISTS ticket_queue ON ticket (day, queue, state);
+CREATE TABLE IF NOT EXISTS counter_state (
+    counter INTEGER PRIMARY KEY,
+    paused INTEGER NOT NULL
+);
 """
 _COLUMNS = (
     "id, service, queue, day, n, number, priority, issued_ms, state, printed,"
@@ -328,6 +332,20 @@ class TicketStore:
                 raise TicketError(f"ticket {m.before.number} ({m.before.day}) is already rated")
             m.db.execute("UPDATE ticket SET rating = ? WHERE id = ?", (level, ticket_id))
         return m.done()
+
+    def set_paused(self, counter: int, paused: bool) -> None:
+        """A counter's pause survives a restart: an officer at lunch stays paused."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO counter_state (counter, paused) VALUES (?, ?)"
+                " ON CONFLICT (counter) DO UPDATE SET paused = excluded.paused",
+                (counter, int(paused)),
+            )
+
+    def paused_counters(self) -> set[int]:
+        with self._lock:
+            rows = self._db.execute("SELECT counter FROM counter_state WHERE paused = 1")
+            return {int(r[0]) for r in rows.fetchall()}
 
     def service_times_s(self, service_code: str, day: date, limit: int = 20) -> list[float]:
         """The latest service times (call to done) of one service: for estimate_wait_s."""

@@ -142,3 +142,68 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'controller.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     return cluster.create_database()
+
+
+# --- the queue kiosk: a printer on a real pseudo-terminal, and a kiosk built around it ---
+
+
+class KioskClock:
+    """The kiosk's clock in tests: Monday 23 November 2026, 09:00 in Hà Nội, moved by hand."""
+
+    def __init__(self) -> None:
+        self.ms = 1_795_399_200_000  # 2026-11-23T09:00:00+07:00
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def virtual_printer(tmp_path: Path) -> Iterator[Any]:
+    from kiosk.virtual_printer import VirtualPrinter
+
+    printer = VirtualPrinter(tmp_path / "printed").start()
+    yield printer
+    printer.close()
+
+
+@pytest.fixture
+def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
+    """A started Kiosk on the virtual printer, recording its events; closed after the test."""
+    from edge.config import KioskSection
+    from kiosk.role import Kiosk
+
+    made: list[Kiosk] = []
+
+    def make(events: list[tuple[str, dict[str, Any]]] | None = None, **overrides: Any) -> Kiosk:
+        settings = {
+            "printer_url": virtual_printer.path,
+            "status_poll_s": 0.1,
+            "voice": "off",
+            "web_port": free_port(),
+            "web_host": "127.0.0.1",
+            **overrides,
+        }
+        extra = {"serve_web": False}
+        extra.update(
+            {
+                k: settings.pop(k)
+                for k in ("pin_factory", "player", "serve_web", "clock")
+                if k in settings
+            }
+        )
+        record = events if events is not None else []
+        kiosk = Kiosk(
+            KioskSection.model_validate(settings),
+            tmp_path / "kiosk-state",
+            lambda event_type, body: record.append((event_type, body)),
+            extra.pop("clock", None) or KioskClock(),
+            **extra,
+        )
+        kiosk.start()
+        made.append(kiosk)
+        return kiosk
+
+    (tmp_path / "kiosk-state").mkdir()
+    yield make
+    for kiosk in made:
+        kiosk.close()

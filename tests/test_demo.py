@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +58,10 @@ def test_demo_runs_a_fleet_that_answers_and_stops_cleanly(tmp_path):
         page = fetch(f"http://127.0.0.1:{http_port}/")
         assert "Trực tuyến" in page and "lang='vi'" in page
         assert "Online" in fetch(f"http://127.0.0.1:{http_port}/?lang=en")
+        kiosk_url = re.search(r"kiosk (http://127\.0\.0\.1:\d+)/kiosk", log.read_text())
+        assert kiosk_url is not None, log.read_text()
+        assert "Mời chọn dịch vụ" in fetch(kiosk_url.group(1) + "/kiosk")
+        assert "Gọi số tiếp" in fetch(kiosk_url.group(1) + "/counter/1")
         assert demo.wait(60) == 0
     finally:
         if demo.poll() is None:
@@ -77,3 +82,10 @@ def test_demo_runs_a_fleet_that_answers_and_stops_cleanly(tmp_path):
         starts.append(first["started_ms"])
     assert abs(starts[0] - starts[1]) < 50
     assert "play.finished Bản tin thử nghiệm completed" in text
+    # the kiosk printed a ticket as an image and called it into the hall speaker's WAV file
+    printed = sorted((tmp_path / "d" / "printed" / "kiosk-mot-cua-1").glob("ticket-*.png"))
+    assert printed and printed[0].stat().st_size > 1000
+    assert "ticket.issued A001" in text and "ticket.called A001 → quầy 1" in text
+    calls = tmp_path / "d" / "played" / "kiosk-mot-cua-1" / "played.jsonl"
+    call = json.loads(calls.read_text().splitlines()[0])
+    assert call["label"] == "A001 → quầy 1" and call["samples"] > 48000 * 2

@@ -1,0 +1,332 @@
+"""The one-stop office's queue operations: issue, call, recall, skip, transfer, serve, rate.
+
+Rules on top of kiosk.ticket_store, with every instant passed in: the
+kiosk's buttons, its pages and the tests drive the same code. Counters are
+numbered 1..N; a counter calls the services configured for it (all by
+default). Every refusal is a ``KioskError`` with a Vietnamese and an English
+sentence, shown as is on the pages. Every change is reported through
+``on_event`` as the contract's event (``ticket.*``, ``counter.state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from kiosk.numbering import (
+    DEFAULT_TZ,
+    RATINGS,
+    QueuePolicy,
+    Service,
+    estimate_wait_s,
+    local_day,
+    people_ahead,
+)
+from kiosk.ticket_store import IssueRefused, Ticket, TicketError, TicketStore
+
+OnEvent = Callable[[str, dict[str, Any]], None]
+LAST_CALLS = 8
+
+
+class KioskError(Exception):
+    """A refusal to show a citizen or an officer, in Vietnamese and English."""
+
+    def __init__(self, code: str, vi: str, en: str, status: int = 409) -> None:
+        super().__init__(f"{vi} / {en}")
+        self.code, self.vi, self.en, self.status = code, vi, en, status
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "vi": self.vi, "en": self.en, "message": str(self)}
+
+
+@dataclass(frozen=True)
+class OfficeSettings:
+    services: tuple[Service, ...]
+    counters: int
+    counter_services: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    policy: QueuePolicy = field(default_factory=QueuePolicy)
+    tz: str = DEFAULT_TZ
+
+
+@dataclass(frozen=True)
+class Issued:
+    ticket: Ticket
+    people_ahead: int
+    wait_s: float | None
+
+
+def ticket_body(t: Ticket, **extra: Any) -> dict[str, Any]:
+    """What every ``ticket.*`` event says about its ticket."""
+    return {
+        "ticket_id": t.id,
+        "number": t.number,
+        "service": t.service,
+        "queue": t.queue,
+        "day": t.day.isoformat(),
+        "priority": t.priority,
+        **extra,
+    }
+
+
+class Office:
+    """Thread-safe as far as the store is: each operation is one or two transactions."""
+
+    def __init__(
+        self, store: TicketStore, settings: OfficeSettings, on_event: OnEvent | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._services = {s.code: s for s in settings.services}
+        self._on_event = on_event or (lambda _t, _b: None)
+
+    # lookups and checks
+
+    def service(self, code: object) -> Service:
+        if not isinstance(code, str) or code not in self._services:
+            raise KioskError(
+                "unknown_service",
+                f"Không có dịch vụ {str(code)[:40]!r}",
+                f"There is no service {str(code)[:40]!r}",
+                422,
+            )
+        return self._services[code]
+
+    def check_counter(self, counter: object) -> int:
+        n = self.settings.counters
+        if isinstance(counter, bool) or not isinstance(counter, int) or not 1 <= counter <= n:
+            raise KioskError(
+                "unknown_counter",
+                f"Không có quầy số {str(counter)[:12]}: các quầy được đánh số từ 1 đến {n}",
+                f"There is no counter {str(counter)[:12]}: counters are numbered 1 to {n}",
+                422,
+            )
+        return counter
+
+    def services_of(self, counter: int) -> tuple[str, ...]:
+        return self.settings.counter_services.get(counter) or tuple(self._services)
+
+    def _day(self, now_ms: int) -> Any:
+        return local_day(now_ms, self.settings.tz)
+
+    def local_time(self, ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, ZoneInfo(self.settings.tz)).strftime(
+            "%d/%m/%Y %H:%M"
+        )
+
+    def ticket(self, ticket_id: str) -> Ticket:
+        try:
+            return self.store.ticket(ticket_id)
+        except TicketError:
+            raise KioskError(
+                "unknown_ticket", "Không tìm thấy vé này", "No such ticket", 404
+            ) from None
+
+    # the citizen's side
+
+    def issue(self, code: str, now_ms: int, *, priority: bool = False) -> Issued:
+        """A new number, durable before this returns (printing comes after)."""
+        service = self.service(code)
+        try:
+            t = self.store.issue(service, now_ms, self.settings.tz, priority=priority)
+        except IssueRefused as exc:
+            vi, en = exc.refusal.message.split(" / ", 1)
+            raise KioskError(exc.refusal.reason, vi, en, 409) from None
+        ahead = self.people_ahead(t)
+        wait = self.wait_s(t, ahead)
+        self._on_event(
+            "ticket.issued",
+            ticket_body(t, issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait),
+        )
+        return Issued(t, ahead, wait)
+
+    def people_ahead(self, t: Ticket) -> int:
+        """How many will be called before ``t`` in its queue (0 once it is called)."""
+        if t.state != "waiting":
+            return 0
+        waiting = self.store.waiting(t.queue, t.day)
+        if not any(w.id == t.id for w in waiting):
+            return 0
+        since = self.store.normal_since_priority((t.queue,), t.day)
+        return people_ahead(t, waiting, self.settings.policy, since)
+
+    def wait_s(self, t: Ticket, ahead: int) -> float | None:
+        paused = self.store.paused_counters()
+        open_counters = sum(
+            1
+            for c in range(1, self.settings.counters + 1)
+            if c not in paused and t.queue in self.services_of(c)
+        )
+        return estimate_wait_s(ahead, self.store.service_times_s(t.queue, t.day), open_counters)
+
+    def rate(
+        self, counter: int, level: object, now_ms: int, ticket_id: str | None = None
+    ) -> Ticket:
+        """The citizen's rating of the service just received at ``counter``."""
+        self.check_counter(counter)
+        if isinstance(level, bool) or not isinstance(level, int) or level not in RATINGS:
+            raise KioskError(
+                "bad_rating",
+                "Mức đánh giá là từ 1 (Rất không hài lòng) đến 5 (Rất hài lòng)",
+                "A rating is 1 (very dissatisfied) to 5 (very satisfied)",
+                422,
+            )
+        target: Ticket | None
+        if ticket_id is not None:
+            target = self.ticket(ticket_id)
+            if target.counter != counter or target.state != "served" or target.rating is not None:
+                target = None
+        else:
+            served = [
+                t
+                for t in self.store.tickets(self._day(now_ms))
+                if t.counter == counter and t.state == "served" and t.rating is None
+            ]
+            target = max(served, key=lambda t: t.served_ms or 0) if served else None
+        if target is None:
+            raise KioskError(
+                "nothing_to_rate",
+                f"Quầy {counter} chưa có lượt phục vụ nào để đánh giá",
+                f"Counter {counter} has no finished service to rate",
+            )
+        t = self.store.rate(target.id, level)
+        vi, en = RATINGS[level]
+        self._on_event(
+            "ticket.rated", ticket_body(t, counter=counter, level=level, label_vi=vi, label_en=en)
+        )
+        return t
+
+    # the officer's side
+
+    def current(self, counter: int, now_ms: int) -> Ticket | None:
+        """The ticket being served at ``counter``: the last one called there, still called."""
+        called = [
+            t
+            for t in self.store.tickets(self._day(now_ms))
+            if t.counter == counter and t.state == "called"
+        ]
+        return max(called, key=lambda t: t.called_ms or 0) if called else None
+
+    def _current_or_refuse(self, counter: int, now_ms: int) -> Ticket:
+        t = self.current(self.check_counter(counter), now_ms)
+        if t is None:
+            raise KioskError(
+                "no_ticket",
+                f"Quầy {counter} không có số nào đang phục vụ",
+                f"Counter {counter} is not serving any number",
+            )
+        return t
+
+    def call_next(self, counter: int, now_ms: int) -> Ticket | None:
+        """The next number for ``counter`` by the priority policy; None if nobody waits.
+
+        A number still called at this counter counts as served: "next" means done.
+        """
+        self.check_counter(counter)
+        if counter in self.store.paused_counters():
+            raise KioskError(
+                "paused",
+                f"Quầy {counter} đang tạm dừng: bấm Tiếp tục trước",
+                f"Counter {counter} is paused: resume it first",
+            )
+        before = self.current(counter, now_ms)
+        if before is not None:
+            self.served(counter, now_ms)
+        t = self.store.call_next(
+            counter, self.services_of(counter), self.settings.policy, now_ms, self.settings.tz
+        )
+        if t is not None:
+            self._on_event(
+                "ticket.called",
+                ticket_body(t, counter=counter, recall=0, waited_ms=now_ms - t.issued_ms),
+            )
+        return t
+
+    def recall(self, counter: int, now_ms: int) -> Ticket:
+        t = self.store.recall(self._current_or_refuse(counter, now_ms).id)
+        self._on_event(
+            "ticket.called",
+            ticket_body(t, counter=counter, recall=t.recalls, waited_ms=now_ms - t.issued_ms),
+        )
+        return t
+
+    def skip(self, counter: int, now_ms: int) -> Ticket:
+        """A no-show: the citizen did not come after the calls."""
+        t = self.store.skip(self._current_or_refuse(counter, now_ms).id)
+        self._on_event("ticket.skipped", ticket_body(t, counter=counter, reason="no_show"))
+        return t
+
+    def served(self, counter: int, now_ms: int) -> Ticket:
+        t = self.store.serve_done(self._current_or_refuse(counter, now_ms).id, now_ms)
+        self._on_event(
+            "ticket.served",
+            ticket_body(t, counter=counter, service_ms=now_ms - (t.called_ms or now_ms)),
+        )
+        return t
+
+    def transfer(self, counter: int, to_service: str, now_ms: int) -> Ticket:
+        """Send the citizen at ``counter`` to another service's queue, keeping the number."""
+        target = self.service(to_service)
+        current = self._current_or_refuse(counter, now_ms)
+        if target.code == current.queue:
+            raise KioskError(
+                "same_service",
+                "Số này đã ở hàng của dịch vụ đó",
+                "This number already waits for that service",
+            )
+        t = self.store.transfer(current.id, target.code)
+        self._on_event(
+            "ticket.transferred",
+            ticket_body(t, counter=counter, from_queue=current.queue, to_queue=target.code),
+        )
+        return t
+
+    def set_paused(self, counter: int, paused: bool) -> None:
+        self.check_counter(counter)
+        self.store.set_paused(counter, paused)
+        self._on_event("counter.state", {"counter": counter, "paused": paused})
+
+    # what the pages show
+
+    def board(self, now_ms: int) -> dict[str, Any]:
+        """The hall display's content: each counter's number and the last calls."""
+        day = self._day(now_ms)
+        tickets = self.store.tickets(day)
+        paused = self.store.paused_counters()
+        counters = []
+        for c in range(1, self.settings.counters + 1):
+            cur = [t for t in tickets if t.counter == c and t.state == "called"]
+            now = max(cur, key=lambda t: t.called_ms or 0) if cur else None
+            counters.append(
+                {
+                    "counter": c,
+                    "number": now.number if now else None,
+                    "ticket_id": now.id if now else None,
+                    "paused": c in paused,
+                    "services": list(self.services_of(c)),
+                }
+            )
+        called = sorted(
+            (t for t in tickets if t.called_ms is not None and t.counter is not None),
+            key=lambda t: t.called_ms or 0,
+            reverse=True,
+        )
+        waiting = {s.code: 0 for s in self.settings.services}
+        for t in tickets:
+            if t.state == "waiting" and t.queue in waiting:
+                waiting[t.queue] += 1
+        return {
+            "counters": counters,
+            "last_calls": [
+                {"number": t.number, "counter": t.counter, "called_ms": t.called_ms}
+                for t in called[:LAST_CALLS]
+            ],
+            "waiting": waiting,
+        }
+
+
+def counter_services(raw: Mapping[str, Sequence[str]]) -> dict[int, tuple[str, ...]]:
+    """``[kiosk] counter_services`` (TOML keys are strings) keyed by counter number."""
+    return {int(k): tuple(v) for k, v in raw.items()}

@@ -1,0 +1,279 @@
+"""The kiosk's local web server: touchscreen, counters, hall display, rating, ticket status.
+
+The only importer of FastAPI and uvicorn in kiosk/, imported by kiosk.role
+only when a kiosk starts, so a speaker's agent never loads a web stack. The
+pages are Vietnamese first, English with ``?lang=en`` (kept in a cookie),
+self-contained (no CDN: the office network may have no Internet), and use
+the JSON API under ``/api``. The hall display and the other pages follow
+changes live through server-sent events (``/api/events``).
+
+Every refusal is JSON ``{"error", "vi", "en", "message"}`` with a 4xx: an
+unknown service or ticket, a counter out of range, a wrong type, a field or
+a body too large, a malformed body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kiosk.numbering import RATINGS, SERVICE_CODE
+from kiosk.office import KioskError
+
+if TYPE_CHECKING:
+    from kiosk.role import Kiosk
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 4096
+SSE_KEEPALIVE_S = 15.0
+SSE_POLL_S = 0.2
+TEMPLATES = Path(__file__).parent / "templates"
+ServiceCode = Annotated[str, Field(max_length=40, pattern=SERVICE_CODE)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TicketIn(Body):
+    service: ServiceCode
+    priority: bool = False
+
+
+class CounterIn(Body):
+    service: ServiceCode | None = None  # for a transfer
+
+
+class RatingIn(Body):
+    counter: int
+    level: int
+    ticket_id: Annotated[str, Field(max_length=64)] | None = None
+
+
+def _error(status: int, code: str, vi: str, en: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": code, "vi": vi, "en": en, "message": f"{vi} / {en}"}, status_code=status
+    )
+
+
+class BodyLimit:
+    """Refuses a body over MAX_BODY_BYTES before reading it, and one of unknown length."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            refusal = None
+            if length is None and b"transfer-encoding" in headers:
+                refusal = _error(
+                    411, "length_required", "Cần độ dài nội dung", "Content-Length is required"
+                )
+            elif length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                refusal = _error(
+                    413,
+                    "too_large",
+                    f"Dữ liệu quá lớn (tối đa {MAX_BODY_BYTES} byte)",
+                    f"Request body too large (at most {MAX_BODY_BYTES} bytes)",
+                )
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _lang(request: Request) -> str:
+    asked = request.query_params.get("lang") or request.cookies.get("lang")
+    return "en" if asked == "en" else "vi"
+
+
+def create_app(kiosk: Kiosk) -> FastAPI:
+    app = FastAPI(title="Xaso kiosk", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
+
+    @app.exception_handler(KioskError)
+    async def _kiosk_error(_r: Request, exc: KioskError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return _error(
+            422,
+            "bad_request",
+            f"Dữ liệu không hợp lệ ở '{where}'",
+            f"Invalid input at '{where}': {first['msg']}",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return _error(405, "method", "Phương thức không được hỗ trợ", "Method not allowed")
+        return _error(exc.status_code, "not_found", "Không tìm thấy trang", "Page not found")
+
+    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        lang = _lang(request)
+        html = env.get_template(name).render(
+            lang=lang,
+            t=lambda vi, en: en if lang == "en" else vi,
+            path=request.url.path,
+            services=kiosk.cfg.services,
+            counters=kiosk.cfg.counters,
+            office=kiosk.cfg.office,
+            state=kiosk.snapshot(),
+            ratings=RATINGS,
+            **ctx,
+        )
+        response = HTMLResponse(html, status_code=status)
+        if request.query_params.get("lang") in ("vi", "en"):
+            response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax")
+        return response
+
+    def error_page(request: Request, exc: KioskError) -> HTMLResponse:
+        return page(request, "error.html", exc.status, error=exc)
+
+    # pages
+
+    @app.get("/")
+    async def _root() -> RedirectResponse:
+        return RedirectResponse("/kiosk")
+
+    @app.get("/kiosk", response_class=HTMLResponse)
+    def kiosk_page(request: Request) -> HTMLResponse:
+        return page(request, "kiosk.html")
+
+    @app.get("/display", response_class=HTMLResponse)
+    def display_page(request: Request) -> HTMLResponse:
+        return page(request, "display.html")
+
+    @app.get("/counter/{counter}", response_class=HTMLResponse)
+    def counter_page(request: Request, counter: int) -> HTMLResponse:
+        try:
+            kiosk.office.check_counter(counter)
+        except KioskError as exc:
+            return error_page(request, exc)
+        return page(request, "counter.html", counter=counter)
+
+    @app.get("/rate/{counter}", response_class=HTMLResponse)
+    def rate_page(request: Request, counter: int) -> HTMLResponse:
+        try:
+            kiosk.office.check_counter(counter)
+        except KioskError as exc:
+            return error_page(request, exc)
+        return page(request, "rate.html", counter=counter)
+
+    @app.get("/ve/{ticket_id}", response_class=HTMLResponse)
+    def ticket_page(request: Request, ticket_id: str) -> HTMLResponse:
+        try:
+            ticket = kiosk.ticket_view(kiosk.office.ticket(ticket_id[:64]))
+        except KioskError as exc:
+            return error_page(request, exc)
+        return page(request, "ticket.html", ticket=ticket)
+
+    # the JSON API
+
+    @app.get("/api/state")
+    def state() -> dict[str, Any]:
+        return kiosk.snapshot()
+
+    @app.get("/api/services")
+    def services() -> list[dict[str, Any]]:
+        return [
+            {"code": s.code, "name_vi": s.name_vi, "name_en": s.name_en, "prefix": s.prefix}
+            for s in kiosk.cfg.services
+        ]
+
+    @app.post("/api/tickets", status_code=201)
+    def issue(body: TicketIn) -> dict[str, Any]:
+        return kiosk.issue(body.service, body.priority)
+
+    @app.get("/api/tickets/{ticket_id}")
+    def ticket(ticket_id: Annotated[str, Field(max_length=64)]) -> dict[str, Any]:
+        return kiosk.ticket_view(kiosk.office.ticket(ticket_id))
+
+    @app.post("/api/counters/{counter}/{action}")
+    def counter_action(counter: int, action: str, body: CounterIn | None = None) -> dict[str, Any]:
+        return kiosk.counter(counter, action, body.service if body else None)
+
+    @app.post("/api/ratings", status_code=201)
+    def rate(body: RatingIn) -> dict[str, Any]:
+        return kiosk.rate(body.counter, body.level, body.ticket_id)
+
+    @app.get("/api/events")
+    async def events() -> StreamingResponse:
+        return StreamingResponse(
+            _stream(kiosk),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+async def _stream(kiosk: Kiosk) -> AsyncIterator[str]:
+    """A snapshot now and after every change; a comment line keeps idle proxies open.
+
+    The version is polled on the event loop rather than waited for in a thread:
+    a hall with a dozen screens must not use up a thread pool.
+    """
+    seen, idle_s = -1, 0.0
+    while not kiosk.changes.closed:
+        if kiosk.changes.version != seen:
+            seen, idle_s = kiosk.changes.version, 0.0
+            yield f"data: {json.dumps(kiosk.snapshot(), ensure_ascii=False)}\n\n"
+        elif idle_s >= SSE_KEEPALIVE_S:
+            idle_s = 0.0
+            yield ": keepalive\n\n"
+        await asyncio.sleep(SSE_POLL_S)
+        idle_s += SSE_POLL_S
+
+
+class WebServer:
+    """uvicorn in a thread of the agent, bound to the configured host and port."""
+
+    def __init__(self, kiosk: Kiosk, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            create_app(kiosk),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="kiosk-web", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except (OSError, SystemExit) as exc:  # a port in use must not take the kiosk down
+            log.error("kiosk web server stopped: %s", exc)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server.started)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
