@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo
 import tomli_w
 
 from controller import provisioning
-from controller.mosquitto import Mosquitto, MosquittoError, free_port
+from controller.embedded_broker import EmbeddedBroker, choose_broker
+from controller.mosquitto import Mosquitto, MosquittoError, free_port, mosquitto_binary
 from protocol.commands import DEFAULT_TZ
 from protocol.topics import Topics
 
@@ -174,6 +175,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--dir", type=Path, default=None, help="work directory (default: a new temp dir)"
     )
+    p.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="MQTT broker: Mosquitto when installed, else an embedded one (auto)",
+    )
     p.add_argument("--speakers", type=int, default=2, help="simulated speaker clusters (2)")
     p.add_argument("--kiosks", type=int, default=1, help="simulated queue kiosks (1)")
     p.add_argument(
@@ -237,11 +244,13 @@ def run_demo(args: argparse.Namespace) -> int:
     (workdir / "logs").mkdir(exist_ok=True)
 
     try:
-        broker = Mosquitto(
+        kind = choose_broker(args.broker, mosquitto_binary())
+        runner = Mosquitto if kind == "mosquitto" else EmbeddedBroker
+        broker = runner(
             workdir / "broker", mqtt_port, password_file=site.passwd_path, acl_file=site.acl_path
         )
         broker.start()
-    except MosquittoError as exc:
+    except (MosquittoError, ValueError) as exc:
         print(f"xaso demo: {exc}", file=sys.stderr)
         return 1
     user, password = site.controller_credentials()
@@ -312,13 +321,14 @@ def run_demo(args: argparse.Namespace) -> int:
 def _banner(
     *,
     workdir: Path,
-    broker: Mosquitto,
+    broker: Mosquitto | EmbeddedBroker,
     http_port: int,
     user: str,
     password: str,
     agents: list[Managed],
     kiosks: list[DemoKiosk],
 ) -> None:
+    broker_name = "Mosquitto" if isinstance(broker, Mosquitto) else "embedded amqtt broker"
     pages = "".join(
         f"""
   {k.device}  kiosk {k.url}/kiosk   counter {k.url}/counter/1
@@ -328,7 +338,7 @@ def _banner(
     )
     _say(f"""
 Xaso demo — {len(agents)} simulated devices
-  broker      mqtt://{broker.host}:{broker.port}  (Mosquitto, passwords and ACL from the site)
+  broker      mqtt://{broker.host}:{broker.port}  ({broker_name}, passwords and ACL from the site)
   fleet page  http://127.0.0.1:{http_port}/   (JSON: /api/devices)
   work dir    {workdir}
   watch it    mosquitto_sub -h {broker.host} -p {broker.port} -u {user} -P '{password}' \\

@@ -89,3 +89,31 @@ def test_demo_runs_a_fleet_that_answers_and_stops_cleanly(tmp_path):
     calls = tmp_path / "d" / "played" / "kiosk-mot-cua-1" / "played.jsonl"
     call = json.loads(calls.read_text().splitlines()[0])
     assert call["label"] == "A001 → quầy 1" and call["samples"] > 48000 * 2
+
+
+def test_demo_without_mosquitto_runs_on_the_embedded_broker(tmp_path):
+    """`--broker embedded` is what `auto` picks on a machine with no mosquitto binary."""
+    http_port = free_port()
+    log = tmp_path / "demo.out"
+    argv = [sys.executable, "-m", "edge.cli", "demo", "--broker", "embedded", "--speakers", "1"]
+    argv += ["--duration", "15", "--dir", str(tmp_path / "d"), "--http-port", str(http_port)]
+    with log.open("wb") as out:
+        demo = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        devices: list[dict] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and demo.poll() is None:
+            try:
+                devices = json.loads(fetch(f"http://127.0.0.1:{http_port}/api/devices"))
+            except OSError:
+                devices = []
+            if len(devices) == 2 and all(d["state"] == "online" for d in devices):
+                break
+            time.sleep(0.5)
+        assert sorted(d["state"] for d in devices) == ["online", "online"], log.read_text()
+        assert demo.wait(60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    text = log.read_text()
+    assert "embedded amqtt broker" in text and "Traceback" not in text

@@ -1,0 +1,198 @@
+"""An embedded MQTT broker (amqtt) for `xaso demo` on a machine without Mosquitto.
+
+It runs as its own process, ``python -m controller.embedded_broker``, as the
+mosquitto binary would: a broker that an agent test kills or restarts is a
+process, a crash in it cannot take the demo down, and amqtt's event loop and
+logging never share the caller's. It honours the same site files as
+Mosquitto (``broker/passwd``, ``broker/acl``); see docs/architecture.md,
+"Embedded broker", for what it does not do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from controller.mosquitto import MosquittoError, free_port
+
+LOG_NAME = "embedded-broker.log"
+READY = "embedded broker ready"
+BROKER_CHOICES = ("auto", "mosquitto", "embedded")
+
+
+def choose_broker(preference: str, mosquitto_binary: str | None) -> str:
+    """``--broker``: ``auto`` is Mosquitto when its binary was found, else the embedded one."""
+    if preference not in BROKER_CHOICES:
+        raise ValueError(f"--broker must be one of {', '.join(BROKER_CHOICES)}, not {preference!r}")
+    if preference == "mosquitto" and mosquitto_binary is None:
+        raise ValueError("--broker mosquitto: mosquitto not found (apt-get install mosquitto)")
+    if preference == "auto":
+        return "mosquitto" if mosquitto_binary else "embedded"
+    return preference
+
+
+class EmbeddedBrokerError(MosquittoError):
+    """The broker could not start; a MosquittoError, so callers of either runner catch it."""
+
+
+class EmbeddedBroker:
+    """One amqtt broker process on ``host:port``, with the site's password file and ACL.
+
+    The same surface as controller.mosquitto.Mosquitto. State lives in memory:
+    a restart loses retained messages and persistent sessions.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        password_file: Path,
+        acl_file: Path,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.password_file = Path(password_file).resolve()
+        self.acl_file = Path(acl_file).resolve()
+        self.log_path = self.workdir / LOG_NAME
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout_s: float = 20) -> None:
+        if self.running:
+            raise EmbeddedBrokerError(f"the embedded broker is already running on port {self.port}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for path in (self.password_file, self.acl_file):
+            if not os.access(path, os.R_OK):
+                raise EmbeddedBrokerError(f"{path}: missing or not readable")
+        offset = self._log_size()
+        argv = [sys.executable, "-m", "controller.embedded_broker", "--host", self.host]
+        argv += ["--port", str(self.port), "--log", str(self.log_path)]
+        argv += ["--password-file", str(self.password_file), "--acl-file", str(self.acl_file)]
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        # The ready line proves that this process, not another one, holds the port.
+        deadline = time.monotonic() + timeout_s
+        while READY not in self._log_since(offset):
+            if self.proc.poll() is not None:
+                raise self._failure(f"exited with code {self.proc.returncode}", offset)
+            if time.monotonic() > deadline:
+                self.kill()
+                raise self._failure(f"did not start within {timeout_s} s", offset)
+            time.sleep(0.02)
+
+    def stop(self, timeout_s: float = 10) -> None:
+        """SIGTERM: the broker closes its connections (no Wills: it is the one leaving)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as in a power cut."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def _failure(self, what: str, offset: int) -> EmbeddedBrokerError:
+        tail = "\n".join(self._log_since(offset).splitlines()[-20:])
+        return EmbeddedBrokerError(
+            f"the embedded broker {what} (port {self.port})\n--- {self.log_path}\n{tail}"
+        )
+
+
+async def serve(host: str, port: int, password_file: Path, acl_file: Path) -> None:
+    """Run the broker until SIGTERM or SIGINT; amqtt is imported here, in the broker process."""
+    from controller.embedded_broker_plugins import SiteBroker, broker_config
+
+    broker = SiteBroker(broker_config(host, port, password_file, acl_file))
+    await broker.start()
+    logging.getLogger("xaso.embedded_broker").info("%s on %s:%d", READY, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await broker.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m controller.embedded_broker")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--password-file", type=Path, required=True)
+    parser.add_argument("--acl-file", type=Path, required=True)
+    parser.add_argument("--log", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        filename=args.log,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("amqtt", "transitions"):  # every connection and state change at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(args.host, args.port, args.password_file, args.acl_file))
+    except Exception:
+        logging.getLogger("xaso.embedded_broker").exception("the embedded broker failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
