@@ -1,0 +1,281 @@
+"""The controller's MQTT adapter: the one module of the controller that imports paho.
+
+paho's network thread only hands messages to a queue; one worker thread runs
+the handlers, so a slow handler or a handler that publishes and waits for its
+PUBACK never blocks the thread that delivers that PUBACK (paho #875).
+Subscriptions are made again on every CONNACK (paho #375) and reconnection is
+paho's own, with a full-jitter delay set before each attempt (paho #871).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from edge.backoff import Backoff
+from protocol.envelope import MAX_PAYLOAD_BYTES
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]
+RECONNECT_BASE_S = 0.5
+RECONNECT_CAP_S = 30.0
+KEEPALIVE_S = 30
+# Enough to ride out a burst; a full queue slows paho's reads (and so the broker), never drops.
+INBOUND_QUEUE = 100_000
+SUBACK_TIMEOUT_S = 10.0
+_STOP = object()
+
+
+class BusError(Exception):
+    """The broker could not be reached or did not acknowledge in time."""
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    topic_filter: str
+    match: str  # the filter without a "$share/<group>/" prefix: what topics it covers
+    handler: Handler
+    qos: int
+
+
+class _AckWaits:
+    """Waits for acks by message id, including acks that arrive before the wait starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[int, threading.Event] = {}
+        self._early: set[int] = set()
+
+    def arrived(self, mid: int) -> None:
+        with self._lock:
+            done = self._waiting.pop(mid, None)
+            if done is None:
+                self._early.add(mid)
+        if done is not None:
+            done.set()
+
+    def wait(self, mid: int, timeout_s: float) -> bool:
+        """True once ``mid`` is acked. On a timeout the wait stays registered, so
+        a late ack is consumed here and never counts for a later message with
+        the same (reused) id."""
+        with self._lock:
+            if mid in self._early:
+                self._early.discard(mid)
+                return True
+            done = self._waiting[mid] = threading.Event()
+        return done.wait(timeout_s)
+
+
+def _match_filter(topic_filter: str) -> str:
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise ValueError(f"shared subscription {topic_filter!r} needs $share/<group>/<filter>")
+        return parts[2]
+    return topic_filter
+
+
+def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    """Commands and acks are small packets: no Nagle delay."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Bus:
+    """A long-lived MQTT session with handlers run off the network thread."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        *,
+        client_id: str,
+        tls_ca: Path | None = None,
+        clean_session: bool = True,
+    ) -> None:
+        self.host, self.port = host, port
+        self._subs: tuple[_Subscription, ...] = ()  # replaced whole, read without the lock
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._refused: str | None = None
+        self._ready = threading.Event()  # connected, and the first SUBACK is in
+        self._resub_mid: int | None = None  # the SUBACK that answers on_connect's subscribe
+        self._pubacks = _AckWaits()
+        self._subacks = _AckWaits()
+        self._inbound: queue.Queue[Any] = queue.Queue(INBOUND_QUEUE)
+        self._backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
+        self._worker: threading.Thread | None = None
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            reconnect_on_failure=True,
+        )
+        client.username_pw_set(username, password)
+        if tls_ca is not None:
+            client.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
+        client.max_inflight_messages_set(200)
+        client.on_connect = self._guard(self._on_connect)
+        client.on_disconnect = self._guard(self._on_disconnect)
+        client.on_connect_fail = self._guard(self._on_connect_fail)
+        client.on_message = self._guard(self._on_message)
+        client.on_publish = self._guard(self._on_publish)
+        client.on_subscribe = self._guard(self._on_subscribe)
+        client.on_socket_open = self._guard(_no_delay)
+        self._client = client
+
+    @staticmethod
+    def _guard(fn: Callable[..., None]) -> Callable[..., None]:
+        """An exception in a paho callback would kill its network thread silently."""
+
+        def guarded(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("error in MQTT callback %s", fn.__name__)
+
+        return guarded
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self, timeout_s: float = 10) -> None:
+        """Connect and subscribe; raise BusError if not done in time.
+
+        Once it returns, every subscription made before is acknowledged by the
+        broker: a message published after that reaches the handlers.
+        """
+        self._worker = threading.Thread(target=self._dispatch, name="bus-worker", daemon=True)
+        self._worker.start()
+        self._arm_backoff()
+        self._client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
+        self._client.loop_start()
+        if not self._ready.wait(timeout_s):
+            reason = self._refused or "no answer"
+            self.close()
+            raise BusError(
+                f"cannot connect to the MQTT broker at {self.host}:{self.port} "
+                f"within {timeout_s} s ({reason}): check the address and the credentials"
+            )
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._worker is not None:
+            self._inbound.put(_STOP)
+            self._worker.join(10)
+            self._worker = None
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Run ``handler(topic, payload)`` for every message matching the filter.
+
+        ``$share/<group>/<filter>`` splits the messages among every client that
+        subscribes with the same group, so ingest can run in several processes.
+        While connected, it returns once the broker has acknowledged it.
+        """
+        sub = _Subscription(topic_filter, _match_filter(topic_filter), handler, qos)
+        with self._lock:
+            self._subs = (*self._subs, sub)
+            connected = self._connected.is_set()
+        if not connected:  # the next CONNACK subscribes it
+            return
+        rc, mid = self._client.subscribe(topic_filter, qos=qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return  # the connection just dropped: the next CONNACK subscribes it
+        if not self._subacks.wait(mid, SUBACK_TIMEOUT_S):
+            raise BusError(f"the broker did not acknowledge the subscription {topic_filter}")
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 10,
+    ) -> None:
+        """Publish and block until the broker has it (PUBACK for QoS 1).
+
+        The size is checked here because Mosquitto drops an oversized message
+        while still acknowledging it.
+        """
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES} for {topic}")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise BusError(f"cannot publish to {topic}: {paho.error_string(info.rc)}")
+        if not self._pubacks.wait(info.mid, timeout_s):
+            raise BusError(f"the broker did not acknowledge {topic} within {timeout_s} s")
+
+    # paho's network thread
+
+    def _arm_backoff(self) -> None:
+        delay = self._backoff.next_delay()
+        self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            log.warning("the broker refused the controller: %s", reason)
+            return
+        self._backoff.reset()
+        with self._lock:
+            subs = [(s.topic_filter, s.qos) for s in self._subs]
+            self._connected.set()
+        if not subs:
+            self._ready.set()
+            return
+        rc, mid = client.subscribe(subs)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._resub_mid = mid
+        log.info("connected to the MQTT broker at %s:%d", self.host, self.port)
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self._connected.is_set():
+            log.warning("disconnected from the MQTT broker: %s", reason)
+        self._connected.clear()
+        self._arm_backoff()
+
+    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        self._arm_backoff()
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _reason: Any, _p: Any) -> None:
+        self._pubacks.arrived(mid)
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        if mid == self._resub_mid:
+            self._ready.set()
+        else:
+            self._subacks.arrived(mid)
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        self._inbound.put((msg.topic, bytes(msg.payload)))
+
+    # the worker thread
+
+    def _dispatch(self) -> None:
+        while True:
+            item = self._inbound.get()
+            if item is _STOP:
+                return
+            topic, payload = item
+            for sub in self._subs:
+                if paho.topic_matches_sub(sub.match, topic):
+                    try:
+                        sub.handler(topic, payload)
+                    except Exception:
+                        log.exception("handler for %s failed on %s", sub.topic_filter, topic)

@@ -1,0 +1,234 @@
+"""The fleet's tables: devices and groups, their latest state, telemetry, events, acks, alerts.
+
+Times are UTC epoch milliseconds (BIGINT), as on the wire. ``*_ms`` columns
+stamped by the controller (``received_ms``, ``changed_ms``) use its own
+clock; ``ts_ms`` is what the device said. The high-volume tables (samples,
+events, acks) carry ``device_id`` without a foreign key: a message is stored
+even if it races its device's registry row, and ingest pays no lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from controller.db.base import Base
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+RowId = BigInteger().with_variant(Integer, "sqlite")
+ID = String(48)  # protocol.topics.ID_PATTERN
+
+# The numeric telemetry fields kept per sample (as columns) and rolled up.
+TELEMETRY_METRICS = (
+    "cpu_temp_c",
+    "load1",
+    "mem_used_pct",
+    "disk_free_mb",
+    "cpu_pct",
+    "rss_mb",
+    "outbox_len",
+    "clock_offset_ms",
+    "signal_dbm",
+)
+
+
+class Device(Base):
+    """A device of the site registry (``registered``) or one seen on the wire only."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    registered: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Group(Base):
+    """A village, a zone or "all": what group commands and schedules address."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+
+
+class DeviceGroup(Base):
+    __tablename__ = "device_groups"
+
+    device_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class DeviceState(Base):
+    """The latest of each device: one row, overwritten by ingest."""
+
+    __tablename__ = "device_state"
+
+    device_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str | None] = mapped_column(String(8))  # online | offline
+    changed_ms: Mapped[int | None] = mapped_column(BigInteger)  # when `state` last changed
+    status_ts_ms: Mapped[int | None] = mapped_column(BigInteger)
+    agent: Mapped[str] = mapped_column(String(64), default="")
+    boot_ms: Mapped[int | None] = mapped_column(BigInteger)
+    config_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    schedule_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    documents: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    telemetry_ms: Mapped[int | None] = mapped_column(BigInteger)  # received, controller clock
+    cpu_temp_c: Mapped[float | None] = mapped_column(Float)
+    disk_free_mb: Mapped[float | None] = mapped_column(Float)
+    disk_free_pct: Mapped[float | None] = mapped_column(Float)
+    clock_synced: Mapped[bool | None] = mapped_column(Boolean)  # None: the device cannot tell
+    clock_offset_ms: Mapped[float | None] = mapped_column(Float)
+    outbox_len: Mapped[int | None] = mapped_column(Integer)
+    telemetry: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the whole latest sample
+    printer: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # latest printer.status body
+    printer_ms: Mapped[int | None] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TelemetrySample(Base):
+    """One telemetry message at full resolution; deleted after the raw retention."""
+
+    __tablename__ = "telemetry_samples"
+    __table_args__ = (Index("ix_telemetry_samples_device_received", "device_id", "received_ms"),)
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ID)
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    received_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    cpu_temp_c: Mapped[float | None] = mapped_column(Float)
+    load1: Mapped[float | None] = mapped_column(Float)
+    mem_used_pct: Mapped[float | None] = mapped_column(Float)
+    disk_free_mb: Mapped[float | None] = mapped_column(Float)
+    cpu_pct: Mapped[float | None] = mapped_column(Float)
+    rss_mb: Mapped[float | None] = mapped_column(Float)
+    outbox_len: Mapped[float | None] = mapped_column(Float)
+    clock_offset_ms: Mapped[float | None] = mapped_column(Float)
+    signal_dbm: Mapped[float | None] = mapped_column(Float)
+
+
+class TelemetryRollup(Base):
+    """min/avg/max of one metric of one device over one bucket (5 min or 1 h)."""
+
+    __tablename__ = "telemetry_rollups"
+
+    device_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    min: Mapped[float] = mapped_column(Float)
+    avg: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
+
+
+class RollupProgress(Base):
+    """Up to where (exclusive, controller clock) each period has been rolled up."""
+
+    __tablename__ = "rollup_progress"
+
+    period_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    done_until_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventRecord(Base):
+    """An edge event, stored once per (device, event id) however often it is delivered."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("device_id", "event_id", name="uq_events_device_event"),
+        Index("ix_events_type_ts", "type", "ts_ms"),
+        Index("ix_events_device_ts", "device_id", "ts_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ID)
+    event_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    received_ms: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AckRecord(Base):
+    """A device's answer to a command; a redelivered ack is stored once."""
+
+    __tablename__ = "acks"
+    __table_args__ = (
+        UniqueConstraint("device_id", "cmd", "ts_ms", name="uq_acks_device_cmd_ts"),
+        Index("ix_acks_cmd", "cmd"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ID)
+    cmd: Mapped[str | None] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    received_ms: Mapped[int] = mapped_column(BigInteger)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Alert(Base):
+    """A raised alert; at most one open (uncleared) row per (kind, device)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index(
+            "uq_alerts_open",
+            "kind",
+            "device_id",
+            unique=True,
+            sqlite_where=text("cleared_ms IS NULL"),
+            postgresql_where=text("cleared_ms IS NULL"),
+        ),
+        Index("ix_alerts_raised", "raised_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str] = mapped_column(ID)
+    severity: Mapped[str] = mapped_column(String(8))  # warning | critical
+    raised_ms: Mapped[int] = mapped_column(BigInteger)
+    cleared_ms: Mapped[int | None] = mapped_column(BigInteger)
+    message_vi: Mapped[str] = mapped_column(Text)
+    message_en: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # webhook delivery of the raise and of the clear: none | pending | sending | sent
+    raise_delivery: Mapped[str] = mapped_column(String(8), default="none")
+    clear_delivery: Mapped[str] = mapped_column(String(8), default="none")
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivery_claimed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+
+
+def dialect_insert(session: Session, model: type[Base]) -> Any:
+    """The dialect's INSERT (PostgreSQL or SQLite): both take ``on_conflict_do_*``."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)

@@ -1,0 +1,202 @@
+"""Reports from stored events: proof of play and queue statistics, and their CSV.
+
+Query functions only (no HTTP). Events are filtered in SQL by type and time
+(the event's own ``ts_ms``: when it happened on the device) and summed in
+Python, because reading JSON bodies differs between SQLite and PostgreSQL and
+a commune's month is a few hundred thousand events at most.
+
+Event bodies read here are the contract's (docs/protocol.md, "Proof of
+play") and those kiosk/office.py emits: ``ticket.issued`` (service,
+priority), ``ticket.called`` (counter, recall, waited_ms), ``ticket.served``
+(counter, service_ms), ``ticket.skipped`` (counter, reason), ``ticket.rated``
+(counter, level 1-5).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.db.fleet_tables import DeviceGroup, EventRecord
+
+PLAY_TYPES = ("play.finished", "play.missed")
+TICKET_TYPES = ("ticket.issued", "ticket.called", "ticket.served", "ticket.skipped", "ticket.rated")
+
+
+@dataclass
+class PlayRow:
+    """Proof of play for one device or group over a period."""
+
+    key: str  # device id or group id
+    plays: int = 0  # finished plays that reached the speaker (not failed)
+    completed: int = 0
+    total_played_ms: int = 0
+    missed: int = 0
+    failed: int = 0
+    missed_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def proof_of_play(
+    session: Session,
+    start_ms: int,
+    end_ms: int,
+    by: Literal["device", "group"] = "device",
+) -> list[PlayRow]:
+    """Plays, their total duration, missed and failed, per device or group in [start, end)."""
+    groups_of: dict[str, list[str]] = defaultdict(list)
+    if by == "group":
+        for link in session.scalars(select(DeviceGroup)):
+            groups_of[link.device_id].append(link.group_id)
+    rows: dict[str, PlayRow] = {}
+    for e in _events(session, PLAY_TYPES, start_ms, end_ms):
+        keys = [e.device_id] if by == "device" else groups_of.get(e.device_id, [])
+        for key in keys:
+            _count_play(rows.setdefault(key, PlayRow(key)), e)
+    return [rows[k] for k in sorted(rows)]
+
+
+def _count_play(row: PlayRow, e: EventRecord) -> None:
+    if e.type == "play.missed":
+        row.missed += 1
+        reason = str(e.body.get("reason", "unknown"))
+        row.missed_by_reason[reason] = row.missed_by_reason.get(reason, 0) + 1
+    elif e.body.get("outcome") == "failed":
+        row.failed += 1
+    else:
+        row.plays += 1
+        row.completed += e.body.get("outcome") == "completed"
+        played = e.body.get("played_ms")
+        row.total_played_ms += int(played) if isinstance(played, int | float) else 0
+
+
+@dataclass
+class QueueRow:
+    """Queue statistics for one service or one counter over a period."""
+
+    key: str  # service code, or counter number
+    issued: int = 0
+    called: int = 0  # first calls (recalls not counted)
+    served: int = 0
+    no_shows: int = 0
+    avg_wait_s: float | None = None
+    max_wait_s: float | None = None
+    avg_service_s: float | None = None
+    ratings: int = 0
+    avg_rating: float | None = None
+    ratings_by_level: dict[int, int] = field(default_factory=dict)
+
+
+def queue_stats(
+    session: Session,
+    start_ms: int,
+    end_ms: int,
+    by: Literal["service", "counter"] = "service",
+    device: str | None = None,
+) -> list[QueueRow]:
+    """Tickets, waiting and service times, no-shows and ratings, per service or counter.
+
+    Issued tickets have no counter yet: by counter, ``issued`` stays 0.
+    """
+    acc: dict[str, _QueueAcc] = {}
+    for e in _events(session, TICKET_TYPES, start_ms, end_ms, device):
+        raw = e.body.get("service") if by == "service" else e.body.get("counter")
+        if raw is None:
+            continue
+        acc.setdefault(str(raw), _QueueAcc()).add(e.type, e.body)
+    return [acc[k].row(k) for k in sorted(acc, key=_natural)]
+
+
+@dataclass
+class _QueueAcc:
+    counts: Counter[str] = field(default_factory=Counter)
+    waits_s: list[float] = field(default_factory=list)
+    service_s: list[float] = field(default_factory=list)
+    levels: Counter[int] = field(default_factory=Counter)
+
+    def add(self, event_type: str, body: dict[str, Any]) -> None:
+        if event_type == "ticket.called":
+            if body.get("recall", 0):
+                return
+            if isinstance(body.get("waited_ms"), int | float):
+                self.waits_s.append(body["waited_ms"] / 1000)
+        elif event_type == "ticket.served" and isinstance(body.get("service_ms"), int | float):
+            self.service_s.append(body["service_ms"] / 1000)
+        elif event_type == "ticket.skipped" and body.get("reason", "no_show") != "no_show":
+            return
+        elif event_type == "ticket.rated" and isinstance(body.get("level"), int):
+            self.levels[body["level"]] += 1
+        self.counts[event_type] += 1
+
+    def row(self, key: str) -> QueueRow:
+        ratings = sum(self.levels.values())
+        return QueueRow(
+            key=key,
+            issued=self.counts["ticket.issued"],
+            called=self.counts["ticket.called"],
+            served=self.counts["ticket.served"],
+            no_shows=self.counts["ticket.skipped"],
+            avg_wait_s=_mean(self.waits_s),
+            max_wait_s=max(self.waits_s) if self.waits_s else None,
+            avg_service_s=_mean(self.service_s),
+            ratings=ratings,
+            avg_rating=(
+                round(sum(k * n for k, n in self.levels.items()) / ratings, 2) if ratings else None
+            ),
+            ratings_by_level=dict(sorted(self.levels.items())),
+        )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def _natural(key: str) -> tuple[int, str]:
+    """Counters sort as numbers (2 before 10), services as text."""
+    return (int(key), "") if key.isdigit() else (1 << 30, key)
+
+
+def _events(
+    session: Session,
+    types: Iterable[str],
+    start_ms: int,
+    end_ms: int,
+    device: str | None = None,
+) -> list[EventRecord]:
+    query = select(EventRecord).where(
+        EventRecord.type.in_(tuple(types)),
+        EventRecord.ts_ms >= start_ms,
+        EventRecord.ts_ms < end_ms,
+    )
+    if device is not None:
+        query = query.where(EventRecord.device_id == device)
+    return list(session.scalars(query.order_by(EventRecord.ts_ms, EventRecord.id)))
+
+
+def to_csv(rows: Sequence[PlayRow] | Sequence[QueueRow]) -> str:
+    """CSV with a header row; dict columns are written as ``k=v;k=v``.
+
+    Excel opens UTF-8 CSV correctly only with a BOM, which the HTTP layer adds.
+    """
+    if not rows:
+        return ""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    names = [f.name for f in fields(rows[0])]
+    writer.writerow(names)
+    for row in rows:
+        values = asdict(row)
+        writer.writerow([_cell(values[n]) for n in names])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ";".join(f"{k}={v}" for k, v in value.items())
+    return "" if value is None else value

@@ -1,0 +1,138 @@
+"""The pure alert rules (controller/alert_rules.py)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.alert_rules import (
+    CLOCK_UNSYNCED,
+    COVER_OPEN,
+    DISK_LOW,
+    KINDS,
+    MINUTE_MS,
+    OFFLINE,
+    PAPER_OUT,
+    PLAY_FAILED,
+    PLAY_MISSED,
+    TEMP_HIGH,
+    DeviceSnapshot,
+    PlayEvent,
+    Thresholds,
+    active_alerts,
+)
+
+T = Thresholds(offline_after_min=5, temp_high_c=75, disk_low_pct=10, disk_low_mb=500)
+NOW = 1_763_800_000_000
+HEALTH_KINDS = {TEMP_HIGH, DISK_LOW, CLOCK_UNSYNCED, PAPER_OUT, COVER_OPEN}
+
+
+def kinds(devices=(), events=(), now=NOW, t=T) -> set[tuple[str, str]]:
+    return set(active_alerts(devices, events, t, now))
+
+
+def test_offline_fires_after_n_minutes_not_before():
+    d = DeviceSnapshot("loa-1", state="offline", changed_ms=NOW, last_seen_ms=NOW)
+    assert kinds([d], now=NOW + 5 * MINUTE_MS - 1) == set()
+    assert kinds([d], now=NOW + 5 * MINUTE_MS) == {(OFFLINE, "loa-1")}
+    online = DeviceSnapshot("loa-1", state="online", changed_ms=NOW, last_seen_ms=NOW + 60_000)
+    assert kinds([online], now=NOW + 5 * MINUTE_MS) == set()
+
+
+def test_a_silent_device_is_offline_even_without_its_will():
+    d = DeviceSnapshot("loa-1", state="online", changed_ms=NOW, last_seen_ms=NOW)
+    assert kinds([d], now=NOW + 6 * MINUTE_MS) == {(OFFLINE, "loa-1")}
+    never_seen = DeviceSnapshot("loa-9")
+    assert kinds([never_seen], now=NOW) == set()
+
+
+def test_health_thresholds():
+    seen = {"state": "online", "changed_ms": NOW, "last_seen_ms": NOW}
+    hot = DeviceSnapshot("a", cpu_temp_c=75.0, **seen)
+    cool = DeviceSnapshot("b", cpu_temp_c=74.9, **seen)
+    disk_mb = DeviceSnapshot("c", disk_free_mb=499, **seen)
+    disk_pct = DeviceSnapshot("d", disk_free_mb=9000, disk_free_pct=9.5, **seen)
+    unsynced = DeviceSnapshot("e", clock_synced=False, **seen)
+    unknown_clock = DeviceSnapshot("f", clock_synced=None, **seen)
+    printer = DeviceSnapshot("k", printer={"paper": "out", "cover": "open"}, **seen)
+    near_end = DeviceSnapshot("m", printer={"paper": "near_end", "cover": "closed"}, **seen)
+    got = kinds([hot, cool, disk_mb, disk_pct, unsynced, unknown_clock, printer, near_end])
+    assert got == {
+        (TEMP_HIGH, "a"),
+        (DISK_LOW, "c"),
+        (DISK_LOW, "d"),
+        (CLOCK_UNSYNCED, "e"),
+        (PAPER_OUT, "k"),
+        (COVER_OPEN, "k"),
+    }
+
+
+def test_messages_are_vietnamese_first_and_english():
+    d = DeviceSnapshot("kiosk-1", "online", NOW, NOW, printer={"paper": "out"})
+    alert = active_alerts([d], [], T, NOW)[(PAPER_OUT, "kiosk-1")]
+    assert alert.message_vi == "Máy in kiosk-1 hết giấy"
+    assert alert.message_en == "kiosk-1 printer out of paper"
+
+
+def test_missed_and_failed_plays_within_the_window():
+    def ev(n, type_, at, **body):
+        return PlayEvent("loa-2", f"e{n}", type_, at, body)
+
+    events = [
+        ev(1, "play.missed", NOW - 10 * MINUTE_MS, reason="late", label="Bản tin"),
+        ev(2, "play.missed", NOW - 5 * MINUTE_MS, reason="clip_unavailable"),
+        ev(3, "play.missed", NOW - 1 * MINUTE_MS, reason="quiet_hours"),  # by design: no alert
+        ev(4, "play.finished", NOW - 2 * MINUTE_MS, outcome="failed"),
+        ev(5, "play.finished", NOW - 2 * MINUTE_MS, outcome="completed"),
+        ev(6, "play.finished", NOW - 61 * MINUTE_MS, outcome="failed"),  # too old
+    ]
+    alerts = active_alerts([], events, T, NOW)
+    assert set(alerts) == {(PLAY_MISSED, "loa-2"), (PLAY_FAILED, "loa-2")}
+    missed = alerts[(PLAY_MISSED, "loa-2")]
+    assert missed.details["count"] == 2
+    assert [r["event_id"] for r in missed.details["recent"]] == ["e1", "e2"]
+    assert "2 lượt phát bị bỏ lỡ" in missed.message_vi
+    # an hour later the window has passed: cleared
+    assert active_alerts([], events, T, NOW + 60 * MINUTE_MS) == {}
+
+
+snapshots = st.builds(
+    DeviceSnapshot,
+    device_id=st.sampled_from(["loa-1", "loa-2", "kiosk-1"]),
+    state=st.sampled_from([None, "online", "offline"]),
+    changed_ms=st.none() | st.integers(NOW - 20 * MINUTE_MS, NOW),
+    last_seen_ms=st.none() | st.integers(NOW - 20 * MINUTE_MS, NOW),
+    cpu_temp_c=st.none() | st.floats(20, 100),
+    disk_free_mb=st.none() | st.floats(0, 10_000),
+    disk_free_pct=st.none() | st.floats(0, 100),
+    clock_synced=st.none() | st.booleans(),
+    printer=st.none()
+    | st.fixed_dictionaries(
+        {
+            "paper": st.sampled_from(["ok", "near_end", "out"]),
+            "cover": st.sampled_from(["open", "closed"]),
+        }
+    ),
+)
+
+
+@given(st.lists(snapshots, max_size=6, unique_by=lambda d: d.device_id))
+def test_rules_are_consistent(devices):
+    alerts = active_alerts(devices, [], T, NOW)
+    limit = 5 * MINUTE_MS
+    for d in devices:
+        mine = {kind for kind, dev in alerts if dev == d.device_id}
+        down = (
+            d.state == "offline" and d.changed_ms is not None and NOW - d.changed_ms >= limit
+        ) or (d.last_seen_ms is not None and NOW - d.last_seen_ms >= limit)
+        assert (OFFLINE in mine) == down
+        if down:  # stale readings of an offline device raise nothing more
+            assert mine == {OFFLINE}
+        else:
+            hot = d.cpu_temp_c is not None and d.cpu_temp_c >= 75
+            assert (TEMP_HIGH in mine) == hot
+            assert (CLOCK_UNSYNCED in mine) == (d.clock_synced is False)
+    for (kind, dev), alert in alerts.items():
+        assert kind in KINDS and alert.device_id == dev
+        assert alert.message_vi and alert.message_en and alert.message_vi != alert.message_en
+    assert active_alerts(devices, [], T, NOW) == alerts  # deterministic

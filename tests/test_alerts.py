@@ -1,0 +1,177 @@
+"""The alert engine end to end: real agents, the real broker, ingest, both databases and
+a real HTTP webhook (controller/alerts.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.alert_rules import MINUTE_MS, OFFLINE, PAPER_OUT, AlertSpec, Thresholds
+from controller.alerts import AlertEngine
+from controller.bus import Bus
+from controller.db.engine import make_engine, session_factory, upgrade
+from controller.db.fleet_tables import Alert, Device, DeviceState
+from controller.ingest import Ingest, sync_devices_from_site
+from tests.http_helpers import serve
+from tests.test_ingest import eventually
+
+
+class Webhook:
+    """A real HTTP endpoint that records every POST; it can fail the first few."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.fail_first = fail_first
+        self._lock = threading.Lock()
+        self.app = FastAPI()
+        self.app.post("/hook")(self.receive)
+
+    async def receive(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        with self._lock:
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return Response(status_code=503)
+            self.posts.append(body)
+        return Response(status_code=204)
+
+    def actions(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return [(p["action"], p["alert"]["kind"], p["alert"]["device_id"]) for p in self.posts]
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def ingest(site, broker, sessions) -> Iterator[Ingest]:
+    with sessions.begin() as s:
+        sync_devices_from_site(site, s, 1)
+    user, password = site.controller_credentials()
+    bus = Bus(broker.host, broker.port, user, password, client_id="ingest-alerts")
+    ingest = Ingest(bus, sessions)
+    ingest.start()
+    bus.start()
+    yield ingest
+    bus.close()
+    ingest.close()
+
+
+def state_of(sessions: sessionmaker[Session], device: str) -> DeviceState | None:
+    with sessions() as s:
+        return s.get(DeviceState, device)
+
+
+def open_alerts(sessions: sessionmaker[Session]) -> set[tuple[str, str]]:
+    with sessions() as s:
+        rows = s.scalars(select(Alert).where(Alert.cleared_ms.is_(None)))
+        return {(a.kind, a.device_id) for a in rows}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_a_killed_agent_raises_offline_after_n_minutes_and_clears_on_return(
+    fleet, sessions, ingest
+):
+    hook = Webhook()
+    agent = fleet.spawn("loa-1")
+    eventually(lambda: (s := state_of(sessions, "loa-1")) and s.state == "online")
+    agent.kill9()
+    eventually(lambda: (s := state_of(sessions, "loa-1")) and s.state == "offline")
+    went = state_of(sessions, "loa-1").changed_ms
+
+    with serve(hook.app) as url:
+        engine = AlertEngine(sessions, Thresholds(offline_after_min=2), f"{url}/hook")
+        assert engine.run(went + 2 * MINUTE_MS - 1).raised == []
+        changes = engine.run(went + 2 * MINUTE_MS)
+        assert [(a.kind, a.device_id) for a in changes.raised] == [(OFFLINE, "loa-1")]
+        assert hook.actions() == [("raised", OFFLINE, "loa-1")]
+        assert hook.posts[0]["alert"]["message_vi"].startswith("Thiết bị loa-1 mất kết nối")
+        # still offline: nothing new, no second row, no second POST
+        assert engine.run(went + 3 * MINUTE_MS).raised == []
+        assert open_alerts(sessions) == {(OFFLINE, "loa-1")}
+
+        agent.start()
+        eventually(lambda: (s := state_of(sessions, "loa-1")) and s.state == "online")
+        changes = engine.run(now_ms())
+        assert [(a.kind, a.device_id) for a in changes.cleared] == [(OFFLINE, "loa-1")]
+        assert hook.actions() == [("raised", OFFLINE, "loa-1"), ("cleared", OFFLINE, "loa-1")]
+    assert open_alerts(sessions) == set()
+    with sessions() as s:
+        alert = s.scalars(select(Alert)).one()
+        assert (alert.raise_delivery, alert.clear_delivery) == ("sent", "sent")
+
+
+def test_a_printer_out_of_paper_raises_and_clears(fleet, sessions, ingest):
+    kiosk = fleet.probe(as_device="kiosk-1", subscribe="xaso/dev/kiosk-1/cmd")
+
+    def printer_status(event_id: str, ts: int, paper: str) -> bytes:
+        body = {"online": True, "paper": paper, "cover": "closed", "pending": ["A001"]}
+        return json.dumps(
+            {"id": event_id, "type": "printer.status", "ts": ts, "body": body}
+        ).encode()
+
+    t0 = now_ms()
+    kiosk.publish("xaso/dev/kiosk-1/event", printer_status("p1", t0, "out"))
+    eventually(lambda: (s := state_of(sessions, "kiosk-1")) and s.printer_ms == t0)
+    engine = AlertEngine(sessions)
+    raised = engine.run(now_ms()).raised
+    assert [(a.kind, a.device_id) for a in raised] == [(PAPER_OUT, "kiosk-1")]
+    assert raised[0].message_vi == "Máy in kiosk-1 hết giấy"
+    assert raised[0].details == {"pending": ["A001"]}
+
+    kiosk.publish("xaso/dev/kiosk-1/event", printer_status("p2", t0 + 1, "ok"))
+    eventually(lambda: (s := state_of(sessions, "kiosk-1")) and s.printer_ms == t0 + 1)
+    assert [(a.kind, a.device_id) for a in engine.run(now_ms()).cleared] == [(PAPER_OUT, "kiosk-1")]
+
+
+def add_offline_device(sessions: sessionmaker[Session], device: str) -> None:
+    with sessions.begin() as s:
+        s.add(Device(id=device))
+        s.flush()
+        s.add(DeviceState(device_id=device, state="offline", changed_ms=0, updated_ms=0))
+
+
+def test_a_failing_webhook_is_retried_and_the_raise_goes_before_the_clear(sessions):
+    add_offline_device(sessions, "loa-2")
+    hook = Webhook(fail_first=2)
+    with serve(hook.app) as url:
+        engine = AlertEngine(sessions, Thresholds(offline_after_min=1), f"{url}/hook")
+        engine.run(MINUTE_MS)  # raised; its POST fails (attempts: fail, fail, raise, clear)
+        assert hook.actions() == []
+        with sessions.begin() as s:
+            s.get(DeviceState, "loa-2").state = "online"
+        engine.evaluate(2 * MINUTE_MS)  # cleared, while the raise is still undelivered
+        assert engine.deliver(2 * MINUTE_MS) == 0  # the second failure; the clear waits
+        assert engine.deliver(3 * MINUTE_MS) == 2
+        assert hook.actions() == [("raised", OFFLINE, "loa-2"), ("cleared", OFFLINE, "loa-2")]
+    with sessions() as s:
+        alert = s.scalars(select(Alert)).one()
+        assert alert.delivery_attempts == 4 and alert.delivery_error is None
+
+
+def test_two_replicas_raise_one_alert(sessions):
+    add_offline_device(sessions, "loa-3")
+    replicas = [AlertEngine(sessions, Thresholds(offline_after_min=1)) for _ in range(2)]
+    raised = [len(r.evaluate(MINUTE_MS).raised) for r in replicas]
+    assert raised == [1, 0]
+    # even if both decide at once, the open-alert index lets one insert through
+    spec = AlertSpec(OFFLINE, "loa-3", "critical", "vi", "en")
+    with sessions.begin() as s:
+        assert replicas[1]._raise(s, spec, MINUTE_MS) is None
+    assert open_alerts(sessions) == {(OFFLINE, "loa-3")}

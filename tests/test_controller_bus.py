@@ -1,0 +1,145 @@
+"""The controller's MQTT adapter against the real broker (controller/bus.py)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from controller.bus import Bus, BusError
+from protocol.envelope import MAX_PAYLOAD_BYTES
+
+
+class Inbox:
+    """Collects (topic, payload) from a handler; tests wait on it, never sleep."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bytes]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        with self._cond:
+            self.items.append((topic, payload))
+            self._cond.notify_all()
+
+    def wait_until(self, check: Callable[[list[tuple[str, bytes]]], bool], timeout: float = 20):
+        with self._cond:
+            if not self._cond.wait_for(lambda: check(self.items), timeout):
+                raise AssertionError(f"not met within {timeout} s: {self.items[-5:]}")
+
+
+@pytest.fixture
+def make_bus(site, broker) -> Iterator[Callable[..., Bus]]:
+    made: list[Bus] = []
+
+    def make(client_id: str = "ctl-test", password: str | None = None, **kw) -> Bus:
+        user, pw = site.controller_credentials()
+        bus = Bus(broker.host, broker.port, user, password or pw, client_id=client_id, **kw)
+        made.append(bus)
+        return bus
+
+    yield make
+    for bus in made:
+        bus.close()
+
+
+def test_receives_device_messages_and_publishes_with_puback(make_bus, fleet):
+    bus = make_bus()
+    inbox = Inbox()
+    bus.subscribe("xaso/dev/+/telemetry", inbox)
+    bus.start()
+    device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+    device.publish("xaso/dev/loa-1/telemetry", b'{"n":1}')
+    inbox.wait_until(lambda items: ("xaso/dev/loa-1/telemetry", b'{"n":1}') in items)
+
+    bus.publish("xaso/dev/loa-1/cmd", b"hello")  # returns once the broker has acked it
+    device.wait_for(lambda m: m.topic == "xaso/dev/loa-1/cmd" and m.payload == b"hello")
+
+
+def test_socket_has_no_nagle_delay(make_bus):
+    bus = make_bus()
+    bus.start()
+    sock = bus._client.socket()
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_oversized_payload_is_refused_before_the_broker(make_bus):
+    bus = make_bus()
+    bus.start()
+    with pytest.raises(ValueError, match="bytes >"):
+        bus.publish("xaso/dev/loa-1/cmd", b"x" * (MAX_PAYLOAD_BYTES + 1))
+    bus.publish("xaso/dev/loa-1/cmd", b"x" * MAX_PAYLOAD_BYTES)
+
+
+def test_wrong_password_is_a_bus_error(make_bus):
+    bus = make_bus(password="not-the-password")
+    with pytest.raises(BusError, match="credentials"):
+        bus.start(timeout_s=3)
+
+
+def test_a_failing_handler_does_not_stop_the_next_message(make_bus, probe):
+    bus = make_bus()
+    inbox = Inbox()
+
+    def picky(topic: str, payload: bytes) -> None:
+        if payload == b"bad":
+            raise RuntimeError("boom")
+        inbox(topic, payload)
+
+    bus.subscribe("xaso/dev/+/event", picky)
+    bus.start()
+    probe.publish("xaso/dev/loa-1/event", b"bad")
+    probe.publish("xaso/dev/loa-1/event", b"good")
+    inbox.wait_until(lambda items: items == [("xaso/dev/loa-1/event", b"good")])
+
+
+def test_a_handler_may_publish_and_wait_for_its_puback(make_bus, probe):
+    """Handlers run off paho's network thread, so waiting for a PUBACK there cannot hang."""
+    bus = make_bus()
+    bus.subscribe(
+        "xaso/dev/+/ack", lambda topic, payload: bus.publish("xaso/dev/loa-2/cmd", payload)
+    )
+    bus.start()
+    probe.publish("xaso/dev/loa-1/ack", b"relay me")
+    probe.wait_for(lambda m: m.topic == "xaso/dev/loa-2/cmd" and m.payload == b"relay me")
+
+
+def test_subscriptions_come_back_after_a_broker_restart(make_bus, broker, probe):
+    bus = make_bus()  # a clean session: the broker forgets its subscriptions
+    inbox = Inbox()
+    bus.subscribe("xaso/dev/+/status", inbox)
+    bus.start()
+    broker.restart()
+    # Until the bus is back, what the probe publishes has no subscriber: publish
+    # again until one arrives, which only a subscription made anew can receive.
+    for _attempt in range(200):
+        probe.publish("xaso/dev/loa-3/status", b"after restart")
+        try:
+            inbox.wait_until(lambda items: len(items) > 0, timeout=0.5)
+            break
+        except AssertionError:
+            continue
+    assert inbox.items[0] == ("xaso/dev/loa-3/status", b"after restart")
+
+
+def test_a_shared_subscription_splits_messages_between_buses(make_bus, probe):
+    inbox = Inbox()  # topics are recorded as "<bus>:<topic>"
+    for n in range(2):
+        bus = make_bus(client_id=f"ingest-{n}")
+        bus.subscribe("$share/ingest/xaso/dev/+/event", lambda t, p, n=n: inbox(f"{n}:{t}", p))
+        bus.start()
+    sent = [f"m{i}".encode() for i in range(40)]
+    for payload in sent:
+        probe.publish("xaso/dev/loa-1/event", payload)
+    inbox.wait_until(lambda items: len(items) >= len(sent))
+    assert sorted(p for _, p in inbox.items) == sorted(sent)  # each message once
+    assert {t.split(":")[0] for t, _ in inbox.items} == {"0", "1"}  # to either bus
+
+
+def test_a_bad_shared_filter_is_refused(make_bus):
+    bus = make_bus()
+    with pytest.raises(ValueError, match=r"\$share/<group>/<filter>"):
+        bus.subscribe("$share/only-group", lambda t, p: None)

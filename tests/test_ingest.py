@@ -1,0 +1,240 @@
+"""Ingest against the real broker, real agents and both databases (controller/ingest.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller import provisioning
+from controller.bus import Bus
+from controller.db.engine import make_engine, session_factory, upgrade
+from controller.db.fleet_tables import (
+    AckRecord,
+    Device,
+    DeviceGroup,
+    DeviceState,
+    EventRecord,
+    TelemetryRollup,
+    TelemetrySample,
+)
+from controller.ingest import Ingest, Item, Retention, maintain, sync_devices_from_site, write_batch
+from protocol.uplink import Event, Telemetry
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll until ``check()`` is truthy (the broker and the writer are asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@dataclass
+class Replica:
+    bus: Bus
+    ingest: Ingest
+
+
+@pytest.fixture
+def start_ingest(site, broker, sessions) -> Iterator[Callable[..., Replica]]:
+    started: list[Replica] = []
+
+    def start(name: str = "ingest-0") -> Replica:
+        user, password = site.controller_credentials()
+        bus = Bus(broker.host, broker.port, user, password, client_id=name)
+        ingest = Ingest(bus, sessions)
+        ingest.start()
+        bus.start()
+        replica = Replica(bus, ingest)
+        started.append(replica)
+        return replica
+
+    yield start
+    for r in started:
+        r.bus.close()
+        r.ingest.close()
+
+
+def count(sessions: sessionmaker[Session], stmt: Any) -> int:
+    with sessions() as s:
+        return int(s.scalar(stmt) or 0)
+
+
+def event_json(event_id: str, event_type: str = "play.missed", **body: Any) -> bytes:
+    return json.dumps(
+        {"id": event_id, "type": event_type, "ts": 1_763_800_000_000, "body": body}
+    ).encode()
+
+
+def test_an_agents_status_telemetry_and_events_land_in_the_database(
+    fleet, site, sessions, start_ingest
+):
+    with sessions.begin() as s:
+        sync_devices_from_site(site, s, 1)
+    start_ingest()
+    fleet.spawn("loa-1", telemetry_interval_s=1)
+
+    def two_samples() -> bool:
+        stmt = select(func.count()).where(TelemetrySample.device_id == "loa-1")
+        return count(sessions, stmt) >= 2
+
+    eventually(two_samples, what="two telemetry samples")
+    with sessions() as s:
+        state = s.get(DeviceState, "loa-1")
+        assert state is not None and state.state == "online"
+        assert state.telemetry is not None and state.telemetry["uptime_s"] > 0
+        device = s.get(Device, "loa-1")
+        assert device is not None and device.registered and device.roles == ["speaker"]
+        assert device.first_seen_ms is not None and device.last_seen_ms is not None
+    started = select(func.count()).where(
+        EventRecord.device_id == "loa-1", EventRecord.type == "agent.started"
+    )
+    eventually(lambda: count(sessions, started) == 1, what="agent.started stored")
+
+
+def test_two_replicas_store_each_event_once_however_often_delivered(fleet, sessions, start_ingest):
+    replicas = [start_ingest("ingest-a"), start_ingest("ingest-b")]
+    device = fleet.probe(as_device="loa-2", subscribe="xaso/dev/loa-2/cmd")
+    ids = [uuid.uuid4().hex for _ in range(30)]
+    for event_id in ids:
+        for _ in range(3):  # a redelivery after a reconnect, a broker crash, an outbox resend
+            device.publish("xaso/dev/loa-2/event", event_json(event_id, n=event_id))
+    stored = select(func.count()).select_from(EventRecord)
+
+    def all_handled() -> bool:
+        received = sum(r.ingest.stats.received for r in replicas)
+        return received == 90 and all(r.ingest.wait_idle(0) for r in replicas)
+
+    eventually(all_handled, what="90 deliveries handled")
+    assert count(sessions, stored) == 30
+    with sessions() as s:
+        assert set(s.scalars(select(EventRecord.event_id))) == set(ids)
+    assert sum(r.ingest.stats.stored["event"] for r in replicas) == 30
+    assert sum(r.ingest.stats.duplicate_events for r in replicas) == 60
+    assert all(r.ingest.stats.received > 0 for r in replicas)  # the work was shared
+
+
+def test_bad_payloads_are_counted_never_stored_and_do_not_stop_good_ones(
+    fleet, sessions, start_ingest
+):
+    replica = start_ingest()
+    device = fleet.probe(as_device="loa-3", subscribe="xaso/dev/loa-3/cmd")
+    bad = [
+        ("telemetry", b"not json"),
+        ("telemetry", b'{"ts": 1}'),  # uptime_s missing
+        ("telemetry", b"[1, 2]"),
+        ("event", b'{"id": "has space", "type": "play.missed", "ts": 1}'),
+        ("event", b'{"id": "x", "type": "play.missed", "ts": -5}'),
+        ("status", b'{"state": "sleeping", "ts": 1}'),
+        ("ack", b'{"ok": "perhaps", "ts": 1}'),
+        ("event", b"\xff\xfe"),
+    ]
+    for leaf, payload in bad:
+        device.publish(f"xaso/dev/loa-3/{leaf}", payload)
+    device.publish("xaso/dev/loa-3/event", event_json("good-1"))
+    device.publish("xaso/dev/loa-3/ack", b'{"cmd": "c1", "ok": true, "ts": 5}')
+
+    eventually(lambda: replica.ingest.stats.received == len(bad) + 2, what="all received")
+    assert replica.ingest.wait_idle()
+    assert sum(replica.ingest.stats.bad.values()) == len(bad)
+    assert replica.ingest.stats.bad == {"telemetry": 3, "event": 3, "status": 1, "ack": 1}
+    assert count(sessions, select(func.count()).select_from(TelemetrySample)) == 0
+    with sessions() as s:
+        assert list(s.scalars(select(EventRecord.event_id))) == ["good-1"]
+        ack = s.scalars(select(AckRecord)).one()
+        assert (ack.device_id, ack.cmd, ack.ok) == ("loa-3", "c1", True)
+        state = s.get(DeviceState, "loa-3")
+        assert state is not None and state.state is None  # the bad status was not applied
+
+
+def test_the_will_marks_a_killed_agent_offline(fleet, sessions, start_ingest, probe):
+    start_ingest()
+    agent = fleet.spawn("loa-1")
+
+    def state() -> str | None:
+        with sessions() as s:
+            row = s.get(DeviceState, "loa-1")
+            return None if row is None else row.state
+
+    eventually(lambda: state() == "online", what="online")
+    agent.kill9()
+    eventually(lambda: state() == "offline", what="offline from the Will")
+    agent.start()
+    eventually(lambda: state() == "online", what="online again")
+
+
+def test_sync_mirrors_the_registry(site, broker, sessions):
+    with sessions.begin() as s:
+        sync_devices_from_site(site, s, 1)
+    provisioning.remove_device(site.dir, "loa-3")
+    with sessions.begin() as s:
+        sync_devices_from_site(site, s, 2)
+    with sessions() as s:
+        devices = {d.id: d for d in s.scalars(select(Device))}
+        links = {(g.device_id, g.group_id) for g in s.scalars(select(DeviceGroup))}
+    assert set(devices) == {"loa-1", "loa-2", "loa-3", "kiosk-1"}
+    assert not devices["loa-3"].registered and devices["loa-1"].registered
+    assert devices["kiosk-1"].roles == ["kiosk"]
+    assert links == {("loa-1", "thon-1"), ("loa-1", "all"), ("loa-2", "thon-2"), ("loa-2", "all")}
+
+
+def _sample(device: str, received_ms: int, temp: float) -> Item:
+    t = Telemetry(ts=received_ms, uptime_s=1, cpu_temp_c=temp)
+    return Item(device, "telemetry", t, received_ms)
+
+
+def test_downsampling_and_retention(sessions):
+    hour = 3_600_000
+    base = 1_700_000_400_000 // hour * hour  # on an hour boundary
+    temps = {0: 40.0, 60_000: 50.0, 299_999: 60.0, 300_000: 70.0, hour + 1: 80.0}
+    with sessions.begin() as s:
+        write_batch(s, [_sample("loa-1", base + dt, v) for dt, v in temps.items()], base)
+        write_batch(s, [Item("loa-1", "event", Event(id="e1", type="play.missed", ts=1), base)], 0)
+
+    with sessions.begin() as s:
+        maintain(s, base + 2 * hour + 120_000)
+    with sessions() as s:
+        rows = {
+            (r.period_s, r.bucket_ms - base): (r.count, r.min, r.avg, r.max)
+            for r in s.scalars(
+                select(TelemetryRollup).where(TelemetryRollup.metric == "cpu_temp_c")
+            )
+        }
+    assert rows == {
+        (300, 0): (3, 40.0, 50.0, 60.0),
+        (300, 300_000): (1, 70.0, 70.0, 70.0),
+        (300, hour): (1, 80.0, 80.0, 80.0),
+        (3600, 0): (4, 40.0, 55.0, 70.0),
+        (3600, hour): (1, 80.0, 80.0, 80.0),
+    }
+    with sessions.begin() as s:  # a second run (another replica) changes nothing
+        again = maintain(s, base + 2 * hour + 120_000)
+    assert again["rollups_300s"] == 0 and again["samples_deleted"] == 0
+
+    eight_days = base + 8 * 24 * hour
+    with sessions.begin() as s:
+        done = maintain(s, eight_days, Retention(raw_days=7))
+    assert done["samples_deleted"] == 5
+    assert count(sessions, select(func.count()).select_from(TelemetrySample)) == 0
+    assert count(sessions, select(func.count()).select_from(TelemetryRollup)) > 0
+    assert count(sessions, select(func.count()).select_from(EventRecord)) == 1  # events stay

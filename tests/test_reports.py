@@ -1,0 +1,148 @@
+"""Proof of play and queue statistics from stored events, both databases (controller/reports.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.db.engine import make_engine, session_factory, upgrade
+from controller.ingest import Item, sync_devices_from_site, write_batch
+from controller.reports import proof_of_play, queue_stats, to_csv
+from protocol.uplink import Event
+
+DAY = 86_400_000
+T0 = 1_763_800_000_000
+
+
+@pytest.fixture
+def sessions(database_url: str, site, broker) -> Iterator[sessionmaker[Session]]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    factory = session_factory(engine)
+    with factory.begin() as s:
+        sync_devices_from_site(site, s, 1)  # loa-1, loa-3 in thon-1; loa-2 in thon-2
+    yield factory
+    engine.dispose()
+
+
+def store(sessions: sessionmaker[Session], events: list[tuple[str, str, int, dict[str, Any]]]):
+    items = [
+        Item(dev, "event", Event(id=f"e{n}", type=t, ts=ts, body=body), ts)
+        for n, (dev, t, ts, body) in enumerate(events)
+    ]
+    with sessions.begin() as s:
+        write_batch(s, items, T0)
+
+
+def test_proof_of_play_per_device_and_group(sessions):
+    done = {"outcome": "completed", "played_ms": 60_000, "origin": "schedule", "key": "k"}
+    store(
+        sessions,
+        [
+            ("loa-1", "play.started", T0, {"planned_ms": T0, "actual_ms": T0}),
+            ("loa-1", "play.finished", T0 + 1, done),
+            (
+                "loa-1",
+                "play.finished",
+                T0 + 2,
+                {**done, "outcome": "preempted", "played_ms": 5_000},
+            ),
+            ("loa-1", "play.missed", T0 + 3, {"reason": "quiet_hours"}),
+            ("loa-2", "play.finished", T0 + 4, {**done, "played_ms": 30_000}),
+            ("loa-2", "play.finished", T0 + 5, {"outcome": "failed", "played_ms": 0}),
+            ("loa-3", "play.missed", T0 + 6, {"reason": "device_down"}),
+            ("loa-3", "play.finished", T0 + DAY, done),  # outside the period
+        ],
+    )
+    with sessions() as s:
+        by_device = {r.key: r for r in proof_of_play(s, T0, T0 + DAY, by="device")}
+        by_group = {r.key: r for r in proof_of_play(s, T0, T0 + DAY, by="group")}
+    loa1 = by_device["loa-1"]
+    assert (loa1.plays, loa1.completed, loa1.total_played_ms) == (2, 1, 65_000)
+    assert (loa1.missed, loa1.failed, loa1.missed_by_reason) == (1, 0, {"quiet_hours": 1})
+    assert (by_device["loa-2"].plays, by_device["loa-2"].failed) == (1, 1)
+    assert (by_device["loa-3"].plays, by_device["loa-3"].missed) == (0, 1)
+    thon1 = by_group["thon-1"]  # loa-1 and loa-3
+    assert (thon1.plays, thon1.total_played_ms, thon1.missed) == (2, 65_000, 2)
+    assert by_group["all"].total_played_ms == 95_000 and by_group["all"].failed == 1
+    assert set(by_group) == {"thon-1", "thon-2", "all"}
+
+
+def test_queue_statistics_per_service_and_counter(sessions):
+    def ticket(number: str, service: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "ticket_id": number,
+            "number": number,
+            "service": service,
+            "queue": service,
+            **extra,
+        }
+
+    store(
+        sessions,
+        [
+            ("kiosk-1", "ticket.issued", T0, ticket("A001", "A", issued_ms=T0)),
+            ("kiosk-1", "ticket.issued", T0 + 1, ticket("A002", "A", issued_ms=T0)),
+            ("kiosk-1", "ticket.issued", T0 + 2, ticket("B001", "B", issued_ms=T0)),
+            (
+                "kiosk-1",
+                "ticket.called",
+                T0 + 3,
+                ticket("A001", "A", counter=1, recall=0, waited_ms=60_000),
+            ),
+            (
+                "kiosk-1",
+                "ticket.called",
+                T0 + 4,
+                ticket("A001", "A", counter=1, recall=1, waited_ms=90_000),
+            ),
+            (
+                "kiosk-1",
+                "ticket.served",
+                T0 + 5,
+                ticket("A001", "A", counter=1, service_ms=300_000),
+            ),
+            ("kiosk-1", "ticket.rated", T0 + 6, ticket("A001", "A", counter=1, level=5)),
+            (
+                "kiosk-1",
+                "ticket.called",
+                T0 + 7,
+                ticket("A002", "A", counter=2, recall=0, waited_ms=180_000),
+            ),
+            ("kiosk-1", "ticket.skipped", T0 + 8, ticket("A002", "A", counter=2, reason="no_show")),
+            (
+                "kiosk-1",
+                "ticket.called",
+                T0 + 9,
+                ticket("B001", "B", counter=10, recall=0, waited_ms=0),
+            ),
+            (
+                "kiosk-1",
+                "ticket.served",
+                T0 + 10,
+                ticket("B001", "B", counter=10, service_ms=100_000),
+            ),
+            ("kiosk-1", "ticket.rated", T0 + 11, ticket("B001", "B", counter=10, level=2)),
+        ],
+    )
+    with sessions() as s:
+        services = {r.key: r for r in queue_stats(s, T0, T0 + DAY, by="service")}
+        counters = queue_stats(s, T0, T0 + DAY, by="counter")
+    a = services["A"]
+    assert (a.issued, a.called, a.served, a.no_shows) == (2, 2, 1, 1)
+    assert (a.avg_wait_s, a.max_wait_s, a.avg_service_s) == (120.0, 180.0, 300.0)
+    assert (a.ratings, a.avg_rating, a.ratings_by_level) == (1, 5.0, {5: 1})
+    assert services["B"].avg_rating == 2.0 and services["B"].issued == 1
+    assert [c.key for c in counters] == ["1", "2", "10"]  # numeric order
+    assert (counters[0].served, counters[1].no_shows, counters[2].avg_service_s) == (1, 1, 100.0)
+
+    text = to_csv(list(services.values()))
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert table[0]["key"] == "A" and table[0]["ratings_by_level"] == "5=1"
+    assert table[1]["avg_wait_s"] == "0.0"
+    assert to_csv([]) == ""
