@@ -29,8 +29,9 @@ from zoneinfo import ZoneInfo
 import tomli_w
 
 from controller import provisioning
+from controller.broker_process import BrokerError
 from controller.embedded_broker import EmbeddedBroker, choose_broker
-from controller.mosquitto import Mosquitto, MosquittoError, free_port, mosquitto_binary
+from controller.mosquitto import Mosquitto, free_port, mosquitto_binary
 from protocol.commands import DEFAULT_TZ
 from protocol.topics import Topics
 
@@ -84,7 +85,7 @@ def _simulated_speaker(config: Path, played: Path) -> None:
     config.write_text(tomli_w.dumps(data), encoding="utf-8")
 
 
-ALL_DAY = {"hours": [["00:00", "23:59"]], "weekdays": [0, 1, 2, 3, 4, 5, 6]}
+ALL_DAY = {"hours": [["00:00", "24:00"]], "weekdays": [0, 1, 2, 3, 4, 5, 6]}
 DEMO_SERVICES = [
     {"code": "ho-tich", "name_vi": "Hộ tịch", "name_en": "Civil status", "prefix": "A"},
     {"code": "dat-dai", "name_vi": "Đất đai", "name_en": "Land", "prefix": "B"},
@@ -250,7 +251,7 @@ def run_demo(args: argparse.Namespace) -> int:
             workdir / "broker", mqtt_port, password_file=site.passwd_path, acl_file=site.acl_path
         )
         broker.start()
-    except (MosquittoError, ValueError) as exc:
+    except (BrokerError, ValueError) as exc:
         print(f"xaso demo: {exc}", file=sys.stderr)
         return 1
     user, password = site.controller_credentials()

@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from controller.mosquitto import MosquittoError, free_port
+from controller.broker_process import BrokerError, BrokerProcess
+from controller.mosquitto import free_port
 
 LOG_NAME = "embedded-broker.log"
 READY = "embedded broker ready"
@@ -40,16 +37,18 @@ def choose_broker(preference: str, mosquitto_binary: str | None) -> str:
     return preference
 
 
-class EmbeddedBrokerError(MosquittoError):
-    """The broker could not start; a MosquittoError, so callers of either runner catch it."""
+class EmbeddedBrokerError(BrokerError):
+    """The embedded broker could not start; a BrokerError, as Mosquitto's errors are."""
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(BrokerProcess):
     """One amqtt broker process on ``host:port``, with the site's password file and ACL.
 
     The same surface as controller.mosquitto.Mosquitto. State lives in memory:
     a restart loses retained messages and persistent sessions.
     """
+
+    name = "the embedded broker"
 
     def __init__(
         self,
@@ -60,100 +59,24 @@ class EmbeddedBroker:
         acl_file: Path,
         host: str = "127.0.0.1",
     ) -> None:
-        self.workdir = Path(workdir).resolve()
-        self.host = host
-        self.port = port if port is not None else free_port(host)
+        workdir = Path(workdir).resolve()
+        port = port if port is not None else free_port(host)
+        super().__init__(workdir, host, port, workdir / LOG_NAME)
         self.password_file = Path(password_file).resolve()
         self.acl_file = Path(acl_file).resolve()
-        self.log_path = self.workdir / LOG_NAME
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout_s: float = 20) -> None:
         if self.running:
             raise EmbeddedBrokerError(f"the embedded broker is already running on port {self.port}")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for path in (self.password_file, self.acl_file):
-            if not os.access(path, os.R_OK):
-                raise EmbeddedBrokerError(f"{path}: missing or not readable")
-        offset = self._log_size()
+        self._check_readable(self.password_file, self.acl_file)
         argv = [sys.executable, "-m", "controller.embedded_broker", "--host", self.host]
         argv += ["--port", str(self.port), "--log", str(self.log_path)]
         argv += ["--password-file", str(self.password_file), "--acl-file", str(self.acl_file)]
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
-        # The ready line proves that this process, not another one, holds the port.
-        deadline = time.monotonic() + timeout_s
-        while READY not in self._log_since(offset):
-            if self.proc.poll() is not None:
-                raise self._failure(f"exited with code {self.proc.returncode}", offset)
-            if time.monotonic() > deadline:
-                self.kill()
-                raise self._failure(f"did not start within {timeout_s} s", offset)
-            time.sleep(0.02)
+        self._spawn(argv, self.log_path, lambda logged: READY in logged, timeout_s)
 
-    def stop(self, timeout_s: float = 10) -> None:
-        """SIGTERM: the broker closes its connections (no Wills: it is the one leaving)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL, as in a power cut."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                return log.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def _failure(self, what: str, offset: int) -> EmbeddedBrokerError:
-        tail = "\n".join(self._log_since(offset).splitlines()[-20:])
-        return EmbeddedBrokerError(
-            f"the embedded broker {what} (port {self.port})\n--- {self.log_path}\n{tail}"
-        )
+    def error(self, message: str) -> EmbeddedBrokerError:
+        return EmbeddedBrokerError(message)
 
 
 async def serve(host: str, port: int, password_file: Path, acl_file: Path) -> None:

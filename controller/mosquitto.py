@@ -11,10 +11,10 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+
+from controller.broker_process import BrokerError, BrokerProcess
 
 LOG_NAME = "mosquitto.log"
 # A short snapshot interval: a killed broker loses at most about a second.
@@ -22,8 +22,8 @@ AUTOSAVE_INTERVAL_S = 1
 _RUNNING = re.compile(r"mosquitto version \S+ running")
 
 
-class MosquittoError(RuntimeError):
-    """The broker could not start, stop or reload; the message holds its last log lines."""
+class MosquittoError(BrokerError):
+    """Mosquitto could not start, stop or reload; the message holds its last log lines."""
 
 
 def mosquitto_binary() -> str | None:
@@ -45,8 +45,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-class Mosquitto:
+class Mosquitto(BrokerProcess):
     """One mosquitto process, configured from scratch in ``workdir`` on each start."""
+
+    name = "mosquitto"
 
     def __init__(
         self,
@@ -64,18 +66,16 @@ class Mosquitto:
         if found is None:
             raise MosquittoError("mosquitto not found: install it (apt-get install mosquitto)")
         self.binary = found
-        self.workdir = Path(workdir).resolve()
-        self.host = host
-        self.port = port if port is not None else free_port(host)
+        workdir = Path(workdir).resolve()
+        port = port if port is not None else free_port(host)
+        super().__init__(workdir, host, port, workdir / LOG_NAME)
         self.password_file = Path(password_file).resolve() if password_file else None
         self.acl_file = Path(acl_file).resolve() if acl_file else None
         self.persistence = persistence
         self.tls = tuple(Path(p).resolve() for p in tls) if tls else None  # certfile, keyfile
         self.conf_path = self.workdir / "mosquitto.conf"
-        self.log_path = self.workdir / LOG_NAME
         # What mosquitto prints before its log file is open (or when it cannot open it).
         self.output_path = self.workdir / "mosquitto.out"
-        self.proc: subprocess.Popen[bytes] | None = None
         for path in (self.workdir, self.password_file, self.acl_file):
             if path is not None and any(c.isspace() for c in str(path)):
                 raise MosquittoError(f"{path}: mosquitto.conf cannot name a path with spaces")
@@ -112,59 +112,19 @@ class Mosquitto:
             lines.append("user root")
         return "\n".join(lines) + "\n"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def start(self, timeout_s: float = 10) -> None:
         if self.running:
             raise MosquittoError(f"mosquitto is already running on port {self.port}")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._check_readable()
+        self._check_readable(self.password_file, self.acl_file)
         self.conf_path.write_text(self.config_text(), encoding="utf-8")
-        offset = self._log_size()
-        with self.output_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [self.binary, "-c", str(self.conf_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
-        # The "running" line proves that this process, not another one, holds the port.
-        deadline = time.monotonic() + timeout_s
-        while not (_RUNNING.search(self._log_since(offset)) and self._accepts()):
-            if self.proc.poll() is not None:
-                raise self._failure(f"mosquitto exited with code {self.proc.returncode}", offset)
-            if time.monotonic() > deadline:
-                self.kill()
-                raise self._failure(f"mosquitto did not start within {timeout_s} s", offset)
-            time.sleep(0.02)
-
-    def stop(self, timeout_s: float = 10) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye, no last snapshot, as in a power cut."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+        self._spawn(
+            [self.binary, "-c", str(self.conf_path)],
+            self.output_path,
+            lambda logged: bool(_RUNNING.search(logged)) and self._accepts(),
+            timeout_s,
+            cwd=self.workdir,
+        )
 
     def reload(self, timeout_s: float = 10) -> None:
         """SIGHUP: re-read the password and ACL files, and fail loudly if that went wrong.
@@ -174,7 +134,7 @@ class Mosquitto:
         """
         if self.proc is None or not self.running:
             raise MosquittoError("mosquitto is not running")
-        self._check_readable()
+        self._check_readable(self.password_file, self.acl_file)
         offset = self._log_size()
         self.proc.send_signal(signal.SIGHUP)
         self._wait_log(offset, "Reloading config.", timeout_s)
@@ -188,27 +148,6 @@ class Mosquitto:
         if errors:
             raise MosquittoError("mosquitto could not reload:\n" + "\n".join(errors))
 
-    def __enter__(self) -> Mosquitto:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _check_readable(self) -> None:
-        # The broker runs as this process's user (or stays root): os.access answers for it.
-        for path in (self.password_file, self.acl_file):
-            if path is not None and not os.access(path, os.R_OK):
-                raise MosquittoError(
-                    f"{path}: missing or not readable by the user the broker runs as "
-                    f"(uid {os.geteuid()}); mosquitto would refuse every client"
-                )
-
     def _connect_host(self) -> str:
         """Where to connect: a wildcard listen address is reached on loopback."""
         wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 (connected to, not bound)
@@ -221,20 +160,6 @@ class Mosquitto:
         except OSError:
             return False
 
-    def _log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                return log.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
     def _wait_log(self, offset: int, needle: str, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -242,10 +167,13 @@ class Mosquitto:
             if needle in text:
                 return text
             if not self.running:
-                raise self._failure("mosquitto exited", offset)
+                raise self._failure("exited", offset)
             if time.monotonic() > deadline:
-                raise self._failure(f"no {needle!r} in the log within {timeout_s} s", offset)
+                raise self._failure(f"logged no {needle!r} within {timeout_s} s", offset)
             time.sleep(0.02)
+
+    def error(self, message: str) -> MosquittoError:
+        return MosquittoError(message)
 
     def _failure(self, what: str, offset: int) -> MosquittoError:
         log = self._log_since(offset).splitlines()[-20:]
@@ -253,4 +181,5 @@ class Mosquitto:
         if self.output_path.exists():
             out = self.output_path.read_text(encoding="utf-8", errors="replace").splitlines()[-10:]
         tail = "\n".join(["--- " + str(self.log_path), *log, "--- " + str(self.output_path), *out])
-        return MosquittoError(f"{what} (port {self.port}, config {self.conf_path})\n{tail}")
+        where = f"port {self.port}, config {self.conf_path}"
+        return MosquittoError(f"mosquitto {what} ({where})\n{tail}")

@@ -17,8 +17,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller import provisioning
+from controller.broker_process import BrokerError
 from controller.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, choose_broker
-from controller.mosquitto import MosquittoError, free_port
+from controller.mosquitto import free_port
 from edge.config import load_config
 from tests.conftest import DEVICES
 from tests.mqtt_helpers import Clients, ConnectRefused
@@ -211,7 +212,7 @@ def test_a_taken_port_fails_with_the_log(tmp_path, site, broker):
 
 
 def test_a_missing_password_file_is_named(tmp_path, site):
-    with pytest.raises(MosquittoError, match=r"passwd\.away"):
+    with pytest.raises(BrokerError, match=r"passwd\.away"):
         EmbeddedBroker(
             tmp_path / "b",
             password_file=site.passwd_path.with_suffix(".away"),
