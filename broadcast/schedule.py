@@ -506,7 +506,8 @@ class BroadcastRules:
                 found.append(
                     (
                         day.isoformat(),
-                        f"{day} ({_WEEKDAYS[day.weekday()]}): no broadcasting on this day of the week",
+                        f"{day} ({_WEEKDAYS[day.weekday()]}): "
+                        "no broadcasting on this day of the week",
                     )
                 )
             if self.max_sessions_per_day is not None and count > self.max_sessions_per_day:

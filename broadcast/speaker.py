@@ -123,6 +123,7 @@ class Speaker:
         agent.on_start(self._start)
         agent.on_close(self.close)
         self._thread = threading.Thread(target=self._run, name="schedule", daemon=True)
+        agent.add_health(self._thread.is_alive)
 
     def _start(self) -> None:
         # only once the stored schedules are back: the first look covers the time

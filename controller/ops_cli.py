@@ -94,6 +94,7 @@ def _device_add(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir),
         tls=args.tls,
         force=args.force,
+        calls_from=args.calls_from or [],
     )
     print(
         f"Device {args.id} {'has a new password' if args.force else 'added'}; "
@@ -158,6 +159,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="speaker or kiosk; repeat for both",
     )
     add.add_argument("--group", action="append", help="a group it listens to; repeatable")
+    add.add_argument(
+        "--calls-from",
+        action="append",
+        metavar="KIOSK",
+        help="a speaker that is this kiosk's hall speaker: it plays the kiosk's calls "
+        "(and may read nothing else of it); repeatable",
+    )
     add.add_argument("--name", default="", help="shown to people in the controller's UI")
     add.add_argument(
         "--broker-host", required=True, help="the broker's address, seen from the device"

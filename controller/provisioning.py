@@ -46,7 +46,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/xaso")
 SALT_BYTES = 12  # the only salt length mosquitto 2.0 accepts
 BROKER_GROUP = "mosquitto"
 # The device topics of PROTOCOL.md by direction: a device writes the first, reads the second.
-DEVICE_WRITES = ("status", "telemetry", "event", "ack")
+DEVICE_WRITES = ("status", "telemetry", "event", "calls", "ack")
 DEVICE_READS = ("cmd", "config", "schedule")
 
 
@@ -62,6 +62,7 @@ class DeviceEntry:
     name: str = ""
     password_hash: str = ""
     created_ms: int = 0
+    calls_from: tuple[str, ...] = ()  # a hall speaker: the kiosks whose calls it plays
 
 
 def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
@@ -93,6 +94,9 @@ def password_matches(hashed: str, password: str) -> bool:
 def acl_text(root: str, devices: Sequence[DeviceEntry], controller_users: Sequence[str]) -> str:
     """The broker's ACL: each device writes its uplink, reads its own and its groups' downlink.
 
+    A hall speaker also reads the ``calls`` topic of each kiosk it plays the
+    calls of, and nothing else of that kiosk.
+
     ``pattern`` lines apply to every user, the controller included; they only
     grant, and ``%u`` fills a whole topic level (mosquitto #209, #1155).
     """
@@ -104,10 +108,11 @@ def acl_text(root: str, devices: Sequence[DeviceEntry], controller_users: Sequen
     lines += [f"pattern write {root}/dev/%u/{leaf}" for leaf in DEVICE_WRITES]
     lines += [f"pattern read {root}/dev/%u/{leaf}" for leaf in DEVICE_READS]
     for device in sorted(devices, key=lambda d: d.id):
-        if device.groups:
+        if device.groups or device.calls_from:
             lines += ["", f"user {device.id}"]
             for group in device.groups:
                 lines += [f"topic read {root}/grp/{group}/{leaf}" for leaf in GROUP_LEAVES]
+            lines += [f"topic read {root}/dev/{kiosk}/calls" for kiosk in device.calls_from]
     for user in controller_users:
         lines += ["", f"user {user}", f"topic readwrite {root}/#"]
     return "\n".join(lines) + "\n"
@@ -182,7 +187,14 @@ class Site:
         raw = _read_json(self.dir / "devices.json")["devices"]
         try:
             return [
-                DeviceEntry(**{**d, "roles": tuple(d["roles"]), "groups": tuple(d["groups"])})
+                DeviceEntry(
+                    **{
+                        **d,
+                        "roles": tuple(d["roles"]),
+                        "groups": tuple(d["groups"]),
+                        "calls_from": tuple(d.get("calls_from", ())),
+                    }
+                )
                 for d in raw
             ]
         except (TypeError, KeyError) as exc:
@@ -264,12 +276,14 @@ def add_device(
     state_dir: Path = DEFAULT_STATE_DIR,
     tls: bool = False,
     force: bool = False,
+    calls_from: Sequence[str] = (),
 ) -> Path:
     """Register a device with a new password and write its agent configuration; return its path.
 
     An existing device is refused unless ``force``: then it keeps its entry's
     creation time and gets a new password (the old one stops working at the
-    broker's next reload).
+    broker's next reload). ``calls_from`` makes a speaker the hall speaker of
+    those kiosks (already registered): it may read their calls, nothing else.
     """
     entry = _checked_entry(device_id, roles, groups, name)
     if not broker_host or any(c.isspace() for c in broker_host):
@@ -283,6 +297,7 @@ def add_device(
         if device_id in site.meta()["users"]:
             raise ProvisioningError(f"{device_id!r} is the controller's user name: pick another id")
         devices = {d.id: d for d in site.devices()}
+        entry = replace(entry, calls_from=_checked_calls_from(entry, calls_from, devices))
         old = devices.get(device_id)
         if old is not None and not force:
             raise ProvisioningError(
@@ -314,6 +329,8 @@ def add_device(
             "state": {"dir": str(state_dir)},
             "telemetry": {"interval_s": 30.0},
         }
+        if entry.calls_from:
+            config["speaker"] = {"calls_from": entry.calls_from}
         path = site.device_config_path(device_id)
         # The configuration first: the broker never knows a password nobody has.
         _write(path, _render_toml(config), 0o600)
@@ -360,6 +377,27 @@ def _checked_entry(
     if not name.isprintable():
         raise ProvisioningError(f"name {name!r} has control characters")
     return DeviceEntry(device_id, tuple(dict.fromkeys(roles)), tuple(dict.fromkeys(groups)), name)
+
+
+def _checked_calls_from(
+    entry: DeviceEntry, kiosks: Sequence[str], devices: Mapping[str, DeviceEntry]
+) -> tuple[str, ...]:
+    """Only a speaker plays calls, and only those of registered kiosks other than itself."""
+    if kiosks and "speaker" not in entry.roles:
+        raise ProvisioningError("--calls-from needs the speaker role: add --role speaker")
+    for kiosk in kiosks:
+        if kiosk == entry.id:
+            raise ProvisioningError(
+                f"{kiosk!r} cannot take calls from itself: a kiosk that is also a speaker "
+                "calls through its own player"
+            )
+        known = devices.get(kiosk)
+        if known is None or "kiosk" not in known.roles:
+            raise ProvisioningError(
+                f"--calls-from {kiosk}: no kiosk {kiosk!r} in the site; add it first "
+                f"(`xaso device add {kiosk} --role kiosk ...`)"
+            )
+    return tuple(dict.fromkeys(kiosks))
 
 
 def _write_new_key(site: Site) -> str:

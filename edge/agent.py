@@ -84,6 +84,9 @@ class Agent:
         self._telemetry_parts: list[Callable[[], dict[str, Any]]] = []
         self._closers: list[Callable[[], None]] = []
         self._starters: list[Callable[[], None]] = []
+        self._health: list[Callable[[], bool]] = []
+        # uplink topics of other devices this one reads (a hall speaker: its kiosks' calls)
+        self._listeners: dict[str, Callable[[bytes], None]] = {}
 
         self.link = MqttLink(
             LinkSettings(
@@ -132,6 +135,15 @@ class Agent:
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)
 
+    def add_health(self, check: Callable[[], bool]) -> None:
+        """A role's own threads: the watchdog is pinged only while ``check()`` is true."""
+        self._health.append(check)
+
+    def listen(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Subscribe to an unsigned topic the broker's ACL lets this device read; its
+        messages go to ``handler`` on the inbound worker, never to the dispatcher."""
+        self._listeners[topic] = handler
+
     @property
     def volume_pct(self) -> int:
         stored = self.store.setting("volume_pct")
@@ -168,7 +180,7 @@ class Agent:
         self._telemetry_wake.set()
 
     def inbound_topics(self) -> list[str]:
-        return self.topics.device_inbound(self.device_id, self._groups)
+        return self.topics.device_inbound(self.device_id, self._groups) + list(self._listeners)
 
     # records
 
@@ -252,6 +264,10 @@ class Agent:
             except queue.Empty:
                 continue
             try:
+                listener = self._listeners.get(topic)
+                if listener is not None:
+                    listener(payload)
+                    continue
                 outcome = self.dispatcher.handle(topic, payload)
                 if outcome.ack is not None:
                     self.link.publish(self.topics.ack(self.device_id), _json(outcome.ack), 1)
@@ -291,8 +307,12 @@ class Agent:
 
     @property
     def healthy(self) -> bool:
-        """For the systemd watchdog: every worker thread still runs."""
-        return self.outbox.alive and all(t.is_alive() for t in self._threads)
+        """For the systemd watchdog: every worker thread still runs, the roles' included."""
+        return (
+            self.outbox.alive
+            and all(t.is_alive() for t in self._threads)
+            and all(check() for check in self._health)
+        )
 
     def wait(self, timeout_s: float | None = None) -> bool:
         return self._stop.wait(timeout_s)

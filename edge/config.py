@@ -104,6 +104,19 @@ class SpeakerSection(Section):
     cache_budget_mb: Annotated[int, Field(ge=10)] = 2048
     prefetch_days: Annotated[float, Field(gt=0, le=31)] = 3.0
     resume_preempted: bool = False
+    # the hall speaker of these kiosks: plays their calls (`xaso device add --calls-from`)
+    calls_from: list[DeviceId] = []
+    # a call delivered later than this (the kiosk's outbox after a network drop) is dropped:
+    # said late, it sends people to the wrong counter
+    call_max_age_s: Annotated[float, Field(ge=1, le=600)] = 60.0
+
+    @field_validator("calls_from")
+    @classmethod
+    def _calls_from(cls, value: list[str]) -> list[str]:
+        twice = sorted({k for k in value if value.count(k) > 1})
+        if twice:
+            raise ValueError(f"list each kiosk once; repeated: {', '.join(twice)}")
+        return value
 
 
 def _office_services() -> list[Service]:
@@ -153,7 +166,9 @@ class KioskSection(Section):
     web_host: str = "0.0.0.0"  # noqa: S104 - the office network's touchscreens and TV
     web_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     public_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=200)] | None = None
-    voice: Literal["off", "alsa", "wav"] = "alsa"  # the hall speaker on this device's audio out
+    # the hall speaker: on this device's audio out ("alsa", "wav"), another device ("remote":
+    # a speaker with `calls_from` this kiosk), or none ("off")
+    voice: Literal["off", "alsa", "wav", "remote"] = "alsa"
     alsa_device: str = "default"
     wav_dir: Path | None = None  # voice = "wav": where calls are recorded; default <state>/calls
     call_priority: Annotated[int, Field(ge=1, le=6)] = 4
@@ -217,6 +232,21 @@ class AgentConfig(Section):
     telemetry: TelemetrySection = TelemetrySection()
     speaker: SpeakerSection = SpeakerSection()
     kiosk: KioskSection = Field(default_factory=KioskSection)
+
+    @model_validator(mode="after")
+    def _hall_speaker(self) -> AgentConfig:
+        calls_from = self.speaker.calls_from
+        if calls_from and "speaker" not in self.device.roles:
+            raise ValueError(
+                "[speaker] calls_from needs the speaker role: add 'speaker' to [device] roles, "
+                "or remove calls_from"
+            )
+        if self.device.id in calls_from:
+            raise ValueError(
+                f"[speaker] calls_from lists this device ({self.device.id!r}): a kiosk that is "
+                "also a speaker calls through its own player; remove it"
+            )
+        return self
 
     @property
     def username(self) -> str:

@@ -37,6 +37,10 @@ def build_agent(config: AgentConfig) -> Agent:
         from broadcast.speaker import Speaker
 
         player = Speaker(agent).player
+        if config.speaker.calls_from:
+            from broadcast.hall_calls import HallCalls  # speech (pydub) only where it is needed
+
+            HallCalls(agent, player)
     if "kiosk" in config.device.roles:
         from kiosk.role import attach
 

@@ -49,6 +49,10 @@ class Caller:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def call(self, number: str, counter: int) -> None:
         """Queue "Xin mời số <number> đến quầy số <counter>", said after a chime."""
         self._calls.put((number, counter))

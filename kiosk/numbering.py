@@ -9,7 +9,8 @@ durable side (which numbers exist); this module holds the rules:
 - **Days.** Numbers restart at local midnight; ``local_day`` is the day a
   ticket belongs to.
 - **Hours.** A service issues inside its local windows (start inclusive, end
-  exclusive) on its weekdays, up to its daily limit.
+  exclusive; "24:00" ends a window at midnight) on its weekdays, up to its
+  daily limit.
 - **Calls.** Priority citizens (the elderly, people with disabilities,
   pregnant women, veterans and people with meritorious service, người có
   công) go first ("strict") or one after every N normal tickets
@@ -42,7 +43,7 @@ RATINGS: dict[int, tuple[str, str]] = {
 }
 
 SERVICE_CODE = r"^[a-z0-9][a-z0-9-]{0,39}$"
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^(24):(00)$")  # 24:00: an end at midnight
 RefusalReason = Literal["closed", "limit"]
 _MESSAGES: dict[RefusalReason, str] = {
     "closed": "Ngoài giờ tiếp nhận / Outside service hours",
@@ -51,10 +52,11 @@ _MESSAGES: dict[RefusalReason, str] = {
 
 
 def _minutes(hhmm: str) -> int:
-    m = _HHMM.match(hhmm)
+    m = _HHMM.fullmatch(hhmm)
     if m is None:
-        raise ValueError(f"{hhmm!r} is not a time of day as HH:MM (00:00-23:59)")
-    return int(m.group(1)) * 60 + int(m.group(2))
+        raise ValueError(f"{hhmm!r} is not a time of day as HH:MM (00:00-23:59, or 24:00)")
+    hours, minutes = m.group(1) or m.group(3), m.group(2) or m.group(4)
+    return int(hours) * 60 + int(minutes)
 
 
 class Service(BaseModel):

@@ -129,8 +129,9 @@ class Kiosk:
     def _caller(
         self, state_dir: Path, player: Player | None, engine: SpeechEngine | None
     ) -> Caller | None:
-        """The hall speaker: the speaker role's player on this device, or one of our own."""
-        if player is None and self.cfg.voice == "off":
+        """The hall speaker: the speaker role's player on this device, or one of our own;
+        none when another device is the hall speaker ("remote") or there is none."""
+        if self.cfg.voice == "remote" or (player is None and self.cfg.voice == "off"):
             return None
         from broadcast.tts import EspeakEngine
         from kiosk.caller import Caller
@@ -167,6 +168,14 @@ class Kiosk:
 
             self.web = WebServer(self, self.cfg.web_host, self.cfg.web_port)
             self.web.start()
+
+    def alive(self) -> bool:
+        """For the agent's watchdog: every thread the kiosk started still runs."""
+        return (
+            self.printer.alive
+            and (self.caller is None or self.caller.alive)
+            and (self.web is None or self.web.alive)
+        )
 
     def close(self) -> None:
         self.changes.close()
@@ -307,10 +316,18 @@ def _host(bind: str) -> str:
 
 
 def attach(agent: Agent, *, player: Player | None = None, pin_factory: Any = None) -> Kiosk:
-    """Wire a kiosk into an agent: its records go through the agent's outbox."""
+    """Wire a kiosk into an agent: its records go through the agent's outbox.
+
+    With ``voice = "remote"`` each call goes out once more, on this kiosk's
+    ``calls`` topic, which only its hall speakers may read (docs/kiosk.md).
+    """
+    remote = agent.config.kiosk.voice == "remote"
+    calls_topic = agent.topics.calls(agent.device_id)
 
     def emit(event_type: str, body: dict[str, Any]) -> None:
-        agent.emit(event_type, body)
+        event = agent.emit(event_type, body)
+        if remote and event_type == "ticket.called":
+            agent.outbox.put(calls_topic, event.model_dump_json(exclude_none=True).encode(), 1)
 
     kiosk = Kiosk(
         agent.config.kiosk,
@@ -321,6 +338,7 @@ def attach(agent: Agent, *, player: Player | None = None, pin_factory: Any = Non
         player=player,
     )
     agent.add_telemetry(kiosk.telemetry)
+    agent.add_health(kiosk.alive)
     agent.on_start(kiosk.start)
     agent.on_close(kiosk.close)
     return kiosk

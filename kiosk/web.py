@@ -270,6 +270,10 @@ class WebServer:
         self._thread.start()
 
     @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
     def started(self) -> bool:
         return bool(self.server.started)
 

@@ -13,7 +13,7 @@ _ID_RE = re.compile(ID_PATTERN)
 DEFAULT_ROOT = "xaso"
 
 Scope = Literal["dev", "grp"]
-DEVICE_LEAVES = ("status", "telemetry", "event", "ack", "cmd", "config", "schedule")
+DEVICE_LEAVES = ("status", "telemetry", "event", "calls", "ack", "cmd", "config", "schedule")
 GROUP_LEAVES = ("cmd", "schedule")
 
 
@@ -67,6 +67,10 @@ class Topics:
 
     def event(self, device_id: str) -> str:
         return self.dev(device_id, "event")
+
+    def calls(self, device_id: str) -> str:
+        """A kiosk's hall calls: its ``ticket.called`` events again, for its hall speakers."""
+        return self.dev(device_id, "calls")
 
     def ack(self, device_id: str) -> str:
         return self.dev(device_id, "ack")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.mosquitto import free_port
-from edge.config import load_config
+from edge.config import AgentConfig, load_config
 from protocol.signing import Keyring
 from tests.tls_helpers import write_tls_pair
 
@@ -34,6 +35,25 @@ def test_agent_example_loads() -> None:
     assert config.mqtt.password_file == Path("/etc/xaso/mqtt.password")
     assert config.state.dir == Path("/var/lib/xaso")
     assert len(Keyring.from_mapping(config.trust.keys)) == 1
+
+
+@pytest.mark.parametrize("section", ["speaker", "kiosk"])
+def test_agent_example_documents_every_key_of_the_roles(section: str) -> None:
+    """A key added to a role's section is added to the example too, set or commented."""
+    text = (EXAMPLES / "agent.example.toml").read_text(encoding="utf-8")
+    model = AgentConfig.model_fields[section].annotation
+    assert model is not None
+    for key in model.model_fields:
+        pattern = rf"^((# )?{key} = |\[\[{section}\.{key}\]\]$)"
+        assert re.search(pattern, text, re.MULTILINE), f"[{section}] {key}"
+
+
+def test_agent_example_kiosk_and_hall_speaker_sections_load() -> None:
+    config = load_config(EXAMPLES / "agent.example.toml")
+    assert config.speaker.calls_from == [] and config.speaker.call_max_age_s == 60
+    assert [s.prefix for s in config.kiosk.services] == ["A", "B"]
+    assert config.kiosk.counter_services == {"3": ["dat-dai"]}
+    assert config.kiosk.buttons[0].service == "ho-tich"
 
 
 def directives(text: str) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from kiosk.numbering import local_day
 from kiosk.role import Kiosk
 from kiosk.virtual_printer import VirtualPrinter
 
@@ -85,7 +86,7 @@ def test_press_a_service_call_next_and_the_display_follows(
     rate.goto(f"{base}/rate/2?lang=en")
     rate.click("button.rating[data-level='5']")
     expect(rate.locator("#msg")).to_have_text("Thank you for your rating")
-    assert kiosk.store.tickets(kiosk.office._day(kiosk.now_ms()))[0].rating == 5
+    assert kiosk.store.tickets(local_day(kiosk.now_ms(), kiosk.cfg.tz))[0].rating == 5
 
 
 def test_out_of_paper_on_the_touchscreen(

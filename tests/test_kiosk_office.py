@@ -172,3 +172,18 @@ def test_the_board_shows_counters_and_last_calls(office: Office) -> None:
     assert [c["number"] for c in board["counters"]] == ["A001", "A002", None]
     assert [(c["number"], c["counter"]) for c in board["last_calls"]] == [("A002", 2), ("A001", 1)]
     assert board["waiting"] == {"ho-tich": 1, "dat-dai": 0}
+
+
+def test_a_window_to_24_00_issues_in_the_last_minute_of_the_day(tmp_path: Path) -> None:
+    all_day = Service.model_validate(HO_TICH.model_dump() | {"hours": [("00:00", "24:00")]})
+    office = Office(
+        TicketStore(tmp_path / "t.db"),
+        OfficeSettings(services=(all_day,), counters=1),
+        lambda t, b: None,
+    )
+    last_minute = T0 + 15 * 60 * MIN - 1000  # 23:59:59 in Hà Nội
+    assert office.issue("ho-tich", last_minute).ticket.number == "A001"
+    assert office.issue("ho-tich", last_minute + 1000).ticket.number == "A001"  # a new day
+    for bad in (("24:00", "24:00"), ("07:00", "24:01")):
+        with pytest.raises(ValueError):
+            Service.model_validate(HO_TICH.model_dump() | {"hours": [bad]})

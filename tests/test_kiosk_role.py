@@ -186,3 +186,41 @@ def test_bad_printer_port_is_offline_not_a_crash(make_kiosk: Callable[..., Kiosk
         "printer.status",
         {"online": False, "paper": "ok", "cover": "closed", "pending": []},
     )
+
+
+@pytest.mark.parametrize("thread", ["printer", "web", "caller"])
+def test_a_dead_kiosk_thread_makes_the_agent_unhealthy(
+    tmp_path: Path, virtual_printer: VirtualPrinter, thread: str
+) -> None:
+    """The systemd watchdog is withheld once any of the kiosk's threads has stopped."""
+    from controller.mosquitto import free_port
+    from edge.agent import Agent
+    from edge.config import parse_config
+    from kiosk.role import attach
+    from protocol.signing import SigningKey
+
+    key = SigningKey.generate()
+    config = parse_config(
+        {
+            "device": {"id": "kiosk-1", "roles": ["kiosk"]},
+            "mqtt": {"port": free_port()},  # no broker: the kiosk works without one
+            "trust": {"keys": {key.kid: key.public.b64}},
+            "state": {"dir": str(tmp_path / "state")},
+            "kiosk": {
+                "printer_url": virtual_printer.path,
+                "voice": "wav",
+                "web_host": "127.0.0.1",
+                "web_port": free_port(),
+            },
+        },
+        tmp_path / "agent.toml",
+    )
+    agent = Agent(config)
+    kiosk = attach(agent)
+    agent.start()
+    try:
+        assert agent.healthy
+        {"printer": kiosk.printer, "web": kiosk.web, "caller": kiosk.caller}[thread].close()
+        assert not agent.healthy
+    finally:
+        agent.close()

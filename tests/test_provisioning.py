@@ -106,6 +106,7 @@ def test_acl_text() -> None:
         "pattern write xaso/dev/%u/status",
         "pattern write xaso/dev/%u/telemetry",
         "pattern write xaso/dev/%u/event",
+        "pattern write xaso/dev/%u/calls",
         "pattern write xaso/dev/%u/ack",
         "pattern read xaso/dev/%u/cmd",
         "pattern read xaso/dev/%u/config",
@@ -362,3 +363,61 @@ def test_cli_refusals_are_one_line(tmp_path, capsys) -> None:
     assert run(*argv, "--force") == 0
     registry = json.loads((tmp_path / "site" / "devices.json").read_text())
     assert [d["id"] for d in registry["devices"]] == ["loa-1"]
+
+
+# --- the hall speaker of a kiosk -----------------------------------------------------------
+
+
+def hall_acl(site: prov.Site, user: str) -> list[str]:
+    """The ACL lines under ``user`` in the generated file."""
+    lines = site.acl_path.read_text().splitlines()
+    start = lines.index(f"user {user}") + 1
+    rest = lines[start:]
+    return rest[: rest.index("")] if "" in rest else rest
+
+
+def test_calls_from_lets_the_speaker_read_that_kiosks_calls_only(tmp_path, capsys) -> None:
+    site_dir = str(tmp_path / "site")
+    assert run("keys", "new", "--site", site_dir) == 0
+    common = ["--site", site_dir, "--broker-host", "10.0.0.2"]
+    for kiosk in ("kiosk-1", "kiosk-2"):
+        assert run("device", "add", kiosk, "--role", "kiosk", *common) == 0
+    argv = ["device", "add", "loa-hall", "--role", "speaker", "--calls-from", "kiosk-1"]
+    assert run(*argv, "--group", "thon-1", *common) == 0
+    site = prov.open_site(Path(site_dir))
+    assert hall_acl(site, "loa-hall") == [
+        "topic read xaso/grp/thon-1/cmd",
+        "topic read xaso/grp/thon-1/schedule",
+        "topic read xaso/dev/kiosk-1/calls",
+    ]
+    assert "kiosk-2/" not in site.acl_path.read_text()
+    config = load_config(site.device_config_path("loa-hall"))
+    assert config.speaker.calls_from == ["kiosk-1"]
+    assert {d.id: d.calls_from for d in site.devices()}["loa-hall"] == ("kiosk-1",)
+    assert load_config(site.device_config_path("kiosk-1")).speaker.calls_from == []
+
+
+@pytest.mark.parametrize(
+    ("device_id", "roles", "calls_from", "message"),
+    [
+        ("loa-hall", ["kiosk"], ["kiosk-1"], "needs the speaker role"),
+        ("loa-hall", ["speaker"], ["kiosk-9"], "no kiosk 'kiosk-9'"),
+        ("loa-hall", ["speaker"], ["loa-1"], "no kiosk 'loa-1'"),
+        ("kiosk-1", ["speaker", "kiosk"], ["kiosk-1"], "from itself"),
+    ],
+)
+def test_bad_calls_from_is_refused(site, device_id, roles, calls_from, message) -> None:
+    add(site, "loa-1")
+    prov.add_device(site.dir, "kiosk-1", ["kiosk"], broker_host="10.0.0.2", broker_port=1883)
+    before = snapshot(site)
+    with pytest.raises(prov.ProvisioningError, match=message):
+        prov.add_device(
+            site.dir,
+            device_id,
+            roles,
+            broker_host="10.0.0.2",
+            broker_port=1883,
+            calls_from=calls_from,
+            force=True,
+        )
+    assert snapshot(site) == before
