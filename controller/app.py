@@ -32,18 +32,28 @@ from controller.auth_accounts import AuthConfig
 from controller.auth_passwords import Passwords
 from controller.clip_server import clip_router, site_authenticator
 from controller.db.engine import make_engine, session_factory, upgrade
+from controller.fleet_service import FleetService, run_fleet
 from controller.metrics import Metrics, metrics_router
 from controller.routes import (
     ErrorBody,
+    alerts,
     audit,
+    broadcasts,
+    bulletins,
+    clips,
+    devices,
     error_responses,
+    fleet,
     render,
+    reports,
+    schedules,
     session,
     tokens,
     users,
 )
 from controller.security import LoginPolicy
 from controller.settings import ControllerSettings, load_secret
+from controller.station import Station, run_station
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +61,16 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 # Every router of the controller; a new area appends its own.
 ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.router]
+ROUTERS += [clips.router, schedules.router, broadcasts.router, bulletins.router, reports.router]
+ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devices/new
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.
 # MQTT ingest and alerts go here (e.g. `lambda state: Ingest(state.settings, ...)`).
-SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = []
+SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
+    run_station,  # the MQTT bus, ack routing and ingest (controller/station.py)
+]
+SERVICES += [run_fleet]  # alert rules, retention, registry mirror (controller/fleet_service.py)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -100,6 +115,8 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         secret=load_secret(settings),
         clock=clock,
     )
+    state.station = Station(settings, state.sessions)
+    state.fleet = FleetService(settings, state.sessions, clock)
     metrics = Metrics()
 
     @asynccontextmanager

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -33,6 +33,10 @@ from controller.auth_tokens import token_principal
 from controller.i18n import Refusal
 from controller.security import same
 from controller.settings import ControllerSettings
+
+if TYPE_CHECKING:
+    from controller.fleet_service import FleetService
+    from controller.station import Station
 
 __all__ = [
     "AppState",
@@ -62,6 +66,8 @@ class AppState:
     auth: AuthConfig
     secret: bytes
     clock: Callable[[], float] = time.time
+    station: Station | None = None  # the broadcasting services (controller/station.py)
+    fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet_service.py)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

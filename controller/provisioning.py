@@ -28,7 +28,7 @@ import secrets
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -249,18 +249,71 @@ def new_key(directory: Path) -> str:
     site = open_site(directory)
     with _locked(site.dir):
         kid = _write_new_key(site)
-        trusted = site.trusted_keys()
-        for device in site.devices():
-            path = site.device_config_path(device.id)
-            if path.exists():
-                try:
-                    doc = tomllib.loads(path.read_text(encoding="utf-8"))
-                except tomllib.TOMLDecodeError as exc:
-                    raise ProvisioningError(f"{path}: not valid TOML: {exc}") from None
-                doc["trust"] = {"keys": trusted}
-                _write(path, _render_toml(doc), 0o600)
+        _trust_every_key(site)
         _write_json(site.dir / "site.json", {**site.meta(), "active_key": kid})
     return kid
+
+
+def stage_key(directory: Path) -> str:
+    """Rotation, step 1: a new key every device configuration trusts, that signs nothing yet.
+
+    The agents learn it when their configuration is deployed again (the
+    protocol carries no keys). ``activate_key`` then makes it sign. Staging
+    again while a key is staged returns that key.
+    """
+    site = open_site(directory)
+    with _locked(site.dir):
+        staged: str | None = site.meta().get("staged_key")
+        if staged is None:
+            staged = _write_new_key(site)
+            _write_json(site.dir / "site.json", {**site.meta(), "staged_key": staged})
+        _trust_every_key(site)
+    return staged
+
+
+def activate_key(directory: Path, kid: str) -> None:
+    """Rotation, last step: the staged key signs from now on; the old one stays trusted."""
+    site = open_site(directory)
+    with _locked(site.dir):
+        meta = site.meta()
+        if meta.get("staged_key") != kid or kid not in site.signing_keys():
+            raise ProvisioningError(f"key {kid!r} is not the staged key: stage a key first")
+        meta.pop("staged_key")
+        _write_json(site.dir / "site.json", {**meta, "active_key": kid})
+
+
+def set_groups(directory: Path, device_id: str, groups: Sequence[str]) -> None:
+    """Move a device to other groups: its registry entry, its configuration, the broker's ACL."""
+    site = open_site(directory)
+    with _locked(site.dir):
+        devices = {d.id: d for d in site.devices()}
+        old = devices.get(device_id)
+        if old is None:
+            raise ProvisioningError(f"no device {device_id!r} in {site.dir}")
+        entry = replace(old, groups=_checked_entry(device_id, old.roles, groups, old.name).groups)
+        devices[device_id] = entry
+        _rewrite_config(site, device_id, lambda doc: doc["device"].update(groups=entry.groups))
+        _write_registry(site, devices.values())
+        _write_broker_files(site)
+
+
+def _trust_every_key(site: Site) -> None:
+    trusted = site.trusted_keys()
+    for device in site.devices():
+        _rewrite_config(site, device.id, lambda doc: doc.update(trust={"keys": trusted}))
+
+
+def _rewrite_config(site: Site, device_id: str, change: Callable[[dict[str, Any]], object]) -> None:
+    """Edit a device's generated configuration in place, if there is one."""
+    path = site.device_config_path(device_id)
+    if not path.exists():
+        return
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProvisioningError(f"{path}: not valid TOML: {exc}") from None
+    change(doc)
+    _write(path, _render_toml(doc), 0o600)
 
 
 def add_device(

@@ -59,6 +59,8 @@ class HttpSection(Section):
     port: Port = 8080
     # Proxies whose X-Forwarded-For / -Proto are believed (uvicorn's forwarded_allow_ips).
     forwarded_allow_ips: list[str] = ["127.0.0.1"]
+    # Where devices reach this controller (clip downloads); empty: http://{host}:{port}.
+    public_url: Annotated[str, Field(pattern=r"^(https?://[!-~]+)?$", max_length=200)] = ""
 
 
 class MqttSection(Section):
@@ -66,6 +68,11 @@ class MqttSection(Section):
     port: Port = 1883
     tls: bool = False
     ca_file: Path | None = None
+    # How the controller makes the broker re-read its password and ACL files after
+    # a device is added or removed from the web UI: SIGHUP to the pid in this
+    # file, or else this command (run without a shell); neither: reload by hand.
+    reload_pid_file: Path | None = None
+    reload_command: list[str] = []
 
 
 class SecuritySection(Section):
@@ -86,6 +93,7 @@ class AlertsSection(Section):
     temp_high_c: Annotated[float, Field(gt=0, le=150)] = 75.0
     disk_low_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
     webhook_url: str = ""
+    check_every_s: Annotated[float, Field(ge=0.1, le=3600)] = 15.0  # how often rules run
 
     @field_validator("webhook_url")
     @classmethod
@@ -97,6 +105,7 @@ class AlertsSection(Section):
 
 class TelemetrySection(Section):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    maintain_every_min: Annotated[float, Field(ge=0.01, le=24 * 60)] = 5.0  # roll-ups, deletes
 
 
 class ControllerSettings(Section):

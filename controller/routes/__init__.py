@@ -37,6 +37,12 @@ class NavItem:
 
 NAV: list[NavItem] = [
     NavItem("/", "nav.home"),
+    NavItem("/alerts", "alerts.title", Permission.VIEW_FLEET),
+    NavItem("/reports", "reports.title", Permission.VIEW_REPORTS),
+    NavItem("/broadcasts", "nav.broadcasts", Permission.BROADCAST),
+    NavItem("/schedules", "nav.schedules", Permission.VIEW_FLEET),
+    NavItem("/clips", "nav.clips", Permission.MANAGE_CLIPS),
+    NavItem("/bulletins", "nav.bulletins", Permission.MANAGE_SCHEDULES),
     NavItem("/users", "nav.users", Permission.MANAGE_USERS),
     NavItem("/tokens", "nav.tokens", Permission.MANAGE_USERS),
     NavItem("/audit", "nav.audit", Permission.VIEW_AUDIT),
@@ -61,6 +67,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflicts with the current state",
         422: "Invalid input",
         429: "Too many failed sign-ins",
+        502: "The MQTT broker did not reload its password and ACL files",
+        503: "No MQTT broker connection, or the site is not set up",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
 

@@ -1,4 +1,4 @@
-"""Signing in and out, the home page, and `/api/me`.
+"""Signing in and out, and `/api/me` (the home page `/` is the dashboard, routes/fleet.py).
 
 The sign-in form is protected against login CSRF by a signed double submit
 (`security.login_csrf`): a random cookie, and its HMAC in the form.
@@ -130,11 +130,6 @@ def logout(request: Request, db: DbSession, who: CurrentPrincipal) -> Response:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def home(request: Request, who: CurrentPrincipal) -> Response:
-    return render(request, "home.html")
 
 
 @router.get("/api/me", response_model=Me, tags=["session"], responses=ERRORS)

@@ -1,0 +1,231 @@
+"""What the dashboard and the device page read: a fixed number of queries per page.
+
+A page of the device list is one SELECT over devices LEFT JOIN device_state
+(the filters, the online/offline decision and the ordering all in SQL, paged
+on the primary key), then one SELECT each for the page's groups and open
+alerts by `device_id IN (...)`: three queries whatever the page size, never
+one per device. Counting the filtered total is a fourth. Health charts read
+`telemetry_rollups` on its primary key (device, metric, period, bucket).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Select, Text, and_, case, cast, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from controller.db.fleet_tables import (
+    Alert,
+    Device,
+    DeviceGroup,
+    DeviceState,
+    TelemetryRollup,
+)
+
+StateFilter = Literal["online", "offline", "unknown", "alerting"]
+CHART_METRICS = (
+    "cpu_temp_c",
+    "load1",
+    "cpu_pct",
+    "mem_used_pct",
+    "disk_free_mb",
+    "signal_dbm",
+    "clock_offset_ms",
+)
+RANGES: dict[str, tuple[int, int]] = {  # name: (span, roll-up period), in ms and s
+    "24h": (24 * 3600_000, 300),
+    "7d": (7 * 24 * 3600_000, 3600),
+}
+
+
+@dataclass(frozen=True)
+class DeviceQuery:
+    group: str = ""
+    state: StateFilter | None = None
+    role: str = ""
+    q: str = ""  # the start of the id or of the name
+    id: str = ""  # exactly this device
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass
+class DeviceRow:
+    id: str
+    name: str
+    roles: list[str]
+    registered: bool
+    state: str  # online | offline | unknown (never heard from)
+    last_seen_ms: int | None
+    agent: str
+    cpu_temp_c: float | None
+    disk_free_mb: float | None
+    disk_free_pct: float | None
+    clock_synced: bool | None
+    clock_offset_ms: float | None
+    amplifier_on: bool | None
+    printer_paper: str | None
+    printer_cover: str | None
+    groups: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # kinds of the open alerts
+
+
+def _state_expr(now_ms: int, offline_after_ms: int) -> Any:
+    """Online: heard from within the offline limit and not said offline since; as the rules."""
+    recent = Device.last_seen_ms >= now_ms - offline_after_ms
+    return case(
+        (Device.last_seen_ms.is_(None), "unknown"),
+        (and_(recent, func.coalesce(DeviceState.state, "online") == "online"), "online"),
+        else_="offline",
+    )
+
+
+def _filtered(stmt: Select[Any], f: DeviceQuery, state: Any) -> Select[Any]:
+    stmt = stmt.select_from(Device).outerjoin(DeviceState, DeviceState.device_id == Device.id)
+    if f.group:
+        stmt = stmt.where(
+            exists().where(DeviceGroup.device_id == Device.id, DeviceGroup.group_id == f.group)
+        )
+    if f.role:
+        # roles is a short JSON list; the quoted name cannot match a longer role's name.
+        stmt = stmt.where(cast(Device.roles, Text).contains(f'"{f.role}"'))
+    if f.id:
+        stmt = stmt.where(Device.id == f.id)
+    if f.q:
+        stmt = stmt.where(or_(Device.id.startswith(f.q), Device.name.startswith(f.q)))
+    if f.state == "alerting":
+        # IN (open alerts' devices): the few open alerts are read once, not once per device
+        open_alerts = select(Alert.device_id).where(Alert.cleared_ms.is_(None))
+        stmt = stmt.where(Device.id.in_(open_alerts))
+    elif f.state is not None:
+        stmt = stmt.where(state == f.state)
+    return stmt
+
+
+def list_devices(
+    session: Session, now_ms: int, offline_after_ms: int, f: DeviceQuery
+) -> tuple[int, list[DeviceRow]]:
+    """The filtered total and one page of devices, ordered by id."""
+    state = _state_expr(now_ms, offline_after_ms)
+    total = session.scalar(_filtered(select(func.count()), f, state)) or 0
+    columns = (
+        Device.id,
+        Device.name,
+        Device.roles,
+        Device.registered,
+        state.label("state"),
+        Device.last_seen_ms,
+        DeviceState.agent,
+        DeviceState.cpu_temp_c,
+        DeviceState.disk_free_mb,
+        DeviceState.disk_free_pct,
+        DeviceState.clock_synced,
+        DeviceState.clock_offset_ms,
+        DeviceState.telemetry,
+        DeviceState.printer,
+    )
+    stmt = _filtered(select(*columns), f, state).order_by(Device.id).limit(f.limit)
+    rows = [_row(r) for r in session.execute(stmt.offset(f.offset))]
+    _attach(session, rows)
+    return total, rows
+
+
+def get_device(
+    session: Session, now_ms: int, offline_after_ms: int, device_id: str
+) -> DeviceRow | None:
+    _, rows = list_devices(session, now_ms, offline_after_ms, DeviceQuery(id=device_id, limit=1))
+    return rows[0] if rows else None
+
+
+def _row(r: Any) -> DeviceRow:
+    telemetry = r.telemetry or {}
+    amp = telemetry.get("amplifier") if isinstance(telemetry, dict) else None
+    printer = r.printer or {}
+    return DeviceRow(
+        id=r.id,
+        name=r.name or "",
+        roles=list(r.roles or []),
+        registered=bool(r.registered),
+        state=r.state,
+        last_seen_ms=r.last_seen_ms,
+        agent=r.agent or "",
+        cpu_temp_c=r.cpu_temp_c,
+        disk_free_mb=r.disk_free_mb,
+        disk_free_pct=r.disk_free_pct,
+        clock_synced=r.clock_synced,
+        clock_offset_ms=r.clock_offset_ms,
+        amplifier_on=amp.get("on") if isinstance(amp, dict) else None,
+        printer_paper=printer.get("paper"),
+        printer_cover=printer.get("cover"),
+    )
+
+
+def _attach(session: Session, rows: list[DeviceRow]) -> None:
+    """The page's groups and open alerts: one query each, by id."""
+    if not rows:
+        return
+    by_id = {r.id: r for r in rows}
+    ids = list(by_id)
+    links = select(DeviceGroup.device_id, DeviceGroup.group_id).where(
+        DeviceGroup.device_id.in_(ids)
+    )
+    for device_id, group_id in session.execute(links.order_by(DeviceGroup.group_id)):
+        by_id[device_id].groups.append(group_id)
+    alerts = select(Alert.device_id, Alert.kind).where(
+        Alert.cleared_ms.is_(None), Alert.device_id.in_(ids)
+    )
+    for device_id, kind in session.execute(alerts.order_by(Alert.kind)):
+        by_id[device_id].alerts.append(kind)
+
+
+def state_counts(session: Session, now_ms: int, offline_after_ms: int) -> dict[str, int]:
+    """How many devices are online, offline, unknown, and have an open alert."""
+    state = _state_expr(now_ms, offline_after_ms).label("state")
+    stmt = (
+        select(state, func.count())
+        .select_from(Device)
+        .outerjoin(DeviceState, DeviceState.device_id == Device.id)
+        .group_by(state)
+    )
+    counts = {"online": 0, "offline": 0, "unknown": 0}
+    counts.update({s: n for s, n in session.execute(stmt)})
+    alerting = select(func.count(func.distinct(Alert.device_id))).where(Alert.cleared_ms.is_(None))
+    counts["alerting"] = session.scalar(alerting) or 0
+    return counts
+
+
+def group_ids(session: Session) -> list[str]:
+    return list(session.scalars(select(DeviceGroup.group_id).distinct().order_by("group_id")))
+
+
+@dataclass(frozen=True)
+class Point:
+    bucket_ms: int
+    min: float
+    avg: float
+    max: float
+
+
+def health_series(
+    session: Session, device_id: str, now_ms: int, span: str
+) -> dict[str, list[Point]]:
+    """min/avg/max per bucket of each charted metric over the span (24h: 5 min, 7d: 1 h)."""
+    span_ms, period_s = RANGES[span]
+    r = TelemetryRollup
+    stmt = (
+        select(r.metric, r.bucket_ms, r.min, r.avg, r.max)
+        .where(
+            r.device_id == device_id,
+            r.metric.in_(CHART_METRICS),
+            r.period_s == period_s,
+            r.bucket_ms >= now_ms - span_ms,
+        )
+        .order_by(r.metric, r.bucket_ms)
+    )
+    series: dict[str, list[Point]] = defaultdict(list)
+    for metric, bucket, lo, avg, hi in session.execute(stmt):
+        series[metric].append(Point(bucket, lo, avg, hi))
+    return {m: series[m] for m in CHART_METRICS if series.get(m)}
