@@ -85,8 +85,6 @@ register(
         "nav.audit": ("Nhật ký thao tác", "Audit log"),
         "nav.logout": ("Đăng xuất", "Sign out"),
         "home.title": ("Bảng điều khiển", "Control panel"),
-        "home.welcome": ("Xin chào, {name}.", "Hello, {name}."),
-        "home.role": ("Vai trò của bạn: {role}.", "Your role: {role}."),
         # Roles and fields
         "role.admin": ("Quản trị", "Administrator"),
         "role.broadcaster": ("Phát thanh viên", "Broadcaster"),

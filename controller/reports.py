@@ -179,16 +179,14 @@ def _events(
     return list(session.scalars(query.order_by(EventRecord.ts_ms, EventRecord.id)))
 
 
-def to_csv(rows: Sequence[PlayRow] | Sequence[QueueRow]) -> str:
-    """CSV with a header row; dict columns are written as ``k=v;k=v``.
+def to_csv(rows: Sequence[PlayRow] | Sequence[QueueRow], row_type: type[Any]) -> str:
+    """CSV with a header row, even for an empty period; dict columns as ``k=v;k=v``.
 
     Excel opens UTF-8 CSV correctly only with a BOM, which the HTTP layer adds.
     """
-    if not rows:
-        return ""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    names = [f.name for f in fields(rows[0])]
+    names = [f.name for f in fields(row_type)]
     writer.writerow(names)
     for row in rows:
         values = asdict(row)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from controller import i18n
 from controller.auth import DbSession, Permission, Principal, app_state, require
 from controller.charts import bar_chart
-from controller.reports import proof_of_play, queue_stats, to_csv
+from controller.reports import PlayRow, QueueRow, proof_of_play, queue_stats, to_csv
 from controller.routes import LOCAL_TZ, error_responses, lang_of, render
 
 router = APIRouter(tags=["reports"])
@@ -140,8 +140,8 @@ def _period(
     return start_ms, end_ms, start, end
 
 
-def _csv(rows: list[Any], name: str, start: dt.date, end: dt.date) -> Response:
-    body = "\ufeff" + to_csv(rows)
+def _csv(rows: list[Any], row_type: type[Any], name: str, start: dt.date, end: dt.date) -> Response:
+    body = "\ufeff" + to_csv(rows, row_type)
     filename = f"{name}_{start.isoformat()}_{end.isoformat()}.csv"
     return Response(
         body.encode("utf-8"),
@@ -169,7 +169,7 @@ def plays_page(
     start_ms, end_ms, first, last = _period(request, start, end)
     rows = proof_of_play(db, start_ms, end_ms, by)
     if format == "csv":
-        return _csv(rows, f"proof-of-play_{by}", first, last)
+        return _csv(rows, PlayRow, f"proof-of-play_{by}", first, last)
     lang = lang_of(request)
     chart = bar_chart([(r.key, r.plays) for r in rows], i18n.t(lang, "reports.col.plays"))
     return render(
@@ -199,7 +199,7 @@ def queue_page(
     start_ms, end_ms, first, last = _period(request, start, end)
     rows = queue_stats(db, start_ms, end_ms, by)
     if format == "csv":
-        return _csv(rows, f"queue_{by}", first, last)
+        return _csv(rows, QueueRow, f"queue_{by}", first, last)
     lang = lang_of(request)
     chart = bar_chart(
         [(r.key, r.issued or r.called) for r in rows], i18n.t(lang, "reports.col.issued")
