@@ -5,13 +5,20 @@ device ids at an offered rate above what either subscriber can take, into a
 private Mosquitto. In the same run, two phases with the same stream:
 
 1. a bare paho subscriber that only parses the JSON (the ceiling);
-2. the controller's Bus + Ingest, validating with the protocol schemas and
-   committing samples and device states to the database.
+2. the controller's Bus + Ingest in one process, validating with the protocol
+   schemas and committing samples and device states to the database;
+3. the same with ``--ingest-processes`` replicas (default 2) on the shared
+   subscription ``$share/ingest/...`` and the same database: how the
+   controller scales ingest past one process's GIL.
 
-Each phase's rate is counted over a steady window after a warm-up; the
-ingest's count is of rows committed. Target: ingest / bare >= 0.5.
+Each ingest replica is a process of its own, as in production. Each phase's
+rate is counted over a steady window after a warm-up: for ingest, rows of
+``telemetry_samples`` committed (``SELECT count(*)``). After each phase the
+replicas drain, and every valid message received must be a stored row.
+Target: ingest / bare >= 0.5.
 
-    .venv/bin/python -m bench.telemetry_ingest [--db URL] [--seconds 10] [--rate 20000]
+    .venv/bin/python -m bench.telemetry_ingest [--db URL | --postgres] [--seconds 10]
+        [--rate 20000] [--ingest-processes 2]
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +118,8 @@ def _measure(count: Callable[[], int], host: str, port: int, args: argparse.Name
     return (c2 - c1) / (t2 - t1)
 
 
-def bare_paho(host: str, port: int, args: argparse.Namespace) -> float:
+def bare_paho(host: str, port: int, args: argparse.Namespace) -> tuple[float, float]:
+    """The rate, and CPU seconds per message received (this process does nothing else)."""
     received = [0]
 
     def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
@@ -126,51 +135,138 @@ def bare_paho(host: str, port: int, args: argparse.Namespace) -> float:
     c.subscribe("xaso/dev/+/telemetry", qos=1)
     c.loop_start()
     ready.wait(10)
+    cpu, before = time.process_time(), received[0]
     try:
-        return _measure(lambda: received[0], host, port, args)
+        return _measure(lambda: received[0], host, port, args), (
+            (time.process_time() - cpu) / max(1, received[0] - before)
+        )
     finally:
         c.disconnect()
         c.loop_stop()
 
 
-def ingest(host: str, port: int, url: str, args: argparse.Namespace) -> tuple[float, int]:
+def _replica(
+    *, host: str, port: int, url: str, index: int, ready: Any, stop: Any, out: Any
+) -> None:
+    """One ingest process: its own engine, Bus and Ingest, as the controller runs them."""
     engine = make_engine(url)
-    bus = Bus(host, port, "bench", "", client_id="bench-ingest")
+    bus = Bus(host, port, "bench", "", client_id=f"bench-ingest-{index}")
     ingest = Ingest(bus, session_factory(engine))
     ingest.start()
     bus.start()
-    try:
-        rate = _measure(lambda: ingest.stats.stored["telemetry"], host, port, args)
-    finally:
-        bus.close()
-        ingest.close()
-    with engine.connect() as conn:
-        rows = int(conn.scalar(select(func.count()).select_from(TelemetrySample)) or 0)
+    ready.set()
+    cpu = time.process_time()
+    stop.wait()
+    bus.close()  # what the bus still holds is handed over...
+    ingest.close()  # ...and written
+    cpu = time.process_time() - cpu
+    s = ingest.stats
+    out.put((s.received, s.stored["telemetry"], sum(s.bad.values()), s.dropped, s.batches, cpu))
     engine.dispose()
-    return rate, rows
+
+
+def ingest(
+    host: str, port: int, url: str, processes: int, args: argparse.Namespace
+) -> tuple[str, float]:
+    """Run ``processes`` replicas; returns the phase's report line and its rate."""
+    ctx = multiprocessing.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    readies = [ctx.Event() for _ in range(processes)]
+    procs = [
+        ctx.Process(
+            target=_replica,
+            kwargs={
+                "host": host,
+                "port": port,
+                "url": url,
+                "index": n,
+                "ready": readies[n],
+                "stop": stop,
+                "out": out,
+            },
+        )
+        for n in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    for ready in readies:
+        if not ready.wait(60):
+            raise RuntimeError("an ingest replica did not start")
+    engine = make_engine(url)
+
+    def rows() -> int:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(TelemetrySample)) or 0)
+
+    before = rows()
+    try:
+        rate = _measure(rows, host, port, args)
+    finally:
+        stop.set()
+        stats = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+    stored = rows() - before
+    engine.dispose()
+    received, written, bad, dropped, batches, cpu = (sum(c) for c in zip(*stats, strict=True))
+    check = "ok" if written == stored == received - bad and not dropped else "MISMATCH"
+    return (
+        f"{rate:10,.0f} msg/s  {cpu / max(1, received) * 1e6:5.1f} us CPU/msg  "
+        f"(received {received:,}, stored {stored:,} rows, bad {bad}, dropped {dropped}, "
+        f"{batches:,} batches: {check})"
+    ), rate
+
+
+@contextmanager
+def _database(args: argparse.Namespace, tmp: str) -> Iterator[str]:
+    """The URL to use: --db, a private PostgreSQL cluster (--postgres), or a SQLite file."""
+    if args.db:
+        yield args.db
+    elif args.postgres:
+        from tests.postgres import PostgresCluster  # the suite's private cluster, on a free port
+
+        cluster = PostgresCluster().start()
+        try:
+            yield cluster.create_database()
+        finally:
+            cluster.stop()
+    else:
+        yield f"sqlite:///{Path(tmp) / 'controller.db'}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--db", help="database URL (default: a SQLite file in a temp dir)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", help="database URL (default: a SQLite file in a temp dir)")
+    where.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per phase")
     parser.add_argument("--rate", type=float, default=20_000, help="offered messages/s in total")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    parser.add_argument(
+        "--ingest-processes", type=int, default=2, help="replicas of the last phase (0: skip it)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="xaso-bench-") as tmp:
-        url = args.db or f"sqlite:///{Path(tmp) / 'controller.db'}"
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="xaso-bench-") as tmp, _database(args, tmp) as url:
         upgrade(url)
         with Mosquitto(Path(tmp) / "broker", persistence=False) as broker:
-            bare = bare_paho(broker.host, broker.port, args)
-            stored, rows = ingest(broker.host, broker.port, url, args)
-    dialect = url.split(":", 1)[0]
+            bare, bare_cpu = bare_paho(broker.host, broker.port, args)
+            phases = [(1, ingest(broker.host, broker.port, url, 1, args))]
+            if args.ingest_processes > 1:
+                n = args.ingest_processes
+                phases.append((n, ingest(broker.host, broker.port, url, n, args)))
+    dialect = url.split(":", 1)[0].split("+")[0]
     print(
-        f"telemetry ingest, {DEVICES} devices, offered {args.rate:,.0f} msg/s, "
-        f"{args.seconds:.0f} s window after {WARMUP_S:.0f} s warm-up, {os.cpu_count()} CPUs"
+        f"telemetry ingest into {dialect}, {DEVICES} devices, offered {args.rate:,.0f} msg/s, "
+        f"{args.seconds:.0f} s window after {WARMUP_S:.0f} s warm-up, {os.cpu_count()} CPUs, "
+        f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
-    print(f"bare paho (parse JSON only):        {bare:10,.0f} msg/s")
-    print(f"Bus + Ingest into {dialect:<16} {stored:10,.0f} msg/s  ({rows:,} rows stored)")
-    print(f"ratio ingest/bare: {stored / bare:.2f}  (target >= 0.5)")
+    print(f"bare paho (parse JSON only):  {bare:10,.0f} msg/s  {bare_cpu * 1e6:5.1f} us CPU/msg")
+    for n, (line, _rate) in phases:
+        print(f"Bus + Ingest, {n} process{'es' if n > 1 else '  '}: {line}")
+    for n, (_line, rate) in phases:
+        plural = "es" if n > 1 else ""
+        print(f"ratio ingest/bare, {n} process{plural}: {rate / bare:.2f}  (target >= 0.5)")
     return 0
 
 

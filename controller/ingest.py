@@ -3,7 +3,9 @@
 The Bus's worker parses and validates each message (a bad one is counted and
 logged, never stored) and queues it; one writer thread drains the queue into
 one transaction per batch, so throughput grows with load instead of paying a
-commit per message.
+commit per message. Under load the writer commits at most every
+BATCH_INTERVAL_S, so each device's latest state is written once per batch,
+not once per message.
 
 Several ingest processes may run at once. Telemetry, events and acks come
 through a shared subscription (``$share/<group>/...``): each message reaches
@@ -12,23 +14,31 @@ event id), so a redelivery, or the same event reaching two replicas after a
 broker restart, is stored once. Status messages are few and order matters
 (online, then the Will's offline), so every replica subscribes to all of
 them, unshared, and applies them in order; the writes are idempotent.
+
+Retention and downsampling are in controller/rollups.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import Dialect, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from controller.bus import Bus
 from controller.db.fleet_tables import (
@@ -39,8 +49,6 @@ from controller.db.fleet_tables import (
     DeviceState,
     EventRecord,
     Group,
-    RollupProgress,
-    TelemetryRollup,
     TelemetrySample,
     dialect_insert,
 )
@@ -59,9 +67,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "event": Event,
     "ack": Ack,
 }
-BATCH_MAX = 2000
+BATCH_MAX = 5000
+BATCH_INTERVAL_S = 0.25  # under load, at most 4 commits a second; an idle writer commits at once
 LAST_SEEN_RESOLUTION_MS = 10_000
 WRITE_RETRIES = 5
+TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
 _STOP = object()
 
 
@@ -81,8 +91,9 @@ class IngestStats:
     dropped: int = 0  # messages of batches the database refused WRITE_RETRIES times
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
+    """One validated message; a tuple, since one is made per message on the hot path."""
+
     device: str
     leaf: str
     msg: Any  # the validated model of MODELS[leaf]
@@ -102,6 +113,7 @@ class Ingest:
         share_group: str | None = "ingest",
         clock: Clock = wall_ms,
         batch_max: int = BATCH_MAX,
+        batch_interval_s: float = BATCH_INTERVAL_S,
     ) -> None:
         self.bus = bus
         self.sessions = sessions
@@ -109,6 +121,7 @@ class Ingest:
         self.share_group = share_group
         self.clock = clock
         self.batch_max = batch_max
+        self.batch_interval_s = batch_interval_s
         self.stats = IngestStats()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -116,6 +129,7 @@ class Ingest:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._seen = SeenDevices()
+        self._routes: dict[str, tuple[str, str, type[BaseModel]]] = {}
 
     def subscribe(self) -> None:
         """Register the subscriptions on the bus (before or after ``bus.start()``)."""
@@ -147,15 +161,24 @@ class Ingest:
         with self._lock:
             self.stats.received += 1
         try:
-            ref = self.topics.parse(topic)
-            model = MODELS[ref.leaf]
-            msg = model.model_validate_json(payload)  # parsed and checked in pydantic-core
+            device, leaf, model = self._routes.get(topic) or self._route(topic)
+            # model_validate_json without its Python wrapper: parsed and checked in pydantic-core
+            msg = model.__pydantic_validator__.validate_json(payload)
         except (ProtocolError, KeyError, ValueError, ValidationError) as exc:
             self._bad(topic, exc)
             return
         with self._lock:
             self._pending += 1
-        self._queue.put(Item(ref.id, ref.leaf, msg, self.clock(), payload))
+        self._queue.put(Item(device, leaf, msg, self.clock(), payload))
+
+    def _route(self, topic: str) -> tuple[str, str, type[BaseModel]]:
+        """Parse a topic once: devices send on the same few topics all the time."""
+        ref = self.topics.parse(topic)
+        route = (ref.id, ref.leaf, MODELS[ref.leaf])
+        if len(self._routes) >= TOPIC_CACHE:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
 
     def _bad(self, topic: str, exc: Exception) -> None:
         leaf = topic.rsplit("/", 1)[-1]
@@ -169,23 +192,30 @@ class Ingest:
 
     def _write_loop(self) -> None:
         stopping = False
+        last_commit, backlog = 0.0, False
         while not stopping:
-            first = self._queue.get()
+            item = self._queue.get()  # idle: wait for the first message, and write it at once
+            # Under load, let a batch gather for BATCH_INTERVAL_S since the last commit: each
+            # device's state is then written once for many samples, and sleeping (rather
+            # than waking per message) leaves the GIL to the threads that read and validate.
+            # After a full batch there is a backlog: no pause, or the interval would cap the rate.
+            pause = last_commit + self.batch_interval_s - time.monotonic()
+            if pause > 0 and not backlog:
+                time.sleep(pause)
             batch: list[Item] = []
-            if first is _STOP:
-                stopping = True
-            else:
-                batch.append(first)
-            while len(batch) < self.batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            while True:
                 if item is _STOP:
                     stopping = True
                     break
                 batch.append(item)
+                if len(batch) >= self.batch_max:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
             if batch:
+                last_commit, backlog = time.monotonic(), len(batch) >= self.batch_max
                 self._write_with_retries(batch)
 
     def _write_with_retries(self, batch: list[Item]) -> None:
@@ -236,6 +266,113 @@ class SeenDevices:
         self.written_ms.update(dict.fromkeys(devices, now_ms))
 
 
+class RawRows:
+    """A Core statement compiled once per dialect, run with plain DBAPI rows.
+
+    For the per-message statements (samples, latest telemetry): SQLAlchemy's
+    per-row parameter processing costs more than the database's own insert.
+    ``keys`` names the tuple positions; values go to the driver as they are,
+    so each must already be what the column takes (JSON as its text).
+
+    ``multirow``: an INSERT is sent as one statement for many rows instead of
+    one per row: ``VALUES (...), (...)`` of up to MULTIROW rows on SQLite (one
+    step, one GIL release per chunk), one array per column through
+    ``unnest`` on PostgreSQL (psycopg splits a long query text in Python).
+    """
+
+    def __init__(self, stmt: ClauseElement, keys: Sequence[str], *, multirow: bool = False) -> None:
+        self.stmt = stmt
+        self.keys = tuple(keys)
+        self.multirow = multirow
+        self._compiled: dict[str, tuple[str, Callable[[tuple[Any, ...]], Any]]] = {}
+
+    def _compile(self, dialect: Dialect) -> tuple[str, Callable[[tuple[Any, ...]], Any]]:
+        key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            done = self.stmt.compile(dialect=dialect, for_executemany=True)  # no RETURNING
+            assert isinstance(done, SQLCompiler)
+            if done.positional:  # "?" (SQLite)
+                sql, names = done.string, list(done.positiontup or ())
+            elif dialect.paramstyle == "pyformat":  # "%(name)s" (psycopg): made positional
+                sql, names = _NAMED.sub("%s", done.string), _NAMED.findall(done.string)
+            else:
+                raise NotImplementedError(f"paramstyle {dialect.paramstyle}")
+            order = [self.keys.index(n) for n in names]
+            # a tuple of those positions, in C
+            pick = itemgetter(*order) if len(order) > 1 else lambda r: (r[order[0]],)
+            compiled = self._compiled[key] = (sql, pick)
+        return compiled
+
+    def execute(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        conn = session.connection()
+        if self.multirow and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                self._unnest(conn.dialect), tuple(map(list, zip(*rows, strict=True)))
+            )
+            return
+        sql, pick = self._compile(conn.dialect)
+        if not self.multirow:
+            conn.exec_driver_sql(sql, [pick(r) for r in rows])
+            return
+        head, values = sql.split(" VALUES ", 1)
+        for start in range(0, len(rows), MULTIROW):
+            chunk = rows[start : start + MULTIROW]
+            params = tuple(chain.from_iterable(map(pick, chunk)))
+            conn.exec_driver_sql(f"{head} VALUES {', '.join([values] * len(chunk))}", params)
+
+    def _unnest(self, dialect: Dialect) -> str:
+        """PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column)."""
+        table = self.stmt.table  # type: ignore[attr-defined]
+        casts = ", ".join(f"%s::{table.c[k].type.compile(dialect)}[]" for k in self.keys)
+        names = ", ".join(self.keys)  # from the table's metadata, never from input
+        return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({casts})"  # noqa: S608
+
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+MULTIROW = 500  # rows per INSERT statement: 6,000 parameters, well under every limit
+
+
+SAMPLE_KEYS = ("device_id", "ts_ms", "received_ms", *TELEMETRY_METRICS)
+INSERT_SAMPLES = RawRows(
+    insert(TelemetrySample).values({k: bindparam(k) for k in SAMPLE_KEYS}),
+    SAMPLE_KEYS,
+    multirow=True,
+)
+STATE_KEYS = (
+    "b_device",
+    "b_ts",
+    "b_temp",
+    "b_disk_mb",
+    "b_disk_pct",
+    "b_synced",
+    "b_offset",
+    "b_outbox",
+    "b_sample",
+    "b_received",
+)
+# Replicas may write one device's samples out of order: never let an older one win.
+UPDATE_LATEST = RawRows(
+    update(DeviceState)
+    .where(
+        DeviceState.device_id == bindparam("b_device"),
+        or_(DeviceState.telemetry_ms.is_(None), DeviceState.telemetry_ms <= bindparam("b_ts")),
+    )
+    .values(
+        telemetry_ms=bindparam("b_ts"),
+        cpu_temp_c=bindparam("b_temp"),
+        disk_free_mb=bindparam("b_disk_mb"),
+        disk_free_pct=bindparam("b_disk_pct"),
+        clock_synced=bindparam("b_synced"),
+        clock_offset_ms=bindparam("b_offset"),
+        outbox_len=bindparam("b_outbox"),
+        telemetry=bindparam("b_sample"),
+        updated_ms=bindparam("b_received"),
+    ),
+    STATE_KEYS,
+)
+
+
 def write_batch(
     session: Session, batch: list[Item], now_ms: int, touch: set[str] | None = None
 ) -> Counter[str]:
@@ -244,19 +381,19 @@ def write_batch(
     ``touch``: the devices whose rows and last_seen_ms to write (default: all).
     """
     counts: Counter[str] = Counter()
-    by_leaf: dict[str, list[Item]] = {}
+    by_leaf: dict[str, list[Item]] = {"status": [], "telemetry": [], "event": [], "ack": []}
     for item in batch:
-        by_leaf.setdefault(item.leaf, []).append(item)
+        by_leaf[item.leaf].append(item)
     touch = {item.device for item in batch} if touch is None else touch
     if touch:
         _touch_devices(session, touch, now_ms)
-    for item in by_leaf.get("status", []):  # in arrival order
+    for item in by_leaf["status"]:  # in arrival order
         _apply_status(session, item)
         counts["status"] += 1
-    counts["telemetry"] = _store_telemetry(session, by_leaf.get("telemetry", []))
-    stored, duplicates = _store_events(session, by_leaf.get("event", []))
+    counts["telemetry"] = _store_telemetry(session, by_leaf["telemetry"])
+    stored, duplicates = _store_events(session, by_leaf["event"])
     counts["event"], counts["duplicate_events"] = stored, duplicates
-    counts["ack"] = _store_acks(session, by_leaf.get("ack", []))
+    counts["ack"] = _store_acks(session, by_leaf["ack"])
     return +counts
 
 
@@ -294,74 +431,80 @@ def _apply_status(session: Session, item: Item) -> None:
     session.flush()
 
 
-def _metrics(t: Telemetry) -> dict[str, float | None]:
-    return {
-        "cpu_temp_c": t.cpu_temp_c,
-        "load1": t.load1,
-        "mem_used_pct": t.mem_used_pct,
-        "disk_free_mb": t.disk_free_mb,
-        "cpu_pct": t.cpu_pct,
-        "rss_mb": t.rss_mb,
-        "outbox_len": float(t.outbox_len),
-        "clock_offset_ms": t.clock.offset_ms,
-        "signal_dbm": t.network.signal_dbm,
-    }
-
-
 def _store_telemetry(session: Session, items: list[Item]) -> int:
+    """All samples in one executemany, then each device's latest in another."""
     if not items:
         return 0
-    session.execute(
-        dialect_insert(session, TelemetrySample),
-        [
-            {"device_id": i.device, "ts_ms": i.msg.ts, "received_ms": i.received_ms}
-            | _metrics(i.msg)
-            for i in items
-        ],
-    )
+    rows = []
     latest: dict[str, Item] = {}
     for i in items:
-        if i.device not in latest or i.msg.ts >= latest[i.device].msg.ts:
+        t: Telemetry = i.msg
+        rows.append(
+            (
+                i.device,
+                t.ts,
+                i.received_ms,
+                t.cpu_temp_c,  # in the order of TELEMETRY_METRICS
+                t.load1,
+                t.mem_used_pct,
+                t.disk_free_mb,
+                t.cpu_pct,
+                t.rss_mb,
+                float(t.outbox_len),
+                t.clock.offset_ms,
+                t.network.signal_dbm,
+            )
+        )
+        known = latest.get(i.device)
+        if known is None or t.ts >= known.msg.ts:
             latest[i.device] = i
-    # Replicas may write one device's samples out of order: never let an older one win.
-    stmt = (
-        update(DeviceState)
-        .where(
-            DeviceState.device_id == bindparam("b_device"),
-            or_(DeviceState.telemetry_ms.is_(None), DeviceState.telemetry_ms <= bindparam("b_ts")),
-        )
-        .values(
-            telemetry_ms=bindparam("b_ts"),
-            cpu_temp_c=bindparam("b_temp"),
-            disk_free_mb=bindparam("b_disk_mb"),
-            disk_free_pct=bindparam("b_disk_pct"),
-            clock_synced=bindparam("b_synced"),
-            clock_offset_ms=bindparam("b_offset"),
-            outbox_len=bindparam("b_outbox"),
-            telemetry=bindparam("b_sample"),
-            updated_ms=bindparam("b_received"),
-        )
-    )
-    session.connection().execute(stmt, [_state_params(i) for i in latest.values()])
+    INSERT_SAMPLES.execute(session, rows)
+    # in one lock order for every replica: two replicas updating the same devices in
+    # arrival order deadlock on PostgreSQL (the bench's two processes did)
+    UPDATE_LATEST.execute(session, [_state_row(latest[d]) for d in sorted(latest)])
     return len(items)
 
 
-def _state_params(item: Item) -> dict[str, Any]:
+def _state_row(item: Item) -> tuple[Any, ...]:
     t: Telemetry = item.msg
     extra = t.model_extra or {}
     disk_pct = extra.get("disk_free_pct")
-    return {
-        "b_device": item.device,
-        "b_ts": t.ts,
-        "b_temp": t.cpu_temp_c,
-        "b_disk_mb": t.disk_free_mb,
-        "b_disk_pct": float(disk_pct) if isinstance(disk_pct, int | float) else None,
-        "b_synced": t.clock.synced if isinstance(t.clock.synced, bool) else None,
-        "b_offset": t.clock.offset_ms,
-        "b_outbox": t.outbox_len,
-        "b_sample": t.model_dump(mode="json") if item.payload is None else json.loads(item.payload),
-        "b_received": item.received_ms,
-    }
+    return (
+        item.device,
+        t.ts,
+        t.cpu_temp_c,
+        t.disk_free_mb,
+        float(disk_pct) if isinstance(disk_pct, int | float) else None,
+        t.clock.synced if isinstance(t.clock.synced, bool) else None,
+        t.clock.offset_ms,
+        t.outbox_len,
+        _json_text(t, item.payload),
+        item.received_ms,
+    )
+
+
+def _json_text(msg: BaseModel, payload: bytes | None) -> str:
+    """The sample as JSON text: as sent when it is strict JSON, which the database needs.
+
+    pydantic accepts NaN and Infinity, which PostgreSQL's json type refuses (the
+    whole batch would fail), so a payload with them is written with nulls.
+    """
+    if payload is not None and b"NaN" not in payload and b"Infinity" not in payload:
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            pass
+    return json.dumps(_finite(msg.model_dump(mode="python")), ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _store_events(session: Session, items: list[Item]) -> tuple[int, int]:
@@ -473,119 +616,3 @@ def _ensure_states(session: Session, devices: Iterable[str], now_ms: int) -> Non
             .on_conflict_do_nothing(index_elements=["device_id"]),
             rows,
         )
-
-
-# Retention and downsampling, run periodically by the controller (any replica, any number).
-
-ROLLUP_PERIODS_S = (300, 3600)
-ROLLUP_GRACE_MS = 60_000  # samples still in flight when a bucket closes
-ROLLUP_CHUNK_MS = 6 * 3600_000  # catch up a long gap in pieces, not one huge GROUP BY
-DAY_MS = 86_400_000
-
-
-@dataclass(frozen=True)
-class Retention:
-    raw_days: int = 7
-    rollup_days: dict[int, int] = field(default_factory=lambda: {300: 90, 3600: 730})
-    ack_days: int = 90
-
-
-def maintain(session: Session, now_ms: int, retention: Retention | None = None) -> dict[str, int]:
-    """Roll closed buckets up, then delete what is past its retention; returns counts.
-
-    Idempotent and safe to run from several replicas at once: buckets are
-    recomputed from raw samples and upserted, and raw samples are only deleted
-    once every period has rolled them up.
-    """
-    retention = retention or Retention()
-    done: dict[str, int] = {}
-    rolled_until = []
-    for period_s in ROLLUP_PERIODS_S:
-        done[f"rollups_{period_s}s"], until = _roll_up(session, period_s, now_ms)
-        rolled_until.append(until)
-    raw_cutoff = min([now_ms - retention.raw_days * DAY_MS, *rolled_until])
-    done["samples_deleted"] = _deleted(
-        session, delete(TelemetrySample).where(TelemetrySample.received_ms < raw_cutoff)
-    )
-    for period_s, days in retention.rollup_days.items():
-        done[f"rollups_{period_s}s_deleted"] = _deleted(
-            session,
-            delete(TelemetryRollup).where(
-                TelemetryRollup.period_s == period_s,
-                TelemetryRollup.bucket_ms < now_ms - days * DAY_MS,
-            ),
-        )
-    done["acks_deleted"] = _deleted(
-        session,
-        delete(AckRecord).where(AckRecord.received_ms < now_ms - retention.ack_days * DAY_MS),
-    )
-    return done
-
-
-def _deleted(session: Session, stmt: Any) -> int:
-    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
-
-
-def _roll_up(session: Session, period_s: int, now_ms: int) -> tuple[int, int]:
-    """Roll every closed bucket since the last run; returns (rows upserted, done until)."""
-    period_ms = period_s * 1000
-    end = (now_ms - ROLLUP_GRACE_MS) // period_ms * period_ms
-    progress = session.get(RollupProgress, period_s)
-    if progress is None:
-        oldest = session.scalar(select(func.min(TelemetrySample.received_ms)))
-        start = end if oldest is None else oldest // period_ms * period_ms
-        session.execute(
-            dialect_insert(session, RollupProgress)
-            .values(period_s=period_s, done_until_ms=start)
-            .on_conflict_do_nothing(index_elements=["period_s"])
-        )
-        progress = session.get(RollupProgress, period_s)
-        assert progress is not None
-    written = 0
-    start = progress.done_until_ms
-    while start < end:
-        stop = min(end, start + max(period_ms, ROLLUP_CHUNK_MS // period_ms * period_ms))
-        written += _roll_range(session, period_s, start, stop)
-        start = stop
-    progress.done_until_ms = max(progress.done_until_ms, end)
-    session.flush()
-    return written, progress.done_until_ms
-
-
-def _roll_range(session: Session, period_s: int, start: int, stop: int) -> int:
-    period_ms = period_s * 1000
-    bucket = (TelemetrySample.received_ms // period_ms * period_ms).label("bucket")
-    columns = [getattr(TelemetrySample, m) for m in TELEMETRY_METRICS]
-    aggregates = [agg(c) for c in columns for agg in (func.count, func.min, func.avg, func.max)]
-    query = (
-        select(TelemetrySample.device_id, bucket, *aggregates)
-        .where(TelemetrySample.received_ms >= start, TelemetrySample.received_ms < stop)
-        .group_by(TelemetrySample.device_id, bucket)
-    )
-    rows = []
-    for device_id, bucket_ms, *values in session.execute(query):
-        for n, metric in enumerate(TELEMETRY_METRICS):
-            count, low, mean, high = values[4 * n : 4 * n + 4]
-            if count:
-                rows.append(
-                    {
-                        "device_id": device_id,
-                        "metric": metric,
-                        "period_s": period_s,
-                        "bucket_ms": int(bucket_ms),
-                        "count": count,
-                        "min": low,
-                        "avg": float(mean),
-                        "max": high,
-                    }
-                )
-    if rows:
-        insert = dialect_insert(session, TelemetryRollup)
-        session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["device_id", "metric", "period_s", "bucket_ms"],
-                set_={c: insert.excluded[c] for c in ("count", "min", "avg", "max")},
-            ),
-            rows,
-        )
-    return len(rows)

@@ -25,7 +25,8 @@ from controller.db.fleet_tables import (
     TelemetryRollup,
     TelemetrySample,
 )
-from controller.ingest import Ingest, Item, Retention, maintain, sync_devices_from_site, write_batch
+from controller.ingest import Ingest, Item, sync_devices_from_site, write_batch
+from controller.rollups import Retention, maintain
 from protocol.uplink import Event, Telemetry
 
 
@@ -238,3 +239,28 @@ def test_downsampling_and_retention(sessions):
     assert count(sessions, select(func.count()).select_from(TelemetrySample)) == 0
     assert count(sessions, select(func.count()).select_from(TelemetryRollup)) > 0
     assert count(sessions, select(func.count()).select_from(EventRecord)) == 1  # events stay
+
+
+def test_a_large_batch_stores_every_sample_and_the_latest_state(sessions):
+    """More rows than one multi-row INSERT holds, and a NaN (which PostgreSQL's json refuses)."""
+    base = 1_700_000_000_000
+    batch = []
+    for n in range(1203):
+        device = f"loa-{n % 7}"
+        payload = json.dumps({"ts": base + n, "uptime_s": n, "cpu_temp_c": 40.0 + n % 7}).encode()
+        batch.append(Item(device, "telemetry", Telemetry.model_validate_json(payload), n, payload))
+    nan = b'{"ts": 1800000000000, "uptime_s": NaN, "cpu_temp_c": 99.5}'
+    batch.append(Item("loa-0", "telemetry", Telemetry.model_validate_json(nan), 9999, nan))
+    with sessions.begin() as s:
+        counts = write_batch(s, batch, base)
+    assert counts["telemetry"] == 1204
+    assert count(sessions, select(func.count()).select_from(TelemetrySample)) == 1204
+    with sessions() as s:
+        temps = sorted(s.scalars(select(TelemetrySample.cpu_temp_c).distinct()))
+        assert temps == [40.0, 41.0, 42.0, 43.0, 44.0, 45.0, 46.0, 99.5]
+        latest = s.get(DeviceState, "loa-0")
+        assert latest is not None and latest.cpu_temp_c == 99.5
+        assert latest.telemetry is not None and latest.telemetry["uptime_s"] is None
+        other = s.get(DeviceState, "loa-3")  # its last sample is n = 1200, kept as sent
+        assert other is not None
+        assert other.telemetry == {"ts": base + 1200, "uptime_s": 1200, "cpu_temp_c": 43.0}
