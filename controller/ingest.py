@@ -71,6 +71,7 @@ BATCH_MAX = 5000
 BATCH_INTERVAL_S = 0.25  # under load, at most 4 commits a second; an idle writer commits at once
 LAST_SEEN_RESOLUTION_MS = 10_000
 WRITE_RETRIES = 5
+MAX_PENDING = 4 * BATCH_MAX  # messages validated but not yet written, before the bus waits
 TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
 _STOP = object()
 
@@ -114,6 +115,7 @@ class Ingest:
         clock: Clock = wall_ms,
         batch_max: int = BATCH_MAX,
         batch_interval_s: float = BATCH_INTERVAL_S,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.bus = bus
         self.sessions = sessions
@@ -122,6 +124,7 @@ class Ingest:
         self.clock = clock
         self.batch_max = batch_max
         self.batch_interval_s = batch_interval_s
+        self.max_pending = max_pending
         self.stats = IngestStats()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -140,9 +143,12 @@ class Ingest:
             self.bus.subscribe(topic_filter, self.handle)
 
     def start(self) -> None:
+        self.start_writer()
+        self.subscribe()
+
+    def start_writer(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()
-        self.subscribe()
 
     def close(self) -> None:
         """Write what is queued, then stop the writer."""
@@ -167,7 +173,10 @@ class Ingest:
         except (ProtocolError, KeyError, ValueError, ValidationError) as exc:
             self._bad(topic, exc)
             return
-        with self._lock:
+        with self._idle:
+            # Backpressure when the database falls behind: the bus's worker waits here,
+            # its bounded queue fills and paho stops reading, instead of memory growing.
+            self._idle.wait_for(lambda: self._pending < self.max_pending)
             self._pending += 1
         self._queue.put(Item(device, leaf, msg, self.clock(), payload))
 
@@ -526,7 +535,7 @@ def _store_events(session: Session, items: list[Item]) -> tuple[int, int]:
             "type": i.msg.type,
             "ts_ms": i.msg.ts,
             "received_ms": i.received_ms,
-            "body": i.msg.body,
+            "body": _finite(i.msg.body),  # NaN would fail the whole batch on PostgreSQL
         }
         for i in unique.values()
     ]
@@ -561,7 +570,7 @@ def _store_acks(session: Session, items: list[Item]) -> int:
             "detail": i.msg.detail,
             "ts_ms": i.msg.ts,
             "received_ms": i.received_ms,
-            "result": i.msg.result,
+            "result": _finite(i.msg.result),
         }
         for i in items
     ]

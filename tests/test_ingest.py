@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from controller.db.fleet_tables import (
 )
 from controller.ingest import Ingest, Item, sync_devices_from_site, write_batch
 from controller.rollups import Retention, maintain
-from protocol.uplink import Event, Telemetry
+from protocol.uplink import Ack, Event, Telemetry
 
 
 def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
@@ -264,3 +265,40 @@ def test_a_large_batch_stores_every_sample_and_the_latest_state(sessions):
         other = s.get(DeviceState, "loa-3")  # its last sample is n = 1200, kept as sent
         assert other is not None
         assert other.telemetry == {"ts": base + 1200, "uptime_s": 1200, "cpu_temp_c": 43.0}
+
+
+def test_nan_in_an_event_body_or_an_ack_result_does_not_lose_the_batch(sessions):
+    """pydantic accepts NaN; PostgreSQL's json refuses it, which would fail every row."""
+    event = b'{"id": "e-nan", "type": "play.finished", "ts": 1800000000000, "body": {"x": NaN}}'
+    ack = b'{"cmd": "c-1", "ok": true, "ts": 1800000000000, "result": {"gain": Infinity}}'
+    fine = b'{"id": "e-ok", "type": "play.finished", "ts": 1800000000001, "body": {"x": 1}}'
+    batch = [
+        Item("loa-1", "event", Event.model_validate_json(event), 1, event),
+        Item("loa-1", "ack", Ack.model_validate_json(ack), 1, ack),
+        Item("loa-1", "event", Event.model_validate_json(fine), 1, fine),
+    ]
+    with sessions.begin() as s:
+        write_batch(s, batch, 1_800_000_000_000)
+    with sessions() as s:
+        bodies = {e.event_id: e.body for e in s.scalars(select(EventRecord))}
+        assert bodies == {"e-nan": {"x": None}, "e-ok": {"x": 1}}
+        assert s.scalars(select(AckRecord)).one().result == {"gain": None}
+
+
+def test_handle_waits_instead_of_queueing_without_bound(sessions):
+    """Until the writer catches up, the bus handler stops at max_pending: backpressure."""
+    ingest = Ingest(None, sessions, max_pending=3)  # type: ignore[arg-type]  # no bus needed
+    payloads = [b'{"ts": %d, "uptime_s": 1}' % (1_800_000_000_000 + n) for n in range(4)]
+    for payload in payloads[:3]:
+        ingest.handle("xaso/dev/loa-1/telemetry", payload)
+    fourth = threading.Thread(
+        target=ingest.handle, args=("xaso/dev/loa-1/telemetry", payloads[3]), daemon=True
+    )
+    fourth.start()
+    fourth.join(0.5)
+    assert fourth.is_alive()  # held back while three wait for the writer
+    ingest.start_writer()
+    fourth.join(30)
+    assert not fourth.is_alive() and ingest.wait_idle()
+    ingest.close()
+    assert count(sessions, select(func.count()).select_from(TelemetrySample)) == 4
