@@ -157,9 +157,11 @@ class Bus:
         password: str,
         *,
         client_id: str,
+        tls: bool = False,
         tls_ca: Path | None = None,
         clean_session: bool = True,
     ) -> None:
+        """TLS when ``tls`` or a ``tls_ca`` is given: with no CA file, the system's CAs."""
         self.host, self.port = host, port
         self._subs: tuple[_Subscription, ...] = ()  # replaced whole, read without the lock
         self._matches: dict[str, tuple[_Subscription, ...]] = {}  # by topic, for self._subs
@@ -180,8 +182,8 @@ class Bus:
             reconnect_on_failure=True,
         )
         client.username_pw_set(username, password)
-        if tls_ca is not None:
-            client.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
+        if tls or tls_ca is not None:
+            client.tls_set(ca_certs=str(tls_ca) if tls_ca else None, cert_reqs=ssl.CERT_REQUIRED)
         client.max_inflight_messages_set(200)
         client.on_connect = self._guard(self._on_connect)
         client.on_disconnect = self._guard(self._on_disconnect)

@@ -242,6 +242,7 @@ class Station:
             user,
             password,
             client_id=f"xaso-controller-{socket.gethostname()}-{os.getpid()}"[:64],
+            tls=mqtt.tls,
             tls_ca=ca,
         )
 

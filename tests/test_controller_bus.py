@@ -143,3 +143,34 @@ def test_a_bad_shared_filter_is_refused(make_bus):
     bus = make_bus()
     with pytest.raises(ValueError, match=r"\$share/<group>/<filter>"):
         bus.subscribe("$share/only-group", lambda t, p: None)
+
+
+def test_tls_verifies_the_broker_with_the_ca_file_or_the_systems_cas(site, tmp_path, monkeypatch):
+    """`[mqtt] tls = true` without a CA file means the system's CAs, never plain TCP."""
+    from controller.mosquitto import Mosquitto
+    from tests.tls_helpers import write_tls_pair
+
+    (tmp_path / "tls").mkdir()
+    cert, key = write_tls_pair(tmp_path / "tls")
+    broker = Mosquitto(
+        tmp_path / "tls-broker",
+        password_file=site.passwd_path,
+        acl_file=site.acl_path,
+        tls=(cert, key),
+    )
+    user, password = site.controller_credentials()
+    with broker:
+        with_ca = Bus(broker.host, broker.port, user, password, client_id="tls-ca", tls_ca=cert)
+        with_ca.start()
+        with_ca.close()
+        # a self-signed certificate is not among the system's CAs: refused, not downgraded
+        system = Bus(broker.host, broker.port, user, password, client_id="tls-sys", tls=True)
+        with pytest.raises(BusError):
+            system.start(timeout_s=3)
+        system.close()
+        # ... until the system's CA store holds it (OpenSSL reads SSL_CERT_FILE)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        system = Bus(broker.host, broker.port, user, password, client_id="tls-sys2", tls=True)
+        system.start()
+        system.publish("xaso/tls-check", b"ok")
+        system.close()
