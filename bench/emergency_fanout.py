@@ -1,0 +1,425 @@
+"""Emergency fan-out: from the API call until 1,000 agents' acks reach the controller.
+
+A site with N speakers in one group (each provisioned with
+`provisioning.add_device`: real passwords in Mosquitto's file, the real ACL),
+a private Mosquitto, the controller's app (`create_app`, uvicorn in a thread,
+its station's Bus subscribed as in production) and N simulated agents in a
+few worker processes (bench/_swarm.py: one MQTT connection per device, the
+agent's Dispatcher and store). Each round is one
+`POST /api/broadcasts/emergency` to the group with an API token, timed from
+just before the request until each device's ack is handed to the
+controller's Bus by paho (its callback wrapped, before the Bus's queue), then
+reaches the station's ack handler (`Broadcasting.on_ack_message`, wrapped),
+then is recorded in the database (that handler returned).
+
+The baseline, in the same run and interleaved with it: a bare paho client
+publishes (QoS 1) a payload of the same size on the same group topic to the
+same N connections, each answers a small raw echo on its ack topic at once,
+and the echo is timed at the same moment (handed to the Bus). The ratio is
+what the API, the signature, the agent's checks and the ack cost over the
+broker's fan-out.
+
+    .venv/bin/python -m bench.emergency_fanout [--devices 1000] [--rounds 20] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench._swarm import RAW_PREFIX, Swarm, raise_nofile
+from controller import provisioning
+from controller.app import create_app
+from controller.auth_accounts import create_user
+from controller.auth_roles import PERMISSIONS, Principal, Role
+from controller.auth_tokens import create_token
+from controller.mosquitto import Mosquitto, free_port
+from controller.settings import parse_settings
+from protocol.topics import Topics
+
+GROUP = "bench-all"
+WARMUP = 2  # untimed rounds of each path: the first ones pay for cold caches
+ROUND_TIMEOUT_S = 120.0
+Handler = Callable[[str, bytes], None]
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of unsorted values."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+Seen = tuple[int, str, bytes]  # perf_counter_ns, topic, payload
+
+
+class AckTap:
+    """Three moments of each ack at the controller: paho hands it to the Bus (``arrived``),
+    the station's ack handler starts on it (``handling``), and it is recorded (``recorded``)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self._lock = threading.Lock()
+        self._arrived: list[Seen] = []
+        self._handling: list[Seen] = []
+        self._recorded: list[Seen] = []
+
+    def on_paho(self, on_message: Callable[..., None]) -> Callable[..., None]:
+        """Wrap the Bus's paho callback (its network thread): the arrival, before its queue."""
+
+        def tapped(client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+            self._arrived.append((time.perf_counter_ns(), msg.topic, bytes(msg.payload)))
+            on_message(client, userdata, msg)
+
+        return tapped
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self._handling.append((time.perf_counter_ns(), topic, payload))
+        self.handler(topic, payload)
+        with self._lock:
+            self._recorded.append((time.perf_counter_ns(), topic, payload))
+
+    def take(self, count: int, timeout_s: float) -> tuple[list[Seen], list[Seen], list[Seen]]:
+        """What was seen since the last take, once ``count`` are recorded (or at the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self._recorded) < count and time.monotonic() < deadline:
+            time.sleep(0.002)
+        with self._lock:
+            taken = self._arrived, self._handling, self._recorded
+            self._arrived, self._handling, self._recorded = [], [], []
+        return taken
+
+
+class SizeTap:
+    """The station's publisher, noting the size of what it sends (the signed envelope)."""
+
+    def __init__(self, publisher: Any) -> None:
+        self.publisher = publisher
+        self.size = 0
+
+    def publish(self, topic: str, payload: bytes, **kw: Any) -> None:
+        self.size = len(payload)
+        self.publisher.publish(topic, payload, **kw)
+
+
+@dataclass
+class Round:
+    """Per device, ms from just before the call to each moment of its answer."""
+
+    bus_ms: dict[str, float]  # handed to the controller's Bus by paho
+    handler_ms: dict[str, float]  # the station's ack handler starts on it
+    recorded_ms: dict[str, float]  # recorded in the database (the echo: refused by the handler)
+    call_ms: float  # the API call (or the raw publish's PUBACK) returned
+
+
+class Bench:
+    """Everything one run needs, in one temp dir; ``close`` stops it all."""
+
+    def __init__(self, devices: int, workers: int, tmp: Path) -> None:
+        self.tmp = tmp
+        self.n = devices
+        port = free_port()
+        site = provisioning.init_site(tmp / "site")
+        self.ids = [f"spk-{i:04d}" for i in range(devices)]
+        t0 = time.perf_counter()
+        for device in self.ids:
+            provisioning.add_device(
+                site.dir,
+                device,
+                ["speaker"],
+                [GROUP],
+                broker_host="127.0.0.1",
+                broker_port=port,
+                state_dir=tmp / "state" / device,
+            )
+        self.provision_s = time.perf_counter() - t0
+        self.site = site
+        self.topics = Topics(site.root)
+        self.broker = Mosquitto(
+            tmp / "broker", port, password_file=site.passwd_path, acl_file=site.acl_path
+        )
+        self.swarm: Swarm | None = None
+        self.server: uvicorn.Server | None = None
+        self.raw: paho.Client | None = None
+        self.broker.start()
+        try:
+            t0 = time.perf_counter()
+            self.swarm = Swarm([site.device_config_path(d) for d in self.ids], workers)
+            self.swarm.wait_ready(300)
+            self.swarm_s = time.perf_counter() - t0
+            self._start_controller(port)
+            self.raw = self._raw_client()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_controller(self, mqtt_port: int) -> None:
+        http_port = free_port()
+        config = self.tmp / "controller.toml"
+        data = {
+            "site": {"dir": str(self.site.dir), "clips_dir": str(self.tmp / "clips")},
+            "http": {"host": "127.0.0.1", "port": http_port},
+            "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+        }
+        app = create_app(parse_settings(data, config))
+        # The raw echo is not an Ack: ingest counts it as a bad message and logs the first 20.
+        logging.getLogger("controller.ingest").setLevel(logging.ERROR)
+        state = app.state.xaso
+        self.station = state.station
+        self.tap = AckTap(self.station.broadcasting.on_ack_message)
+        self.sent = SizeTap(self.station.broadcasting.publisher)
+        self.station.broadcasting.publisher = self.sent
+        # the station subscribes this attribute when its bus connects, below
+        self.station.broadcasting.on_ack_message = self.tap
+        self.token = self._api_token(state)
+        self.clip = self._clip()
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{http_port}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=ROUND_TIMEOUT_S,
+        )
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning")
+        self.server = uvicorn.Server(cfg)
+        self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not (self.server.started and self.station.connected):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the controller did not start or reach the broker in 30 s")
+            time.sleep(0.02)
+        client = self.station.bus._client  # instrumentation only: no public hook at this point
+        client.on_message = self.tap.on_paho(client.on_message)
+
+    def _api_token(self, state: Any) -> str:
+        """A broadcaster and an API token of theirs, as an integration would hold."""
+        now = time.time_ns() // 1_000_000
+        with state.sessions() as db:
+            user = create_user(
+                db,
+                state.auth.passwords,
+                username="bench",
+                display_name="Bench",
+                role="broadcaster",
+                password=uuid.uuid4().hex,
+                now_ms=now,
+            )
+            role = Role.BROADCASTER
+            owner = Principal("user", user.id, user.username, user.display_name, role,
+                              PERMISSIONS[role])  # fmt: skip
+            token, _row = create_token(db, owner, "bench", role.value, now)
+            db.commit()
+        return token
+
+    def _clip(self) -> str:
+        """A one-second tone through the clip library (ffmpeg prepares it)."""
+        path = self.tmp / "tone.wav"
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(16_000)
+            tone = (int(8000 * math.sin(2 * math.pi * 440 * i / 16_000)) for i in range(16_000))
+            out.writeframes(b"".join(v.to_bytes(2, "little", signed=True) for v in tone))
+        info = self.station.library.upload(path, title="Bench tone", created_by="bench")
+        sha: str = info.sha256
+        return sha
+
+    def _raw_client(self) -> paho.Client:
+        user, password = self.site.controller_credentials()
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{os.getpid()}")
+        c.username_pw_set(user, password)
+        c.connect(self.broker.host, self.broker.port, keepalive=30)
+        sock = c.socket()
+        assert isinstance(sock, socket.socket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the Bus does
+        c.loop_start()
+        return c
+
+    def emergency(self) -> tuple[Round, int]:
+        """One emergency through the API; also the size of the signed envelope."""
+        body = {"targets": [{"kind": "group", "id": GROUP}], "clip_sha256": self.clip,
+                "label": "bench", "confirm": True}  # fmt: skip
+        t0 = time.perf_counter_ns()
+        resp = self.http.post("/api/broadcasts/emergency", json=body)
+        call_ms = (time.perf_counter_ns() - t0) / 1e6
+        if resp.status_code != 201:
+            raise RuntimeError(f"the API refused the emergency: {resp.status_code} {resp.text}")
+        bid = resp.json()["id"]
+        moments = self.tap.take(self.n, ROUND_TIMEOUT_S)
+        mine = bid.encode()
+        at = [self._per_device(seen, t0, lambda p: mine in p) for seen in moments]
+        for payload in {p for _t, _topic, p in moments[2] if mine in p}:
+            if not json.loads(payload)["ok"]:
+                raise RuntimeError(f"a device refused {bid}: {payload!r}")
+        status = self.http.get(f"/api/broadcasts/{bid}").json()["status"]
+        if status != "acked":
+            raise RuntimeError(f"broadcast {bid} is {status!r} at the controller, not 'acked'")
+        return Round(at[0], at[1], at[2], call_ms), self.sent.size
+
+    def _per_device(
+        self, seen: list[Seen], t0: int, match: Callable[[bytes], bool]
+    ) -> dict[str, float]:
+        got = {self.topics.parse(t).id: (ns - t0) / 1e6 for ns, t, p in seen if match(p)}
+        if len(got) != self.n:
+            missing = sorted(set(self.ids) - set(got))
+            raise RuntimeError(f"{len(missing)} of {self.n} never answered: {missing[:5]}")
+        return got
+
+    def raw_round(self, size: int) -> Round:
+        """The same fan-out with no API, no signature and no checks: publish, echo."""
+        rid = uuid.uuid4().hex
+        head = RAW_PREFIX + rid.encode() + b":"
+        payload = head + b"x" * max(0, size - len(head))
+        assert self.raw is not None
+        t0 = time.perf_counter_ns()
+        info = self.raw.publish(self.topics.grp(GROUP, "cmd"), payload, qos=1)
+        info.wait_for_publish(ROUND_TIMEOUT_S)
+        call_ms = (time.perf_counter_ns() - t0) / 1e6
+        moments = self.tap.take(self.n, ROUND_TIMEOUT_S)
+        expect = b"echo:" + rid.encode()
+        at = [self._per_device(seen, t0, lambda p: p == expect) for seen in moments]
+        return Round(at[0], at[1], at[2], call_ms)
+
+    def close(self) -> dict[str, Any]:
+        """Stop everything that started; the workers' counters."""
+        stats: dict[str, Any] = {}
+        try:
+            if self.swarm is not None:
+                stats = self.swarm.stop()
+            if self.raw is not None:
+                self.raw.disconnect()
+                self.raw.loop_stop()
+            if self.server is not None:
+                logging.getLogger("controller.bus").setLevel(logging.ERROR)  # "disconnected"
+                self.http.close()
+                self.server.should_exit = True
+                self._thread.join(15)
+        finally:
+            self.broker.stop()
+        return stats
+
+
+def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="xaso-bench-fanout-") as tmp:
+        bench: Bench | None = None
+        try:
+            bench = Bench(args.devices, args.workers, Path(tmp))
+            print(f"site: {args.devices} speakers in group {GROUP!r}, provisioned one by one "
+                  f"(provisioning.add_device) in {bench.provision_s:.1f} s")  # fmt: skip
+            print(f"simulated agents: {args.devices} MQTT connections in {args.workers} worker "
+                  f"processes, all subscribed in {bench.swarm_s:.1f} s")  # fmt: skip
+            raw: list[Round] = []
+            emg: list[Round] = []
+            size = 0
+            for i in range(WARMUP + args.rounds):
+                # The first emergency gives the envelope's size; raw goes second each round.
+                e, size = bench.emergency()
+                time.sleep(args.gap)
+                r = bench.raw_round(size)
+                time.sleep(args.gap)
+                if i >= WARMUP:
+                    emg.append(e)
+                    raw.append(r)
+            report(args, raw, emg, size)
+        finally:
+            stats = bench.close() if bench is not None else {}
+        if stats:
+            where(stats, args)
+
+
+def _row(label: str, rounds: list[Round], key: Callable[[Round], dict[str, float]]) -> list[float]:
+    pooled = [v for r in rounds for v in key(r).values()]
+    lasts = [max(key(r).values()) for r in rounds]
+    p50, p99, top = pct(pooled, 0.50), pct(pooled, 0.99), max(pooled)
+    print(f"{label:<44}{p50:>9.1f}{p99:>9.1f}{top:>9.1f}"
+          f"{statistics.median(lasts):>10.1f}{max(lasts):>9.1f}")  # fmt: skip
+    return [p50, p99]
+
+
+def report(args: argparse.Namespace, raw: list[Round], emg: list[Round], size: int) -> None:
+    n = args.devices
+    print(f"payload: signed emergency envelope {size} bytes; raw payload {size} bytes")
+    print(f"\nper round, ms from just before the call, over the {n} devices: "
+          "p50/p99/max at the Bus; p50/max once recorded")  # fmt: skip
+    print(f"{'round':>5}  {'raw publish -> echo':>24}  {'emergency API -> ack':>24}"
+          f"  {'-> recorded':>16}")  # fmt: skip
+    for i, (r, e) in enumerate(zip(raw, emg, strict=True), 1):
+        rv, ev, rec = (list(d.values()) for d in (r.bus_ms, e.bus_ms, e.recorded_ms))
+        print(f"{i:>5}  {pct(rv, .5):>8.1f}{pct(rv, .99):>8.1f}{max(rv):>8.1f}  "
+              f"{pct(ev, .5):>8.1f}{pct(ev, .99):>8.1f}{max(ev):>8.1f}  "
+              f"{pct(rec, .5):>8.1f}{max(rec):>8.1f}")  # fmt: skip
+    print(f"\nall {args.rounds} rounds pooled ({args.rounds * n} answers per path), "
+          f"after {WARMUP} untimed rounds each, ms")  # fmt: skip
+    print(f"{'path':<44}{'p50':>9}{'p99':>9}{'max':>9}{'last:med':>10}{'worst':>9}")
+    r50, r99 = _row("raw QoS 1 publish -> echo at the Bus", raw, lambda r: r.bus_ms)
+    e50, e99 = _row("emergency API -> ack at the Bus", emg, lambda r: r.bus_ms)
+    _row("emergency API -> ack to Broadcasting", emg, lambda r: r.handler_ms)
+    d50, d99 = _row("emergency API -> ack recorded in the DB", emg, lambda r: r.recorded_ms)
+    calls = [r.call_ms for r in emg]
+    print(f"POST /api/broadcasts/emergency returned: p50 {statistics.median(calls):.1f} ms, "
+          f"max {max(calls):.1f} ms; raw publish PUBACK: p50 "
+          f"{statistics.median(r.call_ms for r in raw):.1f} ms")  # fmt: skip
+    print(f"emergency/raw, both at the Bus:     p50 x{e50 / r50:.1f}, p99 x{e99 / r99:.1f}")
+    print(f"emergency recorded / raw at the Bus: p50 x{d50 / r50:.1f}, p99 x{d99 / r99:.1f}")
+    held = [e.recorded_ms[d] - e.handler_ms[d] for e in emg for d in e.bus_ms]
+    queued = [e.handler_ms[d] - e.bus_ms[d] for e in emg for d in e.bus_ms]
+    print(f"\nwhere the time goes: mean per message (and x{n}: the serial work of one round)")
+    mean_us = statistics.fmean(held) * 1e3
+    label = "controller: on_ack_message (parse, record_ack)"
+    print(f"  {label:<52}{mean_us:>9.1f} us {mean_us * n / 1e3:>9.1f} ms")
+    label = "controller: ack waiting in the Bus's queue (a wait)"
+    print(f"  {label:<52}{statistics.fmean(queued):>9.1f} ms")
+
+
+def where(stats: dict[str, Any], args: argparse.Namespace) -> None:
+    """Mean cost per message of each step, and that cost times N: the serial work of a round."""
+    count, ns = stats["count"], stats["ns"]
+    rows = {
+        "agent: Dispatcher.handle (verify, replay, handler)": "ack.handle",
+        "agent: ack publish (paho, QoS 1)": "ack.publish",
+        "echo: build the reply": "echo.handle",
+        "echo: publish (paho, QoS 1)": "echo.publish",
+    }
+    for label, key in rows.items():
+        if count.get(key):
+            mean_us = ns[key] / count[key] / 1e3
+            print(f"  {label:<52}{mean_us:>9.1f} us {mean_us * args.devices / 1e3:>9.1f} ms")
+    refused = {k: v for k, v in count.items() if k.startswith("refused") and k.endswith("handle")}
+    if refused or stats["lost"]:
+        print(f"  refusals: {refused}; connections lost: {stats['lost']}")
+    print(f"  (workers: {args.workers} processes on {os.cpu_count()} cores; "
+          f"load average now {' '.join(f'{v:.2f}' for v in os.getloadavg())})")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=20, help="timed rounds of each path")
+    parser.add_argument("--workers", type=int, default=4, help="processes holding the agents")
+    parser.add_argument("--gap", type=float, default=0.5, help="seconds of quiet between rounds")
+    args = parser.parse_args()
+    print(f"RLIMIT_NOFILE raised to {raise_nofile()} (this process, the broker, the workers)")
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
