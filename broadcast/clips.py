@@ -35,7 +35,9 @@ ACCEPTED_NAMES = "MP3, WAV, OGG/Opus, M4A/AAC, FLAC"
 _DECODE_INPUT = ["-protocol_whitelist", "file", "-format_whitelist", ACCEPTED_FORMATS]
 SILENT_BELOW_LUFS = -60.0  # raising anything quieter to the target broadcasts hiss
 LOUDNESS_TOLERANCE_LU = 1.0
-TRIM_ABOVE_LU = 0.5  # a miss this large gets one corrective pass
+TRIM_ABOVE_LU = 0.5  # a miss this large gets a corrective pass
+# Short peaky speech: the limiter under the trim takes back part of each added gain.
+TRIM_PASSES = 3
 LRA_RANGE = (11.0, 20.0)  # loudnorm stays linear when the source's range fits
 PROBE_TIMEOUT_S = 30.0
 TIMEOUT_BASE_S = 60.0  # a pass may take this long plus one second per second of audio;
@@ -464,8 +466,11 @@ def prepare(
     try:
         _encode(src, tmp, info, measured, settings=settings, progress=progress)
         out, loudness, duration_s = _written(tmp)
-        if abs(loudness - settings.target_lufs) > TRIM_ABOVE_LU:
-            trim = settings.target_lufs - loudness
+        trim = 0.0
+        for _ in range(TRIM_PASSES):
+            if abs(loudness - settings.target_lufs) <= TRIM_ABOVE_LU:
+                break
+            trim += settings.target_lufs - loudness
             _encode(src, tmp, info, measured, settings=settings, progress=None, trim_db=trim)
             out, loudness, duration_s = _written(tmp)
         _check(out, loudness, settings)

@@ -147,6 +147,12 @@ class ClipLibrary:
 
     def say(self, text: str, *, created_by: str, title: str = "", lang: str = "vi") -> ClipInfo:
         """A clip of ``text`` spoken by the site's speech engine (offline)."""
+        if any(c not in "\n\t" and not c.isprintable() for c in text):
+            raise Invalid(
+                "text_control_chars",
+                "Văn bản có ký tự điều khiển: chỉ dùng chữ, số, dấu câu và xuống dòng",
+                "The text has control characters: use letters, digits, punctuation and new lines",
+            )
         prepared = speak_to_clip(text, self.speech, self._dir(), self.settings, lang)
         label = _title(title or " ".join(text.split())[:80])
         return self._record(

@@ -89,6 +89,12 @@ def test_text_to_speech_makes_a_clip_that_keeps_its_text(library: ClipLibrary) -
     with pytest.raises(ClipError) as empty:
         library.say("   ", created_by="bt-1")
     assert empty.value.code == "empty_text"
+    # a NUL is refused before the speech engine and the database (PostgreSQL text cannot hold it)
+    with pytest.raises(Invalid) as control:
+        library.say("Thông báo\x00 khẩn", created_by="bt-1")
+    assert control.value.code == "text_control_chars" and "điều khiển" in str(control.value)
+    lines = "Dòng một\nDòng hai\tcột"
+    assert library.say(lines, created_by="bt-1").text == lines
 
 
 def test_titles_lookups_and_deletion(library: ClipLibrary, tmp_path: Path) -> None:
