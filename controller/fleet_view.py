@@ -1,7 +1,8 @@
 """The controller's view of the fleet over MQTT: latest status, telemetry, acks.
 
-A small, real client of the contract, used by the demo and the benchmarks
-until the controller's ingest (with its database) takes over.
+A small, real client of the contract that narrates the demo on its console
+(devices coming and going, events, pings); the controller's own view is its
+database, fed by ingest.
 """
 
 from __future__ import annotations
