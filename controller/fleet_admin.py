@@ -21,15 +21,17 @@ import secrets
 import signal
 import subprocess
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from controller import i18n, provisioning
 from controller.db.fleet_tables import AckRecord
+from controller.documents import Signed, sign_next
 from controller.provisioning import ProvisioningError, Site, open_site
 from controller.settings import ControllerSettings
+from protocol.commands import ConfigSet
 from protocol.envelope import seal
 from protocol.topics import Topics
 
@@ -146,3 +148,22 @@ def activate_key(settings: ControllerSettings, kid: str) -> None:
         provisioning.activate_key(settings.site_dir, kid)
     except ProvisioningError as exc:
         raise refusal(exc) from None
+
+
+def signed_groups(
+    sessions: sessionmaker[Session], site: Site, device_id: str, groups: list[str], now_ms: int
+) -> Signed:
+    """The device's next `config.set` with ``groups``, signed and kept (not yet sent).
+
+    The agent subscribes to its groups' topics from this document; the other
+    fields stay as the controller last sent them (defaults the first time).
+    """
+
+    def build(version: int, last: dict[str, Any] | None) -> ConfigSet:
+        return ConfigSet.model_validate({**(last or {}), "version": version, "groups": groups})
+
+    topic = Topics(site.root).dev(device_id, "config")
+    with sessions.begin() as session:
+        return sign_next(
+            session, topic, "config.set", build=build, key=site.signing_key(), now_ms=now_ms
+        )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from broadcast.levels import DEFAULT_PRIORITY, Level, level_of
 from broadcast.schedule import BroadcastRules, Schedule, Slot
 from controller.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url, now_ms
 from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
+from controller.documents import Publisher, Signed, mark_delivered, sign_next
 from controller.provisioning import DeviceEntry, Site
 from protocol.commands import DEFAULT_TZ, ClipRef, QuietHours, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
@@ -41,20 +42,6 @@ LEVELS: dict[str, Level] = {
 MAX_CALENDAR_MS = 31 * 86_400_000
 Clock = Callable[[], int]
 QuietLookup = Callable[[str], tuple[Sequence[QuietHours], str]]  # device -> (hours, tz)
-
-
-class Publisher(Protocol):
-    """What the services need of controller.bus.Bus: publish and wait for the PUBACK."""
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        timeout_s: float = 10,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -491,33 +478,31 @@ class Scheduling:
                 "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
             )
         topic = target.topic(self.fleet.topics, "schedule")
+        built: list[ScheduleSet] = []
+
+        def build(version: int, _last: object) -> ScheduleSet:
+            built.append(self.document(session, target, version))
+            return built[-1]
+
         with self.sessions.begin() as session:
-            last = session.get(PublishedDocumentRow, topic, with_for_update=True)
-            now = self.clock()
-            # a clock-based floor keeps versions growing even after the database is rebuilt
-            version = max(last.version + 1 if last else 1, now)
-            doc = self.document(session, target, version)
-            envelope_id = uuid.uuid4().hex
-            payload = seal("schedule.set", doc, self.site.signing_key(), now, cmd_id=envelope_id)
-            if last is None:
-                last = PublishedDocumentRow(topic=topic, doc_type="schedule.set")
-                session.add(last)
-            last.version, last.envelope_id, last.payload = version, envelope_id, payload.decode()
-            last.signed_ms, last.delivered_ms = now, None
-        self.publisher.publish(topic, payload, qos=1, retain=True)
-        self._delivered(topic, envelope_id)
-        return Published(topic, version, envelope_id, len(doc.items))
+            signed = sign_next(
+                session,
+                topic,
+                "schedule.set",
+                build=build,
+                key=self.site.signing_key(),
+                now_ms=self.clock(),
+            )
+            items = len(built[-1].items)
+        self.publisher.publish(topic, signed.payload, qos=1, retain=True)
+        with self.sessions.begin() as session:
+            mark_delivered(session, signed, self.clock())
+        return Published(topic, signed.version, signed.envelope_id, items)
 
     def _publish_targets(self, targets: Iterable[Target]) -> None:
         if self.publisher is not None:
             for target in targets:
                 self.publish(target)
-
-    def _delivered(self, topic: str, envelope_id: str) -> None:
-        with self.sessions.begin() as session:
-            row = session.get(PublishedDocumentRow, topic)
-            if row is not None and row.envelope_id == envelope_id:
-                row.delivered_ms = self.clock()
 
     def behind(self, device: str, reported: Mapping[str, int]) -> list[str]:
         """Schedule topics whose published version is above what ``device`` reports holding
@@ -541,13 +526,14 @@ class Scheduling:
                 raise NotFound(
                     "no_document", f"Chưa gửi lịch nào tới {topic}", f"No document sent on {topic}"
                 )
-            payload, envelope_id = row.payload.encode(), row.envelope_id
+            signed = Signed(topic, row.version, row.envelope_id, row.payload.encode())
         if self.publisher is None:
             raise ServiceError(
                 "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
             )
-        self.publisher.publish(topic, payload, qos=1, retain=True)
-        self._delivered(topic, envelope_id)
+        self.publisher.publish(topic, signed.payload, qos=1, retain=True)
+        with self.sessions.begin() as session:
+            mark_delivered(session, signed, self.clock())
 
     # calendar
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -205,8 +206,21 @@ def test_provisioning_from_the_api_reloads_the_real_broker(api: Api, fleet: Flee
     page = api.get("/api/devices", params={"group": "thon-9"}).json()
     assert [d["id"] for d in page["devices"]] == ["loa-9"]
 
-    moved = api.send("PUT", "/api/devices/loa-9/groups", json={"groups": ["thon-1", "all"]})
+    offline = api.send("PUT", "/api/devices/loa-9/groups", json={"groups": ["thon-1"]})
+    assert offline.status_code == 503  # no MQTT session: the agent could not learn its groups
+    assert api.get("/api/devices/loa-9").json()["groups"] == ["thon-9"]  # nothing changed
+    with api.state.station.running():  # the app's station: its bus to the real broker
+        deadline = time.monotonic() + 20
+        while not api.state.station.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        moved = api.send("PUT", "/api/devices/loa-9/groups", json={"groups": ["thon-1", "all"]})
+    assert moved.status_code == 200, moved.text
     assert moved.json()["groups"] == ["thon-1", "all"]
+    # the running agent learns its groups from a signed, retained config.set
+    watcher = fleet.probe(subscribe="xaso/dev/loa-9/config")
+    config_set = watcher.wait_for(lambda m: m.topic == "xaso/dev/loa-9/config").json()
+    assert config_set["type"] == "config.set" and config_set["kid"] == fleet.site.active_kid()
+    assert config_set["body"]["groups"] == ["thon-1", "all"]
     assert (
         "topic read xaso/grp/thon-1/cmd"
         in fleet.site.acl_path.read_text().split("user loa-9")[1].split("user ")[0]
@@ -283,7 +297,8 @@ ROUTES: list[tuple[tuple[str, str, dict[str, Any]], tuple[int, ...]]] = [
     (("GET", "/api/reports/plays?start_ms=0&end_ms=1", {}), (200, 200, 200, 200)),
     (("GET", "/api/reports/queue?start_ms=0&end_ms=1", {}), (200, 200, 200, 200)),
     (("GET", "/api/keys", {}), (200, 403, 200, 403)),
-    (("PUT", "/api/devices/loa-1/groups", {"json": {"groups": ["thon-1"]}}), (200, 403, 200, 403)),
+    # allowed, then refused for want of an MQTT session (no station runs here)
+    (("PUT", "/api/devices/loa-1/groups", {"json": {"groups": ["thon-1"]}}), (503, 403, 503, 403)),
     (("POST", "/api/devices", {"json": {"id": "x-1", "roles": ["kiosk"]}}), (409, 403, 409, 403)),
     (("DELETE", "/api/devices/nope-1", {}), (404, 403, 404, 403)),
 ]  # fmt: skip

@@ -20,6 +20,7 @@ from controller import fleet_admin, i18n, provisioning
 from controller.auth import DbSession, app_state, require
 from controller.auth_audit import audit
 from controller.auth_roles import Permission, Principal
+from controller.documents import mark_delivered
 from controller.provisioning import ProvisioningError
 from controller.routes import error_responses, render
 from controller.routes.fleet import DeviceId
@@ -166,10 +167,15 @@ def _remove(request: Request, db: DbSession, who: Principal, device_id: str) -> 
 def _set_groups(
     request: Request, db: DbSession, who: Principal, device_id: str, groups: list[str]
 ) -> DeviceChanged:
-    settings = app_state(request).settings
+    state = app_state(request)
+    settings = state.settings
     site = fleet_admin.site_of(settings)
     if device_id not in {d.id for d in site.devices()}:
         raise i18n.Refusal(404, "fleet.no_device", id=device_id)
+    # the running agent learns its groups from a signed config.set: refuse the change
+    # whole rather than leave the ACL and the agent's subscriptions disagreeing
+    assert state.station is not None
+    state.station.check_can_send()
     try:
         provisioning.set_groups(settings.site_dir, device_id, groups)
     except ProvisioningError as exc:
@@ -178,6 +184,10 @@ def _set_groups(
     audit(db, who, "device.groups", f"device:{device_id}", {"groups": groups})
     db.commit()
     reload = fleet_admin.reload_broker(settings)
+    signed = fleet_admin.signed_groups(state.sessions, site, device_id, groups, state.now_ms())
+    state.station.publish(signed.topic, signed.payload, retain=True)
+    with state.sessions.begin() as session:
+        mark_delivered(session, signed, state.now_ms())
     return DeviceChanged(device_id=device_id, groups=groups, broker_reload=reload)
 
 
