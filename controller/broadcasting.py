@@ -5,8 +5,8 @@ send, so the clip is fetched and decoded and all horns start together; the
 lead is configurable because a 4G site fetches a clip slower than a LAN. A
 group target is one publish on the group's command topic (the broker fans it
 out). Each speaker the broadcast reaches gets a row that its ack fills in:
-``record_ack`` is what ingest calls for every ack, ``on_ack_message`` is the
-same for a raw MQTT message, and ``wait_acks`` waits for the answers.
+ingest's writer hands each batch of acks to ``record_acks_in``, in the
+batch's own transaction, and ``wait_acks`` waits for the answers.
 """
 
 from __future__ import annotations
@@ -19,18 +19,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, case, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.clip_library import ClipLibrary, Invalid, NotFound, now_ms
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
+from controller.documents import Publisher
 from controller.provisioning import Site
-from controller.scheduling import LEVELS, Clock, Fleet, Publisher, Target
+from controller.scheduling import LEVELS, Clock, Fleet, Target
 from protocol.commands import BroadcastPlay, BroadcastStop, BroadcastStream, Strict
 from protocol.envelope import seal
-from protocol.errors import ProtocolError
-from protocol.topics import Topics
 from protocol.uplink import Ack
 
 DEFAULT_LEAD_MS = 3_000
@@ -68,13 +67,32 @@ class BroadcastInfo:
         return all(a.ok is not None for a in self.acks)
 
 
-def _status(acks: Sequence[BroadcastAckRow]) -> str:
-    answered = [a.ok for a in acks if a.ok is not None]
-    if len(answered) < len(acks):
+def _status(total: int, answered: int, ok: int) -> str:
+    if answered < total:
         return "sent"
-    if all(answered):
+    if ok == answered:
         return "acked"
-    return "refused" if not any(answered) else "partial"
+    return "refused" if ok == 0 else "partial"
+
+
+_RECORD_ACK = (
+    update(BroadcastAckRow)
+    .where(
+        BroadcastAckRow.broadcast_id == bindparam("b_id"),
+        BroadcastAckRow.device == bindparam("b_device"),
+    )
+    .values(
+        ok=bindparam("b_ok"),
+        error=bindparam("b_error"),
+        detail=bindparam("b_detail"),
+        acked_ms=bindparam("b_ts"),
+    )
+)
+_SET_STATUS = (
+    update(BroadcastRow)
+    .where(BroadcastRow.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"))
+)
 
 
 class Broadcasting:
@@ -248,38 +266,62 @@ class Broadcasting:
             self.publisher.publish(target.topic(self.fleet.topics, "cmd"), payload, qos=1)
         return self.get(command_id)
 
-    def record_ack(self, device: str, ack: Ack) -> bool:
-        """Store a device's ack if it answers a broadcast; True if it did.
+    def record_acks_in(self, session: Session, acks: Sequence[tuple[str, Ack]]) -> None:
+        """Store the answers to broadcasts among ``acks`` (device, ack) in ``session``.
 
-        A device in two targeted groups gets the command twice and refuses the
-        second as a replay: that answer says nothing new and is ignored.
+        Ingest's writer calls it in each batch's transaction, so a thousand acks
+        cost a few statements, not a transaction each: one UPDATE for all of
+        them, then each touched broadcast's status from counts. The broadcasts
+        are locked first (in id order): a replica recording acks of the same
+        broadcast waits, then counts ours too. Acks of other commands, and a
+        device's ``replay`` refusal of a copy it already got (it was in two
+        targeted groups), say nothing new and are ignored.
         """
-        if ack.cmd is None or ack.error == "replay":
-            return False
-        with self.sessions.begin() as session:
-            row = session.get(BroadcastAckRow, (ack.cmd, device), with_for_update=True)
-            if row is None:
-                return False
-            row.ok, row.error, row.detail, row.acked_ms = ack.ok, ack.error, ack.detail, ack.ts
-            session.flush()
-            acks = session.scalars(
-                select(BroadcastAckRow).where(BroadcastAckRow.broadcast_id == ack.cmd)
-            ).all()
-            broadcast = session.get(BroadcastRow, ack.cmd)
-            if broadcast is not None:
-                broadcast.status = _status(acks)
+        latest = {
+            (ack.cmd, device): ack
+            for device, ack in acks
+            if ack.cmd is not None and ack.error != "replay"
+        }
+        if not latest:
+            return
+        touched = session.scalars(
+            select(BroadcastRow.id)
+            .where(BroadcastRow.id.in_(sorted({cmd for cmd, _device in latest})))
+            .order_by(BroadcastRow.id)
+            .with_for_update()
+        ).all()
+        if not touched:
+            return
+        ours = set(touched)
+        answers = [
+            {"b_id": cmd, "b_device": device, "b_ok": a.ok, "b_error": a.error,
+             "b_detail": a.detail, "b_ts": a.ts}
+            for (cmd, device), a in latest.items()
+            if cmd in ours
+        ]  # fmt: skip
+        conn = session.connection()
+        conn.execute(_RECORD_ACK, answers)
+        counts = conn.execute(
+            select(
+                BroadcastAckRow.broadcast_id,
+                func.count(),
+                func.count(BroadcastAckRow.ok),
+                func.coalesce(func.sum(case((BroadcastAckRow.ok.is_(True), 1), else_=0)), 0),
+            )
+            .where(BroadcastAckRow.broadcast_id.in_(touched))
+            .group_by(BroadcastAckRow.broadcast_id)
+        ).all()
+        statuses = [
+            {"b_id": b, "b_status": _status(n, answered, ok)} for b, n, answered, ok in counts
+        ]
+        if statuses:  # none for a broadcast that reached no speaker
+            conn.execute(_SET_STATUS, statuses)
+        event.listen(session, "after_commit", self._wake, once=True)
+
+    def _wake(self, _session: Session) -> None:
+        """After the commit: the waiters of this process read the acks at once."""
         with self._answered:
             self._answered.notify_all()
-        return True
-
-    def on_ack_message(self, topic: str, payload: bytes) -> None:
-        """A Bus handler for ``{root}/dev/+/ack``: parse and ``record_ack``."""
-        try:
-            device = Topics(self.site.root).parse(topic).id
-            ack = Ack.model_validate_json(payload)
-        except (ProtocolError, ValidationError):
-            return  # not ours to judge: ingest logs malformed uplink
-        self.record_ack(device, ack)
 
     def wait_acks(self, broadcast_id: str, timeout_s: float) -> BroadcastInfo:
         """The broadcast once every device answered, or as it stands at the timeout.

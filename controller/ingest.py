@@ -60,6 +60,8 @@ from protocol.uplink import Ack, Event, Status, Telemetry
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
+AckHook = Callable[[Session, list[tuple[str, Ack]]], None]
+"""Given each batch's acks as (device, ack), in the batch's transaction (broadcasts' rows)."""
 SHARED_LEAVES = ("telemetry", "event", "ack")
 MODELS: dict[str, type[BaseModel]] = {
     "status": Status,
@@ -116,6 +118,7 @@ class Ingest:
         batch_max: int = BATCH_MAX,
         batch_interval_s: float = BATCH_INTERVAL_S,
         max_pending: int = MAX_PENDING,
+        on_acks: AckHook | None = None,
     ) -> None:
         self.bus = bus
         self.sessions = sessions
@@ -125,6 +128,7 @@ class Ingest:
         self.batch_max = batch_max
         self.batch_interval_s = batch_interval_s
         self.max_pending = max_pending
+        self.on_acks = on_acks
         self.stats = IngestStats()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -209,7 +213,8 @@ class Ingest:
             # than waking per message) leaves the GIL to the threads that read and validate.
             # After a full batch there is a backlog: no pause, or the interval would cap the rate.
             pause = last_commit + self.batch_interval_s - time.monotonic()
-            if pause > 0 and not backlog:
+            # An ack has someone waiting on it (an operator's broadcast): no pause.
+            if pause > 0 and not backlog and getattr(item, "leaf", "") != "ack":
                 time.sleep(pause)
             batch: list[Item] = []
             while True:
@@ -235,7 +240,7 @@ class Ingest:
             touch = self._seen.due({item.device for item in batch}, now) | statuses
             try:
                 with self.sessions.begin() as session:
-                    counts = write_batch(session, batch, now, touch)
+                    counts = write_batch(session, batch, now, touch, self.on_acks)
                 self._seen.written(touch, now)  # only once committed
                 break
             except Exception:
@@ -383,11 +388,16 @@ UPDATE_LATEST = RawRows(
 
 
 def write_batch(
-    session: Session, batch: list[Item], now_ms: int, touch: set[str] | None = None
+    session: Session,
+    batch: list[Item],
+    now_ms: int,
+    touch: set[str] | None = None,
+    on_acks: AckHook | None = None,
 ) -> Counter[str]:
     """Write one batch in the caller's transaction; returns what was stored, by leaf.
 
     ``touch``: the devices whose rows and last_seen_ms to write (default: all).
+    ``on_acks``: given the batch's acks in the same transaction.
     """
     counts: Counter[str] = Counter()
     by_leaf: dict[str, list[Item]] = {"status": [], "telemetry": [], "event": [], "ack": []}
@@ -403,6 +413,8 @@ def write_batch(
     stored, duplicates = _store_events(session, by_leaf["event"])
     counts["event"], counts["duplicate_events"] = stored, duplicates
     counts["ack"] = _store_acks(session, by_leaf["ack"])
+    if on_acks is not None and by_leaf["ack"]:
+        on_acks(session, [(i.device, i.msg) for i in by_leaf["ack"]])
     return +counts
 
 

@@ -4,10 +4,10 @@
 bulletin inbox) before the app serves anything, so every route works with no
 broker: reading answers from the database, sending answers a bilingual 503.
 `run_station` (in `SERVICES`) connects the bus in the background for as long
-as the app runs: it keeps trying until the broker answers, then routes acks
-to `Broadcasting` and starts ingest (controller/ingest.py) on the same
-session, one MQTT client per controller process. From then on paho
-reconnects by itself.
+as the app runs: it keeps trying until the broker answers, then starts
+ingest (controller/ingest.py), whose writer records broadcasts' acks with
+`Broadcasting.record_acks_in` in its own transactions: one MQTT client per
+controller process. From then on paho reconnects by itself.
 """
 
 from __future__ import annotations
@@ -209,13 +209,11 @@ class Station:
                 log.warning("station: not connected yet (%s); retrying", exc)
                 stop.wait(RETRY_S)
                 continue
-            ingest = Ingest(bus, self.sessions, Topics(site.root))
+            ingest = Ingest(
+                bus, self.sessions, Topics(site.root), on_acks=broadcasting.record_acks_in
+            )
             try:
                 ingest.start()
-                acks = Topics(site.root).all_devices("ack")
-                if ingest.share_group:
-                    acks = f"$share/{ingest.share_group}/{acks}"  # ingest's: one delivery
-                bus.subscribe(acks, broadcasting.on_ack_message)
             except Exception:
                 log.exception("station: starting ingest failed; retrying")
                 ingest.close()

@@ -1,14 +1,23 @@
-"""Play now, emergencies and stops, end to end: real agents, real broker, both databases."""
+"""Play now, emergencies and stops, end to end: real agents, real broker, both databases;
+and how a batch of acks is recorded."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
 
-from controller.clip_library import Invalid
+from controller import provisioning
+from controller.broadcasting import BroadcastInfo, Broadcasting
+from controller.clip_library import ClipLibrary, Invalid
+from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
+from controller.ingest import Item, write_batch
 from controller.scheduling import Target
+from protocol.uplink import Ack
 from tests import test_scheduling as harness
 from tests.test_scheduling import Station
 
@@ -101,3 +110,63 @@ def test_bad_broadcasts_are_refused_before_anything_is_sent(station: Station, pr
     assert stream.code == "bad_broadcast" and stream.message_vi.startswith("Lệnh phát")
     assert station.broadcasting.recent() == []
     assert not [m for m in probe.messages if m.topic.endswith("/cmd")]
+
+
+def _answer_in_one_batch(
+    sessions: sessionmaker[Session], broadcasting: Broadcasting, devices: int
+) -> tuple[list[str], dict[str, BroadcastInfo]]:
+    """Three new broadcasts and ``devices`` acks as one ingest batch; the statements it ran."""
+    big, two, wait = (f"{name}-{devices}" for name in ("big", "two", "wait"))
+    speakers = [f"loa-{i:04d}" for i in range(devices)]
+    with sessions.begin() as s:
+        for bid, reached in ((big, speakers), (two, speakers[:2]), (wait, ["x", "y"])):
+            s.add(BroadcastRow(id=bid, kind="play", targets=[], level="emergency", priority=9,
+                               created_by="bt", created_ms=1, status="sent"))  # fmt: skip
+            s.flush()
+            s.add_all(BroadcastAckRow(broadcast_id=bid, device=d) for d in reached)
+    acks = [Item(d, "ack", Ack(cmd=big, ok=True, ts=10), 10) for d in speakers]
+    acks[0] = Item(speakers[0], "ack", Ack(cmd=big, ok=False, error="busy", ts=10), 10)
+    acks += [
+        # the same command again through a second group: refused as a replay, ignored
+        Item(speakers[1], "ack", Ack(cmd=big, ok=False, error="replay", ts=11), 11),
+        Item(speakers[0], "ack", Ack(cmd=two, ok=False, error="expired", ts=12), 12),
+        Item(speakers[1], "ack", Ack(cmd=two, ok=False, error="expired", ts=12), 12),
+        Item("x", "ack", Ack(cmd=wait, ok=True, ts=13), 13),
+        Item("x", "ack", Ack(cmd="not-a-broadcast", ok=True, ts=13), 13),
+        Item("x", "ack", Ack(cmd=None, ok=False, error="bad_envelope", ts=13), 13),
+    ]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    with sessions.begin() as s:
+        engine = s.get_bind()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            write_batch(s, acks, 20, touch=set(), on_acks=broadcasting.record_acks_in)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    return statements, {"big": broadcasting.get(big), "two": broadcasting.get(two),
+                        "wait": broadcasting.get(wait)}  # fmt: skip
+
+
+def test_a_batch_of_acks_is_recorded_in_as_many_statements_for_10_or_400_devices(
+    sessions: sessionmaker[Session], site: provisioning.Site, tmp_path: Path
+) -> None:
+    broadcasting = Broadcasting(sessions, site, ClipLibrary(sessions, tmp_path / "clips"),
+                                publisher=None, clip_base_url="http://x")  # type: ignore[arg-type]  # fmt: skip
+    few, _ = _answer_in_one_batch(sessions, broadcasting, 10)
+    many, got = _answer_in_one_batch(sessions, broadcasting, 400)
+    assert len(few) == len(many), many
+    # after the ack log's inserts: lock the broadcasts, record, count, set the statuses
+    assert sum("broadcast" in s for s in many) == 4, many
+    big = got["big"]
+    assert big.status == "partial" and big.answered and len(big.acks) == 400
+    assert (big.acks[0].ok, big.acks[0].error, big.acks[0].acked_ms) == (False, "busy", 10)
+    assert all(a.ok and a.error is None and a.acked_ms == 10 for a in big.acks[1:])
+    assert got["two"].status == "refused"
+    assert [a.error for a in got["two"].acks] == ["expired", "expired"]
+    waiting = got["wait"]
+    assert waiting.status == "sent" and [a.ok for a in waiting.acks] == [True, None]
+    assert broadcasting.wait_acks(waiting.id, timeout_s=0) == waiting

@@ -29,6 +29,7 @@ from controller.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, No
 from controller.clip_server import clip_router, site_authenticator
 from controller.db.broadcast_tables import ClipRow
 from controller.db.engine import make_engine, session_factory, upgrade
+from controller.ingest import Ingest
 from controller.scheduling import EntryInput, Scheduling, Target
 from protocol.envelope import open_envelope
 from protocol.signing import Keyring
@@ -264,7 +265,9 @@ class Station:
         self.broadcasting = Broadcasting(
             sessions, self.site, self.library, bus, clip_base_url=base_url, lead_ms=4000
         )
-        bus.subscribe("xaso/dev/+/ack", self.broadcasting.on_ack_message)
+        # as controller/station.py: ingest's writer records the broadcasts' acks
+        self.ingest = Ingest(bus, sessions, on_acks=self.broadcasting.record_acks_in)
+        self.ingest.start()
 
     def tone(self, freq_hz: float, seconds: float) -> ClipInfo:
         src = tone_file(self.tmp / f"tone-{freq_hz}.wav", freq_hz, seconds)
@@ -303,8 +306,10 @@ def station(fleet: Any, sessions: sessionmaker[Session], broker: Any) -> Iterato
     bus = Bus(broker.host, broker.port, user, password, client_id="xaso-controller-test")
     bus.start()
     with serve(app) as base:
-        yield Station(fleet, sessions, base, bus)
+        made = Station(fleet, sessions, base, bus)
+        yield made
     bus.close()
+    made.ingest.close()
 
 
 def test_a_group_schedule_is_published_signed_and_retained_and_its_speakers_play_it(
