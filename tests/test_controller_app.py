@@ -27,9 +27,9 @@ CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_para
 
 def test_the_example_configuration_loads() -> None:
     settings = load_settings(EXAMPLE)
-    assert settings.site_dir == Path("/var/lib/xaso/site")
-    assert settings.database_url == "sqlite:////var/lib/xaso/controller.db"
-    assert settings.secret_path == Path("/var/lib/xaso/controller.secret")
+    assert settings.site_dir == Path("/var/lib/xaso-controller/site")
+    assert settings.database_url == "sqlite:////var/lib/xaso-controller/controller.db"
+    assert settings.secret_path == Path("/var/lib/xaso-controller/controller.secret")
     assert settings.http.port == 8080 and settings.mqtt.port == 1883
     assert settings.alerts.offline_after_min == 10 and settings.telemetry.retention_days == 30
 

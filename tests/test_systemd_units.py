@@ -120,3 +120,14 @@ def test_agent_unit_environment_is_what_tests_and_benchmarks_run_with() -> None:
     assert env["PYTHONOPTIMIZE"] == "2"  # no docstrings loaded: memory on a Pi
     assert env["MALLOC_ARENA_MAX"] == "2"
     assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_the_example_controller_config_writes_only_where_its_unit_may() -> None:
+    """ProtectSystem=strict: the database, clips, site and secret must sit in ReadWritePaths."""
+    from controller.settings import load_settings
+
+    writable = Path(load_unit("xaso-controller.service")["Service"]["ReadWritePaths"])
+    settings = load_settings(UNITS.parent / "config" / "controller.toml")
+    database = Path(settings.database_url.removeprefix("sqlite:///"))
+    for path in (database, settings.clips_dir, settings.site_dir, settings.secret_path):
+        assert path.is_relative_to(writable), path
