@@ -55,7 +55,7 @@ from controller.app import create_app
 from controller.auth_accounts import create_user
 from controller.auth_roles import PERMISSIONS, Principal, Role
 from controller.auth_tokens import create_token
-from controller.ingest import AckHook
+from controller.ingest_writes import AckHook
 from controller.mosquitto import Mosquitto, free_port
 from controller.settings import parse_settings
 from protocol.topics import Topics

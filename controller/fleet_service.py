@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alert_rules import Thresholds
 from controller.alerts import AlertEngine
-from controller.ingest import sync_devices_from_site
+from controller.ingest_writes import sync_devices_from_site
 from controller.provisioning import ProvisioningError, open_site
 from controller.rollups import Retention, maintain
 from controller.settings import ControllerSettings

@@ -19,7 +19,8 @@ from controller.alerts import AlertEngine
 from controller.bus import Bus
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.db.fleet_tables import Alert, Device, DeviceState
-from controller.ingest import Ingest, sync_devices_from_site
+from controller.ingest import Ingest
+from controller.ingest_writes import sync_devices_from_site
 from tests.http_helpers import serve
 from tests.test_ingest import eventually
 

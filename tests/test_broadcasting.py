@@ -15,7 +15,7 @@ from controller import provisioning
 from controller.broadcasting import BroadcastInfo, Broadcasting
 from controller.clip_library import ClipLibrary, Invalid
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
-from controller.ingest import Item, write_batch
+from controller.ingest_writes import Item, write_batch
 from controller.scheduling import Target
 from protocol.uplink import Ack
 from tests import test_scheduling as harness

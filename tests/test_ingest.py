@@ -1,4 +1,7 @@
-"""Ingest against the real broker, real agents and both databases (controller/ingest.py)."""
+"""Ingest against the real broker, real agents and both databases.
+
+Covers controller/ingest.py (bus handler, writer thread) and controller/ingest_writes.py.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from controller.db.fleet_tables import (
     TelemetryRollup,
     TelemetrySample,
 )
-from controller.ingest import Ingest, Item, sync_devices_from_site, write_batch
+from controller.ingest import Ingest
+from controller.ingest_writes import Item, sync_devices_from_site, write_batch
 from controller.rollups import Retention, maintain
 from protocol.uplink import Ack, Event, Telemetry
 

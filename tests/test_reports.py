@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db.engine import make_engine, session_factory, upgrade
-from controller.ingest import Item, sync_devices_from_site, write_batch
+from controller.ingest_writes import Item, sync_devices_from_site, write_batch
 from controller.reports import QueueRow, proof_of_play, queue_stats, to_csv
 from protocol.uplink import Event
 
