@@ -1,4 +1,4 @@
-"""Schedules: entries per group and per device, the signed retained documents, the calendar.
+"""Schedules: entries per group and per device, and the signed retained documents.
 
 The database is the truth (docs/protocol.md): each change rebuilds the whole
 ``schedule.set`` document of the target it touches, signs it with the site's
@@ -7,15 +7,13 @@ publishes it retained. Every entry is checked by the contract's own schema
 (protocol.commands.ScheduleItem) and by broadcast.schedule before it is kept,
 so nothing the controller accepts is refused by a speaker.
 
-The calendar and the conflict preview ask broadcast.schedule the questions
-the edge asks: each speaker's own document and its groups' documents merged
-(``Schedule.build``) and played out on one loudspeaker (``Schedule.plan``).
+The calendar and the conflict preview are controller.schedule_calendar's.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,12 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, Level, level_of
-from broadcast.schedule import BroadcastRules, Schedule, Slot
+from broadcast.schedule import Schedule
 from controller.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url, now_ms
 from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
 from controller.documents import Publisher, Signed, mark_delivered, sign_next
 from controller.provisioning import DeviceEntry, Site
-from protocol.commands import DEFAULT_TZ, ClipRef, QuietHours, ScheduleItem, ScheduleSet
+from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
 from protocol.errors import ProtocolError
 from protocol.topics import Topics, check_id
@@ -39,9 +37,7 @@ LEVELS: dict[str, Level] = {
     "priority": Level.PRIORITY,
     "emergency": Level.EMERGENCY,
 }
-MAX_CALENDAR_MS = 31 * 86_400_000
 Clock = Callable[[], int]
-QuietLookup = Callable[[str], tuple[Sequence[QuietHours], str]]  # device -> (hours, tz)
 
 
 @dataclass(frozen=True)
@@ -175,60 +171,6 @@ class Published:
     items: int
 
 
-@dataclass(frozen=True)
-class CalendarRow:
-    """One occurrence on one speaker, with what the speaker will do with it."""
-
-    device: str
-    key: str
-    item_id: str
-    label: str
-    source: str  # the topic of the document it comes from
-    level: str
-    priority: int
-    planned_start_ms: int
-    planned_end_ms: int
-    outcome: str  # completed | preempted | missed
-    start_ms: int | None
-    end_ms: int | None
-    reason: str | None
-    preempted_by: str | None
-    clip_sha256: str | None
-
-    @classmethod
-    def of(cls, device: str, slot: Slot) -> CalendarRow:
-        o = slot.occurrence
-        return cls(
-            device,
-            o.key,
-            o.item_id,
-            o.label,
-            o.source,
-            o.level.name.lower(),
-            o.priority,
-            o.start_ms,
-            o.end_ms,
-            slot.outcome,
-            slot.start_ms,
-            slot.end_ms,
-            slot.reason,
-            slot.preempted_by,
-            o.clip.sha256 if o.clip else None,
-        )
-
-    @property
-    def conflicted(self) -> bool:
-        """Not played in full at its planned time: cut, missed or delayed."""
-        return self.outcome != "completed" or self.start_ms != self.planned_start_ms
-
-
-@dataclass(frozen=True)
-class DevicePlan:
-    device: str
-    rows: list[CalendarRow]
-    violations: list[str]  # local rules broken (BroadcastRules)
-
-
 def _invalid(exc: ValidationError) -> Invalid:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "entry"
@@ -253,7 +195,7 @@ def _priority(level: str, priority: int | None) -> int:
 
 
 class Scheduling:
-    """CRUD of schedule entries, their documents, the calendar and the conflict preview."""
+    """CRUD of schedule entries and their target's signed, retained documents."""
 
     def __init__(
         self,
@@ -262,8 +204,6 @@ class Scheduling:
         *,
         clip_base_url: str,
         publisher: Publisher | None = None,
-        quiet_hours: QuietLookup | None = None,
-        rules: BroadcastRules | None = None,
         clock: Clock = now_ms,
     ) -> None:
         self.sessions = sessions
@@ -271,8 +211,6 @@ class Scheduling:
         self.site = site
         self.clip_base_url = clip_base_url
         self.publisher = publisher
-        self.quiet_hours = quiet_hours
-        self.rules = rules
         self.clock = clock
 
     # entries
@@ -282,7 +220,7 @@ class Scheduling:
         now = self.clock()
         with self.sessions.begin() as session:
             row = ScheduleRow(created_by=by, created_ms=now, version=1)
-            self._fill(session, row, entry, now)
+            self.fill(session, row, entry, now)
             session.add(row)
             self._check_target(session, entry.target)
             session.flush()
@@ -304,7 +242,7 @@ class Scheduling:
                     "Someone else changed this entry: reload it and edit again",
                 )
             before = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
-            self._fill(session, row, entry, now, entry_id=entry_id)
+            self.fill(session, row, entry, now, entry_id=entry_id)
             row.version += 1
             self._check_target(session, entry.target)
             if before != entry.target:
@@ -343,7 +281,7 @@ class Scheduling:
             )
         return row
 
-    def _fill(
+    def fill(
         self,
         session: Session,
         row: ScheduleRow,
@@ -351,7 +289,8 @@ class Scheduling:
         now: int,
         entry_id: int | None = None,
     ) -> None:
-        """Check ``entry`` and copy it into ``row``."""
+        """Check ``entry`` and copy it into ``row``; the calendar's preview fills an unsaved
+        row the same way, so a previewed entry is checked as saving would check it."""
         self.fleet.members(entry.target)
         item_id = entry.item_id or row.item_id or f"muc-{uuid.uuid4().hex[:10]}"
         taken = session.scalar(
@@ -534,78 +473,3 @@ class Scheduling:
         self.publisher.publish(topic, signed.payload, qos=1, retain=True)
         with self.sessions.begin() as session:
             mark_delivered(session, signed, self.clock())
-
-    # calendar
-
-    def calendar(
-        self,
-        start_ms: int,
-        end_ms: int,
-        *,
-        devices: Sequence[str] | None = None,
-        proposed: EntryInput | None = None,
-    ) -> list[DevicePlan]:
-        """What each speaker plays in [start_ms, end_ms), collisions resolved as it will.
-
-        ``proposed``: an entry not yet saved, included as if it were (the
-        preview before saving).
-        """
-        if not 0 < end_ms - start_ms <= MAX_CALENDAR_MS:
-            raise Invalid(
-                "bad_period",
-                "Khoảng thời gian phải dài hơn 0 và không quá 31 ngày",
-                "The period must be longer than 0 and at most 31 days",
-            )
-        speakers = self.fleet.speakers()
-        if devices is not None:
-            unknown = sorted(set(devices) - {d.id for d in speakers})
-            if unknown:
-                raise Invalid(
-                    "unknown_target",
-                    f"Không có cụm loa {', '.join(unknown)}",
-                    f"No speaker {', '.join(unknown)} at this site",
-                )
-            speakers = [d for d in speakers if d.id in devices]
-        docs = self._documents(proposed)
-        plans = []
-        for device in speakers:
-            mine = [Target("device", device.id)] + [Target("group", g) for g in device.groups]
-            pairs = [(t.topic(self.fleet.topics, "schedule"), docs[t]) for t in mine if t in docs]
-            hours, tz = self.quiet_hours(device.id) if self.quiet_hours else ((), DEFAULT_TZ)
-            slots = Schedule.build(pairs, hours, tz).plan(start_ms, end_ms)
-            violations = self.rules.violations(slots) if self.rules else []
-            plans.append(
-                DevicePlan(device.id, [CalendarRow.of(device.id, s) for s in slots], violations)
-            )
-        return plans
-
-    def conflicts(
-        self,
-        start_ms: int,
-        end_ms: int,
-        *,
-        devices: Sequence[str] | None = None,
-        proposed: EntryInput | None = None,
-    ) -> list[DevicePlan]:
-        """The conflict preview: per speaker, only what is cut, missed or delayed, and
-        the local rules broken; speakers with nothing to show are left out."""
-        found = []
-        for plan in self.calendar(start_ms, end_ms, devices=devices, proposed=proposed):
-            rows = [row for row in plan.rows if row.conflicted]
-            if rows or plan.violations:
-                found.append(DevicePlan(plan.device, rows, plan.violations))
-        return found
-
-    def _documents(self, proposed: EntryInput | None) -> dict[Target, ScheduleSet]:
-        """Every target's document, with ``proposed`` added; nothing is written."""
-        with self.sessions() as session:
-            rows = session.scalars(select(ScheduleRow)).all()
-            targets = {Target(r.target_kind, r.target_id) for r in rows}  # type: ignore[arg-type]
-            if proposed is not None:
-                row = ScheduleRow(created_by="", created_ms=0, version=1)
-                self._fill(session, row, proposed, self.clock())
-                session.add(row)
-                targets.add(proposed.target)
-            docs = {t: self.document(session, t) for t in targets}
-            session.rollback()
-        return docs

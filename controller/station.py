@@ -1,8 +1,9 @@
 """The broadcasting station inside the web app: the MQTT bus and the services routes call.
 
-`create_app` builds one `Station` (clip library, scheduling, broadcasting,
-bulletin inbox) before the app serves anything, so every route works with no
-broker: reading answers from the database, sending answers a bilingual 503.
+`create_app` builds one `Station` (clip library, scheduling, its calendar,
+broadcasting, bulletin inbox) before the app serves anything, so every route
+works with no broker: reading answers from the database, sending answers a
+bilingual 503.
 `run_station` (in `SERVICES`) connects the bus in the background for as long
 as the app runs: it keeps trying until the broker answers, then starts
 ingest (controller/ingest.py), whose writer records broadcasts' acks with
@@ -32,6 +33,7 @@ from controller.bus import Bus, BusError
 from controller.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
 from controller.ingest import Ingest
 from controller.provisioning import ProvisioningError, Site, open_site
+from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import Scheduling
 from controller.settings import ControllerSettings
 from protocol.topics import Topics
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPT_S = 3.0
 RETRY_S = 2.0
+Services = tuple[Scheduling, Broadcasting, BulletinInbox, ScheduleCalendar]
 
 i18n.register(
     {
@@ -117,9 +120,9 @@ class Station:
         self.bus: Bus | None = None
         self.library = ClipLibrary(sessions, settings.clips_dir)
         self._lock = threading.Lock()
-        self._services: tuple[Scheduling, Broadcasting, BulletinInbox] | None = None
+        self._services: Services | None = None
 
-    def _built(self) -> tuple[Scheduling, Broadcasting, BulletinInbox]:
+    def _built(self) -> Services:
         """The site's services, made once the site exists (they read its topic root)."""
         with self._lock:
             if self._services is None:
@@ -135,7 +138,8 @@ class Station:
                     clip_base_url=self.clip_base_url,
                 )
                 inbox = BulletinInbox(self.sessions, scheduling, broadcasting)
-                self._services = (scheduling, broadcasting, inbox)
+                calendar = ScheduleCalendar(scheduling)
+                self._services = (scheduling, broadcasting, inbox, calendar)
             return self._services
 
     @property
@@ -149,6 +153,10 @@ class Station:
     @property
     def inbox(self) -> BulletinInbox:
         return self._built()[2]
+
+    @property
+    def calendar(self) -> ScheduleCalendar:
+        return self._built()[3]
 
     @property
     def connected(self) -> bool:

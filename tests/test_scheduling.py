@@ -30,6 +30,7 @@ from controller.clip_server import clip_router, site_authenticator
 from controller.db.broadcast_tables import ClipRow
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.ingest import Ingest
+from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import EntryInput, Scheduling, Target
 from protocol.envelope import open_envelope
 from protocol.signing import Keyring
@@ -118,7 +119,8 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     scheduling.create(entry("group:all", one, "2026-12-01T07:08:00", item_id="c"), by="bt")
     assert a.priority == 2 and a.version == 1 and a.target == Target("group", "thon-1")
     day = local_ms("2026-12-01T00:00:00")
-    plans = {p.device: p for p in scheduling.calendar(day, day + 86_400_000)}
+    calendar = ScheduleCalendar(scheduling)
+    plans = {p.device: p for p in calendar.plans(day, day + 86_400_000)}
     assert sorted(plans) == ["loa-1", "loa-2", "loa-3"]  # speakers only: no kiosk
     at = local_ms
 
@@ -142,12 +144,12 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
         ("c", "completed", at("2026-12-01T07:08:00"), at("2026-12-01T07:09:00"))
     ]
     conflicts = {
-        p.device: [r.key for r in p.rows] for p in scheduling.conflicts(day, day + 86_400_000)
+        p.device: [r.key for r in p.rows] for p in calendar.conflicts(day, day + 86_400_000)
     }
     assert conflicts == {"loa-1": ["a@2026-12-01T07:00:00"], "loa-3": ["c@2026-12-01T07:08:00"]}
     # the preview of an entry not saved yet: an emergency at 07:01 for loa-3
     proposed = entry("device:loa-3", one, "2026-12-01T07:01:00", item_id="d", level="emergency")
-    preview = scheduling.calendar(day, day + 86_400_000, devices=["loa-3"], proposed=proposed)
+    preview = calendar.plans(day, day + 86_400_000, devices=["loa-3"], proposed=proposed)
     assert [(r.item_id, r.outcome, r.end_ms) for r in preview[0].rows] == [
         ("a", "preempted", at("2026-12-01T07:01:00")),
         ("d", "completed", at("2026-12-01T07:02:00")),
@@ -155,12 +157,8 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     ]
     assert len(scheduling.entries()) == 3  # the preview wrote nothing
     # local rules (DOMAIN.md): at most one session of 5 minutes a day
-    ruled = Scheduling(
-        sessions,
-        scheduling.site,
-        clip_base_url="http://ctl.example:8080",
-        rules=BroadcastRules(max_sessions_per_day=1, max_session_minutes=5),
-        clock=lambda: NOW,
+    ruled = ScheduleCalendar(
+        scheduling, rules=BroadcastRules(max_sessions_per_day=1, max_session_minutes=5)
     )
     found = {p.device: p.violations for p in ruled.conflicts(day, day + 86_400_000)}
     assert "loa-2" not in found and found["loa-3"] == [

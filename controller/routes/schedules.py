@@ -2,8 +2,9 @@
 
 Entries are kept per group or per device at one of the three levels
 (Circular 39); each change republishes the target's signed retained document
-(controller.scheduling) and is audited. Reading needs only view_fleet, so an
-officer sees what plays where; changing needs manage_schedules.
+(controller.scheduling) and is audited. The calendar and the preview are
+controller.schedule_calendar's. Reading needs only view_fleet, so an officer
+sees what plays where; changing needs manage_schedules.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from controller.auth import DbSession, Permission, Principal, require
 from controller.auth_audit import audit
 from controller.routes import LOCAL_TZ, error_responses, render
 from controller.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, speaker_targets
-from controller.scheduling import DevicePlan, Entry, EntryInput
+from controller.schedule_calendar import DevicePlan
+from controller.scheduling import Entry, EntryInput
 from controller.station import Station, StationDep, invalid_input, refused_as_http
 from protocol.topics import ID_PATTERN
 
@@ -222,7 +224,7 @@ def _validate(station: Station, entry: EntryInput) -> None:
     station.check_site()
     now = station.scheduling.clock()
     with refused_as_http():
-        station.scheduling.calendar(now, now + 1, devices=[], proposed=entry)
+        station.calendar.plans(now, now + 1, devices=[], proposed=entry)
     station.check_can_send()
 
 
@@ -324,7 +326,7 @@ def api_calendar(
     """What each speaker plays from local midnight of `start` for `days` days, collisions
     resolved as the speaker will; `conflicts_only` keeps what is cut, missed or delayed."""
     first, end = period(start, days)
-    ask = station.scheduling.conflicts if conflicts_only else station.scheduling.calendar
+    ask = station.calendar.conflicts if conflicts_only else station.calendar.plans
     with refused_as_http():
         return [PlanOut.of(p) for p in ask(first, end, devices=device or None)]
 
@@ -335,7 +337,7 @@ def api_preview(body: PreviewIn, station: StationDep, who: Scheduler) -> list[Pl
     check_rrule(body.entry.rrule)
     first, end = period(body.start, body.days)
     with refused_as_http():
-        plans = station.scheduling.conflicts(first, end, proposed=body.entry.to_input())
+        plans = station.calendar.conflicts(first, end, proposed=body.entry.to_input())
     return [PlanOut.of(p) for p in plans]
 
 
@@ -379,7 +381,7 @@ def _page(
     span = "week" if query.get("span") == "week" else "day"
     first, end = period(day, 7 if span == "week" else 1)
     try:
-        plans = station.scheduling.calendar(first, end)
+        plans = station.calendar.plans(first, end)
     except (i18n.Refusal, OSError, ValueError):  # no site yet
         plans = []
     by_id = {c.sha256: c.title for c in station.library.clips()}
@@ -440,7 +442,7 @@ def page_preview(
         start = dt.date.fromisoformat(entry.dtstart[:10])
         first, end = period(start, 7)
         with refused_as_http():
-            found = station.scheduling.conflicts(first, end, proposed=entry.to_input())
+            found = station.calendar.conflicts(first, end, proposed=entry.to_input())
     except i18n.Refusal as refused:
         return _page(request, station, status_code=refused.status, error=refused, form=form)
     except ValueError:
