@@ -49,12 +49,19 @@ class BrokerProcess:
         """Start ``argv`` and wait until ``ready`` holds for what it logged since.
 
         Reading the log (not only connecting) proves that this process, not
-        another one, holds the port.
+        another one, holds the port. The broker gets a session of its own: a
+        Ctrl-C in the terminal reaches the agents, which say goodbye through
+        it, and its owner stops it afterwards.
         """
         offset = self._log_size()
         with output.open("ab") as out:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while not ready(self._log_since(offset)):
