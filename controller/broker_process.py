@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,7 @@ class BrokerError(RuntimeError):
     """The broker could not start, stop or reload; the message holds its last log lines."""
 
 
-class BrokerProcess:
+class BrokerProcess(ABC):
     """One broker process on ``host:port`` writing ``log_path`` in ``workdir``."""
 
     name = "the broker"
@@ -103,8 +104,9 @@ class BrokerProcess:
             self.proc.wait()
         self.proc = None
 
+    @abstractmethod
     def start(self, timeout_s: float = 10) -> None:
-        raise NotImplementedError
+        """Start the broker and return once it is ready (the subclass knows how)."""
 
     def restart(self) -> None:
         self.stop()

@@ -13,7 +13,6 @@ paho's own, with a full-jitter delay set before each attempt (paho #871).
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -27,6 +26,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge.backoff import Backoff
+from edge.mqtt import guarded, no_delay
 from protocol.envelope import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -140,12 +140,6 @@ def _match_filter(topic_filter: str) -> str:
     return topic_filter
 
 
-def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    """Commands and acks are small packets: no Nagle delay."""
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class Bus:
     """A long-lived MQTT session with handlers run off the network thread."""
 
@@ -185,26 +179,14 @@ class Bus:
         if tls or tls_ca is not None:
             client.tls_set(ca_certs=str(tls_ca) if tls_ca else None, cert_reqs=ssl.CERT_REQUIRED)
         client.max_inflight_messages_set(200)
-        client.on_connect = self._guard(self._on_connect)
-        client.on_disconnect = self._guard(self._on_disconnect)
-        client.on_connect_fail = self._guard(self._on_connect_fail)
-        client.on_message = self._guard(self._on_message)
-        client.on_publish = self._guard(self._on_publish)
-        client.on_subscribe = self._guard(self._on_subscribe)
-        client.on_socket_open = self._guard(_no_delay)
+        client.on_connect = guarded(self._on_connect)
+        client.on_disconnect = guarded(self._on_disconnect)
+        client.on_connect_fail = guarded(self._on_connect_fail)
+        client.on_message = guarded(self._on_message)
+        client.on_publish = guarded(self._on_publish)
+        client.on_subscribe = guarded(self._on_subscribe)
+        client.on_socket_open = guarded(no_delay)
         self._client = client
-
-    @staticmethod
-    def _guard(fn: Callable[..., None]) -> Callable[..., None]:
-        """An exception in a paho callback would kill its network thread silently."""
-
-        def guarded(*args: Any) -> None:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("error in MQTT callback %s", fn.__name__)
-
-        return guarded
 
     @property
     def connected(self) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.mqtt import no_delay
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 from protocol.topics import Topics
@@ -35,12 +35,6 @@ class DeviceView:
     events: int = 0
     last_ack: Ack | None = None
     seen_ms: int = 0
-
-
-def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    """Commands go out one small packet at a time: no Nagle delay."""
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass
@@ -73,7 +67,7 @@ class FleetView:
         client.username_pw_set(self.username, self.password)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        client.on_socket_open = _no_delay
+        client.on_socket_open = no_delay
         self._client = client
 
     def start(self, timeout_s: float = 10) -> None:

@@ -45,10 +45,24 @@ class Will:
     payload: bytes
 
 
-def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    """Small MQTT packets must not wait for Nagle and the peer's delayed ACK (~40 ms)."""
+def no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    """paho's on_socket_open: small MQTT packets must not wait for Nagle and the
+    peer's delayed ACK (~40 ms). The controller's clients use it too."""
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def guarded(fn: Callable[..., None]) -> Callable[..., None]:
+    """A paho callback that logs its exception: one escaping would kill paho's
+    network thread silently."""
+
+    def guard(*args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("error in MQTT callback %s", fn.__name__)
+
+    return guard
 
 
 class MqttLink:
@@ -88,25 +102,13 @@ class MqttLink:
             )
         client.will_set(will.topic, will.payload, qos=1, retain=True)
         client.max_inflight_messages_set(50)
-        client.on_connect = self._guard(self._handle_connect)
-        client.on_disconnect = self._guard(self._handle_disconnect)
-        client.on_connect_fail = self._guard(self._handle_connect_fail)
-        client.on_message = self._guard(self._handle_message)
-        client.on_publish = self._guard(self._handle_publish)
-        client.on_socket_open = self._guard(_no_delay)
+        client.on_connect = guarded(self._handle_connect)
+        client.on_disconnect = guarded(self._handle_disconnect)
+        client.on_connect_fail = guarded(self._handle_connect_fail)
+        client.on_message = guarded(self._handle_message)
+        client.on_publish = guarded(self._handle_publish)
+        client.on_socket_open = guarded(no_delay)
         self._client = client
-
-    @staticmethod
-    def _guard(fn: Callable[..., None]) -> Callable[..., None]:
-        """An exception in a paho callback would kill its network thread silently."""
-
-        def guarded(*args: Any) -> None:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("error in MQTT callback %s", fn.__name__)
-
-        return guarded
 
     @property
     def connected(self) -> bool:
