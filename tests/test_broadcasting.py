@@ -81,7 +81,7 @@ def test_play_now_to_overlapping_targets_plays_once_and_a_stop_cuts_it(
     stopped = station.broadcasting.stop([Target("group", "thon-1")], by="bt")
     assert stopped.kind == "stop" and stopped.priority == 9
     done = station.broadcasting.wait_acks(stopped.id, timeout_s=30)
-    assert done.status == "acked"
+    assert done.status == "acked", done.acks  # which device's answer is missing, if any
     for device in ("loa-1", "loa-3"):
         (played,) = station.wait_recordings(device, 1)
         assert played["key"] == sent.id
