@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from edge.config import KioskSection
+from kiosk.config import KioskSection
 from kiosk.role import Kiosk
 from kiosk.virtual_printer import VirtualPrinter
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
 
-from edge.backoff import Backoff
+from plumbing.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

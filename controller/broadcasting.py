@@ -23,11 +23,12 @@ from sqlalchemy import bindparam, case, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
-from controller.clip_library import ClipLibrary, Invalid, NotFound, now_ms
+from controller.clip_library import ClipLibrary, Invalid, NotFound
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
 from controller.documents import Publisher
 from controller.provisioning import Site
 from controller.scheduling import LEVELS, Clock, Fleet, Target
+from plumbing.clock import wall_ms
 from protocol.commands import BroadcastPlay, BroadcastStop, BroadcastStream, Strict
 from protocol.envelope import seal
 from protocol.uplink import Ack
@@ -105,7 +106,7 @@ class Broadcasting:
         *,
         clip_base_url: str,
         lead_ms: int = DEFAULT_LEAD_MS,
-        clock: Clock = now_ms,
+        clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
         self.fleet = Fleet(site)

@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.broadcasting import BroadcastInfo, Broadcasting
-from controller.clip_library import Conflict, Invalid, NotFound, now_ms
+from controller.clip_library import Conflict, Invalid, NotFound
 from controller.db.broadcast_tables import BulletinRow, ClipRow
 from controller.scheduling import LEVELS, Clock, EntryInput, Scheduling, Target
+from plumbing.clock import wall_ms
 
 MAX_TITLE = 200
 MAX_ID = 128
@@ -88,7 +89,7 @@ class BulletinInbox:
         scheduling: Scheduling,
         broadcasting: Broadcasting,
         *,
-        clock: Clock = now_ms,
+        clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
         self.scheduling = scheduling

@@ -13,7 +13,6 @@ paho's own, with a full-jitter delay set before each attempt (paho #871).
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections import deque
@@ -23,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
-from edge.backoff import Backoff
-from edge.mqtt import guarded, no_delay
+from plumbing.backoff import Backoff
+from plumbing.mqtt_client import arm_backoff, guarded, new_client
 from protocol.envelope import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -169,23 +168,21 @@ class Bus:
         self._inbound = _Inbox(INBOUND_QUEUE)
         self._backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         self._worker: threading.Thread | None = None
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+        client = new_client(
+            client_id,
+            username,
+            password,
             clean_session=clean_session,
-            reconnect_on_failure=True,
+            tls=tls,
+            ca_file=tls_ca,
+            max_inflight=200,
         )
-        client.username_pw_set(username, password)
-        if tls or tls_ca is not None:
-            client.tls_set(ca_certs=str(tls_ca) if tls_ca else None, cert_reqs=ssl.CERT_REQUIRED)
-        client.max_inflight_messages_set(200)
         client.on_connect = guarded(self._on_connect)
         client.on_disconnect = guarded(self._on_disconnect)
         client.on_connect_fail = guarded(self._on_connect_fail)
         client.on_message = guarded(self._on_message)
         client.on_publish = guarded(self._on_publish)
         client.on_subscribe = guarded(self._on_subscribe)
-        client.on_socket_open = guarded(no_delay)
         self._client = client
 
     @property
@@ -264,8 +261,7 @@ class Bus:
     # paho's network thread
 
     def _arm_backoff(self) -> None:
-        delay = self._backoff.next_delay()
-        self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        arm_backoff(self._client, self._backoff)
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcast.clips import ClipSettings, PreparedClip, Progress, prepare
 from broadcast.tts import EspeakEngine, SpeechEngine, speak_to_clip
 from controller.db.broadcast_tables import BulletinRow, ClipRow, ScheduleRow
+from plumbing.clock import wall_ms
 from protocol.commands import ClipRef
 
 Clock = Callable[[], int]
 COPY_CHUNK = 1 << 20
 MAX_TITLE = 200
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ServiceError(Exception):
@@ -112,7 +108,7 @@ class ClipLibrary:
         *,
         settings: ClipSettings | None = None,
         speech: SpeechEngine | None = None,
-        clock: Clock = now_ms,
+        clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
         self.clip_dir = clip_dir

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.mqtt import no_delay
+from plumbing.mqtt_client import guarded, new_client
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 from protocol.topics import Topics
@@ -63,11 +62,11 @@ class FleetView:
         self._lock = threading.Lock()
         self._acks: dict[str, AckWaiter] = {}
         self._connected = threading.Event()
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"xaso-view-{id(self)}")
-        client.username_pw_set(self.username, self.password)
-        client.on_connect = self._on_connect
+        client = new_client(
+            f"xaso-view-{id(self)}", self.username, self.password, clean_session=True
+        )
+        client.on_connect = guarded(self._on_connect)
         client.on_message = self._on_message
-        client.on_socket_open = no_delay
         self._client = client
 
     def start(self, timeout_s: float = 10) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.bus import Bus
 from controller.ingest_writes import AckHook, Item, SeenDevices, write_batch
+from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
 from protocol.topics import Topics
 from protocol.uplink import Ack, Event, Status, Telemetry
@@ -55,10 +56,6 @@ WRITE_RETRIES = 5
 MAX_PENDING = 4 * BATCH_MAX  # messages validated but not yet written, before the bus waits
 TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
 _STOP = object()
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import tempfile
-import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from typing import Any
 
 import tomli_w
 
+from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
 from protocol.signing import SigningKey
 from protocol.topics import DEFAULT_ROOT, GROUP_LEAVES, check_id, check_root
@@ -237,7 +237,7 @@ def init_site(directory: Path, *, root: str = DEFAULT_ROOT) -> Site:
             "root": root,
             "active_key": kid,
             "users": {CONTROLLER_USER: mosquitto_hash(password)},
-            "created_ms": _now_ms(),
+            "created_ms": wall_ms(),
         }
         _write_json(site.dir / "site.json", meta)
         _write_broker_files(site)
@@ -361,7 +361,7 @@ def add_device(
         entry = replace(
             entry,
             password_hash=mosquitto_hash(password),
-            created_ms=old.created_ms if old else _now_ms(),
+            created_ms=old.created_ms if old else wall_ms(),
         )
         config: dict[str, dict[str, Any]] = {
             "device": {
@@ -544,6 +544,3 @@ def _locked(directory: Path) -> Iterator[None]:
     finally:
         os.close(fd)
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, Level, level_of
 from broadcast.schedule import Schedule
-from controller.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url, now_ms
+from controller.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
 from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
 from controller.documents import Publisher, Signed, mark_delivered, sign_next
 from controller.provisioning import DeviceEntry, Site
+from plumbing.clock import wall_ms
 from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
 from protocol.errors import ProtocolError
@@ -204,7 +205,7 @@ class Scheduling:
         *,
         clip_base_url: str,
         publisher: Publisher | None = None,
-        clock: Clock = now_ms,
+        clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
         self.fleet = Fleet(site)

@@ -9,25 +9,21 @@ be shared or kept in version control.
 
 from __future__ import annotations
 
-import difflib
 import os
 import secrets
 import stat
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
+
+from plumbing.config_files import ConfigFileError, Section, read_toml, validate
 
 SECRET_BYTES = 32
 
 
-class SettingsError(Exception):
-    """A configuration that cannot be used; the message says how to fix it."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SettingsError(ConfigFileError):
+    """A controller configuration that cannot be used; the message says how to fix it."""
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -139,68 +135,22 @@ class ControllerSettings(Section):
         return self.path(self.security.secret_file)
 
 
-_FIXES = {
-    "missing": "add it",
-    "extra_forbidden": "remove it",
-    "greater_than": "use a larger number",
-    "greater_than_equal": "use a larger number",
-    "less_than_equal": "use a smaller number",
-    "bool_type": "write true or false",
-    "int_parsing": "write a whole number",
-    "int_type": "write a whole number",
-    "float_parsing": "write a number",
-    "float_type": "write a number",
-    "string_type": 'write text in quotes, like "..."',
-}
-
-
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    if len(loc) == 1:
-        return [k for k in ControllerSettings.model_fields if k != "base_dir"]
-    field = ControllerSettings.model_fields.get(str(loc[0]))
-    annotation = field.annotation if field else None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return []
-
-
-def _describe(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s) in the controller configuration:"]
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc[1:])
-        where = f"[{loc[0]}] {key}" if key else f"[{loc[0]}]" if loc else "(file)"
-        fix = _FIXES.get(err["type"], "")
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=2)
-            if close:
-                fix = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {where}: {message}" + (f" ({fix})" if fix else ""))
-    return "\n".join(lines)
-
-
 def parse_settings(data: dict[str, Any], path: Path) -> ControllerSettings:
     if "base_dir" in data:
         raise SettingsError(f"{path}: [base_dir] is not a setting (remove it)")
-    try:
-        return ControllerSettings.model_validate({**data, "base_dir": path.resolve().parent})
-    except ValidationError as exc:
-        raise SettingsError(_describe(path, exc)) from None
+    return validate(
+        ControllerSettings,
+        {**data, "base_dir": path.resolve().parent},
+        path,
+        what="controller configuration",
+        error=SettingsError,
+        hidden=frozenset({"base_dir"}),
+    )
 
 
 def load_settings(path: Path) -> ControllerSettings:
     """Read and check a controller configuration; raise `SettingsError` with every fault."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read the configuration: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SettingsError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, SettingsError)
     return parse_settings(data, path)
 
 

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from edge import __version__
-from edge.backoff import Backoff
 from edge.config import AgentConfig
 from edge.dispatch import Dispatcher
 from edge.health import SystemProbe
 from edge.mqtt import LinkSettings, MqttLink, Will
 from edge.outbox import Outbox
 from edge.store import LocalStore
+from plumbing.backoff import Backoff
+from plumbing.clock import wall_ms
 from protocol.commands import ConfigSet, DeviceVolume, Strict
 from protocol.envelope import Opened
 from protocol.signing import Keyring
@@ -34,10 +35,6 @@ INBOUND_QUEUE_MAX = 1000
 # for room (TCP then slows the broker, which applies its own limits) before a
 # message is dropped. Short enough for keepalive; nothing here waits on paho.
 INBOUND_BACKPRESSURE_S = 2.0
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _json(model: Status | Telemetry | Event | Any) -> bytes:

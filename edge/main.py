@@ -16,8 +16,8 @@ from types import FrameType
 from edge.agent import Agent
 from edge.config import AgentConfig, ConfigError, load_config
 from edge.memory import release_free_memory
-from edge.store import StoreError
 from edge.systemd import SystemdNotifier
+from plumbing.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 EXIT_CONFIG = 2

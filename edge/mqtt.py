@@ -10,8 +10,6 @@ and hands work on without blocking, and subscriptions are made in
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.backoff import Backoff
+from plumbing.backoff import Backoff
+from plumbing.mqtt_client import arm_backoff, guarded, new_client
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +42,6 @@ class LinkSettings:
 class Will:
     topic: str
     payload: bytes
-
-
-def no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    """paho's on_socket_open: small MQTT packets must not wait for Nagle and the
-    peer's delayed ACK (~40 ms). The controller's clients use it too."""
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def guarded(fn: Callable[..., None]) -> Callable[..., None]:
-    """A paho callback that logs its exception: one escaping would kill paho's
-    network thread silently."""
-
-    def guard(*args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("error in MQTT callback %s", fn.__name__)
-
-    return guard
 
 
 class MqttLink:
@@ -88,26 +67,21 @@ class MqttLink:
         self._on_message = on_message
         self._on_published = on_published
         self._connected = threading.Event()
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
+        client = new_client(
+            settings.client_id,
+            settings.username,
+            settings.password,
             clean_session=False,  # the broker queues commands across a short outage
-            reconnect_on_failure=True,
+            tls=settings.tls,
+            ca_file=settings.ca_file,
+            max_inflight=50,
         )
-        client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            client.tls_set(
-                ca_certs=str(settings.ca_file) if settings.ca_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
         client.will_set(will.topic, will.payload, qos=1, retain=True)
-        client.max_inflight_messages_set(50)
         client.on_connect = guarded(self._handle_connect)
         client.on_disconnect = guarded(self._handle_disconnect)
         client.on_connect_fail = guarded(self._handle_connect_fail)
         client.on_message = guarded(self._handle_message)
         client.on_publish = guarded(self._handle_publish)
-        client.on_socket_open = guarded(no_delay)
         self._client = client
 
     @property
@@ -147,8 +121,7 @@ class MqttLink:
     # callbacks, on paho's network thread
 
     def _arm_backoff(self) -> None:
-        delay = self._backoff.next_delay()
-        self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        arm_backoff(self._client, self._backoff)
 
     def _handle_connect(
         self, client: paho.Client, _ud: Any, _flags: Any, reason: ReasonCode, _props: Any

@@ -7,11 +7,12 @@ the only importer of sqlite3 on the edge.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from plumbing.sqlite import open_durable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -40,10 +41,6 @@ CREATE TABLE IF NOT EXISTS setting (
 """
 
 
-class StoreError(Exception):
-    """The state file cannot be opened or written."""
-
-
 @dataclass(frozen=True)
 class OutboxRow:
     seq: int
@@ -59,24 +56,6 @@ class StoredDocument:
     version: int
     cmd_id: str
     payload: bytes
-
-
-def open_durable(path: Path, schema: str, what: str) -> sqlite3.Connection:
-    """A SQLite file that loses nothing it acknowledged, even to a power cut.
-
-    WAL with ``synchronous=FULL``; autocommit, so callers open their own
-    transactions; shared by one lock across threads (the caller's).
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(schema)
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot open the {what} {path}: {exc}") from exc
-    return db
 
 
 class LocalStore:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.config import KioskSection
+from kiosk.config import KioskSection
 from kiosk.numbering import RATINGS, QueuePolicy
 from kiosk.office import KioskError, Office, OfficeSettings, counter_services
 from kiosk.printer import PrinterStatus, SerialTicketPrinter

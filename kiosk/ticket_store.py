@@ -27,7 +27,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from edge.store import open_durable
 from kiosk.numbering import (
     DEFAULT_TZ,
     RATINGS,
@@ -40,6 +39,7 @@ from kiosk.numbering import (
     local_day,
     next_ticket,
 )
+from plumbing.sqlite import open_durable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS day_counter (

@@ -169,7 +169,7 @@ def virtual_printer(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
     """A started Kiosk on the virtual printer, recording its events; closed after the test."""
-    from edge.config import KioskSection
+    from kiosk.config import KioskSection
     from kiosk.role import Kiosk
 
     made: list[Kiosk] = []

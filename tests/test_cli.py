@@ -47,5 +47,5 @@ def test_a_config_with_faults_lists_them_all(tmp_path):
         check=False,
     )
     assert out.returncode == 2
-    for expected in ("[device] id", "did you mean", "trust: Field required"):
+    for expected in ("[device] id", "did you mean", "[trust]: Field required"):
         assert expected in out.stderr

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.backoff import Backoff
 from edge.config import ConfigError, load_config
 from edge.dispatch import Dispatcher
 from edge.store import LocalStore, StoredDocument
+from plumbing.backoff import Backoff
 from protocol.envelope import seal
 from protocol.errors import RefusalReason
 from protocol.signing import Keyring, SigningKey
@@ -179,7 +179,7 @@ def test_config_loads_and_defaults(tmp_path):
         (GOOD.replace('"loa-1"', '"Loa 1"'), "[device] id"),
         (GOOD.replace('["speaker"]', '["toaster"]'), "[device] roles"),
         (GOOD.replace(KEY.public.b64, "short"), "[trust] keys"),
-        ("[device]\nid='a'\n", "trust: Field required (add it)"),
+        ("[device]\nid='a'\n", "[trust]: Field required (add it)"),
     ],
 )
 def test_config_errors_name_key_and_fix(tmp_path, text, expected):

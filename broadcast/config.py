@@ -1,0 +1,43 @@
+"""The radio's section of an agent's configuration: ``[speaker]``.
+
+The feature owns its schema; the agent's configuration (edge/config.py)
+composes it with the host's own sections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from plumbing.config_files import Section
+from protocol.commands import DeviceOrGroupId as DeviceId
+
+
+class SpeakerSection(Section):
+    """The loudspeaker cluster: where sound goes, the amplifier relay, the clip cache."""
+
+    sink: Literal["alsa", "wav"] = "alsa"
+    alsa_device: str = "default"
+    wav_dir: Path | None = None  # the "wav" sink's recordings; default: <state dir>/played
+    amp_pin: Annotated[int, Field(ge=0, le=53)] | None = None  # BCM number; None: no relay
+    amp_active_high: bool = True
+    amp_preroll_ms: Annotated[int, Field(ge=0, le=30_000)] = 1500
+    amp_hold_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    cache_budget_mb: Annotated[int, Field(ge=10)] = 2048
+    prefetch_days: Annotated[float, Field(gt=0, le=31)] = 3.0
+    resume_preempted: bool = False
+    # the hall speaker of these kiosks: plays their calls (`xaso device add --calls-from`)
+    calls_from: list[DeviceId] = []
+    # a call delivered later than this (the kiosk's outbox after a network drop) is dropped:
+    # said late, it sends people to the wrong counter
+    call_max_age_s: Annotated[float, Field(ge=1, le=600)] = 60.0
+
+    @field_validator("calls_from")
+    @classmethod
+    def _calls_from(cls, value: list[str]) -> list[str]:
+        twice = sorted({k for k in value if value.count(k) > 1})
+        if twice:
+            raise ValueError(f"list each kiosk once; repeated: {', '.join(twice)}")
+        return value

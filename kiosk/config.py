@@ -1,0 +1,120 @@
+"""The queue's section of an agent's configuration: ``[kiosk]``.
+
+The feature owns its schema; the agent's configuration (edge/config.py)
+composes it with the host's own sections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kiosk.numbering import DEFAULT_TZ, SERVICE_CODE, Service
+from plumbing.config_files import Section
+
+
+def _office_services() -> list[Service]:
+    """The usual services of a commune's one-stop office (DOMAIN.md), one letter each."""
+    names = (
+        ("ho-tich", "Hộ tịch", "Civil status", "A"),
+        ("dat-dai", "Đất đai", "Land", "B"),
+        ("chung-thuc", "Chứng thực", "Certification", "C"),
+        ("ldtbxh", "Lao động - Thương binh và Xã hội", "Labour, invalids and social affairs", "D"),
+    )
+    return [Service(code=c, name_vi=vi, name_en=en, prefix=p) for c, vi, en, p in names]
+
+
+class KioskButton(Section):
+    """One physical button for a service, and the LED beside it (BCM pin numbers)."""
+
+    service: Annotated[str, Field(pattern=SERVICE_CODE)]
+    pin: Annotated[int, Field(ge=0, le=53)]
+    led_pin: Annotated[int, Field(ge=0, le=53)] | None = None
+    priority: bool = False  # a separate button for priority citizens
+
+
+class KioskSection(Section):
+    """The queue kiosk: services, counters, the thermal printer, buttons, pages, calls."""
+
+    office: Annotated[str, Field(min_length=1, max_length=120)] = "Bộ phận một cửa"
+    tz: str = DEFAULT_TZ
+    services: Annotated[list[Service], Field(min_length=1, max_length=26)] = Field(
+        default_factory=_office_services
+    )
+    counters: Annotated[int, Field(ge=1, le=99)] = 3
+    # counter number (as a string, TOML keys are strings) -> the services it calls; default all
+    counter_services: dict[str, list[str]] = {}
+    queue_mode: Literal["strict", "interleave"] = "strict"
+    interleave_every: Annotated[int, Field(ge=1, le=50)] = 3
+    printer_url: str = "/dev/ttyUSB0"  # a device, or any pyserial URL (loop://, a pty)
+    printer_baud: Literal[9600, 19200, 38400, 57600, 115200] = 115200
+    printer_flow: Literal["rtscts", "xonxoff"] = "rtscts"
+    paper_mm: Literal[58, 80] = 80
+    printer_dots: Literal[384, 512, 576] | None = None  # default: 384 for 58 mm, 576 for 80 mm
+    vietnamese: Literal["raster", "codepage"] = "raster"
+    codepage: str | None = None
+    native_qr: bool = True
+    status_poll_s: Annotated[float, Field(ge=0.05, le=60)] = 2.0
+    buttons: list[KioskButton] = []
+    bounce_ms: Annotated[int, Field(ge=0, le=5000)] = 300
+    web_host: str = "0.0.0.0"  # noqa: S104 - the office network's touchscreens and TV
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    public_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=200)] | None = None
+    # the hall speaker: on this device's audio out ("alsa", "wav"), another device ("remote":
+    # a speaker with `calls_from` this kiosk), or none ("off")
+    voice: Literal["off", "alsa", "wav", "remote"] = "alsa"
+    alsa_device: str = "default"
+    wav_dir: Path | None = None  # voice = "wav": where calls are recorded; default <state>/calls
+    call_priority: Annotated[int, Field(ge=1, le=6)] = 4
+    call_repeats: Annotated[int, Field(ge=1, le=3)] = 2
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone such as 'Asia/Ho_Chi_Minh'"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KioskSection:
+        codes = [s.code for s in self.services]
+        prefixes = [s.prefix for s in self.services]
+        for what, values in (("service code", codes), ("prefix", prefixes)):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"each {what} must be unique; repeated: {', '.join(twice)}")
+        for b in self.buttons:
+            if b.service not in codes:
+                raise ValueError(
+                    f"button on pin {b.pin}: unknown service {b.service!r}; use one of {codes}"
+                )
+        pins = [b.pin for b in self.buttons] + [
+            b.led_pin for b in self.buttons if b.led_pin is not None
+        ]
+        if len(pins) != len(set(pins)):
+            raise ValueError("buttons and LEDs must each have their own pin")
+        for key, served in self.counter_services.items():
+            if not key.isdigit() or not 1 <= int(key) <= self.counters:
+                raise ValueError(f"counter_services: {key!r} is not a counter (1-{self.counters})")
+            unknown = sorted(set(served) - set(codes))
+            if unknown or not served:
+                raise ValueError(
+                    f"counter_services.{key}: give known services, not {unknown or '[]'}"
+                )
+        if self.vietnamese == "codepage" and not self.codepage:
+            raise ValueError("vietnamese = 'codepage' needs codepage, e.g. 'TCVN-3-1'")
+        dots = self.printer_dots
+        if dots is not None and (self.paper_mm == 58) != (dots == 384):
+            raise ValueError(
+                f"printer_dots {dots} does not fit {self.paper_mm} mm paper"
+                " (384 for 58 mm, 512 or 576 for 80 mm)"
+            )
+        return self
