@@ -24,8 +24,8 @@ from types import TracebackType
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cli.brokers.mosquitto import Mosquitto, free_port
 from controller import provisioning
-from controller.mosquitto import Mosquitto, free_port
 from edge.systemd import unit_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,9 +153,9 @@ class BenchSite:
         return self.dir / f"{device}.log"
 
     def spawn_agent(self, device: str) -> subprocess.Popen[bytes]:
-        """`python -m edge.cli agent --config FILE` with the environment systemd gives it."""
+        """`python -m cli.main agent --config FILE` with the environment systemd gives it."""
         config = str(self.site.device_config_path(device))
-        argv = [sys.executable, "-m", "edge.cli", "agent", "--config", config]
+        argv = [sys.executable, "-m", "cli.main", "agent", "--config", config]
         with self.agent_log(device).open("ab") as log:
             proc = subprocess.Popen(
                 argv,

@@ -38,7 +38,7 @@ IMPORTS = {
     "edge.agent (the agent itself)": "import edge.agent",
     "edge.main (agent entry, no CLI)": "import edge.main",
     "fastapi + uvicorn": "import fastapi, uvicorn",
-    "edge.cli parser (`-m edge.cli`)": "import edge.cli; edge.cli.build_parser()",
+    "cli.main parser (`-m cli.main`)": "import cli.main; cli.main.build_parser()",
 }
 _RSS_AFTER = (
     "\nimport os, sys; pages = int(open('/proc/self/statm').read().split()[1])"

@@ -40,11 +40,11 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
+from cli.brokers.mosquitto import Mosquitto
 from controller.bus import Bus
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.db.fleet_tables import TelemetrySample
 from controller.ingest import Ingest
-from controller.mosquitto import Mosquitto
 from protocol.uplink import Telemetry
 
 DEVICES = 1000

@@ -1,6 +1,6 @@
 """`xaso controller` (run the web app) and `xaso user` (accounts from the shell).
 
-Registered by `edge/cli.py`; the heavy modules are imported only when one of
+Registered by `cli/main.py`; the heavy modules are imported only when one of
 these commands runs, so `xaso agent` never loads the web stack. A refusal is
 one line on stderr and exit code 2.
 """

@@ -6,6 +6,7 @@ broker answers: a device with no network is still ready to do its work.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -84,3 +85,9 @@ def run_agent(config_path: Path) -> int:
     notifier.stopping()
     agent.close()
     return EXIT_RESTART if agent.restart_requested.is_set() else 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent = sub.add_parser("agent", help="run the edge agent on a device")
+    agent.add_argument("--config", required=True, help="the agent's TOML configuration file")
+    agent.set_defaults(func=lambda args: run_agent(Path(args.config)))

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import tomli_w
 
+from cli.brokers.mosquitto import Mosquitto, free_port
 from controller import provisioning
-from controller.mosquitto import Mosquitto, free_port
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 from tests.fleet import AgentProcess, Probe

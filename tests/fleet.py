@@ -131,7 +131,7 @@ class AgentProcess:
     def __init__(self, config: Path, log: Path, script: list[str] | None = None) -> None:
         self.config = config
         self.log = log
-        self.argv = script or [sys.executable, "-m", "edge.cli", "agent", "--config", str(config)]
+        self.argv = script or [sys.executable, "-m", "cli.main", "agent", "--config", str(config)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
 
 
 @contextmanager

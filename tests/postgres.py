@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
 
 
 def _bindir() -> Path:

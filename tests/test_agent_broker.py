@@ -290,7 +290,7 @@ def test_kill9_while_writing_events_delivers_each_written_event(fleet, probe, tm
 
 def test_agent_over_tls_with_the_sites_ca(fleet, site, tmp_path):
     """TLS when configured: the agent verifies the broker's certificate against its CA file."""
-    from controller.mosquitto import Mosquitto
+    from cli.brokers.mosquitto import Mosquitto
     from tests.fleet import AgentProcess, Probe
     from tests.tls_helpers import write_tls_pair
 

@@ -7,13 +7,14 @@ import sys
 
 from tests.fleet import ROOT
 
-HEAVY = ("fastapi", "starlette", "uvicorn", "pydub", "sqlalchemy")
+HEAVY = ("fastapi", "starlette", "uvicorn", "pydub", "sqlalchemy", "amqtt", "alembic")
 
 
-def test_the_agent_command_loads_no_web_or_audio_stack():
+def test_the_agent_command_loads_no_web_or_audio_stack_and_nothing_of_the_controller():
     code = (
-        "import sys; from edge.cli import build_parser; build_parser(); "
-        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+        "import sys; from cli.main import build_parser; "
+        "build_parser(['agent', '--config', 'x']).parse_args(['agent', '--config', 'x']); "
+        f"print([m for m in sys.modules if m.split('.')[0] in {HEAVY!r} + ('controller',)])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
@@ -24,7 +25,7 @@ def test_the_agent_command_loads_no_web_or_audio_stack():
 
 def test_bad_config_path_is_a_clear_error(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "agent", "--config", str(tmp_path / "missing.toml")],
+        [sys.executable, "-m", "cli.main", "agent", "--config", str(tmp_path / "missing.toml")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -39,7 +40,7 @@ def test_a_config_with_faults_lists_them_all(tmp_path):
     bad = tmp_path / "agent.toml"
     bad.write_text('[device]\nid = "Loa 1"\n[mqtt]\nprot = 1883\n', encoding="utf-8")
     out = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "agent", "--config", str(bad)],
+        [sys.executable, "-m", "cli.main", "agent", "--config", str(bad)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -49,3 +50,15 @@ def test_a_config_with_faults_lists_them_all(tmp_path):
     assert out.returncode == 2
     for expected in ("[device] id", "did you mean", "[trust]: Field required"):
         assert expected in out.stderr
+
+
+def test_help_lists_every_program():
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for command in ("agent", "controller", "user", "keys", "device", "demo", "clip"):
+        assert f"    {command} " in out.stdout

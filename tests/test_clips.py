@@ -268,7 +268,7 @@ def test_progress_printer_lines_and_in_place() -> None:
 
 def _xaso(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", "clip", *args],
+        [sys.executable, "-m", "cli.main", "clip", *args],
         check=False,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,

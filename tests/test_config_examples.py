@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
 from edge.config import AgentConfig, load_config
 from protocol.signing import Keyring
 from tests.tls_helpers import write_tls_pair

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
 from kiosk.virtual_printer import VirtualPrinter
 from tests.conftest import Fleet
 from tests.fleet import ROOT
@@ -55,7 +55,7 @@ def controller(fleet: Fleet, tmp_path: Path, database_url: str) -> Iterator[http
         f"[alerts]\noffline_after_min = {OFFLINE_AFTER_MIN}\ncheck_every_s = 0.5\n",
         encoding="utf-8",
     )
-    cli = [sys.executable, "-m", "edge.cli"]
+    cli = [sys.executable, "-m", "cli.main"]
     added = subprocess.run(
         [*cli, "user", "add", "ky-thuat", "--role", "technician", "--config", str(config)],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli.brokers.mosquitto import free_port
 from controller.app import create_app
 from controller.i18n import both, keys, register, t
-from controller.mosquitto import free_port
 from controller.settings import SettingsError, load_secret, load_settings, parse_settings
 from tests.fleet import ROOT
 from tests.http_helpers import serve
@@ -141,7 +141,7 @@ def test_metrics_count_requests_per_route(app_url: str) -> None:
 
 def _run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -171,7 +171,7 @@ def test_xaso_controller_serves_and_xaso_user_add_makes_an_admin(tmp_path: Path)
     assert listed.stdout.startswith("quan-tri\tadmin\tactive")
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "controller", "--config", str(config)],
+        [sys.executable, "-m", "cli.main", "controller", "--config", str(config)],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -19,13 +19,13 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from cli.brokers.mosquitto import free_port
 from controller import provisioning
 from controller.app import create_app
 from controller.auth_accounts import create_user
 from controller.auth_roles import PERMISSIONS, Principal, Role
 from controller.auth_tokens import create_token
 from controller.db.auth_tables import AuditEntry
-from controller.mosquitto import free_port
 from controller.settings import load_settings
 from tests.audio_helpers import tone_file
 from tests.conftest import DEVICES

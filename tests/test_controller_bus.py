@@ -147,7 +147,7 @@ def test_a_bad_shared_filter_is_refused(make_bus):
 
 def test_tls_verifies_the_broker_with_the_ca_file_or_the_systems_cas(site, tmp_path, monkeypatch):
     """`[mqtt] tls = true` without a CA file means the system's CAs, never plain TCP."""
-    from controller.mosquitto import Mosquitto
+    from cli.brokers.mosquitto import Mosquitto
     from tests.tls_helpers import write_tls_pair
 
     (tmp_path / "tls").mkdir()

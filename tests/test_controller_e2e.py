@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
 from tests.fleet import ROOT
 from tests.test_controller_broadcast_api import CHEAP
@@ -37,7 +37,7 @@ SETTLE_S = 90  # how long a condition may take to come true before the test fail
 
 def xaso(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -77,7 +77,7 @@ def controller(tmp_path: Path, database_url: str, broker: Any) -> Iterator[tuple
     log = tmp_path / "controller.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "controller", "--config", str(config)],
+            [sys.executable, "-m", "cli.main", "controller", "--config", str(config)],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=out,

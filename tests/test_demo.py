@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
 from tests.fleet import ROOT
 from tests.test_controller_e2e import sign_in
 
@@ -27,7 +27,7 @@ BULLETIN = "Bản tin thử nghiệm"
 def start_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
     """The demo in its own session, so that a signal to its group is a terminal's Ctrl-C."""
     log = tmp_path / "demo.out"
-    argv = [sys.executable, "-m", "edge.cli", "demo", "--dir", str(tmp_path / "d"), *args]
+    argv = [sys.executable, "-m", "cli.main", "demo", "--dir", str(tmp_path / "d"), *args]
     with log.open("wb") as out:
         demo = subprocess.Popen(
             argv,

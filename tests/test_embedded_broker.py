@@ -16,10 +16,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cli.brokers.embedded import EmbeddedBroker, EmbeddedBrokerError, choose_broker
+from cli.brokers.mosquitto import free_port
+from cli.brokers.process import BrokerError
 from controller import provisioning
-from controller.broker_process import BrokerError
-from controller.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, choose_broker
-from controller.mosquitto import free_port
 from edge.config import load_config
 from tests.conftest import DEVICES
 from tests.mqtt_helpers import Clients, ConnectRefused

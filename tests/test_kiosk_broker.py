@@ -10,7 +10,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
 from kiosk.virtual_printer import VirtualPrinter
 from tests.conftest import Fleet
 from tests.fleet import Probe, Received

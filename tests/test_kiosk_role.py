@@ -193,7 +193,7 @@ def test_a_dead_kiosk_thread_makes_the_agent_unhealthy(
     tmp_path: Path, virtual_printer: VirtualPrinter, thread: str
 ) -> None:
     """The systemd watchdog is withheld once any of the kiosk's threads has stopped."""
-    from controller.mosquitto import free_port
+    from cli.brokers.mosquitto import free_port
     from edge.agent import Agent
     from edge.config import parse_config
     from kiosk.role import attach

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.brokers.mosquitto import Mosquitto, MosquittoError, free_port
 from controller import provisioning as prov
-from controller.mosquitto import Mosquitto, MosquittoError, free_port
 from edge.config import load_config
 from tests.mqtt_helpers import Clients, Collector, ConnectRefused, publish
 

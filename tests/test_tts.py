@@ -146,7 +146,7 @@ def test_engine_from_config() -> None:
 
 def test_cli_say(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "clip", "say", CALL, str(tmp_path)],
+        [sys.executable, "-m", "cli.main", "clip", "say", CALL, str(tmp_path)],
         check=False,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """An embedded MQTT broker (amqtt) for `xaso demo` on a machine without Mosquitto.
 
-It runs as its own process, ``python -m controller.embedded_broker``, as the
+It runs as its own process, ``python -m cli.brokers.embedded``, as the
 mosquitto binary would: a broker that an agent test kills or restarts is a
 process, a crash in it cannot take the demo down, and amqtt's event loop and
 logging never share the caller's. It honours the same site files as
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller.broker_process import BrokerError, BrokerProcess
-from controller.mosquitto import free_port
+from cli.brokers.mosquitto import free_port
+from cli.brokers.process import BrokerError, BrokerProcess
 
 LOG_NAME = "embedded-broker.log"
 READY = "embedded broker ready"
@@ -44,7 +44,7 @@ class EmbeddedBrokerError(BrokerError):
 class EmbeddedBroker(BrokerProcess):
     """One amqtt broker process on ``host:port``, with the site's password file and ACL.
 
-    The same surface as controller.mosquitto.Mosquitto. State lives in memory:
+    The same surface as cli.brokers.mosquitto.Mosquitto. State lives in memory:
     a restart loses retained messages and persistent sessions.
     """
 
@@ -70,7 +70,7 @@ class EmbeddedBroker(BrokerProcess):
             raise EmbeddedBrokerError(f"the embedded broker is already running on port {self.port}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._check_readable(self.password_file, self.acl_file)
-        argv = [sys.executable, "-m", "controller.embedded_broker", "--host", self.host]
+        argv = [sys.executable, "-m", "cli.brokers.embedded", "--host", self.host]
         argv += ["--port", str(self.port), "--log", str(self.log_path)]
         argv += ["--password-file", str(self.password_file), "--acl-file", str(self.acl_file)]
         self._spawn(argv, self.log_path, lambda logged: READY in logged, timeout_s)
@@ -81,7 +81,7 @@ class EmbeddedBroker(BrokerProcess):
 
 async def serve(host: str, port: int, password_file: Path, acl_file: Path) -> None:
     """Run the broker until SIGTERM or SIGINT; amqtt is imported here, in the broker process."""
-    from controller.embedded_broker_plugins import SiteBroker, broker_config
+    from cli.brokers.embedded_plugins import SiteBroker, broker_config
 
     broker = SiteBroker(broker_config(host, port, password_file, acl_file))
     await broker.start()
@@ -95,7 +95,7 @@ async def serve(host: str, port: int, password_file: Path, acl_file: Path) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m controller.embedded_broker")
+    parser = argparse.ArgumentParser(prog="python -m cli.brokers.embedded")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--password-file", type=Path, required=True)

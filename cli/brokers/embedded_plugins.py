@@ -1,7 +1,7 @@
 """amqtt, taught the site's Mosquitto files: the only module that imports amqtt.
 
 ``SiteFilesPlugin`` authenticates against ``broker/passwd`` (Mosquitto ``$7$``
-hashes) and authorizes against ``broker/acl`` (controller.mqtt_acl).
+hashes) and authorizes against ``broker/acl`` (cli.brokers.mqtt_acl).
 ``SiteBroker`` closes four gaps of amqtt 0.12.1 that would break that ACL or
 the agents' contract; each override says which.
 """
@@ -22,7 +22,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
-from controller.mqtt_acl import Access, Acl, parse_acl
+from cli.brokers.mqtt_acl import Access, Acl, parse_acl
 from controller.provisioning import password_matches
 
 log = logging.getLogger("xaso.embedded_broker")

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import tomli_w
 
+from cli.brokers.mosquitto import free_port
 from controller import provisioning
-from controller.mosquitto import free_port
 
 if TYPE_CHECKING:
     from kiosk.virtual_printer import VirtualPrinter
@@ -39,7 +39,7 @@ class Managed:
         env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge.cli", "agent", "--config", str(self.config)],
+                [sys.executable, "-m", "cli.main", "agent", "--config", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -3,7 +3,7 @@
 Every part is the real one: Mosquitto with the site's passwords and ACL, each
 agent in its own process running the production code on simulated hardware,
 signed documents and commands from the controller's key, and the controller's
-web app (controller/demo_controller.py) with its database, accounts and the
+web app (cli/demo/controller.py) with its database, accounts and the
 fleet's spoken bulletin in its schedules.
 """
 
@@ -23,17 +23,17 @@ from types import FrameType
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from cli.brokers.embedded import EmbeddedBroker, choose_broker
+from cli.brokers.mosquitto import Mosquitto, free_port, mosquitto_binary
+from cli.brokers.process import BrokerError
+from cli.demo.devices import DemoKiosk, Managed, citizen, provision
 from controller import provisioning
-from controller.broker_process import BrokerError
-from controller.demo_devices import DemoKiosk, Managed, citizen, provision
-from controller.embedded_broker import EmbeddedBroker, choose_broker
-from controller.mosquitto import Mosquitto, free_port, mosquitto_binary
 from protocol.commands import DEFAULT_TZ
 from protocol.topics import Topics
 
 if TYPE_CHECKING:
-    from controller.demo_controller import Account
-    from controller.fleet_view import FleetView
+    from cli.demo.controller import Account
+    from cli.demo.fleet_view import FleetView
     from protocol.uplink import Event
 
 PING_EVERY_S = 15.0
@@ -78,8 +78,8 @@ def run_demo(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     _log_to(workdir / "logs" / "controller.log")  # before alembic logs as it is imported
     # imported here: `xaso agent` builds the same parser and must not load a web stack
-    from controller.demo_controller import DemoController, DemoError, write_settings
-    from controller.fleet_view import FleetView
+    from cli.demo.controller import DemoController, DemoError, write_settings
+    from cli.demo.fleet_view import FleetView
 
     mqtt_port = args.mqtt_port or free_port()
     http_port = args.http_port or free_port()

@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from controller.broker_process import BrokerError, BrokerProcess
+from cli.brokers.process import BrokerError, BrokerProcess
 
 LOG_NAME = "mosquitto.log"
 # A short snapshot interval: a killed broker loses at most about a second.
@@ -82,7 +82,7 @@ class Mosquitto(BrokerProcess):
 
     def config_text(self) -> str:
         lines = [
-            "# Written by controller.mosquitto on every start; edits are lost.",
+            "# Written by cli.brokers.mosquitto on every start; edits are lost.",
             f"listener {self.port} {self.host}",
             *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
             f"allow_anonymous {'false' if self.password_file else 'true'}",

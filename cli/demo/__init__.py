@@ -1,0 +1,1 @@
+"""`xaso demo`: a broker, a simulated fleet and the real controller on one machine."""
