@@ -23,7 +23,7 @@ from pathlib import Path
 from gpiozero.pins.mock import MockFactory
 
 from kiosk.config import KioskSection
-from kiosk.role import Kiosk
+from kiosk.service import Kiosk
 from kiosk.virtual_printer import VirtualPrinter
 
 PRESSES = 200
@@ -58,7 +58,6 @@ def kiosk_latencies(workdir: Path) -> list[float]:
         lambda _t, _b: None,
         lambda: time.time_ns() // 1_000_000,
         pin_factory=pins,
-        serve_web=False,
     )
     kiosk.start()
     button = pins.pin(5)

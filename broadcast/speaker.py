@@ -37,7 +37,8 @@ from protocol.envelope import Opened
 from protocol.errors import Refusal, RefusalReason
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from broadcast.config import SpeakerSection
+    from protocol.host import RoleHost
 
 log = logging.getLogger(__name__)
 LOOKAHEAD_MS = 5_000  # decode ahead, open the device, amplifier pre-roll
@@ -52,19 +53,19 @@ TEST_TONE_PRIORITY = 3
 class Speaker:
     def __init__(
         self,
-        agent: Agent,
+        host: RoleHost,
+        cfg: SpeakerSection,
         *,
         sink: Sink | None = None,
         pin_factory: Any = None,
         fetcher: HttpFetcher | None = None,
     ) -> None:
-        cfg = agent.config.speaker
-        state = agent.config.state.dir
-        self.agent = agent
-        self._now = agent.now_ms
+        state = host.state_dir
+        self.host = host
+        self._now = host.now_ms
         self.cache = ClipCache(
             state / "clips",
-            fetcher or HttpFetcher(agent.config.username, agent.config.password()),
+            fetcher or HttpFetcher(*host.http_credentials()),
             budget_bytes=cfg.cache_budget_mb * 1024 * 1024,
             on_fault=lambda sha, why: self._emit("audio.fault", {"clip": sha, "reason": why}),
         )
@@ -90,7 +91,7 @@ class Speaker:
             amplifier=self.amp,
             on_event=self._emit,
             resume_preempted=cfg.resume_preempted,
-            volume_pct=agent.volume_pct,
+            volume_pct=host.volume_pct,
         )
         self._prefetch_ms = int(cfg.prefetch_days * 86_400_000)
         self._docs: dict[str, ScheduleSet] = {}
@@ -98,32 +99,31 @@ class Speaker:
         self._lock = threading.Lock()
         self._schedule = Schedule.build([])
         self._handled: dict[str, int] = {}  # occurrence key -> start, for this process
-        saved = agent.store.setting("schedule_checked_ms")
+        saved = host.setting("schedule_checked_ms")
         now = self._now()
         # after a long time off, report the last day's missed items, not a month of them
         self._checked_ms = max(int(saved), now - MISSED_BACKLOG_MS) if saved is not None else now
         self._saved_ms = -CHECKPOINT_EVERY_MS  # the first look is saved at once
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._register(agent)
+        self._register(host)
 
     def _emit(self, event_type: str, body: dict[str, Any]) -> None:
-        self.agent.emit(event_type, body)
+        self.host.emit(event_type, body)
 
-    def _register(self, agent: Agent) -> None:
-        d = agent.dispatcher
-        d.on_command("broadcast.play", self._play)
-        d.on_command("broadcast.stream", self._stream)
-        d.on_command("broadcast.stop", self._stop_cmd)
-        d.on_command("device.test_tone", self._test_tone)
-        d.on_document("schedule.set", self._apply_schedule)
-        agent.on_config(self._apply_config)
-        agent.on_volume(self.player.set_volume)
-        agent.add_telemetry(self._telemetry)
-        agent.on_start(self._start)
-        agent.on_close(self.close)
+    def _register(self, host: RoleHost) -> None:
+        host.on_command("broadcast.play", self._play)
+        host.on_command("broadcast.stream", self._stream)
+        host.on_command("broadcast.stop", self._stop_cmd)
+        host.on_command("device.test_tone", self._test_tone)
+        host.on_document("schedule.set", self._apply_schedule)
+        host.on_config(self._apply_config)
+        host.on_volume(self.player.set_volume)
+        host.add_telemetry(self._telemetry)
+        host.on_start(self._start)
+        host.on_close(self.close)
         self._thread = threading.Thread(target=self._run, name="schedule", daemon=True)
-        agent.add_health(self._thread.is_alive)
+        host.add_health(self._thread.is_alive)
 
     def _start(self) -> None:
         # only once the stored schedules are back: the first look covers the time
@@ -278,7 +278,7 @@ class Speaker:
             self._handled[occ.key] = occ.start_ms
             self._dispatch(occ, now)
         if until - self._saved_ms >= CHECKPOINT_EVERY_MS:
-            self.agent.store.set_setting("schedule_checked_ms", str(until))
+            self.host.set_setting("schedule_checked_ms", str(until))
             self._saved_ms = until
             horizon = now - 86_400_000
             self._handled = {k: v for k, v in self._handled.items() if v >= horizon}

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edge import __version__
@@ -25,6 +26,7 @@ from plumbing.backoff import Backoff
 from plumbing.clock import wall_ms
 from protocol.commands import ConfigSet, DeviceVolume, Strict
 from protocol.envelope import Opened
+from protocol.host import CommandHandler, DocumentHandler
 from protocol.signing import Keyring
 from protocol.topics import Topics
 from protocol.uplink import Event, Status, Telemetry, new_event
@@ -42,6 +44,8 @@ def _json(model: Status | Telemetry | Event | Any) -> bytes:
 
 
 class Agent:
+    """The host of a device's roles: implements ``protocol.host.RoleHost``."""
+
     def __init__(
         self,
         config: AgentConfig,
@@ -135,6 +139,31 @@ class Agent:
     def add_health(self, check: Callable[[], bool]) -> None:
         """A role's own threads: the watchdog is pinged only while ``check()`` is true."""
         self._health.append(check)
+
+    def on_command(self, msg_type: str, handler: CommandHandler) -> None:
+        self.dispatcher.on_command(msg_type, handler)
+
+    def on_document(self, msg_type: str, handler: DocumentHandler) -> None:
+        self.dispatcher.on_document(msg_type, handler)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state.dir
+
+    def http_credentials(self) -> tuple[str, str | None]:
+        return self.config.username, self.config.password()
+
+    def setting(self, name: str) -> str | None:
+        return self.store.setting(name)
+
+    def set_setting(self, name: str, value: str) -> None:
+        self.store.set_setting(name, value)
+
+    def remember_once(self, key: str, until_ms: int) -> bool:
+        return self.store.remember_command(key, until_ms)
+
+    def send(self, topic: str, payload: bytes) -> None:
+        self.outbox.put(topic, payload, qos=1)
 
     def listen(self, topic: str, handler: Callable[[bytes], None]) -> None:
         """Subscribe to an unsigned topic the broker's ACL lets this device read; its

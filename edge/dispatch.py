@@ -11,21 +11,17 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from edge.store import LocalStore, StoredDocument
-from protocol.commands import DOCUMENT_TOPIC_LEAF, Strict, is_document
+from protocol.commands import DOCUMENT_TOPIC_LEAF, is_document
 from protocol.envelope import Opened, open_envelope
 from protocol.errors import ProtocolError, Refusal, RefusalReason
+from protocol.host import CommandHandler, DocumentHandler
 from protocol.signing import Keyring
 from protocol.topics import Topics
 from protocol.uplink import Ack
 
 log = logging.getLogger(__name__)
-
-CommandHandler = Callable[[Opened], dict[str, Any] | None]
-DocumentHandler = Callable[[str, Strict], None]
-
 
 @dataclass(frozen=True)
 class Outcome:

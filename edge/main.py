@@ -31,23 +31,25 @@ TRIM_EVERY_S = 300.0
 
 
 def build_agent(config: AgentConfig) -> Agent:
-    """The one place that wires an edge: the agent and the roles it plays."""
+    """The one place that wires an edge: the agent and the roles it carries."""
     agent = Agent(config)
     player = None
     if "speaker" in config.device.roles:
         from broadcast.speaker import Speaker
 
-        player = Speaker(agent).player
+        player = Speaker(agent, config.speaker).player
         if config.speaker.calls_from:
-            from broadcast.hall_calls import HallCalls  # speech (pydub) only where it is needed
+            from kiosk.hall_calls import HallCalls  # speech (pydub) only where it is needed
 
-            HallCalls(agent, player)
+            HallCalls(
+                agent, player, config.speaker.calls_from, max_age_s=config.speaker.call_max_age_s
+            )
     if "kiosk" in config.device.roles:
         from kiosk.role import attach
 
         # a kiosk that is also the hall speaker calls through the speaker's player:
         # one owner of the sound device (PITFALLS: a second opener gets EBUSY)
-        attach(agent, player=player)
+        attach(agent, config.kiosk, player=player)
     return agent
 
 

@@ -35,7 +35,7 @@ from kiosk.numbering import RATINGS, SERVICE_CODE
 from kiosk.office import KioskError
 
 if TYPE_CHECKING:
-    from kiosk.role import Kiosk
+    from kiosk.service import Kiosk
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096

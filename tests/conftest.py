@@ -170,7 +170,7 @@ def virtual_printer(tmp_path: Path) -> Iterator[Any]:
 def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
     """A started Kiosk on the virtual printer, recording its events; closed after the test."""
     from kiosk.config import KioskSection
-    from kiosk.role import Kiosk
+    from kiosk.service import Kiosk
 
     made: list[Kiosk] = []
 
@@ -183,11 +183,11 @@ def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
             "web_host": "127.0.0.1",
             **overrides,
         }
-        extra = {"serve_web": False}
+        extra: dict[str, Any] = {}
         extra.update(
             {
                 k: settings.pop(k)
-                for k in ("pin_factory", "player", "serve_web", "clock")
+                for k in ("pin_factory", "player", "serve", "clock")
                 if k in settings
             }
         )

@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from kiosk.numbering import local_day
-from kiosk.role import Kiosk
+from kiosk.role import serve_pages
+from kiosk.service import Kiosk
 from kiosk.virtual_printer import VirtualPrinter
 
 WAIT_MS = 15_000
@@ -30,7 +31,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def served(make_kiosk: Callable[..., Kiosk]) -> tuple[Kiosk, str]:
     """A kiosk with its real web server (uvicorn in its thread) on a free port."""
-    kiosk = make_kiosk(serve_web=True)
+    kiosk = make_kiosk(serve=serve_pages)
     base = f"http://127.0.0.1:{kiosk.cfg.web_port}"
     deadline = time.monotonic() + 20
     while True:

@@ -14,7 +14,7 @@ from broadcast.player import Player
 from broadcast.sinks import WavFileSink
 from kiosk.buttons import Binding, ButtonPanel
 from kiosk.escpos_read import Cut, Text
-from kiosk.role import Kiosk
+from kiosk.service import Kiosk
 from kiosk.virtual_printer import VirtualPrinter
 
 Events = list[tuple[str, dict[str, Any]]]
@@ -216,7 +216,7 @@ def test_a_dead_kiosk_thread_makes_the_agent_unhealthy(
         tmp_path / "agent.toml",
     )
     agent = Agent(config)
-    kiosk = attach(agent)
+    kiosk = attach(agent, config.kiosk)
     agent.start()
     try:
         assert agent.healthy

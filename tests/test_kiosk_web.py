@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kiosk.role import Kiosk
+from kiosk.service import Kiosk
 from kiosk.web import MAX_BODY_BYTES, create_app
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -29,30 +30,38 @@ from kiosk.voice import call_text
 from protocol.uplink import Event
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from protocol.host import RoleHost
 
 log = logging.getLogger(__name__)
 
 
 class HallCalls:
-    def __init__(self, agent: Agent, player: Player, *, engine: SpeechEngine | None = None) -> None:
-        cfg = agent.config.speaker
-        self._now = agent.now_ms
-        self._store = agent.store
-        self._max_age_ms = int(cfg.call_max_age_s * 1000)
+    def __init__(
+        self,
+        host: RoleHost,
+        player: Player,
+        kiosks: Sequence[str],
+        *,
+        max_age_s: float,
+        engine: SpeechEngine | None = None,
+    ) -> None:
+        """Play the calls of ``kiosks`` (the speaker's ``calls_from``) through ``player``."""
+        self._now = host.now_ms
+        self._host = host
+        self._max_age_ms = int(max_age_s * 1000)
         self.counts: Counter[str] = Counter()
         self.caller = Caller(
             player,
             engine or EspeakEngine(),
-            agent.config.state.dir / "call-clips",
-            now_ms=agent.now_ms,
+            host.state_dir / "call-clips",
+            now_ms=host.now_ms,
         )
-        for kiosk in cfg.calls_from:
-            agent.listen(agent.topics.calls(kiosk), self.received)
-        agent.add_telemetry(lambda: {"hall_calls": dict(self.counts)})
-        agent.add_health(lambda: self.caller.alive)
-        agent.on_start(self.caller.start)
-        agent.on_close(self.caller.close)
+        for kiosk in kiosks:
+            host.listen(host.topics.calls(kiosk), self.received)
+        host.add_telemetry(lambda: {"hall_calls": dict(self.counts)})
+        host.add_health(lambda: self.caller.alive)
+        host.on_start(self.caller.start)
+        host.on_close(self.caller.close)
 
     def received(self, payload: bytes) -> None:
         """One message on a kiosk's ``calls`` topic (the agent's inbound worker)."""
@@ -76,7 +85,7 @@ class HallCalls:
             return
         # kept with the command ids (the same table, pruned the same way): a redelivery
         # after this agent restarts is still caught; past the max age the age check is enough
-        if not self._store.remember_command(f"call:{event.id}", event.ts + 2 * self._max_age_ms):
+        if not self._host.remember_once(f"call:{event.id}", event.ts + 2 * self._max_age_ms):
             self.counts["duplicate"] += 1
             return
         self.counts["queued"] += 1

@@ -1,0 +1,323 @@
+"""The kiosk service: what the buttons and the pages do, with the printer and the calls.
+
+Everything the office needs is on the device: the ticket file, the printer on
+its serial line, the buttons, the local web server for the touchscreen, the
+counters and the hall TV, and the hall speaker. The network only carries the
+records (``ticket.*``, ``counter.state``, ``printer.status``) home through the
+agent's durable outbox, so the office works the same with no network at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kiosk.numbering import RATINGS, QueuePolicy
+from kiosk.office import KioskError, Office, OfficeSettings, counter_services
+from kiosk.printer import PrinterStatus, SerialTicketPrinter
+from kiosk.printing import Activity, PrintWorker, TicketPrinter, can_print
+from kiosk.receipt import PrinterProfile, TicketContent, render
+from kiosk.ticket_store import Ticket, TicketStore
+
+if TYPE_CHECKING:
+    from broadcast.player import Player
+    from broadcast.tts import SpeechEngine
+    from kiosk.buttons import ButtonPanel
+    from kiosk.caller import Caller
+    from kiosk.config import KioskSection
+
+log = logging.getLogger(__name__)
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class Pages(Protocol):
+    """The kiosk's pages as the service sees them: a server it starts and stops."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Changes:
+    """A version number that grows with every change the pages show; SSE streams watch it."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self.version += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def profile_of(cfg: KioskSection) -> PrinterProfile:
+    dots = cfg.printer_dots or (384 if cfg.paper_mm == 58 else 576)
+    return PrinterProfile(
+        paper_mm=cfg.paper_mm,
+        dots=dots,
+        vietnamese=cfg.vietnamese,
+        codepage=cfg.codepage,
+        native_qr=cfg.native_qr,
+    )
+
+
+class Kiosk:
+    def __init__(
+        self,
+        cfg: KioskSection,
+        state_dir: Path,
+        emit: Emit,
+        now_ms: Callable[[], int],
+        *,
+        pin_factory: Any = None,
+        player: Player | None = None,
+        engine: SpeechEngine | None = None,
+        open_printer: Callable[[], TicketPrinter] | None = None,
+        serve: Callable[[Kiosk], Pages] | None = None,
+    ) -> None:
+        """``serve`` starts the pages (kiosk.role gives the web server); None: no pages."""
+        self.cfg = cfg
+        self._emit = emit
+        self.now_ms = now_ms
+        self.changes = Changes()
+        self.public_url = (cfg.public_url or f"http://{_host(cfg.web_host)}:{cfg.web_port}").rstrip(
+            "/"
+        )
+        self.store = TicketStore(state_dir / "tickets.sqlite3")
+        self.office = Office(
+            self.store,
+            OfficeSettings(
+                services=tuple(cfg.services),
+                counters=cfg.counters,
+                counter_services=counter_services(cfg.counter_services),
+                policy=QueuePolicy(cfg.queue_mode, cfg.interleave_every),
+                tz=cfg.tz,
+            ),
+            on_event=self._record,
+        )
+        self.profile = profile_of(cfg)
+        self.printer = PrintWorker(
+            open_printer
+            or (
+                lambda: SerialTicketPrinter(
+                    cfg.printer_url, cfg.printer_baud, flow_control=cfg.printer_flow
+                )
+            ),
+            self.render,
+            self.store,
+            poll_s=cfg.status_poll_s,
+            on_status=self._printer_status,
+            on_activity=self._activity,
+            on_printed=lambda _t: self.changes.bump(),
+        )
+        self.panel: ButtonPanel | None = None
+        if cfg.buttons:
+            from kiosk.buttons import Binding, ButtonPanel
+
+            self.panel = ButtonPanel(
+                [Binding(b.service, b.pin, b.led_pin, b.priority) for b in cfg.buttons],
+                self._pressed,
+                bounce_ms=cfg.bounce_ms,
+                pin_factory=pin_factory,
+            )
+        self._own_player: Player | None = None
+        self.caller: Caller | None = self._caller(state_dir, player, engine)
+        self._serve = serve
+        self.web: Pages | None = None
+
+    def _caller(
+        self, state_dir: Path, player: Player | None, engine: SpeechEngine | None
+    ) -> Caller | None:
+        """The hall speaker: the speaker role's player on this device, or one of our own;
+        none when another device is the hall speaker ("remote") or there is none."""
+        if self.cfg.voice == "remote" or (player is None and self.cfg.voice == "off"):
+            return None
+        from broadcast.tts import EspeakEngine
+        from kiosk.caller import Caller
+
+        if player is None:
+            from broadcast.player import Player
+            from broadcast.sinks import AlsaSink, Sink, WavFileSink
+
+            sink: Sink = (
+                WavFileSink(self.cfg.wav_dir or state_dir / "calls")
+                if self.cfg.voice == "wav"
+                else AlsaSink(self.cfg.alsa_device)
+            )
+            player = self._own_player = Player(sink, on_event=self._emit)
+        return Caller(
+            player,
+            engine or EspeakEngine(),
+            state_dir / "call-clips",
+            now_ms=self.now_ms,
+            priority=self.cfg.call_priority,
+            repeats=self.cfg.call_repeats,
+        )
+
+    # lifecycle
+
+    def start(self) -> None:
+        self.printer.start()
+        for ticket in self.store.pending_prints():
+            self.printer.submit(ticket.id)  # issued before a crash or a power cut
+        if self.caller is not None:
+            self.caller.start()
+        if self._serve is not None:
+            self.web = self._serve(self)
+            self.web.start()
+
+    def alive(self) -> bool:
+        """For the agent's watchdog: every thread the kiosk started still runs."""
+        return (
+            self.printer.alive
+            and (self.caller is None or self.caller.alive)
+            and (self.web is None or self.web.alive)
+        )
+
+    def close(self) -> None:
+        self.changes.close()
+        if self.web is not None:
+            self.web.close()
+        if self.panel is not None:
+            self.panel.close()
+        self.printer.close()
+        if self.caller is not None:
+            self.caller.close()
+        if self._own_player is not None:
+            self._own_player.close()
+        self.store.close()
+
+    # wiring
+
+    def _record(self, event_type: str, body: dict[str, Any]) -> None:
+        self._emit(event_type, body)
+        self.changes.bump()
+        if event_type == "ticket.called" and self.caller is not None:
+            self.caller.call(body["number"], body["counter"])
+
+    def _printer_status(self, status: PrinterStatus) -> None:
+        self._emit(
+            "printer.status",
+            {
+                "online": status.online,
+                "paper": status.paper,
+                "cover": "open" if status.cover_open else "closed",
+                "pending": [t.number for t in self.store.pending_prints()],
+            },
+        )
+        self.changes.bump()
+
+    def _activity(self, activity: Activity) -> None:
+        if self.panel is not None:
+            self.panel.show(activity)
+
+    def _pressed(self, service: str, priority: bool) -> None:
+        self.issue(service, priority)
+
+    def render(self, ticket: Ticket) -> bytes:
+        service = self.office.service(ticket.service)
+        content = TicketContent(
+            office=self.cfg.office,
+            service_vi=service.name_vi,
+            service_en=service.name_en,
+            number=ticket.number,
+            issued_local=self.office.local_time(ticket.issued_ms),
+            people_ahead=self.office.people_ahead(ticket),
+            status_url=f"{self.public_url}/ve/{ticket.id}",
+        )
+        return render(content, self.profile)
+
+    # what the buttons and the pages do
+
+    def issue(self, service: str, priority: bool = False) -> dict[str, Any]:
+        """A number for a citizen: durable first, then queued for the printer."""
+        issued = self.office.issue(service, self.now_ms(), priority=priority)
+        self.printer.submit(issued.ticket.id)
+        status = self.printer.status
+        return {
+            **self.ticket_view(issued.ticket),
+            "people_ahead": issued.people_ahead,
+            "wait_s": issued.wait_s,
+            "printing": status is not None and can_print(status),
+        }
+
+    def counter(self, counter: int, action: str, to_service: str | None = None) -> dict[str, Any]:
+        office, now = self.office, self.now_ms()
+        office.check_counter(counter)
+        ticket: Ticket | None
+        if action == "next":
+            ticket = office.call_next(counter, now)
+        elif action == "recall":
+            ticket = office.recall(counter, now)
+        elif action == "skip":
+            ticket = office.skip(counter, now)
+        elif action == "served":
+            ticket = office.served(counter, now)
+        elif action == "transfer":
+            ticket = office.transfer(counter, to_service or "", now)
+        elif action in ("pause", "resume"):
+            office.set_paused(counter, action == "pause")
+            ticket = None
+        else:
+            raise KioskError("unknown_action", "Thao tác không hợp lệ", "Unknown action", 404)
+        return {
+            "counter": counter,
+            "action": action,
+            "ticket": None if ticket is None else self.ticket_view(ticket),
+            "empty": action == "next" and ticket is None,
+        }
+
+    def rate(self, counter: int, level: int, ticket_id: str | None = None) -> dict[str, Any]:
+        ticket = self.office.rate(counter, level, self.now_ms(), ticket_id)
+        vi, en = RATINGS[level]
+        return {"ticket": self.ticket_view(ticket), "level": level, "vi": vi, "en": en}
+
+    def ticket_view(self, t: Ticket) -> dict[str, Any]:
+        service = self.office.service(t.queue)
+        return {
+            "ticket_id": t.id,
+            "number": t.number,
+            "service": t.queue,
+            "service_vi": service.name_vi,
+            "service_en": service.name_en,
+            "state": t.state,
+            "counter": t.counter,
+            "printed": t.printed,
+            "issued_local": self.office.local_time(t.issued_ms),
+            "people_ahead": self.office.people_ahead(t),
+        }
+
+    def printer_view(self) -> dict[str, Any]:
+        status = self.printer.status
+        return {
+            "known": status is not None,
+            "can_print": status is not None and can_print(status),
+            **(asdict(status) if status is not None else {}),
+            "pending": [t.number for t in self.store.pending_prints()],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the pages show, in one JSON document (the SSE payload)."""
+        return {
+            **self.office.board(self.now_ms()),
+            "printer": self.printer_view(),
+            "version": self.changes.version,
+        }
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"printer": self.printer_view()}
+
+
+def _host(bind: str) -> str:
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind  # noqa: S104
