@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from broadcast.clips import ClipSettings, prepare
+from broadcast.audio.clips import ClipSettings, prepare
 
 SOURCE = (
     "sine=f=220:d={s},volume=0.4[a];sine=f=330:d={s},volume=0.25[b];"

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.start_accuracy import percentile
-from broadcast.decode import DecoderPool, ms_to_bytes
-from broadcast.player import Player
-from broadcast.request import PlayRequest
-from broadcast.sinks import WavFileSink, wall_ms
+from broadcast.audio.decode import DecoderPool, ms_to_bytes
+from broadcast.audio.player import Player
+from broadcast.audio.request import PlayRequest
+from broadcast.audio.sinks import WavFileSink, wall_ms
 
 CHUNK_MS = 20
 TARGET_MS = 200.0

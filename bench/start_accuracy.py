@@ -29,10 +29,10 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from broadcast.amplifier import Amplifier
-from broadcast.player import SPIN_MS, Player
-from broadcast.request import PlayRequest
-from broadcast.sinks import WavFileSink, wall_ms
+from broadcast.audio.amplifier import Amplifier
+from broadcast.audio.player import SPIN_MS, Player
+from broadcast.audio.request import PlayRequest
+from broadcast.audio.sinks import WavFileSink, wall_ms
 
 CLIP_S = 0.1
 SPACING_MS = 300  # one start every SPACING_MS in part 1

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from broadcast.clips import ClipSettings, PreparedClip
+    from broadcast.audio.clips import ClipSettings, PreparedClip
 
 QUIET_S = 1.0  # a clip ready within this prints no progress at all
 
@@ -59,7 +59,7 @@ class ProgressPrinter:
 def _settings(args: argparse.Namespace) -> ClipSettings:
     from pydantic import ValidationError
 
-    from broadcast.clips import ClipError, ClipSettings
+    from broadcast.audio.clips import ClipError, ClipSettings
 
     try:
         return ClipSettings(codec=args.codec, bitrate_kbps=args.bitrate, target_lufs=args.lufs)
@@ -81,7 +81,7 @@ def _report(clip: PreparedClip) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from broadcast.clips import ClipError, prepare
+    from broadcast.audio.clips import ClipError, prepare
 
     printer = ProgressPrinter(sys.stderr)
     try:
@@ -95,8 +95,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _say(args: argparse.Namespace) -> int:
-    from broadcast.clips import ClipError
-    from broadcast.tts import engine_from_config, speak_to_clip
+    from broadcast.audio.clips import ClipError
+    from broadcast.audio.tts import engine_from_config, speak_to_clip
 
     config = {"engine": args.engine} | ({"model": args.model} if args.model else {})
     try:

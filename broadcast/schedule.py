@@ -43,9 +43,9 @@ from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule, rrulestr
 
+from broadcast.audio.request import PlayRequest
 from broadcast.levels import Level, ignores_quiet_hours, level_of
 from broadcast.quiet import QuietWindows
-from broadcast.request import PlayRequest
 from protocol.commands import DEFAULT_TZ, ClipRef, QuietHours, ScheduleItem, ScheduleSet, StreamRef
 
 DEFAULT_MAX_DELAY_MS = 10 * 60 * 1000

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broadcast.amplifier import Amplifier
+from broadcast.audio.amplifier import Amplifier
+from broadcast.audio.player import Player
+from broadcast.audio.request import PlayRequest
+from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 from broadcast.cache import ClipCache, ClipUnavailable
 from broadcast.fetch import HttpFetcher
 from broadcast.levels import ignores_quiet_hours
-from broadcast.player import Player
-from broadcast.request import PlayRequest
 from broadcast.schedule import Occurrence, Schedule
-from broadcast.sinks import AlsaSink, Sink, WavFileSink
 from protocol.commands import (
     BroadcastPlay,
     BroadcastStop,
@@ -347,7 +347,7 @@ def tone_wav(directory: Path, frequency_hz: int, duration_s: float) -> Path:
     """A sine test tone as a WAV file, made once and kept (the technician's test).
 
     Short audio built in memory is what pydub is for; uploads, which can be
-    long, go through ffmpeg as a stream instead (broadcast.clips).
+    long, go through ffmpeg as a stream instead (broadcast.audio.clips).
     """
     from pydub.generators import Sine  # imported on use: an idle speaker never needs it
 

@@ -1,10 +1,10 @@
 """The clip library: uploads and spoken notices, prepared once, stored by sha256.
 
-Preparation is broadcast.clips' (probe, two-pass loudnorm, one delivery
+Preparation is broadcast.audio.clips' (probe, two-pass loudnorm, one delivery
 format), written straight into the directory that controller.clip_server
 hands to devices. A clip's name is the sha256 of the prepared file, so the
 same upload twice is one clip and one row. Audio that cannot be a clip is
-refused with broadcast.clips' ``ClipError``, whose message is bilingual.
+refused with broadcast.audio.clips' ``ClipError``, whose message is bilingual.
 
 ``ServiceError`` (and its kinds) is the error of every broadcasting service
 here and in scheduling, broadcasting and bulletins: routes map ``NotFound`` to
@@ -23,8 +23,8 @@ from typing import BinaryIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from broadcast.clips import ClipSettings, PreparedClip, Progress, prepare
-from broadcast.tts import EspeakEngine, SpeechEngine, speak_to_clip
+from broadcast.audio.clips import ClipSettings, PreparedClip, Progress, prepare
+from broadcast.audio.tts import EspeakEngine, SpeechEngine, speak_to_clip
 from controller.db.broadcast_tables import BulletinRow, ClipRow, ScheduleRow
 from plumbing.clock import wall_ms
 from protocol.commands import ClipRef

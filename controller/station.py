@@ -25,7 +25,7 @@ from fastapi import Depends, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broadcast.clips import ClipError
+from broadcast.audio.clips import ClipError
 from controller import i18n
 from controller.broadcasting import Broadcasting
 from controller.bulletins import BulletinInbox

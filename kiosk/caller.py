@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from broadcast.clips import ClipError, ClipSettings
-from broadcast.player import Player
-from broadcast.tts import SpeechEngine
+from broadcast.audio.clips import ClipError, ClipSettings
+from broadcast.audio.player import Player
+from broadcast.audio.tts import SpeechEngine
 from kiosk.voice import build_call, call_request
 
 log = logging.getLogger(__name__)

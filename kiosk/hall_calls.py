@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from broadcast.player import Player
-from broadcast.tts import EspeakEngine, SpeechEngine
+from broadcast.audio.player import Player
+from broadcast.audio.tts import EspeakEngine, SpeechEngine
 from kiosk.caller import Caller
 from kiosk.voice import call_text
 from protocol.uplink import Event

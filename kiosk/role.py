@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kiosk.service import Kiosk
 
 if TYPE_CHECKING:
-    from broadcast.player import Player
+    from broadcast.audio.player import Player
     from kiosk.config import KioskSection
     from kiosk.web import WebServer
     from protocol.host import RoleHost

@@ -24,8 +24,8 @@ from kiosk.receipt import PrinterProfile, TicketContent, render
 from kiosk.ticket_store import Ticket, TicketStore
 
 if TYPE_CHECKING:
-    from broadcast.player import Player
-    from broadcast.tts import SpeechEngine
+    from broadcast.audio.player import Player
+    from broadcast.audio.tts import SpeechEngine
     from kiosk.buttons import ButtonPanel
     from kiosk.caller import Caller
     from kiosk.config import KioskSection
@@ -143,12 +143,12 @@ class Kiosk:
         none when another device is the hall speaker ("remote") or there is none."""
         if self.cfg.voice == "remote" or (player is None and self.cfg.voice == "off"):
             return None
-        from broadcast.tts import EspeakEngine
+        from broadcast.audio.tts import EspeakEngine
         from kiosk.caller import Caller
 
         if player is None:
-            from broadcast.player import Player
-            from broadcast.sinks import AlsaSink, Sink, WavFileSink
+            from broadcast.audio.player import Player
+            from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 
             sink: Sink = (
                 WavFileSink(self.cfg.wav_dir or state_dir / "calls")

@@ -13,7 +13,7 @@ engine. The reader uses "linh" (105 is "một trăm linh năm"), the form of
 northern and official speech.
 
 The speech is synthesized once and assembled with pydub (short audio built in
-memory), then goes through ``broadcast.clips.prepare`` like every clip; a
+memory), then goes through ``broadcast.audio.clips.prepare`` like every clip; a
 small index file per call lets a recall reuse the clip without synthesizing.
 """
 
@@ -30,9 +30,9 @@ from pathlib import Path
 from pydub import AudioSegment
 from pydub.generators import Sine
 
-from broadcast.clips import ClipError, ClipSettings, PreparedClip, prepare
-from broadcast.request import PlayRequest
-from broadcast.tts import SpeechEngine
+from broadcast.audio.clips import ClipError, ClipSettings, PreparedClip, prepare
+from broadcast.audio.request import PlayRequest
+from broadcast.audio.tts import SpeechEngine
 
 TICKET_RE = re.compile(r"[A-Z][0-9]{1,4}")  # ASCII digits: \d would take "A١٥"
 MAX_COUNTER = 99

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from broadcast.amplifier import Amplifier
+from broadcast.audio.amplifier import Amplifier
 
 PIN = 17
 Make = Callable[..., tuple[Amplifier, "Changes"]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from broadcast.clips import ClipError
+from broadcast.audio.clips import ClipError
 from controller.clip_library import ClipLibrary, Invalid, NotFound
 from controller.db.engine import make_engine, session_factory, upgrade
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
@@ -70,7 +70,7 @@ def test_bad_audio_is_refused_with_its_bilingual_message(
 def test_a_stream_over_the_size_limit_is_refused_without_filling_the_disk(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    from broadcast.clips import ClipSettings
+    from broadcast.audio.clips import ClipSettings
 
     small = ClipLibrary(sessions, tmp_path / "clips", settings=ClipSettings(max_input_bytes=1000))
     src = tone_file(tmp_path / "tone.wav", 440, 1.0)

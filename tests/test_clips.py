@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from broadcast import clips
+from broadcast.audio import clips
+from broadcast.audio.clips import ClipError, ClipSettings, prepare, probe
 from broadcast.clip_cli import ProgressPrinter
-from broadcast.clips import ClipError, ClipSettings, prepare, probe
 from tests.audio_helpers import dominant_hz, lufs, read_samples, silence_file, tone_file
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from broadcast.player import Player
-from broadcast.sinks import WavFileSink
+from broadcast.audio.player import Player
+from broadcast.audio.sinks import WavFileSink
 from kiosk.buttons import Binding, ButtonPanel
 from kiosk.escpos_read import Cut, Text
 from kiosk.service import Kiosk

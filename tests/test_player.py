@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from broadcast.amplifier import Amplifier
-from broadcast.player import Player
-from broadcast.request import PlayRequest
-from broadcast.sinks import AlsaSink, SinkError, WavFileSink
+from broadcast.audio.amplifier import Amplifier
+from broadcast.audio.player import Player
+from broadcast.audio.request import PlayRequest
+from broadcast.audio.sinks import AlsaSink, SinkError, WavFileSink
 
 Clips = dict[str, Path]
 START_TOLERANCE_MS = 50

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from broadcast.clips import ClipError, ClipSettings, probe
-from broadcast.tts import (
+from broadcast.audio.clips import ClipError, ClipSettings, probe
+from broadcast.audio.tts import (
     MAX_TEXT_CHARS,
     EspeakEngine,
     PiperEngine,

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import pytest
 
-from broadcast.clips import ClipSettings, PreparedClip, probe
-from broadcast.tts import EspeakEngine
+from broadcast.audio.clips import ClipSettings, PreparedClip, probe
+from broadcast.audio.tts import EspeakEngine
 from kiosk.voice import build_call, call_request, call_text, chime, number_words
 from tests.audio_helpers import dominant_hz, lufs, read_samples
 

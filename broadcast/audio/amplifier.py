@@ -17,7 +17,7 @@ from typing import Any
 
 from gpiozero import OutputDevice
 
-from broadcast.sinks import wall_ms
+from broadcast.audio.sinks import wall_ms
 
 log = logging.getLogger(__name__)
 

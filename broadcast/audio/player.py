@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broadcast.amplifier import Amplifier
-from broadcast.decode import (
+from broadcast.audio.amplifier import Amplifier
+from broadcast.audio.decode import (
     CHANNELS,
     RATE,
     ClipSource,
@@ -35,9 +35,9 @@ from broadcast.decode import (
     bytes_to_ms,
     volume_db,
 )
+from broadcast.audio.request import PlayRequest
+from broadcast.audio.sinks import Sink, SinkError, wall_ms
 from broadcast.levels import preempts
-from broadcast.request import PlayRequest
-from broadcast.sinks import Sink, SinkError, wall_ms
 
 log = logging.getLogger(__name__)
 
