@@ -38,7 +38,8 @@ IMPORTS = {
     "edge.agent (the agent itself)": "import edge.agent",
     "edge.main (agent entry, no CLI)": "import edge.main",
     "fastapi + uvicorn": "import fastapi, uvicorn",
-    "cli.main parser (`-m cli.main`)": "import cli.main; cli.main.build_parser()",
+    "xaso agent parser (`-m cli.main agent`)": "import cli.main; cli.main.build_parser(['agent'])",
+    "xaso parser, every program (`--help`)": "import cli.main; cli.main.build_parser()",
 }
 _RSS_AFTER = (
     "\nimport os, sys; pages = int(open('/proc/self/statm').read().split()[1])"
