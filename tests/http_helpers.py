@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -29,3 +32,19 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def first_answer(
+    url: str, server: subprocess.Popen[bytes], timeout_s: float = 120
+) -> httpx.Response:
+    """The first answer of ``server`` (a process starting up) at ``url``; fails with its
+    output if it exits or does not answer in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the server did not start:\n{server.communicate()[0]!r}")
+            time.sleep(0.2)

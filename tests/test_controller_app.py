@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from controller.app import create_app
 from controller.i18n import both, keys, register, t
 from controller.settings import SettingsError, load_secret, load_settings, parse_settings
 from tests.fleet import ROOT
-from tests.http_helpers import serve
+from tests.http_helpers import first_answer, serve
 
 EXAMPLE = ROOT / "config" / "controller.toml"
 CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"
@@ -180,15 +179,7 @@ def test_xaso_controller_serves_and_xaso_user_add_makes_an_admin(tmp_path: Path)
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(f"{url}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the controller did not start:\n{server.communicate()[0]}")
-                time.sleep(0.1)
+        health = first_answer(f"{url}/healthz", server)
         assert health.json() == {"status": "ok", "database": "ok"}
         with httpx.Client(base_url=url, follow_redirects=True) as client:
             form = client.get("/login").text

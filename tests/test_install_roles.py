@@ -16,18 +16,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
 from controller.clip_server import clip_router, site_authenticator
 from tests.audio_helpers import tone_file
 from tests.fleet import ROOT, AgentProcess
-from tests.http_helpers import serve
+from tests.http_helpers import first_answer, serve
 
 pytestmark = pytest.mark.slow
 
@@ -190,16 +188,7 @@ def test_the_controller_role_alone_starts_and_serves_login(wheel: Path, tmp_path
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                login = httpx.get(f"{url}/login", timeout=5)
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the controller did not start:\n{server.communicate()[0]!r}")
-                time.sleep(0.2)
+        login = first_answer(f"http://127.0.0.1:{port}/login", server)
         assert login.status_code == 200
         assert re.search(r'name="csrf_token" value="[^"]+"', login.text)
         assert "Đăng nhập" in login.text
