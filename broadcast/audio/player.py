@@ -24,19 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from broadcast.audio.amplifier import Amplifier
-from broadcast.audio.decode import (
-    CHANNELS,
-    RATE,
-    ClipSource,
-    DecodeError,
-    DecoderPool,
-    PcmSource,
-    StreamRelay,
-    bytes_to_ms,
-    volume_db,
-)
+from broadcast.audio.decode import CHANNELS, RATE, DecodeError, DecoderPool, bytes_to_ms, volume_db
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import Sink, SinkError, wall_ms
+from broadcast.audio.sources import ClipSource, PcmSource, StreamRelay
 from broadcast.levels import preempts
 
 log = logging.getLogger(__name__)
