@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from broadcast.audio.clips import ClipSettings, prepare
+from broadcast.audio.clip_preparation import prepare
+from broadcast.audio.clips import ClipSettings
 
 SOURCE = (
     "sine=f=220:d={s},volume=0.4[a];sine=f=330:d={s},volume=0.25[b];"

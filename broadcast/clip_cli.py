@@ -81,7 +81,8 @@ def _report(clip: PreparedClip) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from broadcast.audio.clips import ClipError, prepare
+    from broadcast.audio.clip_preparation import prepare
+    from broadcast.audio.clips import ClipError
 
     printer = ProgressPrinter(sys.stderr)
     try:

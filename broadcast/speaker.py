@@ -22,7 +22,8 @@ from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 from broadcast.cache import ClipCache, ClipUnavailable
 from broadcast.fetch import HttpFetcher
 from broadcast.levels import ignores_quiet_hours
-from broadcast.schedule import Occurrence, Schedule
+from broadcast.recurrence import Occurrence
+from broadcast.schedule import Schedule
 from protocol.commands import (
     BroadcastPlay,
     BroadcastStop,

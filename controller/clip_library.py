@@ -23,7 +23,8 @@ from typing import BinaryIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from broadcast.audio.clips import ClipSettings, PreparedClip, Progress, prepare
+from broadcast.audio.clip_preparation import Progress, prepare
+from broadcast.audio.clips import ClipSettings, PreparedClip
 from broadcast.audio.tts import EspeakEngine, SpeechEngine, speak_to_clip
 from controller.db.broadcast_tables import BulletinRow, ClipRow, ScheduleRow
 from plumbing.clock import wall_ms

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from broadcast.schedule import BroadcastRules, Schedule, Slot
+from broadcast.collisions import Slot
+from broadcast.local_rules import BroadcastRules
+from broadcast.schedule import Schedule
 from controller.clip_library import Invalid
 from controller.db.broadcast_tables import ScheduleRow
 from controller.scheduling import EntryInput, Scheduling, Target

@@ -13,8 +13,9 @@ engine. The reader uses "linh" (105 is "một trăm linh năm"), the form of
 northern and official speech.
 
 The speech is synthesized once and assembled with pydub (short audio built in
-memory), then goes through ``broadcast.audio.clips.prepare`` like every clip; a
-small index file per call lets a recall reuse the clip without synthesizing.
+memory), then goes through ``broadcast.audio.clip_preparation.prepare`` like
+every clip; a small index file per call lets a recall reuse the clip without
+synthesizing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from pathlib import Path
 from pydub import AudioSegment
 from pydub.generators import Sine
 
-from broadcast.audio.clips import ClipError, ClipSettings, PreparedClip, prepare
+from broadcast.audio.clip_preparation import prepare
+from broadcast.audio.clips import ClipError, ClipSettings, PreparedClip
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.tts import SpeechEngine
 

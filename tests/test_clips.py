@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from broadcast.audio import clips
-from broadcast.audio.clips import ClipError, ClipSettings, prepare, probe
+from broadcast.audio import clip_preparation
+from broadcast.audio.clip_preparation import prepare
+from broadcast.audio.clips import ClipError, ClipSettings, probe
 from broadcast.clip_cli import ProgressPrinter
 from tests.audio_helpers import dominant_hz, lufs, read_samples, silence_file, tone_file
 
@@ -215,8 +216,8 @@ def test_a_hung_ffmpeg_is_killed(
     inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = tone_file(inputs / "a440.wav", 440, 2.0)
-    monkeypatch.setattr(clips, "TIMEOUT_BASE_S", 0.001)
-    monkeypatch.setattr(clips, "TIMEOUT_PER_AUDIO_S", 0.0)
+    monkeypatch.setattr(clip_preparation, "TIMEOUT_BASE_S", 0.001)
+    monkeypatch.setattr(clip_preparation, "TIMEOUT_PER_AUDIO_S", 0.0)
     with pytest.raises(ClipError) as refused:
         prepare(src, tmp_path, ClipSettings())
     assert refused.value.code == "timeout"

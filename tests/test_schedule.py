@@ -1,4 +1,4 @@
-"""broadcast.schedule: recurrence, merge, quiet hours, collisions, local rules; simulated time."""
+"""broadcast.schedule, recurrence, collisions, local_rules: merge, quiet hours; simulated time."""
 
 from __future__ import annotations
 
@@ -12,15 +12,11 @@ from dateutil.rrule import rrulestr
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from broadcast.collisions import MISSED_LATE, Slot
 from broadcast.levels import Level
-from broadcast.schedule import (
-    MISSED_LATE,
-    MISSED_QUIET,
-    BroadcastRules,
-    Occurrence,
-    Schedule,
-    Slot,
-)
+from broadcast.local_rules import BroadcastRules
+from broadcast.recurrence import MISSED_QUIET, Occurrence
+from broadcast.schedule import Schedule
 from protocol.commands import QuietHours, ScheduleSet
 
 OWN = "xaso/dev/loa-1/schedule"

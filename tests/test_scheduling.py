@@ -21,7 +21,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from broadcast.schedule import BroadcastRules
+from broadcast.local_rules import BroadcastRules
 from controller import provisioning
 from controller.broadcasting import Broadcasting
 from controller.bus import Bus

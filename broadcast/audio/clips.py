@@ -1,49 +1,31 @@
-"""Clip preparation: an uploaded audio file becomes a broadcast clip.
+"""Clips: the delivery format, what an upload must be, and the errors an operator reads.
 
-Every clip leaves here mono, at one sample rate and codec, at one loudness
-(EBU R128 through ffmpeg's two-pass ``loudnorm``), named by its sha256. ffmpeg
-streams the audio from file to file: decoded audio never enters Python, so a
-two-hour recording costs a Pi no memory. Everything that can go wrong with an
+Every clip is prepared (broadcast.audio.clip_preparation) into one delivery
+format, ``ClipSettings``, one per site. An upload is checked first from its size
+and headers alone, by ffprobe (``probe``). Everything that can go wrong with an
 upload ends as a ``ClipError`` whose message a commune operator can read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import re
 import subprocess
-import tempfile
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.commands import ClipRef
 
-Progress = Callable[[float], None]
-
 # ffmpeg demuxers we accept; the whitelist also stops a playlist or a concat
 # script posing as audio from making ffmpeg open other files or URLs.
 ACCEPTED_FORMATS = "mp3,wav,ogg,mov,flac,aac"
 ACCEPTED_NAMES = "MP3, WAV, OGG/Opus, M4A/AAC, FLAC"
-_DECODE_INPUT = ["-protocol_whitelist", "file", "-format_whitelist", ACCEPTED_FORMATS]
-SILENT_BELOW_LUFS = -60.0  # raising anything quieter to the target broadcasts hiss
-LOUDNESS_TOLERANCE_LU = 1.0
-TRIM_ABOVE_LU = 0.5  # a miss this large gets a corrective pass
-# Short peaky speech: the limiter under the trim takes back part of each added gain.
-TRIM_PASSES = 3
-LRA_RANGE = (11.0, 20.0)  # loudnorm stays linear when the source's range fits
+DECODE_INPUT = ["-protocol_whitelist", "file", "-format_whitelist", ACCEPTED_FORMATS]
 PROBE_TIMEOUT_S = 30.0
-TIMEOUT_BASE_S = 60.0  # a pass may take this long plus one second per second of audio;
-TIMEOUT_PER_AUDIO_S = 1.0  # ffmpeg runs 15x faster on a PC, so only a hang gets near it
-STAGES = ((0.0, 0.35), (0.35, 0.95))  # share of progress for the measuring and encoding passes
-_ENCODERS = {"mp3": ("libmp3lame", "mp3"), "opus": ("libopus", "ogg")}  # encoder, muxer
 
 
 class ClipSettings(BaseModel):
@@ -107,7 +89,7 @@ def _hms(seconds: float) -> str:
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def _tool_missing(tool: str) -> ClipError:
+def tool_missing(tool: str) -> ClipError:
     return ClipError(
         "tool_missing",
         f"Thiếu chương trình {tool} trên máy (cài gói ffmpeg)",
@@ -115,7 +97,7 @@ def _tool_missing(tool: str) -> ClipError:
     )
 
 
-def _timeout(what: str) -> ClipError:
+def timed_out(what: str) -> ClipError:
     return ClipError(
         "timeout",
         "Xử lý âm thanh quá lâu nên đã dừng",
@@ -124,7 +106,7 @@ def _timeout(what: str) -> ClipError:
     )
 
 
-def _corrupt(detail: str) -> ClipError:
+def corrupt(detail: str) -> ClipError:
     return ClipError(
         "corrupt",
         "Tệp âm thanh bị hỏng hoặc bị cắt cụt",
@@ -133,7 +115,7 @@ def _corrupt(detail: str) -> ClipError:
     )
 
 
-def _too_long(duration_s: float, limit_s: float) -> ClipError:
+def too_long(duration_s: float, limit_s: float) -> ClipError:
     return ClipError(
         "too_long",
         f"Âm thanh quá dài ({_hms(duration_s)}), giới hạn {_hms(limit_s)}",
@@ -141,13 +123,13 @@ def _too_long(duration_s: float, limit_s: float) -> ClipError:
     )
 
 
-def _tail(text: str, lines: int = 5) -> str:
+def tool_tail(text: str, lines: int = 5) -> str:
     """The tool's last words, or its error lines when it logged any."""
     errors = [line for line in text.splitlines() if "[error]" in line or "[fatal]" in line]
     return "\n".join((errors or text.strip().splitlines())[-lines:])
 
 
-def _input(path: Path) -> str:
+def ffmpeg_input(path: Path) -> str:
     """A path ffmpeg reads as a plain file, whatever its name looks like."""
     return "file:" + str(path.resolve())
 
@@ -171,11 +153,11 @@ def _check_size(path: Path, limit: int) -> None:
         )
 
 
-def _ffprobe(path: Path) -> AudioInfo:
+def ffprobe(path: Path) -> AudioInfo:
     """What the content is, read from its headers by ffprobe: no full decode."""
     args = ["ffprobe", "-hide_banner", "-v", "warning", "-protocol_whitelist", "file"]
     args += ["-format_whitelist", ACCEPTED_FORMATS, "-print_format", "json"]
-    args += ["-show_format", "-show_streams", _input(path)]
+    args += ["-show_format", "-show_streams", ffmpeg_input(path)]
     try:
         done = subprocess.run(
             args,
@@ -185,18 +167,18 @@ def _ffprobe(path: Path) -> AudioInfo:
             timeout=PROBE_TIMEOUT_S,
         )
     except FileNotFoundError:
-        raise _tool_missing("ffprobe") from None
+        raise tool_missing("ffprobe") from None
     except subprocess.TimeoutExpired:
-        raise _timeout("ffprobe") from None
+        raise timed_out("ffprobe") from None
     stderr = done.stderr.decode("utf-8", "replace")
     not_audio = ClipError(
         "not_audio",
         f"Tệp không phải âm thanh hoặc định dạng không được hỗ trợ (nhận {ACCEPTED_NAMES})",
         f"Not an audio file, or not a supported format (accepted: {ACCEPTED_NAMES})",
-        _tail(stderr),
+        tool_tail(stderr),
     )
     if "moov atom not found" in stderr:  # an M4A whose index never got written: cut short
-        raise _corrupt(_tail(stderr))
+        raise corrupt(tool_tail(stderr))
     if done.returncode != 0:
         raise not_audio
     try:
@@ -207,16 +189,16 @@ def _ffprobe(path: Path) -> AudioInfo:
     audio = [s for s in data.get("streams") or [] if s.get("codec_type") == "audio"]
     if not fmt or not audio:
         raise ClipError(
-            "no_audio", "Tệp không có âm thanh", "The file has no audio stream", _tail(stderr)
+            "no_audio", "Tệp không có âm thanh", "The file has no audio stream", tool_tail(stderr)
         )
     stream = audio[0]
     try:
         duration = float(stream.get("duration") or fmt.get("duration") or "nan")
         rate, channels = int(stream.get("sample_rate") or 0), int(stream.get("channels") or 0)
     except ValueError:
-        raise _corrupt(f"unreadable stream parameters: {stream}") from None
+        raise corrupt(f"unreadable stream parameters: {stream}") from None
     if not math.isfinite(duration) or rate <= 0 or channels <= 0:
-        raise _corrupt(f"duration {duration}, {rate} Hz, {channels} channels")
+        raise corrupt(f"duration {duration}, {rate} Hz, {channels} channels")
     if duration <= 0:
         raise ClipError("empty", "Tệp không có âm thanh nào", "The file holds no audio")
     return AudioInfo(
@@ -237,259 +219,7 @@ def probe(path: Path, settings: ClipSettings | None = None) -> AudioInfo:
     """
     limits = settings or ClipSettings()
     _check_size(path, limits.max_input_bytes)
-    info = _ffprobe(path)
+    info = ffprobe(path)
     if info.duration_s > limits.max_duration_s:
-        raise _too_long(info.duration_s, limits.max_duration_s)
+        raise too_long(info.duration_s, limits.max_duration_s)
     return info
-
-
-@dataclass
-class _Run:
-    returncode: int
-    stderr: str
-    out_time_s: float  # how far ffmpeg got, from its -progress report
-
-
-def _ffmpeg(args: list[str], timeout_s: float, on_time: Callable[[float], None]) -> _Run:
-    """Run ffmpeg, following ``-progress pipe:1``; a watchdog kills it past the deadline."""
-    argv = ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-v", "level+info"]
-    argv += ["-progress", "pipe:1", *args]
-    out_time = 0.0
-    with tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err
-            )
-        except FileNotFoundError:
-            raise _tool_missing("ffmpeg") from None
-        fired = threading.Event()
-
-        def kill() -> None:
-            fired.set()
-            proc.kill()
-
-        watchdog = threading.Timer(timeout_s, kill)
-        watchdog.start()
-        try:
-            out_time = _follow(proc.stdout, on_time)
-            returncode = proc.wait()
-        finally:
-            watchdog.cancel()
-            proc.kill()  # no-op once it has exited; stops it if _follow raised
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        if fired.is_set() and returncode != 0:
-            raise _timeout(" ".join(args))
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    return _Run(returncode, stderr, out_time)
-
-
-def _follow(stdout: IO[bytes] | None, on_time: Callable[[float], None]) -> float:
-    """Report each advance of ``out_time_us`` (``out_time_ms`` is misnamed: microseconds too)."""
-    out_time = 0.0
-    for raw in stdout or ():
-        key, _, value = raw.decode("ascii", "replace").strip().partition("=")
-        seconds = int(value) / 1e6 if value.isdigit() else 0.0
-        if key in ("out_time_us", "out_time_ms") and seconds > out_time:
-            out_time = seconds
-            on_time(out_time)
-    return out_time
-
-
-def _budget(duration_s: float) -> float:
-    return TIMEOUT_BASE_S + TIMEOUT_PER_AUDIO_S * duration_s
-
-
-def _stage(progress: Progress | None, index: int, total_s: float) -> Callable[[float], None]:
-    start, end = STAGES[index]
-
-    def report(out_time_s: float) -> None:
-        if progress is not None and total_s > 0:
-            progress(start + (end - start) * min(1.0, out_time_s / total_s))
-
-    return report
-
-
-def _loudnorm_json(stderr: str) -> dict[str, float]:
-    """The JSON block loudnorm prints when ffmpeg ends."""
-    start, end = stderr.rfind("{"), stderr.rfind("}")
-    try:
-        raw = json.loads(stderr[start : end + 1]) if 0 <= start < end else {}
-        return {key: float(value) for key, value in raw.items() if key != "normalization_type"}
-    except (ValueError, TypeError):
-        return {}
-
-
-def _loudnorm(settings: ClipSettings, measured: Mapping[str, float] | None = None) -> str:
-    opts = [f"I={settings.target_lufs}", f"TP={settings.true_peak_dbtp}"]
-    if measured is None:
-        opts.append(f"LRA={LRA_RANGE[0]}")
-    else:
-        lra = min(LRA_RANGE[1], max(LRA_RANGE[0], measured["input_lra"]))
-        opts += [f"LRA={lra:.2f}", f"measured_I={measured['input_i']:.2f}"]
-        opts += [f"measured_LRA={measured['input_lra']:.2f}"]
-        opts += [f"measured_TP={min(99.0, measured['input_tp']):.2f}"]
-        opts += [f"measured_thresh={measured['input_thresh']:.2f}"]
-        opts += [f"offset={measured['target_offset']:.2f}", "linear=true"]
-    return "aformat=channel_layouts=mono,loudnorm=" + ":".join(opts) + ":print_format=json"
-
-
-def _measure(
-    src: Path, info: AudioInfo, settings: ClipSettings, progress: Progress | None
-) -> dict[str, float]:
-    """First pass: decode everything once, measuring loudness and finding damage."""
-    cap = settings.max_duration_s + 1.0  # a header that lies about length still stops here
-    args = ["-xerror", *_DECODE_INPUT, "-t", f"{cap:.3f}", "-i", _input(src)]
-    args += ["-map", "0:a:0", "-af", _loudnorm(settings), "-f", "null", "-"]
-    run = _ffmpeg(args, _budget(min(info.duration_s, cap)), _stage(progress, 0, info.duration_s))
-    measured = _loudnorm_json(run.stderr)
-    if run.returncode != 0 or "input_i" not in measured:
-        raise _corrupt(_tail(run.stderr))
-    if run.out_time_s > settings.max_duration_s:
-        raise _too_long(run.out_time_s, settings.max_duration_s)
-    shortfall = info.duration_s - run.out_time_s
-    if not info.duration_estimated and shortfall > max(0.5, 0.02 * info.duration_s):
-        raise _corrupt(f"decoded {run.out_time_s:.2f} s of the {info.duration_s:.2f} s announced")
-    if not measured["input_i"] > SILENT_BELOW_LUFS:
-        raise ClipError(
-            "silent",
-            "Âm thanh im lặng, không có gì để phát",
-            "The audio is silent: there is nothing to broadcast",
-            f"integrated loudness {measured['input_i']} LUFS",
-        )
-    return measured
-
-
-def _encode(
-    src: Path,
-    tmp: Path,
-    info: AudioInfo,
-    measured: Mapping[str, float],
-    *,
-    settings: ClipSettings,
-    progress: Progress | None,
-    trim_db: float = 0.0,
-) -> None:
-    """Second pass: apply the measured gain, downmix, resample and encode.
-
-    ``trim_db`` is a further gain, under a peak limiter, for when loudnorm's
-    dynamic mode (its fallback on peaky audio such as synthetic speech)
-    landed short of the target.
-    """
-    encoder, muxer = _ENCODERS[settings.codec]
-    chain = _loudnorm(settings, measured)
-    if trim_db:
-        limit = 10 ** (settings.true_peak_dbtp / 20)
-        chain += f",volume={trim_db:.2f}dB,alimiter=limit={limit:.4f}:level=false"
-    chain += f",aresample={settings.sample_rate}"
-    args = [*_DECODE_INPUT, "-i", _input(src), "-map", "0:a:0", "-map_metadata", "-1"]
-    args += ["-af", chain, "-ac", "1", "-ar", str(settings.sample_rate)]
-    args += ["-c:a", encoder, "-b:a", f"{settings.bitrate_kbps}k"]
-    args += ["-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", muxer, "-y", _input(tmp)]
-    run = _ffmpeg(args, _budget(info.duration_s), _stage(progress, 1, info.duration_s))
-    if run.returncode != 0:
-        raise ClipError(
-            "convert_failed",
-            "Chuyển đổi âm thanh thất bại",
-            "Converting the audio failed",
-            _tail(run.stderr),
-        )
-
-
-def _decode_output(path: Path, duration_s: float) -> tuple[float, float]:
-    """Loudness (LUFS) and length (s) of a written clip, decoded as a player would."""
-    args = [*_DECODE_INPUT, "-i", _input(path), "-map", "0:a:0"]
-    args += ["-af", "ebur128=framelog=verbose", "-f", "null", "-"]
-    run = _ffmpeg(args, _budget(duration_s), lambda _t: None)
-    found = re.findall(r"^\s*I:\s+(-?[\d.]+|-inf) LUFS", run.stderr, re.MULTILINE)
-    if run.returncode != 0 or not found:
-        raise _corrupt(_tail(run.stderr))
-    return float(found[-1]), run.out_time_s
-
-
-def _written(tmp: Path) -> tuple[AudioInfo, float, float]:
-    """What was written: its stream, loudness (LUFS) and decoded length (s).
-
-    The length is the decoded one: MP3 headers count the encoder's padding,
-    which a gapless decoder (ffmpeg, hence the player) drops.
-    """
-    out = _ffprobe(tmp)
-    loudness, duration_s = _decode_output(tmp, out.duration_s)
-    return out, loudness, duration_s
-
-
-def _check(out: AudioInfo, loudness: float, settings: ClipSettings) -> None:
-    """Check what was written, not what was asked for."""
-    wrong = []
-    if out.channels != 1 or out.sample_rate != settings.sample_rate:
-        wrong.append(f"{out.channels} channels at {out.sample_rate} Hz")
-    if out.codec != settings.codec:
-        wrong.append(f"codec {out.codec}")
-    if abs(loudness - settings.target_lufs) > LOUDNESS_TOLERANCE_LU:
-        wrong.append(f"{loudness} LUFS for a target of {settings.target_lufs}")
-    if wrong:
-        raise ClipError(
-            "convert_failed",
-            "Tệp sau chuyển đổi không đạt yêu cầu",
-            "The converted file is not what was asked for",
-            "; ".join(wrong),
-        )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def prepare(
-    src: Path, dst_dir: Path, settings: ClipSettings, progress: Progress | None = None
-) -> PreparedClip:
-    """Turn an upload into a clip in ``dst_dir`` named ``<sha256>.<codec>``.
-
-    ``progress`` gets fractions from 0 to 1 as ffmpeg works through the file.
-    The clip is written under a temporary name and renamed once checked, so a
-    reader of ``dst_dir`` never sees half a clip.
-    """
-    if progress is not None:
-        progress(0.0)
-    info = probe(src, settings)
-    measured = _measure(src, info, settings, progress)
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dst_dir, prefix=".clip-", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        _encode(src, tmp, info, measured, settings=settings, progress=progress)
-        out, loudness, duration_s = _written(tmp)
-        trim = 0.0
-        for _ in range(TRIM_PASSES):
-            if abs(loudness - settings.target_lufs) <= TRIM_ABOVE_LU:
-                break
-            trim += settings.target_lufs - loudness
-            _encode(src, tmp, info, measured, settings=settings, progress=None, trim_db=trim)
-            out, loudness, duration_s = _written(tmp)
-        _check(out, loudness, settings)
-        sha = _sha256(tmp)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)  # mkstemp's 0600 would hide the clip from the server that hands it out
-        final = dst_dir / f"{sha}.{settings.codec}"
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if progress is not None:
-        progress(1.0)
-    return PreparedClip(
-        path=final,
-        sha256=sha,
-        bytes=final.stat().st_size,
-        duration_ms=round(duration_s * 1000),
-        codec=settings.codec,
-        sample_rate=out.sample_rate,
-        loudness_lufs=loudness,
-    )

@@ -17,68 +17,27 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from broadcast.audio.amplifier import Amplifier
-from broadcast.audio.decode import (
-    CHANNELS,
-    RATE,
-    ClipSource,
-    DecodeError,
-    DecoderPool,
-    PcmSource,
-    StreamRelay,
-    bytes_to_ms,
-    volume_db,
-)
+from broadcast.audio.decode import CHANNELS, RATE, DecodeError, DecoderPool, bytes_to_ms, volume_db
+from broadcast.audio.preemption import PREPARE_MS, Entry, best, gives_way
+from broadcast.audio.proof_of_play import MISSED_REASONS, OnEvent, ProofOfPlay, record
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import Sink, SinkError, wall_ms
+from broadcast.audio.sources import ClipSource, PcmSource, StreamRelay
 from broadcast.levels import preempts
 
 log = logging.getLogger(__name__)
 
 SPIN_MS = 3.0  # the last stretch before a timed start is spun, not slept
 MAX_WAIT_S = 0.05  # waits re-read the wall clock this often, so a clock step is noticed
-PREPARE_MS = 1500.0  # decoding ahead (or connecting a stream) starts this long before
 SETTLE_MS = 100.0  # decoding ahead stops this long before the start: time to open the sink
-HANDOVER_MS = 150.0  # a timed request of higher priority cuts in this long before its start
 AMP_NEED_MS = 1000.0  # while playing, the amplifier is told audio runs at least this far
 SINK_ATTEMPTS = 3
 SINK_RETRY_MS = 500.0
-
-# how a play ended, inside the player, to what the proof of play says
-FINISHED_OUTCOMES = {"shutdown": "stopped", "unreadable": "failed", "device": "failed"}
-MISSED_REASONS = {"unreadable": "clip_unreadable", "device": "audio_device"}
-
-OnEvent = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(eq=False)
-class _Entry:
-    req: PlayRequest
-    seq: int  # submission order; a resumed remainder keeps its place
-    submitted_ms: float
-    source: PcmSource | None = None  # made ahead: a preemptor's, or a preempted remainder
-    gain_db: float = 0.0  # what ``source`` was made with
-    resumed_from_ms: float = 0.0
-    stop: str | None = None  # "stopped" or "shutdown", set by other threads
-    actual_ms: float | None = None
-    played_bytes: int = 0
-
-    @property
-    def due_ms(self) -> float | None:
-        """When it should start; None as soon as possible (a resumed remainder is never late)."""
-        return None if self.resumed_from_ms else self.req.at_ms
-
-
-def _due(entry: _Entry) -> float:
-    """When it asks to start: its ``at_ms``, or when it was submitted."""
-    due = entry.due_ms
-    return entry.submitted_ms if due is None else due
 
 
 class Player:
@@ -99,7 +58,7 @@ class Player:
         volume_db(volume_pct)  # refuses a bad value now, not in the thread
         self.sink = sink
         self.amp = amplifier
-        self._on_event = on_event
+        self._proof = ProofOfPlay(on_event)
         self._now = now_ms
         self.resume_preempted = resume_preempted
         self._volume_pct = volume_pct
@@ -108,25 +67,22 @@ class Player:
         self.ahead_ms = ahead_ms
         self._pool = decoders or DecoderPool()
         self._cond = threading.Condition()
-        self._queue: list[_Entry] = []
-        self._current: _Entry | None = None
+        self._queue: list[Entry] = []
+        self._current: Entry | None = None
         self._seq = itertools.count()
         self._closed = False
         self._sink_open = False
-        self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
-        self._emitter = threading.Thread(target=self._deliver, name="player-events", daemon=True)
-        self._emitter.start()
         self._thread = threading.Thread(target=self._run, name="player", daemon=True)
         self._thread.start()
 
     # the API, for any thread
 
     def submit(self, req: PlayRequest) -> None:
-        entry = _Entry(req, next(self._seq), self._now())
+        entry = Entry(req, next(self._seq), self._now())
         with self._cond:
             closed, current = self._closed, self._current
         if closed:
-            self._missed(entry, "shutdown")
+            self._proof.missed(entry, "shutdown")
             return
         cuts_in = current is not None and preempts(req.priority, current.req.priority)
         if cuts_in and req.at_ms is None:
@@ -171,7 +127,7 @@ class Player:
             if entry is None or entry.actual_ms is None:
                 return None
             return {
-                **self._record(entry),
+                **record(entry),
                 "actual_ms": round(entry.actual_ms),
                 "played_ms": round(entry.resumed_from_ms + bytes_to_ms(entry.played_bytes)),
             }
@@ -186,8 +142,7 @@ class Player:
         for entry in dropped:
             self._drop(entry, "shutdown")
         self._thread.join(10)
-        self._events.put(None)
-        self._emitter.join(10)
+        self._proof.close()
         self._pool.close()
 
     # the player thread
@@ -201,29 +156,29 @@ class Player:
                 self._close_sink(entry, drain=False)
                 self._discard(entry)
                 if entry.actual_ms is None:
-                    self._missed(entry, "player_error", repr(exc))
+                    self._proof.missed(entry, "player_error", repr(exc))
                 else:
-                    self._end(entry, "failed", f"player error: {exc!r}")
+                    self._proof.finished(entry, "failed", f"player error: {exc!r}")
             finally:
                 with self._cond:
                     self._current = None
 
-    def _take(self) -> _Entry | None:
+    def _take(self) -> Entry | None:
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
-            entry = self._best_locked(None, self._now())
+            entry = best(self._queue, self._now())
             self._queue.remove(entry)
             self._current = entry
             return entry
 
-    def _play(self, entry: _Entry) -> None:
+    def _play(self, entry: Entry) -> None:
         due = entry.due_ms
         now = self._now()
         if due is not None and now - due > self.late_grace_ms:
-            self._missed(entry, "late", f"{round(now - due)} ms after the planned start")
+            self._proof.missed(entry, "late", f"{round(now - due)} ms after the planned start")
             return
         start = now if due is None else due
         if self.amp is not None:
@@ -234,7 +189,7 @@ class Player:
                 why = self._prefetch(entry, self._prepare_source(entry), start)
             except DecodeError as exc:
                 self._discard(entry)
-                self._missed(entry, "clip_unreadable", str(exc))
+                self._proof.missed(entry, "clip_unreadable", str(exc))
                 return
         if why is None:
             self._open_sink(entry)
@@ -245,12 +200,12 @@ class Player:
                 self._requeue(entry)
             else:
                 self._discard(entry)
-                self._missed(entry, why)
+                self._proof.missed(entry, why)
             return
         outcome, detail = self._stream(entry)
         self._finish(entry, outcome, detail)
 
-    def _stream(self, entry: _Entry) -> tuple[str, str]:
+    def _stream(self, entry: Entry) -> tuple[str, str]:
         """The chunk loop: returns how it ended (an outcome, or "unreadable"/"device") and why."""
         assert entry.source is not None
         told_amp = 0.0
@@ -276,12 +231,12 @@ class Player:
             if entry.actual_ms is None:
                 with self._cond:
                     entry.actual_ms = written_at
-                self._emit("play.started", {**self._record(entry), "actual_ms": round(written_at)})
+                self._proof.started(entry, written_at)
             if self.amp is not None and written_at - told_amp > AMP_NEED_MS / 2:
                 told_amp = written_at
                 self.amp.need(written_at + AMP_NEED_MS)
 
-    def _finish(self, entry: _Entry, outcome: str, detail: str) -> None:
+    def _finish(self, entry: Entry, outcome: str, detail: str) -> None:
         source = entry.source
         assert source is not None
         if entry.actual_ms is None:  # nothing was played
@@ -292,7 +247,7 @@ class Player:
             self._discard(entry)
             if outcome == "completed":
                 outcome, detail = "unreadable", "no audio in the clip"
-            self._missed(entry, MISSED_REASONS.get(outcome, outcome), detail)
+            self._proof.missed(entry, MISSED_REASONS.get(outcome, outcome), detail)
             return
         if not self._close_sink(entry, drain=outcome == "completed") and outcome == "completed":
             outcome, detail = "device", "the audio device failed at the end"
@@ -303,63 +258,30 @@ class Player:
             rest = source.remainder(entry.gain_db)
         source.close()
         entry.source = None
-        self._end(entry, outcome, detail)
+        self._proof.finished(entry, outcome, detail)
         if rest is not None:
             played = entry.resumed_from_ms + bytes_to_ms(entry.played_bytes)
-            resumed = _Entry(entry.req, entry.seq, entry.submitted_ms, rest, entry.gain_db, played)
+            resumed = Entry(entry.req, entry.seq, entry.submitted_ms, rest, entry.gain_db, played)
             with self._cond:
                 self._queue.append(resumed)
 
-    def _end(self, entry: _Entry, outcome: str, detail: str) -> None:
-        body = {
-            **self._record(entry),
-            "actual_ms": None if entry.actual_ms is None else round(entry.actual_ms),
-            "outcome": FINISHED_OUTCOMES.get(outcome, outcome),
-            "played_ms": round(bytes_to_ms(entry.played_bytes)),
-        }
-        if detail:
-            body["error"] = detail
-        self._emit("play.finished", body)
-
     # waiting and preemption
 
-    def _interruption(self, entry: _Entry) -> str | None:
+    def _interruption(self, entry: Entry) -> str | None:
         with self._cond:
             return self._interruption_locked(entry)
 
-    def _interruption_locked(self, entry: _Entry) -> str | None:
+    def _interruption_locked(self, entry: Entry) -> str | None:
         """Why ``entry`` must stop now: stopped, or preempted (before its start: give way)."""
         if entry.stop is not None:
             return entry.stop
         now = self._now()
-        if any(self._cuts_in(other, entry, now) for other in self._queue):
+        latency, grace = self.sink.latency_ms, self.late_grace_ms
+        if gives_way(entry, self._queue, now, latency_ms=latency, late_grace_ms=grace):
             return "preempted"
-        if entry.actual_ms is None:
-            best = self._best_locked(entry, now)
-            if best is not entry and _due(best) <= _due(entry):
-                return "preempted"
         return None
 
-    def _cuts_in(self, other: _Entry, entry: _Entry, now: float) -> bool:
-        """A higher priority cuts in once due (a timed one just before its start)."""
-        if not preempts(other.req.priority, entry.req.priority):
-            return False
-        due = other.due_ms
-        if due is None:
-            return True
-        # a request too late to play cuts nothing: it will be recorded as missed
-        return due - HANDOVER_MS - self.sink.latency_ms <= now <= due + self.late_grace_ms
-
-    def _best_locked(self, current: _Entry | None, now: float) -> _Entry:
-        """What should play next: of what is due soon, the highest priority, first due first;
-        if nothing is due soon, whatever is due first."""
-        entries = self._queue if current is None else [*self._queue, current]
-        soon = [e for e in entries if _due(e) <= now + PREPARE_MS]
-        if soon:
-            return min(soon, key=lambda e: (-e.req.priority, _due(e), e.seq))
-        return min(entries, key=lambda e: (_due(e), -e.req.priority, e.seq))
-
-    def _wait(self, entry: _Entry, until_ms: float, *, spin: bool = False) -> str | None:
+    def _wait(self, entry: Entry, until_ms: float, *, spin: bool = False) -> str | None:
         """Wait until ``until_ms`` on the wall clock; returns why if interrupted first."""
         early = SPIN_MS if spin else 0.0
         with self._cond:
@@ -375,7 +297,7 @@ class Player:
             pass
         return None
 
-    def _prefetch(self, entry: _Entry, source: PcmSource, start_ms: float) -> str | None:
+    def _prefetch(self, entry: Entry, source: PcmSource, start_ms: float) -> str | None:
         """Decode ahead (or connect a stream) until just before the start."""
         while (why := self._interruption(entry)) is None:
             left_s = (start_ms - SETTLE_MS - self._now()) / 1000
@@ -383,7 +305,7 @@ class Player:
                 return None
         return why
 
-    def _requeue(self, entry: _Entry) -> None:
+    def _requeue(self, entry: Entry) -> None:
         """Back in the queue, untouched: it was cut before its first sample."""
         self._discard(entry)
         with self._cond:
@@ -394,7 +316,7 @@ class Player:
     def _gain(self, req: PlayRequest) -> float:
         return req.gain_db + volume_db(self._volume_pct)
 
-    def _prepare_source(self, entry: _Entry) -> PcmSource:
+    def _prepare_source(self, entry: Entry) -> PcmSource:
         """The entry's source, made (or remade at the current gain) and started."""
         gain = self._gain(entry.req)
         if entry.source is not None and entry.gain_db != gain:
@@ -417,7 +339,7 @@ class Player:
         assert req.stream_url is not None
 
         def fault(reason: str, detail: str) -> None:
-            self._emit("audio.fault", {"reason": reason, "detail": detail, "key": req.key})
+            self._proof.fault(req.key, reason, detail)
 
         return StreamRelay(
             req.stream_url,
@@ -428,7 +350,7 @@ class Player:
             jitter_ms=self.ahead_ms,
         )
 
-    def _regain(self, entry: _Entry, gain_db: float) -> None:
+    def _regain(self, entry: Entry, gain_db: float) -> None:
         """Restart the source where it is, at a new gain (ffmpeg applies it)."""
         assert entry.source is not None
         old, entry.source = entry.source, entry.source.remainder(gain_db)
@@ -436,14 +358,14 @@ class Player:
         entry.gain_db = gain_db
         entry.source.start()
 
-    def _discard(self, entry: _Entry) -> None:
+    def _discard(self, entry: Entry) -> None:
         if entry.source is not None:
             entry.source.close()
             entry.source = None
 
     # the sink
 
-    def _open_sink(self, entry: _Entry) -> None:
+    def _open_sink(self, entry: Entry) -> None:
         """Open ahead of the start; a failure is reported and tried again at the first write."""
         if self._sink_open:
             return
@@ -453,7 +375,7 @@ class Player:
         except SinkError as exc:
             self._fault(entry, exc)
 
-    def _write(self, entry: _Entry, chunk: bytes) -> float | None:
+    def _write(self, entry: Entry, chunk: bytes) -> float | None:
         """Hand a chunk to the sink, reopening it on a failure; the time it went, or None."""
         for attempt in range(SINK_ATTEMPTS):
             try:
@@ -471,7 +393,7 @@ class Player:
                 return None
         return None
 
-    def _close_sink(self, entry: _Entry, *, drain: bool) -> bool:
+    def _close_sink(self, entry: Entry, *, drain: bool) -> bool:
         if not self._sink_open:
             return True
         self._sink_open = False
@@ -482,47 +404,12 @@ class Player:
             return False
         return True
 
-    # events
+    # proof of play
 
-    def _record(self, entry: _Entry) -> dict[str, Any]:
-        req = entry.req
-        planned = req.at_ms if req.at_ms is not None else entry.submitted_ms
-        body: dict[str, Any] = {
-            "key": req.key,
-            "origin": req.origin,
-            "item_id": req.item_id,
-            "occurrence": req.occurrence,
-            "priority": req.priority,
-            "label": req.label,
-            "planned_ms": round(planned),
-        }
-        if entry.resumed_from_ms:
-            body["resumed_from_ms"] = round(entry.resumed_from_ms)
-        return body
-
-    def _missed(self, entry: _Entry, reason: str, detail: str = "") -> None:
-        body = {**self._record(entry), "reason": reason}
-        if detail:
-            body["error"] = detail
-        self._emit("play.missed", body)
-
-    def _drop(self, entry: _Entry, reason: str) -> None:
+    def _drop(self, entry: Entry, reason: str) -> None:
         self._discard(entry)
-        self._missed(entry, reason)
+        self._proof.missed(entry, reason)
 
-    def _fault(self, entry: _Entry, exc: SinkError) -> None:
+    def _fault(self, entry: Entry, exc: SinkError) -> None:
         log.warning("audio device: %s", exc)
-        self._emit(
-            "audio.fault", {"reason": exc.reason, "detail": exc.detail, "key": entry.req.key}
-        )
-
-    def _emit(self, event_type: str, body: dict[str, Any]) -> None:
-        """Events go out from a thread of their own: a slow receiver cannot stall the audio."""
-        self._events.put((event_type, body))
-
-    def _deliver(self) -> None:
-        while (item := self._events.get()) is not None:
-            try:
-                self._on_event(*item)
-            except Exception:
-                log.exception("on_event failed for %s", item[0])
+        self._proof.fault(entry.req.key, exc.reason, exc.detail)

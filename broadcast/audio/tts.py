@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from broadcast.audio.clips import ClipError, ClipSettings, PreparedClip, prepare
+from broadcast.audio.clip_preparation import prepare
+from broadcast.audio.clips import ClipError, ClipSettings, PreparedClip
 
 MAX_TEXT_CHARS = 5000  # about six minutes of speech: a notice, not a programme
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
