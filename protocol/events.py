@@ -42,7 +42,8 @@ LocalDay = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 class Body(Open):
     """The body of one event type, named by ``TYPE``."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    # built on first use: a speaker never pays for the queue's models, nor a kiosk for the radio's
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
     TYPE: ClassVar[str]
 
     def wire(self) -> dict[str, Any]:

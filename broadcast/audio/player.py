@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from broadcast.audio.amplifier import Amplifier
 from broadcast.audio.decode import (
@@ -35,9 +35,18 @@ from broadcast.audio.decode import (
     bytes_to_ms,
     volume_db,
 )
-from broadcast.audio.request import PlayRequest
+from broadcast.audio.request import Origin, PlayRequest
 from broadcast.audio.sinks import Sink, SinkError, wall_ms
 from broadcast.levels import preempts
+from protocol.events import (
+    AudioFault,
+    Body,
+    Outcome,
+    PlayFinished,
+    PlayMissed,
+    PlayStarted,
+    detail_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +60,31 @@ SINK_ATTEMPTS = 3
 SINK_RETRY_MS = 500.0
 
 # how a play ended, inside the player, to what the proof of play says
-FINISHED_OUTCOMES = {"shutdown": "stopped", "unreadable": "failed", "device": "failed"}
+FINISHED_OUTCOMES: dict[str, Outcome] = {
+    "completed": "completed",
+    "preempted": "preempted",
+    "stopped": "stopped",
+    "failed": "failed",
+    "shutdown": "stopped",
+    "unreadable": "failed",
+    "device": "failed",
+}
 MISSED_REASONS = {"unreadable": "clip_unreadable", "device": "audio_device"}
 
-OnEvent = Callable[[str, dict[str, Any]], None]
+OnEvent = Callable[[Body], None]
+
+
+class _Record(TypedDict):
+    """What every play record of a request says (protocol.events.PlayRecord)."""
+
+    key: str
+    origin: Origin
+    item_id: str | None
+    occurrence: str | None
+    priority: int
+    label: str
+    planned_ms: int
+    resumed_from_ms: NotRequired[int]
 
 
 @dataclass(eq=False)
@@ -113,7 +143,7 @@ class Player:
         self._seq = itertools.count()
         self._closed = False
         self._sink_open = False
-        self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Body | None] = queue.SimpleQueue()
         self._emitter = threading.Thread(target=self._deliver, name="player-events", daemon=True)
         self._emitter.start()
         self._thread = threading.Thread(target=self._run, name="player", daemon=True)
@@ -276,7 +306,7 @@ class Player:
             if entry.actual_ms is None:
                 with self._cond:
                     entry.actual_ms = written_at
-                self._emit("play.started", {**self._record(entry), "actual_ms": round(written_at)})
+                self._emit(PlayStarted(**self._record(entry), actual_ms=round(written_at)))
             if self.amp is not None and written_at - told_amp > AMP_NEED_MS / 2:
                 told_amp = written_at
                 self.amp.need(written_at + AMP_NEED_MS)
@@ -311,15 +341,15 @@ class Player:
                 self._queue.append(resumed)
 
     def _end(self, entry: _Entry, outcome: str, detail: str) -> None:
-        body = {
+        body = PlayFinished(
             **self._record(entry),
-            "actual_ms": None if entry.actual_ms is None else round(entry.actual_ms),
-            "outcome": FINISHED_OUTCOMES.get(outcome, outcome),
-            "played_ms": round(bytes_to_ms(entry.played_bytes)),
-        }
+            actual_ms=None if entry.actual_ms is None else round(entry.actual_ms),
+            outcome=FINISHED_OUTCOMES.get(outcome, "failed"),
+            played_ms=round(bytes_to_ms(entry.played_bytes)),
+        )
         if detail:
-            body["error"] = detail
-        self._emit("play.finished", body)
+            body.error = detail_text(detail)
+        self._emit(body)
 
     # waiting and preemption
 
@@ -417,7 +447,7 @@ class Player:
         assert req.stream_url is not None
 
         def fault(reason: str, detail: str) -> None:
-            self._emit("audio.fault", {"reason": reason, "detail": detail, "key": req.key})
+            self._emit(AudioFault(reason=reason, detail=detail_text(detail), key=req.key))
 
         return StreamRelay(
             req.stream_url,
@@ -484,10 +514,10 @@ class Player:
 
     # events
 
-    def _record(self, entry: _Entry) -> dict[str, Any]:
+    def _record(self, entry: _Entry) -> _Record:
         req = entry.req
         planned = req.at_ms if req.at_ms is not None else entry.submitted_ms
-        body: dict[str, Any] = {
+        body: _Record = {
             "key": req.key,
             "origin": req.origin,
             "item_id": req.item_id,
@@ -501,10 +531,10 @@ class Player:
         return body
 
     def _missed(self, entry: _Entry, reason: str, detail: str = "") -> None:
-        body = {**self._record(entry), "reason": reason}
+        body = PlayMissed(**self._record(entry), reason=reason)
         if detail:
-            body["error"] = detail
-        self._emit("play.missed", body)
+            body.error = detail_text(detail)
+        self._emit(body)
 
     def _drop(self, entry: _Entry, reason: str) -> None:
         self._discard(entry)
@@ -512,17 +542,15 @@ class Player:
 
     def _fault(self, entry: _Entry, exc: SinkError) -> None:
         log.warning("audio device: %s", exc)
-        self._emit(
-            "audio.fault", {"reason": exc.reason, "detail": exc.detail, "key": entry.req.key}
-        )
+        self._emit(AudioFault(reason=exc.reason, detail=detail_text(exc.detail), key=entry.req.key))
 
-    def _emit(self, event_type: str, body: dict[str, Any]) -> None:
+    def _emit(self, body: Body) -> None:
         """Events go out from a thread of their own: a slow receiver cannot stall the audio."""
-        self._events.put((event_type, body))
+        self._events.put(body)
 
     def _deliver(self) -> None:
-        while (item := self._events.get()) is not None:
+        while (body := self._events.get()) is not None:
             try:
-                self._on_event(*item)
+                self._on_event(body)
             except Exception:
-                log.exception("on_event failed for %s", item[0])
+                log.exception("on_event failed for %s", body.TYPE)
