@@ -1,7 +1,9 @@
 """Ingest: what devices send up, validated and written to the database in batches.
 
 The Bus's worker parses and validates each message (a bad one is counted and
-logged, never stored) and queues it; one writer thread drains the queue into
+logged, never stored) and queues it: an event's body by its type's model in
+protocol.events, and a type this controller does not know yet as it came, so
+a newer agent loses nothing. One writer thread drains the queue into
 one transaction per batch, so throughput grows with load instead of paying a
 commit per message. Under load the writer commits at most every
 BATCH_INTERVAL_S, so each device's latest state is written once per batch,
@@ -37,6 +39,7 @@ from controller.bus import Bus
 from controller.ingest_writes import AckHook, Item, SeenDevices, write_batch
 from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
+from protocol.events import read_body
 from protocol.topics import Topics
 from protocol.uplink import Ack, Event, Status, Telemetry
 
@@ -140,6 +143,8 @@ class Ingest:
             device, leaf, model = self._routes.get(topic) or self._route(topic)
             # model_validate_json without its Python wrapper: parsed and checked in pydantic-core
             msg = model.__pydantic_validator__.validate_json(payload)
+            if leaf == "event":
+                read_body(msg.type, msg.body)  # a known type's body must fit; a new type is kept
         except (ProtocolError, KeyError, ValueError, ValidationError) as exc:
             self._bad(topic, exc)
             return

@@ -124,7 +124,7 @@ class AudioFault(Body):
 # the queue
 
 
-class _Ticket(Body):
+class TicketRecord(Body):
     """What every ``ticket.*`` record says about its ticket."""
 
     ticket_id: Annotated[str, Field(min_length=1, max_length=64)]
@@ -135,40 +135,40 @@ class _Ticket(Body):
     priority: bool
 
 
-class TicketIssued(_Ticket):
+class TicketIssued(TicketRecord):
     TYPE = "ticket.issued"
     issued_ms: EpochMs
     people_ahead: Annotated[int, Field(ge=0)]
     wait_s: Annotated[float, Field(ge=0)] | None  # null without history
 
 
-class TicketCalled(_Ticket):
+class TicketCalled(TicketRecord):
     TYPE = "ticket.called"
     counter: Counter
     recall: Annotated[int, Field(ge=0)]  # 0 for a first call, then 1, 2, ...
     waited_ms: ElapsedMs
 
 
-class TicketServed(_Ticket):
+class TicketServed(TicketRecord):
     TYPE = "ticket.served"
     counter: Counter
     service_ms: ElapsedMs  # from the call to done
 
 
-class TicketSkipped(_Ticket):
+class TicketSkipped(TicketRecord):
     TYPE = "ticket.skipped"
     counter: Counter
     reason: Reason  # no_show
 
 
-class TicketTransferred(_Ticket):
+class TicketTransferred(TicketRecord):
     TYPE = "ticket.transferred"
     counter: Counter
     from_queue: ServiceCode
     to_queue: ServiceCode
 
 
-class TicketRated(_Ticket):
+class TicketRated(TicketRecord):
     TYPE = "ticket.rated"
     counter: Counter
     level: Annotated[int, Field(ge=1, le=5)]  # 5 = Rất hài lòng
