@@ -26,13 +26,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from bench.start_accuracy import percentile
 from broadcast.audio.decode import DecoderPool, ms_to_bytes
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import WavFileSink, wall_ms
+from protocol.events import Body, PlayRecord
 
 CHUNK_MS = 20
 TARGET_MS = 200.0
@@ -54,9 +54,11 @@ class Started:
         self.seen: set[tuple[str, str]] = set()
         self._cond = threading.Condition()
 
-    def __call__(self, event_type: str, body: dict[str, Any]) -> None:
+    def __call__(self, body: Body) -> None:
+        if not isinstance(body, PlayRecord):
+            return  # an audio.fault
         with self._cond:
-            self.seen.add((event_type, body["key"]))
+            self.seen.add((body.TYPE, body.key))
             self._cond.notify_all()
 
     def wait(self, event_type: str, key: str) -> None:

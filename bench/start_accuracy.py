@@ -33,6 +33,7 @@ from broadcast.audio.amplifier import Amplifier
 from broadcast.audio.player import SPIN_MS, Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import WavFileSink, wall_ms
+from protocol.events import Body, PlayFinished, PlayMissed
 
 CLIP_S = 0.1
 SPACING_MS = 300  # one start every SPACING_MS in part 1
@@ -78,7 +79,7 @@ def one_player(starts: int, work: Path) -> tuple[list[float], list[float]]:
     clip = tone(work / "tone.wav")
     sink = WavFileSink(work / "player")
     amp = Amplifier(17, preroll_ms=1500, hold_s=10, pin_factory=MockFactory())
-    player = Player(sink, amplifier=amp, on_event=lambda t, b: None)
+    player = Player(sink, amplifier=amp, on_event=lambda body: None)
     t0 = round(wall_ms()) + LEAD_MS
     targets = [t0 + i * SPACING_MS for i in range(starts)]
     for i, at in enumerate(targets):
@@ -108,9 +109,11 @@ def agent(directory: Path) -> None:
     clip = tone(directory / "tone.wav")
     sink = WavFileSink(directory / "played")
 
-    def complain(event_type: str, body: dict[str, object]) -> None:
-        if event_type == "play.missed" or body.get("outcome") not in (None, "completed"):
-            print(f"{directory.name}: {event_type} {body}", file=sys.stderr, flush=True)
+    def complain(body: Body) -> None:
+        if isinstance(body, PlayMissed) or (
+            isinstance(body, PlayFinished) and body.outcome != "completed"
+        ):
+            print(f"{directory.name}: {body.TYPE} {body.wire()}", file=sys.stderr, flush=True)
 
     player = Player(sink, on_event=complain)
     print("ready", flush=True)

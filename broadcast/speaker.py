@@ -36,6 +36,7 @@ from protocol.commands import (
 )
 from protocol.envelope import Opened
 from protocol.errors import Refusal, RefusalReason
+from protocol.events import AmpState, AudioFault, Body, PlayMissed, detail_text
 
 if TYPE_CHECKING:
     from broadcast.config import SpeakerSection
@@ -68,7 +69,7 @@ class Speaker:
             state / "clips",
             fetcher or HttpFetcher(*host.http_credentials()),
             budget_bytes=cfg.cache_budget_mb * 1024 * 1024,
-            on_fault=lambda sha, why: self._emit("audio.fault", {"clip": sha, "reason": why}),
+            on_fault=lambda sha, why: self._emit(AudioFault(clip=sha, reason=why)),
         )
         self.amp = (
             Amplifier(
@@ -77,7 +78,7 @@ class Speaker:
                 preroll_ms=cfg.amp_preroll_ms,
                 hold_s=cfg.amp_hold_s,
                 pin_factory=pin_factory,
-                on_change=lambda on, why: self._emit("amp.state", {"on": on, "reason": why}),
+                on_change=lambda on, why: self._emit(AmpState(on=on, reason=why)),
             )
             if cfg.amp_pin is not None
             else None
@@ -109,8 +110,8 @@ class Speaker:
         self._stop = threading.Event()
         self._register(host)
 
-    def _emit(self, event_type: str, body: dict[str, Any]) -> None:
-        self.host.emit(event_type, body)
+    def _emit(self, body: Body) -> None:
+        self.host.emit(body)
 
     def _register(self, host: RoleHost) -> None:
         host.on_command("broadcast.play", self._play)
@@ -201,13 +202,12 @@ class Speaker:
                 then(self.cache.ensure(clip))
             except ClipUnavailable as exc:
                 self._emit(
-                    "play.missed",
-                    {
-                        "key": key,
-                        "planned_ms": planned_ms,
-                        "reason": "clip_unavailable",
-                        "detail": str(exc),
-                    },
+                    PlayMissed(
+                        key=key,
+                        planned_ms=planned_ms,
+                        reason="clip_unavailable",
+                        detail=detail_text(str(exc)),
+                    )
                 )
 
         threading.Thread(target=work, name=f"fetch-{key[:8]}", daemon=True).start()
@@ -305,17 +305,16 @@ class Speaker:
 
     def _missed(self, occ: Occurrence, reason: str) -> None:
         self._emit(
-            "play.missed",
-            {
-                "key": occ.key,
-                "origin": "schedule",
-                "item_id": occ.item_id,
-                "occurrence": occ.local_start,
-                "priority": occ.priority,
-                "label": occ.label,
-                "planned_ms": occ.start_ms,
-                "reason": reason,
-            },
+            PlayMissed(
+                key=occ.key,
+                origin="schedule",
+                item_id=occ.item_id,
+                occurrence=occ.local_start,
+                priority=occ.priority,
+                label=occ.label,
+                planned_ms=occ.start_ms,
+                reason=reason,
+            )
         )
 
     def _prefetch(self) -> None:

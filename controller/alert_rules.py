@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.events import PlayFinished, PlayMissed
+
 MINUTE_MS = 60_000
 
 OFFLINE = "device.offline"
@@ -69,7 +71,7 @@ class PlayEvent:
     event_id: str
     type: str
     received_ms: int
-    body: Mapping[str, Any] = field(default_factory=dict)
+    body: PlayMissed | PlayFinished  # read as its model (protocol.events)
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,9 @@ def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[Aler
     for e in events:
         if not since < e.received_ms <= now_ms:
             continue
-        if e.type == "play.missed" and e.body.get("reason") not in EXPECTED_MISS_REASONS:
+        if isinstance(e.body, PlayMissed) and e.body.reason not in EXPECTED_MISS_REASONS:
             problems.setdefault((PLAY_MISSED, e.device_id), []).append(e)
-        elif e.type == "play.finished" and e.body.get("outcome") == "failed":
+        elif isinstance(e.body, PlayFinished) and e.body.outcome == "failed":
             problems.setdefault((PLAY_FAILED, e.device_id), []).append(e)
     found = []
     for (kind, dev), evs in sorted(problems.items()):
@@ -203,8 +205,8 @@ def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[Aler
         recent = [
             {
                 "event_id": e.event_id,
-                "label": e.body.get("label"),
-                "reason": e.body.get("reason") if kind == PLAY_MISSED else e.body.get("outcome"),
+                "label": e.body.label,
+                "reason": e.body.reason if isinstance(e.body, PlayMissed) else e.body.outcome,
                 "received_ms": e.received_ms,
             }
             for e in evs[-PLAY_DETAILS_MAX:]

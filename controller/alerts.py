@@ -29,6 +29,8 @@ from controller.alert_rules import (
     active_alerts,
 )
 from controller.db.fleet_tables import Alert, Device, DeviceState, EventRecord, dialect_insert
+from protocol.errors import Refusal
+from protocol.events import PlayFinished, PlayMissed, read_body
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,16 @@ class AlertEngine:
                 EventRecord.received_ms > since,
             )
         )
-        return [PlayEvent(e.device_id, e.event_id, e.type, e.received_ms, e.body) for e in rows]
+        events = []
+        for e in rows:
+            try:
+                body = read_body(e.type, e.body)
+            except Refusal as exc:  # stored before ingest checked bodies
+                log.warning("event %s of %s not read for alerts: %s", e.event_id, e.device_id, exc)
+                continue
+            assert isinstance(body, PlayMissed | PlayFinished)  # the types selected
+            events.append(PlayEvent(e.device_id, e.event_id, e.type, e.received_ms, body))
+        return events
 
     def _raise(self, session: Session, spec: AlertSpec, now_ms: int) -> Alert | None:
         delivery = "pending" if self.webhook_url else "none"

@@ -1,7 +1,9 @@
 """Ingest: what devices send up, validated and written to the database in batches.
 
 The Bus's worker parses and validates each message (a bad one is counted and
-logged, never stored) and queues it; one writer thread drains the queue into
+logged, never stored) and queues it: an event's body by its type's model in
+protocol.events, and a type this controller does not know yet as it came, so
+a newer agent loses nothing. One writer thread drains the queue into
 one transaction per batch, so throughput grows with load instead of paying a
 commit per message. Under load the writer commits at most every
 BATCH_INTERVAL_S, so each device's latest state is written once per batch,
@@ -37,6 +39,7 @@ from controller.bus import Bus
 from controller.ingest_writes import AckHook, Item, SeenDevices, write_batch
 from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
+from protocol.events import read_body
 from protocol.topics import Topics
 from protocol.uplink import Ack, Event, Status, Telemetry
 
@@ -56,6 +59,10 @@ WRITE_RETRIES = 5
 MAX_PENDING = 4 * BATCH_MAX  # messages validated but not yet written, before the bus waits
 TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
 _STOP = object()
+
+
+def leaf_of(topic: str) -> str:
+    return topic.rsplit("/", 1)[-1]
 
 
 @dataclass
@@ -141,8 +148,15 @@ class Ingest:
             # model_validate_json without its Python wrapper: parsed and checked in pydantic-core
             msg = model.__pydantic_validator__.validate_json(payload)
         except (ProtocolError, KeyError, ValueError, ValidationError) as exc:
-            self._bad(topic, exc)
+            self._bad(topic, leaf_of(topic), exc)
             return
+        if leaf == "event":
+            try:
+                read_body(msg.type, msg.body)
+            except ProtocolError as exc:
+                # Kept all the same: the edge has deleted it, and it may be the only record
+                # of a play. Counted, and left out by the readers (reports, alerts).
+                self._bad(topic, "event_body", exc)
         with self._idle:
             # Backpressure when the database falls behind: the bus's worker waits here,
             # its bounded queue fills and paho stops reading, instead of memory growing.
@@ -159,11 +173,10 @@ class Ingest:
         self._routes[topic] = route
         return route
 
-    def _bad(self, topic: str, exc: Exception) -> None:
-        leaf = topic.rsplit("/", 1)[-1]
+    def _bad(self, topic: str, kind: str, exc: Exception) -> None:
         with self._lock:
-            self.stats.bad[leaf] += 1
-            count = self.stats.bad[leaf]
+            self.stats.bad[kind] += 1
+            count = self.stats.bad[kind]
         if count <= 20 or count % 1000 == 0:  # a flood of bad messages must not flood the log
             log.warning("bad message #%d on %s: %s", count, topic, str(exc).splitlines()[0])
 

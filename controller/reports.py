@@ -5,17 +5,19 @@ Query functions only (no HTTP). Events are filtered in SQL by type and time
 Python, because reading JSON bodies differs between SQLite and PostgreSQL and
 a commune's month is a few hundred thousand events at most.
 
-Event bodies read here are the contract's (docs/protocol.md, "Proof of
-play") and those kiosk/office.py emits: ``ticket.issued`` (service,
-priority), ``ticket.called`` (counter, recall, waited_ms), ``ticket.served``
-(counter, service_ms), ``ticket.skipped`` (counter, reason), ``ticket.rated``
-(counter, level 1-5).
+Event bodies are read as their models (protocol.events): ``play.finished``
+(outcome, played_ms), ``play.missed`` (reason), ``ticket.issued`` (service),
+``ticket.called`` (counter, recall, waited_ms), ``ticket.served`` (counter,
+service_ms), ``ticket.skipped`` (counter, reason), ``ticket.rated`` (counter,
+level 1-5). Ingest stores only bodies that fit; a stored row that does not
+(written before ingest checked) is logged and left out.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +27,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.fleet_tables import DeviceGroup, EventRecord
+from protocol.errors import Refusal
+from protocol.events import (
+    Body,
+    PlayFinished,
+    PlayMissed,
+    TicketCalled,
+    TicketRated,
+    TicketRecord,
+    TicketServed,
+    TicketSkipped,
+    read_body,
+)
+
+log = logging.getLogger(__name__)
 
 PLAY_TYPES = ("play.finished", "play.missed")
 TICKET_TYPES = ("ticket.issued", "ticket.called", "ticket.served", "ticket.skipped", "ticket.rated")
@@ -55,25 +71,23 @@ def proof_of_play(
         for link in session.scalars(select(DeviceGroup)):
             groups_of[link.device_id].append(link.group_id)
     rows: dict[str, PlayRow] = {}
-    for e in _events(session, PLAY_TYPES, start_ms, end_ms):
+    for e, body in _events(session, PLAY_TYPES, start_ms, end_ms):
         keys = [e.device_id] if by == "device" else groups_of.get(e.device_id, [])
         for key in keys:
-            _count_play(rows.setdefault(key, PlayRow(key)), e)
+            _count_play(rows.setdefault(key, PlayRow(key)), body)
     return [rows[k] for k in sorted(rows)]
 
 
-def _count_play(row: PlayRow, e: EventRecord) -> None:
-    if e.type == "play.missed":
+def _count_play(row: PlayRow, body: Body | None) -> None:
+    if isinstance(body, PlayMissed):
         row.missed += 1
-        reason = str(e.body.get("reason", "unknown"))
-        row.missed_by_reason[reason] = row.missed_by_reason.get(reason, 0) + 1
-    elif e.body.get("outcome") == "failed":
+        row.missed_by_reason[body.reason] = row.missed_by_reason.get(body.reason, 0) + 1
+    elif isinstance(body, PlayFinished) and body.outcome == "failed":
         row.failed += 1
-    else:
+    elif isinstance(body, PlayFinished):
         row.plays += 1
-        row.completed += e.body.get("outcome") == "completed"
-        played = e.body.get("played_ms")
-        row.total_played_ms += int(played) if isinstance(played, int | float) else 0
+        row.completed += body.outcome == "completed"
+        row.total_played_ms += body.played_ms
 
 
 @dataclass
@@ -105,11 +119,13 @@ def queue_stats(
     Issued tickets have no counter yet: by counter, ``issued`` stays 0.
     """
     acc: dict[str, _QueueAcc] = {}
-    for e in _events(session, TICKET_TYPES, start_ms, end_ms, device):
-        raw = e.body.get("service") if by == "service" else e.body.get("counter")
+    for _e, body in _events(session, TICKET_TYPES, start_ms, end_ms, device):
+        if not isinstance(body, TicketRecord):
+            continue
+        raw = body.service if by == "service" else getattr(body, "counter", None)
         if raw is None:
             continue
-        acc.setdefault(str(raw), _QueueAcc()).add(e.type, e.body)
+        acc.setdefault(str(raw), _QueueAcc()).add(body)
     return [acc[k].row(k) for k in sorted(acc, key=_natural)]
 
 
@@ -120,19 +136,18 @@ class _QueueAcc:
     service_s: list[float] = field(default_factory=list)
     levels: Counter[int] = field(default_factory=Counter)
 
-    def add(self, event_type: str, body: dict[str, Any]) -> None:
-        if event_type == "ticket.called":
-            if body.get("recall", 0):
+    def add(self, body: Body) -> None:
+        if isinstance(body, TicketCalled):
+            if body.recall:
                 return
-            if isinstance(body.get("waited_ms"), int | float):
-                self.waits_s.append(body["waited_ms"] / 1000)
-        elif event_type == "ticket.served" and isinstance(body.get("service_ms"), int | float):
-            self.service_s.append(body["service_ms"] / 1000)
-        elif event_type == "ticket.skipped" and body.get("reason", "no_show") != "no_show":
+            self.waits_s.append(body.waited_ms / 1000)
+        elif isinstance(body, TicketServed):
+            self.service_s.append(body.service_ms / 1000)
+        elif isinstance(body, TicketSkipped) and body.reason != "no_show":
             return
-        elif event_type == "ticket.rated" and isinstance(body.get("level"), int):
-            self.levels[body["level"]] += 1
-        self.counts[event_type] += 1
+        elif isinstance(body, TicketRated):
+            self.levels[body.level] += 1
+        self.counts[body.TYPE] += 1
 
     def row(self, key: str) -> QueueRow:
         ratings = sum(self.levels.values())
@@ -168,7 +183,8 @@ def _events(
     start_ms: int,
     end_ms: int,
     device: str | None = None,
-) -> list[EventRecord]:
+) -> list[tuple[EventRecord, Body | None]]:
+    """The events of ``types`` in [start, end), each with its body read as its model."""
     query = select(EventRecord).where(
         EventRecord.type.in_(tuple(types)),
         EventRecord.ts_ms >= start_ms,
@@ -176,7 +192,13 @@ def _events(
     )
     if device is not None:
         query = query.where(EventRecord.device_id == device)
-    return list(session.scalars(query.order_by(EventRecord.ts_ms, EventRecord.id)))
+    read = []
+    for e in session.scalars(query.order_by(EventRecord.ts_ms, EventRecord.id)):
+        try:
+            read.append((e, read_body(e.type, e.body)))
+        except Refusal as exc:
+            log.warning("event %s of %s left out of a report: %s", e.event_id, e.device_id, exc)
+    return read
 
 
 def to_csv(rows: Sequence[PlayRow] | Sequence[QueueRow], row_type: type[Any]) -> str:

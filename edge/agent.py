@@ -26,10 +26,11 @@ from plumbing.backoff import Backoff
 from plumbing.clock import wall_ms
 from protocol.commands import ConfigSet, DeviceVolume, Strict
 from protocol.envelope import Opened
+from protocol.events import AgentStarted, Body, new_event
 from protocol.host import CommandHandler, DocumentHandler
 from protocol.signing import Keyring
 from protocol.topics import Topics
-from protocol.uplink import Event, Status, Telemetry, new_event
+from protocol.uplink import Event, Status, Telemetry
 
 log = logging.getLogger(__name__)
 INBOUND_QUEUE_MAX = 1000
@@ -210,9 +211,9 @@ class Agent:
 
     # records
 
-    def emit(self, event_type: str, body: dict[str, Any] | None = None) -> Event:
+    def emit(self, body: Body) -> Event:
         """Record an event durably; it reaches the controller when the network allows."""
-        event = new_event(event_type, self._now_ms(), body)
+        event = new_event(body, self._now_ms())
         self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1)
         return event
 
@@ -325,7 +326,7 @@ class Agent:
         log.info("agent %s starting; %d stored document(s) applied", self.device_id, restored)
         for starter in self._starters:
             starter()
-        self.emit("agent.started", {"agent": __version__, "boot": self._boot_ms})
+        self.emit(AgentStarted(agent=__version__, boot=self._boot_ms))
         self.outbox.start()
         self._spawn(self._inbound_worker, "inbound")
         self._spawn(self._telemetry_worker, "telemetry")

@@ -27,6 +27,8 @@ from broadcast.audio.player import Player
 from broadcast.audio.tts import EspeakEngine, SpeechEngine
 from kiosk.caller import Caller
 from kiosk.voice import call_text
+from protocol.errors import ProtocolError
+from protocol.events import TicketCalled, read_body
 from protocol.uplink import Event
 
 if TYPE_CHECKING:
@@ -67,11 +69,12 @@ class HallCalls:
         """One message on a kiosk's ``calls`` topic (the agent's inbound worker)."""
         try:
             event = Event.model_validate_json(payload)
-            number, counter = event.body["number"], event.body["counter"]
-            if event.type != "ticket.called":
+            call = read_body(event.type, event.body)
+            if not isinstance(call, TicketCalled):
                 raise ValueError(f"a {event.type!r} event on a calls topic")
+            number, counter = call.number, call.counter
             call_text(number, counter)  # a ticket number and a counter, nothing else
-        except (ValidationError, KeyError, ValueError) as exc:
+        except (ValidationError, ProtocolError, ValueError) as exc:
             self.counts["bad"] += 1
             log.warning("ignored a message on a kiosk's calls topic: %s", exc)
             return

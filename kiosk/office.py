@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from kiosk.numbering import (
@@ -26,8 +26,18 @@ from kiosk.numbering import (
     people_ahead,
 )
 from kiosk.ticket_store import IssueRefused, Ticket, TicketError, TicketStore
+from protocol.events import (
+    Body,
+    CounterState,
+    TicketCalled,
+    TicketIssued,
+    TicketRated,
+    TicketServed,
+    TicketSkipped,
+    TicketTransferred,
+)
 
-OnEvent = Callable[[str, dict[str, Any]], None]
+OnEvent = Callable[[Body], None]
 LAST_CALLS = 8
 
 
@@ -58,8 +68,18 @@ class Issued:
     wait_s: float | None
 
 
-def ticket_body(t: Ticket, **extra: Any) -> dict[str, Any]:
+class TicketFields(TypedDict):
     """What every ``ticket.*`` event says about its ticket."""
+
+    ticket_id: str
+    number: str
+    service: str
+    queue: str
+    day: str
+    priority: bool
+
+
+def ticket_fields(t: Ticket) -> TicketFields:
     return {
         "ticket_id": t.id,
         "number": t.number,
@@ -67,7 +87,6 @@ def ticket_body(t: Ticket, **extra: Any) -> dict[str, Any]:
         "queue": t.queue,
         "day": t.day.isoformat(),
         "priority": t.priority,
-        **extra,
     }
 
 
@@ -80,7 +99,7 @@ class Office:
         self.store = store
         self.settings = settings
         self._services = {s.code: s for s in settings.services}
-        self._on_event = on_event or (lambda _t, _b: None)
+        self._on_event = on_event or (lambda _body: None)
 
     # lookups and checks
 
@@ -137,8 +156,7 @@ class Office:
         ahead = self.people_ahead(t)
         wait = self.wait_s(t, ahead)
         self._on_event(
-            "ticket.issued",
-            ticket_body(t, issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait),
+            TicketIssued(**ticket_fields(t), issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait)
         )
         return Issued(t, ahead, wait)
 
@@ -194,7 +212,7 @@ class Office:
         t = self.store.rate(target.id, level)
         vi, en = RATINGS[level]
         self._on_event(
-            "ticket.rated", ticket_body(t, counter=counter, level=level, label_vi=vi, label_en=en)
+            TicketRated(**ticket_fields(t), counter=counter, level=level, label_vi=vi, label_en=en)
         )
         return t
 
@@ -239,30 +257,36 @@ class Office:
         )
         if t is not None:
             self._on_event(
-                "ticket.called",
-                ticket_body(t, counter=counter, recall=0, waited_ms=now_ms - t.issued_ms),
+                TicketCalled(
+                    **ticket_fields(t), counter=counter, recall=0, waited_ms=now_ms - t.issued_ms
+                )
             )
         return t
 
     def recall(self, counter: int, now_ms: int) -> Ticket:
         t = self.store.recall(self._current_or_refuse(counter, now_ms).id)
         self._on_event(
-            "ticket.called",
-            ticket_body(t, counter=counter, recall=t.recalls, waited_ms=now_ms - t.issued_ms),
+            TicketCalled(
+                **ticket_fields(t),
+                counter=counter,
+                recall=t.recalls,
+                waited_ms=now_ms - t.issued_ms,
+            )
         )
         return t
 
     def skip(self, counter: int, now_ms: int) -> Ticket:
         """A no-show: the citizen did not come after the calls."""
         t = self.store.skip(self._current_or_refuse(counter, now_ms).id)
-        self._on_event("ticket.skipped", ticket_body(t, counter=counter, reason="no_show"))
+        self._on_event(TicketSkipped(**ticket_fields(t), counter=counter, reason="no_show"))
         return t
 
     def served(self, counter: int, now_ms: int) -> Ticket:
         t = self.store.serve_done(self._current_or_refuse(counter, now_ms).id, now_ms)
         self._on_event(
-            "ticket.served",
-            ticket_body(t, counter=counter, service_ms=now_ms - (t.called_ms or now_ms)),
+            TicketServed(
+                **ticket_fields(t), counter=counter, service_ms=now_ms - (t.called_ms or now_ms)
+            )
         )
         return t
 
@@ -278,15 +302,16 @@ class Office:
             )
         t = self.store.transfer(current.id, target.code)
         self._on_event(
-            "ticket.transferred",
-            ticket_body(t, counter=counter, from_queue=current.queue, to_queue=target.code),
+            TicketTransferred(
+                **ticket_fields(t), counter=counter, from_queue=current.queue, to_queue=target.code
+            )
         )
         return t
 
     def set_paused(self, counter: int, paused: bool) -> None:
         self.check_counter(counter)
         self.store.set_paused(counter, paused)
-        self._on_event("counter.state", {"counter": counter, "paused": paused})
+        self._on_event(CounterState(counter=counter, paused=paused))
 
     # what the pages show
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kiosk.service import Kiosk
+from protocol.events import Body, TicketCalled
 
 if TYPE_CHECKING:
     from broadcast.audio.player import Player
@@ -42,9 +43,9 @@ def attach(
     remote = cfg.voice == "remote"
     calls_topic = host.topics.calls(host.device_id)
 
-    def emit(event_type: str, body: dict[str, Any]) -> None:
-        event = host.emit(event_type, body)
-        if remote and event_type == "ticket.called":
+    def emit(body: Body) -> None:
+        event = host.emit(body)
+        if remote and isinstance(body, TicketCalled):
             host.send(calls_topic, event.model_dump_json(exclude_none=True).encode())
 
     kiosk = Kiosk(

@@ -22,6 +22,8 @@ from kiosk.printer import PrinterStatus, SerialTicketPrinter
 from kiosk.printing import Activity, PrintWorker, TicketPrinter, can_print
 from kiosk.receipt import PrinterProfile, TicketContent, render
 from kiosk.ticket_store import Ticket, TicketStore
+from protocol.events import Body, TicketCalled
+from protocol.events import PrinterStatus as PrinterStatusEvent
 
 if TYPE_CHECKING:
     from broadcast.audio.player import Player
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from kiosk.config import KioskSection
 
 log = logging.getLogger(__name__)
-Emit = Callable[[str, dict[str, Any]], None]
+Emit = Callable[[Body], None]
 
 
 class Pages(Protocol):
@@ -200,21 +202,20 @@ class Kiosk:
 
     # wiring
 
-    def _record(self, event_type: str, body: dict[str, Any]) -> None:
-        self._emit(event_type, body)
+    def _record(self, body: Body) -> None:
+        self._emit(body)
         self.changes.bump()
-        if event_type == "ticket.called" and self.caller is not None:
-            self.caller.call(body["number"], body["counter"])
+        if isinstance(body, TicketCalled) and self.caller is not None:
+            self.caller.call(body.number, body.counter)
 
     def _printer_status(self, status: PrinterStatus) -> None:
         self._emit(
-            "printer.status",
-            {
-                "online": status.online,
-                "paper": status.paper,
-                "cover": "open" if status.cover_open else "closed",
-                "pending": [t.number for t in self.store.pending_prints()],
-            },
+            PrinterStatusEvent(
+                online=status.online,
+                paper=status.paper,
+                cover="open" if status.cover_open else "closed",
+                pending=[t.number for t in self.store.pending_prints()],
+            )
         )
         self.changes.bump()
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from protocol.commands import ConfigSet, Strict
 from protocol.envelope import Opened
+from protocol.events import Body
 from protocol.topics import Topics
 from protocol.uplink import Event
 
@@ -50,7 +51,9 @@ class RoleHost(Protocol):
 
     # records, durable before the call returns
 
-    def emit(self, event_type: str, body: dict[str, Any] | None = None) -> Event: ...
+    def emit(self, body: Body) -> Event:
+        """Record ``body`` as an event of its type (``body.TYPE``)."""
+        ...
 
     def send(self, topic: str, payload: bytes) -> None:
         """Publish on another of this device's topics through the durable outbox."""

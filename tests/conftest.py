@@ -195,7 +195,7 @@ def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
         kiosk = Kiosk(
             KioskSection.model_validate(settings),
             tmp_path / "kiosk-state",
-            lambda event_type, body: record.append((event_type, body)),
+            lambda body: record.append((body.TYPE, body.wire())),
             extra.pop("clock", None) or KioskClock(),
             **extra,
         )

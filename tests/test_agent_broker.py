@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from edge.agent import Agent
 from edge.config import load_config
 from protocol.envelope import seal
+from protocol.events import PlayMissed
 from protocol.uplink import Telemetry
 from tests.signing_helpers import resign, tamper
 
@@ -225,12 +226,12 @@ def test_broker_outage_of_30s_loses_nothing_and_duplicates_nothing(fleet, probe,
     agent.start()
     try:
         probe.ack_for("loa-1", "cfg-1")
-        before = [agent.emit("play.missed", {"n": i}).id for i in range(20)]
+        before = [agent.emit(PlayMissed(key=f"n{i}", reason="test")).id for i in range(20)]
         probe.wait_until(lambda ms: len(_event_ids(ms)) >= 21)
 
         broker.stop()
         listener = CountingListener(broker.port)
-        during = [agent.emit("play.missed", {"n": 100 + i}).id for i in range(50)]
+        during = [agent.emit(PlayMissed(key=f"n{100 + i}", reason="test")).id for i in range(50)]
         time.sleep(30)  # the outage itself: this is the stimulus, not an assertion
         listener.close()
         attempts = listener.count
@@ -240,7 +241,7 @@ def test_broker_outage_of_30s_loses_nothing_and_duplicates_nothing(fleet, probe,
         probe.publish(
             cfg_topic, fleet.seal("config.set", {"version": 2}, cmd_id="cfg-2"), retain=True
         )
-        after = [agent.emit("play.missed", {"n": 200 + i}).id for i in range(20)]
+        after = [agent.emit(PlayMissed(key=f"n{200 + i}", reason="test")).id for i in range(20)]
         probe.ack_for("loa-1", "cfg-2", timeout=60)
         probe.status_is("loa-1", "online", after=t_back, timeout=60)
         assert agent.outbox.wait_empty(60)

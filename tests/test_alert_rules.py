@@ -21,6 +21,7 @@ from controller.alert_rules import (
     Thresholds,
     active_alerts,
 )
+from protocol.events import read_body
 
 T = Thresholds(offline_after_min=5, temp_high_c=75, disk_low_pct=10, disk_low_mb=500)
 NOW = 1_763_800_000_000
@@ -75,8 +76,12 @@ def test_messages_are_vietnamese_first_and_english():
 
 
 def test_missed_and_failed_plays_within_the_window():
-    def ev(n, type_, at, **body):
-        return PlayEvent("loa-2", f"e{n}", type_, at, body)
+    def ev(n, type_, at, **fields):
+        body = {"key": f"k{n}", **fields}
+        if type_ == "play.finished":
+            body |= {"origin": "schedule", "priority": 2, "planned_ms": at, "actual_ms": at}
+            body |= {"played_ms": 0}
+        return PlayEvent("loa-2", f"e{n}", type_, at, read_body(type_, body))
 
     events = [
         ev(1, "play.missed", NOW - 10 * MINUTE_MS, reason="late", label="Bản tin"),

@@ -158,12 +158,18 @@ def test_health_charts_alerts_and_acknowledging(api: Api) -> None:
 
 def test_reports_as_json_pages_and_csv_for_excel(api: Api) -> None:
     with api.state.sessions.begin() as db:
+        play = {"key": "k", "origin": "schedule", "priority": 2, "planned_ms": T0}
+        ticket = {"ticket_id": "t1", "number": "A001", "service": "Hộ tịch", "queue": "Hộ tịch"}
+        ticket |= {"day": "2025-11-22", "priority": False}
         bodies = [
-            ("loa-1", "play.finished", {"outcome": "completed", "played_ms": 90_000}),
-            ("loa-1", "play.missed", {"reason": "offline"}),
-            ("kiosk-1", "ticket.issued", {"service": "Hộ tịch", "number": "A001"}),
-            ("kiosk-1", "ticket.called", {"service": "Hộ tịch", "counter": 1, "waited_ms": 60_000}),
-        ]
+            ("loa-1", "play.finished",
+             {**play, "actual_ms": T0, "outcome": "completed", "played_ms": 90_000}),
+            ("loa-1", "play.missed", {**play, "reason": "offline"}),
+            ("kiosk-1", "ticket.issued",
+             {**ticket, "issued_ms": T0, "people_ahead": 0, "wait_s": None}),
+            ("kiosk-1", "ticket.called",
+             {**ticket, "counter": 1, "recall": 0, "waited_ms": 60_000}),
+        ]  # fmt: skip
         db.add_all(
             EventRecord(device_id=d, event_id=f"e{i}", type=t, ts_ms=T0 + i, received_ms=T0,
                         body=b)

@@ -93,7 +93,17 @@ def hall_counts(probe: Probe, expected: dict[str, int]) -> None:
 
 
 def call_event(number: str, counter: int, ts: int, event_id: str | None = None) -> bytes:
-    body = {"ticket_id": uuid.uuid4().hex, "number": number, "counter": counter, "recall": 0}
+    body = {
+        "ticket_id": uuid.uuid4().hex,
+        "number": number,
+        "service": "ho-tich",
+        "queue": "ho-tich",
+        "day": "2026-11-23",
+        "priority": False,
+        "counter": counter,
+        "recall": 0,
+        "waited_ms": 60_000,
+    }
     event = {"id": event_id or uuid.uuid4().hex, "type": "ticket.called", "ts": ts, "body": body}
     return json.dumps(event).encode()
 

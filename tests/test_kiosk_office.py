@@ -30,7 +30,11 @@ def office(tmp_path: Path, events: list[tuple[str, dict[str, Any]]]) -> Office:
         counter_services={3: ("dat-dai",)},
         policy=QueuePolicy("interleave", 2),
     )
-    return Office(TicketStore(tmp_path / "t.db"), settings, lambda t, b: events.append((t, b)))
+    return Office(
+        TicketStore(tmp_path / "t.db"),
+        settings,
+        lambda body: events.append((body.TYPE, body.wire())),
+    )
 
 
 def types(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -179,7 +183,7 @@ def test_a_window_to_24_00_issues_in_the_last_minute_of_the_day(tmp_path: Path) 
     office = Office(
         TicketStore(tmp_path / "t.db"),
         OfficeSettings(services=(all_day,), counters=1),
-        lambda t, b: None,
+        lambda body: None,
     )
     last_minute = T0 + 15 * 60 * MIN - 1000  # 23:59:59 in Hà Nội
     assert office.issue("ho-tich", last_minute).ticket.number == "A001"

@@ -160,7 +160,7 @@ def test_a_call_is_spoken_after_a_chime_into_the_hall_speaker(
 ) -> None:
     events: Events = []
     sink = WavFileSink(tmp_path / "hall")
-    player = Player(sink, on_event=lambda t, b: events.append((t, b)))
+    player = Player(sink, on_event=lambda body: events.append((body.TYPE, body.wire())))
     try:
         kiosk = make_kiosk(events, player=player)
         kiosk.issue("ho-tich")

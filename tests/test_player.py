@@ -26,6 +26,7 @@ from broadcast.audio.amplifier import Amplifier
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import AlsaSink, SinkError, WavFileSink
+from protocol.events import Body
 
 Clips = dict[str, Path]
 START_TOLERANCE_MS = 50
@@ -83,9 +84,9 @@ class Events:
         self.items: list[tuple[str, dict[str, Any]]] = []
         self._cond = threading.Condition()
 
-    def __call__(self, event_type: str, body: dict[str, Any]) -> None:
+    def __call__(self, body: Body) -> None:
         with self._cond:
-            self.items.append((event_type, body))
+            self.items.append((body.TYPE, body.wire()))  # as it goes on the wire
             self._cond.notify_all()
 
     def of(self, event_type: str, key: str | None = None) -> list[dict[str, Any]]:

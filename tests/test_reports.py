@@ -40,11 +40,12 @@ def store(sessions: sessionmaker[Session], events: list[tuple[str, str, int, dic
 
 
 def test_proof_of_play_per_device_and_group(sessions):
-    done = {"outcome": "completed", "played_ms": 60_000, "origin": "schedule", "key": "k"}
+    play = {"key": "k", "origin": "schedule", "priority": 2, "planned_ms": T0}
+    done = {**play, "actual_ms": T0, "outcome": "completed", "played_ms": 60_000}
     store(
         sessions,
         [
-            ("loa-1", "play.started", T0, {"planned_ms": T0, "actual_ms": T0}),
+            ("loa-1", "play.started", T0, {**play, "actual_ms": T0}),
             ("loa-1", "play.finished", T0 + 1, done),
             (
                 "loa-1",
@@ -52,10 +53,10 @@ def test_proof_of_play_per_device_and_group(sessions):
                 T0 + 2,
                 {**done, "outcome": "preempted", "played_ms": 5_000},
             ),
-            ("loa-1", "play.missed", T0 + 3, {"reason": "quiet_hours"}),
+            ("loa-1", "play.missed", T0 + 3, {**play, "reason": "quiet_hours"}),
             ("loa-2", "play.finished", T0 + 4, {**done, "played_ms": 30_000}),
-            ("loa-2", "play.finished", T0 + 5, {"outcome": "failed", "played_ms": 0}),
-            ("loa-3", "play.missed", T0 + 6, {"reason": "device_down"}),
+            ("loa-2", "play.finished", T0 + 5, {**done, "outcome": "failed", "played_ms": 0}),
+            ("loa-3", "play.missed", T0 + 6, {"key": "k", "reason": "device_down"}),
             ("loa-3", "play.finished", T0 + DAY, done),  # outside the period
         ],
     )
@@ -80,15 +81,24 @@ def test_queue_statistics_per_service_and_counter(sessions):
             "number": number,
             "service": service,
             "queue": service,
+            "day": "2025-11-22",
+            "priority": False,
             **extra,
         }
+
+    def rated(number: str, service: str, counter: int, level: int) -> dict[str, Any]:
+        labels = {"label_vi": "", "label_en": ""}
+        return ticket(number, service, counter=counter, level=level, **labels)
+
+    def issued(number: str, service: str) -> dict[str, Any]:
+        return ticket(number, service, issued_ms=T0, people_ahead=0, wait_s=None)
 
     store(
         sessions,
         [
-            ("kiosk-1", "ticket.issued", T0, ticket("A001", "A", issued_ms=T0)),
-            ("kiosk-1", "ticket.issued", T0 + 1, ticket("A002", "A", issued_ms=T0)),
-            ("kiosk-1", "ticket.issued", T0 + 2, ticket("B001", "B", issued_ms=T0)),
+            ("kiosk-1", "ticket.issued", T0, issued("A001", "A")),
+            ("kiosk-1", "ticket.issued", T0 + 1, issued("A002", "A")),
+            ("kiosk-1", "ticket.issued", T0 + 2, issued("B001", "B")),
             (
                 "kiosk-1",
                 "ticket.called",
@@ -107,7 +117,7 @@ def test_queue_statistics_per_service_and_counter(sessions):
                 T0 + 5,
                 ticket("A001", "A", counter=1, service_ms=300_000),
             ),
-            ("kiosk-1", "ticket.rated", T0 + 6, ticket("A001", "A", counter=1, level=5)),
+            ("kiosk-1", "ticket.rated", T0 + 6, rated("A001", "A", 1, 5)),
             (
                 "kiosk-1",
                 "ticket.called",
@@ -127,7 +137,7 @@ def test_queue_statistics_per_service_and_counter(sessions):
                 T0 + 10,
                 ticket("B001", "B", counter=10, service_ms=100_000),
             ),
-            ("kiosk-1", "ticket.rated", T0 + 11, ticket("B001", "B", counter=10, level=2)),
+            ("kiosk-1", "ticket.rated", T0 + 11, rated("B001", "B", 10, 2)),
         ],
     )
     with sessions() as s:
@@ -147,3 +157,21 @@ def test_queue_statistics_per_service_and_counter(sessions):
     assert table[1]["avg_wait_s"] == "0.0"
     empty = to_csv([], QueueRow)  # an empty period still names its columns
     assert empty.splitlines()[0].startswith("key,") and len(empty.splitlines()) == 1
+
+
+def test_a_stored_body_that_does_not_fit_is_left_out_not_a_crash(sessions, caplog):
+    """Ingest refuses such bodies; a row stored before it checked is logged and skipped."""
+    play = {"key": "k", "origin": "command", "priority": 2, "planned_ms": T0, "actual_ms": T0}
+    store(
+        sessions,
+        [
+            ("loa-1", "play.missed", T0, {"key": "k", "reason": 5}),
+            ("loa-1", "play.finished", T0 + 1, {**play, "outcome": "completed", "played_ms": 10}),
+            ("kiosk-1", "ticket.called", T0 + 2, {"number": "A001", "counter": 1}),
+        ],
+    )
+    with sessions() as s:
+        (row,) = proof_of_play(s, T0, T0 + DAY)
+        assert queue_stats(s, T0, T0 + DAY) == []
+    assert (row.plays, row.missed, row.total_played_ms) == (1, 0, 10)
+    assert "e0 of loa-1 left out of a report: bad_body: play.missed body: reason" in caplog.text

@@ -11,25 +11,56 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from broadcast.audio.decode import bytes_to_ms
 from broadcast.audio.preemption import Entry
+from broadcast.audio.request import Origin
+from protocol.events import (
+    AudioFault,
+    Body,
+    Outcome,
+    PlayFinished,
+    PlayMissed,
+    PlayStarted,
+    detail_text,
+)
 
 log = logging.getLogger(__name__)
 
 # how a play ended, inside the player, to what the proof of play says
-FINISHED_OUTCOMES = {"shutdown": "stopped", "unreadable": "failed", "device": "failed"}
+FINISHED_OUTCOMES: dict[str, Outcome] = {
+    "completed": "completed",
+    "preempted": "preempted",
+    "stopped": "stopped",
+    "failed": "failed",
+    "shutdown": "stopped",
+    "unreadable": "failed",
+    "device": "failed",
+}
 MISSED_REASONS = {"unreadable": "clip_unreadable", "device": "audio_device"}
 
-OnEvent = Callable[[str, dict[str, Any]], None]
+OnEvent = Callable[[Body], None]
 
 
-def record(entry: Entry) -> dict[str, Any]:
+class Record(TypedDict):
+    """What every play record of a request says (protocol.events.PlayRecord)."""
+
+    key: str
+    origin: Origin
+    item_id: str | None
+    occurrence: str | None
+    priority: int
+    label: str
+    planned_ms: int
+    resumed_from_ms: NotRequired[int]
+
+
+def record(entry: Entry) -> Record:
     """What every record of ``entry`` says: which request, and when it was planned."""
     req = entry.req
     planned = req.at_ms if req.at_ms is not None else entry.submitted_ms
-    body: dict[str, Any] = {
+    body: Record = {
         "key": req.key,
         "origin": req.origin,
         "item_id": req.item_id,
@@ -48,44 +79,44 @@ class ProofOfPlay:
 
     def __init__(self, on_event: OnEvent) -> None:
         self._on_event = on_event
-        self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Body | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._deliver, name="player-events", daemon=True)
         self._thread.start()
 
     def started(self, entry: Entry, actual_ms: float) -> None:
-        self._emit("play.started", {**record(entry), "actual_ms": round(actual_ms)})
+        self._emit(PlayStarted(**record(entry), actual_ms=round(actual_ms)))
 
     def finished(self, entry: Entry, outcome: str, detail: str) -> None:
-        body = {
+        body = PlayFinished(
             **record(entry),
-            "actual_ms": None if entry.actual_ms is None else round(entry.actual_ms),
-            "outcome": FINISHED_OUTCOMES.get(outcome, outcome),
-            "played_ms": round(bytes_to_ms(entry.played_bytes)),
-        }
+            actual_ms=None if entry.actual_ms is None else round(entry.actual_ms),
+            outcome=FINISHED_OUTCOMES.get(outcome, "failed"),
+            played_ms=round(bytes_to_ms(entry.played_bytes)),
+        )
         if detail:
-            body["error"] = detail
-        self._emit("play.finished", body)
+            body.error = detail_text(detail)
+        self._emit(body)
 
     def missed(self, entry: Entry, reason: str, detail: str = "") -> None:
-        body = {**record(entry), "reason": reason}
+        body = PlayMissed(**record(entry), reason=reason)
         if detail:
-            body["error"] = detail
-        self._emit("play.missed", body)
+            body.error = detail_text(detail)
+        self._emit(body)
 
     def fault(self, key: str, reason: str, detail: str) -> None:
-        self._emit("audio.fault", {"reason": reason, "detail": detail, "key": key})
+        self._emit(AudioFault(reason=reason, detail=detail_text(detail), key=key))
 
     def close(self) -> None:
         """Deliver what is queued, then stop the thread."""
         self._events.put(None)
         self._thread.join(10)
 
-    def _emit(self, event_type: str, body: dict[str, Any]) -> None:
-        self._events.put((event_type, body))
+    def _emit(self, body: Body) -> None:
+        self._events.put(body)
 
     def _deliver(self) -> None:
-        while (item := self._events.get()) is not None:
+        while (body := self._events.get()) is not None:
             try:
-                self._on_event(*item)
+                self._on_event(body)
             except Exception:
-                log.exception("on_event failed for %s", item[0])
+                log.exception("on_event failed for %s", body.TYPE)

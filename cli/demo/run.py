@@ -29,6 +29,18 @@ from cli.brokers.process import BrokerError
 from cli.demo.devices import DemoKiosk, Managed, citizen, provision
 from controller import provisioning
 from protocol.commands import DEFAULT_TZ
+from protocol.errors import Refusal
+from protocol.events import (
+    AmpState,
+    AudioFault,
+    PlayFinished,
+    PlayMissed,
+    PlayRecord,
+    PlayStarted,
+    PrinterStatus,
+    TicketRecord,
+    read_body,
+)
 from protocol.topics import Topics
 
 if TYPE_CHECKING:
@@ -292,19 +304,26 @@ def _all_online(view: FleetView, agents: list[Managed]) -> bool:
 
 
 def _print_event(device: str, event: Event) -> None:
-    body = event.body
-    if event.type.startswith("play."):
-        what = body.get("label") or body.get("key", "")
-        extra = body.get("outcome") or body.get("reason") or ""
-        late = ""
-        if event.type == "play.started" and body.get("planned_ms"):
-            late = f" ({body['actual_ms'] - body['planned_ms']:+.0f} ms from plan)"
-        _say(f"  {device}: {event.type} {what} {extra}{late}".rstrip())
-    elif event.type in ("amp.state", "audio.fault", "printer.status"):
-        _say(f"  {device}: {event.type} {body}")
-    elif event.type.startswith("ticket."):
-        counter = f" → quầy {body['counter']}" if body.get("counter") else ""
-        _say(f"  {device}: {event.type} {body.get('number', '')}{counter}")
+    try:
+        body = read_body(event.type, event.body)
+    except Refusal as exc:
+        _say(f"  {device}: {event.type} ({exc})")
+        return
+    if isinstance(body, PlayRecord):
+        extra = ""
+        if isinstance(body, PlayFinished):
+            extra = body.outcome
+        elif isinstance(body, PlayMissed):
+            extra = body.reason
+        elif isinstance(body, PlayStarted) and body.planned_ms:
+            extra = f"({body.actual_ms - body.planned_ms:+.0f} ms from plan)"
+        _say(f"  {device}: {event.type} {body.label or body.key} {extra}".rstrip())
+    elif isinstance(body, AmpState | AudioFault | PrinterStatus):
+        _say(f"  {device}: {event.type} {event.body}")
+    elif isinstance(body, TicketRecord):
+        counter = getattr(body, "counter", None)
+        at = f" → quầy {counter}" if counter else ""
+        _say(f"  {device}: {event.type} {body.number}{at}")
 
 
 def _ping_all(view: FleetView, agents: list[Managed]) -> None:

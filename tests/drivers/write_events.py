@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edge.agent import Agent
 from edge.config import load_config
+from protocol.events import PlayMissed
 
 
 def main(config: str, written: str) -> None:
@@ -17,7 +18,7 @@ def main(config: str, written: str) -> None:
     fd = os.open(written, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     n = 0
     while True:
-        event = agent.emit("play.missed", {"n": n, "reason": "test"})
+        event = agent.emit(PlayMissed(key=f"n{n}", reason="test"))
         os.write(fd, f"{event.id}\n".encode())  # after emit returned: durable by contract
         n += 1
 

@@ -1,0 +1,246 @@
+"""Bodies of the events an edge reports (PROTOCOL.md, "Events"; docs/protocol.md).
+
+One model per event type, registered in ``EVENT_BODIES``: the edge builds
+its records with them (``new_event``), so a misspelt field fails in mypy, and
+the controller reads a stored or received event's body with ``read_body``.
+
+The wire is what it always was: ``Body.wire()`` gives exactly the fields the
+emitter set (a ``null`` it set included, a field it left out absent), in the
+models' field order, so old agents, stored rows and new agents agree byte for
+byte. As for every uplink model (``Open``), unknown fields are kept: a newer
+agent may report more. Types are strict (JSON has no ambiguity to coerce),
+and text is bounded so one record stays well under the payload limit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
+
+from protocol.commands import EpochMs, Priority
+from protocol.errors import Refusal, RefusalReason
+from protocol.uplink import Event, Open
+
+DETAIL_MAX = 2000
+Detail = Annotated[str, Field(max_length=DETAIL_MAX)]  # a sentence for people: an error, why
+Reason = Annotated[str, Field(min_length=1, max_length=64)]  # a machine word; the list grows
+Label = Annotated[str, Field(max_length=200)]
+PlayKey = Annotated[str, Field(min_length=1, max_length=200)]
+Origin = Literal["command", "schedule", "call"]
+Outcome = Literal["completed", "preempted", "stopped", "failed"]
+DurationMs = Annotated[int, Field(ge=0, le=2**53)]
+# a difference of two wall clocks: negative when the device's clock stepped back
+ElapsedMs = Annotated[int, Field(ge=-(2**53), le=2**53)]
+TicketNumber = Annotated[str, Field(min_length=1, max_length=16)]
+ServiceCode = Annotated[str, Field(min_length=1, max_length=40)]
+Counter = Annotated[int, Field(ge=1, le=99)]
+LocalDay = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+class Body(Open):
+    """The body of one event type, named by ``TYPE``."""
+
+    # built on first use: a speaker never pays for the queue's models, nor a kiosk for the radio's
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
+    TYPE: ClassVar[str]
+
+    def wire(self) -> dict[str, Any]:
+        """The body as ``Event.body`` carries it: the fields set, nothing more."""
+        return self.model_dump(exclude_unset=True)
+
+
+# the device's life
+
+
+class AgentStarted(Body):
+    TYPE = "agent.started"
+    agent: Annotated[str, Field(max_length=64)]
+    boot: EpochMs
+
+
+# proof of play
+
+
+class PlayRecord(Body):
+    """What every play record says: which request (``key``), and from where."""
+
+    key: PlayKey  # the command id, or "<item id>@<local ISO>" of an occurrence
+    origin: Origin | None = None
+    item_id: Annotated[str, Field(max_length=64)] | None = None
+    occurrence: Annotated[str, Field(max_length=64)] | None = None  # local ISO start
+    priority: Priority | None = None
+    label: Label = ""
+    planned_ms: EpochMs | None = None  # its ``at``, the occurrence's start, or when it came
+    resumed_from_ms: DurationMs = 0  # a preempted remainder: where it resumed
+
+
+class _Taken(PlayRecord):
+    """A request the player took: all of it is known."""
+
+    origin: Origin
+    priority: Priority
+    planned_ms: EpochMs
+
+
+class PlayStarted(_Taken):
+    TYPE = "play.started"
+    actual_ms: EpochMs  # when the first sample went to the sound device
+
+
+class PlayFinished(_Taken):
+    TYPE = "play.finished"
+    actual_ms: EpochMs | None
+    outcome: Outcome
+    played_ms: DurationMs
+    error: Detail = ""
+
+
+class PlayMissed(PlayRecord):
+    """Missed in the player, or before it: a clip that could not be fetched is
+    reported with its key and planned start only."""
+
+    TYPE = "play.missed"
+    reason: Reason  # quiet_hours, late, device_down, clip_unavailable, clip_unreadable, ...
+    error: Detail = ""  # the player's account of a failure
+    detail: Detail = ""  # the clip cache's account of a failed fetch
+
+
+class AmpState(Body):
+    TYPE = "amp.state"
+    on: bool
+    reason: Reason  # preroll, idle, shutdown
+
+
+class AudioFault(Body):
+    TYPE = "audio.fault"
+    clip: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    reason: Reason  # corrupt, hash_mismatch, device_busy, stream_dropped, ...
+    detail: Detail = ""
+    key: PlayKey | None = None  # the play it hit
+
+
+# the queue
+
+
+class TicketRecord(Body):
+    """What every ``ticket.*`` record says about its ticket."""
+
+    ticket_id: Annotated[str, Field(min_length=1, max_length=64)]
+    number: TicketNumber
+    service: ServiceCode  # the service that issued it
+    queue: ServiceCode  # the service it waits for now
+    day: LocalDay
+    priority: bool
+
+
+class TicketIssued(TicketRecord):
+    TYPE = "ticket.issued"
+    issued_ms: EpochMs
+    people_ahead: Annotated[int, Field(ge=0)]
+    wait_s: Annotated[float, Field(ge=0)] | None  # null without history
+
+
+class TicketCalled(TicketRecord):
+    TYPE = "ticket.called"
+    counter: Counter
+    recall: Annotated[int, Field(ge=0)]  # 0 for a first call, then 1, 2, ...
+    waited_ms: ElapsedMs
+
+
+class TicketServed(TicketRecord):
+    TYPE = "ticket.served"
+    counter: Counter
+    service_ms: ElapsedMs  # from the call to done
+
+
+class TicketSkipped(TicketRecord):
+    TYPE = "ticket.skipped"
+    counter: Counter
+    reason: Reason  # no_show
+
+
+class TicketTransferred(TicketRecord):
+    TYPE = "ticket.transferred"
+    counter: Counter
+    from_queue: ServiceCode
+    to_queue: ServiceCode
+
+
+class TicketRated(TicketRecord):
+    TYPE = "ticket.rated"
+    counter: Counter
+    level: Annotated[int, Field(ge=1, le=5)]  # 5 = Rất hài lòng
+    label_vi: Label
+    label_en: Label
+
+
+class CounterState(Body):
+    TYPE = "counter.state"
+    counter: Counter
+    paused: bool
+
+
+class PrinterStatus(Body):
+    TYPE = "printer.status"
+    online: bool
+    paper: Literal["ok", "near_end", "out"]
+    cover: Literal["open", "closed"]
+    # numbers issued and kept for printing
+    pending: Annotated[list[TicketNumber], Field(max_length=10_000)] = Field(default_factory=list)
+
+
+EVENT_BODIES: dict[str, type[Body]] = {
+    model.TYPE: model
+    for model in (
+        AgentStarted,
+        PlayStarted,
+        PlayFinished,
+        PlayMissed,
+        AmpState,
+        AudioFault,
+        TicketIssued,
+        TicketCalled,
+        TicketServed,
+        TicketSkipped,
+        TicketTransferred,
+        TicketRated,
+        CounterState,
+        PrinterStatus,
+    )
+}
+EVENT_TYPES = frozenset(EVENT_BODIES)
+
+
+def new_event(body: Body, ts_ms: int) -> Event:
+    """An event of ``body``'s type with a fresh id; ids are what the controller dedupes on."""
+    return Event(id=uuid.uuid4().hex, type=body.TYPE, ts=ts_ms, body=body.wire())
+
+
+def read_body(event_type: str, body: object) -> Body | None:
+    """An event's body (received, or stored) as its type's model; None for a type this
+    side does not know, which is kept as it came (a newer agent's).
+
+    Raises ``Refusal`` (``bad_body``) for a body that does not fit, saying where.
+    """
+    model = EVENT_BODIES.get(event_type)
+    if model is None:
+        return None
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise Refusal(RefusalReason.BAD_BODY, _explain(event_type, exc)) from None
+
+
+def detail_text(text: str) -> str:
+    """Free text (an exception's message, ffmpeg's last lines) cut to what a body carries."""
+    return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 1] + "…"
+
+
+def _explain(event_type: str, exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(the body)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{event_type} body: {where}: {first['msg']}{more}"
