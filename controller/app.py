@@ -27,12 +27,12 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller import i18n
-from controller.auth import LANG_COOKIE, AppState
 from controller.auth_accounts import AuthConfig
 from controller.auth_passwords import Passwords
 from controller.clip_server import clip_router, site_authenticator
 from controller.db.engine import make_engine, session_factory, upgrade
-from controller.fleet_service import FleetService, run_fleet
+from controller.deps import LANG_COOKIE, AppState
+from controller.fleet_service import FleetService
 from controller.metrics import Metrics, metrics_router
 from controller.routes import (
     ErrorBody,
@@ -53,7 +53,7 @@ from controller.routes import (
 )
 from controller.security import LoginPolicy
 from controller.settings import ControllerSettings, load_secret
-from controller.station import Station, run_station
+from controller.station import Station
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,21 @@ ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devi
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.
 # MQTT ingest and alerts go here (e.g. `lambda state: Ingest(state.settings, ...)`).
-SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
-    run_station,  # the MQTT bus, ack routing and ingest (controller/station.py)
-]
-SERVICES += [run_fleet]  # alert rules, retention, registry mirror (controller/fleet_service.py)
+
+
+def run_station(state: AppState) -> AbstractContextManager[None]:
+    """The MQTT bus, ack routing and ingest (controller/station.py), for the app's life."""
+    assert state.station is not None  # create_app builds it before the app starts
+    return state.station.running()
+
+
+def run_fleet(state: AppState) -> AbstractContextManager[None]:
+    """Alert rules, retention, registry mirror (controller/fleet_service.py)."""
+    assert state.fleet is not None  # create_app builds it before the app starts
+    return state.fleet.running()
+
+
+SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [run_station, run_fleet]
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

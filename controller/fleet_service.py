@@ -21,8 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,9 +31,6 @@ from controller.ingest_writes import sync_devices_from_site
 from controller.provisioning import ProvisioningError, open_site
 from controller.rollups import Retention, maintain
 from controller.settings import ControllerSettings
-
-if TYPE_CHECKING:
-    from controller.auth import AppState
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +120,3 @@ class FleetService:
         finally:
             stop.set()
             thread.join(30)
-
-
-def run_fleet(state: AppState) -> AbstractContextManager[None]:
-    """The SERVICES entry: the service create_app built, for the app's life."""
-    assert state.fleet is not None  # create_app builds it before the app starts
-    return state.fleet.running()

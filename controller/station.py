@@ -4,8 +4,8 @@
 broadcasting, bulletin inbox) before the app serves anything, so every route
 works with no broker: reading answers from the database, sending answers a
 bilingual 503.
-`run_station` (in `SERVICES`) connects the bus in the background for as long
-as the app runs: it keeps trying until the broker answers, then starts
+`Station.running` (in the app's `SERVICES`) connects the bus in the background
+for as long as the app runs: it keeps trying until the broker answers, then starts
 ingest (controller/ingest.py), whose writer records broadcasts' acks with
 `Broadcasting.record_acks_in` in its own transactions: one MQTT client per
 controller process. From then on paho reconnects by itself.
@@ -18,10 +18,8 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Annotated
+from contextlib import contextmanager
 
-from fastapi import Depends, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,9 +35,6 @@ from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import Scheduling
 from controller.settings import ControllerSettings
 from protocol.topics import Topics
-
-if TYPE_CHECKING:
-    from controller.auth import AppState
 
 log = logging.getLogger(__name__)
 
@@ -251,18 +246,3 @@ class Station:
             tls=mqtt.tls,
             tls_ca=ca,
         )
-
-
-def run_station(state: AppState) -> AbstractContextManager[None]:
-    """The SERVICES entry: the station's bus and ingest, for the app's life."""
-    assert state.station is not None  # create_app builds it before the app starts
-    return state.station.running()
-
-
-def get_station(request: Request) -> Station:
-    station: Station | None = request.app.state.xaso.station
-    assert station is not None
-    return station
-
-
-StationDep = Annotated[Station, Depends(get_station)]

@@ -19,9 +19,9 @@ import tomli_w
 import uvicorn
 
 from controller.app import create_app
-from controller.auth import AppState
 from controller.auth_accounts import create_user, find_user, set_password
 from controller.auth_audit import audit
+from controller.deps import AppState
 from controller.i18n import Refusal
 from controller.scheduling import EntryInput, Target
 from controller.settings import load_settings

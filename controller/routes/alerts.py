@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from controller import i18n
 from controller.alert_rules import KINDS
-from controller.auth import DbSession, app_state, require
 from controller.auth_audit import audit
 from controller.auth_roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
 from controller.db.fleet_tables import Alert
+from controller.deps import DbSession, app_state, require
 from controller.routes import ERRORS, error_responses, render
 from protocol.topics import ID_PATTERN
 

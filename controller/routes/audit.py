@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
-from controller.auth import DbSession, require
 from controller.auth_audit import audit_entries
 from controller.auth_roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
+from controller.deps import DbSession, require
 from controller.routes import ERRORS, render
 
 router = APIRouter()

@@ -15,13 +15,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller import i18n
-from controller.auth import DbSession, Permission, Principal, require
 from controller.auth_audit import audit
+from controller.auth_roles import Permission, Principal
 from controller.broadcasting import BroadcastInfo
+from controller.deps import DbSession, StationDep, require
 from controller.provisioning import ProvisioningError
 from controller.routes import error_responses, render
 from controller.scheduling import Target
-from controller.station import Station, StationDep, refused_as_http
+from controller.station import Station, refused_as_http
 from protocol.topics import ID_PATTERN
 
 router = APIRouter(tags=["broadcasts"])

@@ -15,13 +15,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller import i18n
-from controller.auth import DbSession, Permission, Principal, require
 from controller.auth_audit import audit
+from controller.auth_roles import Permission, Principal
 from controller.bulletins import Bulletin
+from controller.deps import DbSession, StationDep, require
 from controller.routes import error_responses, render
 from controller.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, TargetOut, precheck
 from controller.routes.schedules import REPEATS, LocalTime, check_rrule
-from controller.station import Station, StationDep, invalid_input, refused_as_http
+from controller.station import Station, invalid_input, refused_as_http
 
 router = APIRouter(tags=["bulletins"])
 Operator = Annotated[Principal, Depends(require(Permission.MANAGE_SCHEDULES))]

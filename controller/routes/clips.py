@@ -20,11 +20,12 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from controller import i18n
-from controller.auth import DbSession, Permission, Principal, require
 from controller.auth_audit import audit
+from controller.auth_roles import Permission, Principal
 from controller.clip_library import ClipInfo
+from controller.deps import DbSession, StationDep, require
 from controller.routes import ErrorBody, error_responses, render
-from controller.station import Station, StationDep, refused_as_http
+from controller.station import Station, refused_as_http
 
 router = APIRouter(tags=["clips"])
 Editor = Annotated[Principal, Depends(require(Permission.MANAGE_CLIPS))]

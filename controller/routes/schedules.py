@@ -17,13 +17,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller import i18n
-from controller.auth import DbSession, Permission, Principal, require
 from controller.auth_audit import audit
+from controller.auth_roles import Permission, Principal
+from controller.deps import DbSession, StationDep, require
 from controller.routes import LOCAL_TZ, error_responses, render
 from controller.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, speaker_targets
 from controller.schedule_calendar import DevicePlan
 from controller.scheduling import Entry, EntryInput
-from controller.station import Station, StationDep, invalid_input, refused_as_http
+from controller.station import Station, invalid_input, refused_as_http
 from protocol.topics import ID_PATTERN
 
 router = APIRouter(tags=["schedules"])

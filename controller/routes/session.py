@@ -12,7 +12,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
-from controller.auth import (
+from controller.auth_accounts import close_session, open_session, sign_in
+from controller.auth_audit import audit
+from controller.auth_roles import Principal
+from controller.deps import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     CurrentPrincipal,
@@ -21,9 +24,6 @@ from controller.auth import (
     client_ip,
     optional_principal,
 )
-from controller.auth_accounts import close_session, open_session, sign_in
-from controller.auth_audit import audit
-from controller.auth_roles import Principal
 from controller.i18n import Refusal
 from controller.routes import ERRORS, render
 from controller.security import login_csrf, new_secret, same

@@ -1,6 +1,7 @@
-"""Who is asking, and may they: the FastAPI dependencies every router uses.
+"""The app's state and the FastAPI dependencies every router uses: who asks, and may they.
 
-    from controller.auth import DbSession, Permission, Principal, require
+    from controller.auth_roles import Permission, Principal
+    from controller.deps import DbSession, StationDep, require
 
     @router.post("/api/broadcasts", responses=ERRORS)
     def play(db: DbSession, who: Annotated[Principal, Depends(require(Permission.BROADCAST))]):
@@ -21,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -30,22 +31,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.auth_accounts import AuthConfig, session_principal
 from controller.auth_roles import Permission, Principal
 from controller.auth_tokens import token_principal
+from controller.fleet_service import FleetService
 from controller.i18n import Refusal
 from controller.security import same
 from controller.settings import ControllerSettings
-
-if TYPE_CHECKING:
-    from controller.fleet_service import FleetService
-    from controller.station import Station
-
-__all__ = [
-    "AppState",
-    "CurrentPrincipal",
-    "DbSession",
-    "Permission",
-    "Principal",
-    "require",
-]
+from controller.station import Station
 
 SESSION_COOKIE = "xaso_session"
 LOGIN_COOKIE = "xaso_login"
@@ -152,3 +142,13 @@ def require(permission: Permission) -> Callable[[Principal], Principal]:
 
     check.__name__ = f"require_{permission.value}"
     return check
+
+
+def get_station(request: Request) -> Station:
+    """The broadcasting services `create_app` built (controller/station.py)."""
+    station = app_state(request).station
+    assert station is not None  # create_app builds it before the app serves
+    return station
+
+
+StationDep = Annotated[Station, Depends(get_station)]
