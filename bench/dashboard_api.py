@@ -37,9 +37,9 @@ from sqlalchemy import insert
 
 from cli.brokers.mosquitto import free_port
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.db.fleet_tables import Alert, Device, DeviceGroup, DeviceState, Group
 from controller.fleet_queries import DeviceQuery, list_devices
 from controller.settings import load_settings

@@ -27,8 +27,9 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller import i18n
-from controller.auth_accounts import AuthConfig
-from controller.auth_passwords import Passwords
+from controller.auth.accounts import AuthConfig
+from controller.auth.passwords import Passwords
+from controller.auth.security import LoginPolicy
 from controller.clip_server import clip_router, site_authenticator
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.deps import LANG_COOKIE, AppState
@@ -51,7 +52,6 @@ from controller.routes import (
     tokens,
     users,
 )
-from controller.security import LoginPolicy
 from controller.settings import ControllerSettings, load_secret
 from controller.station import Station
 

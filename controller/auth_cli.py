@@ -104,8 +104,8 @@ def _with_db(handler: Any) -> Any:
 def _user_add(args: argparse.Namespace, db: Any, auth: Any) -> int:
     import time
 
-    from controller.auth_accounts import create_user
-    from controller.auth_audit import audit
+    from controller.auth.accounts import create_user
+    from controller.auth.audit import audit
 
     password, generated = _password(args)
     user = create_user(
@@ -127,8 +127,8 @@ def _user_add(args: argparse.Namespace, db: Any, auth: Any) -> int:
 
 @_with_db
 def _user_passwd(args: argparse.Namespace, db: Any, auth: Any) -> int:
-    from controller.auth_accounts import find_user, set_password
-    from controller.auth_audit import audit
+    from controller.auth.accounts import find_user, set_password
+    from controller.auth.audit import audit
 
     password, generated = _password(args)
     user = find_user(db, args.username)
@@ -144,7 +144,7 @@ def _user_passwd(args: argparse.Namespace, db: Any, auth: Any) -> int:
 
 @_with_db
 def _user_list(args: argparse.Namespace, db: Any, auth: Any) -> int:
-    from controller.auth_accounts import list_users
+    from controller.auth.accounts import list_users
 
     for user in list_users(db):
         state = "active" if user.active else "inactive"

@@ -1,6 +1,6 @@
 """The app's state and the FastAPI dependencies every router uses: who asks, and may they.
 
-    from controller.auth_roles import Permission, Principal
+    from controller.auth.roles import Permission, Principal
     from controller.deps import DbSession, StationDep, require
 
     @router.post("/api/broadcasts", responses=ERRORS)
@@ -28,12 +28,12 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.auth_accounts import AuthConfig, session_principal
-from controller.auth_roles import Permission, Principal
-from controller.auth_tokens import token_principal
+from controller.auth.accounts import AuthConfig, session_principal
+from controller.auth.roles import Permission, Principal
+from controller.auth.security import same
+from controller.auth.tokens import token_principal
 from controller.fleet_service import FleetService
 from controller.i18n import Refusal
-from controller.security import same
 from controller.settings import ControllerSettings
 from controller.station import Station
 

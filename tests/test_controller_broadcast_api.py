@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 from cli.brokers.mosquitto import free_port
 from controller import provisioning
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.db.auth_tables import AuditEntry
 from controller.settings import load_settings
 from tests.audio_helpers import tone_file

@@ -18,9 +18,9 @@ from sqlalchemy import update
 
 from controller import provisioning
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.db.fleet_tables import Device, DeviceState, EventRecord, TelemetrySample
 from controller.settings import load_settings
 from tests.conftest import Fleet

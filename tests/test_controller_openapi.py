@@ -22,9 +22,9 @@ from schemathesis.checks import load_all_checks
 
 from controller import provisioning
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.settings import load_settings
 
 load_all_checks()

@@ -19,8 +19,8 @@ import tomli_w
 import uvicorn
 
 from controller.app import create_app
-from controller.auth_accounts import create_user, find_user, set_password
-from controller.auth_audit import audit
+from controller.auth.accounts import create_user, find_user, set_password
+from controller.auth.audit import audit
 from controller.deps import AppState
 from controller.i18n import Refusal
 from controller.scheduling import EntryInput, Target

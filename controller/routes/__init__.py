@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from controller import i18n
-from controller.auth_roles import Permission, Principal
+from controller.auth.roles import Permission, Principal
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")

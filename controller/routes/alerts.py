@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from controller import i18n
 from controller.alert_rules import KINDS
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
 from controller.db.fleet_tables import Alert
 from controller.deps import DbSession, app_state, require

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
-from controller.auth_audit import audit_entries
-from controller.auth_roles import Permission, Principal
+from controller.auth.audit import audit_entries
+from controller.auth.roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
 from controller.deps import DbSession, require
 from controller.routes import ERRORS, render

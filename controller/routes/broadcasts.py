@@ -15,8 +15,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller import i18n
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
 from controller.broadcasting import BroadcastInfo
 from controller.deps import DbSession, StationDep, require
 from controller.provisioning import ProvisioningError

@@ -15,8 +15,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller import i18n
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
 from controller.bulletins import Bulletin
 from controller.deps import DbSession, StationDep, require
 from controller.routes import error_responses, render

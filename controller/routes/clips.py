@@ -20,8 +20,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from controller import i18n
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
 from controller.clip_library import ClipInfo
 from controller.deps import DbSession, StationDep, require
 from controller.routes import ErrorBody, error_responses, render

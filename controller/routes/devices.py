@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from controller import fleet_admin, i18n, provisioning
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
 from controller.documents import mark_delivered
 from controller.provisioning import ProvisioningError

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from controller import i18n
-from controller.auth_roles import Permission, Principal
+from controller.auth.roles import Permission, Principal
 from controller.charts import line_chart
 from controller.db.fleet_tables import Alert, DeviceState, EventRecord
 from controller.deps import DbSession, app_state, require

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
 from controller import i18n
-from controller.auth_roles import Permission, Principal
+from controller.auth.roles import Permission, Principal
 from controller.charts import bar_chart
 from controller.deps import DbSession, app_state, require
 from controller.reports import PlayRow, QueueRow, proof_of_play, queue_stats, to_csv

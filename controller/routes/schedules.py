@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller import i18n
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
 from controller.routes import LOCAL_TZ, error_responses, render
 from controller.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, speaker_targets

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
-from controller.auth_accounts import close_session, open_session, sign_in
-from controller.auth_audit import audit
-from controller.auth_roles import Principal
+from controller.auth.accounts import close_session, open_session, sign_in
+from controller.auth.audit import audit
+from controller.auth.roles import Principal
+from controller.auth.security import login_csrf, new_secret, same
 from controller.deps import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -26,7 +27,6 @@ from controller.deps import (
 )
 from controller.i18n import Refusal
 from controller.routes import ERRORS, render
-from controller.security import login_csrf, new_secret, same
 
 router = APIRouter()
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal, Role
-from controller.auth_tokens import create_token, list_tokens, revoke_token
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal, Role
+from controller.auth.tokens import create_token, list_tokens, revoke_token
 from controller.db.auth_tables import ApiToken
 from controller.deps import DbSession, app_state, require
 from controller.i18n import Refusal

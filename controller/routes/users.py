@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from controller.auth_accounts import create_user, find_user, list_users, update_user
-from controller.auth_audit import audit
-from controller.auth_roles import Permission, Principal, Role
+from controller.auth.accounts import create_user, find_user, list_users, update_user
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal, Role
 from controller.db.auth_tables import User
 from controller.deps import DbSession, app_state, require
 from controller.i18n import Refusal

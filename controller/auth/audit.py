@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.auth_roles import Principal
+from controller.auth.roles import Principal
 from controller.db.auth_tables import AuditEntry
 
 

@@ -15,11 +15,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.auth_passwords import Passwords, password_problem
-from controller.auth_roles import PERMISSIONS, Principal, Role
+from controller.auth.passwords import Passwords, password_problem
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.security import LoginPolicy, digest, new_secret
 from controller.db.auth_tables import LoginAttempt, User, WebSession
 from controller.i18n import Refusal
-from controller.security import LoginPolicy, digest, new_secret
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
 LAST_SEEN_EVERY_MS = 60_000  # a session's last_seen is written at most once a minute

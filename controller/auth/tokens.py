@@ -11,10 +11,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.auth_roles import Principal, Role, token_permissions
+from controller.auth.roles import Principal, Role, token_permissions
+from controller.auth.security import API_TOKEN_PREFIX, digest, new_api_token
 from controller.db.auth_tables import ApiToken, User
 from controller.i18n import Refusal
-from controller.security import API_TOKEN_PREFIX, digest, new_api_token
 
 PREFIX_CHARS = len(API_TOKEN_PREFIX) + 6
 LAST_USED_EVERY_MS = 60_000
