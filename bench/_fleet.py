@@ -25,7 +25,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
+from controller.site import provisioning
 from edge.systemd import unit_environment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -51,13 +51,13 @@ from sqlalchemy.orm import Session
 
 from bench._swarm import RAW_PREFIX, Swarm, raise_nofile
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
 from controller.app import create_app
 from controller.auth.accounts import create_user
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
 from controller.ingest_writes import AckHook
 from controller.settings import parse_settings
+from controller.site import provisioning
 from protocol.topics import Topics
 from protocol.uplink import Ack
 

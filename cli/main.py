@@ -20,8 +20,8 @@ SUBCOMMANDS = {
     "agent": "edge.main",
     "controller": "controller.auth_cli",
     "user": "controller.auth_cli",
-    "keys": "controller.ops_cli",
-    "device": "controller.ops_cli",
+    "keys": "controller.site.cli",
+    "device": "controller.site.cli",
     "demo": "cli.demo.run",
     "clip": "broadcast.clip_cli",
 }

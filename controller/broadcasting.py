@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.clip_library import ClipLibrary, Invalid, NotFound
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
-from controller.documents import Publisher
-from controller.provisioning import Site
 from controller.scheduling import LEVELS, Clock, Fleet, Target
+from controller.site.documents import Publisher
+from controller.site.provisioning import Site
 from plumbing.clock import wall_ms
 from protocol.commands import BroadcastPlay, BroadcastStop, BroadcastStream, Strict
 from protocol.envelope import seal

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import FileResponse
 
-from controller import provisioning
+from controller.site import provisioning
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 Authenticate = Callable[[str, str], bool]

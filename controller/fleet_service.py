@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.alert_rules import Thresholds
 from controller.alerts import AlertEngine
 from controller.ingest_writes import sync_devices_from_site
-from controller.provisioning import ProvisioningError, open_site
 from controller.rollups import Retention, maintain
 from controller.settings import ControllerSettings
+from controller.site.provisioning import ProvisioningError, open_site
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from controller.bulletins import BulletinInbox
 from controller.bus import Bus, BusError
 from controller.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
 from controller.ingest import Ingest
-from controller.provisioning import ProvisioningError, Site, open_site
 from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import Scheduling
 from controller.settings import ControllerSettings
+from controller.site.provisioning import ProvisioningError, Site, open_site
 from protocol.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import pytest
 import tomli_w
 
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
+from controller.site import provisioning
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 from tests.fleet import AgentProcess, Probe

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import provisioning
 from controller.broadcasting import BroadcastInfo, Broadcasting
 from controller.clip_library import ClipLibrary, Invalid
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
 from controller.ingest_writes import Item, write_batch
 from controller.scheduling import Target
+from controller.site import provisioning
 from protocol.uplink import Ack
 from tests import test_scheduling as harness
 from tests.test_scheduling import Station

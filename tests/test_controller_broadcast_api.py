@@ -20,13 +20,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cli.brokers.mosquitto import free_port
-from controller import provisioning
 from controller.app import create_app
 from controller.auth.accounts import create_user
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
 from controller.db.auth_tables import AuditEntry
 from controller.settings import load_settings
+from controller.site import provisioning
 from tests.audio_helpers import tone_file
 from tests.conftest import DEVICES
 from tests.test_scheduling import local_ms

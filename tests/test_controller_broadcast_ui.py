@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from controller import provisioning
 from controller.auth.accounts import create_user
+from controller.site import provisioning
 from tests.audio_helpers import tone_file
 from tests.http_helpers import serve
 from tests.test_controller_broadcast_api import make_app

@@ -16,13 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from controller import provisioning
 from controller.app import create_app
 from controller.auth.accounts import create_user
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
 from controller.db.fleet_tables import Device, DeviceState, EventRecord, TelemetrySample
 from controller.settings import load_settings
+from controller.site import provisioning
 from tests.conftest import Fleet
 
 CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"

@@ -20,12 +20,12 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS as REGISTRY
 from schemathesis.checks import load_all_checks
 
-from controller import provisioning
 from controller.app import create_app
 from controller.auth.accounts import create_user
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
 from controller.settings import load_settings
+from controller.site import provisioning
 
 load_all_checks()
 _BY_NAME = {check.__name__: check for check in REGISTRY.get_all()}

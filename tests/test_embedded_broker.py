@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cli.brokers.embedded import EmbeddedBroker, EmbeddedBrokerError, choose_broker
 from cli.brokers.mosquitto import free_port
 from cli.brokers.process import BrokerError
-from controller import provisioning
+from controller.site import provisioning
 from edge.config import load_config
 from tests.conftest import DEVICES
 from tests.mqtt_helpers import Clients, ConnectRefused

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
+from controller.site import provisioning
 from edge.config import load_config
 from kiosk.virtual_printer import VirtualPrinter
 from tests.audio_helpers import dominant_hz, read_samples

@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import provisioning
 from controller.bus import Bus
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.db.fleet_tables import (
@@ -32,6 +31,7 @@ from controller.db.fleet_tables import (
 from controller.ingest import Ingest
 from controller.ingest_writes import Item, sync_devices_from_site, write_batch
 from controller.rollups import Retention, maintain
+from controller.site import provisioning
 from protocol.uplink import Ack, Event, Telemetry
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli.brokers.mosquitto import Mosquitto, MosquittoError, free_port
-from controller import provisioning as prov
+from controller.site import provisioning as prov
 from edge.config import load_config
 from tests.mqtt_helpers import Clients, Collector, ConnectRefused, publish
 

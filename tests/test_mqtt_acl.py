@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
 from cli.brokers.mqtt_acl import Access, AclError, parse_acl, topic_matches, valid_filter
-from controller import provisioning as prov
+from controller.site import provisioning as prov
 
 R, W = Access.READ, Access.WRITE
 

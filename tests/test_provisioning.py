@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import provisioning as prov
-from controller.ops_cli import register
+from controller.site import provisioning as prov
+from controller.site.cli import register
 from edge.config import load_config
 from protocol.signing import Keyring
 from protocol.topics import DEVICE_LEAVES

@@ -22,7 +22,6 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.schedule import BroadcastRules
-from controller import provisioning
 from controller.broadcasting import Broadcasting
 from controller.bus import Bus
 from controller.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, NotFound
@@ -32,6 +31,7 @@ from controller.db.engine import make_engine, session_factory, upgrade
 from controller.ingest import Ingest
 from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import EntryInput, Scheduling, Target
+from controller.site import provisioning
 from protocol.envelope import open_envelope
 from protocol.signing import Keyring
 from tests.audio_helpers import dominant_hz, read_samples, tone_file

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import tomli_w
 
 from cli.brokers.mosquitto import free_port
-from controller import provisioning
+from controller.site import provisioning
 
 if TYPE_CHECKING:
     from kiosk.virtual_printer import VirtualPrinter

@@ -27,7 +27,7 @@ from cli.brokers.embedded import EmbeddedBroker, choose_broker
 from cli.brokers.mosquitto import Mosquitto, free_port, mosquitto_binary
 from cli.brokers.process import BrokerError
 from cli.demo.devices import DemoKiosk, Managed, citizen, provision
-from controller import provisioning
+from controller.site import provisioning
 from protocol.commands import DEFAULT_TZ
 from protocol.topics import Topics
 

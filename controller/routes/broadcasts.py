@@ -19,9 +19,9 @@ from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.broadcasting import BroadcastInfo
 from controller.deps import DbSession, StationDep, require
-from controller.provisioning import ProvisioningError
 from controller.routes import error_responses, render
 from controller.scheduling import Target
+from controller.site.provisioning import ProvisioningError
 from controller.station import Station, refused_as_http
 from protocol.topics import ID_PATTERN
 

@@ -1,8 +1,8 @@
 """Changing the fleet from the web: add and remove devices, edit groups, rotate signing keys.
 
 All of it needs `manage_devices` (technicians and admins), is written to the
-site directory by controller/provisioning.py, reloads the broker
-(controller/fleet_admin.py), mirrors the registry into the database at once,
+site directory by controller/site/provisioning.py, reloads the broker
+(controller/site/admin.py), mirrors the registry into the database at once,
 and is audited. A new device's agent configuration holds its MQTT password:
 it is shown once, in the answer to the request that made it.
 """
@@ -16,14 +16,15 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from controller import fleet_admin, i18n, provisioning
+from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
-from controller.documents import mark_delivered
-from controller.provisioning import ProvisioningError
 from controller.routes import error_responses, render
 from controller.routes.fleet import DeviceId
+from controller.site import admin, provisioning
+from controller.site.documents import mark_delivered
+from controller.site.provisioning import ProvisioningError
 from controller.station import invalid_input
 from protocol.topics import ID_PATTERN
 
@@ -127,7 +128,7 @@ def _changed(request: Request) -> None:
 
 def _add(request: Request, db: DbSession, who: Principal, body: DeviceCreate) -> DeviceAdded:
     settings = app_state(request).settings
-    fleet_admin.site_of(settings)
+    admin.site_of(settings)
     try:
         path = provisioning.add_device(
             settings.site_dir,
@@ -140,11 +141,11 @@ def _add(request: Request, db: DbSession, who: Principal, body: DeviceCreate) ->
             tls=settings.mqtt.tls,
         )
     except ProvisioningError as exc:
-        raise fleet_admin.refusal(exc) from None
+        raise admin.refusal(exc) from None
     _changed(request)
     audit(db, who, "device.add", f"device:{body.id}", body.model_dump(exclude={"id"}))
     db.commit()
-    reload = fleet_admin.reload_broker(settings)
+    reload = admin.reload_broker(settings)
     return DeviceAdded(
         device_id=body.id, config_toml=path.read_text(encoding="utf-8"), broker_reload=reload
     )
@@ -152,7 +153,7 @@ def _add(request: Request, db: DbSession, who: Principal, body: DeviceCreate) ->
 
 def _remove(request: Request, db: DbSession, who: Principal, device_id: str) -> DeviceChanged:
     settings = app_state(request).settings
-    fleet_admin.site_of(settings)
+    admin.site_of(settings)
     try:
         provisioning.remove_device(settings.site_dir, device_id)
     except ProvisioningError as exc:
@@ -160,7 +161,7 @@ def _remove(request: Request, db: DbSession, who: Principal, device_id: str) -> 
     _changed(request)
     audit(db, who, "device.remove", f"device:{device_id}")
     db.commit()
-    reload = fleet_admin.reload_broker(settings)
+    reload = admin.reload_broker(settings)
     return DeviceChanged(device_id=device_id, groups=[], broker_reload=reload)
 
 
@@ -169,7 +170,7 @@ def _set_groups(
 ) -> DeviceChanged:
     state = app_state(request)
     settings = state.settings
-    site = fleet_admin.site_of(settings)
+    site = admin.site_of(settings)
     if device_id not in {d.id for d in site.devices()}:
         raise i18n.Refusal(404, "fleet.no_device", id=device_id)
     # the running agent learns its groups from a signed config.set: refuse the change
@@ -179,12 +180,12 @@ def _set_groups(
     try:
         provisioning.set_groups(settings.site_dir, device_id, groups)
     except ProvisioningError as exc:
-        raise fleet_admin.refusal(exc, 422) from None
+        raise admin.refusal(exc, 422) from None
     _changed(request)
     audit(db, who, "device.groups", f"device:{device_id}", {"groups": groups})
     db.commit()
-    reload = fleet_admin.reload_broker(settings)
-    signed = fleet_admin.signed_groups(state.sessions, site, device_id, groups, state.now_ms())
+    reload = admin.reload_broker(settings)
+    signed = admin.signed_groups(state.sessions, site, device_id, groups, state.now_ms())
     state.station.publish(signed.topic, signed.payload, retain=True)
     with state.sessions.begin() as session:
         mark_delivered(session, signed, state.now_ms())
@@ -285,9 +286,9 @@ def _words(text: str) -> list[str]:
 
 
 def _keys(request: Request, db: DbSession) -> KeysOut:
-    site = fleet_admin.site_of(app_state(request).settings)
-    status = fleet_admin.key_status(site)
-    answers = fleet_admin.trust_answers(db, status.staged) if status.staged else {}
+    site = admin.site_of(app_state(request).settings)
+    status = admin.key_status(site)
+    answers = admin.trust_answers(db, status.staged) if status.staged else {}
     return KeysOut(**vars(status), answers=answers)
 
 
@@ -300,7 +301,7 @@ def api_keys(request: Request, db: DbSession, who: Technician) -> KeysOut:
 @router.post("/api/keys/stage", response_model=KeysOut, responses=CHANGE_ERRORS)
 def api_stage(request: Request, db: DbSession, who: Technician) -> KeysOut:
     """Rotation step 1: a new key every generated device configuration now trusts."""
-    kid = fleet_admin.stage_key(app_state(request).settings)
+    kid = admin.stage_key(app_state(request).settings)
     audit(db, who, "key.stage", f"key:{kid}")
     db.commit()
     return _keys(request, db)
@@ -312,11 +313,11 @@ def api_stage(request: Request, db: DbSession, who: Technician) -> KeysOut:
 def api_check(request: Request, db: DbSession, who: Technician) -> KeysOut:
     """Rotation step 3: ping every device with the staged key; answers arrive as acks."""
     state = app_state(request)
-    site = fleet_admin.site_of(state.settings)
+    site = admin.site_of(state.settings)
     try:
-        pings = fleet_admin.staged_key_check(site, state.now_ms())
+        pings = admin.staged_key_check(site, state.now_ms())
     except ProvisioningError as exc:
-        raise fleet_admin.refusal(exc) from None
+        raise admin.refusal(exc) from None
     assert state.station is not None
     state.station.check_can_send()
     for topic, payload in pings:
@@ -327,7 +328,7 @@ def api_check(request: Request, db: DbSession, who: Technician) -> KeysOut:
 @router.post("/api/keys/activate", response_model=KeysOut, responses=CHANGE_ERRORS)
 def api_activate(request: Request, db: DbSession, who: Technician, body: KeyIn) -> KeysOut:
     """Rotation step 4: the staged key signs from now on; the old one stays trusted."""
-    fleet_admin.activate_key(app_state(request).settings, body.kid)
+    admin.activate_key(app_state(request).settings, body.kid)
     audit(db, who, "key.activate", f"key:{body.kid}")
     db.commit()
     return _keys(request, db)
@@ -335,7 +336,7 @@ def api_activate(request: Request, db: DbSession, who: Technician, body: KeyIn) 
 
 @router.get("/keys", response_class=HTMLResponse, include_in_schema=False)
 def keys_page(request: Request, db: DbSession, who: Technician) -> Response:
-    site = fleet_admin.site_of(app_state(request).settings)
+    site = admin.site_of(app_state(request).settings)
     return render(request, "keys.html", keys=_keys(request, db), devices=site.devices())
 
 

@@ -1,6 +1,6 @@
 """Provisioning from the web UI: the site directory's operations, then the broker's reload.
 
-`controller.provisioning` writes the registry, the agent configuration and
+`controller.site.provisioning` writes the registry, the agent configuration and
 the broker's password and ACL files; Mosquitto reads the last two only when
 told to. `reload_broker` tells it: SIGHUP to the pid in `[mqtt]
 reload_pid_file`, or else `[mqtt] reload_command` (e.g. `["systemctl",
@@ -26,11 +26,12 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import i18n, provisioning
+from controller import i18n
 from controller.db.fleet_tables import AckRecord
-from controller.documents import Signed, sign_next
-from controller.provisioning import ProvisioningError, Site, open_site
 from controller.settings import ControllerSettings
+from controller.site import provisioning
+from controller.site.documents import Signed, sign_next
+from controller.site.provisioning import ProvisioningError, Site, open_site
 from protocol.commands import ConfigSet
 from protocol.envelope import seal
 from protocol.topics import Topics

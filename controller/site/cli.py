@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from controller import provisioning as prov
+from controller.site import provisioning as prov
 from protocol.uplink import ROLES
 
 DEFAULT_SITE = Path("xaso-site")
