@@ -1,7 +1,7 @@
 """Emergency fan-out: from the API call until 1,000 agents' acks reach the controller.
 
 A site with N speakers in one group (each provisioned with
-`provisioning.add_device`: real passwords in Mosquitto's file, the real ACL),
+`add_device`: real passwords in Mosquitto's file, the real ACL),
 a private Mosquitto, the controller's app (`create_app`, uvicorn in a thread,
 its station's Bus subscribed as in production) and N simulated agents in a
 few worker processes (bench/_swarm.py: one MQTT connection per device, the
@@ -57,7 +57,8 @@ from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
 from controller.ingest_writes import AckHook
 from controller.settings import parse_settings
-from controller.site import provisioning
+from controller.site.devices import add_device
+from controller.site.keys import init_site
 from protocol.topics import Topics
 from protocol.uplink import Ack
 
@@ -154,11 +155,11 @@ class Bench:
         self.tmp = tmp
         self.n = devices
         port = free_port()
-        site = provisioning.init_site(tmp / "site")
+        site = init_site(tmp / "site")
         self.ids = [f"spk-{i:04d}" for i in range(devices)]
         t0 = time.perf_counter()
         for device in self.ids:
-            provisioning.add_device(
+            add_device(
                 site.dir,
                 device,
                 ["speaker"],
@@ -343,7 +344,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             bench = Bench(args.devices, args.workers, Path(tmp))
             print(f"site: {args.devices} speakers in group {GROUP!r}, provisioned one by one "
-                  f"(provisioning.add_device) in {bench.provision_s:.1f} s")  # fmt: skip
+                  f"(add_device) in {bench.provision_s:.1f} s")  # fmt: skip
             print(f"simulated agents: {args.devices} MQTT connections in {args.workers} worker "
                   f"processes, all subscribed in {bench.swarm_s:.1f} s")  # fmt: skip
             raw: list[Round] = []

@@ -26,8 +26,8 @@ from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.clip_library import ClipLibrary, Invalid, NotFound
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
 from controller.scheduling import LEVELS, Clock, Fleet, Target
+from controller.site.directory import Site
 from controller.site.documents import Publisher
-from controller.site.provisioning import Site
 from plumbing.clock import wall_ms
 from protocol.commands import BroadcastPlay, BroadcastStop, BroadcastStream, Strict
 from protocol.envelope import seal

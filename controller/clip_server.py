@@ -17,7 +17,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import FileResponse
 
-from controller.site import provisioning
+from controller.site.broker_files import password_matches
+from controller.site.devices import list_devices
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 Authenticate = Callable[[str, str], bool]
@@ -27,9 +28,9 @@ def site_authenticator(site_dir: Path) -> Authenticate:
     """Devices of the site, by the password hash in the registry."""
 
     def check(username: str, password: str) -> bool:
-        for entry in provisioning.list_devices(site_dir):
+        for entry in list_devices(site_dir):
             if entry.id == username:
-                return provisioning.password_matches(entry.password_hash, password)
+                return password_matches(entry.password_hash, password)
         return False
 
     return check

@@ -30,7 +30,7 @@ from controller.alerts import AlertEngine
 from controller.ingest_writes import sync_devices_from_site
 from controller.rollups import Retention, maintain
 from controller.settings import ControllerSettings
-from controller.site.provisioning import ProvisioningError, open_site
+from controller.site.directory import ProvisioningError, open_site
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from controller.db.fleet_tables import (
     TelemetrySample,
     dialect_insert,
 )
-from controller.site.provisioning import Site
+from controller.site.directory import Site
 from protocol.uplink import Ack, Status, Telemetry
 
 AckHook = Callable[[Session, list[tuple[str, Ack]]], None]

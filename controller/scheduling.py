@@ -25,8 +25,8 @@ from broadcast.levels import DEFAULT_PRIORITY, Level, level_of
 from broadcast.schedule import Schedule
 from controller.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
 from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
+from controller.site.directory import DeviceEntry, Site
 from controller.site.documents import Publisher, Signed, mark_delivered, sign_next
-from controller.site.provisioning import DeviceEntry, Site
 from plumbing.clock import wall_ms
 from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal

@@ -33,7 +33,7 @@ from controller.ingest import Ingest
 from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import Scheduling
 from controller.settings import ControllerSettings
-from controller.site.provisioning import ProvisioningError, Site, open_site
+from controller.site.directory import ProvisioningError, Site, open_site
 from protocol.topics import Topics
 
 log = logging.getLogger(__name__)

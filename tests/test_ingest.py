@@ -31,7 +31,7 @@ from controller.db.fleet_tables import (
 from controller.ingest import Ingest
 from controller.ingest_writes import Item, sync_devices_from_site, write_batch
 from controller.rollups import Retention, maintain
-from controller.site import provisioning
+from controller.site.devices import remove_device
 from protocol.uplink import Ack, Event, Telemetry
 
 
@@ -192,7 +192,7 @@ def test_the_will_marks_a_killed_agent_offline(fleet, sessions, start_ingest, pr
 def test_sync_mirrors_the_registry(site, broker, sessions):
     with sessions.begin() as s:
         sync_devices_from_site(site, s, 1)
-    provisioning.remove_device(site.dir, "loa-3")
+    remove_device(site.dir, "loa-3")
     with sessions.begin() as s:
         sync_devices_from_site(site, s, 2)
     with sessions() as s:

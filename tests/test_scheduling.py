@@ -31,7 +31,8 @@ from controller.db.engine import make_engine, session_factory, upgrade
 from controller.ingest import Ingest
 from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import EntryInput, Scheduling, Target
-from controller.site import provisioning
+from controller.site.devices import add_device
+from controller.site.directory import Site
 from protocol.envelope import open_envelope
 from protocol.signing import Keyring
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
@@ -55,10 +56,10 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def registered(site: provisioning.Site) -> provisioning.Site:
+def registered(site: Site) -> Site:
     """The conftest fleet in the registry, for tests that need no broker."""
     for device, (roles, groups) in DEVICES.items():
-        provisioning.add_device(
+        add_device(
             site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=1883
         )
     return site
@@ -88,7 +89,7 @@ NOW = local_ms("2026-11-30T12:00:00")
 
 
 @pytest.fixture
-def scheduling(sessions: sessionmaker[Session], registered: provisioning.Site) -> Scheduling:
+def scheduling(sessions: sessionmaker[Session], registered: Site) -> Scheduling:
     return Scheduling(
         sessions, registered, clip_base_url="http://ctl.example:8080", clock=lambda: NOW
     )

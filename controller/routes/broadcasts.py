@@ -21,7 +21,7 @@ from controller.broadcasting import BroadcastInfo
 from controller.deps import DbSession, StationDep, require
 from controller.routes import error_responses, render
 from controller.scheduling import Target
-from controller.site.provisioning import ProvisioningError
+from controller.site.directory import ProvisioningError
 from controller.station import Station, refused_as_http
 from protocol.topics import ID_PATTERN
 

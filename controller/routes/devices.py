@@ -1,7 +1,7 @@
 """Changing the fleet from the web: add and remove devices, edit groups, rotate signing keys.
 
 All of it needs `manage_devices` (technicians and admins), is written to the
-site directory by controller/site/provisioning.py, reloads the broker
+site directory by controller/site/devices.py, reloads the broker
 (controller/site/admin.py), mirrors the registry into the database at once,
 and is audited. A new device's agent configuration holds its MQTT password:
 it is shown once, in the answer to the request that made it.
@@ -22,9 +22,10 @@ from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
 from controller.routes import error_responses, render
 from controller.routes.fleet import DeviceId
-from controller.site import admin, provisioning
+from controller.site import admin
+from controller.site.devices import add_device, remove_device, set_groups
+from controller.site.directory import ProvisioningError
 from controller.site.documents import mark_delivered
-from controller.site.provisioning import ProvisioningError
 from controller.station import invalid_input
 from protocol.topics import ID_PATTERN
 
@@ -130,7 +131,7 @@ def _add(request: Request, db: DbSession, who: Principal, body: DeviceCreate) ->
     settings = app_state(request).settings
     admin.site_of(settings)
     try:
-        path = provisioning.add_device(
+        path = add_device(
             settings.site_dir,
             body.id,
             body.roles,
@@ -155,7 +156,7 @@ def _remove(request: Request, db: DbSession, who: Principal, device_id: str) -> 
     settings = app_state(request).settings
     admin.site_of(settings)
     try:
-        provisioning.remove_device(settings.site_dir, device_id)
+        remove_device(settings.site_dir, device_id)
     except ProvisioningError as exc:
         raise i18n.Refusal(404, "fleet.no_device", id=device_id) from exc
     _changed(request)
@@ -178,7 +179,7 @@ def _set_groups(
     assert state.station is not None
     state.station.check_can_send()
     try:
-        provisioning.set_groups(settings.site_dir, device_id, groups)
+        set_groups(settings.site_dir, device_id, groups)
     except ProvisioningError as exc:
         raise admin.refusal(exc, 422) from None
     _changed(request)

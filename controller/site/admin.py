@@ -1,8 +1,8 @@
 """Provisioning from the web UI: the site directory's operations, then the broker's reload.
 
-`controller.site.provisioning` writes the registry, the agent configuration and
-the broker's password and ACL files; Mosquitto reads the last two only when
-told to. `reload_broker` tells it: SIGHUP to the pid in `[mqtt]
+`controller.site.devices` writes the registry and the agent configuration,
+`controller.site.broker_files` the broker's password and ACL files; Mosquitto
+reads the last two only when told to. `reload_broker` tells it: SIGHUP to the pid in `[mqtt]
 reload_pid_file`, or else `[mqtt] reload_command` (e.g. `["systemctl",
 "reload", "mosquitto"]`). With neither configured the answer says so and the
 operator reloads by hand.
@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller import i18n
 from controller.db.fleet_tables import AckRecord
 from controller.settings import ControllerSettings
-from controller.site import provisioning
+from controller.site import keys
+from controller.site.directory import ProvisioningError, Site, open_site
 from controller.site.documents import Signed, sign_next
-from controller.site.provisioning import ProvisioningError, Site, open_site
 from protocol.commands import ConfigSet
 from protocol.envelope import seal
 from protocol.topics import Topics
@@ -139,14 +139,14 @@ def site_of(settings: ControllerSettings) -> Site:
 
 def stage_key(settings: ControllerSettings) -> str:
     try:
-        return provisioning.stage_key(settings.site_dir)
+        return keys.stage_key(settings.site_dir)
     except ProvisioningError as exc:
         raise refusal(exc) from None
 
 
 def activate_key(settings: ControllerSettings, kid: str) -> None:
     try:
-        provisioning.activate_key(settings.site_dir, kid)
+        keys.activate_key(settings.site_dir, kid)
     except ProvisioningError as exc:
         raise refusal(exc) from None
 

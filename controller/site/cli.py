@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.site import provisioning as prov
+from controller.site.devices import DEFAULT_STATE_DIR, add_device, list_devices, remove_device
+from controller.site.directory import ProvisioningError, open_site
+from controller.site.keys import init_site, new_key
 from protocol.uplink import ROLES
 
 DEFAULT_SITE = Path("xaso-site")
@@ -39,7 +41,7 @@ def _refusals(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except prov.ProvisioningError as exc:
+        except ProvisioningError as exc:
             print(f"xaso: {exc}", file=sys.stderr)
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
@@ -53,7 +55,7 @@ def _refusals(handler: Handler) -> Handler:
 def _keys_new(args: argparse.Namespace) -> int:
     directory = _site_dir(args)
     if not (directory / "site.json").is_file():
-        site = prov.init_site(directory)
+        site = init_site(directory)
         user, _ = site.controller_credentials()
         print(f"Created the site {directory}.")
         print(
@@ -63,7 +65,7 @@ def _keys_new(args: argparse.Namespace) -> int:
         print(f"Active signing key: {site.active_kid()}")
         print(RELOAD_HINT)
         return 0
-    kid = prov.new_key(directory)
+    kid = new_key(directory)
     print(f"Active signing key: {kid}; older keys stay trusted.")
     print(
         f"The configurations in {directory / 'devices'} now trust it: give devices theirs "
@@ -74,7 +76,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 @_refusals
 def _keys_list(args: argparse.Namespace) -> int:
-    site = prov.open_site(_site_dir(args))
+    site = open_site(_site_dir(args))
     active = site.active_kid()
     for kid, key in site.signing_keys().items():
         print(f"{kid}  {'active ' if kid == active else 'retired'}  {key.public.b64}")
@@ -83,7 +85,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 @_refusals
 def _device_add(args: argparse.Namespace) -> int:
-    path = prov.add_device(
+    path = add_device(
         _site_dir(args),
         args.id,
         args.role,
@@ -111,7 +113,7 @@ def _device_add(args: argparse.Namespace) -> int:
 @_refusals
 def _device_list(args: argparse.Namespace) -> int:
     directory = _site_dir(args)
-    devices = prov.list_devices(directory)
+    devices = list_devices(directory)
     if not devices:
         print(f"No devices in {directory}.")
     for d in devices:
@@ -123,7 +125,7 @@ def _device_list(args: argparse.Namespace) -> int:
 
 @_refusals
 def _device_remove(args: argparse.Namespace) -> int:
-    prov.remove_device(_site_dir(args), args.id)
+    remove_device(_site_dir(args), args.id)
     print(f"Device {args.id} removed. {RELOAD_HINT} The reload disconnects it.")
     return 0
 
@@ -176,8 +178,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add.add_argument(
         "--state-dir",
-        default=str(prov.DEFAULT_STATE_DIR),
-        help=f"the agent's state directory (default {prov.DEFAULT_STATE_DIR})",
+        default=str(DEFAULT_STATE_DIR),
+        help=f"the agent's state directory (default {DEFAULT_STATE_DIR})",
     )
     add.add_argument(
         "--force",
