@@ -55,7 +55,7 @@ from controller.app import create_app
 from controller.auth.accounts import create_user
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
-from controller.ingest_writes import AckHook
+from controller.fleet.ingest_writes import AckHook
 from controller.settings import parse_settings
 from controller.site.devices import add_device
 from controller.site.keys import init_site
@@ -199,7 +199,7 @@ class Bench:
         }
         app = create_app(parse_settings(data, config))
         # The raw echo is not an Ack: ingest counts it as a bad message and logs the first 20.
-        logging.getLogger("controller.ingest").setLevel(logging.ERROR)
+        logging.getLogger("controller.fleet.ingest").setLevel(logging.ERROR)
         state = app.state.xaso
         self.station = state.station
         self.tap = AckTap(self.station.broadcasting.record_acks_in)

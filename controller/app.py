@@ -33,7 +33,7 @@ from controller.auth.security import LoginPolicy
 from controller.clip_server import clip_router, site_authenticator
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.deps import LANG_COOKIE, AppState
-from controller.fleet_service import FleetService
+from controller.fleet.service import FleetService
 from controller.metrics import Metrics, metrics_router
 from controller.routes import (
     ErrorBody,
@@ -76,7 +76,7 @@ def run_station(state: AppState) -> AbstractContextManager[None]:
 
 
 def run_fleet(state: AppState) -> AbstractContextManager[None]:
-    """Alert rules, retention, registry mirror (controller/fleet_service.py)."""
+    """Alert rules, retention, registry mirror (controller/fleet/service.py)."""
     assert state.fleet is not None  # create_app builds it before the app starts
     return state.fleet.running()
 

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from controller.fleet_queries import Point
+from controller.fleet.queries import Point
 
 W, H = 640, 180
 PAD_L, PAD_R, PAD_T, PAD_B = 52, 12, 10, 24

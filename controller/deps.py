@@ -32,7 +32,7 @@ from controller.auth.accounts import AuthConfig, session_principal
 from controller.auth.roles import Permission, Principal
 from controller.auth.security import same
 from controller.auth.tokens import token_principal
-from controller.fleet_service import FleetService
+from controller.fleet.service import FleetService
 from controller.i18n import Refusal
 from controller.settings import ControllerSettings
 from controller.station import Station
@@ -57,7 +57,7 @@ class AppState:
     secret: bytes
     clock: Callable[[], float] = time.time
     station: Station | None = None  # the broadcasting services (controller/station.py)
-    fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet_service.py)
+    fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet/service.py)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

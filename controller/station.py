@@ -6,7 +6,7 @@ works with no broker: reading answers from the database, sending answers a
 bilingual 503.
 `Station.running` (in the app's `SERVICES`) connects the bus in the background
 for as long as the app runs: it keeps trying until the broker answers, then starts
-ingest (controller/ingest.py), whose writer records broadcasts' acks with
+ingest (controller/fleet/ingest.py), whose writer records broadcasts' acks with
 `Broadcasting.record_acks_in` in its own transactions: one MQTT client per
 controller process. From then on paho reconnects by itself.
 """
@@ -29,7 +29,7 @@ from controller.broadcasting import Broadcasting
 from controller.bulletins import BulletinInbox
 from controller.bus import Bus, BusError
 from controller.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
-from controller.ingest import Ingest
+from controller.fleet.ingest import Ingest
 from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import Scheduling
 from controller.settings import ControllerSettings

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.broadcasting import BroadcastInfo, Broadcasting
 from controller.clip_library import ClipLibrary, Invalid
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
-from controller.ingest_writes import Item, write_batch
+from controller.fleet.ingest_writes import Item, write_batch
 from controller.scheduling import Target
 from controller.site.directory import Site
 from protocol.uplink import Ack

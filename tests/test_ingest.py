@@ -1,6 +1,7 @@
 """Ingest against the real broker, real agents and both databases.
 
-Covers controller/ingest.py (bus handler, writer thread) and controller/ingest_writes.py.
+Covers controller/fleet/ingest.py (bus handler, writer thread) and
+controller/fleet/ingest_writes.py.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from controller.db.fleet_tables import (
     TelemetryRollup,
     TelemetrySample,
 )
-from controller.ingest import Ingest
-from controller.ingest_writes import Item, sync_devices_from_site, write_batch
-from controller.rollups import Retention, maintain
+from controller.fleet.ingest import Ingest
+from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
+from controller.fleet.rollups import Retention, maintain
 from controller.site.devices import remove_device
 from protocol.uplink import Ack, Event, Telemetry
 

@@ -28,7 +28,7 @@ from controller.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, No
 from controller.clip_server import clip_router, site_authenticator
 from controller.db.broadcast_tables import ClipRow
 from controller.db.engine import make_engine, session_factory, upgrade
-from controller.ingest import Ingest
+from controller.fleet.ingest import Ingest
 from controller.schedule_calendar import ScheduleCalendar
 from controller.scheduling import EntryInput, Scheduling, Target
 from controller.site.devices import add_device

@@ -1,6 +1,6 @@
 """Alerts: the open ones and the recently cleared, for people and programs; acknowledging.
 
-The alert engine (controller/alerts.py, run by controller/fleet_service.py)
+The alert engine (controller/fleet/alerts.py, run by controller/fleet/service.py)
 raises and clears; people only acknowledge: "I have seen it, I am on it".
 An acknowledgement is an audit entry (`alert.acknowledge`, `alert:<id>`),
 so who saw what and when is kept with every other change, and the alerts
@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import i18n
-from controller.alert_rules import KINDS
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
 from controller.db.fleet_tables import Alert
 from controller.deps import DbSession, app_state, require
+from controller.fleet.alert_rules import KINDS
 from controller.routes import ERRORS, error_responses, render
 from protocol.topics import ID_PATTERN
 

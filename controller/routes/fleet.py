@@ -1,7 +1,7 @@
 """The dashboard (`/`), the device page, and `/api/devices` for programs.
 
 Reading only; changing devices (provisioning, groups, keys) is in devices.py.
-Every page of devices costs a fixed number of queries (fleet_queries.py), so
+Every page of devices costs a fixed number of queries (fleet/queries.py), so
 `/api/devices` serves a province's 10,000 devices a page at a time.
 """
 
@@ -19,7 +19,7 @@ from controller.auth.roles import Permission, Principal
 from controller.charts import line_chart
 from controller.db.fleet_tables import Alert, DeviceState, EventRecord
 from controller.deps import DbSession, app_state, require
-from controller.fleet_queries import (
+from controller.fleet.queries import (
     CHART_METRICS,
     RANGES,
     DeviceQuery,

@@ -1,6 +1,6 @@
 """Ingest's database side: one batch of validated messages written in one transaction.
 
-Kept apart from controller/ingest.py (the bus handler, queue and writer
+Kept apart from controller/fleet/ingest.py (the bus handler, queue and writer
 thread) so the SQL can be read, tested and benchmarked without a bus: tests
 and reports call ``write_batch`` directly, and the controller's registry sync
 (``sync_devices_from_site``) shares the device-row helpers.
@@ -51,7 +51,7 @@ class Item(NamedTuple):
 
     device: str
     leaf: str
-    msg: Any  # the validated model of controller.ingest.MODELS[leaf]
+    msg: Any  # the validated model of controller.fleet.ingest.MODELS[leaf]
     received_ms: int
     payload: bytes | None = None  # as received: the latest telemetry is kept as sent
 

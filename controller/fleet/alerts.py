@@ -20,7 +20,8 @@ import httpx
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.alert_rules import (
+from controller.db.fleet_tables import Alert, Device, DeviceState, EventRecord, dialect_insert
+from controller.fleet.alert_rules import (
     MINUTE_MS,
     AlertSpec,
     DeviceSnapshot,
@@ -28,7 +29,6 @@ from controller.alert_rules import (
     Thresholds,
     active_alerts,
 )
-from controller.db.fleet_tables import Alert, Device, DeviceState, EventRecord, dialect_insert
 
 log = logging.getLogger(__name__)
 

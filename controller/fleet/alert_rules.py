@@ -1,6 +1,6 @@
 """Alert rules: from the fleet's latest state and recent events, the alerts that should be open.
 
-Pure: no I/O, the time is an argument. The engine (controller/alerts.py)
+Pure: no I/O, the time is an argument. The engine (controller/fleet/alerts.py)
 compares this set with the open alerts in the database, raises what is new
 and clears what is no longer here. An alert is identified by (kind, device),
 so a condition that stays true stays one alert.

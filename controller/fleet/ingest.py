@@ -15,8 +15,8 @@ broker restart, is stored once. Status messages are few and order matters
 (online, then the Will's offline), so every replica subscribes to all of
 them, unshared, and applies them in order; the writes are idempotent.
 
-What each batch writes, and how, is in controller/ingest_writes.py.
-Retention and downsampling are in controller/rollups.py.
+What each batch writes, and how, is in controller/fleet/ingest_writes.py.
+Retention and downsampling are in controller/fleet/rollups.py.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.bus import Bus
-from controller.ingest_writes import AckHook, Item, SeenDevices, write_batch
+from controller.fleet.ingest_writes import AckHook, Item, SeenDevices, write_batch
 from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
 from protocol.topics import Topics

@@ -25,10 +25,10 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.alert_rules import Thresholds
-from controller.alerts import AlertEngine
-from controller.ingest_writes import sync_devices_from_site
-from controller.rollups import Retention, maintain
+from controller.fleet.alert_rules import Thresholds
+from controller.fleet.alerts import AlertEngine
+from controller.fleet.ingest_writes import sync_devices_from_site
+from controller.fleet.rollups import Retention, maintain
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, open_site
 
