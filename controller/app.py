@@ -30,11 +30,12 @@ from controller import i18n
 from controller.auth.accounts import AuthConfig
 from controller.auth.passwords import Passwords
 from controller.auth.security import LoginPolicy
-from controller.clip_server import clip_router, site_authenticator
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.deps import LANG_COOKIE, AppState
 from controller.fleet.service import FleetService
 from controller.metrics import Metrics, metrics_router
+from controller.radio.clip_server import clip_router, site_authenticator
+from controller.radio.station import Station
 from controller.routes import (
     ErrorBody,
     alerts,
@@ -53,7 +54,6 @@ from controller.routes import (
     users,
 )
 from controller.settings import ControllerSettings, load_secret
-from controller.station import Station
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devi
 
 
 def run_station(state: AppState) -> AbstractContextManager[None]:
-    """The MQTT bus, ack routing and ingest (controller/station.py), for the app's life."""
+    """The MQTT bus, ack routing and ingest (controller/radio/station.py), for the app's life."""
     assert state.station is not None  # create_app builds it before the app starts
     return state.station.running()
 

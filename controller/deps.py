@@ -34,8 +34,8 @@ from controller.auth.security import same
 from controller.auth.tokens import token_principal
 from controller.fleet.service import FleetService
 from controller.i18n import Refusal
+from controller.radio.station import Station
 from controller.settings import ControllerSettings
-from controller.station import Station
 
 SESSION_COOKIE = "xaso_session"
 LOGIN_COOKIE = "xaso_login"
@@ -56,7 +56,7 @@ class AppState:
     auth: AuthConfig
     secret: bytes
     clock: Callable[[], float] = time.time
-    station: Station | None = None  # the broadcasting services (controller/station.py)
+    station: Station | None = None  # the broadcasting services (controller/radio/station.py)
     fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet/service.py)
 
     def now_ms(self) -> int:
@@ -145,7 +145,7 @@ def require(permission: Permission) -> Callable[[Principal], Principal]:
 
 
 def get_station(request: Request) -> Station:
-    """The broadcasting services `create_app` built (controller/station.py)."""
+    """The broadcasting services `create_app` built (controller/radio/station.py)."""
     station = app_state(request).station
     assert station is not None  # create_app builds it before the app serves
     return station

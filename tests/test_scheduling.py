@@ -22,15 +22,15 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.schedule import BroadcastRules
-from controller.broadcasting import Broadcasting
 from controller.bus import Bus
-from controller.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, NotFound
-from controller.clip_server import clip_router, site_authenticator
 from controller.db.broadcast_tables import ClipRow
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.fleet.ingest import Ingest
-from controller.schedule_calendar import ScheduleCalendar
-from controller.scheduling import EntryInput, Scheduling, Target
+from controller.radio.broadcasting import Broadcasting
+from controller.radio.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, NotFound
+from controller.radio.clip_server import clip_router, site_authenticator
+from controller.radio.schedule_calendar import ScheduleCalendar
+from controller.radio.scheduling import EntryInput, Scheduling, Target
 from controller.site.devices import add_device
 from controller.site.directory import Site
 from protocol.envelope import open_envelope
@@ -264,7 +264,7 @@ class Station:
         self.broadcasting = Broadcasting(
             sessions, self.site, self.library, bus, clip_base_url=base_url, lead_ms=4000
         )
-        # as controller/station.py: ingest's writer records the broadcasts' acks
+        # as controller/radio/station.py: ingest's writer records the broadcasts' acks
         self.ingest = Ingest(bus, sessions, on_acks=self.broadcasting.record_acks_in)
         self.ingest.start()
 

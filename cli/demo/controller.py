@@ -23,9 +23,9 @@ from controller.auth.accounts import create_user, find_user, set_password
 from controller.auth.audit import audit
 from controller.deps import AppState
 from controller.i18n import Refusal
-from controller.scheduling import EntryInput, Target
+from controller.radio.scheduling import EntryInput, Target
+from controller.radio.station import Station
 from controller.settings import load_settings
-from controller.station import Station
 
 START_TIMEOUT_S = 30.0
 DEMO = "xaso demo"  # who the demo's own changes are recorded as

@@ -1,6 +1,6 @@
 """The fleet's background work: alert rules, retention, and the registry mirror.
 
-Ingest itself runs on the station's MQTT client (controller/station.py), one
+Ingest itself runs on the station's MQTT client (controller/radio/station.py), one
 client per process on the shared subscription, so this service needs no
 broker at all and the app starts with none reachable. It only reads and
 writes the database and the site directory:

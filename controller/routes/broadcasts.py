@@ -1,7 +1,7 @@
 """Play now, emergency and stop over HTTP, and the page with its confirmation step.
 
 Every send is audited in the same transaction as nothing else: the command is
-recorded by controller.broadcasting, the audit row here, and both name the
+recorded by controller.radio.broadcasting, the audit row here, and both name the
 broadcast id. An emergency needs an explicit confirmation: `"confirm": true`
 in the API, a second page in the browser.
 """
@@ -17,12 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.broadcasting import BroadcastInfo
 from controller.deps import DbSession, StationDep, require
+from controller.radio.broadcasting import BroadcastInfo
+from controller.radio.scheduling import Target
+from controller.radio.station import Station, refused_as_http
 from controller.routes import error_responses, render
-from controller.scheduling import Target
 from controller.site.directory import ProvisioningError
-from controller.station import Station, refused_as_http
 from protocol.topics import ID_PATTERN
 
 router = APIRouter(tags=["broadcasts"])

@@ -3,7 +3,7 @@
 The province's source-information system holds an API token (Bearer) of a
 broadcaster role: it uploads the audio to POST /api/clips, then pushes the
 bulletin here. Normal bulletins wait for the operator on /bulletins; priority
-and emergency ones go on air on arrival (Circular 39, controller.bulletins).
+and emergency ones go on air on arrival (Circular 39, controller.radio.bulletins).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.bulletins import Bulletin
 from controller.deps import DbSession, StationDep, require
+from controller.radio.bulletins import Bulletin
+from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.routes import error_responses, render
 from controller.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, TargetOut, precheck
 from controller.routes.schedules import REPEATS, LocalTime, check_rrule
-from controller.station import Station, invalid_input, refused_as_http
 
 router = APIRouter(tags=["bulletins"])
 Operator = Annotated[Principal, Depends(require(Permission.MANAGE_SCHEDULES))]

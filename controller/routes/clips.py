@@ -1,6 +1,6 @@
 """The clip library over HTTP: list, upload, text to speech, delete, and a preview.
 
-Devices fetch clips at GET /api/clips/{sha256} (controller.clip_server, device
+Devices fetch clips at GET /api/clips/{sha256} (controller.radio.clip_server, device
 credentials); people listen through /clips/{sha256}/audio with their session.
 The upload reads the multipart body itself, after checking Content-Length, so
 an oversized file is refused before a byte of it is stored; preparation
@@ -22,10 +22,10 @@ from starlette.formparsers import MultiPartException
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.clip_library import ClipInfo
 from controller.deps import DbSession, StationDep, require
+from controller.radio.clip_library import ClipInfo
+from controller.radio.station import Station, refused_as_http
 from controller.routes import ErrorBody, error_responses, render
-from controller.station import Station, refused_as_http
 
 router = APIRouter(tags=["clips"])
 Editor = Annotated[Principal, Depends(require(Permission.MANAGE_CLIPS))]

@@ -2,8 +2,8 @@
 
 Entries are kept per group or per device at one of the three levels
 (Circular 39); each change republishes the target's signed retained document
-(controller.scheduling) and is audited. The calendar and the preview are
-controller.schedule_calendar's. Reading needs only view_fleet, so an officer
+(controller.radio.scheduling) and is audited. The calendar and the preview are
+controller.radio.schedule_calendar's. Reading needs only view_fleet, so an officer
 sees what plays where; changing needs manage_schedules.
 """
 
@@ -20,11 +20,11 @@ from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
+from controller.radio.schedule_calendar import DevicePlan
+from controller.radio.scheduling import Entry, EntryInput
+from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.routes import LOCAL_TZ, error_responses, render
 from controller.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, speaker_targets
-from controller.schedule_calendar import DevicePlan
-from controller.scheduling import Entry, EntryInput
-from controller.station import Station, invalid_input, refused_as_http
 from protocol.topics import ID_PATTERN
 
 router = APIRouter(tags=["schedules"])

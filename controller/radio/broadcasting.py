@@ -23,9 +23,9 @@ from sqlalchemy import bindparam, case, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
-from controller.clip_library import ClipLibrary, Invalid, NotFound
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
-from controller.scheduling import LEVELS, Clock, Fleet, Target
+from controller.radio.clip_library import ClipLibrary, Invalid, NotFound
+from controller.radio.scheduling import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher
 from plumbing.clock import wall_ms

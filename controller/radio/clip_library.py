@@ -1,7 +1,7 @@
 """The clip library: uploads and spoken notices, prepared once, stored by sha256.
 
 Preparation is broadcast.audio.clips' (probe, two-pass loudnorm, one delivery
-format), written straight into the directory that controller.clip_server
+format), written straight into the directory that controller.radio.clip_server
 hands to devices. A clip's name is the sha256 of the prepared file, so the
 same upload twice is one clip and one row. Audio that cannot be a clip is
 refused with broadcast.audio.clips' ``ClipError``, whose message is bilingual.
@@ -94,7 +94,7 @@ class ClipInfo:
 
 
 def clip_url(base_url: str, sha256: str) -> str:
-    """Where devices fetch a clip (controller.clip_server's route)."""
+    """Where devices fetch a clip (controller.radio.clip_server's route)."""
     return f"{base_url.rstrip('/')}/api/clips/{sha256}"
 
 

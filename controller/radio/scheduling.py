@@ -7,7 +7,7 @@ publishes it retained. Every entry is checked by the contract's own schema
 (protocol.commands.ScheduleItem) and by broadcast.schedule before it is kept,
 so nothing the controller accepts is refused by a speaker.
 
-The calendar and the conflict preview are controller.schedule_calendar's.
+The calendar and the conflict preview are controller.radio.schedule_calendar's.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, Level, level_of
 from broadcast.schedule import Schedule
-from controller.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
 from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
+from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
 from controller.site.directory import DeviceEntry, Site
 from controller.site.documents import Publisher, Signed, mark_delivered, sign_next
 from plumbing.clock import wall_ms

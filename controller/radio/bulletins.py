@@ -18,10 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.broadcasting import BroadcastInfo, Broadcasting
-from controller.clip_library import Conflict, Invalid, NotFound
 from controller.db.broadcast_tables import BulletinRow, ClipRow
-from controller.scheduling import LEVELS, Clock, EntryInput, Scheduling, Target
+from controller.radio.broadcasting import BroadcastInfo, Broadcasting
+from controller.radio.clip_library import Conflict, Invalid, NotFound
+from controller.radio.scheduling import LEVELS, Clock, EntryInput, Scheduling, Target
 from plumbing.clock import wall_ms
 
 MAX_TITLE = 200

@@ -25,13 +25,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.audio.clips import ClipError
 from controller import i18n
-from controller.broadcasting import Broadcasting
-from controller.bulletins import BulletinInbox
 from controller.bus import Bus, BusError
-from controller.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
 from controller.fleet.ingest import Ingest
-from controller.schedule_calendar import ScheduleCalendar
-from controller.scheduling import Scheduling
+from controller.radio.broadcasting import Broadcasting
+from controller.radio.bulletins import BulletinInbox
+from controller.radio.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
+from controller.radio.schedule_calendar import ScheduleCalendar
+from controller.radio.scheduling import Scheduling
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, Site, open_site
 from protocol.topics import Topics

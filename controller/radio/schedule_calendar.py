@@ -3,7 +3,7 @@
 They ask broadcast.schedule the questions the edge asks: each speaker's own
 document and its groups' documents merged (``Schedule.build``) and played out
 on one loudspeaker (``Schedule.plan``). The documents are the ones
-controller.scheduling would publish, so the answer is what the speakers do.
+controller.radio.scheduling would publish, so the answer is what the speakers do.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from broadcast.schedule import BroadcastRules, Schedule, Slot
-from controller.clip_library import Invalid
 from controller.db.broadcast_tables import ScheduleRow
-from controller.scheduling import EntryInput, Scheduling, Target
+from controller.radio.clip_library import Invalid
+from controller.radio.scheduling import EntryInput, Scheduling, Target
 from protocol.commands import DEFAULT_TZ, QuietHours, ScheduleSet
 
 MAX_CALENDAR_MS = 31 * 86_400_000
