@@ -3,7 +3,7 @@
 `create_app(settings)` brings the database to the newest schema, builds the
 engine, the sign-in configuration and the metrics, and includes every router
 in `ROUTERS`. A new area adds its router there, its menu entry to
-`controller.routes.NAV`, and any background work (MQTT ingest, alerts) to
+`controller.web.routes.NAV`, and any background work (MQTT ingest, alerts) to
 `SERVICES`, which run for as long as the app does.
 """
 
@@ -33,10 +33,10 @@ from controller.auth.security import LoginPolicy
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.deps import LANG_COOKIE, AppState
 from controller.fleet.service import FleetService
-from controller.metrics import Metrics, metrics_router
+from controller.web.metrics import Metrics, metrics_router
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.station import Station
-from controller.routes import (
+from controller.web.routes import (
     ErrorBody,
     alerts,
     audit,
@@ -57,7 +57,7 @@ from controller.settings import ControllerSettings, load_secret
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 # Every router of the controller; a new area appends its own.
 ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.router]

@@ -24,7 +24,7 @@ from controller.db.auth_tables import AuditEntry
 from controller.db.fleet_tables import Alert
 from controller.deps import DbSession, app_state, require
 from controller.fleet.alert_rules import KINDS
-from controller.routes import ERRORS, error_responses, render
+from controller.web.routes import ERRORS, error_responses, render
 from protocol.topics import ID_PATTERN
 
 router = APIRouter()

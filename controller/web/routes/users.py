@@ -14,7 +14,7 @@ from controller.auth.roles import Permission, Principal, Role
 from controller.db.auth_tables import User
 from controller.deps import DbSession, app_state, require
 from controller.i18n import Refusal
-from controller.routes import ERRORS, error_responses, render
+from controller.web.routes import ERRORS, error_responses, render
 
 router = APIRouter()
 Admin = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]

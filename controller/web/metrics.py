@@ -5,7 +5,7 @@ Requests are counted and timed per route template (`/api/users/{username}`,
 not each user), so the number of series stays bounded. Another area adds
 its own figures to the same registry:
 
-    from controller.metrics import Gauge
+    from controller.web.metrics import Gauge
     online = Gauge("xaso_devices_online", "Devices online now", registry=metrics.registry)
 
 where `metrics` is `request.app.state.metrics` (or passed in by `create_app`).

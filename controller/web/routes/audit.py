@@ -12,7 +12,7 @@ from controller.auth.audit import audit_entries
 from controller.auth.roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
 from controller.deps import DbSession, require
-from controller.routes import ERRORS, render
+from controller.web.routes import ERRORS, render
 
 router = APIRouter()
 Auditor = Annotated[Principal, Depends(require(Permission.VIEW_AUDIT))]

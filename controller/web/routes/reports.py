@@ -19,10 +19,10 @@ from pydantic import BaseModel
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
-from controller.charts import bar_chart
+from controller.web.charts import bar_chart
 from controller.deps import DbSession, app_state, require
 from controller.fleet.reports import PlayRow, QueueRow, proof_of_play, queue_stats, to_csv
-from controller.routes import LOCAL_TZ, error_responses, lang_of, render
+from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
 
 router = APIRouter(tags=["reports"])
 Reader = Annotated[Principal, Depends(require(Permission.VIEW_REPORTS))]

@@ -26,7 +26,7 @@ from controller.deps import (
     optional_principal,
 )
 from controller.i18n import Refusal
-from controller.routes import ERRORS, render
+from controller.web.routes import ERRORS, render
 
 router = APIRouter()
 

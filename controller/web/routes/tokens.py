@@ -14,7 +14,7 @@ from controller.auth.tokens import create_token, list_tokens, revoke_token
 from controller.db.auth_tables import ApiToken
 from controller.deps import DbSession, app_state, require
 from controller.i18n import Refusal
-from controller.routes import ERRORS, error_responses, render
+from controller.web.routes import ERRORS, error_responses, render
 
 router = APIRouter()
 Admin = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]

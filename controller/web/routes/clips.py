@@ -25,7 +25,7 @@ from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
 from controller.radio.clip_library import ClipInfo
 from controller.radio.station import Station, refused_as_http
-from controller.routes import ErrorBody, error_responses, render
+from controller.web.routes import ErrorBody, error_responses, render
 
 router = APIRouter(tags=["clips"])
 Editor = Annotated[Principal, Depends(require(Permission.MANAGE_CLIPS))]

@@ -23,8 +23,8 @@ from controller.deps import DbSession, StationDep, require
 from controller.radio.schedule_calendar import DevicePlan
 from controller.radio.scheduling import Entry, EntryInput
 from controller.radio.station import Station, invalid_input, refused_as_http
-from controller.routes import LOCAL_TZ, error_responses, render
-from controller.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, speaker_targets
+from controller.web.routes import LOCAL_TZ, error_responses, render
+from controller.web.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, speaker_targets
 from protocol.topics import ID_PATTERN
 
 router = APIRouter(tags=["schedules"])
