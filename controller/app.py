@@ -33,9 +33,10 @@ from controller.auth.security import LoginPolicy
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.deps import LANG_COOKIE, AppState
 from controller.fleet.service import FleetService
-from controller.web.metrics import Metrics, metrics_router
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.station import Station
+from controller.settings import ControllerSettings, load_secret
+from controller.web.metrics import Metrics, metrics_router
 from controller.web.routes import (
     ErrorBody,
     alerts,
@@ -53,7 +54,6 @@ from controller.web.routes import (
     tokens,
     users,
 )
-from controller.settings import ControllerSettings, load_secret
 
 log = logging.getLogger(__name__)
 

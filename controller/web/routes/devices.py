@@ -21,12 +21,12 @@ from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
 from controller.radio.station import invalid_input
-from controller.web.routes import error_responses, render
-from controller.web.routes.fleet import DeviceId
 from controller.site import admin
 from controller.site.devices import add_device, remove_device, set_groups
 from controller.site.directory import ProvisioningError
 from controller.site.documents import mark_delivered
+from controller.web.routes import error_responses, render
+from controller.web.routes.fleet import DeviceId
 from protocol.topics import ID_PATTERN
 
 router = APIRouter(tags=["devices"])

@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
-from controller.web.charts import line_chart
 from controller.db.fleet_tables import Alert, DeviceState, EventRecord
 from controller.deps import DbSession, app_state, require
 from controller.fleet.queries import (
@@ -32,6 +31,7 @@ from controller.fleet.queries import (
     list_devices,
     state_counts,
 )
+from controller.web.charts import line_chart
 from controller.web.routes import ERRORS, error_responses, lang_of, local_time, render
 from protocol.topics import ID_PATTERN
 from protocol.uplink import ROLES

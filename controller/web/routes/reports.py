@@ -19,9 +19,9 @@ from pydantic import BaseModel
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
-from controller.web.charts import bar_chart
 from controller.deps import DbSession, app_state, require
 from controller.fleet.reports import PlayRow, QueueRow, proof_of_play, queue_stats, to_csv
+from controller.web.charts import bar_chart
 from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
 
 router = APIRouter(tags=["reports"])
