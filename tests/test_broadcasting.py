@@ -15,7 +15,7 @@ from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
 from controller.fleet.ingest_writes import Item, write_batch
 from controller.radio.broadcasting import BroadcastInfo, Broadcasting
 from controller.radio.clip_library import ClipLibrary, Invalid
-from controller.radio.scheduling import Target
+from controller.radio.targets import Target
 from controller.site.directory import Site
 from protocol.uplink import Ack
 from tests import test_scheduling as harness

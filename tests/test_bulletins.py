@@ -9,7 +9,7 @@ import pytest
 
 from controller.radio.bulletins import BulletinInbox
 from controller.radio.clip_library import Conflict, Invalid
-from controller.radio.scheduling import Target
+from controller.radio.targets import Target
 from tests import test_scheduling as harness
 from tests.test_scheduling import TZ, Station
 

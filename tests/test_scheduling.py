@@ -30,7 +30,9 @@ from controller.radio.broadcasting import Broadcasting
 from controller.radio.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, NotFound
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.schedule_calendar import ScheduleCalendar
-from controller.radio.scheduling import EntryInput, Scheduling, Target
+from controller.radio.schedule_entries import EntryInput
+from controller.radio.scheduling import Scheduling
+from controller.radio.targets import Target
 from controller.site.devices import add_device
 from controller.site.directory import Site
 from protocol.envelope import open_envelope

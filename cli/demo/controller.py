@@ -23,8 +23,9 @@ from controller.auth.accounts import create_user, find_user, set_password
 from controller.auth.audit import audit
 from controller.deps import AppState
 from controller.i18n import Refusal
-from controller.radio.scheduling import EntryInput, Target
+from controller.radio.schedule_entries import EntryInput
 from controller.radio.station import Station
+from controller.radio.targets import Target
 from controller.settings import load_settings
 
 START_TIMEOUT_S = 30.0

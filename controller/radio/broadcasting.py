@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
 from controller.radio.clip_library import ClipLibrary, Invalid, NotFound
-from controller.radio.scheduling import LEVELS, Clock, Fleet, Target
+from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher
 from plumbing.clock import wall_ms

@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.db.broadcast_tables import BulletinRow, ClipRow
 from controller.radio.broadcasting import BroadcastInfo, Broadcasting
 from controller.radio.clip_library import Conflict, Invalid, NotFound
-from controller.radio.scheduling import LEVELS, Clock, EntryInput, Scheduling, Target
+from controller.radio.schedule_entries import EntryInput
+from controller.radio.scheduling import Scheduling
+from controller.radio.targets import LEVELS, Clock, Target
 from plumbing.clock import wall_ms
 
 MAX_TITLE = 200

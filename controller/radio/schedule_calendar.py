@@ -16,7 +16,9 @@ from sqlalchemy import select
 from broadcast.schedule import BroadcastRules, Schedule, Slot
 from controller.db.broadcast_tables import ScheduleRow
 from controller.radio.clip_library import Invalid
-from controller.radio.scheduling import EntryInput, Scheduling, Target
+from controller.radio.schedule_entries import EntryInput
+from controller.radio.scheduling import Scheduling
+from controller.radio.targets import Target
 from protocol.commands import DEFAULT_TZ, QuietHours, ScheduleSet
 
 MAX_CALENDAR_MS = 31 * 86_400_000

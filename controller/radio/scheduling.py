@@ -7,169 +7,31 @@ publishes it retained. Every entry is checked by the contract's own schema
 (protocol.commands.ScheduleItem) and by broadcast.schedule before it is kept,
 so nothing the controller accepts is refused by a speaker.
 
-The calendar and the conflict preview are controller.radio.schedule_calendar's.
+The entries' values are controller.radio.schedule_entries', their targets
+controller.radio.targets'; the calendar and the conflict preview are
+controller.radio.schedule_calendar's.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Iterable, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from broadcast.levels import DEFAULT_PRIORITY, Level, level_of
+from broadcast.levels import DEFAULT_PRIORITY, level_of
 from broadcast.schedule import Schedule
 from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
 from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
-from controller.site.directory import DeviceEntry, Site
+from controller.radio.schedule_entries import Entry, EntryInput, Published
+from controller.radio.targets import LEVELS, Clock, Fleet, Target
+from controller.site.directory import Site
 from controller.site.documents import Publisher, Signed, mark_delivered, sign_next
 from plumbing.clock import wall_ms
 from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
-from protocol.errors import ProtocolError
-from protocol.topics import Topics, check_id
-
-LEVELS: dict[str, Level] = {
-    "normal": Level.NORMAL,
-    "priority": Level.PRIORITY,
-    "emergency": Level.EMERGENCY,
-}
-Clock = Callable[[], int]
-
-
-@dataclass(frozen=True)
-class Target:
-    kind: Literal["group", "device"]
-    id: str
-
-    def topic(self, topics: Topics, leaf: str) -> str:
-        return topics.grp(self.id, leaf) if self.kind == "group" else topics.dev(self.id, leaf)
-
-
-class Fleet:
-    """The site's speakers, read from the registry on each question (it can change)."""
-
-    def __init__(self, site: Site) -> None:
-        self.site = site
-        self.topics = Topics(site.root)
-
-    def speakers(self) -> list[DeviceEntry]:
-        return [d for d in self.site.devices() if "speaker" in d.roles]
-
-    def members(self, target: Target) -> list[str]:
-        """Speakers a target reaches; an unknown target is refused."""
-        if target.kind not in ("group", "device"):
-            raise Invalid(
-                "bad_target",
-                f"Loại đích {target.kind!r} không hợp lệ (group hoặc device)",
-                f"Target kind {target.kind!r} is not valid: use group or device",
-            )
-        try:
-            check_id(target.id, f"{target.kind} id")
-        except ProtocolError as exc:
-            raise Invalid("bad_target", f"Mã đích không hợp lệ: {target.id!r}", str(exc)) from None
-        found = [
-            d.id
-            for d in self.speakers()
-            if (d.id == target.id if target.kind == "device" else target.id in d.groups)
-        ]
-        if not found:
-            what_vi = "cụm loa" if target.kind == "device" else "nhóm loa"
-            raise Invalid(
-                "unknown_target",
-                f"Không có {what_vi} {target.id!r} trong hệ thống",
-                f"No speaker {target.kind} {target.id!r} at this site",
-            )
-        return found
-
-
-class EntryInput(BaseModel):
-    """A schedule entry as a broadcaster writes it; the wire schema checks the rest."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target_kind: Literal["group", "device"]
-    target_id: str
-    rrule: str
-    dtstart: str  # local ISO date-time in tz
-    until: str | None = None
-    exdates: list[str] = []
-    tz: str = DEFAULT_TZ
-    level: Literal["normal", "priority", "emergency"] = "normal"
-    priority: int | None = None  # within the level; its default otherwise
-    clip_sha256: str | None = None
-    stream_url: str | None = None
-    stream_duration_s: int | None = None
-    label: str = ""
-    gain_db: float = 0.0
-    lang: str = "vi"
-    enabled: bool = True
-    item_id: str | None = None  # the same id on a device replaces its group's item
-
-    @property
-    def target(self) -> Target:
-        return Target(self.target_kind, self.target_id)
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: int
-    item_id: str
-    target: Target
-    level: str
-    priority: int
-    label: str
-    rrule: str
-    dtstart: str
-    until: str | None
-    exdates: list[str]
-    tz: str
-    clip_sha256: str | None
-    stream_url: str | None
-    stream_duration_s: int | None
-    gain_db: float
-    lang: str
-    enabled: bool
-    version: int
-    created_by: str
-    updated_ms: int
-
-    @classmethod
-    def of(cls, row: ScheduleRow) -> Entry:
-        return cls(
-            row.id,
-            row.item_id,
-            Target(row.target_kind, row.target_id),  # type: ignore[arg-type]
-            row.level,
-            row.priority,
-            row.label,
-            row.rrule,
-            row.dtstart,
-            row.until,
-            list(row.exdates),
-            row.tz,
-            row.clip_sha256,
-            row.stream_url,
-            row.stream_duration_s,
-            row.gain_db,
-            row.lang,
-            row.enabled,
-            row.version,
-            row.created_by,
-            row.updated_ms,
-        )
-
-
-@dataclass(frozen=True)
-class Published:
-    topic: str
-    version: int
-    envelope_id: str
-    items: int
 
 
 def _invalid(exc: ValidationError) -> Invalid:

@@ -19,8 +19,8 @@ from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
 from controller.radio.broadcasting import BroadcastInfo
-from controller.radio.scheduling import Target
 from controller.radio.station import Station, refused_as_http
+from controller.radio.targets import Target
 from controller.site.directory import ProvisioningError
 from controller.web.routes import error_responses, render
 from protocol.topics import ID_PATTERN

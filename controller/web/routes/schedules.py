@@ -21,7 +21,7 @@ from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
 from controller.radio.schedule_calendar import DevicePlan
-from controller.radio.scheduling import Entry, EntryInput
+from controller.radio.schedule_entries import Entry, EntryInput
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.web.routes import LOCAL_TZ, error_responses, render
 from controller.web.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, speaker_targets
