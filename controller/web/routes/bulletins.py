@@ -21,8 +21,10 @@ from controller.deps import DbSession, StationDep, require
 from controller.radio.bulletins import Bulletin
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.web.routes import error_responses, render
-from controller.web.routes.broadcasts import SEND_ERRORS, StreamUrl, TargetIn, TargetOut, precheck
-from controller.web.routes.schedules import REPEATS, LocalTime, check_rrule
+from controller.web.routes.broadcast_schemas import StreamUrl, TargetIn, TargetOut
+from controller.web.routes.broadcasts import SEND_ERRORS, precheck
+from controller.web.routes.schedule_schemas import LocalTime
+from controller.web.routes.schedules import REPEATS, check_rrule
 
 router = APIRouter(tags=["bulletins"])
 Operator = Annotated[Principal, Depends(require(Permission.MANAGE_SCHEDULES))]
