@@ -25,7 +25,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
+from controller.site.devices import add_device
+from controller.site.keys import init_site
 from edge.systemd import unit_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,9 +100,9 @@ class BenchSite:
         self._tmp = tempfile.TemporaryDirectory(prefix="xaso-bench-")
         self.dir = Path(self._tmp.name)
         port = free_port()
-        self.site = provisioning.init_site(self.dir / "site")
+        self.site = init_site(self.dir / "site")
         for device in devices:
-            provisioning.add_device(
+            add_device(
                 self.site.dir,
                 device,
                 ["speaker"],

@@ -10,7 +10,7 @@ one client:
    HTTP, middleware and a database round trip;
 2. `GET /api/devices` pages of 100, at random offsets and with filters
    (a group, `state=offline`, `state=alerting`), signed in with an API token;
-3. the same page queries run directly through `fleet_queries.list_devices`
+3. the same page queries run directly through `controller.fleet.queries.list_devices`
    (SQLAlchemy, no HTTP).
 
 p50 and p99 of each, and the ratio of the API's p50 to each baseline.
@@ -37,11 +37,11 @@ from sqlalchemy import insert
 
 from cli.brokers.mosquitto import free_port
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.db.fleet_tables import Alert, Device, DeviceGroup, DeviceState, Group
-from controller.fleet_queries import DeviceQuery, list_devices
+from controller.fleet.queries import DeviceQuery, list_devices
 from controller.settings import load_settings
 
 DEVICES = 10_000

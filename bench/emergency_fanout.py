@@ -1,7 +1,7 @@
 """Emergency fan-out: from the API call until 1,000 agents' acks reach the controller.
 
 A site with N speakers in one group (each provisioned with
-`provisioning.add_device`: real passwords in Mosquitto's file, the real ACL),
+`add_device`: real passwords in Mosquitto's file, the real ACL),
 a private Mosquitto, the controller's app (`create_app`, uvicorn in a thread,
 its station's Bus subscribed as in production) and N simulated agents in a
 few worker processes (bench/_swarm.py: one MQTT connection per device, the
@@ -51,13 +51,14 @@ from sqlalchemy.orm import Session
 
 from bench._swarm import RAW_PREFIX, Swarm, raise_nofile
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
-from controller.ingest_writes import AckHook
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
+from controller.fleet.ingest_writes import AckHook
 from controller.settings import parse_settings
+from controller.site.devices import add_device
+from controller.site.keys import init_site
 from protocol.topics import Topics
 from protocol.uplink import Ack
 
@@ -154,11 +155,11 @@ class Bench:
         self.tmp = tmp
         self.n = devices
         port = free_port()
-        site = provisioning.init_site(tmp / "site")
+        site = init_site(tmp / "site")
         self.ids = [f"spk-{i:04d}" for i in range(devices)]
         t0 = time.perf_counter()
         for device in self.ids:
-            provisioning.add_device(
+            add_device(
                 site.dir,
                 device,
                 ["speaker"],
@@ -198,7 +199,7 @@ class Bench:
         }
         app = create_app(parse_settings(data, config))
         # The raw echo is not an Ack: ingest counts it as a bad message and logs the first 20.
-        logging.getLogger("controller.ingest").setLevel(logging.ERROR)
+        logging.getLogger("controller.fleet.ingest").setLevel(logging.ERROR)
         state = app.state.xaso
         self.station = state.station
         self.tap = AckTap(self.station.broadcasting.record_acks_in)
@@ -343,7 +344,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             bench = Bench(args.devices, args.workers, Path(tmp))
             print(f"site: {args.devices} speakers in group {GROUP!r}, provisioned one by one "
-                  f"(provisioning.add_device) in {bench.provision_s:.1f} s")  # fmt: skip
+                  f"(add_device) in {bench.provision_s:.1f} s")  # fmt: skip
             print(f"simulated agents: {args.devices} MQTT connections in {args.workers} worker "
                   f"processes, all subscribed in {bench.swarm_s:.1f} s")  # fmt: skip
             raw: list[Round] = []

@@ -44,7 +44,7 @@ from cli.brokers.mosquitto import Mosquitto
 from controller.bus import Bus
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.db.fleet_tables import TelemetrySample
-from controller.ingest import Ingest
+from controller.fleet.ingest import Ingest
 from protocol.uplink import Telemetry
 
 DEVICES = 1000

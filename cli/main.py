@@ -18,10 +18,10 @@ from collections.abc import Sequence
 # subcommand -> the module whose register() adds it
 SUBCOMMANDS = {
     "agent": "edge.main",
-    "controller": "controller.auth_cli",
-    "user": "controller.auth_cli",
-    "keys": "controller.ops_cli",
-    "device": "controller.ops_cli",
+    "controller": "controller.cli",
+    "user": "controller.cli",
+    "keys": "controller.site.cli",
+    "device": "controller.site.cli",
     "demo": "cli.demo.run",
     "clip": "broadcast.clip_cli",
 }

@@ -3,7 +3,7 @@
 `create_app(settings)` brings the database to the newest schema, builds the
 engine, the sign-in configuration and the metrics, and includes every router
 in `ROUTERS`. A new area adds its router there, its menu entry to
-`controller.routes.NAV`, and any background work (MQTT ingest, alerts) to
+`controller.web.routes.NAV`, and any background work (MQTT ingest, alerts) to
 `SERVICES`, which run for as long as the app does.
 """
 
@@ -27,14 +27,17 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller import i18n
-from controller.auth import LANG_COOKIE, AppState
-from controller.auth_accounts import AuthConfig
-from controller.auth_passwords import Passwords
-from controller.clip_server import clip_router, site_authenticator
+from controller.auth.accounts import AuthConfig
+from controller.auth.passwords import Passwords
+from controller.auth.security import LoginPolicy
 from controller.db.engine import make_engine, session_factory, upgrade
-from controller.fleet_service import FleetService, run_fleet
-from controller.metrics import Metrics, metrics_router
-from controller.routes import (
+from controller.deps import LANG_COOKIE, AppState
+from controller.fleet.service import FleetService
+from controller.radio.clip_server import clip_router, site_authenticator
+from controller.radio.station import Station
+from controller.settings import ControllerSettings, load_secret
+from controller.web.metrics import Metrics, metrics_router
+from controller.web.routes import (
     ErrorBody,
     alerts,
     audit,
@@ -51,13 +54,10 @@ from controller.routes import (
     tokens,
     users,
 )
-from controller.security import LoginPolicy
-from controller.settings import ControllerSettings, load_secret
-from controller.station import Station, run_station
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 # Every router of the controller; a new area appends its own.
 ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.router]
@@ -67,10 +67,21 @@ ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devi
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.
 # MQTT ingest and alerts go here (e.g. `lambda state: Ingest(state.settings, ...)`).
-SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
-    run_station,  # the MQTT bus, ack routing and ingest (controller/station.py)
-]
-SERVICES += [run_fleet]  # alert rules, retention, registry mirror (controller/fleet_service.py)
+
+
+def run_station(state: AppState) -> AbstractContextManager[None]:
+    """The MQTT bus, ack routing and ingest (controller/radio/station.py), for the app's life."""
+    assert state.station is not None  # create_app builds it before the app starts
+    return state.station.running()
+
+
+def run_fleet(state: AppState) -> AbstractContextManager[None]:
+    """Alert rules, retention, registry mirror (controller/fleet/service.py)."""
+    assert state.fleet is not None  # create_app builds it before the app starts
+    return state.fleet.running()
+
+
+SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [run_station, run_fleet]
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -13,7 +13,9 @@ import pytest
 import tomli_w
 
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
+from controller.site.devices import add_device
+from controller.site.directory import Site
+from controller.site.keys import init_site
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 from tests.fleet import AgentProcess, Probe
@@ -31,7 +33,7 @@ FAST = {"mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 2.0}, "telemetry": {
 class Fleet:
     """A provisioned site and the agents started from it in one test."""
 
-    def __init__(self, tmp: Path, site: provisioning.Site, broker: Mosquitto) -> None:
+    def __init__(self, tmp: Path, site: Site, broker: Mosquitto) -> None:
         self.tmp = tmp
         self.site = site
         self.broker = broker
@@ -97,15 +99,15 @@ class Fleet:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> provisioning.Site:
-    return provisioning.init_site(tmp_path / "site")
+def site(tmp_path: Path) -> Site:
+    return init_site(tmp_path / "site")
 
 
 @pytest.fixture
-def broker(tmp_path: Path, site: provisioning.Site) -> Iterator[Mosquitto]:
+def broker(tmp_path: Path, site: Site) -> Iterator[Mosquitto]:
     port = free_port()
     for device, (roles, groups) in DEVICES.items():
-        provisioning.add_device(
+        add_device(
             site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
         )
     mosquitto = Mosquitto(
@@ -117,7 +119,7 @@ def broker(tmp_path: Path, site: provisioning.Site) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, site: provisioning.Site, broker: Mosquitto) -> Iterator[Fleet]:
+def fleet(tmp_path: Path, site: Site, broker: Mosquitto) -> Iterator[Fleet]:
     f = Fleet(tmp_path, site, broker)
     yield f
     f.close()

@@ -1,11 +1,11 @@
-"""The pure alert rules (controller/alert_rules.py)."""
+"""The pure alert rules (controller/fleet/alert_rules.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.alert_rules import (
+from controller.fleet.alert_rules import (
     CLOCK_UNSYNCED,
     COVER_OPEN,
     DISK_LOW,

@@ -1,5 +1,5 @@
 """The alert engine end to end: real agents, the real broker, ingest, both databases and
-a real HTTP webhook (controller/alerts.py)."""
+a real HTTP webhook (controller/fleet/alerts.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.alert_rules import MINUTE_MS, OFFLINE, PAPER_OUT, AlertSpec, Thresholds
-from controller.alerts import AlertEngine
 from controller.bus import Bus
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.db.fleet_tables import Alert, Device, DeviceState
-from controller.ingest import Ingest
-from controller.ingest_writes import sync_devices_from_site
+from controller.fleet.alert_rules import MINUTE_MS, OFFLINE, PAPER_OUT, AlertSpec, Thresholds
+from controller.fleet.alerts import AlertEngine
+from controller.fleet.ingest import Ingest
+from controller.fleet.ingest_writes import sync_devices_from_site
 from tests.http_helpers import serve
 from tests.test_ingest import eventually
 

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import provisioning
-from controller.broadcasting import BroadcastInfo, Broadcasting
-from controller.clip_library import ClipLibrary, Invalid
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
-from controller.ingest_writes import Item, write_batch
-from controller.scheduling import Target
+from controller.fleet.ingest_writes import Item, write_batch
+from controller.radio.broadcasting import BroadcastInfo, Broadcasting
+from controller.radio.clip_library import ClipLibrary, Invalid
+from controller.radio.targets import Target
+from controller.site.directory import Site
 from protocol.uplink import Ack
 from tests import test_scheduling as harness
 from tests.test_scheduling import Station
@@ -152,7 +152,7 @@ def _answer_in_one_batch(
 
 
 def test_a_batch_of_acks_is_recorded_in_as_many_statements_for_10_or_400_devices(
-    sessions: sessionmaker[Session], site: provisioning.Site, tmp_path: Path
+    sessions: sessionmaker[Session], site: Site, tmp_path: Path
 ) -> None:
     broadcasting = Broadcasting(sessions, site, ClipLibrary(sessions, tmp_path / "clips"),
                                 publisher=None, clip_base_url="http://x")  # type: ignore[arg-type]  # fmt: skip

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from controller.bulletins import BulletinInbox
-from controller.clip_library import Conflict, Invalid
-from controller.scheduling import Target
+from controller.radio.bulletins import BulletinInbox
+from controller.radio.clip_library import Conflict, Invalid
+from controller.radio.targets import Target
 from tests import test_scheduling as harness
 from tests.test_scheduling import TZ, Station
 

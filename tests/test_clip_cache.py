@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 
 from broadcast.cache import ClipCache, ClipUnavailable
 from broadcast.fetch import HttpFetcher
-from controller.clip_server import clip_router
+from controller.radio.clip_server import clip_router
 from protocol.commands import ClipRef
 from tests.http_helpers import serve
 

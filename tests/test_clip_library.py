@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.audio.clips import ClipError
-from controller.clip_library import ClipLibrary, Invalid, NotFound
 from controller.db.engine import make_engine, session_factory, upgrade
+from controller.radio.clip_library import ClipLibrary, Invalid, NotFound
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
 
 

@@ -21,14 +21,21 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from controller.app import create_app
-from controller.auth import Permission, Principal, require
-from controller.auth_accounts import create_user
-from controller.auth_passwords import Passwords
-from controller.auth_roles import PERMISSIONS, Role, allows, token_permissions
+from controller.auth.accounts import create_user
+from controller.auth.passwords import Passwords
+from controller.auth.roles import (
+    PERMISSIONS,
+    Permission,
+    Principal,
+    Role,
+    allows,
+    token_permissions,
+)
+from controller.auth.security import LoginPolicy, digest, login_csrf
 from controller.db.auth_tables import AuditEntry, User
 from controller.db.base import Base
 from controller.db.engine import make_engine
-from controller.security import LoginPolicy, digest, login_csrf
+from controller.deps import require
 from controller.settings import load_settings
 
 ADMIN_PASSWORD = "mat-khau-quan-tri"

@@ -20,13 +20,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cli.brokers.mosquitto import free_port
-from controller import provisioning
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.db.auth_tables import AuditEntry
 from controller.settings import load_settings
+from controller.site.devices import add_device
+from controller.site.directory import Site
 from tests.audio_helpers import tone_file
 from tests.conftest import DEVICES
 from tests.test_scheduling import local_ms
@@ -80,7 +81,7 @@ class Ctl:
             return list(db.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)))
 
 
-def make_app(tmp: Path, database_url: str, site: provisioning.Site, mqtt_port: int) -> FastAPI:
+def make_app(tmp: Path, database_url: str, site: Site, mqtt_port: int) -> FastAPI:
     config = tmp / "controller.toml"
     config.write_text(
         f'{CHEAP}[site]\ndir = "{site.dir}"\nclips_dir = "{tmp / "clips"}"\n'
@@ -90,15 +91,15 @@ def make_app(tmp: Path, database_url: str, site: provisioning.Site, mqtt_port: i
     return create_app(load_settings(config))
 
 
-def register(site: provisioning.Site, port: int = 1883) -> None:
+def register(site: Site, port: int = 1883) -> None:
     for device, (roles, groups) in DEVICES.items():
-        provisioning.add_device(
+        add_device(
             site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
         )
 
 
 @pytest.fixture
-def offline(tmp_path: Path, database_url: str, site: provisioning.Site) -> Iterator[Ctl]:
+def offline(tmp_path: Path, database_url: str, site: Site) -> Iterator[Ctl]:
     """The app with its fleet registered and no broker anywhere (nothing listens on the port)."""
     register(site)
     app = make_app(tmp_path, database_url, site, free_port())
@@ -289,7 +290,7 @@ def test_with_no_broker_the_app_serves_and_sending_is_a_clear_503(offline: Ctl) 
 
 @pytest.fixture
 def online(
-    tmp_path: Path, database_url: str, site: provisioning.Site, broker: Any
+    tmp_path: Path, database_url: str, site: Site, broker: Any
 ) -> Iterator[Ctl]:
     """The app with its lifespan running, its station connected to a real Mosquitto."""
     app = make_app(tmp_path, database_url, site, broker.port)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from controller import provisioning
-from controller.auth_accounts import create_user
+from controller.auth.accounts import create_user
+from controller.site.directory import Site
 from tests.audio_helpers import tone_file
 from tests.http_helpers import serve
 from tests.test_controller_broadcast_api import make_app
@@ -33,7 +33,7 @@ RECORD_PROGRESS = """() => {
 
 
 @pytest.fixture
-def base_url(tmp_path: Path, site: provisioning.Site, broker: Any) -> Iterator[str]:
+def base_url(tmp_path: Path, site: Site, broker: Any) -> Iterator[str]:
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'controller.db'}", site, broker.port)
     state = app.state.xaso
     with state.sessions() as db:

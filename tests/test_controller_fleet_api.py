@@ -16,13 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from controller import provisioning
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.db.fleet_tables import Device, DeviceState, EventRecord, TelemetrySample
 from controller.settings import load_settings
+from controller.site.directory import open_site
 from tests.conftest import Fleet
 
 CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"
@@ -245,7 +245,7 @@ def test_key_rotation_stages_trusts_then_activates(api: Api, fleet: Fleet) -> No
     assert staged and staged != before["active"]
     trust = tomllib.loads(fleet.site.device_config_path("loa-1").read_text())["trust"]["keys"]
     assert set(trust) == {before["active"], staged}
-    assert provisioning.open_site(fleet.site.dir).active_kid() == before["active"]
+    assert open_site(fleet.site.dir).active_kid() == before["active"]
     assert api.send("POST", "/api/keys/stage").json()["staged"] == staged  # idempotent
     wrong = api.send("POST", "/api/keys/activate", json={"kid": before["active"]})
     assert wrong.status_code == 409 and wrong.json()["code"] == "fleet.provisioning"

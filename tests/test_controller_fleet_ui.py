@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 from sqlalchemy import update
 
 from controller.app import create_app
-from controller.auth_accounts import create_user
+from controller.auth.accounts import create_user
 from controller.db.fleet_tables import Device, DeviceState, TelemetrySample
 from controller.settings import load_settings
 from tests.conftest import Fleet

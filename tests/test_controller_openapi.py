@@ -20,12 +20,12 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS as REGISTRY
 from schemathesis.checks import load_all_checks
 
-from controller import provisioning
 from controller.app import create_app
-from controller.auth_accounts import create_user
-from controller.auth_roles import PERMISSIONS, Principal, Role
-from controller.auth_tokens import create_token
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
 from controller.settings import load_settings
+from controller.site.keys import init_site
 
 load_all_checks()
 _BY_NAME = {check.__name__: check for check in REGISTRY.get_all()}
@@ -54,7 +54,7 @@ CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_para
 
 def build(tmp_path: Path, database_url: str) -> tuple[FastAPI, str]:
     """The app on a fresh database and a provisioned site; an admin token for it."""
-    provisioning.init_site(tmp_path / "site")
+    init_site(tmp_path / "site")
     config = tmp_path / "controller.toml"
     config.write_text(
         f'{CHEAP}[site]\ndir = "site"\n[database]\nurl = "{database_url}"\n', encoding="utf-8"

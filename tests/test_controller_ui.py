@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from controller.app import create_app
-from controller.auth_accounts import create_user
+from controller.auth.accounts import create_user
 from controller.settings import load_settings
 from tests.http_helpers import serve
 

@@ -19,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cli.brokers.embedded import EmbeddedBroker, EmbeddedBrokerError, choose_broker
 from cli.brokers.mosquitto import free_port
 from cli.brokers.process import BrokerError
-from controller import provisioning
+from controller.site.devices import add_device
+from controller.site.directory import Site
 from edge.config import load_config
 from tests.conftest import DEVICES
 from tests.mqtt_helpers import Clients, ConnectRefused
@@ -30,10 +31,10 @@ def now_ms() -> int:
 
 
 @pytest.fixture
-def broker(tmp_path: Path, site: provisioning.Site) -> Iterator[EmbeddedBroker]:
+def broker(tmp_path: Path, site: Site) -> Iterator[EmbeddedBroker]:
     port = free_port()
     for device, (roles, groups) in DEVICES.items():
-        provisioning.add_device(
+        add_device(
             site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
         )
     embedded = EmbeddedBroker(
@@ -44,7 +45,7 @@ def broker(tmp_path: Path, site: provisioning.Site) -> Iterator[EmbeddedBroker]:
     embedded.stop()
 
 
-def device_login(site: provisioning.Site, device: str) -> tuple[str, str]:
+def device_login(site: Site, device: str) -> tuple[str, str]:
     config = load_config(site.device_config_path(device))
     return config.username, config.password()
 

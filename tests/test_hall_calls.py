@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from cli.brokers.mosquitto import Mosquitto, free_port
-from controller import provisioning
+from controller.site.devices import add_device
+from controller.site.directory import Site
 from edge.config import load_config
 from kiosk.virtual_printer import VirtualPrinter
 from tests.audio_helpers import dominant_hz, read_samples
@@ -31,9 +32,9 @@ CALLS = "xaso/dev/kiosk-1/calls"
 
 
 @pytest.fixture
-def hall(fleet: Fleet, site: provisioning.Site, broker: Mosquitto) -> Fleet:
+def hall(fleet: Fleet, site: Site, broker: Mosquitto) -> Fleet:
     """The fleet plus a speaker provisioned as kiosk-1's hall speaker, as an operator does."""
-    provisioning.add_device(
+    add_device(
         site.dir,
         HALL,
         ["speaker"],
@@ -52,7 +53,7 @@ def clients(broker: Mosquitto) -> Iterator[Clients]:
     made.close_all()
 
 
-def connect_as(clients: Clients, site: provisioning.Site, device: str) -> Any:
+def connect_as(clients: Clients, site: Site, device: str) -> Any:
     config = load_config(site.device_config_path(device))
     return clients.connect(config.username, config.password())
 

@@ -1,6 +1,7 @@
 """Ingest against the real broker, real agents and both databases.
 
-Covers controller/ingest.py (bus handler, writer thread) and controller/ingest_writes.py.
+Covers controller/fleet/ingest.py (bus handler, writer thread) and
+controller/fleet/ingest_writes.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import provisioning
 from controller.bus import Bus
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.db.fleet_tables import (
@@ -29,9 +29,10 @@ from controller.db.fleet_tables import (
     TelemetryRollup,
     TelemetrySample,
 )
-from controller.ingest import Ingest
-from controller.ingest_writes import Item, sync_devices_from_site, write_batch
-from controller.rollups import Retention, maintain
+from controller.fleet.ingest import Ingest
+from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
+from controller.fleet.rollups import Retention, maintain
+from controller.site.devices import remove_device
 from protocol.uplink import Ack, Event, Telemetry
 
 
@@ -206,7 +207,7 @@ def test_the_will_marks_a_killed_agent_offline(fleet, sessions, start_ingest, pr
 def test_sync_mirrors_the_registry(site, broker, sessions):
     with sessions.begin() as s:
         sync_devices_from_site(site, s, 1)
-    provisioning.remove_device(site.dir, "loa-3")
+    remove_device(site.dir, "loa-3")
     with sessions.begin() as s:
         sync_devices_from_site(site, s, 2)
     with sessions() as s:

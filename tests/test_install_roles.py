@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from controller.clip_server import clip_router, site_authenticator
+from controller.radio.clip_server import clip_router, site_authenticator
 from tests.audio_helpers import tone_file
 from tests.fleet import ROOT, AgentProcess
 from tests.http_helpers import first_answer, serve

@@ -15,24 +15,32 @@ from pathlib import Path
 import pytest
 
 from cli.brokers.mosquitto import Mosquitto, MosquittoError, free_port
-from controller import provisioning as prov
+from controller.site.broker_files import (
+    DEVICE_READS,
+    DEVICE_WRITES,
+    mosquitto_hash,
+    regenerate_broker_files,
+)
+from controller.site.devices import add_device, remove_device
+from controller.site.directory import Site
+from controller.site.keys import init_site
 from edge.config import load_config
 from tests.mqtt_helpers import Clients, Collector, ConnectRefused, publish
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> prov.Site:
-    site = prov.init_site(tmp_path / "site")
+def site(tmp_path: Path) -> Site:
+    site = init_site(tmp_path / "site")
     port = free_port()
     for device_id, groups in (("loa-a", ["thon-1", "all"]), ("loa-b", ["thon-2", "all"])):
-        prov.add_device(
+        add_device(
             site.dir, device_id, ["speaker"], groups, broker_host="127.0.0.1", broker_port=port
         )
     return site
 
 
 @pytest.fixture
-def broker(tmp_path: Path, site: prov.Site) -> Iterator[Mosquitto]:
+def broker(tmp_path: Path, site: Site) -> Iterator[Mosquitto]:
     port = load_config(site.device_config_path("loa-a")).mqtt.port
     mosquitto = Mosquitto(
         tmp_path / "broker", port, password_file=site.passwd_path, acl_file=site.acl_path
@@ -48,12 +56,12 @@ def clients(broker: Mosquitto) -> Iterator[Clients]:
     made.close_all()
 
 
-def as_device(clients: Clients, site: prov.Site, device_id: str):
+def as_device(clients: Clients, site: Site, device_id: str):
     config = load_config(site.device_config_path(device_id))
     return clients.connect(config.username, config.password(), config.client_id)
 
 
-def as_controller(clients: Clients, site: prov.Site):
+def as_controller(clients: Clients, site: Site):
     return clients.connect(*site.controller_credentials())
 
 
@@ -62,7 +70,7 @@ def test_device_writes_its_uplink_and_reads_its_commands(site, clients) -> None:
     ingest = Collector(controller, "xaso/#")
     a = as_device(clients, site, "loa-a")
     inbox = Collector(a, ["xaso/dev/loa-a/cmd", "xaso/dev/loa-a/config"])
-    for leaf in prov.DEVICE_WRITES:
+    for leaf in DEVICE_WRITES:
         publish(a, f"xaso/dev/loa-a/{leaf}", leaf.encode(), retain=leaf == "status")
         ingest.wait_topic(f"xaso/dev/loa-a/{leaf}", leaf.encode())
     publish(controller, "xaso/dev/loa-a/config", b"doc", retain=True)
@@ -74,7 +82,7 @@ def test_device_writes_its_uplink_and_reads_its_commands(site, clients) -> None:
 def test_device_cannot_write_under_another_device(site, clients) -> None:
     ingest = Collector(as_controller(clients, site), "xaso/#")
     a = as_device(clients, site, "loa-a")
-    forbidden = [f"xaso/dev/loa-b/{leaf}" for leaf in (*prov.DEVICE_WRITES, *prov.DEVICE_READS)]
+    forbidden = [f"xaso/dev/loa-b/{leaf}" for leaf in (*DEVICE_WRITES, *DEVICE_READS)]
     forbidden += ["xaso/dev/loa-a/cmd", "xaso/dev/loa-a/config", "xaso/grp/thon-1/cmd", "xaso/x"]
     for topic in forbidden:
         publish(a, topic, b"forged")  # mosquitto acknowledges and drops it
@@ -90,7 +98,7 @@ def test_device_cannot_read_another_devices_downlink(site, clients) -> None:
     inbox = Collector(a, ["xaso/dev/loa-b/cmd", "xaso/dev/+/status", "xaso/#", "#"])
     b = as_device(clients, site, "loa-b")
     publish(b, "xaso/dev/loa-b/status", b"b online")
-    for leaf in prov.DEVICE_READS:
+    for leaf in DEVICE_READS:
         publish(controller, f"xaso/dev/loa-b/{leaf}", b"for b")
     publish(controller, "xaso/dev/loa-a/cmd", b"control")
     inbox.wait_topic("xaso/dev/loa-a/cmd", b"control")
@@ -134,7 +142,7 @@ def test_new_device_connects_after_a_reload(site, broker, clients) -> None:
     pid = broker.proc.pid
     a = as_device(clients, site, "loa-a")
     stays = Collector(a, "xaso/dev/loa-a/cmd")
-    prov.add_device(site.dir, "loa-c", ["kiosk"], broker_host=broker.host, broker_port=broker.port)
+    add_device(site.dir, "loa-c", ["kiosk"], broker_host=broker.host, broker_port=broker.port)
     with pytest.raises(ConnectRefused):
         as_device(clients, site, "loa-c")  # the broker has not read the new file yet
     broker.reload()
@@ -152,7 +160,7 @@ def test_removed_device_is_cut_off_at_the_reload(site, broker, clients) -> None:
     b = as_device(clients, site, "loa-b")
     gone = threading.Event()
     b.on_disconnect = lambda *_: gone.set()
-    prov.remove_device(site.dir, "loa-b")
+    remove_device(site.dir, "loa-b")
     assert not gone.is_set()
     broker.reload()  # mosquitto 2.0 disconnects a client whose password entry went away
     assert gone.wait(10)
@@ -163,8 +171,8 @@ def test_removed_device_is_cut_off_at_the_reload(site, broker, clients) -> None:
 def test_python_hashes_with_other_iterations_are_accepted(tmp_path: Path) -> None:
     passwd = tmp_path / "passwd"
     passwd.write_text(
-        f"slow:{prov.mosquitto_hash('pw', iterations=1000)}\n"
-        f"viet:{prov.mosquitto_hash('mật khẩu')}\n"
+        f"slow:{mosquitto_hash('pw', iterations=1000)}\n"
+        f"viet:{mosquitto_hash('mật khẩu')}\n"
     )
     with Mosquitto(tmp_path / "broker", password_file=passwd) as broker:
         clients = Clients(broker.host, broker.port)
@@ -222,7 +230,7 @@ def test_reload_reports_what_the_broker_could_not_read(site, broker, clients) ->
     site.acl_path.write_text("user loa-a\ntopic sometimes xaso/#\n")
     with pytest.raises(MosquittoError, match="acl"):
         broker.reload()
-    prov.regenerate_broker_files(site.dir)
+    regenerate_broker_files(site.dir)
     broker.reload()
     site.passwd_path.rename(site.passwd_path.with_suffix(".away"))
     with pytest.raises(MosquittoError, match="not readable"):

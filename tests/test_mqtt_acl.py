@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
 from cli.brokers.mqtt_acl import Access, AclError, parse_acl, topic_matches, valid_filter
-from controller import provisioning as prov
+from controller.site.broker_files import DEVICE_READS, DEVICE_WRITES, acl_text
+from controller.site.directory import DeviceEntry
 
 R, W = Access.READ, Access.WRITE
 
@@ -50,14 +51,14 @@ def test_invalid_filters(bad):
 
 def site_acl():
     devices = [
-        prov.DeviceEntry("loa-1", ("speaker",), ("thon-1", "all")),
-        prov.DeviceEntry("loa-2", ("speaker",), ("thon-2",)),
-        prov.DeviceEntry("kiosk-1", ("kiosk",)),
+        DeviceEntry("loa-1", ("speaker",), ("thon-1", "all")),
+        DeviceEntry("loa-2", ("speaker",), ("thon-2",)),
+        DeviceEntry("kiosk-1", ("kiosk",)),
     ]
-    return parse_acl(prov.acl_text("xaso", devices, ["controller"]))
+    return parse_acl(acl_text("xaso", devices, ["controller"]))
 
 
-@pytest.mark.parametrize("leaf", prov.DEVICE_WRITES)
+@pytest.mark.parametrize("leaf", DEVICE_WRITES)
 def test_site_acl_a_device_writes_only_its_own_uplink(leaf):
     acl = site_acl()
     assert acl.allows("loa-1", "xaso-loa-1", f"xaso/dev/loa-1/{leaf}", W)
@@ -65,7 +66,7 @@ def test_site_acl_a_device_writes_only_its_own_uplink(leaf):
     assert not acl.allows("loa-1", "xaso-loa-1", f"xaso/dev/loa-2/{leaf}", W)
 
 
-@pytest.mark.parametrize("leaf", prov.DEVICE_READS)
+@pytest.mark.parametrize("leaf", DEVICE_READS)
 def test_site_acl_a_device_reads_only_its_own_downlink(leaf):
     acl = site_acl()
     assert acl.allows("loa-1", "any-client-id", f"xaso/dev/loa-1/{leaf}", R)

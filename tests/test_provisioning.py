@@ -6,14 +6,24 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from controller import provisioning as prov
-from controller.ops_cli import register
+from controller.site.broker_files import (
+    DEVICE_READS,
+    DEVICE_WRITES,
+    acl_text,
+    mosquitto_hash,
+    regenerate_broker_files,
+)
+from controller.site.cli import register
+from controller.site.devices import add_device, list_devices, remove_device
+from controller.site.directory import DeviceEntry, ProvisioningError, Site, open_site
+from controller.site.keys import init_site, new_key
 from edge.config import load_config
 from protocol.signing import Keyring
 from protocol.topics import DEVICE_LEAVES
@@ -21,11 +31,11 @@ from protocol.topics import DEVICE_LEAVES
 SALT = bytes(range(12))
 
 
-def device_paths(site: prov.Site) -> list[Path]:
+def device_paths(site: Site) -> list[Path]:
     return sorted(p for p in site.dir.rglob("*") if p.is_file() and p.name != ".lock")
 
 
-def snapshot(site: prov.Site) -> dict[Path, bytes]:
+def snapshot(site: Site) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in device_paths(site)}
 
 
@@ -34,12 +44,12 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> prov.Site:
-    return prov.init_site(tmp_path / "site")
+def site(tmp_path: Path) -> Site:
+    return init_site(tmp_path / "site")
 
 
-def add(site: prov.Site, device_id: str = "loa-1", groups: tuple[str, ...] = ("thon-1",), **kw):
-    return prov.add_device(
+def add(site: Site, device_id: str = "loa-1", groups: tuple[str, ...] = ("thon-1",), **kw):
+    return add_device(
         site.dir,
         device_id,
         ["speaker"],
@@ -55,27 +65,27 @@ def add(site: prov.Site, device_id: str = "loa-1", groups: tuple[str, ...] = ("t
 
 
 def test_hash_has_mosquitto_2_format() -> None:
-    line = prov.mosquitto_hash("secret", salt=SALT)
+    line = mosquitto_hash("secret", salt=SALT)
     _, seven, iterations, salt, digest = line.split("$")
     assert (seven, iterations) == ("7", "101")
     assert base64.b64decode(salt) == SALT
     expected = hashlib.pbkdf2_hmac("sha512", b"secret", SALT, 101)
     assert base64.b64decode(digest) == expected and len(expected) == 64
-    assert prov.mosquitto_hash("secret", salt=SALT) == line
-    assert prov.mosquitto_hash("secret") != prov.mosquitto_hash("secret")  # a fresh salt
+    assert mosquitto_hash("secret", salt=SALT) == line
+    assert mosquitto_hash("secret") != mosquitto_hash("secret")  # a fresh salt
 
 
 def test_hash_iterations_are_part_of_the_line() -> None:
-    line = prov.mosquitto_hash("secret", salt=SALT, iterations=1000)
+    line = mosquitto_hash("secret", salt=SALT, iterations=1000)
     assert line.startswith("$7$1000$")
-    assert line != prov.mosquitto_hash("secret", salt=SALT)
+    assert line != mosquitto_hash("secret", salt=SALT)
 
 
 def test_hash_refuses_what_mosquitto_would_silently_refuse() -> None:
     with pytest.raises(ValueError, match="12 bytes"):
-        prov.mosquitto_hash("secret", salt=b"0123456789abcdef")
+        mosquitto_hash("secret", salt=b"0123456789abcdef")
     with pytest.raises(ValueError, match="iterations"):
-        prov.mosquitto_hash("secret", iterations=0)
+        mosquitto_hash("secret", iterations=0)
 
 
 def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
@@ -88,7 +98,7 @@ def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     )
     theirs = path.read_text().strip().split(":", 1)[1]
     salt = base64.b64decode(theirs.split("$")[3])
-    assert prov.mosquitto_hash("mật khẩu", salt=salt) == theirs
+    assert mosquitto_hash("mật khẩu", salt=salt) == theirs
 
 
 # --- ACL text ----------------------------------------------------------------------------
@@ -96,11 +106,11 @@ def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
 
 def test_acl_text() -> None:
     devices = [
-        prov.DeviceEntry("loa-2", ("speaker",), ("thon-2", "all")),
-        prov.DeviceEntry("kiosk-1", ("kiosk",)),
-        prov.DeviceEntry("loa-1", ("speaker",), ("thon-1",)),
+        DeviceEntry("loa-2", ("speaker",), ("thon-2", "all")),
+        DeviceEntry("kiosk-1", ("kiosk",)),
+        DeviceEntry("loa-1", ("speaker",), ("thon-1",)),
     ]
-    text = prov.acl_text("xaso", devices, ["controller"])
+    text = acl_text("xaso", devices, ["controller"])
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert rules == [
         "pattern write xaso/dev/%u/status",
@@ -129,18 +139,18 @@ def test_acl_text() -> None:
 
 
 def test_acl_covers_every_device_topic_once() -> None:
-    assert sorted(prov.DEVICE_WRITES + prov.DEVICE_READS) == sorted(DEVICE_LEAVES)
+    assert sorted(DEVICE_WRITES + DEVICE_READS) == sorted(DEVICE_LEAVES)
 
 
 def test_acl_refuses_a_bad_root() -> None:
     with pytest.raises(Exception, match="root"):
-        prov.acl_text("xaso/#", [], ["controller"])
+        acl_text("xaso/#", [], ["controller"])
 
 
 # --- the site directory ------------------------------------------------------------------
 
 
-def test_init_site_writes_private_files(site: prov.Site) -> None:
+def test_init_site_writes_private_files(site: Site) -> None:
     (kid,) = site.signing_keys()
     assert site.active_kid() == kid == site.signing_key().kid
     assert mode(site.keys_dir / f"{kid}.pem") == 0o600
@@ -154,20 +164,20 @@ def test_init_site_writes_private_files(site: prov.Site) -> None:
     assert site.devices() == []
 
 
-def test_init_site_again_changes_nothing(site: prov.Site) -> None:
+def test_init_site_again_changes_nothing(site: Site) -> None:
     before = snapshot(site)
-    again = prov.init_site(site.dir)
+    again = init_site(site.dir)
     assert again == site and snapshot(site) == before
-    with pytest.raises(prov.ProvisioningError, match="already uses the topic root 'xaso'"):
-        prov.init_site(site.dir, root="other")
+    with pytest.raises(ProvisioningError, match="already uses the topic root 'xaso'"):
+        init_site(site.dir, root="other")
 
 
 def test_not_a_site(tmp_path: Path) -> None:
-    with pytest.raises(prov.ProvisioningError, match=r"not a site directory.*xaso keys new"):
-        add(prov.Site(tmp_path))
+    with pytest.raises(ProvisioningError, match=r"not a site directory.*xaso keys new"):
+        add(Site(tmp_path))
 
 
-def test_generated_config_loads(site: prov.Site) -> None:
+def test_generated_config_loads(site: Site) -> None:
     path = add(site, name="Loa thôn 1, xã An Phú", tls=True)
     assert path == site.devices_dir / "loa-1.toml" and mode(path) == 0o600
     config = load_config(path)
@@ -183,20 +193,20 @@ def test_generated_config_loads(site: prov.Site) -> None:
     salt = base64.b64decode(entry.password_hash.split("$")[3])
     password = config.password()
     assert password is not None
-    assert prov.mosquitto_hash(password, salt=salt) == entry.password_hash
+    assert mosquitto_hash(password, salt=salt) == entry.password_hash
     assert f"loa-1:{entry.password_hash}" in site.passwd_path.read_text().splitlines()
     assert "user loa-1\ntopic read xaso/grp/thon-1/cmd" in site.acl_path.read_text()
 
 
-def test_duplicate_device_is_refused_and_nothing_changes(site: prov.Site) -> None:
+def test_duplicate_device_is_refused_and_nothing_changes(site: Site) -> None:
     add(site)
     before = snapshot(site)
-    with pytest.raises(prov.ProvisioningError, match=r"'loa-1' already exists.*--force"):
+    with pytest.raises(ProvisioningError, match=r"'loa-1' already exists.*--force"):
         add(site, groups=("thon-2",))
     assert snapshot(site) == before
 
 
-def test_force_gives_a_new_password_and_keeps_the_creation_time(site: prov.Site) -> None:
+def test_force_gives_a_new_password_and_keeps_the_creation_time(site: Site) -> None:
     first = load_config(add(site)).password()
     (old,) = site.devices()
     config = load_config(add(site, groups=("thon-2",), force=True))
@@ -222,20 +232,20 @@ def test_force_gives_a_new_password_and_keeps_the_creation_time(site: prov.Site)
 )
 def test_bad_devices_are_refused(site, device_id, roles, groups, message) -> None:
     before = snapshot(site)
-    with pytest.raises(prov.ProvisioningError, match=message):
-        prov.add_device(site.dir, device_id, roles, groups, broker_host="h", broker_port=1883)
+    with pytest.raises(ProvisioningError, match=message):
+        add_device(site.dir, device_id, roles, groups, broker_host="h", broker_port=1883)
     assert snapshot(site) == before
 
 
-def test_bad_broker_or_name_is_refused(site: prov.Site) -> None:
+def test_bad_broker_or_name_is_refused(site: Site) -> None:
     for kw, message in (
         ({"broker_host": "", "broker_port": 1883}, "broker host"),
         ({"broker_host": "h", "broker_port": 0}, "broker port"),
         ({"broker_host": "h", "broker_port": 1883, "name": "a\nb"}, "control characters"),
         ({"broker_host": "h", "broker_port": 1883, "root": "other"}, "topic root 'xaso'"),
     ):
-        with pytest.raises(prov.ProvisioningError, match=message):
-            prov.add_device(site.dir, "loa-1", ["speaker"], **kw)
+        with pytest.raises(ProvisioningError, match=message):
+            add_device(site.dir, "loa-1", ["speaker"], **kw)
     assert site.devices() == []
 
 
@@ -246,7 +256,7 @@ def test_a_crash_mid_write_leaves_the_old_files(site, monkeypatch) -> None:
     def crash(src, dst):
         raise OSError("power cut")
 
-    monkeypatch.setattr(prov.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="power cut"):
         add(site, "loa-2")
     monkeypatch.undo()
@@ -254,10 +264,10 @@ def test_a_crash_mid_write_leaves_the_old_files(site, monkeypatch) -> None:
     assert [d.id for d in site.devices()] == ["loa-1"]
 
 
-def test_new_key_rotates_and_devices_trust_both(site: prov.Site) -> None:
+def test_new_key_rotates_and_devices_trust_both(site: Site) -> None:
     path = add(site)
     first = site.active_kid()
-    second = prov.new_key(site.dir)
+    second = new_key(site.dir)
     assert second != first and site.active_kid() == second
     assert set(site.trusted_keys()) == {first, second}
     assert site.signing_key().kid == second
@@ -266,30 +276,30 @@ def test_new_key_rotates_and_devices_trust_both(site: prov.Site) -> None:
     assert config.device.groups == ["thon-1"]  # the rest is kept
 
 
-def test_remove_device(site: prov.Site) -> None:
+def test_remove_device(site: Site) -> None:
     path = add(site)
     add(site, "loa-2")
-    prov.remove_device(site.dir, "loa-1")
-    assert [d.id for d in prov.list_devices(site.dir)] == ["loa-2"]
+    remove_device(site.dir, "loa-1")
+    assert [d.id for d in list_devices(site.dir)] == ["loa-2"]
     assert not path.exists()
     assert "loa-1" not in site.passwd_path.read_text() + site.acl_path.read_text()
-    with pytest.raises(prov.ProvisioningError, match="no device 'loa-1'"):
-        prov.remove_device(site.dir, "loa-1")
+    with pytest.raises(ProvisioningError, match="no device 'loa-1'"):
+        remove_device(site.dir, "loa-1")
 
 
-def test_regenerate_broker_files_restores_them(site: prov.Site) -> None:
+def test_regenerate_broker_files_restores_them(site: Site) -> None:
     add(site)
     passwd, acl = site.passwd_path.read_text(), site.acl_path.read_text()
     site.passwd_path.write_text("spoiled\n")
     site.acl_path.unlink()
-    prov.regenerate_broker_files(site.dir)
+    regenerate_broker_files(site.dir)
     assert (site.passwd_path.read_text(), site.acl_path.read_text()) == (passwd, acl)
 
 
-def test_damaged_registry_is_reported(site: prov.Site) -> None:
+def test_damaged_registry_is_reported(site: Site) -> None:
     (site.dir / "devices.json").write_text("{not json")
-    with pytest.raises(prov.ProvisioningError, match=r"devices\.json: damaged"):
-        prov.list_devices(site.dir)
+    with pytest.raises(ProvisioningError, match=r"devices\.json: damaged"):
+        list_devices(site.dir)
 
 
 # --- the operator commands -----------------------------------------------------------------
@@ -368,7 +378,7 @@ def test_cli_refusals_are_one_line(tmp_path, capsys) -> None:
 # --- the hall speaker of a kiosk -----------------------------------------------------------
 
 
-def hall_acl(site: prov.Site, user: str) -> list[str]:
+def hall_acl(site: Site, user: str) -> list[str]:
     """The ACL lines under ``user`` in the generated file."""
     lines = site.acl_path.read_text().splitlines()
     start = lines.index(f"user {user}") + 1
@@ -384,7 +394,7 @@ def test_calls_from_lets_the_speaker_read_that_kiosks_calls_only(tmp_path, capsy
         assert run("device", "add", kiosk, "--role", "kiosk", *common) == 0
     argv = ["device", "add", "loa-hall", "--role", "speaker", "--calls-from", "kiosk-1"]
     assert run(*argv, "--group", "thon-1", *common) == 0
-    site = prov.open_site(Path(site_dir))
+    site = open_site(Path(site_dir))
     assert hall_acl(site, "loa-hall") == [
         "topic read xaso/grp/thon-1/cmd",
         "topic read xaso/grp/thon-1/schedule",
@@ -408,10 +418,10 @@ def test_calls_from_lets_the_speaker_read_that_kiosks_calls_only(tmp_path, capsy
 )
 def test_bad_calls_from_is_refused(site, device_id, roles, calls_from, message) -> None:
     add(site, "loa-1")
-    prov.add_device(site.dir, "kiosk-1", ["kiosk"], broker_host="10.0.0.2", broker_port=1883)
+    add_device(site.dir, "kiosk-1", ["kiosk"], broker_host="10.0.0.2", broker_port=1883)
     before = snapshot(site)
-    with pytest.raises(prov.ProvisioningError, match=message):
-        prov.add_device(
+    with pytest.raises(ProvisioningError, match=message):
+        add_device(
             site.dir,
             device_id,
             roles,

@@ -1,4 +1,7 @@
-"""Proof of play and queue statistics from stored events, both databases (controller/reports.py)."""
+"""Proof of play and queue statistics from stored events, both databases.
+
+Covers controller/fleet/reports.py.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db.engine import make_engine, session_factory, upgrade
-from controller.ingest_writes import Item, sync_devices_from_site, write_batch
-from controller.reports import QueueRow, proof_of_play, queue_stats, to_csv
+from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
+from controller.fleet.reports import QueueRow, proof_of_play, queue_stats, to_csv
 from protocol.uplink import Event
 
 DAY = 86_400_000

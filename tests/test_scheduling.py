@@ -22,16 +22,19 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.local_rules import BroadcastRules
-from controller import provisioning
-from controller.broadcasting import Broadcasting
 from controller.bus import Bus
-from controller.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, NotFound
-from controller.clip_server import clip_router, site_authenticator
 from controller.db.broadcast_tables import ClipRow
 from controller.db.engine import make_engine, session_factory, upgrade
-from controller.ingest import Ingest
-from controller.schedule_calendar import ScheduleCalendar
-from controller.scheduling import EntryInput, Scheduling, Target
+from controller.fleet.ingest import Ingest
+from controller.radio.broadcasting import Broadcasting
+from controller.radio.clip_library import ClipInfo, ClipLibrary, Conflict, Invalid, NotFound
+from controller.radio.clip_server import clip_router, site_authenticator
+from controller.radio.schedule_calendar import ScheduleCalendar
+from controller.radio.schedule_entries import EntryInput
+from controller.radio.scheduling import Scheduling
+from controller.radio.targets import Target
+from controller.site.devices import add_device
+from controller.site.directory import Site
 from protocol.envelope import open_envelope
 from protocol.signing import Keyring
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
@@ -55,10 +58,10 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def registered(site: provisioning.Site) -> provisioning.Site:
+def registered(site: Site) -> Site:
     """The conftest fleet in the registry, for tests that need no broker."""
     for device, (roles, groups) in DEVICES.items():
-        provisioning.add_device(
+        add_device(
             site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=1883
         )
     return site
@@ -88,7 +91,7 @@ NOW = local_ms("2026-11-30T12:00:00")
 
 
 @pytest.fixture
-def scheduling(sessions: sessionmaker[Session], registered: provisioning.Site) -> Scheduling:
+def scheduling(sessions: sessionmaker[Session], registered: Site) -> Scheduling:
     return Scheduling(
         sessions, registered, clip_base_url="http://ctl.example:8080", clock=lambda: NOW
     )
@@ -263,7 +266,7 @@ class Station:
         self.broadcasting = Broadcasting(
             sessions, self.site, self.library, bus, clip_base_url=base_url, lead_ms=4000
         )
-        # as controller/station.py: ingest's writer records the broadcasts' acks
+        # as controller/radio/station.py: ingest's writer records the broadcasts' acks
         self.ingest = Ingest(bus, sessions, on_acks=self.broadcasting.record_acks_in)
         self.ingest.start()
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from controller.clip_server import clip_router, site_authenticator
+from controller.radio.clip_server import clip_router, site_authenticator
 from tests.audio_helpers import read_samples, tone_file
 from tests.http_helpers import serve
 

@@ -23,7 +23,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from cli.brokers.mqtt_acl import Access, Acl, parse_acl
-from controller.provisioning import password_matches
+from controller.site.broker_files import password_matches
 
 log = logging.getLogger("xaso.embedded_broker")
 _ACCESS = {Action.PUBLISH: Access.WRITE, Action.RECEIVE: Access.READ}

@@ -19,13 +19,14 @@ import tomli_w
 import uvicorn
 
 from controller.app import create_app
-from controller.auth import AppState
-from controller.auth_accounts import create_user, find_user, set_password
-from controller.auth_audit import audit
+from controller.auth.accounts import create_user, find_user, set_password
+from controller.auth.audit import audit
+from controller.deps import AppState
 from controller.i18n import Refusal
-from controller.scheduling import EntryInput, Target
+from controller.radio.schedule_entries import EntryInput
+from controller.radio.station import Station
+from controller.radio.targets import Target
 from controller.settings import load_settings
-from controller.station import Station
 
 START_TIMEOUT_S = 30.0
 DEMO = "xaso demo"  # who the demo's own changes are recorded as

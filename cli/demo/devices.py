@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import tomli_w
 
 from cli.brokers.mosquitto import free_port
-from controller import provisioning
+from controller.site.devices import add_device
+from controller.site.directory import Site
 
 if TYPE_CHECKING:
     from kiosk.virtual_printer import VirtualPrinter
@@ -118,7 +119,7 @@ def citizen(kiosk: DemoKiosk, n: int) -> None:
 
 
 def provision(
-    site: provisioning.Site,
+    site: Site,
     devices: list[tuple[str, list[str], list[str]]],
     workdir: Path,
     mqtt_port: int,
@@ -126,7 +127,7 @@ def provision(
     """Each device as an operator adds it, then set up on simulated hardware."""
     agents, kiosks = [], []
     for device, roles, groups in devices:
-        config = provisioning.add_device(
+        config = add_device(
             site.dir,
             device,
             roles,

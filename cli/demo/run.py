@@ -27,7 +27,8 @@ from cli.brokers.embedded import EmbeddedBroker, choose_broker
 from cli.brokers.mosquitto import Mosquitto, free_port, mosquitto_binary
 from cli.brokers.process import BrokerError
 from cli.demo.devices import DemoKiosk, Managed, citizen, provision
-from controller import provisioning
+from controller.site.directory import Site
+from controller.site.keys import init_site
 from protocol.commands import DEFAULT_TZ
 from protocol.errors import Refusal
 from protocol.events import (
@@ -95,7 +96,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     mqtt_port = args.mqtt_port or free_port()
     http_port = args.http_port or free_port()
-    site = provisioning.init_site(workdir / "site")
+    site = init_site(workdir / "site")
     devices = [
         (f"loa-thon-{i}", ["speaker"], [f"thon-{i}", SPEAKERS_GROUP, "all"])
         for i in range(1, args.speakers + 1)
@@ -199,7 +200,7 @@ def _log_to(path: Path) -> None:
 
 
 def _start_broker(
-    kind: str, site: provisioning.Site, workdir: Path, port: int, pid_file: Path | None
+    kind: str, site: Site, workdir: Path, port: int, pid_file: Path | None
 ) -> Mosquitto | EmbeddedBroker:
     """The site's broker, with its pid written where the controller looks to reload it."""
     runner = Mosquitto if kind == "mosquitto" else EmbeddedBroker

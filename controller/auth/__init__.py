@@ -1,0 +1,1 @@
+"""Who may do what: roles, passwords, accounts and sessions, API tokens, the audit log."""

@@ -1,0 +1,290 @@
+"""Users, sign-in with its limits, and browser sessions, in the database.
+
+Sessions are server-side rows (the cookie holds a random id, the table its
+SHA-256): signing out or deactivating a user ends every session at once, on
+every replica. Failed sign-ins are rows too, so the lockout holds whichever
+replica a request reaches. Every function takes the time; none reads a clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from controller.auth.passwords import Passwords, password_problem
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.security import LoginPolicy, digest, new_secret
+from controller.db.auth_tables import LoginAttempt, User, WebSession
+from controller.i18n import Refusal
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
+LAST_SEEN_EVERY_MS = 60_000  # a session's last_seen is written at most once a minute
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """What sign-in and sessions need from the settings."""
+
+    passwords: Passwords = field(default_factory=Passwords)
+    policy: LoginPolicy = field(default_factory=LoginPolicy)
+    session_ms: int = 12 * 3_600_000
+    idle_ms: int = 120 * 60_000
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise Refusal(422, "error.bad_role") from None
+
+
+def check_username(username: str) -> str:
+    name = username.strip().lower()
+    if not USERNAME.match(name):
+        raise Refusal(422, "error.bad_username")
+    return name
+
+
+def check_display_name(display_name: str) -> str:
+    name = " ".join(display_name.split())
+    if not 1 <= len(name) <= 100 or not name.isprintable():
+        raise Refusal(422, "error.bad_display_name")
+    return name
+
+
+def check_password(password: str) -> str:
+    problem = password_problem(password)
+    if problem:
+        raise Refusal(422, problem)
+    return password
+
+
+def find_user(db: Session, username: str) -> User:
+    name = username.strip().lower()
+    user = db.scalar(select(User).where(User.username == name)) if USERNAME.match(name) else None
+    if user is None:
+        raise Refusal(404, "error.no_user", username=name[:40])
+    return user
+
+
+def list_users(db: Session) -> list[User]:
+    return list(db.scalars(select(User).order_by(User.username)))
+
+
+def create_user(
+    db: Session,
+    passwords: Passwords,
+    *,
+    username: str,
+    display_name: str,
+    role: str,
+    password: str,
+    now_ms: int,
+) -> User:
+    """A new active user; the caller commits (and writes the audit entry)."""
+    name = check_username(username)
+    display = check_display_name(display_name or name)
+    checked_role = parse_role(role).value
+    check_password(password)
+    if db.scalar(select(User.id).where(User.username == name)) is not None:
+        raise Refusal(409, "error.username_taken", username=name)
+    user = User(
+        username=name,
+        display_name=display,
+        role=checked_role,
+        password_hash=passwords.hash(password),
+        active=True,
+        created_ms=now_ms,
+    )
+    db.add(user)
+    try:
+        db.flush()
+    except IntegrityError:  # another request took the name since the check
+        db.rollback()
+        raise Refusal(409, "error.username_taken", username=name) from None
+    return user
+
+
+def _active_admins(db: Session) -> int:
+    return (
+        db.scalar(select(func.count()).select_from(User).where(User.role == "admin", User.active))
+        or 0
+    )
+
+
+def update_user(
+    db: Session,
+    passwords: Passwords,
+    actor: Principal,
+    user: User,
+    *,
+    role: str | None = None,
+    active: bool | None = None,
+    display_name: str | None = None,
+    password: str | None = None,
+) -> dict[str, object]:
+    """Apply the changes given; return what changed, for the audit log.
+
+    Nobody demotes or deactivates themselves, and the last active
+    administrator stays one: the controller can never be left without one.
+    """
+    changes: dict[str, object] = {}
+    new_role = parse_role(role).value if role is not None else user.role
+    new_active = user.active if active is None else active
+    if (new_role != user.role or not new_active) and user.id == actor.user_id:
+        raise Refusal(409, "error.self_lockout")
+    losing_admin = user.role == "admin" and user.active and (new_role != "admin" or not new_active)
+    if losing_admin and _active_admins(db) <= 1:
+        raise Refusal(409, "error.last_admin")
+    if new_role != user.role:
+        changes["role"] = [user.role, new_role]
+        user.role = new_role
+    if new_active != user.active:
+        changes["active"] = new_active
+        user.active = new_active
+        if not new_active:
+            db.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    if display_name is not None:
+        name = check_display_name(display_name)
+        if name != user.display_name:
+            changes["display_name"] = name
+            user.display_name = name
+    if password is not None:
+        set_password(db, passwords, user, password)
+        changes["password_changed"] = True
+    return changes
+
+
+def set_password(db: Session, passwords: Passwords, user: User, password: str) -> None:
+    """A new password ends every session of the user (a stolen cookie dies with it)."""
+    user.password_hash = passwords.hash(check_password(password))
+    db.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+
+def _lockout(db: Session, policy: LoginPolicy, name: str, ip: str, now_ms: int) -> int | None:
+    """When the lockout on this username or address ends, if one is on now."""
+    since = policy.since(now_ms)
+    last_success = db.scalar(
+        select(func.max(LoginAttempt.at_ms)).where(
+            LoginAttempt.username == name, LoginAttempt.succeeded
+        )
+    )
+    user_since = max(since, last_success or since)
+    user_failures = db.scalars(
+        select(LoginAttempt.at_ms).where(
+            LoginAttempt.username == name,
+            LoginAttempt.at_ms > user_since,
+            ~LoginAttempt.succeeded,
+        )
+    ).all()
+    ip_failures = db.scalars(
+        select(LoginAttempt.at_ms).where(
+            LoginAttempt.ip == ip, LoginAttempt.at_ms > since, ~LoginAttempt.succeeded
+        )
+    ).all()
+    ends = [
+        until
+        for until in (
+            policy.locked_until(user_failures, policy.max_failures),
+            policy.locked_until(ip_failures, policy.ip_max_failures),
+        )
+        if until is not None and until > now_ms
+    ]
+    return max(ends) if ends else None
+
+
+def _locked(until: int, now_ms: int) -> Refusal:
+    seconds = max(1, (until - now_ms + 999) // 1000)
+    return Refusal(
+        429, "login.locked", headers={"Retry-After": str(seconds)}, minutes=(seconds + 59) // 60
+    )
+
+
+def sign_in(
+    db: Session, auth: AuthConfig, username: str, password: str, *, ip: str, now_ms: int
+) -> User:
+    """The user whose password this is, or a Refusal (wrong: 401, locked out: 429).
+
+    Commits the attempt itself: a failure must be counted even though the
+    request fails.
+    """
+    name = "".join(c for c in username.strip().lower() if c.isprintable())[:64]
+    until = _lockout(db, auth.policy, name, ip, now_ms)
+    if until is not None:
+        raise _locked(until, now_ms)
+    user = db.scalar(select(User).where(User.username == name)) if name else None
+    password = password[:1024]
+    if user is None:
+        auth.passwords.burn(password)
+        ok = False
+    else:
+        ok = auth.passwords.verify(user.password_hash, password) and user.active
+    db.execute(delete(LoginAttempt).where(LoginAttempt.at_ms < auth.policy.since(now_ms)))
+    db.add(LoginAttempt(username=name, ip=ip[:45], at_ms=now_ms, succeeded=ok))
+    if ok and user is not None and auth.passwords.needs_rehash(user.password_hash):
+        user.password_hash = auth.passwords.hash(password)
+    db.commit()
+    if not ok or user is None:
+        until = _lockout(db, auth.policy, name, ip, now_ms)
+        if until is not None:
+            raise _locked(until, now_ms)
+        raise Refusal(401, "login.failed")
+    return user
+
+
+def open_session(
+    db: Session, auth: AuthConfig, user: User, ip: str, now_ms: int
+) -> tuple[str, WebSession]:
+    """A new session for `user`: the cookie value (never stored) and its row."""
+    token = new_secret()
+    db.execute(delete(WebSession).where(WebSession.expires_ms <= now_ms))
+    row = WebSession(
+        token_sha256=digest(token),
+        user_id=user.id,
+        csrf_token=new_secret(),
+        created_ms=now_ms,
+        last_seen_ms=now_ms,
+        expires_ms=now_ms + auth.session_ms,
+        ip=ip[:45],
+    )
+    db.add(row)
+    db.flush()
+    return token, row
+
+
+def session_principal(
+    db: Session, auth: AuthConfig, token: str, ip: str, now_ms: int
+) -> Principal | None:
+    """Who holds this session cookie, if the session is alive and its user active."""
+    found = db.execute(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.token_sha256 == digest(token))
+    ).first()
+    if found is None:
+        return None
+    row, user = found
+    if row.expires_ms <= now_ms or row.last_seen_ms + auth.idle_ms <= now_ms or not user.active:
+        return None
+    if now_ms - row.last_seen_ms >= LAST_SEEN_EVERY_MS:
+        row.last_seen_ms = now_ms
+        db.commit()
+    role = Role(user.role)
+    return Principal(
+        kind="user",
+        user_id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=role,
+        permissions=PERMISSIONS[role],
+        ip=ip,
+        csrf_token=row.csrf_token,
+    )
+
+
+def close_session(db: Session, token: str) -> None:
+    db.execute(delete(WebSession).where(WebSession.token_sha256 == digest(token)))

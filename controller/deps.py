@@ -1,0 +1,154 @@
+"""The app's state and the FastAPI dependencies every router uses: who asks, and may they.
+
+    from controller.auth.roles import Permission, Principal
+    from controller.deps import DbSession, StationDep, require
+
+    @router.post("/api/broadcasts", responses=ERRORS)
+    def play(db: DbSession, who: Annotated[Principal, Depends(require(Permission.BROADCAST))]):
+        ...
+        audit(db, who, "broadcast.play", f"group:{group}", {...})
+        db.commit()
+
+A request is authenticated by `Authorization: Bearer <API token>` or by the
+session cookie. A state-changing request (anything but GET, HEAD, OPTIONS)
+that rides on the cookie must carry the session's CSRF token, in the header
+`X-CSRF-Token` (scripts) or the form field `csrf_token` (forms): a cookie is
+sent by the browser on its own, a header or field only by our own pages.
+Bearer requests are exempt: browsers never add that header by themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.auth.accounts import AuthConfig, session_principal
+from controller.auth.roles import Permission, Principal
+from controller.auth.security import same
+from controller.auth.tokens import token_principal
+from controller.fleet.service import FleetService
+from controller.i18n import Refusal
+from controller.radio.station import Station
+from controller.settings import ControllerSettings
+
+SESSION_COOKIE = "xaso_session"
+LOGIN_COOKIE = "xaso_login"
+LANG_COOKIE = "xaso_lang"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass
+class AppState:
+    """What `create_app` builds once and every request reads (`request.app.state.xaso`)."""
+
+    settings: ControllerSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    auth: AuthConfig
+    secret: bytes
+    clock: Callable[[], float] = time.time
+    station: Station | None = None  # the broadcasting services (controller/radio/station.py)
+    fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet/service.py)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.xaso
+    return state
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """One database session per request; routes commit what they change."""
+    with app_state(request).sessions() as db:
+        yield db
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+
+
+def client_ip(request: Request) -> str:
+    """The caller's address (uvicorn has applied X-Forwarded-For from trusted proxies)."""
+    return request.client.host if request.client else ""
+
+
+async def submitted_csrf(request: Request) -> str:
+    """The CSRF token a state-changing request carries, from its header or form field."""
+    if request.method in SAFE_METHODS:
+        return ""
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    if request.headers.get("content-type", "").startswith(FORM_TYPES):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def optional_principal(
+    request: Request, db: DbSession, csrf: Annotated[str, Depends(submitted_csrf)]
+) -> Principal | None:
+    """The caller if signed in (or holding a token), else None; checks CSRF on cookies."""
+    state = app_state(request)
+    ip = client_ip(request)
+    authorization = request.headers.get("authorization", "")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        who = token_principal(db, token.strip(), ip, state.now_ms())
+        if scheme.lower() != "bearer" or who is None:
+            raise Refusal(401, "error.bad_token", headers={"WWW-Authenticate": "Bearer"})
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        who = session_principal(db, state.auth, cookie, ip, state.now_ms())
+        if who is None:
+            return None
+        if request.method not in SAFE_METHODS and not same(csrf, who.csrf_token):
+            raise Refusal(403, "error.csrf")
+    request.state.principal = who
+    return who
+
+
+def current_principal(
+    who: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    if who is None:
+        raise Refusal(401, "error.not_signed_in", headers={"WWW-Authenticate": "Bearer"})
+    return who
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    """A dependency: the caller, if their role (or token) allows `permission`; else 403."""
+
+    def check(who: CurrentPrincipal) -> Principal:
+        if not who.can(permission):
+            raise Refusal(403, "error.forbidden")
+        return who
+
+    check.__name__ = f"require_{permission.value}"
+    return check
+
+
+def get_station(request: Request) -> Station:
+    """The broadcasting services `create_app` built (controller/radio/station.py)."""
+    station = app_state(request).station
+    assert station is not None  # create_app builds it before the app serves
+    return station
+
+
+StationDep = Annotated[Station, Depends(get_station)]

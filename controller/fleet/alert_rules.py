@@ -1,0 +1,225 @@
+"""Alert rules: from the fleet's latest state and recent events, the alerts that should be open.
+
+Pure: no I/O, the time is an argument. The engine (controller/fleet/alerts.py)
+compares this set with the open alerts in the database, raises what is new
+and clears what is no longer here. An alert is identified by (kind, device),
+so a condition that stays true stays one alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.events import PlayFinished, PlayMissed
+
+MINUTE_MS = 60_000
+
+OFFLINE = "device.offline"
+TEMP_HIGH = "temp.high"
+DISK_LOW = "disk.low"
+CLOCK_UNSYNCED = "clock.unsynced"
+PAPER_OUT = "printer.paper_out"
+COVER_OPEN = "printer.cover_open"
+PLAY_MISSED = "play.missed"
+PLAY_FAILED = "play.failed"
+KINDS = (
+    OFFLINE,
+    TEMP_HIGH,
+    DISK_LOW,
+    CLOCK_UNSYNCED,
+    PAPER_OUT,
+    COVER_OPEN,
+    PLAY_MISSED,
+    PLAY_FAILED,
+)
+# Not a fault: the operator's own quiet hours keep a normal item from playing.
+EXPECTED_MISS_REASONS = frozenset({"quiet_hours"})
+PLAY_DETAILS_MAX = 10
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    offline_after_min: float = 5.0
+    temp_high_c: float = 75.0
+    disk_low_pct: float = 10.0  # used when the device reports disk_free_pct
+    disk_low_mb: float = 500.0  # what every agent reports today
+    play_window_min: float = 60.0  # a missed or failed play stays alerted this long
+
+
+@dataclass(frozen=True)
+class DeviceSnapshot:
+    """What the rules read about one device (from device_state and devices)."""
+
+    device_id: str
+    state: str | None = None  # online | offline | None (never said)
+    changed_ms: int | None = None  # when `state` last changed (controller clock)
+    last_seen_ms: int | None = None  # last message of any kind (controller clock)
+    cpu_temp_c: float | None = None
+    disk_free_mb: float | None = None
+    disk_free_pct: float | None = None
+    clock_synced: bool | None = None
+    printer: Mapping[str, Any] | None = None  # latest printer.status body
+
+
+@dataclass(frozen=True)
+class PlayEvent:
+    """A play.missed or play.finished event (received_ms on the controller's clock)."""
+
+    device_id: str
+    event_id: str
+    type: str
+    received_ms: int
+    body: PlayMissed | PlayFinished  # read as its model (protocol.events)
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    kind: str
+    device_id: str
+    severity: str  # warning | critical
+    message_vi: str
+    message_en: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.device_id)
+
+
+def active_alerts(
+    devices: Iterable[DeviceSnapshot],
+    play_events: Iterable[PlayEvent],
+    thresholds: Thresholds,
+    now_ms: int,
+) -> dict[tuple[str, str], AlertSpec]:
+    """Every alert that should be open at ``now_ms``, by (kind, device)."""
+    found: list[AlertSpec] = []
+    for device in devices:
+        down = _offline(device, thresholds, now_ms)
+        if down is not None:
+            found.append(down)
+        else:  # an offline device's last readings are stale: its offline alert says enough
+            found += _health(device, thresholds)
+    found += _plays(play_events, thresholds, now_ms)
+    return {a.key: a for a in found}
+
+
+def _offline(d: DeviceSnapshot, t: Thresholds, now_ms: int) -> AlertSpec | None:
+    limit_ms = t.offline_after_min * MINUTE_MS
+    if d.state == "offline" and d.changed_ms is not None and now_ms - d.changed_ms >= limit_ms:
+        since = d.changed_ms
+    elif d.last_seen_ms is not None and now_ms - d.last_seen_ms >= limit_ms:
+        since = d.last_seen_ms  # no Will yet (a half-open TCP link), but silent
+    else:
+        return None
+    minutes = int((now_ms - since) // MINUTE_MS)
+    return AlertSpec(
+        OFFLINE,
+        d.device_id,
+        "critical",
+        f"Thiết bị {d.device_id} mất kết nối {minutes} phút",
+        f"Device {d.device_id} offline for {minutes} min",
+        {"since_ms": since},
+    )
+
+
+def _health(d: DeviceSnapshot, t: Thresholds) -> list[AlertSpec]:
+    found = []
+    dev = d.device_id
+    if d.cpu_temp_c is not None and d.cpu_temp_c >= t.temp_high_c:
+        found.append(
+            AlertSpec(
+                TEMP_HIGH,
+                dev,
+                "warning",
+                f"Nhiệt độ {dev} cao: {d.cpu_temp_c:.0f} °C",
+                f"{dev} temperature high: {d.cpu_temp_c:.0f} °C",
+                {"cpu_temp_c": d.cpu_temp_c, "limit_c": t.temp_high_c},
+            )
+        )
+    low_pct = d.disk_free_pct is not None and d.disk_free_pct < t.disk_low_pct
+    low_mb = d.disk_free_mb is not None and d.disk_free_mb < t.disk_low_mb
+    if low_pct or low_mb:
+        free = f"{d.disk_free_mb:.0f} MB" if d.disk_free_mb is not None else f"{d.disk_free_pct}%"
+        found.append(
+            AlertSpec(
+                DISK_LOW,
+                dev,
+                "warning",
+                f"Bộ nhớ {dev} sắp đầy: còn {free}",
+                f"{dev} disk low: {free} free",
+                {"disk_free_mb": d.disk_free_mb, "disk_free_pct": d.disk_free_pct},
+            )
+        )
+    if d.clock_synced is False:
+        found.append(
+            AlertSpec(
+                CLOCK_UNSYNCED,
+                dev,
+                "warning",
+                f"Đồng hồ {dev} chưa đồng bộ: phát theo lịch có thể lệch giờ",
+                f"{dev} clock not synced: scheduled plays may start at the wrong time",
+            )
+        )
+    printer = d.printer or {}
+    if printer.get("paper") == "out":
+        found.append(
+            AlertSpec(
+                PAPER_OUT,
+                dev,
+                "critical",
+                f"Máy in {dev} hết giấy",
+                f"{dev} printer out of paper",
+                {"pending": list(printer.get("pending", []))},
+            )
+        )
+    if printer.get("cover") == "open":
+        found.append(
+            AlertSpec(
+                COVER_OPEN,
+                dev,
+                "warning",
+                f"Máy in {dev} đang mở nắp",
+                f"{dev} printer cover open",
+            )
+        )
+    return found
+
+
+def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[AlertSpec]:
+    since = now_ms - t.play_window_min * MINUTE_MS
+    problems: dict[tuple[str, str], list[PlayEvent]] = {}
+    for e in events:
+        if not since < e.received_ms <= now_ms:
+            continue
+        if isinstance(e.body, PlayMissed) and e.body.reason not in EXPECTED_MISS_REASONS:
+            problems.setdefault((PLAY_MISSED, e.device_id), []).append(e)
+        elif isinstance(e.body, PlayFinished) and e.body.outcome == "failed":
+            problems.setdefault((PLAY_FAILED, e.device_id), []).append(e)
+    found = []
+    for (kind, dev), evs in sorted(problems.items()):
+        evs.sort(key=lambda e: e.received_ms)
+        n = len(evs)
+        recent = [
+            {
+                "event_id": e.event_id,
+                "label": e.body.label,
+                "reason": e.body.reason if isinstance(e.body, PlayMissed) else e.body.outcome,
+                "received_ms": e.received_ms,
+            }
+            for e in evs[-PLAY_DETAILS_MAX:]
+        ]
+        what_vi, what_en = ("bị bỏ lỡ", "missed") if kind == PLAY_MISSED else ("lỗi", "failed")
+        found.append(
+            AlertSpec(
+                kind,
+                dev,
+                "warning",
+                f"{dev}: {n} lượt phát {what_vi} trong {t.play_window_min:.0f} phút qua",
+                f"{dev}: {n} plays {what_en} in the last {t.play_window_min:.0f} min",
+                {"count": n, "recent": recent},
+            )
+        )
+    return found

@@ -1,0 +1,236 @@
+"""Ingest: what devices send up, validated and written to the database in batches.
+
+The Bus's worker parses and validates each message (a bad one is counted and
+logged, never stored) and queues it: an event's body by its type's model in
+protocol.events, and a type this controller does not know yet as it came, so
+a newer agent loses nothing. One writer thread drains the queue into
+one transaction per batch, so throughput grows with load instead of paying a
+commit per message. Under load the writer commits at most every
+BATCH_INTERVAL_S, so each device's latest state is written once per batch,
+not once per message.
+
+Several ingest processes may run at once. Telemetry, events and acks come
+through a shared subscription (``$share/<group>/...``): each message reaches
+one replica. Events are inserted with ON CONFLICT DO NOTHING on (device,
+event id), so a redelivery, or the same event reaching two replicas after a
+broker restart, is stored once. Status messages are few and order matters
+(online, then the Will's offline), so every replica subscribes to all of
+them, unshared, and applies them in order; the writes are idempotent.
+
+What each batch writes, and how, is in controller/fleet/ingest_writes.py.
+Retention and downsampling are in controller/fleet/rollups.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.bus import Bus
+from controller.fleet.ingest_writes import AckHook, Item, SeenDevices, write_batch
+from plumbing.clock import wall_ms
+from protocol.errors import ProtocolError
+from protocol.events import read_body
+from protocol.topics import Topics
+from protocol.uplink import Ack, Event, Status, Telemetry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+SHARED_LEAVES = ("telemetry", "event", "ack")
+MODELS: dict[str, type[BaseModel]] = {
+    "status": Status,
+    "telemetry": Telemetry,
+    "event": Event,
+    "ack": Ack,
+}
+BATCH_MAX = 5000
+BATCH_INTERVAL_S = 0.25  # under load, at most 4 commits a second; an idle writer commits at once
+WRITE_RETRIES = 5
+MAX_PENDING = 4 * BATCH_MAX  # messages validated but not yet written, before the bus waits
+TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
+_STOP = object()
+
+
+def leaf_of(topic: str) -> str:
+    return topic.rsplit("/", 1)[-1]
+
+
+@dataclass
+class IngestStats:
+    """Counters since start; ``bad`` by leaf, so an operator sees what is malformed."""
+
+    received: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    stored: Counter[str] = field(default_factory=Counter)
+    duplicate_events: int = 0
+    batches: int = 0
+    dropped: int = 0  # messages of batches the database refused WRITE_RETRIES times
+
+
+class Ingest:
+    """Subscribes to every device's uplink and writes it to the database."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        sessions: sessionmaker[Session],
+        topics: Topics | None = None,
+        *,
+        share_group: str | None = "ingest",
+        clock: Clock = wall_ms,
+        batch_max: int = BATCH_MAX,
+        batch_interval_s: float = BATCH_INTERVAL_S,
+        max_pending: int = MAX_PENDING,
+        on_acks: AckHook | None = None,
+    ) -> None:
+        self.bus = bus
+        self.sessions = sessions
+        self.topics = topics or Topics()
+        self.share_group = share_group
+        self.clock = clock
+        self.batch_max = batch_max
+        self.batch_interval_s = batch_interval_s
+        self.max_pending = max_pending
+        self.on_acks = on_acks
+        self.stats = IngestStats()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._seen = SeenDevices()
+        self._routes: dict[str, tuple[str, str, type[BaseModel]]] = {}
+
+    def subscribe(self) -> None:
+        """Register the subscriptions on the bus (before or after ``bus.start()``)."""
+        for leaf in ("status", *SHARED_LEAVES):
+            topic_filter = self.topics.all_devices(leaf)
+            if self.share_group and leaf in SHARED_LEAVES:
+                topic_filter = f"$share/{self.share_group}/{topic_filter}"
+            self.bus.subscribe(topic_filter, self.handle)
+
+    def start(self) -> None:
+        self.start_writer()
+        self.subscribe()
+
+    def start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer."""
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join(30)
+            self._writer = None
+
+    def wait_idle(self, timeout_s: float = 30) -> bool:
+        """True once every message handed over so far is written (or dropped)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """The bus handler: parse, validate, queue. Never raises."""
+        with self._lock:
+            self.stats.received += 1
+        try:
+            device, leaf, model = self._routes.get(topic) or self._route(topic)
+            # model_validate_json without its Python wrapper: parsed and checked in pydantic-core
+            msg = model.__pydantic_validator__.validate_json(payload)
+        except (ProtocolError, KeyError, ValueError, ValidationError) as exc:
+            self._bad(topic, leaf_of(topic), exc)
+            return
+        if leaf == "event":
+            try:
+                read_body(msg.type, msg.body)
+            except ProtocolError as exc:
+                # Kept all the same: the edge has deleted it, and it may be the only record
+                # of a play. Counted, and left out by the readers (reports, alerts).
+                self._bad(topic, "event_body", exc)
+        with self._idle:
+            # Backpressure when the database falls behind: the bus's worker waits here,
+            # its bounded queue fills and paho stops reading, instead of memory growing.
+            self._idle.wait_for(lambda: self._pending < self.max_pending)
+            self._pending += 1
+        self._queue.put(Item(device, leaf, msg, self.clock(), payload))
+
+    def _route(self, topic: str) -> tuple[str, str, type[BaseModel]]:
+        """Parse a topic once: devices send on the same few topics all the time."""
+        ref = self.topics.parse(topic)
+        route = (ref.id, ref.leaf, MODELS[ref.leaf])
+        if len(self._routes) >= TOPIC_CACHE:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
+
+    def _bad(self, topic: str, kind: str, exc: Exception) -> None:
+        with self._lock:
+            self.stats.bad[kind] += 1
+            count = self.stats.bad[kind]
+        if count <= 20 or count % 1000 == 0:  # a flood of bad messages must not flood the log
+            log.warning("bad message #%d on %s: %s", count, topic, str(exc).splitlines()[0])
+
+    # the writer thread
+
+    def _write_loop(self) -> None:
+        stopping = False
+        last_commit, backlog = 0.0, False
+        while not stopping:
+            item = self._queue.get()  # idle: wait for the first message, and write it at once
+            # Under load, let a batch gather for BATCH_INTERVAL_S since the last commit: each
+            # device's state is then written once for many samples, and sleeping (rather
+            # than waking per message) leaves the GIL to the threads that read and validate.
+            # After a full batch there is a backlog: no pause, or the interval would cap the rate.
+            pause = last_commit + self.batch_interval_s - time.monotonic()
+            # An ack has someone waiting on it (an operator's broadcast): no pause.
+            if pause > 0 and not backlog and getattr(item, "leaf", "") != "ack":
+                time.sleep(pause)
+            batch: list[Item] = []
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+                if len(batch) >= self.batch_max:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                last_commit, backlog = time.monotonic(), len(batch) >= self.batch_max
+                self._write_with_retries(batch)
+
+    def _write_with_retries(self, batch: list[Item]) -> None:
+        for attempt in range(1, WRITE_RETRIES + 1):
+            now = self.clock()
+            # a status always marks its device seen: the offline rule counts from it
+            statuses = {item.device for item in batch if item.leaf == "status"}
+            touch = self._seen.due({item.device for item in batch}, now) | statuses
+            try:
+                with self.sessions.begin() as session:
+                    counts = write_batch(session, batch, now, touch, self.on_acks)
+                self._seen.written(touch, now)  # only once committed
+                break
+            except Exception:
+                log.exception("writing %d messages failed (attempt %d)", len(batch), attempt)
+                time.sleep(min(5.0, 0.2 * 2**attempt))
+        else:
+            counts = Counter({"dropped": len(batch)})
+        with self._idle:
+            self.stats.batches += 1
+            self.stats.dropped += counts.pop("dropped", 0)
+            self.stats.duplicate_events += counts.pop("duplicate_events", 0)
+            self.stats.stored.update(counts)
+            self._pending -= len(batch)
+            self._idle.notify_all()

@@ -1,0 +1,438 @@
+"""Ingest's database side: one batch of validated messages written in one transaction.
+
+Kept apart from controller/fleet/ingest.py (the bus handler, queue and writer
+thread) so the SQL can be read, tested and benchmarked without a bus: tests
+and reports call ``write_batch`` directly, and the controller's registry sync
+(``sync_devices_from_site``) shares the device-row helpers.
+
+Every write is idempotent (ON CONFLICT DO NOTHING, "not older than" updates)
+and takes rows in device order, so several ingest replicas can write the same
+devices at once without duplicates or deadlocks on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
+from operator import itemgetter
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
+from sqlalchemy import Dialect, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from controller.db.fleet_tables import (
+    TELEMETRY_METRICS,
+    AckRecord,
+    Device,
+    DeviceGroup,
+    DeviceState,
+    EventRecord,
+    Group,
+    TelemetrySample,
+    dialect_insert,
+)
+from controller.site.directory import Site
+from protocol.uplink import Ack, Status, Telemetry
+
+AckHook = Callable[[Session, list[tuple[str, Ack]]], None]
+"""Given each batch's acks as (device, ack), in the batch's transaction (broadcasts' rows)."""
+LAST_SEEN_RESOLUTION_MS = 10_000
+
+
+class Item(NamedTuple):
+    """One validated message; a tuple, since one is made per message on the hot path."""
+
+    device: str
+    leaf: str
+    msg: Any  # the validated model of controller.fleet.ingest.MODELS[leaf]
+    received_ms: int
+    payload: bytes | None = None  # as received: the latest telemetry is kept as sent
+
+
+class SeenDevices:
+    """The writer's memory of which devices have rows and when last_seen_ms was written.
+
+    A device's rows are ensured once per process and its last_seen_ms written at
+    most every LAST_SEEN_RESOLUTION_MS, so a flood of telemetry costs inserts
+    of samples, not a registry write per message. The memory is only a
+    shortcut: a replica without it does the idempotent writes again.
+    """
+
+    def __init__(self) -> None:
+        self.written_ms: dict[str, int] = {}
+
+    def due(self, devices: set[str], now_ms: int) -> set[str]:
+        return {
+            d
+            for d in devices
+            if now_ms - self.written_ms.get(d, -LAST_SEEN_RESOLUTION_MS) >= LAST_SEEN_RESOLUTION_MS
+        }
+
+    def written(self, devices: set[str], now_ms: int) -> None:
+        self.written_ms.update(dict.fromkeys(devices, now_ms))
+
+
+class RawRows:
+    """A Core statement compiled once per dialect, run with plain DBAPI rows.
+
+    For the per-message statements (samples, latest telemetry): SQLAlchemy's
+    per-row parameter processing costs more than the database's own insert.
+    ``keys`` names the tuple positions; values go to the driver as they are,
+    so each must already be what the column takes (JSON as its text).
+
+    ``multirow``: an INSERT is sent as one statement for many rows instead of
+    one per row: ``VALUES (...), (...)`` of up to MULTIROW rows on SQLite (one
+    step, one GIL release per chunk), one array per column through
+    ``unnest`` on PostgreSQL (psycopg splits a long query text in Python).
+    """
+
+    def __init__(self, stmt: ClauseElement, keys: Sequence[str], *, multirow: bool = False) -> None:
+        self.stmt = stmt
+        self.keys = tuple(keys)
+        self.multirow = multirow
+        self._compiled: dict[str, tuple[str, Callable[[tuple[Any, ...]], Any]]] = {}
+
+    def _compile(self, dialect: Dialect) -> tuple[str, Callable[[tuple[Any, ...]], Any]]:
+        key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            done = self.stmt.compile(dialect=dialect, for_executemany=True)  # no RETURNING
+            assert isinstance(done, SQLCompiler)
+            if done.positional:  # "?" (SQLite)
+                sql, names = done.string, list(done.positiontup or ())
+            elif dialect.paramstyle == "pyformat":  # "%(name)s" (psycopg): made positional
+                sql, names = _NAMED.sub("%s", done.string), _NAMED.findall(done.string)
+            else:
+                raise NotImplementedError(f"paramstyle {dialect.paramstyle}")
+            order = [self.keys.index(n) for n in names]
+            # a tuple of those positions, in C
+            pick = itemgetter(*order) if len(order) > 1 else lambda r: (r[order[0]],)
+            compiled = self._compiled[key] = (sql, pick)
+        return compiled
+
+    def execute(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        conn = session.connection()
+        if self.multirow and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                self._unnest(conn.dialect), tuple(map(list, zip(*rows, strict=True)))
+            )
+            return
+        sql, pick = self._compile(conn.dialect)
+        if not self.multirow:
+            conn.exec_driver_sql(sql, [pick(r) for r in rows])
+            return
+        head, values = sql.split(" VALUES ", 1)
+        for start in range(0, len(rows), MULTIROW):
+            chunk = rows[start : start + MULTIROW]
+            params = tuple(chain.from_iterable(map(pick, chunk)))
+            conn.exec_driver_sql(f"{head} VALUES {', '.join([values] * len(chunk))}", params)
+
+    def _unnest(self, dialect: Dialect) -> str:
+        """PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column)."""
+        table = self.stmt.table  # type: ignore[attr-defined]
+        casts = ", ".join(f"%s::{table.c[k].type.compile(dialect)}[]" for k in self.keys)
+        names = ", ".join(self.keys)  # from the table's metadata, never from input
+        return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({casts})"  # noqa: S608
+
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+MULTIROW = 500  # rows per INSERT statement: 6,000 parameters, well under every limit
+
+
+SAMPLE_KEYS = ("device_id", "ts_ms", "received_ms", *TELEMETRY_METRICS)
+INSERT_SAMPLES = RawRows(
+    insert(TelemetrySample).values({k: bindparam(k) for k in SAMPLE_KEYS}),
+    SAMPLE_KEYS,
+    multirow=True,
+)
+STATE_KEYS = (
+    "b_device",
+    "b_ts",
+    "b_temp",
+    "b_disk_mb",
+    "b_disk_pct",
+    "b_synced",
+    "b_offset",
+    "b_outbox",
+    "b_sample",
+    "b_received",
+)
+# Replicas may write one device's samples out of order: never let an older one win.
+UPDATE_LATEST = RawRows(
+    update(DeviceState)
+    .where(
+        DeviceState.device_id == bindparam("b_device"),
+        or_(DeviceState.telemetry_ms.is_(None), DeviceState.telemetry_ms <= bindparam("b_ts")),
+    )
+    .values(
+        telemetry_ms=bindparam("b_ts"),
+        cpu_temp_c=bindparam("b_temp"),
+        disk_free_mb=bindparam("b_disk_mb"),
+        disk_free_pct=bindparam("b_disk_pct"),
+        clock_synced=bindparam("b_synced"),
+        clock_offset_ms=bindparam("b_offset"),
+        outbox_len=bindparam("b_outbox"),
+        telemetry=bindparam("b_sample"),
+        updated_ms=bindparam("b_received"),
+    ),
+    STATE_KEYS,
+)
+
+
+def write_batch(
+    session: Session,
+    batch: list[Item],
+    now_ms: int,
+    touch: set[str] | None = None,
+    on_acks: AckHook | None = None,
+) -> Counter[str]:
+    """Write one batch in the caller's transaction; returns what was stored, by leaf.
+
+    ``touch``: the devices whose rows and last_seen_ms to write (default: all).
+    ``on_acks``: given the batch's acks in the same transaction.
+    """
+    counts: Counter[str] = Counter()
+    by_leaf: dict[str, list[Item]] = {"status": [], "telemetry": [], "event": [], "ack": []}
+    for item in batch:
+        by_leaf[item.leaf].append(item)
+    touch = {item.device for item in batch} if touch is None else touch
+    if touch:
+        _touch_devices(session, touch, now_ms)
+    for item in by_leaf["status"]:  # in arrival order
+        _apply_status(session, item)
+        counts["status"] += 1
+    counts["telemetry"] = _store_telemetry(session, by_leaf["telemetry"])
+    stored, duplicates = _store_events(session, by_leaf["event"])
+    counts["event"], counts["duplicate_events"] = stored, duplicates
+    counts["ack"] = _store_acks(session, by_leaf["ack"])
+    if on_acks is not None and by_leaf["ack"]:
+        on_acks(session, [(i.device, i.msg) for i in by_leaf["ack"]])
+    return +counts
+
+
+def _touch_devices(session: Session, devices: set[str], now_ms: int) -> None:
+    """Rows for devices first seen on the wire, and every sender's last_seen_ms."""
+    ids = sorted(devices)  # one lock order for every replica
+    rows = [{"id": d, "registered": False, "first_seen_ms": now_ms} for d in ids]
+    session.execute(
+        dialect_insert(session, Device)
+        .values(name="", roles=[], created_ms=0)
+        .on_conflict_do_nothing(index_elements=["id"]),
+        rows,
+    )
+    _ensure_states(session, ids, now_ms)
+    session.execute(
+        update(Device)
+        .where(Device.id.in_(ids))
+        .values(last_seen_ms=now_ms, first_seen_ms=func.coalesce(Device.first_seen_ms, now_ms))
+    )
+
+
+def _apply_status(session: Session, item: Item) -> None:
+    status: Status = item.msg
+    row = session.get(DeviceState, item.device, with_for_update=True)
+    assert row is not None  # made by _touch_devices
+    if row.state != status.state:
+        row.state, row.changed_ms = status.state, item.received_ms
+    row.status_ts_ms = status.ts
+    row.agent = status.agent or row.agent
+    row.boot_ms = status.boot
+    row.config_version = status.config_version
+    row.schedule_version = status.schedule_version
+    row.documents = dict(status.documents)
+    row.updated_ms = item.received_ms
+    session.flush()
+
+
+def _store_telemetry(session: Session, items: list[Item]) -> int:
+    """All samples in one executemany, then each device's latest in another."""
+    if not items:
+        return 0
+    rows = []
+    latest: dict[str, Item] = {}
+    for i in items:
+        t: Telemetry = i.msg
+        rows.append(
+            (
+                i.device,
+                t.ts,
+                i.received_ms,
+                t.cpu_temp_c,  # in the order of TELEMETRY_METRICS
+                t.load1,
+                t.mem_used_pct,
+                t.disk_free_mb,
+                t.cpu_pct,
+                t.rss_mb,
+                float(t.outbox_len),
+                t.clock.offset_ms,
+                t.network.signal_dbm,
+            )
+        )
+        known = latest.get(i.device)
+        if known is None or t.ts >= known.msg.ts:
+            latest[i.device] = i
+    INSERT_SAMPLES.execute(session, rows)
+    # in one lock order for every replica: two replicas updating the same devices in
+    # arrival order deadlock on PostgreSQL (the bench's two processes did)
+    UPDATE_LATEST.execute(session, [_state_row(latest[d]) for d in sorted(latest)])
+    return len(items)
+
+
+def _state_row(item: Item) -> tuple[Any, ...]:
+    t: Telemetry = item.msg
+    extra = t.model_extra or {}
+    disk_pct = extra.get("disk_free_pct")
+    return (
+        item.device,
+        t.ts,
+        t.cpu_temp_c,
+        t.disk_free_mb,
+        float(disk_pct) if isinstance(disk_pct, int | float) else None,
+        t.clock.synced if isinstance(t.clock.synced, bool) else None,
+        t.clock.offset_ms,
+        t.outbox_len,
+        _json_text(t, item.payload),
+        item.received_ms,
+    )
+
+
+def _json_text(msg: BaseModel, payload: bytes | None) -> str:
+    """The sample as JSON text: as sent when it is strict JSON, which the database needs.
+
+    pydantic accepts NaN and Infinity, which PostgreSQL's json type refuses (the
+    whole batch would fail), so a payload with them is written with nulls.
+    """
+    if payload is not None and b"NaN" not in payload and b"Infinity" not in payload:
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            pass
+    return json.dumps(_finite(msg.model_dump(mode="python")), ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _store_events(session: Session, items: list[Item]) -> tuple[int, int]:
+    """Insert each (device, event id) once; returns (stored, duplicates)."""
+    if not items:
+        return 0, 0
+    unique: dict[tuple[str, str], Item] = {}
+    for i in items:
+        unique.setdefault((i.device, i.msg.id), i)
+    stmt = (
+        dialect_insert(session, EventRecord)
+        .on_conflict_do_nothing(index_elements=["device_id", "event_id"])
+        .returning(EventRecord.device_id, EventRecord.event_id)
+    )
+    rows = [
+        {
+            "device_id": i.device,
+            "event_id": i.msg.id,
+            "type": i.msg.type,
+            "ts_ms": i.msg.ts,
+            "received_ms": i.received_ms,
+            "body": _finite(i.msg.body),  # NaN would fail the whole batch on PostgreSQL
+        }
+        for i in unique.values()
+    ]
+    inserted = {(r.device_id, r.event_id) for r in session.execute(stmt, rows)}
+    for key in inserted:
+        event = unique[key]
+        if event.msg.type == "printer.status":
+            _apply_printer(session, event)
+    return len(inserted), len(items) - len(inserted)
+
+
+def _apply_printer(session: Session, item: Item) -> None:
+    session.execute(
+        update(DeviceState)
+        .where(
+            DeviceState.device_id == item.device,
+            or_(DeviceState.printer_ms.is_(None), DeviceState.printer_ms <= item.msg.ts),
+        )
+        .values(printer=item.msg.body, printer_ms=item.msg.ts)
+    )
+
+
+def _store_acks(session: Session, items: list[Item]) -> int:
+    if not items:
+        return 0
+    rows = [
+        {
+            "device_id": i.device,
+            "cmd": i.msg.cmd,
+            "ok": i.msg.ok,
+            "error": i.msg.error,
+            "detail": i.msg.detail,
+            "ts_ms": i.msg.ts,
+            "received_ms": i.received_ms,
+            "result": _finite(i.msg.result),
+        }
+        for i in items
+    ]
+    session.execute(
+        dialect_insert(session, AckRecord).on_conflict_do_nothing(
+            index_elements=["device_id", "cmd", "ts_ms"]
+        ),
+        rows,
+    )
+    return len(items)
+
+
+def sync_devices_from_site(site: Site, session: Session, now_ms: int) -> None:
+    """Mirror the site's device registry into devices, groups and device_groups.
+
+    A device removed from the registry keeps its row and history, marked
+    ``registered = False``; its group memberships go.
+    """
+    entries = {d.id: d for d in site.devices()}
+    groups = sorted({g for d in entries.values() for g in d.groups})
+    if groups:
+        session.execute(
+            dialect_insert(session, Group)
+            .values(name="")
+            .on_conflict_do_nothing(index_elements=["id"]),
+            [{"id": g} for g in groups],
+        )
+    known = {d.id: d for d in session.scalars(select(Device).with_for_update())}
+    for entry in entries.values():
+        device = known.get(entry.id)
+        if device is None:
+            device = Device(id=entry.id, first_seen_ms=None)
+            session.add(device)
+        device.name, device.roles = entry.name, list(entry.roles)
+        device.registered, device.created_ms = True, entry.created_ms
+    for gone in set(known) - set(entries):
+        known[gone].registered = False
+    session.flush()
+    session.execute(delete(DeviceGroup))
+    links = [{"device_id": d.id, "group_id": g} for d in entries.values() for g in d.groups]
+    if links:
+        session.execute(dialect_insert(session, DeviceGroup).on_conflict_do_nothing(), links)
+    _ensure_states(session, entries, now_ms)
+
+
+def _ensure_states(session: Session, devices: Iterable[str], now_ms: int) -> None:
+    rows = [{"device_id": d} for d in sorted(devices)]
+    if rows:
+        session.execute(
+            dialect_insert(session, DeviceState)
+            .values(agent="", config_version=0, schedule_version=0, documents={}, updated_ms=now_ms)
+            .on_conflict_do_nothing(index_elements=["device_id"]),
+            rows,
+        )

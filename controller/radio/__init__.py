@@ -1,0 +1,1 @@
+"""The radio: clips and their server, schedules and their calendar, broadcasts, bulletins."""

@@ -1,0 +1,303 @@
+"""The bulletin inbox: what a province's source-information system sends down.
+
+Circular 39/2020/TT-BTTTT decides what happens on arrival (DOMAIN.md): an
+emergency bulletin (khẩn cấp) plays at once wherever it is addressed, and a
+priority one (ưu tiên) goes on air at once ahead of normal items, neither with
+an acceptance step; a normal one (thông thường) waits in the inbox until the
+commune operator accepts it (into the schedule, or to play now) or declines
+it. The same bulletin sent twice (same source and id) is received once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.db.broadcast_tables import BulletinRow, ClipRow
+from controller.radio.broadcasting import BroadcastInfo, Broadcasting
+from controller.radio.clip_library import Conflict, Invalid, NotFound
+from controller.radio.schedule_entries import EntryInput
+from controller.radio.scheduling import Scheduling
+from controller.radio.targets import LEVELS, Clock, Target
+from plumbing.clock import wall_ms
+
+MAX_TITLE = 200
+MAX_ID = 128
+
+
+@dataclass(frozen=True)
+class Bulletin:
+    id: int
+    source: str
+    external_id: str
+    title: str
+    level: str
+    clip_sha256: str | None
+    stream_url: str | None
+    stream_duration_s: int | None
+    lang: str
+    targets: list[Target]
+    received_ms: int
+    state: str  # pending | accepted | declined | aired
+    decided_by: str | None
+    decided_ms: int | None
+    note: str
+    schedule_id: int | None
+    broadcast_id: str | None
+
+    @classmethod
+    def of(cls, row: BulletinRow) -> Bulletin:
+        return cls(
+            row.id,
+            row.source,
+            row.external_id,
+            row.title,
+            row.level,
+            row.clip_sha256,
+            row.stream_url,
+            row.stream_duration_s,
+            row.lang,
+            [Target(t["kind"], t["id"]) for t in row.targets],
+            row.received_ms,
+            row.state,
+            row.decided_by,
+            row.decided_ms,
+            row.note,
+            row.schedule_id,
+            row.broadcast_id,
+        )
+
+
+def _text(value: str, limit: int, what_vi: str, what_en: str) -> str:
+    cleaned = " ".join(value.split())
+    if not cleaned or len(cleaned) > limit:
+        raise Invalid(
+            "bad_bulletin",
+            f"{what_vi} phải có từ 1 đến {limit} ký tự",
+            f"The {what_en} must have 1 to {limit} characters",
+        )
+    return cleaned
+
+
+class BulletinInbox:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        scheduling: Scheduling,
+        broadcasting: Broadcasting,
+        *,
+        clock: Clock = wall_ms,
+    ) -> None:
+        self.sessions = sessions
+        self.scheduling = scheduling
+        self.broadcasting = broadcasting
+        self.clock = clock
+
+    def receive(
+        self,
+        *,
+        source: str,
+        external_id: str,
+        title: str,
+        level: Literal["normal", "priority", "emergency"],
+        targets: Sequence[Target],
+        clip_sha256: str | None = None,
+        stream_url: str | None = None,
+        stream_duration_s: int | None = None,
+        lang: str = "vi",
+    ) -> Bulletin:
+        """Take a bulletin from an integration (``source`` is its API token's name).
+
+        The audio comes first through the clip library (``clip_sha256``), or
+        is a stream to relay. Emergency and priority bulletins go on air here.
+        """
+        if level not in LEVELS:
+            raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
+        if (clip_sha256 is None) == (stream_url is None):
+            raise Invalid(
+                "bad_source",
+                "Bản tin cần đúng một nguồn: tệp âm thanh hoặc luồng phát",
+                "A bulletin needs exactly one source: a clip or a stream",
+            )
+        if stream_url is not None and not stream_duration_s:
+            raise Invalid(
+                "bad_source",
+                "Luồng phát cần thời lượng (giây)",
+                "A stream needs its duration in seconds",
+            )
+        for target in targets:
+            self.scheduling.fleet.members(target)
+        if not targets:
+            raise Invalid("no_target", "Bản tin chưa có nơi phát", "The bulletin names no target")
+        row = BulletinRow(
+            source=_text(source, 100, "Nguồn", "source"),
+            external_id=_text(external_id, MAX_ID, "Mã bản tin", "bulletin id"),
+            title=_text(title, MAX_TITLE, "Tiêu đề", "title"),
+            level=level,
+            clip_sha256=clip_sha256,
+            stream_url=stream_url,
+            stream_duration_s=stream_duration_s,
+            lang=lang,
+            targets=[{"kind": t.kind, "id": t.id} for t in targets],
+            received_ms=self.clock(),
+            state="pending",
+            note="",
+        )
+        with self.sessions() as session:
+            seen = session.scalar(
+                select(BulletinRow).where(
+                    BulletinRow.source == row.source, BulletinRow.external_id == row.external_id
+                )
+            )
+            if seen is not None:
+                return Bulletin.of(seen)
+            if clip_sha256 is not None and session.get(ClipRow, clip_sha256) is None:
+                raise Invalid(
+                    "unknown_clip",
+                    f"Không có tệp âm thanh {clip_sha256[:12]} trong thư viện",
+                    f"No clip {clip_sha256[:12]} in the library",
+                )
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:  # the same bulletin, received at once by another replica
+                session.rollback()
+                return self.receive(
+                    source=source,
+                    external_id=external_id,
+                    title=title,
+                    level=level,
+                    targets=targets,
+                    clip_sha256=clip_sha256,
+                    stream_url=stream_url,
+                    stream_duration_s=stream_duration_s,
+                    lang=lang,
+                )
+            bulletin_id = row.id
+        if level == "normal":
+            return self.get(bulletin_id)
+        sent = self._air(self.get(bulletin_id), by=f"auto:{source}")
+        return self._decide(bulletin_id, "aired", by=f"auto:{source}", broadcast=sent)
+
+    def accept(
+        self,
+        bulletin_id: int,
+        *,
+        by: str,
+        play_now: bool = False,
+        dtstart: str | None = None,
+        rrule: str = "FREQ=DAILY;COUNT=1",
+        until: str | None = None,
+        targets: Sequence[Target] | None = None,
+    ) -> Bulletin:
+        """Put a pending bulletin on air: now, or into the schedule from ``dtstart``
+        (local time) with ``rrule``; ``targets`` narrows or changes where."""
+        bulletin = self._pending(bulletin_id)
+        if play_now:
+            sent = self._air(bulletin, by=by, targets=targets)
+            return self._decide(bulletin_id, "accepted", by=by, broadcast=sent)
+        if dtstart is None:
+            raise Invalid(
+                "no_time",
+                "Chọn giờ phát hoặc phát ngay",
+                "Choose when to play it, or play it now",
+            )
+        chosen = list(targets or bulletin.targets)
+        if len(chosen) != 1:
+            raise Invalid(
+                "one_target",
+                "Xếp lịch cho từng nơi phát một",
+                "Schedule a bulletin for one target at a time",
+            )
+        entry = self.scheduling.create(
+            EntryInput(
+                target_kind=chosen[0].kind,
+                target_id=chosen[0].id,
+                clip_sha256=bulletin.clip_sha256,
+                stream_url=bulletin.stream_url,
+                stream_duration_s=bulletin.stream_duration_s,
+                dtstart=dtstart,
+                rrule=rrule,
+                until=until,
+                level="normal",
+                label=bulletin.title,
+                lang=bulletin.lang,
+            ),
+            by=by,
+        )
+        return self._decide(bulletin_id, "accepted", by=by, schedule_id=entry.id)
+
+    def decline(self, bulletin_id: int, *, by: str, note: str = "") -> Bulletin:
+        self._pending(bulletin_id)
+        return self._decide(bulletin_id, "declined", by=by, note=note[:500])
+
+    def get(self, bulletin_id: int) -> Bulletin:
+        with self.sessions() as session:
+            row = session.get(BulletinRow, bulletin_id)
+            if row is None:
+                raise NotFound(
+                    "bulletin_not_found",
+                    f"Không có bản tin số {bulletin_id}",
+                    f"No bulletin {bulletin_id}",
+                )
+            return Bulletin.of(row)
+
+    def inbox(self, state: str | None = None, limit: int = 100) -> list[Bulletin]:
+        """Newest first; ``state="pending"`` is what waits for the operator."""
+        with self.sessions() as session:
+            query = select(BulletinRow).order_by(BulletinRow.received_ms.desc()).limit(limit)
+            if state is not None:
+                query = query.where(BulletinRow.state == state)
+            return [Bulletin.of(row) for row in session.scalars(query)]
+
+    def _pending(self, bulletin_id: int) -> Bulletin:
+        bulletin = self.get(bulletin_id)
+        if bulletin.state != "pending":
+            raise Conflict(
+                "already_decided",
+                f"Bản tin đã được xử lý ({bulletin.state})",
+                f"The bulletin was already handled ({bulletin.state})",
+            )
+        return bulletin
+
+    def _air(
+        self, bulletin: Bulletin, *, by: str, targets: Sequence[Target] | None = None
+    ) -> BroadcastInfo:
+        return self.broadcasting.play_now(
+            list(targets or bulletin.targets),
+            by=by,
+            clip_sha256=bulletin.clip_sha256,
+            stream_url=bulletin.stream_url,
+            stream_duration_s=bulletin.stream_duration_s,
+            level=bulletin.level,  # type: ignore[arg-type]
+            label=bulletin.title,
+        )
+
+    def _decide(
+        self,
+        bulletin_id: int,
+        state: str,
+        *,
+        by: str,
+        broadcast: BroadcastInfo | None = None,
+        schedule_id: int | None = None,
+        note: str = "",
+    ) -> Bulletin:
+        with self.sessions.begin() as session:
+            row = session.get(BulletinRow, bulletin_id, with_for_update=True)
+            assert row is not None  # bulletins are never deleted
+            if row.state != "pending":
+                raise Conflict(
+                    "already_decided",
+                    f"Bản tin đã được xử lý ({row.state})",
+                    f"The bulletin was already handled ({row.state})",
+                )
+            row.state, row.decided_by, row.decided_ms, row.note = state, by, self.clock(), note
+            row.broadcast_id = broadcast.id if broadcast else None
+            row.schedule_id = schedule_id
+            return Bulletin.of(row)

@@ -1,0 +1,338 @@
+"""Schedules: entries per group and per device, and the signed retained documents.
+
+The database is the truth (docs/protocol.md): each change rebuilds the whole
+``schedule.set`` document of the target it touches, signs it with the site's
+active key at a version above any sent before on that topic, stores it, and
+publishes it retained. Every entry is checked by the contract's own schema
+(protocol.commands.ScheduleItem) and by broadcast.schedule before it is kept,
+so nothing the controller accepts is refused by a speaker.
+
+The entries' values are controller.radio.schedule_entries', their targets
+controller.radio.targets'; the calendar and the conflict preview are
+controller.radio.schedule_calendar's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from broadcast.levels import DEFAULT_PRIORITY, level_of
+from broadcast.schedule import Schedule
+from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
+from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
+from controller.radio.schedule_entries import Entry, EntryInput, Published
+from controller.radio.targets import LEVELS, Clock, Fleet, Target
+from controller.site.directory import Site
+from controller.site.documents import Publisher, Signed, mark_delivered, sign_next
+from plumbing.clock import wall_ms
+from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
+from protocol.envelope import MAX_PAYLOAD_BYTES, seal
+
+
+def _invalid(exc: ValidationError) -> Invalid:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "entry"
+    return Invalid(
+        "bad_entry",
+        f"Lịch phát không hợp lệ ({where}): {err['msg']}",
+        f"Invalid schedule entry ({where}): {err['msg']}",
+    )
+
+
+def _priority(level: str, priority: int | None) -> int:
+    wanted = LEVELS[level]
+    if priority is None:
+        return DEFAULT_PRIORITY[wanted]
+    if not 0 <= priority <= 9 or level_of(priority) is not wanted:
+        raise Invalid(
+            "bad_priority",
+            f"Độ ưu tiên {priority} không thuộc mức {level}",
+            f"Priority {priority} is not within the {level} level",
+        )
+    return priority
+
+
+class Scheduling:
+    """CRUD of schedule entries and their target's signed, retained documents."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        site: Site,
+        *,
+        clip_base_url: str,
+        publisher: Publisher | None = None,
+        clock: Clock = wall_ms,
+    ) -> None:
+        self.sessions = sessions
+        self.fleet = Fleet(site)
+        self.site = site
+        self.clip_base_url = clip_base_url
+        self.publisher = publisher
+        self.clock = clock
+
+    # entries
+
+    def create(self, entry: EntryInput, *, by: str) -> Entry:
+        """Keep a new entry and publish its target's document."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = ScheduleRow(created_by=by, created_ms=now, version=1)
+            self.fill(session, row, entry, now)
+            session.add(row)
+            self._check_target(session, entry.target)
+            session.flush()
+            result = Entry.of(row)
+        self._publish_targets([entry.target])
+        return result
+
+    def update(
+        self, entry_id: int, entry: EntryInput, *, by: str, expected_version: int | None = None
+    ) -> Entry:
+        """Replace an entry; ``expected_version`` refuses an edit made on a stale copy."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = self._row(session, entry_id, lock=True)
+            if expected_version is not None and row.version != expected_version:
+                raise Conflict(
+                    "stale_entry",
+                    "Lịch phát đã bị người khác sửa: tải lại rồi sửa lại",
+                    "Someone else changed this entry: reload it and edit again",
+                )
+            before = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+            self.fill(session, row, entry, now, entry_id=entry_id)
+            row.version += 1
+            self._check_target(session, entry.target)
+            if before != entry.target:
+                self._check_target(session, before)
+            result = Entry.of(row)
+        self._publish_targets(dict.fromkeys([before, entry.target]))
+        return result
+
+    def delete(self, entry_id: int, *, by: str) -> None:
+        with self.sessions.begin() as session:
+            row = self._row(session, entry_id, lock=True)
+            target = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+            session.delete(row)
+        self._publish_targets([target])
+
+    def get(self, entry_id: int) -> Entry:
+        with self.sessions() as session:
+            return Entry.of(self._row(session, entry_id))
+
+    def entries(self, target: Target | None = None) -> list[Entry]:
+        with self.sessions() as session:
+            query = select(ScheduleRow).order_by(ScheduleRow.id)
+            if target is not None:
+                query = query.where(
+                    ScheduleRow.target_kind == target.kind, ScheduleRow.target_id == target.id
+                )
+            return [Entry.of(row) for row in session.scalars(query)]
+
+    def _row(self, session: Session, entry_id: int, *, lock: bool = False) -> ScheduleRow:
+        row = session.get(ScheduleRow, entry_id, with_for_update=lock)
+        if row is None:
+            raise NotFound(
+                "entry_not_found",
+                f"Không có lịch phát số {entry_id}",
+                f"No schedule entry {entry_id}",
+            )
+        return row
+
+    def fill(
+        self,
+        session: Session,
+        row: ScheduleRow,
+        entry: EntryInput,
+        now: int,
+        entry_id: int | None = None,
+    ) -> None:
+        """Check ``entry`` and copy it into ``row``; the calendar's preview fills an unsaved
+        row the same way, so a previewed entry is checked as saving would check it."""
+        self.fleet.members(entry.target)
+        item_id = entry.item_id or row.item_id or f"muc-{uuid.uuid4().hex[:10]}"
+        taken = session.scalar(
+            select(ScheduleRow.id).where(
+                ScheduleRow.target_kind == entry.target_kind,
+                ScheduleRow.target_id == entry.target_id,
+                ScheduleRow.item_id == item_id,
+            )
+        )
+        if taken is not None and taken != entry_id:
+            raise Conflict(
+                "item_id_taken",
+                f"Mã mục {item_id!r} đã có trong lịch của {entry.target_id}",
+                f"Item id {item_id!r} is already in the schedule of {entry.target_id}",
+            )
+        timing = (entry.rrule, entry.dtstart, entry.until, list(entry.exdates), entry.tz)
+        retimed = timing != (row.rrule, row.dtstart, row.until, row.exdates, row.tz)
+        row.item_id = item_id
+        row.target_kind, row.target_id = entry.target_kind, entry.target_id
+        row.level, row.priority = entry.level, _priority(entry.level, entry.priority)
+        row.rrule, row.dtstart, row.until = entry.rrule, entry.dtstart, entry.until
+        row.exdates, row.tz = list(entry.exdates), entry.tz
+        row.clip_sha256, row.stream_url = entry.clip_sha256, entry.stream_url
+        row.stream_duration_s = entry.stream_duration_s
+        row.label, row.gain_db, row.lang = entry.label, entry.gain_db, entry.lang
+        row.enabled, row.updated_ms = entry.enabled, now
+        item = self._item(session, row)  # the wire schema's checks
+        try:
+            doc = ScheduleSet(version=1, tz=row.tz, items=[item])
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        topic = entry.target.topic(self.fleet.topics, "schedule")
+        # an entry whose times are past may still be renamed or disabled, not moved there
+        if entry.enabled and retimed and Schedule.build([(topic, doc)]).next_after(now) is None:
+            raise Invalid(
+                "never_plays",
+                "Lịch phát này sẽ không bao giờ phát nữa (đã qua hoặc hết số lần)",
+                "This entry would never play again (its times are past or used up)",
+            )
+
+    def _item(self, session: Session, row: ScheduleRow) -> ScheduleItem:
+        clip = None
+        if row.clip_sha256 is not None:
+            found = session.get(ClipRow, row.clip_sha256)
+            if found is None:
+                raise Invalid(
+                    "unknown_clip",
+                    f"Không có tệp âm thanh {row.clip_sha256[:12]} trong thư viện",
+                    f"No clip {row.clip_sha256[:12]} in the library",
+                )
+            clip = ClipRef(
+                sha256=found.sha256,
+                url=clip_url(self.clip_base_url, found.sha256),
+                bytes=found.size_bytes,
+                duration_ms=found.duration_ms,
+            ).model_dump()
+        stream = None
+        if row.stream_url is not None or row.stream_duration_s is not None:
+            stream = {"url": row.stream_url, "duration_s": row.stream_duration_s}
+        try:
+            return ScheduleItem.model_validate(
+                {
+                    "id": row.item_id,
+                    "label": row.label,
+                    "clip": clip,
+                    "stream": stream,
+                    "priority": row.priority,
+                    "gain_db": row.gain_db,
+                    "rrule": row.rrule,
+                    "dtstart": row.dtstart,
+                    "until": row.until,
+                    "exdates": row.exdates,
+                    "lang": row.lang,
+                }
+            )
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    # documents
+
+    def document(self, session: Session, target: Target, version: int = 1) -> ScheduleSet:
+        """The whole schedule of one target, as its retained document carries it."""
+        rows = session.scalars(
+            select(ScheduleRow)
+            .where(
+                ScheduleRow.target_kind == target.kind,
+                ScheduleRow.target_id == target.id,
+                ScheduleRow.enabled.is_(True),
+            )
+            .order_by(ScheduleRow.item_id)
+        ).all()
+        zones = {row.tz for row in rows}
+        if len(zones) > 1:
+            raise Invalid(
+                "mixed_tz",
+                f"Các mục lịch của {target.id} phải cùng một múi giờ (đang có {sorted(zones)})",
+                f"The entries of {target.id} must share one time zone (found {sorted(zones)})",
+            )
+        items = [self._item(session, row) for row in rows]
+        try:
+            return ScheduleSet(
+                version=version, tz=zones.pop() if zones else DEFAULT_TZ, items=items
+            )
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    def _check_target(self, session: Session, target: Target) -> None:
+        """Before a change is kept: its document must be valid and fit in one message."""
+        payload = seal(
+            "schedule.set", self.document(session, target), self.site.signing_key(), self.clock()
+        )
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise Invalid(
+                "document_too_large",
+                f"Lịch của {target.id} quá lớn ({len(payload)} byte, tối đa {MAX_PAYLOAD_BYTES})",
+                f"The schedule of {target.id} is too large ({len(payload)} bytes, "
+                f"at most {MAX_PAYLOAD_BYTES})",
+            )
+
+    def publish(self, target: Target) -> Published:
+        """Sign the target's document at a new version, keep it, publish it retained."""
+        if self.publisher is None:
+            raise ServiceError(
+                "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
+            )
+        topic = target.topic(self.fleet.topics, "schedule")
+        built: list[ScheduleSet] = []
+
+        def build(version: int, _last: object) -> ScheduleSet:
+            built.append(self.document(session, target, version))
+            return built[-1]
+
+        with self.sessions.begin() as session:
+            signed = sign_next(
+                session,
+                topic,
+                "schedule.set",
+                build=build,
+                key=self.site.signing_key(),
+                now_ms=self.clock(),
+            )
+            items = len(built[-1].items)
+        self.publisher.publish(topic, signed.payload, qos=1, retain=True)
+        with self.sessions.begin() as session:
+            mark_delivered(session, signed, self.clock())
+        return Published(topic, signed.version, signed.envelope_id, items)
+
+    def _publish_targets(self, targets: Iterable[Target]) -> None:
+        if self.publisher is not None:
+            for target in targets:
+                self.publish(target)
+
+    def behind(self, device: str, reported: Mapping[str, int]) -> list[str]:
+        """Schedule topics whose published version is above what ``device`` reports holding
+        (its status or telemetry ``documents``): what ingest should ``resend``."""
+        entry = next((d for d in self.fleet.speakers() if d.id == device), None)
+        if entry is None:
+            return []
+        topics = [Target("device", device).topic(self.fleet.topics, "schedule")]
+        topics += [Target("group", g).topic(self.fleet.topics, "schedule") for g in entry.groups]
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(PublishedDocumentRow).where(PublishedDocumentRow.topic.in_(topics))
+            )
+            return sorted(r.topic for r in rows if r.version > reported.get(r.topic, 0))
+
+    def resend(self, topic: str) -> None:
+        """Publish the stored document of ``topic`` again, byte for byte."""
+        with self.sessions() as session:
+            row = session.get(PublishedDocumentRow, topic)
+            if row is None:
+                raise NotFound(
+                    "no_document", f"Chưa gửi lịch nào tới {topic}", f"No document sent on {topic}"
+                )
+            signed = Signed(topic, row.version, row.envelope_id, row.payload.encode())
+        if self.publisher is None:
+            raise ServiceError(
+                "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
+            )
+        self.publisher.publish(topic, signed.payload, qos=1, retain=True)
+        with self.sessions.begin() as session:
+            mark_delivered(session, signed, self.clock())

@@ -1,0 +1,1 @@
+"""The site: signing keys, device registry and configurations, broker files, signed documents."""

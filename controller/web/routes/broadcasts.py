@@ -1,0 +1,317 @@
+"""Play now, emergency and stop over HTTP, and the page with its confirmation step.
+
+Every send is audited in the same transaction as nothing else: the command is
+recorded by controller.radio.broadcasting, the audit row here, and both name the
+broadcast id. An emergency needs an explicit confirmation: `"confirm": true`
+in the API, a second page in the browser.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from controller import i18n
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
+from controller.deps import DbSession, StationDep, require
+from controller.radio.broadcasting import BroadcastInfo
+from controller.radio.station import Station, refused_as_http
+from controller.radio.targets import Target
+from controller.site.directory import ProvisioningError
+from controller.web.routes import error_responses, render
+from controller.web.routes.broadcast_schemas import (
+    BroadcastOut,
+    EmergencyIn,
+    PlayIn,
+    StopIn,
+)
+
+router = APIRouter(tags=["broadcasts"])
+Broadcaster = Annotated[Principal, Depends(require(Permission.BROADCAST))]
+Viewer = Annotated[Principal, Depends(require(Permission.VIEW_FLEET))]
+SEND_ERRORS = error_responses(401, 403, 404, 422, 503)
+BroadcastId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+
+i18n.register(
+    {
+        "nav.broadcasts": ("Phát thanh", "Broadcasts"),
+        "bc.title": ("Phát thanh", "Broadcasts"),
+        "bc.play": ("Phát ngay", "Play now"),
+        "bc.emergency": ("Phát khẩn cấp", "Emergency broadcast"),
+        "bc.emergency_intro": (
+            "Bản tin khẩn cấp phát ngay lập tức trên mọi cụm loa được chọn, ngắt mọi nội dung "
+            "đang phát và bỏ qua giờ yên tĩnh.",
+            "An emergency broadcast plays at once on every chosen speaker, interrupting "
+            "whatever plays and ignoring quiet hours.",
+        ),
+        "bc.confirm_title": ("Xác nhận phát khẩn cấp", "Confirm the emergency broadcast"),
+        "bc.confirm_text": (
+            "Bạn sắp phát khẩn cấp «{clip}» tới {count} cụm loa: {devices}.",
+            "You are about to broadcast «{clip}» as an emergency to {count} speakers: {devices}.",
+        ),
+        "bc.confirm_send": ("Xác nhận, phát khẩn cấp ngay", "Confirm: broadcast now"),
+        "bc.cancel": ("Huỷ", "Cancel"),
+        "bc.stop": ("Dừng phát", "Stop"),
+        "bc.sent": ("Đã gửi lệnh {id}.", "Command {id} sent."),
+        "bc.recent": ("Lệnh phát gần đây", "Recent broadcasts"),
+        "bc.empty": ("Chưa có lệnh phát nào.", "No broadcasts yet."),
+        "bc.targets": ("Nơi phát", "Where"),
+        "bc.clip": ("Tệp âm thanh", "Clip"),
+        "bc.level": ("Mức", "Level"),
+        "bc.label": ("Tiêu đề", "Label"),
+        "bc.kind": ("Loại", "Kind"),
+        "bc.acks": ("Xác nhận của cụm loa", "Speaker answers"),
+        "bc.no_broker": ("Chưa kết nối máy chủ MQTT", "No MQTT connection"),
+        "bc.no_target": ("Chọn ít nhất một nơi phát.", "Choose at least one target."),
+        "bc.no_clip": ("Chọn một tệp âm thanh.", "Choose a clip."),
+        "level.normal": ("Thông thường", "Normal"),
+        "level.priority": ("Ưu tiên", "Priority"),
+        "level.emergency": ("Khẩn cấp", "Emergency"),
+        "target.group": ("Nhóm {id}", "Group {id}"),
+        "target.device": ("Cụm loa {id}", "Speaker {id}"),
+        "status.sent": ("Đã gửi", "Sent"),
+        "status.acked": ("Đã nhận đủ", "All answered"),
+        "status.partial": ("Một phần", "Partly refused"),
+        "status.refused": ("Bị từ chối", "Refused"),
+    }
+)
+
+
+def _audit_sent(db: DbSession, who: Principal, action: str, info: BroadcastInfo) -> None:
+    target = ",".join(f"{t.kind}:{t.id}" for t in info.targets)
+    details: dict[str, Any] = {"broadcast": info.id, "level": info.level, "label": info.label}
+    details |= {"clip": info.clip_sha256, "devices": [a.device for a in info.acks]}
+    audit(db, who, action, target, details)
+    db.commit()
+
+
+def precheck(station: Station, targets: list[Target], clip: str | None = None) -> None:
+    """Bad input is told as such (4xx) before a missing broker (503)."""
+    station.check_site()
+    with refused_as_http():
+        for target in targets:
+            station.scheduling.fleet.members(target)
+        if clip is not None:
+            station.library.get(clip)
+    station.check_can_send()
+
+
+def play(station: Station, db: DbSession, who: Principal, body: PlayIn) -> BroadcastInfo:
+    precheck(station, [t.target() for t in body.targets], body.clip_sha256)
+    with refused_as_http():
+        info = station.broadcasting.play_now(
+            [t.target() for t in body.targets],
+            by=who.name,
+            clip_sha256=body.clip_sha256,
+            stream_url=body.stream_url,
+            stream_duration_s=body.stream_duration_s,
+            level=body.level,
+            label=body.label,
+            gain_db=body.gain_db,
+            repeat=body.repeat,
+        )
+    _audit_sent(db, who, "broadcast.play", info)
+    return info
+
+
+def emergency(
+    station: Station,
+    db: DbSession,
+    who: Principal,
+    *,
+    targets: list[Target],
+    clip: str,
+    label: str,
+) -> BroadcastInfo:
+    precheck(station, targets, clip)
+    with refused_as_http():
+        info = station.broadcasting.emergency(targets, clip, by=who.name, label=label)
+    _audit_sent(db, who, "broadcast.emergency", info)
+    return info
+
+
+def stop(
+    station: Station, db: DbSession, who: Principal, targets: list[Target], level: str
+) -> BroadcastInfo:
+    precheck(station, targets)
+    with refused_as_http():
+        info = station.broadcasting.stop(targets, by=who.name, level=level)  # type: ignore[arg-type]
+    _audit_sent(db, who, "broadcast.stop", info)
+    return info
+
+
+@router.post("/api/broadcasts", response_model=BroadcastOut, status_code=201, responses=SEND_ERRORS)
+def api_play(body: PlayIn, station: StationDep, db: DbSession, who: Broadcaster) -> BroadcastOut:
+    """Play a clip (or relay a stream) now on every speaker of the targets, all together."""
+    return BroadcastOut.of(play(station, db, who, body))
+
+
+@router.post(
+    "/api/broadcasts/emergency", response_model=BroadcastOut, status_code=201, responses=SEND_ERRORS
+)
+def api_emergency(
+    body: EmergencyIn, station: StationDep, db: DbSession, who: Broadcaster
+) -> BroadcastOut:
+    """Khẩn cấp: interrupts everything, ignores quiet hours; needs `"confirm": true`."""
+    targets = [t.target() for t in body.targets]
+    return BroadcastOut.of(
+        emergency(station, db, who, targets=targets, clip=body.clip_sha256, label=body.label)
+    )
+
+
+@router.post(
+    "/api/broadcasts/stop", response_model=BroadcastOut, status_code=201, responses=SEND_ERRORS
+)
+def api_stop(body: StopIn, station: StationDep, db: DbSession, who: Broadcaster) -> BroadcastOut:
+    """Stop what plays at or below a level on every speaker of the targets."""
+    return BroadcastOut.of(stop(station, db, who, [t.target() for t in body.targets], body.level))
+
+
+@router.get("/api/broadcasts", response_model=list[BroadcastOut], responses=SEND_ERRORS)
+def api_recent(
+    station: StationDep, who: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[BroadcastOut]:
+    """The newest broadcasts first, each with every reached speaker's answer."""
+    return [BroadcastOut.of(b) for b in station.broadcasting.recent(limit)]
+
+
+@router.get("/api/broadcasts/{broadcast_id}", response_model=BroadcastOut, responses=SEND_ERRORS)
+def api_get(broadcast_id: BroadcastId, station: StationDep, who: Viewer) -> BroadcastOut:
+    """One broadcast and its acks."""
+    with refused_as_http():
+        return BroadcastOut.of(station.broadcasting.get(broadcast_id))
+
+
+# pages
+
+
+def form_targets(values: list[str]) -> list[Target]:
+    """Checkbox values `group:thon-1`, `device:loa-1`; the services check they exist."""
+    targets = []
+    for value in values:
+        kind, _, ident = value.partition(":")
+        if kind not in ("group", "device"):
+            raise i18n.Refusal(422, "bc.no_target")
+        targets.append(Target(kind, ident[:48]))  # type: ignore[arg-type]
+    if not targets:
+        raise i18n.Refusal(422, "bc.no_target")
+    return targets
+
+
+def speaker_targets(station: Station) -> list[tuple[str, str]]:
+    """Every group and speaker of the site, as (form value, i18n key of its label)."""
+    try:
+        speakers = station.scheduling.fleet.speakers()
+    except (OSError, ProvisioningError, i18n.Refusal):  # no site yet: nothing to choose
+        return []
+    groups = sorted({g for d in speakers for g in d.groups})
+    return [(f"group:{g}", g) for g in groups] + [(f"device:{d.id}", d.id) for d in speakers]
+
+
+def _page(
+    request: Request,
+    station: Station,
+    status_code: int = 200,
+    error: i18n.Refusal | None = None,
+    sent: str = "",
+) -> HTMLResponse:
+    return render(
+        request,
+        "broadcasts.html",
+        status_code=status_code,
+        error=error,
+        sent=sent,
+        connected=station.connected,
+        targets=speaker_targets(station),
+        clips=station.library.clips(),
+        broadcasts=station.broadcasting.recent(30),
+    )
+
+
+@router.get("/broadcasts", response_class=HTMLResponse, include_in_schema=False)
+def broadcasts_page(request: Request, station: StationDep, who: Broadcaster) -> Response:
+    sent = request.query_params.get("sent", "")
+    return _page(request, station, sent=sent[:32])
+
+
+@router.post("/broadcasts/play", include_in_schema=False)
+def page_play(
+    *,
+    request: Request,
+    station: StationDep,
+    db: DbSession,
+    who: Broadcaster,
+    target: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults
+    clip: Annotated[str, Form()] = "",
+    level: Annotated[str, Form()] = "normal",
+    label: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    try:
+        body = PlayIn.model_validate(
+            {
+                "targets": [vars(t) for t in form_targets(target)],
+                "clip_sha256": clip or None,
+                "level": level,
+                "label": label,
+            }
+        )
+        info = play(station, db, who, body)
+    except i18n.Refusal as refused:
+        return _page(request, station, refused.status, refused)
+    except ValueError:
+        return _page(request, station, 422, i18n.Refusal(422, "bc.no_clip"))
+    return RedirectResponse(f"/broadcasts?sent={info.id}", status_code=303)
+
+
+@router.post("/broadcasts/emergency", include_in_schema=False)
+def page_emergency(
+    *,
+    request: Request,
+    station: StationDep,
+    db: DbSession,
+    who: Broadcaster,
+    target: Annotated[list[str], Form()] = [],  # noqa: B006
+    clip: Annotated[str, Form()] = "",
+    label: Annotated[str, Form(max_length=200)] = "",
+    confirmed: Annotated[str, Form()] = "",
+) -> Response:
+    """First the confirmation page; only its own button (confirmed=yes) sends."""
+    try:
+        targets = form_targets(target)
+        with refused_as_http():
+            chosen = station.library.get(clip) if clip else None
+            if chosen is None:
+                raise i18n.Refusal(422, "bc.no_clip")
+            devices = sorted({d for t in targets for d in station.scheduling.fleet.members(t)})
+        if confirmed != "yes":
+            return render(
+                request,
+                "broadcast_confirm.html",
+                targets=target,
+                clip=chosen,
+                label=label,
+                devices=devices,
+            )
+        info = emergency(station, db, who, targets=targets, clip=chosen.sha256, label=label)
+    except i18n.Refusal as refused:
+        return _page(request, station, refused.status, refused)
+    return RedirectResponse(f"/broadcasts?sent={info.id}", status_code=303)
+
+
+@router.post("/broadcasts/stop", include_in_schema=False)
+def page_stop(
+    *,
+    request: Request,
+    station: StationDep,
+    db: DbSession,
+    who: Broadcaster,
+    target: Annotated[list[str], Form()] = [],  # noqa: B006
+) -> Response:
+    try:
+        info = stop(station, db, who, form_targets(target), "emergency")
+    except i18n.Refusal as refused:
+        return _page(request, station, refused.status, refused)
+    return RedirectResponse(f"/broadcasts?sent={info.id}", status_code=303)

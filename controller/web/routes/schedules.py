@@ -1,0 +1,368 @@
+"""Schedule entries over HTTP, the calendar and the conflict preview, and their page.
+
+Entries are kept per group or per device at one of the three levels
+(Circular 39); each change republishes the target's signed retained document
+(controller.radio.scheduling) and is audited. The calendar and the preview are
+controller.radio.schedule_calendar's. Reading needs only view_fleet, so an officer
+sees what plays where; changing needs manage_schedules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from controller import i18n
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal
+from controller.deps import DbSession, StationDep, require
+from controller.radio.schedule_calendar import DevicePlan
+from controller.radio.schedule_entries import Entry, EntryInput
+from controller.radio.station import Station, invalid_input, refused_as_http
+from controller.web.routes import LOCAL_TZ, error_responses, render
+from controller.web.routes.broadcasts import SEND_ERRORS, speaker_targets
+from controller.web.routes.schedule_schemas import (
+    EntryIn,
+    EntryOut,
+    EntryUpdate,
+    PlanOut,
+    PreviewIn,
+)
+from protocol.topics import ID_PATTERN
+
+router = APIRouter(tags=["schedules"])
+Scheduler = Annotated[Principal, Depends(require(Permission.MANAGE_SCHEDULES))]
+Viewer = Annotated[Principal, Depends(require(Permission.VIEW_FLEET))]
+EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+READ_ERRORS = {k: v for k, v in SEND_ERRORS.items() if k != 404}
+DAY_MS = 86_400_000
+MAX_PER_DAY = 96
+REPEATS = {
+    "once": "FREQ=DAILY;COUNT=1",
+    "daily": "FREQ=DAILY",
+    "weekdays": "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
+    "weekly": "FREQ=WEEKLY",
+}
+
+i18n.register(
+    {
+        "nav.schedules": ("Lịch phát", "Schedules"),
+        "sched.title": ("Lịch phát", "Schedules"),
+        "sched.new": ("Thêm lịch phát", "New schedule entry"),
+        "sched.save": ("Lưu và gửi tới cụm loa", "Save and send to the speakers"),
+        "sched.preview": ("Xem trước xung đột", "Preview conflicts"),
+        "sched.target": ("Nơi phát", "Where"),
+        "sched.start": ("Bắt đầu (giờ địa phương)", "Starts (local time)"),
+        "sched.repeat": ("Lặp lại", "Repeat"),
+        "sched.repeat.once": ("Một lần", "Once"),
+        "sched.repeat.daily": ("Hằng ngày", "Daily"),
+        "sched.repeat.weekdays": ("Thứ Hai đến thứ Sáu", "Monday to Friday"),
+        "sched.repeat.weekly": ("Hằng tuần", "Weekly"),
+        "sched.rrule": ("Quy tắc RRULE (tuỳ chọn)", "RRULE (optional)"),
+        "sched.entries": ("Các mục lịch", "Entries"),
+        "sched.empty": ("Chưa có lịch phát nào.", "No schedule entries yet."),
+        "sched.delete": ("Xoá", "Delete"),
+        "sched.saved": ("Đã lưu và gửi lịch phát.", "Saved and sent to the speakers."),
+        "sched.deleted": ("Đã xoá lịch phát.", "Entry deleted."),
+        "sched.calendar": ("Lịch theo cụm loa", "Calendar per speaker"),
+        "sched.day": ("Ngày", "Day"),
+        "sched.span": ("Khoảng", "Span"),
+        "sched.span.day": ("Một ngày", "One day"),
+        "sched.span.week": ("Một tuần", "One week"),
+        "sched.show": ("Xem", "Show"),
+        "sched.nothing": ("Không có gì phát.", "Nothing plays."),
+        "sched.conflicts": ("Xung đột", "Conflicts"),
+        "sched.no_conflict": (
+            "Không có xung đột: mọi mục đều phát trọn vẹn đúng giờ.",
+            "No conflicts: every item plays in full at its time.",
+        ),
+        "sched.planned": ("Dự kiến", "Planned"),
+        "sched.actual": ("Thực tế", "Actual"),
+        "sched.outcome": ("Kết quả", "Outcome"),
+        "outcome.completed": ("Phát trọn", "Plays in full"),
+        "outcome.preempted": ("Bị ngắt", "Cut"),
+        "outcome.missed": ("Bỏ lỡ", "Missed"),
+        "sched.bad_day": ("Ngày không hợp lệ: {day}", "Not a valid day: {day}"),
+        "sched.too_frequent": (
+            "Lịch phát lặp quá dày: tối đa {max} lần một ngày (mỗi 15 phút).",
+            "The entry repeats too often: at most {max} times a day (every 15 minutes).",
+        ),
+    }
+)
+
+
+def check_rrule(rrule: str) -> None:
+    """Refuse rules that fire more than MAX_PER_DAY times a day: no loudspeaker needs
+    them, and every speaker and the calendar would expand each occurrence."""
+    rule = rrule.upper().removeprefix("RRULE:")
+    parts = dict(p.split("=", 1) for p in rule.split(";") if "=" in p)
+    freq = parts.get("FREQ", "")
+    hours = len(parts["BYHOUR"].split(",")) if "BYHOUR" in parts else 24 if freq == "HOURLY" else 1
+    minutes = len(parts["BYMINUTE"].split(",")) if "BYMINUTE" in parts else 1
+    if freq in ("SECONDLY", "MINUTELY") or "BYSECOND" in parts or hours * minutes > MAX_PER_DAY:
+        raise i18n.Refusal(422, "sched.too_frequent", max=MAX_PER_DAY)
+
+
+def period(start: dt.date, days: int) -> tuple[int, int]:
+    """Local midnight of ``start`` and ``days`` later, in epoch ms."""
+    try:
+        begin = dt.datetime.combine(start, dt.time(), LOCAL_TZ)
+        first = int(begin.timestamp() * 1000)
+    except (OverflowError, ValueError, OSError):
+        raise i18n.Refusal(422, "sched.bad_day", day=str(start)) from None
+    return first, first + days * DAY_MS
+
+
+def _audit(db: DbSession, who: Principal, action: str, e: Entry) -> None:
+    details = {"entry": e.id, "item_id": e.item_id, "label": e.label, "level": e.level}
+    details |= {"rrule": e.rrule, "dtstart": e.dtstart, "clip": e.clip_sha256, "version": e.version}
+    audit(db, who, action, f"{e.target.kind}:{e.target.id}", details)
+    db.commit()
+
+
+def _validate(station: Station, entry: EntryInput) -> None:
+    """Check an entry as saving would, without saving: bad input before a missing broker."""
+    check_rrule(entry.rrule)
+    station.check_site()
+    now = station.scheduling.clock()
+    with refused_as_http():
+        station.calendar.plans(now, now + 1, devices=[], proposed=entry)
+    station.check_can_send()
+
+
+def create(station: Station, db: DbSession, who: Principal, body: EntryIn) -> Entry:
+    entry = body.to_input()
+    _validate(station, entry)
+    with refused_as_http():
+        made = station.scheduling.create(entry, by=who.name)
+    _audit(db, who, "schedule.create", made)
+    return made
+
+
+def update(
+    station: Station, db: DbSession, who: Principal, entry_id: int, body: EntryUpdate
+) -> Entry:
+    entry = EntryIn.model_validate(body.model_dump(exclude={"expected_version"})).to_input()
+    with refused_as_http():
+        station.scheduling.get(entry_id)
+    _validate(station, entry.model_copy(update={"item_id": None}))
+    with refused_as_http():
+        changed = station.scheduling.update(
+            entry_id, entry, by=who.name, expected_version=body.expected_version
+        )
+    _audit(db, who, "schedule.update", changed)
+    return changed
+
+
+def delete(station: Station, db: DbSession, who: Principal, entry_id: int) -> Entry:
+    with refused_as_http():
+        gone = station.scheduling.get(entry_id)
+    station.check_can_send()
+    with refused_as_http():
+        station.scheduling.delete(entry_id, by=who.name)
+    _audit(db, who, "schedule.delete", gone)
+    return gone
+
+
+@router.get("/api/schedules", response_model=list[EntryOut], responses=READ_ERRORS)
+def api_entries(
+    station: StationDep,
+    who: Viewer,
+    target_kind: Literal["group", "device"] | None = None,
+    target_id: Annotated[str, Query(pattern=f"^{ID_PATTERN}$")] | None = None,
+) -> list[EntryOut]:
+    """Every entry, or a target's (give both target_kind and target_id)."""
+    entries = station.scheduling.entries()
+    if target_kind is not None:
+        entries = [e for e in entries if e.target.kind == target_kind]
+    if target_id is not None:
+        entries = [e for e in entries if e.target.id == target_id]
+    return [EntryOut.of(e) for e in entries]
+
+
+@router.post("/api/schedules", response_model=EntryOut, status_code=201, responses=SEND_ERRORS)
+def api_create(body: EntryIn, station: StationDep, db: DbSession, who: Scheduler) -> EntryOut:
+    """Add an entry and publish its target's signed document."""
+    return EntryOut.of(create(station, db, who, body))
+
+
+@router.get(
+    "/api/schedules/{entry_id}",
+    response_model=EntryOut,
+    responses=error_responses(401, 403, 404, 422),
+)
+def api_entry(entry_id: EntryId, station: StationDep, who: Viewer) -> EntryOut:
+    """One entry."""
+    with refused_as_http():
+        return EntryOut.of(station.scheduling.get(entry_id))
+
+
+@router.put(
+    "/api/schedules/{entry_id}",
+    response_model=EntryOut,
+    responses=SEND_ERRORS | error_responses(409),
+)
+def api_update(
+    entry_id: EntryId, body: EntryUpdate, station: StationDep, db: DbSession, who: Scheduler
+) -> EntryOut:
+    """Replace an entry; its former and new targets' documents are published again."""
+    return EntryOut.of(update(station, db, who, entry_id, body))
+
+
+@router.delete("/api/schedules/{entry_id}", response_model=EntryOut, responses=SEND_ERRORS)
+def api_delete(entry_id: EntryId, station: StationDep, db: DbSession, who: Scheduler) -> EntryOut:
+    """Delete an entry (returned as it was) and publish its target's document."""
+    return EntryOut.of(delete(station, db, who, entry_id))
+
+
+@router.get("/api/calendar", response_model=list[PlanOut], responses=READ_ERRORS)
+def api_calendar(
+    *,
+    station: StationDep,
+    who: Viewer,
+    start: dt.date,
+    days: Annotated[int, Query(ge=1, le=31)] = 1,
+    device: Annotated[list[str], Query(max_length=100)] = [],  # noqa: B006 - copied by FastAPI
+    conflicts_only: bool = False,
+) -> list[PlanOut]:
+    """What each speaker plays from local midnight of `start` for `days` days, collisions
+    resolved as the speaker will; `conflicts_only` keeps what is cut, missed or delayed."""
+    first, end = period(start, days)
+    ask = station.calendar.conflicts if conflicts_only else station.calendar.plans
+    with refused_as_http():
+        return [PlanOut.of(p) for p in ask(first, end, devices=device or None)]
+
+
+@router.post("/api/schedules/preview", response_model=list[PlanOut], responses=READ_ERRORS)
+def api_preview(body: PreviewIn, station: StationDep, who: Scheduler) -> list[PlanOut]:
+    """The conflict preview of an entry not yet saved: what it would cut, delay or lose."""
+    check_rrule(body.entry.rrule)
+    first, end = period(body.start, body.days)
+    with refused_as_http():
+        plans = station.calendar.conflicts(first, end, proposed=body.entry.to_input())
+    return [PlanOut.of(p) for p in plans]
+
+
+# page
+
+
+def _form_entry(form: dict[str, Any]) -> EntryIn:
+    kind, _, ident = str(form.get("target", "")).partition(":")
+    rrule = str(form.get("rrule") or "").strip() or REPEATS.get(str(form.get("repeat")), "")
+    dtstart = str(form.get("dtstart", ""))
+    if len(dtstart) == 16:  # datetime-local gives minutes only
+        dtstart += ":00"
+    data = {
+        "target": {"kind": kind or "group", "id": ident},
+        "clip_sha256": form.get("clip") or None,
+        "level": form.get("level") or "normal",
+        "dtstart": dtstart,
+        "rrule": rrule,
+        "label": form.get("label", ""),
+    }
+    try:
+        return EntryIn.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(exc) from None
+
+
+def _page(
+    request: Request,
+    station: Station,
+    *,
+    status_code: int = 200,
+    error: i18n.Refusal | None = None,
+    form: dict[str, Any] | None = None,
+    preview: list[DevicePlan] | None = None,
+) -> HTMLResponse:
+    query = request.query_params
+    try:
+        day = dt.date.fromisoformat(query.get("day", ""))
+    except ValueError:
+        day = dt.datetime.now(LOCAL_TZ).date()
+    span = "week" if query.get("span") == "week" else "day"
+    first, end = period(day, 7 if span == "week" else 1)
+    try:
+        plans = station.calendar.plans(first, end)
+    except (i18n.Refusal, OSError, ValueError):  # no site yet
+        plans = []
+    by_id = {c.sha256: c.title for c in station.library.clips()}
+    return render(
+        request,
+        "schedules.html",
+        status_code=status_code,
+        error=error,
+        done=query.get("done", "")[:20],
+        day=day.isoformat(),
+        span=span,
+        plans=plans,
+        preview=preview,
+        form=form or {},
+        repeats=list(REPEATS),
+        targets=speaker_targets(station),
+        clips=station.library.clips(),
+        clip_titles=by_id,
+        entries=station.scheduling.entries(),
+    )
+
+
+@router.get("/schedules", response_class=HTMLResponse, include_in_schema=False)
+def schedules_page(request: Request, station: StationDep, who: Viewer) -> Response:
+    return _page(request, station)
+
+
+async def _form(request: Request) -> dict[str, Any]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= 1000}
+
+
+@router.post("/schedules", include_in_schema=False)
+def page_create(
+    request: Request,
+    station: StationDep,
+    db: DbSession,
+    who: Scheduler,
+    form: Annotated[dict[str, Any], Depends(_form)],
+) -> Response:
+    try:
+        create(station, db, who, _form_entry(form))
+    except i18n.Refusal as refused:
+        return _page(request, station, status_code=refused.status, error=refused, form=form)
+    return RedirectResponse("/schedules?done=saved", status_code=303)
+
+
+@router.post("/schedules/preview", include_in_schema=False)
+def page_preview(
+    request: Request,
+    station: StationDep,
+    who: Scheduler,
+    form: Annotated[dict[str, Any], Depends(_form)],
+) -> Response:
+    try:
+        entry = _form_entry(form)
+        check_rrule(entry.rrule)
+        start = dt.date.fromisoformat(entry.dtstart[:10])
+        first, end = period(start, 7)
+        with refused_as_http():
+            found = station.calendar.conflicts(first, end, proposed=entry.to_input())
+    except i18n.Refusal as refused:
+        return _page(request, station, status_code=refused.status, error=refused, form=form)
+    except ValueError:
+        refusal = i18n.Refusal(422, "sched.bad_day", day="?")
+        return _page(request, station, status_code=422, error=refusal, form=form)
+    return _page(request, station, form=form, preview=found)
+
+
+@router.post("/schedules/{entry_id}/delete", include_in_schema=False)
+def page_delete(
+    request: Request, entry_id: EntryId, station: StationDep, db: DbSession, who: Scheduler
+) -> Response:
+    try:
+        delete(station, db, who, entry_id)
+    except i18n.Refusal as refused:
+        return _page(request, station, status_code=refused.status, error=refused)
+    return RedirectResponse("/schedules?done=deleted", status_code=303)

@@ -1,0 +1,152 @@
+"""API tokens: the admin page (create, shown once; revoke) and the JSON API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from controller.auth.audit import audit
+from controller.auth.roles import Permission, Principal, Role
+from controller.auth.tokens import create_token, list_tokens, revoke_token
+from controller.db.auth_tables import ApiToken
+from controller.deps import DbSession, app_state, require
+from controller.i18n import Refusal
+from controller.web.routes import ERRORS, error_responses, render
+
+router = APIRouter()
+Admin = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
+TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    role: Role
+    owner: str
+    created_ms: int
+    last_used_ms: int | None
+    revoked_ms: int | None
+
+    @classmethod
+    def of(cls, row: ApiToken, owner: str) -> TokenOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            prefix=row.prefix,
+            role=Role(row.role),
+            owner=owner,
+            created_ms=row.created_ms,
+            last_used_ms=row.last_used_ms,
+            revoked_ms=row.revoked_ms,
+        )
+
+
+class TokenCreate(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    role: Role
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token itself: shown this once, never stored in clear")
+
+
+def _tokens_page(
+    request: Request,
+    db: DbSession,
+    status_code: int = 200,
+    error: Refusal | None = None,
+    new_token: str = "",
+) -> HTMLResponse:
+    return render(
+        request,
+        "tokens.html",
+        status_code=status_code,
+        tokens=list_tokens(db),
+        roles=list(Role),
+        error=error,
+        new_token=new_token,
+    )
+
+
+@router.get("/tokens", response_class=HTMLResponse, include_in_schema=False)
+def tokens_page(request: Request, db: DbSession, who: Admin) -> Response:
+    return _tokens_page(request, db)
+
+
+@router.post("/tokens", response_class=HTMLResponse, include_in_schema=False)
+def tokens_create(
+    request: Request,
+    db: DbSession,
+    who: Admin,
+    name: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        token, row = create_token(db, who, name, role, app_state(request).now_ms())
+    except Refusal as refusal:
+        db.rollback()
+        return _tokens_page(request, db, refusal.status, refusal)
+    audit(db, who, "token.create", f"token:{row.id}", {"name": row.name, "role": row.role})
+    db.commit()
+    response = _tokens_page(request, db, 201, new_token=token)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.post("/tokens/{token_id}/revoke", include_in_schema=False)
+def tokens_revoke(request: Request, db: DbSession, who: Admin, token_id: str) -> Response:
+    try:
+        row = revoke_token(db, _token_id(token_id), app_state(request).now_ms())
+    except Refusal as refusal:
+        return _tokens_page(request, db, refusal.status, refusal)
+    audit(db, who, "token.revoke", f"token:{row.id}", {"name": row.name})
+    db.commit()
+    return RedirectResponse("/tokens", status_code=303)
+
+
+def _token_id(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) < 2**31:
+        raise Refusal(404, "error.no_token", id=text[:20])
+    return int(text)
+
+
+@router.get("/api/tokens", response_model=list[TokenOut], tags=["tokens"], responses=ERRORS)
+def api_tokens(db: DbSession, who: Admin) -> list[TokenOut]:
+    """Every API token, newest first; never the tokens themselves."""
+    return [TokenOut.of(row, owner) for row, owner in list_tokens(db)]
+
+
+@router.post(
+    "/api/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    tags=["tokens"],
+    responses=ERRORS,
+)
+def api_create_token(
+    request: Request, db: DbSession, who: Admin, body: TokenCreate
+) -> TokenCreated:
+    """A new token for an integration; the response is the only time it is shown."""
+    token, row = create_token(db, who, body.name, body.role.value, app_state(request).now_ms())
+    audit(db, who, "token.create", f"token:{row.id}", {"name": row.name, "role": row.role})
+    db.commit()
+    return TokenCreated(**TokenOut.of(row, who.username).model_dump(), token=token)
+
+
+@router.delete(
+    "/api/tokens/{token_id}",
+    response_model=TokenOut,
+    tags=["tokens"],
+    responses=error_responses(401, 403, 404, 422),
+)
+def api_revoke_token(request: Request, db: DbSession, who: Admin, token_id: TokenId) -> TokenOut:
+    """Revoke a token at once; revoking it again changes nothing."""
+    row = revoke_token(db, token_id, app_state(request).now_ms())
+    audit(db, who, "token.revoke", f"token:{row.id}", {"name": row.name})
+    db.commit()
+    owner = next(o for r, o in list_tokens(db) if r.id == row.id)
+    return TokenOut.of(row, owner)
