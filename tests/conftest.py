@@ -1,4 +1,4 @@
-"""Shared fixtures: a provisioned site, a real Mosquitto on a free port, agents."""
+"""Shared fixtures: a provisioned site, a real Mosquitto on a free port, agents; a player."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import tomli_w
@@ -20,6 +20,9 @@ from protocol.envelope import seal
 from protocol.signing import SigningKey
 from tests.fleet import AgentProcess, Probe
 from tests.postgres import PostgresCluster
+
+if TYPE_CHECKING:
+    from tests.player_helpers import Clips, Rig
 
 DEVICES = {
     "loa-1": (["speaker"], ["thon-1", "all"]),
@@ -209,3 +212,29 @@ def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
     yield make
     for kiosk in made:
         kiosk.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    """The player tests' tones, made by ffmpeg once per module."""
+    from tests.player_helpers import tone
+
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "a440": tone(d / "a440.mp3", 440, 0.6),
+        "b880": tone(d / "b880.wav", 880, 0.4),
+        "long440": tone(d / "long440.mp3", 440, 2.0),
+        "e1000": tone(d / "e1000.ogg", 1000, 0.5),
+        "short660": tone(d / "short660.wav", 660, 0.3),
+        "radio440": tone(d / "radio440.mp3", 440, 4.0),
+    }
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """A Player on a WAV-file sink, its events collected; closed after the test."""
+    from tests.player_helpers import Rig
+
+    r = Rig(tmp_path)
+    yield r
+    r.player.close()

@@ -8,11 +8,8 @@ Time bounds are generous on purpose; the precise figures are the benchmarks'.
 from __future__ import annotations
 
 import http.server
-import math
-import subprocess
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,122 +22,18 @@ from gpiozero.pins.mock import MockFactory
 from broadcast.audio.amplifier import Amplifier
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
-from broadcast.audio.sinks import AlsaSink, SinkError, WavFileSink
-from protocol.events import Body
-
-Clips = dict[str, Path]
-START_TOLERANCE_MS = 50
-LENGTH_TOLERANCE_S = 0.03
-
-
-# audio in and out
-
-
-def tone(path: Path, freq_hz: float, seconds: float, dbfs: float = -12.0) -> Path:
-    """A sine of the given RMS level, encoded by the file's extension."""
-    amplitude = 10 ** (dbfs / 20) * math.sqrt(2)
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-         f"aevalsrc={amplitude:.6f}*sin(2*PI*{freq_hz}*t):s=48000:d={seconds}",
-         "-ac", "1", str(path)],
-        check=True, stdin=subprocess.DEVNULL, timeout=30,
-    )  # fmt: skip
-    return path
-
-
-def samples(path: Path) -> np.ndarray:
-    with wave.open(str(path)) as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (48000, 1, 2)
-        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(float)
-
-
-def dominant_hz(x: np.ndarray, rate: int = 48000) -> float:
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.argmax(spectrum) * rate / len(x))
-
-
-def rms_dbfs(x: np.ndarray) -> float:
-    return float(20 * math.log10(max(np.sqrt(np.mean(x**2)), 1e-9) / 32768))
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
-    d = tmp_path_factory.mktemp("clips")
-    return {
-        "a440": tone(d / "a440.mp3", 440, 0.6),
-        "b880": tone(d / "b880.wav", 880, 0.4),
-        "long440": tone(d / "long440.mp3", 440, 2.0),
-        "e1000": tone(d / "e1000.ogg", 1000, 0.5),
-        "short660": tone(d / "short660.wav", 660, 0.3),
-        "radio440": tone(d / "radio440.mp3", 440, 4.0),
-    }
-
-
-# a player wired to a WAV-file sink, with its events collected
-
-
-class Events:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict[str, Any]]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, body: Body) -> None:
-        with self._cond:
-            self.items.append((body.TYPE, body.wire()))  # as it goes on the wire
-            self._cond.notify_all()
-
-    def of(self, event_type: str, key: str | None = None) -> list[dict[str, Any]]:
-        with self._cond:
-            return [b for t, b in self.items if t == event_type and key in (None, b.get("key"))]
-
-    def wait(
-        self, event_type: str, key: str | None = None, count: int = 1, timeout_s: float = 10
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while len(self.of(event_type, key)) < count:
-                left = deadline - time.monotonic()
-                assert left > 0, f"no {event_type} for {key}: {self.items}"
-                self._cond.wait(left)
-            return self.of(event_type, key)[count - 1]
-
-
-class Rig:
-    def __init__(self, tmp: Path, **player_kw: Any) -> None:
-        self.sink = WavFileSink(tmp / "played")
-        self.events = Events()
-        self.player = Player(self.sink, on_event=self.events, **player_kw)
-
-    def recordings(self, key: str) -> list[tuple[dict[str, Any], np.ndarray]]:
-        return [
-            (e, samples(self.sink.dir / e["file"])) for e in self.sink.played() if e["key"] == key
-        ]
-
-    def recording(self, key: str) -> tuple[dict[str, Any], np.ndarray]:
-        (only,) = self.recordings(key)
-        return only
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    yield r
-    r.player.close()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def req(key: str, clip: Path, priority: int = 2, **kw: Any) -> PlayRequest:
-    return PlayRequest(key, "command", priority, 1000, clip_path=clip, **kw)
-
-
-def assert_tone(x: np.ndarray, freq_hz: float, seconds: float | None = None) -> None:
-    assert abs(dominant_hz(x) - freq_hz) < 5
-    if seconds is not None:
-        assert abs(len(x) / 48000 - seconds) < LENGTH_TOLERANCE_S
-
+from broadcast.audio.sinks import AlsaSink, SinkError
+from tests.player_helpers import (
+    LENGTH_TOLERANCE_S,
+    START_TOLERANCE_MS,
+    Clips,
+    Events,
+    Rig,
+    assert_tone,
+    now_ms,
+    req,
+    rms_dbfs,
+)
 
 # what plays, when, how loud
 
@@ -206,68 +99,7 @@ def test_repeat_plays_back_to_back(rig: Rig, clips: Clips) -> None:
     assert_tone(x, 660, 0.9)
 
 
-# priorities
-
-
-def test_an_emergency_cuts_a_normal_item(rig: Rig, clips: Clips) -> None:
-    rig.player.submit(req("normal", clips["long440"], priority=2))
-    rig.events.wait("play.started", "normal")
-    time.sleep(0.3)
-    playing = rig.player.now_playing()
-    assert playing is not None
-    assert playing["key"] == "normal"
-    submitted = time.time_ns() / 1e6
-    rig.player.submit(req("storm", clips["e1000"], priority=9))
-    rig.events.wait("play.finished", "storm")
-
-    normal, x = rig.recording("normal")
-    assert len(x) / 48000 < 1.5  # cut, well before its 2 s
-    assert_tone(x, 440)
-    finished = rig.events.of("play.finished", "normal")[0]
-    assert finished["outcome"] == "preempted"
-    assert finished["played_ms"] < 1500
-    storm, y = rig.recording("storm")
-    assert_tone(y, 1000, 0.5)
-    assert storm["started_ms"] - submitted < 500  # 200 ms is the target: see bench/preemption.py
-    assert storm["started_ms"] >= normal["ended_ms"]
-    time.sleep(0.2)
-    assert len(rig.recordings("normal")) == 1  # not resumed
-    assert rig.player.now_playing() is None
-
-
-def test_a_preempted_item_resumes_where_it_stopped(tmp_path: Path, clips: Clips) -> None:
-    rig = Rig(tmp_path, resume_preempted=True)
-    try:
-        rig.player.submit(req("normal", clips["long440"], priority=2))
-        rig.events.wait("play.started", "normal")
-        time.sleep(0.5)
-        rig.player.submit(req("storm", clips["short660"], priority=9))
-        second = rig.events.wait("play.finished", "normal", count=2)
-    finally:
-        rig.player.close()
-
-    first = rig.events.of("play.finished", "normal")[0]
-    assert (first["outcome"], second["outcome"]) == ("preempted", "completed")
-    resumed = rig.events.of("play.started", "normal")[1]
-    assert resumed["resumed_from_ms"] == first["played_ms"]
-    assert [e["key"] for e in rig.sink.played()] == ["normal", "storm", "normal"]
-    parts = [x for _, x in rig.recordings("normal")]
-    total = sum(len(x) for x in parts) / 48000
-    assert abs(total - 2.0) < 0.08  # an MP3 restarts on a frame boundary: a few ms again
-    for part in parts:
-        assert_tone(part, 440)
-
-
-def test_equal_priority_queues_and_higher_goes_first(rig: Rig, clips: Clips) -> None:
-    rig.player.submit(req("playing", clips["short660"], priority=5))
-    rig.player.submit(req("normal", clips["short660"], priority=2))
-    rig.player.submit(req("priority", clips["short660"], priority=4))
-    rig.player.submit(req("same", clips["short660"], priority=5))
-    rig.events.wait("play.finished", "normal")
-    assert [e["key"] for e in rig.sink.played()] == ["playing", "same", "priority", "normal"]
-    assert all(b["outcome"] == "completed" for b in rig.events.of("play.finished"))
-    for _, x in (rig.recording(k) for k in ("playing", "same", "priority", "normal")):
-        assert_tone(x, 660, 0.3)
+# stop, by priority (what cuts in and what queues: tests/test_preemption.py)
 
 
 def test_stop_ends_what_plays_and_drops_what_waits(rig: Rig, clips: Clips) -> None:
