@@ -35,6 +35,7 @@ IMPORTS = {
     "pydantic (BaseModel)": "from pydantic import BaseModel",
     "cryptography (Ed25519)": "from cryptography.hazmat.primitives.asymmetric import ed25519",
     "psutil": "import psutil",
+    "gpiozero (only with a relay pin)": "import gpiozero",
     "edge.agent (the agent itself)": "import edge.agent",
     "edge.main (agent entry, no CLI)": "import edge.main",
     "fastapi + uvicorn": "import fastapi, uvicorn",

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from plumbing.clock import wall_ms
+
 ROLES = ("admin", "broadcaster", "technician", "officer")
 
 
@@ -102,7 +104,6 @@ def _with_db(handler: Any) -> Any:
 
 @_with_db
 def _user_add(args: argparse.Namespace, db: Any, auth: Any) -> int:
-    import time
 
     from controller.auth.accounts import create_user
     from controller.auth.audit import audit
@@ -115,7 +116,7 @@ def _user_add(args: argparse.Namespace, db: Any, auth: Any) -> int:
         display_name=args.name,
         role=args.role,
         password=password,
-        now_ms=time.time_ns() // 1_000_000,
+        now_ms=wall_ms(),
     )
     audit(db, None, "user.create", f"user:{user.username}", {"role": user.role}, actor_name="cli")
     db.commit()

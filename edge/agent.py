@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.config import AgentConfig
@@ -27,10 +27,12 @@ from plumbing.clock import wall_ms
 from protocol.commands import ConfigSet, DeviceVolume, Strict
 from protocol.envelope import Opened
 from protocol.events import AgentStarted, Body, new_event
-from protocol.host import CommandHandler, DocumentHandler
 from protocol.signing import Keyring
 from protocol.topics import Topics
 from protocol.uplink import Event, Status, Telemetry
+
+if TYPE_CHECKING:
+    from protocol.host import CommandHandler, DocumentHandler
 
 log = logging.getLogger(__name__)
 INBOUND_QUEUE_MAX = 1000

@@ -11,17 +11,21 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge.store import LocalStore, StoredDocument
 from protocol.commands import DOCUMENT_TOPIC_LEAF, is_document
 from protocol.envelope import Opened, open_envelope
 from protocol.errors import ProtocolError, Refusal, RefusalReason
-from protocol.host import CommandHandler, DocumentHandler
 from protocol.signing import Keyring
 from protocol.topics import Topics
 from protocol.uplink import Ack
 
+if TYPE_CHECKING:
+    from protocol.host import CommandHandler, DocumentHandler
+
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -62,3 +62,16 @@ def test_help_lists_every_program():
     )
     for command in ("agent", "controller", "user", "keys", "device", "demo", "clip"):
         assert f"    {command} " in out.stdout
+
+
+def test_a_speaker_without_a_relay_loads_no_gpiozero():
+    """gpiozero is imported by the amplifier only when a relay pin is configured."""
+    code = (
+        "import sys; import edge.main, broadcast.speaker; "
+        "print([m for m in sys.modules if m.split('.')[0] == 'gpiozero'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

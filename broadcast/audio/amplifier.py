@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gpiozero import OutputDevice
-
 from broadcast.audio.sinks import wall_ms
 
 log = logging.getLogger(__name__)
@@ -40,6 +38,9 @@ class Amplifier:
         self.hold_ms = hold_s * 1000
         self._on_change = on_change
         self._now = now_ms
+        # imported here: a speaker with no relay never loads gpiozero (about 1.7 MiB)
+        from gpiozero import OutputDevice
+
         self._relay = OutputDevice(
             pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
         )

@@ -27,6 +27,7 @@ from controller.radio.schedule_entries import EntryInput
 from controller.radio.station import Station
 from controller.radio.targets import Target
 from controller.settings import load_settings
+from plumbing.clock import wall_ms
 
 START_TIMEOUT_S = 30.0
 DEMO = "xaso demo"  # who the demo's own changes are recorded as
@@ -91,7 +92,7 @@ class DemoController:
     def accounts(self) -> list[Account]:
         """One user per role with a new password; a rerun in the same work dir resets them."""
         made = []
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = wall_ms()
         with self.state.sessions() as db:
             for username, role, name in ACCOUNTS:
                 password = secrets.token_urlsafe(12)

@@ -17,6 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from plumbing.clock import wall_ms
 from plumbing.mqtt_client import guarded, new_client
 from protocol.envelope import seal
 from protocol.signing import SigningKey
@@ -95,7 +96,7 @@ class FleetView:
             log.warning("ignored a message on %s: %s", msg.topic, exc)
 
     def _ingest(self, device: str, leaf: str, doc: Any) -> None:
-        now = time.time_ns() // 1_000_000
+        now = wall_ms()
         with self._lock:
             view = self.devices.setdefault(device, DeviceView(device))
             view.seen_ms = now
@@ -129,7 +130,7 @@ class FleetView:
         cmd_id: str | None = None,
     ) -> str:
         """Sign and publish; returns the command id."""
-        payload = seal(msg_type, body, self.key, time.time_ns() // 1_000_000, cmd_id=cmd_id)
+        payload = seal(msg_type, body, self.key, wall_ms(), cmd_id=cmd_id)
         sent_id: str = json.loads(payload)["id"]
         self._client.publish(topic, payload, qos=1, retain=retain)
         return sent_id

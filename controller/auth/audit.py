@@ -13,7 +13,6 @@ names the thing changed (`user:lan`, `group:thon-1`, `device:loa-3`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from controller.auth.roles import Principal
 from controller.db.auth_tables import AuditEntry
+from plumbing.clock import wall_ms
 
 
 def audit(
@@ -37,7 +37,7 @@ def audit(
 ) -> AuditEntry:
     """Record one change; `principal` None means the system itself (or an anonymous caller)."""
     entry = AuditEntry(
-        at_ms=time.time_ns() // 1_000_000 if at_ms is None else at_ms,
+        at_ms=wall_ms() if at_ms is None else at_ms,
         actor_kind=principal.kind if principal else "system",
         actor_user_id=principal.user_id if principal else None,
         actor_token_id=principal.token_id if principal else None,

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from itertools import chain
-from operator import itemgetter
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
-from sqlalchemy import Dialect, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from controller.db.fleet_tables import (
     TELEMETRY_METRICS,
@@ -38,6 +33,7 @@ from controller.db.fleet_tables import (
     TelemetrySample,
     dialect_insert,
 )
+from controller.db.raw_rows import RawRows
 from controller.site.directory import Site
 from protocol.uplink import Ack, Status, Telemetry
 
@@ -77,73 +73,6 @@ class SeenDevices:
 
     def written(self, devices: set[str], now_ms: int) -> None:
         self.written_ms.update(dict.fromkeys(devices, now_ms))
-
-
-class RawRows:
-    """A Core statement compiled once per dialect, run with plain DBAPI rows.
-
-    For the per-message statements (samples, latest telemetry): SQLAlchemy's
-    per-row parameter processing costs more than the database's own insert.
-    ``keys`` names the tuple positions; values go to the driver as they are,
-    so each must already be what the column takes (JSON as its text).
-
-    ``multirow``: an INSERT is sent as one statement for many rows instead of
-    one per row: ``VALUES (...), (...)`` of up to MULTIROW rows on SQLite (one
-    step, one GIL release per chunk), one array per column through
-    ``unnest`` on PostgreSQL (psycopg splits a long query text in Python).
-    """
-
-    def __init__(self, stmt: ClauseElement, keys: Sequence[str], *, multirow: bool = False) -> None:
-        self.stmt = stmt
-        self.keys = tuple(keys)
-        self.multirow = multirow
-        self._compiled: dict[str, tuple[str, Callable[[tuple[Any, ...]], Any]]] = {}
-
-    def _compile(self, dialect: Dialect) -> tuple[str, Callable[[tuple[Any, ...]], Any]]:
-        key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            done = self.stmt.compile(dialect=dialect, for_executemany=True)  # no RETURNING
-            assert isinstance(done, SQLCompiler)
-            if done.positional:  # "?" (SQLite)
-                sql, names = done.string, list(done.positiontup or ())
-            elif dialect.paramstyle == "pyformat":  # "%(name)s" (psycopg): made positional
-                sql, names = _NAMED.sub("%s", done.string), _NAMED.findall(done.string)
-            else:
-                raise NotImplementedError(f"paramstyle {dialect.paramstyle}")
-            order = [self.keys.index(n) for n in names]
-            # a tuple of those positions, in C
-            pick = itemgetter(*order) if len(order) > 1 else lambda r: (r[order[0]],)
-            compiled = self._compiled[key] = (sql, pick)
-        return compiled
-
-    def execute(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
-        conn = session.connection()
-        if self.multirow and conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(
-                self._unnest(conn.dialect), tuple(map(list, zip(*rows, strict=True)))
-            )
-            return
-        sql, pick = self._compile(conn.dialect)
-        if not self.multirow:
-            conn.exec_driver_sql(sql, [pick(r) for r in rows])
-            return
-        head, values = sql.split(" VALUES ", 1)
-        for start in range(0, len(rows), MULTIROW):
-            chunk = rows[start : start + MULTIROW]
-            params = tuple(chain.from_iterable(map(pick, chunk)))
-            conn.exec_driver_sql(f"{head} VALUES {', '.join([values] * len(chunk))}", params)
-
-    def _unnest(self, dialect: Dialect) -> str:
-        """PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column)."""
-        table = self.stmt.table  # type: ignore[attr-defined]
-        casts = ", ".join(f"%s::{table.c[k].type.compile(dialect)}[]" for k in self.keys)
-        names = ", ".join(self.keys)  # from the table's metadata, never from input
-        return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({casts})"  # noqa: S608
-
-
-_NAMED = re.compile(r"%\((\w+)\)s")
-MULTIROW = 500  # rows per INSERT statement: 6,000 parameters, well under every limit
 
 
 SAMPLE_KEYS = ("device_id", "ts_ms", "received_ms", *TELEMETRY_METRICS)
