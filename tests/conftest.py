@@ -23,6 +23,7 @@ from tests.postgres import PostgresCluster
 
 if TYPE_CHECKING:
     from tests.auth_helpers import Controller
+    from tests.broadcast_api_helpers import Ctl
     from tests.player_helpers import Clips, Rig
 
 DEVICES = {
@@ -162,6 +163,17 @@ def controller(tmp_path: Path, database_url: str) -> Iterator[Controller]:
     ctl = Controller(app, clock, database_url)
     ctl.add_user("admin", "admin", ADMIN_PASSWORD)
     yield ctl
+    app.state.xaso.engine.dispose()
+
+
+@pytest.fixture
+def offline(tmp_path: Path, database_url: str, site: Site) -> Iterator[Ctl]:
+    """The app with its fleet registered and no broker anywhere (nothing listens on the port)."""
+    from tests.broadcast_api_helpers import Ctl, make_app, register
+
+    register(site)
+    app = make_app(tmp_path, database_url, site, free_port())
+    yield Ctl(app, tmp_path)
     app.state.xaso.engine.dispose()
 
 
