@@ -22,6 +22,8 @@ from tests.fleet import AgentProcess, Probe
 from tests.postgres import PostgresCluster
 
 if TYPE_CHECKING:
+    from tests.auth_helpers import Controller
+    from tests.broadcast_api_helpers import Ctl
     from tests.player_helpers import Clips, Rig
 
 DEVICES = {
@@ -147,6 +149,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'controller.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     return cluster.create_database()
+
+
+@pytest.fixture
+def controller(tmp_path: Path, database_url: str) -> Iterator[Controller]:
+    """The auth tests' app (tests/auth_helpers.py) on `database_url`, with an admin."""
+    from controller.app import create_app
+    from controller.settings import load_settings
+    from tests.auth_helpers import ADMIN_PASSWORD, Clock, Controller, write_config
+
+    clock = Clock()
+    app = create_app(load_settings(write_config(tmp_path, database_url)), clock=clock)
+    ctl = Controller(app, clock, database_url)
+    ctl.add_user("admin", "admin", ADMIN_PASSWORD)
+    yield ctl
+    app.state.xaso.engine.dispose()
+
+
+@pytest.fixture
+def offline(tmp_path: Path, database_url: str, site: Site) -> Iterator[Ctl]:
+    """The app with its fleet registered and no broker anywhere (nothing listens on the port)."""
+    from tests.broadcast_api_helpers import Ctl, make_app, register
+
+    register(site)
+    app = make_app(tmp_path, database_url, site, free_port())
+    yield Ctl(app, tmp_path)
+    app.state.xaso.engine.dispose()
 
 
 # --- the queue kiosk: a printer on a real pseudo-terminal, and a kiosk built around it ---

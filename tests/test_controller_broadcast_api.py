@@ -1,273 +1,27 @@
-"""The broadcasting area over HTTP: clips, schedules, broadcasts, bulletins.
+"""The broadcasting area over HTTP: clips, schedules, broadcasts, bulletins, and no broker.
 
 The real app (create_app) on SQLite and on PostgreSQL, through FastAPI's
 TestClient; callers authenticate with API tokens of each role, as an
 integration would. The test that sends runs the app's lifespan against a
 real Mosquitto, so the station's bus connects as it does in production.
+What the API refuses (roles, CSRF, bad input) is in
+test_controller_broadcast_refusals.py; the app and its calls in
+tests/broadcast_api_helpers.py.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
-from cli.brokers.mosquitto import free_port
-from controller.app import create_app
-from controller.auth.accounts import create_user
-from controller.auth.roles import PERMISSIONS, Principal, Role
-from controller.auth.tokens import create_token
-from controller.db.auth_tables import AuditEntry
-from controller.settings import load_settings
-from controller.site.devices import add_device
 from controller.site.directory import Site
 from tests.audio_helpers import tone_file
-from tests.conftest import DEVICES
+from tests.broadcast_api_helpers import Ctl, entry, group, make_app, refused
 from tests.test_scheduling import local_ms
-
-CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"
-PASSWORD = "mot-mat-khau-dai"
-ROLES = ("admin", "broadcaster", "technician", "officer")
-
-
-class Ctl:
-    """The app, a user and an API token per role, and the calls tests make."""
-
-    def __init__(self, app: FastAPI, tmp: Path) -> None:
-        self.app, self.tmp = app, tmp
-        self.tokens: dict[str, str] = {}
-        state = app.state.xaso
-        with state.sessions() as db:
-            for role in ROLES:
-                user = create_user(
-                    db,
-                    state.auth.passwords,
-                    username=role,
-                    display_name=role.title(),
-                    role=role,
-                    password=PASSWORD,
-                    now_ms=state.now_ms(),
-                )
-                owner = Principal("user", user.id, role, role, Role(role), PERMISSIONS[Role(role)])
-                self.tokens[role], _ = create_token(
-                    db, owner, f"{role}-token", role, state.now_ms()
-                )
-            db.commit()
-        self.client = TestClient(app)
-
-    @property
-    def station(self) -> Any:
-        return self.app.state.xaso.station
-
-    def call(self, role: str, method: str, path: str, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.tokens[role]}", **kw.pop("headers", {})}
-        return self.client.request(method, path, headers=headers, **kw)
-
-    def upload(self, role: str, path: Path, title: str) -> Any:
-        with path.open("rb") as f:
-            return self.call(
-                role, "POST", "/api/clips", files={"file": (path.name, f)}, data={"title": title}
-            )
-
-    def audit(self) -> list[AuditEntry]:
-        with self.app.state.xaso.sessions() as db:
-            return list(db.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)))
-
-
-def make_app(tmp: Path, database_url: str, site: Site, mqtt_port: int) -> FastAPI:
-    config = tmp / "controller.toml"
-    config.write_text(
-        f'{CHEAP}[site]\ndir = "{site.dir}"\nclips_dir = "{tmp / "clips"}"\n'
-        f'[database]\nurl = "{database_url}"\n[mqtt]\nport = {mqtt_port}\n',
-        encoding="utf-8",
-    )
-    return create_app(load_settings(config))
-
-
-def register(site: Site, port: int = 1883) -> None:
-    for device, (roles, groups) in DEVICES.items():
-        add_device(
-            site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
-        )
-
-
-@pytest.fixture
-def offline(tmp_path: Path, database_url: str, site: Site) -> Iterator[Ctl]:
-    """The app with its fleet registered and no broker anywhere (nothing listens on the port)."""
-    register(site)
-    app = make_app(tmp_path, database_url, site, free_port())
-    yield Ctl(app, tmp_path)
-    app.state.xaso.engine.dispose()
-
-
-def refused(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    """A bilingual refusal: Vietnamese and English, and the status and code expected."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["vi"] and body["en"] and body["vi"] != body["en"], body
-    assert body["detail"] == f"{body['vi']} / {body['en']}"
-    if code is not None:
-        assert body["code"] == code, body
-    return body
-
-
-def group(name: str) -> list[dict[str, str]]:
-    return [{"kind": "group", "id": name}]
-
-
-def entry(clip: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "target": {"kind": "group", "id": "thon-1"},
-        "clip_sha256": clip,
-        "dtstart": "2030-01-06T06:30:00",
-        "rrule": "FREQ=DAILY",
-        "label": "Bản tin sáng",
-        **kw,
-    }
-
-
-def test_the_roles_hold_and_session_calls_need_their_csrf_token(offline: Ctl) -> None:
-    sha = "a" * 64
-    # a technician cannot broadcast, an officer cannot change schedules or clips
-    for role, method, path, body in (
-        ("technician", "POST", "/api/broadcasts/emergency",
-         {"targets": group("all"), "clip_sha256": sha, "confirm": True}),
-        ("technician", "POST", "/api/broadcasts", {"targets": group("all"), "clip_sha256": sha}),
-        ("technician", "POST", "/api/broadcasts/stop", {"targets": group("all")}),
-        ("officer", "POST", "/api/broadcasts/emergency",
-         {"targets": group("all"), "clip_sha256": sha, "confirm": True}),
-        ("officer", "POST", "/api/schedules", entry(sha)),
-        ("officer", "PUT", "/api/schedules/1", entry(sha)),
-        ("officer", "DELETE", "/api/schedules/1", None),
-        ("officer", "POST", "/api/schedules/preview",
-         {"entry": entry(sha), "start": "2030-01-06"}),
-        ("technician", "POST", "/api/schedules", entry(sha)),
-        ("officer", "POST", "/api/clips/tts", {"text": "Xin chào"}),
-        ("officer", "DELETE", f"/api/clips/{sha}", None),
-        ("officer", "POST", "/api/bulletins",
-         {"external_id": "1", "title": "T", "level": "normal", "targets": group("all"),
-          "clip_sha256": sha}),
-        ("officer", "POST", "/api/bulletins/1/decline", {}),
-    ):  # fmt: skip
-        answer = offline.call(role, method, path, json=body)
-        refused(answer, 403, "error.forbidden")
-    # everyone who sees the fleet sees what plays where
-    for role in ROLES:
-        assert offline.call(role, "GET", "/api/schedules").json() == []
-        calendar = offline.call(role, "GET", "/api/calendar", params={"start": "2030-01-06"})
-        assert [p["device"] for p in calendar.json()] == ["loa-1", "loa-2", "loa-3"]
-        assert offline.call(role, "GET", "/api/broadcasts").json() == []
-    # pages: a technician gets no broadcast page, an officer no schedule form
-    client = TestClient(offline.app)
-    page = client.get("/login")
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert csrf
-    signed = client.post(
-        "/login",
-        data={"username": "officer", "password": PASSWORD, "csrf_token": csrf.group(1)},
-        follow_redirects=False,
-    )
-    assert signed.status_code == 303
-    html = {"accept": "text/html"}
-    assert client.get("/broadcasts", headers=html).status_code == 403
-    schedules = client.get("/schedules", headers=html)
-    assert schedules.status_code == 200 and 'id="new-entry"' not in schedules.text
-    assert "/broadcasts" not in client.get("/", headers=html).text  # not in the menu
-    # a session call without its CSRF token is refused before anything else
-    refused(client.post("/api/clips/tts", json={"text": "Xin chào"}), 403, "error.csrf")
-
-
-def test_bad_input_on_every_endpoint_is_a_clear_bilingual_4xx(offline: Ctl) -> None:
-    bt = "broadcaster"
-    wav = tone_file(offline.tmp / "tone.wav", 440, 0.5)
-    clip = offline.upload(bt, wav, "Tiếng bíp").json()["sha256"]
-    unknown = "f" * 64
-
-    def check(method: str, path: str, body: Any, status: int, code: str | None = None) -> None:
-        refused(offline.call(bt, method, path, json=body), status, code)
-
-    # unknown targets and clips
-    check("POST", "/api/schedules", entry(clip, target={"kind": "group", "id": "thon-9"}),
-          422, "unknown_target")  # fmt: skip
-    check("POST", "/api/schedules", entry(unknown), 422, "unknown_clip")
-    check("POST", "/api/broadcasts", {"targets": group("thon-9"), "clip_sha256": clip},
-          422, "unknown_target")  # fmt: skip
-    check("POST", "/api/broadcasts/emergency",
-          {"targets": group("all"), "clip_sha256": unknown, "confirm": True},
-          404, "clip_not_found")  # fmt: skip
-    check(
-        "POST",
-        "/api/broadcasts/stop",
-        {"targets": [{"kind": "device", "id": "kiosk-1"}]},
-        422,
-        "unknown_target",
-    )  # fmt: skip  (a kiosk is not a speaker)
-    check("POST", "/api/bulletins",
-          {"external_id": "x", "title": "T", "level": "normal", "targets": group("all"),
-           "clip_sha256": unknown}, 422, "unknown_clip")  # fmt: skip
-    check("POST", "/api/bulletins",
-          {"external_id": "x", "title": "T", "level": "normal", "targets": group("nowhere"),
-           "clip_sha256": clip}, 422, "unknown_target")  # fmt: skip
-    # bad recurrences and times
-    check("POST", "/api/schedules", entry(clip, rrule="FREQ=SOMETIMES"), 422, "bad_entry")
-    check("POST", "/api/schedules", entry(clip, rrule="FREQ=MINUTELY"), 422, "sched.too_frequent")
-    check("POST", "/api/broadcasts", {"targets": group("all"), "stream_url": "ftp://x/y",
-          "stream_duration_s": 60}, 422, "error.invalid")  # fmt: skip
-    check("POST", "/api/schedules", entry(clip, rrule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"),
-          422, "bad_entry")  # fmt: skip
-    check("POST", "/api/schedules", entry(clip, dtstart="2020-01-01T06:30:00",
-          rrule="FREQ=DAILY;COUNT=1"), 422, "never_plays")  # fmt: skip
-    check("POST", "/api/schedules", entry(clip, dtstart="hôm nay lúc 6 giờ"), 422, "bad_entry")
-    check("POST", "/api/schedules", entry(clip, tz="Mars/Olympus"), 422, "bad_entry")
-    check("POST", "/api/schedules", entry(clip, level="normal", priority=8), 422, "bad_priority")
-    check("POST", "/api/schedules/preview", {"entry": entry(clip), "start": "2030-02-30"}, 422)
-    check("GET", "/api/calendar?start=2030-01-06&days=32", None, 422, "error.invalid")
-    check("GET", "/api/calendar?start=2030-01-06&device=loa-9", None, 422, "unknown_target")
-    # oversized fields and wrong types
-    check("POST", "/api/schedules", entry(clip, label="x" * 201), 422, "error.invalid")
-    check("POST", "/api/schedules", entry(clip, rrule="FREQ=DAILY;" * 200), 422)
-    check("POST", "/api/broadcasts", {"targets": group("all"), "clip_sha256": clip,
-          "label": "y" * 201}, 422, "error.invalid")  # fmt: skip
-    check("POST", "/api/clips/tts", {"text": "a" * 5001}, 422, "error.invalid")
-    check("POST", "/api/broadcasts", {"targets": "all", "clip_sha256": clip}, 422)
-    check("POST", "/api/broadcasts", {"targets": [], "clip_sha256": clip}, 422)
-    check("POST", "/api/broadcasts", {"targets": group("Thôn 1"), "clip_sha256": clip}, 422)
-    check("POST", "/api/schedules", {**entry(clip), "gain_db": "loud"}, 422, "error.invalid")
-    check("POST", "/api/schedules", {**entry(clip), "colour": "red"}, 422, "error.invalid")
-    check("PUT", "/api/schedules/abc", entry(clip), 422, "error.invalid")
-    check("GET", "/api/broadcasts/not-an-id", None, 422, "error.invalid")
-    # an emergency is not sent without its explicit confirmation
-    check("POST", "/api/broadcasts/emergency", {"targets": group("all"), "clip_sha256": clip},
-          422, "error.invalid")  # fmt: skip
-    check("POST", "/api/broadcasts/emergency",
-          {"targets": group("all"), "clip_sha256": clip, "confirm": False}, 422)  # fmt: skip
-    # missing things
-    check("GET", "/api/schedules/12345", None, 404, "entry_not_found")
-    check("DELETE", "/api/schedules/12345", None, 404, "entry_not_found")
-    check("GET", f"/api/broadcasts/{'0' * 32}", None, 404, "broadcast_not_found")
-    check("POST", "/api/bulletins/999/accept", {"play_now": True}, 404, "bulletin_not_found")
-    check("DELETE", f"/api/clips/{unknown}", None, 404, "clip_not_found")
-    # uploads: not audio, no file, over the limit
-    junk = offline.tmp / "notes.txt"
-    junk.write_text("không phải âm thanh\n" * 50, encoding="utf-8")
-    refused(offline.upload(bt, junk, "Ghi chú"), 422)
-    refused(offline.call(bt, "POST", "/api/clips", data={"title": "x"}), 422, "clips.no_file")
-    too_big = offline.call(
-        bt, "POST", "/api/clips", content=b"x", headers={"content-length": str(10**12)}
-    )
-    refused(too_big, 413, "clips.too_large")
-    refused(offline.upload(bt, wav, " "), 422, "empty_title")
-    # nothing above changed anything
-    assert offline.call(bt, "GET", "/api/schedules").json() == []
-    assert offline.call(bt, "GET", "/api/broadcasts").json() == []
-    assert [e.action for e in offline.audit()] == ["clip.upload"]
 
 
 def test_with_no_broker_the_app_serves_and_sending_is_a_clear_503(offline: Ctl) -> None:

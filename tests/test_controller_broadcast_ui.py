@@ -16,8 +16,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from controller.auth.accounts import create_user
 from controller.site.directory import Site
 from tests.audio_helpers import tone_file
+from tests.broadcast_api_helpers import make_app
 from tests.http_helpers import serve
-from tests.test_controller_broadcast_api import make_app
 
 RECORD_PROGRESS = """() => {
   const value = Object.getOwnPropertyDescriptor(HTMLProgressElement.prototype, "value");

@@ -27,8 +27,8 @@ import pytest
 
 from cli.brokers.mosquitto import free_port
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
+from tests.broadcast_api_helpers import CHEAP
 from tests.fleet import ROOT
-from tests.test_controller_broadcast_api import CHEAP
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 SPEAKERS = ("loa-1", "loa-2", "loa-3")

@@ -1,34 +1,25 @@
-"""The site directory: hashes, ACL text, keys, device registry and the operator commands."""
+"""The site directory: keys, the device registry and each device's configuration, hall speakers.
+
+The broker's files (password hashes, ACL text) are in test_broker_files.py,
+the `xaso keys` and `xaso device` commands in test_site_cli.py.
+"""
 
 from __future__ import annotations
 
-import argparse
 import base64
-import hashlib
-import json
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from controller.site.broker_files import (
-    DEVICE_READS,
-    DEVICE_WRITES,
-    acl_text,
-    mosquitto_hash,
-    regenerate_broker_files,
-)
-from controller.site.cli import register
+from controller.site.broker_files import mosquitto_hash
 from controller.site.devices import add_device, list_devices, remove_device
-from controller.site.directory import DeviceEntry, ProvisioningError, Site, open_site
+from controller.site.directory import ProvisioningError, Site, open_site
 from controller.site.keys import init_site, new_key
 from edge.config import load_config
 from protocol.signing import Keyring
-from protocol.topics import DEVICE_LEAVES
-
-SALT = bytes(range(12))
+from tests.site_helpers import add, run
 
 
 def device_paths(site: Site) -> list[Path]:
@@ -41,110 +32,6 @@ def snapshot(site: Site) -> dict[Path, bytes]:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return init_site(tmp_path / "site")
-
-
-def add(site: Site, device_id: str = "loa-1", groups: tuple[str, ...] = ("thon-1",), **kw):
-    return add_device(
-        site.dir,
-        device_id,
-        ["speaker"],
-        list(groups),
-        broker_host="10.0.0.2",
-        broker_port=1883,
-        state_dir=site.dir / "state",
-        **kw,
-    )
-
-
-# --- password hashes -------------------------------------------------------------------
-
-
-def test_hash_has_mosquitto_2_format() -> None:
-    line = mosquitto_hash("secret", salt=SALT)
-    _, seven, iterations, salt, digest = line.split("$")
-    assert (seven, iterations) == ("7", "101")
-    assert base64.b64decode(salt) == SALT
-    expected = hashlib.pbkdf2_hmac("sha512", b"secret", SALT, 101)
-    assert base64.b64decode(digest) == expected and len(expected) == 64
-    assert mosquitto_hash("secret", salt=SALT) == line
-    assert mosquitto_hash("secret") != mosquitto_hash("secret")  # a fresh salt
-
-
-def test_hash_iterations_are_part_of_the_line() -> None:
-    line = mosquitto_hash("secret", salt=SALT, iterations=1000)
-    assert line.startswith("$7$1000$")
-    assert line != mosquitto_hash("secret", salt=SALT)
-
-
-def test_hash_refuses_what_mosquitto_would_silently_refuse() -> None:
-    with pytest.raises(ValueError, match="12 bytes"):
-        mosquitto_hash("secret", salt=b"0123456789abcdef")
-    with pytest.raises(ValueError, match="iterations"):
-        mosquitto_hash("secret", iterations=0)
-
-
-def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
-    path = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(path), "dev", "mật khẩu"],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        timeout=10,
-    )
-    theirs = path.read_text().strip().split(":", 1)[1]
-    salt = base64.b64decode(theirs.split("$")[3])
-    assert mosquitto_hash("mật khẩu", salt=salt) == theirs
-
-
-# --- ACL text ----------------------------------------------------------------------------
-
-
-def test_acl_text() -> None:
-    devices = [
-        DeviceEntry("loa-2", ("speaker",), ("thon-2", "all")),
-        DeviceEntry("kiosk-1", ("kiosk",)),
-        DeviceEntry("loa-1", ("speaker",), ("thon-1",)),
-    ]
-    text = acl_text("xaso", devices, ["controller"])
-    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert rules == [
-        "pattern write xaso/dev/%u/status",
-        "pattern write xaso/dev/%u/telemetry",
-        "pattern write xaso/dev/%u/event",
-        "pattern write xaso/dev/%u/calls",
-        "pattern write xaso/dev/%u/ack",
-        "pattern read xaso/dev/%u/cmd",
-        "pattern read xaso/dev/%u/config",
-        "pattern read xaso/dev/%u/schedule",
-        "user loa-1",
-        "topic read xaso/grp/thon-1/cmd",
-        "topic read xaso/grp/thon-1/schedule",
-        "user loa-2",
-        "topic read xaso/grp/thon-2/cmd",
-        "topic read xaso/grp/thon-2/schedule",
-        "topic read xaso/grp/all/cmd",
-        "topic read xaso/grp/all/schedule",
-        "user controller",
-        "topic readwrite xaso/#",
-    ]
-    # %u always fills a whole level (mosquitto #209, #1155)
-    for line in rules:
-        if "%u" in line:
-            assert "/%u/" in line
-
-
-def test_acl_covers_every_device_topic_once() -> None:
-    assert sorted(DEVICE_WRITES + DEVICE_READS) == sorted(DEVICE_LEAVES)
-
-
-def test_acl_refuses_a_bad_root() -> None:
-    with pytest.raises(Exception, match="root"):
-        acl_text("xaso/#", [], ["controller"])
 
 
 # --- the site directory ------------------------------------------------------------------
@@ -287,92 +174,10 @@ def test_remove_device(site: Site) -> None:
         remove_device(site.dir, "loa-1")
 
 
-def test_regenerate_broker_files_restores_them(site: Site) -> None:
-    add(site)
-    passwd, acl = site.passwd_path.read_text(), site.acl_path.read_text()
-    site.passwd_path.write_text("spoiled\n")
-    site.acl_path.unlink()
-    regenerate_broker_files(site.dir)
-    assert (site.passwd_path.read_text(), site.acl_path.read_text()) == (passwd, acl)
-
-
 def test_damaged_registry_is_reported(site: Site) -> None:
     (site.dir / "devices.json").write_text("{not json")
     with pytest.raises(ProvisioningError, match=r"devices\.json: damaged"):
         list_devices(site.dir)
-
-
-# --- the operator commands -----------------------------------------------------------------
-
-
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="xaso")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-def test_cli_provisions_a_site(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("XASO_SITE", str(tmp_path / "site"))
-    assert run("keys", "new") == 0
-    assert "Created the site" in capsys.readouterr().out
-    assert (
-        run(
-            "device",
-            "add",
-            "loa-1",
-            "--role",
-            "speaker",
-            "--role",
-            "kiosk",
-            "--group",
-            "thon-1",
-            "--name",
-            "Loa 1",
-            "--broker-host",
-            "10.0.0.2",
-            "--state-dir",
-            str(tmp_path / "state"),
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    config_path = tmp_path / "site" / "devices" / "loa-1.toml"
-    assert str(config_path) in out and "systemctl reload mosquitto" in out
-    config = load_config(config_path)
-    assert config.device.roles == ["speaker", "kiosk"] and config.mqtt.port == 1883
-
-    assert run("device", "list") == 0
-    assert "loa-1" in capsys.readouterr().out
-    assert run("keys", "new") == 0
-    assert run("keys", "list") == 0
-    listed = capsys.readouterr().out.splitlines()[-2:]
-    assert [line.split()[1] for line in listed].count("active") == 1
-    assert run("device", "remove", "loa-1") == 0
-    assert not config_path.exists()
-
-
-def test_cli_refusals_are_one_line(tmp_path, capsys) -> None:
-    site = str(tmp_path / "site")
-    assert run("device", "list", "--site", site) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("xaso: ") and err.count("\n") == 1 and "xaso keys new" in err
-    assert run("keys", "new", "--site", site) == 0
-    argv = ["device", "add", "loa-1", "--role", "speaker", "--broker-host", "h", "--site", site]
-    assert run(*argv) == 0
-    capsys.readouterr()
-    for bad in (
-        argv,
-        [*argv[:2], "Loa_1", *argv[3:]],
-        ["device", "remove", "nope", "--site", site],
-    ):
-        assert run(*bad) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("xaso: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert run(*argv, "--force") == 0
-    registry = json.loads((tmp_path / "site" / "devices.json").read_text())
-    assert [d["id"] for d in registry["devices"]] == ["loa-1"]
 
 
 # --- the hall speaker of a kiosk -----------------------------------------------------------
