@@ -43,8 +43,8 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def ping(key: SigningKey, cmd_id: str) -> bytes:
-    return seal("device.ping", {}, key, now_ms(), cmd_id=cmd_id)
+def ping(key: SigningKey, cmd_id: str, to: str = f"xaso/dev/{DEVICE}/cmd") -> bytes:
+    return seal("device.ping", {}, key, now_ms(), to=to, cmd_id=cmd_id)
 
 
 def pct(sorted_ns: list[int], q: float) -> float:
@@ -69,7 +69,7 @@ class Paths:
 
     def agent(self, i: int) -> int:
         cmd_id = f"bench-{self.run}-{i}"  # fresh every time: the agent refuses replays
-        payload = ping(self.key, cmd_id)
+        payload = ping(self.key, cmd_id, self.cmd)
         t0 = time.perf_counter_ns()
         self.ctl.publish(self.cmd, payload)
         msg = self.ctl.wait_for(

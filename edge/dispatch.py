@@ -91,6 +91,13 @@ class Dispatcher:
         expected = DOCUMENT_TOPIC_LEAF.get(env.type, "cmd")
         if ref.leaf != expected or (env.type == "config.set" and ref.scope != "dev"):
             raise Refusal(RefusalReason.WRONG_TOPIC, f"{env.type} does not go on {topic}", env.id)
+        if not env.to.matches(ref):
+            # signed for another device, group or leaf, and re-published here
+            raise Refusal(
+                RefusalReason.WRONG_TARGET,
+                f"signed for {env.to}, arrived on {ref.scope}/{ref.id}/{ref.leaf}",
+                env.id,
+            )
 
     def _run_command(self, opened: Opened, now: int) -> Outcome:
         env = opened.envelope
@@ -152,6 +159,7 @@ class Dispatcher:
                 continue
             try:
                 opened = open_envelope(doc.payload, self._keyring, self._now_ms())
+                self._check_topic(doc.topic, opened)
                 handler(doc.topic, opened.body)
                 applied += 1
             except Exception:

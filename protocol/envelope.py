@@ -9,19 +9,44 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocol.commands import Strict, body_model, dump_body, is_document
+from protocol.commands import DeviceOrGroupId, Strict, body_model, dump_body, is_document
 from protocol.errors import ProtocolError, Refusal, RefusalReason
 from protocol.signing import Keyring, SigningKey, b64url, canonical_json, unb64url
+from protocol.topics import INBOUND_LEAVES, TopicRef
 
 ENVELOPE_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
 DEFAULT_COMMAND_TTL_MS = 60 * 1000
 CommandId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Target(BaseModel):
+    """Whom a message is for, inside what is signed: the topic it must arrive on,
+    less the root (``{"scope": "dev", "id": "loa-1", "leaf": "cmd"}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    scope: Literal["dev", "grp"]
+    id: DeviceOrGroupId
+    leaf: Literal["cmd", "config", "schedule"]
+
+    @classmethod
+    def of(cls, to: TopicRef | str) -> Target:
+        ref = TopicRef.of(to) if isinstance(to, str) else to
+        if ref.leaf not in INBOUND_LEAVES:
+            raise ProtocolError(f"the controller signs nothing for a {ref.leaf!r} topic")
+        return cls.model_validate({"scope": ref.scope, "id": ref.id, "leaf": ref.leaf})
+
+    def matches(self, ref: TopicRef) -> bool:
+        return (self.scope, self.id, self.leaf) == (ref.scope, ref.id, ref.leaf)
+
+    def __str__(self) -> str:
+        return f"{self.scope}/{self.id}/{self.leaf}"
 
 
 class Envelope(BaseModel):
@@ -32,6 +57,7 @@ class Envelope(BaseModel):
     type: Annotated[str, Field(min_length=1, max_length=64)]
     ts: Annotated[int, Field(ge=0, le=2**53)]
     exp: Annotated[int, Field(ge=0, le=2**53)] | None = None
+    to: Target
     body: dict[str, Any]
     kid: Annotated[str, Field(min_length=1, max_length=64)]
     sig: Annotated[str, Field(min_length=1, max_length=200)]
@@ -57,10 +83,15 @@ def seal(
     key: SigningKey,
     now_ms: int,
     *,
+    to: TopicRef | str,
     ttl_ms: int | None = DEFAULT_COMMAND_TTL_MS,
     cmd_id: str | None = None,
 ) -> bytes:
-    """Sign a command or document and return the payload to publish."""
+    """Sign a command or document for one topic and return the payload to publish there.
+
+    ``to`` is that topic (or its parsed ``TopicRef``): the edge refuses the
+    payload on any other topic (``wrong_target``).
+    """
     model = body_model(msg_type)
     if model is None:
         raise ValueError(f"unknown message type {msg_type!r}")
@@ -71,6 +102,7 @@ def seal(
         "id": cmd_id or uuid.uuid4().hex,
         "type": msg_type,
         "ts": now_ms,
+        "to": Target.of(to).model_dump(),
         "body": dump_body(body),
         "kid": key.kid,
     }

@@ -23,6 +23,7 @@ class RefusalReason(StrEnum):
     ROLLBACK = "rollback"
     BAD_BODY = "bad_body"
     WRONG_TOPIC = "wrong_topic"
+    WRONG_TARGET = "wrong_target"
     UNSUPPORTED = "unsupported"
     QUIET_HOURS = "quiet_hours"
     HANDLER_FAILED = "handler_failed"

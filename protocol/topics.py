@@ -15,6 +15,7 @@ DEFAULT_ROOT = "xaso"
 Scope = Literal["dev", "grp"]
 DEVICE_LEAVES = ("status", "telemetry", "event", "calls", "ack", "cmd", "config", "schedule")
 GROUP_LEAVES = ("cmd", "schedule")
+INBOUND_LEAVES = ("cmd", "config", "schedule")  # what the controller signs, and a target names
 
 
 def check_id(value: str, what: str = "device id") -> str:
@@ -40,6 +41,14 @@ class TopicRef:
     scope: Scope
     id: str
     leaf: str
+
+    @classmethod
+    def of(cls, topic: str) -> TopicRef:
+        """The scope, id and leaf of a topic under any root: the last three levels."""
+        parts = topic.split("/")
+        if len(parts) < 4:
+            raise ProtocolError(f"topic {topic!r} is not a topic of the contract")
+        return Topics("/".join(parts[:-3])).parse(topic)
 
 
 @dataclass(frozen=True)

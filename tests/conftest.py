@@ -47,8 +47,9 @@ class Fleet:
         self.processes: list[AgentProcess] = []
         self.probes: list[Probe] = []
 
-    def seal(self, msg_type: str, body: dict[str, Any], **kw: Any) -> bytes:
-        return seal(msg_type, body, self.key, time.time_ns() // 1_000_000, **kw)
+    def seal(self, msg_type: str, body: dict[str, Any], *, to: str, **kw: Any) -> bytes:
+        """Signed for topic ``to``: an agent refuses it anywhere else (``wrong_target``)."""
+        return seal(msg_type, body, self.key, time.time_ns() // 1_000_000, to=to, **kw)
 
     def config(
         self,

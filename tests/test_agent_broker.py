@@ -52,7 +52,10 @@ def test_sigterm_says_offline_before_leaving(fleet, probe):
 def test_restart_agent_command_acks_then_exits_for_systemd(fleet, probe):
     agent = fleet.spawn("loa-1")
     probe.status_is("loa-1", "online")
-    probe.publish("xaso/dev/loa-1/cmd", fleet.seal("device.restart_agent", {}, cmd_id="r1"))
+    probe.publish(
+        "xaso/dev/loa-1/cmd",
+        fleet.seal("device.restart_agent", {}, cmd_id="r1", to="xaso/dev/loa-1/cmd"),
+    )
     assert probe.ack_for("loa-1", "r1")["ok"]
     assert agent.proc.wait(20) == 75
 
@@ -70,7 +73,7 @@ def spoiled_payloads(fleet):
     """One payload per refusal reason of PROTOCOL.md, on the cmd topic."""
     key, other = fleet.key, fleet.other_key
     t = now_ms()
-    ok = json.loads(seal("device.ping", {}, key, t))
+    ok = json.loads(seal("device.ping", {}, key, t, to="xaso/dev/loa-1/cmd"))
 
     def c(cid, **changes):
         return resign({**ok, "id": cid, **changes}, key)
@@ -97,20 +100,21 @@ def test_every_refusal_gets_an_ack_and_the_agent_keeps_going(fleet, probe):
     for payload in cases.values():
         probe.publish(cmd, payload)
     # replay: the same valid command twice
-    ping = fleet.seal("device.ping", {}, cmd_id="p-replay")
+    ping = fleet.seal("device.ping", {}, cmd_id="p-replay", to=cmd)
     probe.publish(cmd, ping)
     probe.publish(cmd, ping)
     # rollback: a config older than the one held
     cfg = "xaso/dev/loa-1/config"
     probe.publish(
         cfg,
-        fleet.seal("config.set", {"version": 5, "telemetry_interval_s": 5}, cmd_id="cfg-5"),
+        fleet.seal("config.set", {"version": 5, "telemetry_interval_s": 5}, cmd_id="cfg-5", to=cfg),
         retain=True,
     )
     probe.publish(
-        cfg, fleet.seal("config.set", {"version": 4, "telemetry_interval_s": 5}, cmd_id="cfg-4")
+        cfg,
+        fleet.seal("config.set", {"version": 4, "telemetry_interval_s": 5}, cmd_id="cfg-4", to=cfg),
     )
-    probe.publish(cmd, fleet.seal("device.ping", {}, cmd_id="after"))
+    probe.publish(cmd, fleet.seal("device.ping", {}, cmd_id="after", to=cmd))
     assert probe.ack_for("loa-1", "after")["ok"]
 
     acks = [m.json() for m in probe.on("xaso/dev/loa-1/ack")]
@@ -121,7 +125,7 @@ def test_every_refusal_gets_an_ack_and_the_agent_keeps_going(fleet, probe):
     assert probe.ack_for("loa-1", "c-exp")["error"] == "expired"
     assert all(a["detail"] for a in acks if not a["ok"])
     # counted in telemetry, by reason
-    probe.publish(cmd, fleet.seal("device.ping", {}, cmd_id="last"))
+    probe.publish(cmd, fleet.seal("device.ping", {}, cmd_id="last", to=cmd))
     probe.ack_for("loa-1", "last")
     sample = probe.wait_for(
         lambda m: m.topic == "xaso/dev/loa-1/telemetry" and "rollback" in m.json()["refused"],
@@ -137,7 +141,7 @@ def test_fuzzed_command_topic_leaves_the_agent_answering(fleet, probe):
     agent = fleet.spawn("loa-1")
     probe.status_is("loa-1", "online")
     cmd = "xaso/dev/loa-1/cmd"
-    base = json.loads(fleet.seal("device.volume", {"volume_pct": 40}))
+    base = json.loads(fleet.seal("device.volume", {"volume_pct": 40}, to=cmd))
     sent = []
 
     json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
@@ -163,7 +167,7 @@ def test_fuzzed_command_topic_leaves_the_agent_answering(fleet, probe):
 
     fuzz()
     assert len(sent) >= 2000
-    probe.publish(cmd, fleet.seal("device.ping", {}, cmd_id="still-there"))
+    probe.publish(cmd, fleet.seal("device.ping", {}, cmd_id="still-there", to=cmd))
     assert probe.ack_for("loa-1", "still-there", timeout=60)["ok"]
     assert agent.alive
     acks = probe.on("xaso/dev/loa-1/ack")
@@ -181,7 +185,9 @@ def test_acl_holds_for_a_real_agent_identity(fleet, probe):
     )
     intruder.publish("xaso/dev/loa-2/event", b'{"id":"marker","type":"agent.started","ts":1}')
     probe.wait_for(lambda m: m.topic == "xaso/dev/loa-2/event")
-    probe.publish("xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="mine"))
+    probe.publish(
+        "xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="mine", to="xaso/dev/loa-1/cmd")
+    )
     probe.ack_for("loa-1", "mine")
     assert intruder.on("xaso/dev/loa-1/cmd") == []
     forged = [m for m in probe.on("xaso/dev/loa-1/status") if m.json()["ts"] == 1]
@@ -221,7 +227,11 @@ class CountingListener:
 @pytest.mark.slow
 def test_broker_outage_of_30s_loses_nothing_and_duplicates_nothing(fleet, probe, broker):
     cfg_topic = "xaso/dev/loa-1/config"
-    probe.publish(cfg_topic, fleet.seal("config.set", {"version": 1}, cmd_id="cfg-1"), retain=True)
+    probe.publish(
+        cfg_topic,
+        fleet.seal("config.set", {"version": 1}, cmd_id="cfg-1", to=cfg_topic),
+        retain=True,
+    )
     agent = Agent(load_config(fleet.config("loa-1", reconnect_min_s=0.5, reconnect_max_s=4)))
     agent.start()
     try:
@@ -239,7 +249,9 @@ def test_broker_outage_of_30s_loses_nothing_and_duplicates_nothing(fleet, probe,
 
         t_back = now_ms()
         probe.publish(
-            cfg_topic, fleet.seal("config.set", {"version": 2}, cmd_id="cfg-2"), retain=True
+            cfg_topic,
+            fleet.seal("config.set", {"version": 2}, cmd_id="cfg-2", to=cfg_topic),
+            retain=True,
         )
         after = [agent.emit(PlayMissed(key=f"n{200 + i}", reason="test")).id for i in range(20)]
         probe.ack_for("loa-1", "cfg-2", timeout=60)

@@ -84,11 +84,12 @@ def make_dispatcher(store, now=NOW, device="loa-1"):
 
 CMD = "xaso/dev/loa-1/cmd"
 CFG = "xaso/dev/loa-1/config"
+SCH = "xaso/dev/loa-1/schedule"
 
 
 def test_dispatch_command_ack_and_replay(store):
     d, _ = make_dispatcher(store)
-    payload = seal("device.ping", {}, KEY, NOW, cmd_id="p1")
+    payload = seal("device.ping", {}, KEY, NOW, to=CMD, cmd_id="p1")
     first = d.handle(CMD, payload)
     assert first.ack.ok and first.ack.cmd == "p1" and first.ack.result == {"pong": 1}
     again = d.handle(CMD, payload)
@@ -98,34 +99,34 @@ def test_dispatch_command_ack_and_replay(store):
 
 def test_dispatch_unsupported_and_wrong_topic(store):
     d, _ = make_dispatcher(store)
-    stop = seal("broadcast.stop", {}, KEY, NOW)
+    stop = seal("broadcast.stop", {}, KEY, NOW, to=CMD)
     assert d.handle(CMD, stop).refused is RefusalReason.UNSUPPORTED
-    ping = seal("device.ping", {}, KEY, NOW)
+    ping = seal("device.ping", {}, KEY, NOW, to=CMD)
     assert d.handle("xaso/dev/loa-2/cmd", ping).refused is RefusalReason.WRONG_TOPIC
     assert d.handle(CFG, ping).refused is RefusalReason.WRONG_TOPIC
-    cfg = seal("config.set", {"version": 1}, KEY, NOW)
+    cfg = seal("config.set", {"version": 1}, KEY, NOW, to=CFG)
     assert d.handle("xaso/grp/all/schedule", cfg).refused is RefusalReason.WRONG_TOPIC
 
 
 def test_dispatch_documents_rollback_and_redelivery(store):
     d, seen = make_dispatcher(store)
-    v2 = seal("config.set", {"version": 2}, KEY, NOW)
+    v2 = seal("config.set", {"version": 2}, KEY, NOW, to=CFG)
     assert d.handle(CFG, v2).ack.ok
     assert d.handle(CFG, v2).ack is None  # the retained copy again: silent
-    v1 = seal("config.set", {"version": 1}, KEY, NOW)
+    v1 = seal("config.set", {"version": 1}, KEY, NOW, to=CFG)
     assert d.handle(CFG, v1).refused is RefusalReason.ROLLBACK
-    v2b = seal("config.set", {"version": 2}, KEY, NOW)
+    v2b = seal("config.set", {"version": 2}, KEY, NOW, to=CFG)
     assert d.handle(CFG, v2b).refused is RefusalReason.ROLLBACK
-    assert d.handle(CFG, seal("config.set", {"version": 3}, KEY, NOW)).ack.ok
-    grp = seal("schedule.set", {"version": 1}, KEY, NOW)
+    assert d.handle(CFG, seal("config.set", {"version": 3}, KEY, NOW, to=CFG)).ack.ok
+    grp = seal("schedule.set", {"version": 1}, KEY, NOW, to="xaso/grp/thon-1/schedule")
     assert d.handle("xaso/grp/thon-1/schedule", grp).ack.ok  # versions are per topic
     assert seen == [(CFG, 2), (CFG, 3), ("xaso/grp/thon-1/schedule", 1)]
 
 
 def test_documents_restored_at_start_and_reverified(store):
     d, _ = make_dispatcher(store)
-    d.handle(CFG, seal("config.set", {"version": 5}, KEY, NOW))
-    forged = json.loads(seal("config.set", {"version": 9}, KEY, NOW))
+    d.handle(CFG, seal("config.set", {"version": 5}, KEY, NOW, to=CFG))
+    forged = json.loads(seal("config.set", {"version": 9}, KEY, NOW, to=CFG))
     store.save_document(
         StoredDocument(
             "xaso/dev/loa-1/schedule",
@@ -144,7 +145,7 @@ def test_documents_restored_at_start_and_reverified(store):
 def test_handler_failure_is_an_ack_not_a_crash(store):
     d, _ = make_dispatcher(store)
     d.on_command("device.ping", lambda o: 1 / 0)
-    out = d.handle(CMD, seal("device.ping", {}, KEY, NOW))
+    out = d.handle(CMD, seal("device.ping", {}, KEY, NOW, to=CMD))
     assert out.refused is RefusalReason.HANDLER_FAILED and "ZeroDivisionError" in out.ack.detail
 
 
@@ -196,3 +197,32 @@ def test_config_missing_and_binary_file(tmp_path):
     p.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="UTF-8"):
         load_config(p)
+
+
+def test_a_message_signed_for_another_target_is_refused_and_acked(store):
+    d, seen = make_dispatcher(store)
+    obeyed = []
+    d.on_command("device.volume", lambda o: obeyed.append(o) or {})
+    for_b = seal("device.volume", {"volume_pct": 5}, KEY, NOW, to="xaso/dev/loa-2/cmd", cmd_id="b1")
+    out = d.handle(CMD, for_b)  # re-published on loa-1's topic by someone with publish rights
+    assert out.refused is RefusalReason.WRONG_TARGET
+    assert out.ack.cmd == "b1" and not out.ack.ok and "dev/loa-2/cmd" in out.ack.detail
+    grp_cmd = seal("device.volume", {"volume_pct": 5}, KEY, NOW, to="xaso/grp/thon-1/cmd")
+    assert d.handle(CMD, grp_cmd).refused is RefusalReason.WRONG_TARGET  # group's, on own topic
+    own_cmd = seal("device.volume", {"volume_pct": 5}, KEY, NOW, to=CMD)
+    assert d.handle("xaso/grp/thon-1/cmd", own_cmd).refused is RefusalReason.WRONG_TARGET
+    thon2 = seal("schedule.set", {"version": 7}, KEY, NOW, to="xaso/grp/thon-2/schedule")
+    out = d.handle("xaso/grp/thon-1/schedule", thon2)
+    assert out.refused is RefusalReason.WRONG_TARGET and out.ack.cmd is not None
+    mine = seal("schedule.set", {"version": 7}, KEY, NOW, to=SCH)
+    assert d.handle("xaso/grp/thon-1/schedule", mine).refused is RefusalReason.WRONG_TARGET
+    assert obeyed == [] and seen == [] and store.documents() == []
+    assert d.refused == {"wrong_target": 5}
+    assert d.handle(CMD, own_cmd).ack.ok  # the same command on its own topic is obeyed
+
+
+def test_a_stored_document_is_restored_only_on_its_target_topic(store):
+    other = seal("config.set", {"version": 4}, KEY, NOW, to="xaso/dev/loa-2/config")
+    store.save_document(StoredDocument(CFG, "config.set", 4, json.loads(other)["id"], other), NOW)
+    d2, seen = make_dispatcher(store)
+    assert d2.restore_documents() == 0 and seen == []

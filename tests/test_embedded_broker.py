@@ -108,12 +108,19 @@ def test_sigterm_says_offline_before_leaving(fleet, probe):
 def test_signed_command_gets_its_ack(fleet, probe):
     fleet.spawn("loa-1")
     probe.status_is("loa-1", "online")
-    probe.publish("xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="p1"))
+    probe.publish(
+        "xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="p1", to="xaso/dev/loa-1/cmd")
+    )
     assert probe.ack_for("loa-1", "p1")["ok"]
 
 
 def test_retained_document_reaches_an_agent_that_subscribes_later(fleet, probe):
-    doc = fleet.seal("config.set", {"version": 3, "telemetry_interval_s": 5}, cmd_id="cfg-3")
+    doc = fleet.seal(
+        "config.set",
+        {"version": 3, "telemetry_interval_s": 5},
+        cmd_id="cfg-3",
+        to="xaso/dev/loa-1/config",
+    )
     probe.publish("xaso/dev/loa-1/config", doc, retain=True)
     fleet.spawn("loa-1")
     assert probe.ack_for("loa-1", "cfg-3")["ok"]
@@ -124,7 +131,10 @@ def test_command_sent_while_the_agent_is_away_is_queued_for_its_session(fleet, p
     probe.status_is("loa-1", "online")
     agent.kill9()
     probe.status_is("loa-1", "offline")
-    probe.publish("xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="queued"))
+    probe.publish(
+        "xaso/dev/loa-1/cmd",
+        fleet.seal("device.ping", {}, cmd_id="queued", to="xaso/dev/loa-1/cmd"),
+    )
     agent.start()
     assert probe.ack_for("loa-1", "queued")["ok"]
 
@@ -135,7 +145,10 @@ def test_a_refused_login_with_the_devices_client_id_leaves_its_session_alone(fle
     probe.status_is("loa-1", "online")
     agent.kill9()
     probe.status_is("loa-1", "offline")
-    probe.publish("xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="queued"))
+    probe.publish(
+        "xaso/dev/loa-1/cmd",
+        fleet.seal("device.ping", {}, cmd_id="queued", to="xaso/dev/loa-1/cmd"),
+    )
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="xaso-loa-1", clean_session=True)
     assert connack(broker, "loa-1", "wrong", client=client) == "Not authorized"
     agent.start()
@@ -171,7 +184,9 @@ def test_acl_holds_for_a_real_agent_identity(fleet, probe):
     intruder.publish("xaso/dev/loa-1/ack", b'{"cmd":"forged","ok":true}')
     intruder.publish("xaso/dev/loa-2/event", b'{"id":"marker","type":"agent.started","ts":1}')
     probe.wait_for(lambda m: m.topic == "xaso/dev/loa-2/event")
-    probe.publish("xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="mine"))
+    probe.publish(
+        "xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="mine", to="xaso/dev/loa-1/cmd")
+    )
     probe.ack_for("loa-1", "mine")
     assert intruder.messages == []  # not the commands, not even the retained status
     assert [m for m in probe.on("xaso/dev/loa-1/status") if m.json()["ts"] == 1] == []

@@ -127,7 +127,12 @@ def test_a_speaker_role_alone_plays_end_to_end_with_no_web_or_database_stack(
             "duration_ms": 1000}  # fmt: skip
     probe.publish(
         "xaso/dev/loa-1/cmd",
-        fleet.seal("broadcast.play", {"clip": clip, "priority": 5}, cmd_id="role-play"),
+        fleet.seal(
+            "broadcast.play",
+            {"clip": clip, "priority": 5},
+            cmd_id="role-play",
+            to="xaso/dev/loa-1/cmd",
+        ),
     )
     assert probe.ack_for("loa-1", "role-play", timeout=60)["ok"]
     probe.wait_for(

@@ -18,6 +18,8 @@ from tests.signing_helpers import resign, tamper
 NOW = 1_790_000_000_000
 KEY = SigningKey.generate()
 RING = Keyring([KEY.public])
+CMD = "xaso/dev/loa-1/cmd"
+SCH = "xaso/dev/loa-1/schedule"
 CLIP = {"sha256": "ab" * 32, "url": "http://c/api/clips/x", "bytes": 1000, "duration_ms": 5000}
 
 
@@ -56,7 +58,7 @@ def test_canonical_json_is_sorted_compact_utf8():
 
 
 def test_round_trip_and_key_id():
-    payload = seal("broadcast.play", {"clip": CLIP, "priority": 9}, KEY, NOW)
+    payload = seal("broadcast.play", {"clip": CLIP, "priority": 9}, KEY, NOW, to=CMD)
     opened = open_envelope(payload, RING, NOW)
     assert opened.envelope.kid == KEY.kid
     assert opened.body.priority == 9  # type: ignore[attr-defined]
@@ -73,7 +75,7 @@ def test_pem_round_trip():
 
 
 def good(**kw):
-    return seal("device.ping", {}, KEY, NOW, **kw)
+    return seal("device.ping", {}, KEY, NOW, to=CMD, **kw)
 
 
 def test_every_stateless_refusal_reason():
@@ -90,7 +92,7 @@ def test_every_stateless_refusal_reason():
     other = SigningKey.generate()
     assert refusal(resign({**doc, "kid": KEY.kid}, other)) is RefusalReason.BAD_SIGNATURE
     assert refusal(good(), now=NOW + 61_000) is RefusalReason.EXPIRED
-    future = seal("device.ping", {}, KEY, NOW + MAX_FUTURE_SKEW_MS + 1000)
+    future = seal("device.ping", {}, KEY, NOW + MAX_FUTURE_SKEW_MS + 1000, to=CMD)
     assert refusal(future) is RefusalReason.FROM_FUTURE
     bad_body = resign({**doc, "type": "device.volume", "body": {"volume_pct": 101}}, KEY)
     assert refusal(bad_body) is RefusalReason.BAD_BODY
@@ -135,7 +137,7 @@ def test_schedule_document_validation():
 
 
 def test_documents_carry_no_expiry():
-    payload = seal("schedule.set", schedule_body(), KEY, NOW)
+    payload = seal("schedule.set", schedule_body(), KEY, NOW, to=SCH)
     assert "exp" not in json.loads(payload)
     assert open_envelope(payload, RING, NOW + 10**10).envelope.version == 1
 
@@ -161,7 +163,7 @@ json_values = st.recursive(
     field=st.sampled_from(["v", "id", "type", "ts", "exp", "body", "kid", "sig"]), value=json_values
 )
 def test_mutated_envelopes_only_ever_refuse(field, value):
-    doc = json.loads(seal("device.volume", {"volume_pct": 50}, KEY, NOW))
+    doc = json.loads(seal("device.volume", {"volume_pct": 50}, KEY, NOW, to=CMD))
     if doc[field] == value:
         return
     doc[field] = value
@@ -181,3 +183,33 @@ def test_a_rule_that_can_never_fire_is_refused(rule):
 def test_rare_but_real_days_are_accepted():
     for rule in ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29", "FREQ=MONTHLY;BYMONTHDAY=31"):
         ScheduleSet.model_validate(schedule_body(rrule=rule))
+
+
+def test_the_envelope_names_its_target_inside_the_signature():
+    doc = json.loads(seal("device.ping", {}, KEY, NOW, to="xaso/dev/loa-1/cmd"))
+    assert doc["to"] == {"scope": "dev", "id": "loa-1", "leaf": "cmd"}
+    grp = json.loads(seal("schedule.set", {"version": 1}, KEY, NOW, to="x/y/grp/thon-2/schedule"))
+    assert grp["to"] == {"scope": "grp", "id": "thon-2", "leaf": "schedule"}  # any root
+    opened = open_envelope(canonical_json(doc), RING, NOW)
+    assert str(opened.envelope.to) == "dev/loa-1/cmd"
+    # re-addressed without the key: the signature no longer verifies
+    moved = tamper(good(), to={"scope": "dev", "id": "loa-2", "leaf": "cmd"})
+    assert refusal(moved) is RefusalReason.BAD_SIGNATURE
+    # no target at all (a controller from before targets): refused
+    untargeted = resign({k: v for k, v in doc.items() if k != "to"}, KEY)
+    assert refusal(untargeted) is RefusalReason.BAD_ENVELOPE
+    for bad in (
+        {"scope": "dev", "id": "loa-1"},
+        {"scope": "dev", "id": "loa-1", "leaf": "status"},
+        {"scope": "zone", "id": "loa-1", "leaf": "cmd"},
+        {"scope": "dev", "id": "LOA", "leaf": "cmd"},
+        {"scope": "dev", "id": "loa-1", "leaf": "cmd", "root": "xaso"},
+        "dev/loa-1/cmd",
+    ):
+        assert refusal(resign({**doc, "to": bad}, KEY)) is RefusalReason.BAD_ENVELOPE, bad
+
+
+def test_seal_needs_a_target_of_the_contract():
+    for bad in ("xaso/dev/loa-1/status", "loa-1/cmd", "xaso/grp/thon-1/config", "xaso/dev/A/cmd"):
+        with pytest.raises(ProtocolError):
+            seal("device.ping", {}, KEY, NOW, to=bad)

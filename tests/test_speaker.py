@@ -138,14 +138,20 @@ def test_scheduled_items_play_the_right_audio_at_the_planned_time(radio, probe):
     probe.publish(
         "xaso/grp/thon-1/schedule",  # a group's schedule, merged with the device's own
         radio.fleet.seal(
-            "schedule.set", schedule_doc(1, [item("sang", low, a_local)]), cmd_id="s1"
+            "schedule.set",
+            schedule_doc(1, [item("sang", low, a_local)]),
+            cmd_id="s1",
+            to="xaso/grp/thon-1/schedule",
         ),
         retain=True,
     )
     probe.publish(
         f"xaso/dev/{DEV}/schedule",
         radio.fleet.seal(
-            "schedule.set", schedule_doc(1, [item("chieu", high, b_local, 5)]), cmd_id="s2"
+            "schedule.set",
+            schedule_doc(1, [item("chieu", high, b_local, 5)]),
+            cmd_id="s2",
+            to=f"xaso/dev/{DEV}/schedule",
         ),
         retain=True,
     )
@@ -183,7 +189,9 @@ def test_with_the_broker_down_for_the_whole_schedule_every_item_plays_and_is_rep
         ],
     )
     probe.publish(
-        f"xaso/dev/{DEV}/schedule", radio.fleet.seal("schedule.set", doc, cmd_id="s"), retain=True
+        f"xaso/dev/{DEV}/schedule",
+        radio.fleet.seal("schedule.set", doc, cmd_id="s", to=f"xaso/dev/{DEV}/schedule"),
+        retain=True,
     )
     radio.spawn()
     probe.ack_for(DEV, "s")
@@ -213,13 +221,17 @@ def test_an_emergency_cuts_a_normal_broadcast_and_the_proof_says_so(radio, probe
     probe.status_is(DEV, "online")
     cmd = f"xaso/dev/{DEV}/cmd"
     probe.publish(
-        cmd, radio.fleet.seal("broadcast.play", {"clip": normal, "priority": 2}, cmd_id="normal")
+        cmd,
+        radio.fleet.seal(
+            "broadcast.play", {"clip": normal, "priority": 2}, cmd_id="normal", to=cmd
+        ),
     )
     wait_event(probe, "play.started", "normal")
     time.sleep(1.0)  # let it play a while: the stimulus, not an assertion
     sent = now_ms()
     probe.publish(
-        cmd, radio.fleet.seal("broadcast.play", {"clip": alarm, "priority": 9}, cmd_id="alarm")
+        cmd,
+        radio.fleet.seal("broadcast.play", {"clip": alarm, "priority": 9}, cmd_id="alarm", to=cmd),
     )
     cut = wait_event(probe, "play.finished", "normal")
     assert cut["outcome"] == "preempted"
@@ -245,24 +257,32 @@ def test_quiet_hours_hold_for_all_but_emergencies(radio, probe):
                 "telemetry_interval_s": 5,
             },
             cmd_id="cfg",
+            to=f"xaso/dev/{DEV}/config",
         ),
         retain=True,
     )
     local, _ = local_in(6)
     probe.publish(
         f"xaso/dev/{DEV}/schedule",
-        radio.fleet.seal("schedule.set", schedule_doc(1, [item("dem", clip, local)]), cmd_id="sch"),
+        radio.fleet.seal(
+            "schedule.set",
+            schedule_doc(1, [item("dem", clip, local)]),
+            cmd_id="sch",
+            to=f"xaso/dev/{DEV}/schedule",
+        ),
         retain=True,
     )
     radio.spawn()
     probe.ack_for(DEV, "cfg")
     cmd = f"xaso/dev/{DEV}/cmd"
     probe.publish(
-        cmd, radio.fleet.seal("broadcast.play", {"clip": clip, "priority": 5}, cmd_id="loud")
+        cmd,
+        radio.fleet.seal("broadcast.play", {"clip": clip, "priority": 5}, cmd_id="loud", to=cmd),
     )
     assert probe.ack_for(DEV, "loud")["error"] == "quiet_hours"
     probe.publish(
-        cmd, radio.fleet.seal("broadcast.play", {"clip": clip, "priority": 9}, cmd_id="storm")
+        cmd,
+        radio.fleet.seal("broadcast.play", {"clip": clip, "priority": 9}, cmd_id="storm", to=cmd),
     )
     assert probe.ack_for(DEV, "storm")["ok"]
     assert wait_event(probe, "play.finished", "storm")["outcome"] == "completed"
@@ -276,7 +296,12 @@ def test_a_corrupted_cached_clip_is_fetched_again_and_never_played(radio, probe,
     local, planned = local_in(12)
     probe.publish(
         f"xaso/dev/{DEV}/schedule",
-        radio.fleet.seal("schedule.set", schedule_doc(1, [item("x", clip, local)]), cmd_id="s"),
+        radio.fleet.seal(
+            "schedule.set",
+            schedule_doc(1, [item("x", clip, local)]),
+            cmd_id="s",
+            to=f"xaso/dev/{DEV}/schedule",
+        ),
         retain=True,
     )
     radio.spawn()
@@ -306,11 +331,13 @@ def test_test_tone_and_stop(radio, probe):
     probe.publish(
         cmd,
         radio.fleet.seal(
-            "device.test_tone", {"frequency_hz": 1200, "duration_s": 5}, cmd_id="tone"
+            "device.test_tone", {"frequency_hz": 1200, "duration_s": 5}, cmd_id="tone", to=cmd
         ),
     )
     wait_event(probe, "play.started", "tone")
-    probe.publish(cmd, radio.fleet.seal("broadcast.stop", {"priority_max": 9}, cmd_id="stop"))
+    probe.publish(
+        cmd, radio.fleet.seal("broadcast.stop", {"priority_max": 9}, cmd_id="stop", to=cmd)
+    )
     assert probe.ack_for(DEV, "stop")["result"] == {"stopped": 1}
     assert wait_event(probe, "play.finished", "tone")["outcome"] == "stopped"
     (rec,) = radio.wait_recordings(1)
@@ -323,7 +350,9 @@ def test_an_item_whose_time_passed_while_the_agent_was_down_is_reported_missed(r
     local, planned = local_in(30)
     doc = schedule_doc(1, [item("sang", clip, local)])
     probe.publish(
-        f"xaso/dev/{DEV}/schedule", radio.fleet.seal("schedule.set", doc, cmd_id="s"), retain=True
+        f"xaso/dev/{DEV}/schedule",
+        radio.fleet.seal("schedule.set", doc, cmd_id="s", to=f"xaso/dev/{DEV}/schedule"),
+        retain=True,
     )
     agent = radio.spawn()
     probe.ack_for(DEV, "s")

@@ -130,7 +130,7 @@ class FleetView:
         cmd_id: str | None = None,
     ) -> str:
         """Sign and publish; returns the command id."""
-        payload = seal(msg_type, body, self.key, wall_ms(), cmd_id=cmd_id)
+        payload = seal(msg_type, body, self.key, wall_ms(), to=topic, cmd_id=cmd_id)
         sent_id: str = json.loads(payload)["id"]
         self._client.publish(topic, payload, qos=1, retain=retain)
         return sent_id

@@ -240,9 +240,20 @@ class Broadcasting:
             "stream": "broadcast.stream",
             "stop": "broadcast.stop",
         }
-        payload = seal(
-            msg_type[kind], body, self.site.signing_key(), now, ttl_ms=ttl_ms, cmd_id=command_id
-        )
+        # one envelope per target topic, all with one id: each names the topic it is
+        # signed for, and a speaker in two targeted groups refuses the second as a replay
+        payloads = {
+            topic: seal(
+                msg_type[kind],
+                body,
+                self.site.signing_key(),
+                now,
+                to=topic,
+                ttl_ms=ttl_ms,
+                cmd_id=command_id,
+            )
+            for topic in dict.fromkeys(t.topic(self.fleet.topics, "cmd") for t in targets)
+        }
         with self.sessions.begin() as session:
             session.add(
                 BroadcastRow(
@@ -263,8 +274,8 @@ class Broadcasting:
             session.flush()  # the broadcast before its acks (PostgreSQL checks the key at once)
             session.add_all(BroadcastAckRow(broadcast_id=command_id, device=d) for d in devices)
         # the rows first: an ack may come back before publish() returns
-        for target in dict.fromkeys(targets):
-            self.publisher.publish(target.topic(self.fleet.topics, "cmd"), payload, qos=1)
+        for topic, payload in payloads.items():
+            self.publisher.publish(topic, payload, qos=1)
         return self.get(command_id)
 
     def record_acks_in(self, session: Session, acks: Sequence[tuple[str, Ack]]) -> None:

@@ -263,7 +263,11 @@ class Scheduling:
     def _check_target(self, session: Session, target: Target) -> None:
         """Before a change is kept: its document must be valid and fit in one message."""
         payload = seal(
-            "schedule.set", self.document(session, target), self.site.signing_key(), self.clock()
+            "schedule.set",
+            self.document(session, target),
+            self.site.signing_key(),
+            self.clock(),
+            to=target.topic(self.fleet.topics, "schedule"),
         )
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise Invalid(

@@ -109,6 +109,7 @@ def staged_key_check(site: Site, now_ms: int) -> list[tuple[str, bytes]]:
                 {},
                 key,
                 now_ms,
+                to=topics.cmd(d.id),
                 cmd_id=f"{KEYCHECK}{status.staged}-{secrets.token_hex(6)}",
             ),
         )

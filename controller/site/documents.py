@@ -64,7 +64,7 @@ def sign_next(
     previous = json.loads(last.payload).get("body") if last is not None else None
     doc = build(version, previous)
     envelope_id = uuid.uuid4().hex
-    payload = seal(doc_type, doc, key, now_ms, cmd_id=envelope_id)
+    payload = seal(doc_type, doc, key, now_ms, to=topic, cmd_id=envelope_id)
     if last is None:
         last = PublishedDocumentRow(topic=topic, doc_type=doc_type)
         session.add(last)
