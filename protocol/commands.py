@@ -30,7 +30,10 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields refused, and no coercion: "50" is not 50, true is not 1, 2.0 is
+    not an integer (an integer is still a number where a float is asked for)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ClipRef(Strict):

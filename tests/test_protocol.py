@@ -213,3 +213,38 @@ def test_seal_needs_a_target_of_the_contract():
     for bad in ("xaso/dev/loa-1/status", "loa-1/cmd", "xaso/grp/thon-1/config", "xaso/dev/A/cmd"):
         with pytest.raises(ProtocolError):
             seal("device.ping", {}, KEY, NOW, to=bad)
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "body"),
+    [
+        ("device.volume", {"volume_pct": "50"}),
+        ("device.volume", {"volume_pct": True}),
+        ("device.volume", {"volume_pct": 50.0}),
+        ("broadcast.play", {"clip": CLIP, "priority": "9"}),
+        ("broadcast.play", {"clip": CLIP, "priority": False}),
+        ("broadcast.play", {"clip": {**CLIP, "bytes": "1000"}}),
+        ("broadcast.play", {"clip": CLIP, "gain_db": "3"}),
+        ("broadcast.play", {"clip": CLIP, "gain_db": True}),
+        ("broadcast.play", {"clip": CLIP, "label": 7}),
+        ("broadcast.stream", {"url": "http://vov/1", "duration_s": "60"}),
+        ("device.test_tone", {"duration_s": "3"}),
+        ("config.set", {"version": "2"}),
+        ("config.set", {"version": 2, "groups": "thon-1"}),
+        ("schedule.set", {"version": True}),
+    ],
+)
+def test_bodies_are_strict(msg_type, body):
+    doc = json.loads(good())
+    doc["type"] = msg_type
+    doc["body"] = body
+    if msg_type.endswith(".set"):
+        del doc["exp"]
+    assert refusal(resign(doc, KEY)) is RefusalReason.BAD_BODY
+    with pytest.raises(ValueError):
+        seal(msg_type, body, KEY, NOW, to=CMD)  # nor will the controller sign one
+
+
+def test_an_integer_is_still_a_number_where_a_float_is_asked():
+    payload = seal("broadcast.play", {"clip": CLIP, "gain_db": -6}, KEY, NOW, to=CMD)
+    assert open_envelope(payload, RING, NOW).body.gain_db == -6.0  # type: ignore[attr-defined]
