@@ -75,7 +75,8 @@ class Dispatcher:
                 cmd=refusal.cmd_id,
                 ok=False,
                 error=refusal.reason.value,
-                detail=refusal.detail,
+                # never a lone surrogate in an ack: it could not be sent as UTF-8
+                detail=refusal.detail.encode("utf-8", "backslashreplace").decode("utf-8"),
                 ts=now,
             )
             return Outcome(ack, refusal.reason)

@@ -8,6 +8,7 @@ state. The order of checks is fixed so that a refusal names the first fault.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,9 @@ ENVELOPE_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
 DEFAULT_COMMAND_TTL_MS = 60 * 1000
-CommandId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+_COMMAND_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+CommandId = Annotated[str, Field(min_length=1, max_length=64, pattern=_COMMAND_ID)]
+_COMMAND_ID_RE = re.compile(_COMMAND_ID)
 
 
 class Target(BaseModel):
@@ -116,36 +119,77 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _loads(payload: bytes) -> Any:
+def _loads(payload: str) -> Any:
     return json.loads(payload, parse_constant=_reject_constant)
 
 
 def open_envelope(payload: bytes, keyring: Keyring, now_ms: int) -> Opened:
-    """Verify a payload from the wire; raise ``Refusal`` naming the first fault."""
-    doc, env = _parse(payload)
-    model = body_model(env.type)
-    if model is None:
-        raise Refusal(RefusalReason.UNKNOWN_TYPE, f"type {env.type!r}", env.id)
-    _check_signature(doc, env, keyring)
-    _check_time(env, now_ms)
+    """Verify a payload from the wire; raise ``Refusal`` naming the first fault.
+
+    Nothing else escapes: an unforeseen error is a ``bad_envelope`` refusal too,
+    with the id when one can be read.
+    """
+    doc: dict[str, Any] | None = None
     try:
-        body = model.model_validate(env.body)
-    except ValidationError as exc:
-        raise Refusal(RefusalReason.BAD_BODY, _first_error(exc), env.id) from None
-    return Opened(envelope=env, body=body)
+        doc, env = _parse(payload)
+        model = body_model(env.type)
+        if model is None:
+            raise Refusal(RefusalReason.UNKNOWN_TYPE, f"type {env.type!r}", env.id)
+        _check_signature(doc, env, keyring)
+        _check_time(env, now_ms)
+        try:
+            body = model.model_validate(env.body)
+        except ValidationError as exc:
+            raise Refusal(RefusalReason.BAD_BODY, _first_error(exc), env.id) from None
+        except Exception as exc:  # a validator that raised something pydantic does not wrap
+            raise Refusal(RefusalReason.BAD_BODY, _describe(exc), env.id) from None
+        return Opened(envelope=env, body=body)
+    except Refusal:
+        raise
+    except Exception as exc:
+        raise Refusal(RefusalReason.BAD_ENVELOPE, _describe(exc), readable_id(doc)) from None
+
+
+def readable_id(doc: object) -> str | None:
+    """The envelope's id if it is one (so that an ack can name it), else None."""
+    cmd_id = doc.get("id") if isinstance(doc, dict) else None
+    return cmd_id if isinstance(cmd_id, str) and _COMMAND_ID_RE.match(cmd_id) else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:500]
 
 
 def _parse(payload: bytes) -> tuple[dict[str, Any], Envelope]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Refusal(RefusalReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        doc = _loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise Refusal(RefusalReason.NOT_JSON, f"payload is not UTF-8 JSON: {exc}") from None
+        # strict UTF-8 only: json.loads(bytes) would also guess UTF-16 and UTF-32, and
+        # Python's decoder refuses encoded surrogates (CESU-8) and overlong forms
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Refusal(
+            RefusalReason.NOT_JSON,
+            f"payload is not UTF-8: {exc.reason} at byte {exc.start}",
+        ) from None
+    if text.startswith("\ufeff"):
+        raise Refusal(RefusalReason.NOT_JSON, "payload starts with a byte order mark")
+    try:
+        doc = _loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise Refusal(RefusalReason.NOT_JSON, f"payload is not JSON: {exc}") from None
+    try:
+        canonical_json(doc)  # a "\ud800" escape decodes to a lone surrogate: not Unicode text
+    except UnicodeEncodeError:
+        raise Refusal(
+            RefusalReason.NOT_JSON, "payload has a lone UTF-16 surrogate", readable_id(doc)
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise Refusal(RefusalReason.NOT_JSON, f"payload is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise Refusal(RefusalReason.BAD_ENVELOPE, "payload is not a JSON object")
-    cmd_id = doc.get("id")
-    cmd_id = cmd_id if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 64 else None
+    cmd_id = readable_id(doc)
     if doc.get("v") != ENVELOPE_VERSION:
         raise Refusal(RefusalReason.UNKNOWN_VERSION, f"envelope v={doc.get('v')!r}", cmd_id)
     try:

@@ -226,3 +226,16 @@ def test_a_stored_document_is_restored_only_on_its_target_topic(store):
     store.save_document(StoredDocument(CFG, "config.set", 4, json.loads(other)["id"], other), NOW)
     d2, seen = make_dispatcher(store)
     assert d2.restore_documents() == 0 and seen == []
+
+
+def test_an_unreadable_id_still_gets_an_ack_that_can_be_sent(store):
+    d, _ = make_dispatcher(store)
+    doc = json.loads(seal("device.ping", {}, KEY, NOW, to=CMD))
+    for payload in (
+        json.dumps({**doc, "id": "\ud800"}).encode(),
+        json.dumps(doc).encode("utf-16"),
+        json.dumps(doc).encode("utf-32"),
+    ):
+        out = d.handle(CMD, payload)
+        assert out.refused is RefusalReason.NOT_JSON and out.ack.cmd is None
+        out.ack.model_dump_json(exclude_none=True).encode("utf-8")  # what the agent publishes

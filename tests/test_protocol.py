@@ -248,3 +248,48 @@ def test_bodies_are_strict(msg_type, body):
 def test_an_integer_is_still_a_number_where_a_float_is_asked():
     payload = seal("broadcast.play", {"clip": CLIP, "gain_db": -6}, KEY, NOW, to=CMD)
     assert open_envelope(payload, RING, NOW).body.gain_db == -6.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(json.dumps({"v": 1, "id": "u16"}).encode("utf-16"), id="utf-16-bom"),
+        pytest.param(json.dumps({"v": 1, "id": "u16"}).encode("utf-16-le"), id="utf-16-le"),
+        pytest.param(json.dumps({"v": 1, "id": "u32"}).encode("utf-32"), id="utf-32-bom"),
+        pytest.param(json.dumps({"v": 1, "id": "u32"}).encode("utf-32-be"), id="utf-32-be"),
+        pytest.param(b"\xef\xbb\xbf" + b'{"v":1,"id":"bom"}', id="utf-8-bom"),
+        pytest.param(b'{"v":1,"id":"\xed\xa0\x80"}', id="cesu-surrogate"),
+        pytest.param(b'{"v":1,"id":"\xc0\xaf"}', id="overlong"),
+    ],
+)
+def test_only_utf8_is_json(payload):
+    with pytest.raises(Refusal) as info:
+        open_envelope(payload, RING, NOW)
+    assert info.value.reason is RefusalReason.NOT_JSON and info.value.cmd_id is None
+
+
+def test_a_lone_surrogate_is_refused_and_the_id_kept_when_it_is_clean():
+    doc = json.loads(good(cmd_id="c-7"))
+    in_id = json.dumps({**doc, "id": "c-\ud800"}).encode()  # ascii JSON with a \ud800 escape
+    with pytest.raises(Refusal) as info:
+        open_envelope(in_id, RING, NOW)
+    assert info.value.reason is RefusalReason.NOT_JSON and info.value.cmd_id is None
+    elsewhere = json.dumps({**doc, "body": {"x": "\udfff"}}).encode()
+    with pytest.raises(Refusal) as info:
+        open_envelope(elsewhere, RING, NOW)
+    assert info.value.reason is RefusalReason.NOT_JSON and info.value.cmd_id == "c-7"
+    pair = resign({**doc, "type": "broadcast.stop", "body": {}}, KEY)  # a real pair is fine
+    assert open_envelope(pair.replace(b"}", b',"x":"\\ud83d\\ude00"}', 0), RING, NOW)
+
+
+def test_an_unforeseen_error_while_opening_is_a_refusal(monkeypatch):
+    from protocol import envelope
+
+    def boom(*_a, **_k):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(envelope, "_check_time", boom)
+    with pytest.raises(Refusal) as info:
+        open_envelope(good(cmd_id="c-9"), RING, NOW)
+    assert info.value.reason is RefusalReason.BAD_ENVELOPE and info.value.cmd_id == "c-9"
+    assert "KeyError" in info.value.detail
