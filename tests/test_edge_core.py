@@ -15,7 +15,7 @@ from edge.store import LocalStore, StoredDocument
 from plumbing.backoff import Backoff
 from protocol.envelope import seal
 from protocol.errors import RefusalReason
-from protocol.signing import Keyring, SigningKey
+from protocol.signing import Keyring, SigningKey, canonical_json
 from protocol.topics import Topics
 from tests.signing_helpers import resign
 
@@ -239,3 +239,175 @@ def test_an_unreadable_id_still_gets_an_ack_that_can_be_sent(store):
         out = d.handle(CMD, payload)
         assert out.refused is RefusalReason.NOT_JSON and out.ack.cmd is None
         out.ack.model_dump_json(exclude_none=True).encode("utf-8")  # what the agent publishes
+
+
+# --- fuzz: nothing but a well-formed, well-addressed, well-signed message is obeyed ---
+
+CLIP = {"sha256": "ab" * 32, "url": "http://c/api/clips/x", "bytes": 1000, "duration_ms": 5000}
+# (type, a valid body, the topic it is signed for and sent on, paths to its numbers)
+FUZZ_BASES = [
+    ("device.volume", {"volume_pct": 40}, CMD, [("volume_pct",)]),
+    (
+        "broadcast.play",
+        {"clip": CLIP, "priority": 5, "repeat": 1, "gain_db": -3.0, "at": NOW},
+        "xaso/grp/thon-1/cmd",
+        [("priority",), ("repeat",), ("gain_db",), ("at",), ("clip", "bytes")],
+    ),
+    ("broadcast.stream", {"url": "http://vov/1", "duration_s": 60}, CMD, [("duration_s",)]),
+    ("broadcast.stop", {"priority_max": 9}, CMD, [("priority_max",)]),
+    ("config.set", {"version": 3, "volume_pct": 50}, CFG, [("version",), ("volume_pct",)]),
+    ("schedule.set", {"version": 3}, "xaso/grp/thon-1/schedule", [("version",)]),
+]
+OTHER_TOPICS = [
+    "xaso/dev/loa-2/cmd",
+    "xaso/grp/thon-2/cmd",
+    "xaso/grp/all/cmd",
+    CMD,
+    "xaso/dev/loa-2/config",
+    "xaso/grp/thon-2/schedule",
+    "xaso/grp/thon-1/schedule",
+    SCH,
+]
+ENCODINGS = ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "utf-8-sig"]
+
+
+def _signed(base: int, cmd_id: str, *, to: str | None = None) -> tuple[str, dict]:
+    msg_type, body, topic, _ = FUZZ_BASES[base]
+    return topic, json.loads(seal(msg_type, body, KEY, NOW, to=to or topic, cmd_id=cmd_id))
+
+
+def _set_path(body: dict, path: tuple[str, ...], value: object) -> dict:
+    body = json.loads(json.dumps(body))
+    inner = body
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = value
+    return body
+
+
+_ids = st.uuids().map(lambda u: u.hex)
+_bases = st.integers(0, len(FUZZ_BASES) - 1)
+
+
+@st.composite
+def _numbers_spoiled(draw):
+    """Signed (so past the signature), but a string, a bool or 2.0 where an int belongs."""
+    base = draw(_bases)
+    topic, doc = _signed(base, draw(_ids))
+    path = draw(st.sampled_from(FUZZ_BASES[base][3]))
+    number = FUZZ_BASES[base][1]
+    for key in path:
+        number = number[key]
+    spoilt = draw(
+        st.sampled_from([str(number), f" {number}", True, False, [number], {"n": number}])
+        | (st.just(float(number)) if isinstance(number, int) else st.nothing())
+    )
+    doc["body"] = _set_path(doc["body"], path, spoilt)
+    return "number", topic, resign(doc, KEY)
+
+
+@st.composite
+def _misaddressed(draw):
+    """Well signed, for another device, group or leaf, re-published here."""
+    base = draw(_bases)
+    topic = FUZZ_BASES[base][2]
+    to = draw(st.sampled_from([t for t in OTHER_TOPICS if t != topic]))
+    _, doc = _signed(base, draw(_ids), to=to)
+    return "target", topic, canonical_json(doc)
+
+
+@st.composite
+def _encoded(draw):
+    """A good message in an encoding that is not plain UTF-8."""
+    topic, doc = _signed(draw(_bases), draw(_ids))
+    return (
+        "encoding",
+        topic,
+        json.dumps(doc, ensure_ascii=False).encode(draw(st.sampled_from(ENCODINGS))),
+    )
+
+
+@st.composite
+def _surrogates(draw):
+    """A good message with a lone surrogate, escaped or as (CESU-8) bytes, somewhere."""
+    topic, doc = _signed(draw(_bases), draw(_ids))
+    lone = chr(draw(st.integers(0xD800, 0xDFFF)))
+    field = draw(st.sampled_from(["id", "kid", "type", "sig", "body"]))
+    if field == "body":
+        doc["body"] = {**doc["body"], "label": lone}
+    else:
+        doc[field] = draw(st.sampled_from([lone, doc[field] + lone, lone + doc[field]]))
+    if draw(st.booleans()):
+        return "surrogate", topic, json.dumps(doc).encode()  # "\udxxx" escapes
+    return "surrogate", topic, json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+_json_any = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda i: st.lists(i, max_size=3) | st.dictionaries(st.text(max_size=6), i, max_size=3),
+    max_leaves=8,
+)
+
+
+@st.composite
+def _mutated(draw):
+    """A good message with one field changed and not signed again."""
+    topic, doc = _signed(draw(_bases), draw(_ids))
+    field = draw(st.sampled_from([*doc, "extra"]))
+    value = draw(_json_any)
+    if doc.get(field, object()) == value:
+        value = ["changed", value]
+    return "mutated", topic, json.dumps({**doc, field: value}).encode()
+
+
+_garbage = st.tuples(
+    st.just("garbage"),
+    st.sampled_from([CMD, CFG, SCH, "xaso/grp/thon-1/cmd"]),
+    st.binary(max_size=300)
+    | st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+
+
+@pytest.mark.slow
+def test_fuzzed_payloads_are_all_refused_and_acked_never_obeyed(tmp_path):
+    """5,000 payloads through the dispatcher: each refused with an ack that can be sent."""
+    store = LocalStore(tmp_path / "fuzz.sqlite3")
+    d, seen = make_dispatcher(store)
+    obeyed: list[object] = []
+    for msg_type in ("device.volume", "broadcast.play", "broadcast.stream", "broadcast.stop"):
+        d.on_command(msg_type, lambda o: obeyed.append(o) or {})
+    kinds: dict[str, int] = {}
+
+    @settings(max_examples=5000, deadline=None, database=None)
+    @given(
+        st.one_of(
+            _numbers_spoiled(), _misaddressed(), _encoded(), _surrogates(), _mutated(), _garbage
+        )
+    )
+    def fuzz(case):
+        kind, topic, payload = case
+        kinds[kind] = kinds.get(kind, 0) + 1
+        out = d.handle(topic, payload)
+        assert out.refused is not None and out.ack is not None and not out.ack.ok, (kind, payload)
+        out.ack.model_dump_json(exclude_none=True).encode("utf-8")
+        if kind == "number":
+            assert out.refused is RefusalReason.BAD_BODY
+        if kind == "target":
+            assert out.refused in (RefusalReason.WRONG_TARGET, RefusalReason.WRONG_TOPIC)
+        if kind in ("number", "target"):
+            assert out.ack.cmd is not None  # the id was readable: the controller hears why
+        if kind == "encoding":
+            assert out.refused is RefusalReason.NOT_JSON
+
+    try:
+        fuzz()
+    finally:
+        store.close()
+    assert sum(kinds.values()) >= 5000 and min(kinds.values()) >= 200, kinds
+    assert obeyed == [] and seen == []
+    assert RefusalReason.WRONG_TARGET.value in d.refused
+    # and the dispatcher still obeys a good one
+    store = LocalStore(tmp_path / "fuzz.sqlite3")
+    d, _ = make_dispatcher(store)
+    assert d.handle(CMD, seal("device.ping", {}, KEY, NOW, to=CMD)).ack.ok
+    store.close()
