@@ -136,6 +136,63 @@ def test_every_refusal_gets_an_ack_and_the_agent_keeps_going(fleet, probe):
     assert agent.alive
 
 
+def test_a_message_signed_for_another_target_is_refused_and_acked(fleet, probe):
+    """Re-published by someone with publish rights on the real broker, with the site's ACL."""
+    agent = fleet.spawn("loa-1")
+    probe.status_is("loa-1", "online")
+    # a command signed for loa-2, re-published on loa-1's topic
+    for_b = fleet.seal("device.ping", {}, cmd_id="for-b", to="xaso/dev/loa-2/cmd")
+    probe.publish("xaso/dev/loa-1/cmd", for_b)
+    ack = probe.ack_for("loa-1", "for-b")
+    assert not ack["ok"] and ack["error"] == "wrong_target" and "dev/loa-2/cmd" in ack["detail"]
+    # thon-2's schedule, re-published on thon-1's topic (loa-1 is in thon-1)
+    thon2 = fleet.seal(
+        "schedule.set", {"version": 5}, cmd_id="sch-thon-2", to="xaso/grp/thon-2/schedule"
+    )
+    probe.publish("xaso/grp/thon-1/schedule", thon2)
+    ack = probe.ack_for("loa-1", "sch-thon-2")
+    assert not ack["ok"] and ack["error"] == "wrong_target"
+    # a device's command on its group's topic
+    own = fleet.seal("device.ping", {}, cmd_id="own-on-grp", to="xaso/dev/loa-1/cmd")
+    probe.publish("xaso/grp/thon-1/cmd", own)
+    assert probe.ack_for("loa-1", "own-on-grp")["error"] == "wrong_target"
+    # the right ones are obeyed; nothing was answered for the refused ones but the refusal
+    probe.publish(
+        "xaso/dev/loa-1/cmd", fleet.seal("device.ping", {}, cmd_id="ok", to="xaso/dev/loa-1/cmd")
+    )
+    assert probe.ack_for("loa-1", "ok")["ok"]
+    acks = [m.json() for m in probe.on("xaso/dev/loa-1/ack")]
+    assert [a["ok"] for a in acks if a.get("cmd") in ("for-b", "sch-thon-2", "own-on-grp")] == [
+        False
+    ] * 3
+    assert probe.on("xaso/dev/loa-2/ack") == []
+    assert agent.alive
+
+
+def test_payloads_that_are_not_utf8_are_acked_without_a_traceback(fleet, probe):
+    agent = fleet.spawn("loa-1")
+    probe.status_is("loa-1", "online")
+    cmd = "xaso/dev/loa-1/cmd"
+    good = json.loads(fleet.seal("device.ping", {}, cmd_id="u-good", to=cmd))
+    bad = {
+        "lone surrogate in the id": json.dumps({**good, "id": "u-\ud800"}).encode(),
+        "lone surrogate elsewhere": json.dumps({**good, "kid": "\udfff"}).encode(),
+        "utf-16": json.dumps(good).encode("utf-16"),
+        "utf-32": json.dumps(good).encode("utf-32"),
+        "utf-8 bom": b"\xef\xbb\xbf" + json.dumps(good).encode(),
+    }
+    for payload in bad.values():
+        probe.publish(cmd, payload)
+    probe.publish(cmd, fleet.seal("device.ping", {}, cmd_id="u-after", to=cmd))
+    assert probe.ack_for("loa-1", "u-after")["ok"]
+    acks = [m.json() for m in probe.on("xaso/dev/loa-1/ack")]
+    refused = [a for a in acks if not a["ok"]]
+    assert len(refused) == len(bad) and {a["error"] for a in refused} == {"not_json"}
+    assert [a.get("cmd") for a in refused].count("u-good") == 1  # the clean id, where one was read
+    assert not any(a["ok"] and a.get("cmd") == "u-good" for a in acks)
+    assert agent.alive and "Traceback" not in agent.output()
+
+
 @pytest.mark.slow
 def test_fuzzed_command_topic_leaves_the_agent_answering(fleet, probe):
     agent = fleet.spawn("loa-1")
