@@ -153,7 +153,7 @@ def open_envelope(payload: bytes, keyring: Keyring, now_ms: int) -> Opened:
 def readable_id(doc: object) -> str | None:
     """The envelope's id if it is one (so that an ack can name it), else None."""
     cmd_id = doc.get("id") if isinstance(doc, dict) else None
-    return cmd_id if isinstance(cmd_id, str) and _COMMAND_ID_RE.match(cmd_id) else None
+    return cmd_id if isinstance(cmd_id, str) and _COMMAND_ID_RE.fullmatch(cmd_id) else None
 
 
 def _describe(exc: BaseException) -> str:

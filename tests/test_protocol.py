@@ -293,3 +293,11 @@ def test_an_unforeseen_error_while_opening_is_a_refusal(monkeypatch):
         open_envelope(good(cmd_id="c-9"), RING, NOW)
     assert info.value.reason is RefusalReason.BAD_ENVELOPE and info.value.cmd_id == "c-9"
     assert "KeyError" in info.value.detail
+
+
+@pytest.mark.parametrize("bad_id", ["c-1\n", "", "c 1", "é", "x" * 65, 7, None])
+def test_an_id_that_is_not_a_command_id_is_not_echoed(bad_id):
+    doc = {**json.loads(good()), "id": bad_id}
+    with pytest.raises(Refusal) as info:
+        open_envelope(json.dumps(doc).encode(), RING, NOW)
+    assert info.value.reason is RefusalReason.BAD_ENVELOPE and info.value.cmd_id is None
