@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -52,6 +54,14 @@ SMALL_CAP = 64 * 1024  # any form or JSON body of the app fits many times over
 PUBLIC_WITH_BODY = frozenset({"/login"})  # no session yet; small cap only
 
 Answer = Callable[[Request, Refusal], Response]
+
+
+@dataclass(frozen=True)
+class Cap:
+    """A route's own body cap, and how a Content-Length over it is refused."""
+
+    bytes: int
+    refusal: Refusal = field(default_factory=lambda: Refusal(413, "error.too_large"))
 
 
 class BodyTooLarge(HTTPException):
@@ -79,7 +89,7 @@ def has_body(scope: Scope) -> bool:
 
 class BodyGuard:
     def __init__(
-        self, app: ASGIApp, *, answer: Answer, large: Mapping[tuple[str, str], int]
+        self, app: ASGIApp, *, answer: Answer, large: Mapping[tuple[str, str], Cap]
     ) -> None:
         self.app = app
         self.answer = answer
@@ -90,21 +100,25 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        cap = SMALL_CAP
+        cap = Cap(SMALL_CAP)
         if has_body(scope) and scope["method"] not in SAFE_METHODS:
             try:
                 trusted = await run_in_threadpool(self._admit, request)
             except Refusal as refusal:
                 await self.answer(request, refusal)(scope, receive, send)
                 return
+            except OperationalError as exc:  # as the app's handler would, which is further in
+                log.error("database error on %s %s: %s", scope["method"], scope["path"], exc)
+                await self.answer(request, Refusal(503, "error.database"))(scope, receive, send)
+                return
             key = (scope["method"], scope["path"])
             if trusted and key in self.large:
                 cap = self.large[key]
         length = declared_length(scope)
-        if length is not None and length > cap:
-            await self.answer(request, Refusal(413, "error.too_large"))(scope, receive, send)
+        if length is not None and length > cap.bytes:
+            await self.answer(request, cap.refusal)(scope, receive, send)
             return
-        await self._run(scope, receive, send, cap)
+        await self._run(scope, receive, send, cap.bytes)
 
     def _admit(self, request: Request) -> bool:
         """Raise the Refusal for a body that may not come in; True if it may be large."""
