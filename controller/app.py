@@ -36,6 +36,7 @@ from controller.fleet.service import FleetService
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.station import Station
 from controller.settings import ControllerSettings, load_secret
+from controller.web.guard import BodyGuard, Cap
 from controller.web.metrics import Metrics, metrics_router
 from controller.web.routes import (
     ErrorBody,
@@ -148,6 +149,13 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
     )
     app.state.xaso = state
     app.state.metrics = metrics
+    # Innermost first: the body guard runs after language and metrics, before routing.
+    clip_max = state.station.library.settings.max_input_bytes
+    upload = Cap(
+        clip_max + clips.UPLOAD_OVERHEAD,
+        i18n.Refusal(413, "clips.too_large", mb=clip_max // 1_000_000),
+    )
+    app.add_middleware(BodyGuard, answer=_answer, large={("POST", "/api/clips"): upload})
     _middlewares(app, metrics)
     _error_handlers(app)
 

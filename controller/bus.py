@@ -173,7 +173,7 @@ class Bus:
             username,
             password,
             clean_session=clean_session,
-            tls=tls,
+            tls=tls or tls_ca is not None,
             ca_file=tls_ca,
             max_inflight=200,
         )

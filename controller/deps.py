@@ -96,10 +96,12 @@ async def submitted_csrf(request: Request) -> str:
     return ""
 
 
-def optional_principal(
-    request: Request, db: DbSession, csrf: Annotated[str, Depends(submitted_csrf)]
-) -> Principal | None:
-    """The caller if signed in (or holding a token), else None; checks CSRF on cookies."""
+def header_principal(request: Request, db: Session) -> Principal | None:
+    """The caller from the headers alone (API token or session cookie), no body read.
+
+    A bad token is refused (401); a missing, expired or unknown cookie is None.
+    The body guard (controller/web/guard.py) asks this before it lets a body in.
+    """
     state = app_state(request)
     ip = client_ip(request)
     authorization = request.headers.get("authorization", "")
@@ -108,15 +110,23 @@ def optional_principal(
         who = token_principal(db, token.strip(), ip, state.now_ms())
         if scheme.lower() != "bearer" or who is None:
             raise Refusal(401, "error.bad_token", headers={"WWW-Authenticate": "Bearer"})
-    else:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if not cookie:
-            return None
-        who = session_principal(db, state.auth, cookie, ip, state.now_ms())
-        if who is None:
-            return None
-        if request.method not in SAFE_METHODS and not same(csrf, who.csrf_token):
-            raise Refusal(403, "error.csrf")
+        return who
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    return session_principal(db, state.auth, cookie, ip, state.now_ms())
+
+
+def optional_principal(
+    request: Request, db: DbSession, csrf: Annotated[str, Depends(submitted_csrf)]
+) -> Principal | None:
+    """The caller if signed in (or holding a token), else None; checks CSRF on cookies."""
+    who = header_principal(request, db)
+    if who is None:
+        return None
+    cookie = who.kind == "user"
+    if cookie and request.method not in SAFE_METHODS and not same(csrf, who.csrf_token):
+        raise Refusal(403, "error.csrf")
     request.state.principal = who
     return who
 

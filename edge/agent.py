@@ -59,7 +59,6 @@ class Agent:
         self.config = config
         self.device_id = config.device.id
         self.topics = Topics(config.mqtt.root)
-        self._now_ms = now_ms
         self.now_ms = now_ms  # the clock every role of this agent reads
         self._boot_ms = now_ms()
         self._started_mono = time.monotonic()
@@ -118,7 +117,7 @@ class Agent:
 
     def _register_builtin_handlers(self) -> None:
         d = self.dispatcher
-        d.on_command("device.ping", lambda o: {"pong": self._now_ms(), "agent": __version__})
+        d.on_command("device.ping", lambda o: {"pong": self.now_ms(), "agent": __version__})
         d.on_command("device.volume", self._set_volume)
         d.on_command("device.restart_agent", self._restart)
         d.on_document("config.set", self._apply_config)
@@ -215,7 +214,7 @@ class Agent:
 
     def emit(self, body: Body) -> Event:
         """Record an event durably; it reaches the controller when the network allows."""
-        event = new_event(body, self._now_ms())
+        event = new_event(body, self.now_ms())
         self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1)
         return event
 
@@ -228,7 +227,7 @@ class Agent:
         return _json(
             Status(
                 state=state,  # type: ignore[arg-type]
-                ts=self._now_ms(),
+                ts=self.now_ms(),
                 agent=__version__,
                 roles=self.config.device.roles,
                 boot=self._boot_ms,
@@ -248,7 +247,7 @@ class Agent:
             {
                 **self._probe.sample(),
                 **parts,
-                "ts": self._now_ms(),
+                "ts": self.now_ms(),
                 "agent_uptime_s": round(time.monotonic() - self._started_mono, 1),
                 "config_version": versions.get(own + "config", 0),
                 "schedule_version": versions.get(own + "schedule", 0),
@@ -311,7 +310,7 @@ class Agent:
                     payload = _json(self.telemetry())
                     self.link.publish(self.topics.telemetry(self.device_id), payload, 0)
                 if time.monotonic() >= next_prune:
-                    self.store.forget_commands_before(self._now_ms())
+                    self.store.forget_commands_before(self.now_ms())
                     next_prune = time.monotonic() + 3600
             except Exception:
                 log.exception("telemetry failed; trying again next interval")

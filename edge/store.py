@@ -1,8 +1,8 @@
 """The edge's durable state in one SQLite file: outbox, seen commands, documents.
 
 WAL with ``synchronous=FULL``: a row is on disk when the call returns, so a
-power cut loses nothing that was acknowledged to the caller. This module is
-the only importer of sqlite3 on the edge.
+power cut loses nothing that was acknowledged to the caller. It opens its file
+through plumbing.sqlite, the only importer of sqlite3 on the agent host.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def new_client(
     ca_file: Path | None = None,
     max_inflight: int = 20,
 ) -> paho.Client:
-    """A paho client with credentials, TLS when asked (or when a CA file is given),
-    and TCP_NODELAY; it reconnects by itself once started."""
+    """A paho client with credentials, verified TLS when ``tls`` (against ``ca_file``, or
+    the system's CAs without one), and TCP_NODELAY; it reconnects by itself once started."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -66,7 +66,7 @@ def new_client(
     )
     if username is not None:
         client.username_pw_set(username, password)
-    if tls or ca_file is not None:
+    if tls:
         client.tls_set(ca_certs=str(ca_file) if ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
     client.max_inflight_messages_set(max_inflight)
     client.on_socket_open = guarded(no_delay)

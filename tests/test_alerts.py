@@ -140,6 +140,17 @@ def test_a_printer_out_of_paper_raises_and_clears(fleet, sessions, ingest):
     eventually(lambda: (s := state_of(sessions, "kiosk-1")) and s.printer_ms == t0 + 1)
     assert [(a.kind, a.device_id) for a in engine.run(now_ms()).cleared] == [(PAPER_OUT, "kiosk-1")]
 
+    # a newer body that does not fit printer.status is kept with the events, but drives
+    # neither the printer state nor the alerts (which would choke on pending = 5)
+    misfit = json.dumps({"id": "p3", "type": "printer.status", "ts": t0 + 2,
+                         "body": {"paper": "out", "pending": 5}}).encode()  # fmt: skip
+    kiosk.publish("xaso/dev/kiosk-1/event", misfit)
+    eventually(lambda: ingest.stats.bad["event_body"] == 1)
+    assert ingest.wait_idle()
+    state = state_of(sessions, "kiosk-1")
+    assert state is not None and state.printer_ms == t0 + 1 and state.printer["paper"] == "ok"
+    assert engine.run(now_ms()).raised == []
+
 
 def add_offline_device(sessions: sessionmaker[Session], device: str) -> None:
     with sessions.begin() as s:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.fleet import ROOT
 
 HEAVY = ("fastapi", "starlette", "uvicorn", "pydub", "sqlalchemy", "amqtt", "alembic")
@@ -75,3 +77,11 @@ def test_a_speaker_without_a_relay_loads_no_gpiozero():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_module_of_ours_is_a_bug_not_a_missing_role():
+    from cli.main import _lacking
+
+    assert _lacking(ModuleNotFoundError("no fastapi", name="fastapi")) == "fastapi"
+    with pytest.raises(ModuleNotFoundError):
+        _lacking(ModuleNotFoundError("no module", name="controller.nowhere"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -136,6 +138,30 @@ def test_metrics_count_requests_per_route(app_url: str) -> None:
     assert 'route="/api/users",status="401"' in text
     assert 'route="(unmatched)",status="404"' in text
     assert 'xaso_http_request_duration_seconds_count{method="GET",route="/healthz"} 1.0' in text
+
+
+def test_junk_methods_and_paths_do_not_grow_the_metrics(app_url: str) -> None:
+    """10,000 requests with new method names and paths: a bounded `/metrics`."""
+    parts = urlsplit(app_url)
+    answered = 0
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        for batch in range(50):  # pipelined, 200 at a time
+            requests = b"".join(
+                f"JUNK{batch}X{i} /junk/{batch}/{i} HTTP/1.1\r\nHost: c\r\n\r\n".encode()
+                for i in range(200)
+            )
+            sock.sendall(requests)
+            seen = b""
+            while seen.count(b"HTTP/1.1 ") < 200:
+                more = sock.recv(1 << 16)
+                assert more, "the server closed the connection"
+                seen += more
+            answered += seen.count(b"HTTP/1.1 ")
+    assert answered == 10_000
+    text = httpx.get(f"{app_url}/metrics").text
+    assert len(text.encode()) < 100_000, len(text)
+    assert 'method="other",route="(unmatched)",status="404"} 10000.0' in text
+    assert "JUNK" not in text and "/junk/" not in text
 
 
 def _run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -148,7 +148,8 @@ def test_sign_in_limits_lock_a_username_then_an_address(controller: Controller) 
     assert fifth.status_code == 429
     assert "Vui lòng thử lại sau 15 phút" in fifth.text and "try again in 15 minutes" in fifth.text
     assert int(fifth.headers["retry-after"]) == 15 * 60
-    # Locked: even the right password is refused, and that does not extend the lockout.
+    # Locked: even the right password from the guessing address (every test client is
+    # "testclient") is refused, and that does not extend the lockout.
     assert attempt("admin", ADMIN_PASSWORD).status_code == 429
     controller.clock.now += 14 * 60
     assert attempt("admin", ADMIN_PASSWORD).status_code == 429
@@ -165,6 +166,39 @@ def test_sign_in_limits_lock_a_username_then_an_address(controller: Controller) 
     assert attempt("admin", ADMIN_PASSWORD).status_code == 429
     audit = controller.audit()
     assert [e.action for e in audit].count("session.login") == 1
+
+
+def test_wrong_guesses_elsewhere_never_lock_the_user_out_of_a_known_address(
+    controller: Controller,
+) -> None:
+    def attempt(ip: str, password: str) -> Any:
+        return sign_in(TestClient(controller.app, client=(ip, 50000)), "admin", password)
+
+    office, attacker, other, phone = "10.0.0.1", "203.0.113.6", "203.0.113.7", "10.0.0.9"
+    assert attempt(office, ADMIN_PASSWORD).status_code == 303  # the office is known now
+    for _ in range(4):
+        assert attempt(attacker, "guess").status_code == 401
+    assert attempt(attacker, "guess").status_code == 429  # the attacker's address is locked
+    # The account is held back for every address it has never signed in from...
+    assert attempt(other, "guess").status_code == 429
+    assert attempt(phone, ADMIN_PASSWORD).status_code == 429
+    # ...but the admin signs in from the office, again and again, with guesses going on.
+    for _ in range(3):
+        controller.clock.now += 60
+        assert attempt(attacker, "guess").status_code == 429
+        assert attempt(office, ADMIN_PASSWORD).status_code == 303
+    # The office's own failures still count, for the office alone.
+    controller.clock.now += 1
+    for _ in range(4):
+        assert attempt(office, "typo").status_code == 401
+    assert attempt(office, "typo").status_code == 429
+    assert attempt(office, ADMIN_PASSWORD).status_code == 429
+    # It all ends with the lockout; the phone gets in and is known from then on.
+    controller.clock.now += 15 * 60 + 1
+    assert attempt(phone, ADMIN_PASSWORD).status_code == 303
+    assert attempt(office, ADMIN_PASSWORD).status_code == 303
+    logins = [e for e in controller.audit() if e.action == "session.login"]
+    assert [e.ip for e in logins] == [office, office, office, office, phone, office]
 
 
 def test_sessions_end_on_logout_deactivation_and_idle(controller: Controller) -> None:

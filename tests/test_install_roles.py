@@ -146,6 +146,22 @@ def test_a_speaker_role_alone_plays_end_to_end_with_no_web_or_database_stack(
     assert str(speaker_venv) in Path(f"/proc/{agent.proc.pid}/cmdline").read_text()  # type: ignore[union-attr]
 
 
+def test_a_speakers_help_lists_its_commands_and_names_the_missing_ones(
+    speaker_venv: Path, tmp_path: Path
+) -> None:
+    out = _run(speaker_venv / "bin" / "xaso", "--help", cwd=tmp_path)
+    assert "    agent " in out and "    clip " in out
+    assert "not installed here" in out and "keys" in out.split("not installed here")[1]
+    for argv in (("device", "list", "--site", str(tmp_path)), ("keys", "list"), ("demo",)):
+        refused = subprocess.run(
+            [str(speaker_venv / "bin" / "xaso"), *argv],
+            cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 2, (argv, refused.stderr)
+        assert "install the role" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_the_controller_command_on_a_speaker_says_which_role_is_missing(
     speaker_venv: Path, tmp_path: Path
 ) -> None:

@@ -102,6 +102,15 @@ def simulated_kiosk(config: Path, device: str, workdir: Path) -> DemoKiosk:
     return DemoKiosk(device, f"http://127.0.0.1:{port}", printer)
 
 
+def serving(kiosk: DemoKiosk) -> bool:
+    """The kiosk's pages answer: its agent has started them (slower on a busy machine)."""
+    try:
+        urllib.request.urlopen(kiosk.url + "/api/state", timeout=5).close()  # noqa: S310
+    except OSError:
+        return False
+    return True
+
+
 def citizen(kiosk: DemoKiosk, n: int) -> None:
     """A citizen takes a number and counter 1 calls the next one: a printed ticket, a call."""
     for path, body in (

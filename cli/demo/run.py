@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from cli.brokers.embedded import EmbeddedBroker, choose_broker
 from cli.brokers.mosquitto import Mosquitto, free_port, mosquitto_binary
 from cli.brokers.process import BrokerError
-from cli.demo.devices import DemoKiosk, Managed, citizen, provision
+from cli.demo.devices import DemoKiosk, Managed, citizen, provision, serving
 from controller.site.directory import Site
 from controller.site.keys import init_site
 from protocol.commands import DEFAULT_TZ
@@ -293,6 +293,9 @@ def _supervise(
             next_ping, pinged = time.monotonic() + PING_EVERY_S, True
             _ping_all(view, agents)
         if kiosks and time.monotonic() >= next_citizen:
+            if not all(serving(k) for k in kiosks):  # not started yet: look again shortly
+                next_citizen = time.monotonic() + 1
+                continue
             next_citizen = time.monotonic() + CITIZEN_EVERY_S
             for kiosk in kiosks:
                 citizen(kiosk, citizens)

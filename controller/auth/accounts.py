@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -166,32 +166,32 @@ def set_password(db: Session, passwords: Passwords, user: User, password: str) -
 
 
 def _lockout(db: Session, policy: LoginPolicy, name: str, ip: str, now_ms: int) -> int | None:
-    """When the lockout on this username or address ends, if one is on now."""
+    """When the lockout on this username from this address ends, if one is on now.
+
+    Three counts, each locked after its limit within a window (`LoginPolicy`):
+    the username from this address (since its last success from here); the
+    address over any usernames; and the username from anywhere, which holds
+    only for an address that has never signed in as this user (within
+    `policy.known_ms`). So guesses from elsewhere slow every new address down
+    but never keep the user out of a place they have signed in from before.
+    """
     since = policy.since(now_ms)
-    last_success = db.scalar(
-        select(func.max(LoginAttempt.at_ms)).where(
-            LoginAttempt.username == name, LoginAttempt.succeeded
-        )
-    )
-    user_since = max(since, last_success or since)
-    user_failures = db.scalars(
-        select(LoginAttempt.at_ms).where(
-            LoginAttempt.username == name,
-            LoginAttempt.at_ms > user_since,
-            ~LoginAttempt.succeeded,
-        )
-    ).all()
-    ip_failures = db.scalars(
-        select(LoginAttempt.at_ms).where(
-            LoginAttempt.ip == ip, LoginAttempt.at_ms > since, ~LoginAttempt.succeeded
-        )
-    ).all()
+    mine = (LoginAttempt.username == name, LoginAttempt.ip == ip)
+    known = db.scalar(select(func.max(LoginAttempt.at_ms)).where(*mine, LoginAttempt.succeeded))
+
+    def failures(*where: ColumnElement[bool]) -> list[int]:
+        failed = (~LoginAttempt.succeeded, LoginAttempt.at_ms > since)
+        return list(db.scalars(select(LoginAttempt.at_ms).where(*failed, *where)))
+
+    counts = [
+        (failures(*mine, LoginAttempt.at_ms > (known or since)), policy.max_failures),
+        (failures(LoginAttempt.ip == ip), policy.ip_max_failures),
+    ]
+    if known is None:
+        counts.append((failures(LoginAttempt.username == name), policy.max_failures))
     ends = [
         until
-        for until in (
-            policy.locked_until(user_failures, policy.max_failures),
-            policy.locked_until(ip_failures, policy.ip_max_failures),
-        )
+        for until in (policy.locked_until(times, limit) for times, limit in counts)
         if until is not None and until > now_ms
     ]
     return max(ends) if ends else None
@@ -204,6 +204,19 @@ def _locked(until: int, now_ms: int) -> Refusal:
     )
 
 
+def _forget_old_attempts(
+    db: Session, policy: LoginPolicy, name: str, ip: str, now_ms: int, *, ok: bool
+) -> None:
+    """Failures live for the window and lockout; a success, the latest per username and
+    address, for `policy.known_ms` (it makes the address known)."""
+    failed = ~LoginAttempt.succeeded & (LoginAttempt.at_ms < policy.since(now_ms))
+    stale = LoginAttempt.succeeded & (LoginAttempt.at_ms < now_ms - policy.known_ms)
+    db.execute(delete(LoginAttempt).where(failed | stale))
+    if ok:
+        mine = (LoginAttempt.username == name, LoginAttempt.ip == ip)
+        db.execute(delete(LoginAttempt).where(*mine, LoginAttempt.succeeded))
+
+
 def sign_in(
     db: Session, auth: AuthConfig, username: str, password: str, *, ip: str, now_ms: int
 ) -> User:
@@ -213,6 +226,7 @@ def sign_in(
     request fails.
     """
     name = "".join(c for c in username.strip().lower() if c.isprintable())[:64]
+    ip = ip[:45]  # as stored
     until = _lockout(db, auth.policy, name, ip, now_ms)
     if until is not None:
         raise _locked(until, now_ms)
@@ -223,7 +237,7 @@ def sign_in(
         ok = False
     else:
         ok = auth.passwords.verify(user.password_hash, password) and user.active
-    db.execute(delete(LoginAttempt).where(LoginAttempt.at_ms < auth.policy.since(now_ms)))
+    _forget_old_attempts(db, auth.policy, name, ip, now_ms, ok=ok)
     db.add(LoginAttempt(username=name, ip=ip[:45], at_ms=now_ms, succeeded=ok))
     if ok and user is not None and auth.passwords.needs_rehash(user.password_hash):
         user.password_hash = auth.passwords.hash(password)

@@ -41,12 +41,17 @@ def login_csrf(secret: bytes, nonce: str) -> str:
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    """How many failures lock a username or an address out, and for how long."""
+    """How many failures lock a username or an address out, and for how long.
+
+    `known_ms`: how long a success makes its address known for that username
+    (a known address is not held back by failures from other addresses).
+    """
 
     max_failures: int = 5
     ip_max_failures: int = 30
     window_ms: int = 15 * 60_000
     lockout_ms: int = 15 * 60_000
+    known_ms: int = 90 * 86_400_000
 
     def locked_until(self, failures_ms: Sequence[int], limit: int) -> int | None:
         """When a lockout ends, given recent failure times, or None if there is none.

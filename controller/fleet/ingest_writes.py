@@ -35,6 +35,8 @@ from controller.db.fleet_tables import (
 )
 from controller.db.raw_rows import RawRows
 from controller.site.directory import Site
+from protocol.errors import ProtocolError
+from protocol.events import PrinterStatus, read_body
 from protocol.uplink import Ack, Status, Telemetry
 
 AckHook = Callable[[Session, list[tuple[str, Ack]]], None]
@@ -288,13 +290,20 @@ def _store_events(session: Session, items: list[Item]) -> tuple[int, int]:
 
 
 def _apply_printer(session: Session, item: Item) -> None:
+    """The device's printer state, from a body that fits ``printer.status`` only: a
+    misfit one is stored with the events (counted by ingest) but drives no state."""
+    try:
+        body = read_body(item.msg.type, item.msg.body)
+    except ProtocolError:
+        return
+    assert isinstance(body, PrinterStatus)
     session.execute(
         update(DeviceState)
         .where(
             DeviceState.device_id == item.device,
             or_(DeviceState.printer_ms.is_(None), DeviceState.printer_ms <= item.msg.ts),
         )
-        .values(printer=item.msg.body, printer_ms=item.msg.ts)
+        .values(printer=body.wire(), printer_ms=item.msg.ts)
     )
 
 

@@ -2,7 +2,9 @@
 
 Each app has its own registry (two apps in one test process do not clash).
 Requests are counted and timed per route template (`/api/users/{username}`,
-not each user), so the number of series stays bounded. Another area adds
+not each user), a path no route matches is "(unmatched)", and a method
+outside `METHODS` is "other", so the number of series stays bounded
+whatever a client sends. Another area adds
 its own figures to the same registry:
 
     from controller.web.metrics import Gauge
@@ -27,6 +29,13 @@ from prometheus_client import (
 )
 
 __all__ = ["Counter", "Gauge", "Histogram", "Metrics", "metrics_router"]
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The method as a label: one of `METHODS`, else "other" (any token is a valid method)."""
+    return method if method in METHODS else "other"
 
 
 class Metrics:
@@ -58,8 +67,9 @@ class Metrics:
             route = request.scope.get("route")
             template = getattr(route, "path", None) or "(unmatched)"
             elapsed = time.perf_counter() - start
-            self.requests.labels(template, request.method, str(status)).inc()
-            self.latency.labels(template, request.method).observe(elapsed)
+            method = method_label(request.method)
+            self.requests.labels(template, method, str(status)).inc()
+            self.latency.labels(template, method).observe(elapsed)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
