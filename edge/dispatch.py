@@ -152,6 +152,9 @@ class Dispatcher:
         """At start, before any network: apply what was accepted before.
 
         The stored copies are verified again (the key may have been revoked since).
+        A copy stored before the envelope carried ``to`` was verified on arrival on
+        the topic it is stored under: it is taken as addressed there (``legacy_to``),
+        so that an upgrade does not silence a speaker with no network.
         """
         applied = 0
         for doc in self._store.documents():
@@ -159,7 +162,12 @@ class Dispatcher:
             if handler is None:
                 continue
             try:
-                opened = open_envelope(doc.payload, self._keyring, self._now_ms())
+                opened = open_envelope(
+                    doc.payload,
+                    self._keyring,
+                    self._now_ms(),
+                    legacy_to=self._topics.parse(doc.topic),
+                )
                 self._check_topic(doc.topic, opened)
                 handler(doc.topic, opened.body)
                 applied += 1

@@ -123,15 +123,24 @@ def _loads(payload: str) -> Any:
     return json.loads(payload, parse_constant=_reject_constant)
 
 
-def open_envelope(payload: bytes, keyring: Keyring, now_ms: int) -> Opened:
+def open_envelope(
+    payload: bytes, keyring: Keyring, now_ms: int, *, legacy_to: TopicRef | None = None
+) -> Opened:
     """Verify a payload from the wire; raise ``Refusal`` naming the first fault.
 
     Nothing else escapes: an unforeseen error is a ``bad_envelope`` refusal too,
     with the id when one can be read.
+
+    ``legacy_to`` is for the edge's restore of its own stored documents only: one
+    stored before the envelope carried ``to`` was verified on arrival on the topic
+    it is stored under, so it is taken as addressed to that topic (``legacy_to``).
+    Its signature (over what was signed: no ``to``), version, type, body and time
+    rules are checked as for any other. A message from the wire never gets this:
+    without ``to`` it is ``bad_envelope``.
     """
     doc: dict[str, Any] | None = None
     try:
-        doc, env = _parse(payload)
+        doc, env = _parse(payload, legacy_to)
         model = body_model(env.type)
         if model is None:
             raise Refusal(RefusalReason.UNKNOWN_TYPE, f"type {env.type!r}", env.id)
@@ -161,7 +170,7 @@ def _describe(exc: BaseException) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")[:500]
 
 
-def _parse(payload: bytes) -> tuple[dict[str, Any], Envelope]:
+def _parse(payload: bytes, legacy_to: TopicRef | None) -> tuple[dict[str, Any], Envelope]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Refusal(RefusalReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
@@ -192,8 +201,13 @@ def _parse(payload: bytes) -> tuple[dict[str, Any], Envelope]:
     cmd_id = readable_id(doc)
     if doc.get("v") != ENVELOPE_VERSION:
         raise Refusal(RefusalReason.UNKNOWN_VERSION, f"envelope v={doc.get('v')!r}", cmd_id)
+    fields = doc
+    if legacy_to is not None and "to" not in doc:
+        # signed before the envelope named its target: the signature is checked on
+        # ``doc`` as it is; only the parsed envelope gets the topic it was stored under
+        fields = {**doc, "to": Target.of(legacy_to).model_dump()}
     try:
-        return doc, Envelope.model_validate(doc)
+        return doc, Envelope.model_validate(fields)
     except ValidationError as exc:
         raise Refusal(RefusalReason.BAD_ENVELOPE, _first_error(exc), cmd_id) from None
 

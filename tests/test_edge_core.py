@@ -411,3 +411,84 @@ def test_fuzzed_payloads_are_all_refused_and_acked_never_obeyed(tmp_path):
     d, _ = make_dispatcher(store)
     assert d.handle(CMD, seal("device.ping", {}, KEY, NOW, to=CMD)).ack.ok
     store.close()
+
+
+def _signed_before_to(msg_type: str, body: dict, topic: str, key: SigningKey = KEY) -> bytes:
+    """A document as a controller from before ``to`` signed it: the same canonical
+    envelope with no ``to``, signed with the key."""
+    doc = json.loads(seal(msg_type, body, KEY, NOW - 86_400_000, to=topic))
+    return resign({k: v for k, v in doc.items() if k != "to"}, key)
+
+
+def test_documents_stored_before_the_upgrade_are_restored_with_no_network(tmp_path):
+    clip = {"sha256": "ab" * 32, "url": "https://ctl/api/clips/x", "bytes": 10, "duration_ms": 5}
+    schedule = {
+        "version": 3,
+        "items": [
+            {"id": "sang", "clip": clip, "rrule": "FREQ=DAILY", "dtstart": "2026-01-01T06:00:00"}
+        ],
+    }
+    old_sch = _signed_before_to("schedule.set", schedule, SCH)
+    old_cfg = _signed_before_to("config.set", {"version": 2}, CFG)
+    assert b'"to"' not in old_sch and b'"to"' not in old_cfg
+    # the agent's state file, as the agent before the upgrade left it
+    before = LocalStore(tmp_path / "agent.sqlite3")
+    for topic, kind, version, payload in (
+        (SCH, "schedule.set", 3, old_sch),
+        (CFG, "config.set", 2, old_cfg),
+    ):
+        cmd_id = json.loads(payload)["id"]
+        before.save_document(StoredDocument(topic, kind, version, cmd_id, payload), NOW - 1)
+    before.close()
+
+    store = LocalStore(tmp_path / "agent.sqlite3")  # the upgraded agent starts, no broker
+    try:
+        d, _ = make_dispatcher(store)
+        applied = []
+        d.on_document("schedule.set", lambda topic, body: applied.append((topic, body)))
+        d.on_document("config.set", lambda topic, body: applied.append((topic, body)))
+        assert d.restore_documents() == 2
+        assert [(t, b.version) for t, b in applied] == [(CFG, 2), (SCH, 3)]
+        assert [i.id for i in applied[1][1].items] == ["sang"]  # the schedule to play
+        # live, the same old payload is still refused: only restore takes it
+        assert d.handle(SCH, old_sch).refused is RefusalReason.BAD_ENVELOPE
+        # the controller's re-signed copy (next version, with ``to``) replaces it
+        resigned = seal("schedule.set", {**schedule, "version": 4}, KEY, NOW, to=SCH)
+        assert d.handle(SCH, resigned).ack.ok
+        assert store.document(SCH).version == 4 and len(applied) == 3
+    finally:
+        store.close()
+
+
+def test_a_legacy_stored_document_is_still_verified_at_restore(store):
+    cases = [
+        # signed with a key this device does not trust
+        (
+            SCH,
+            "schedule.set",
+            _signed_before_to("schedule.set", {"version": 1}, SCH, SigningKey.generate()),
+        ),
+        # its body changed after signing
+        (
+            SCH,
+            "schedule.set",
+            json.dumps(
+                {
+                    **json.loads(_signed_before_to("schedule.set", {"version": 1}, SCH)),
+                    "body": {"version": 9},
+                }
+            ).encode(),
+        ),
+        # a config stored under the schedule topic: wrong_topic as before
+        (SCH, "config.set", _signed_before_to("config.set", {"version": 1}, CFG)),
+        # another device's config stored under this device's topic: only its topic is implied
+        (
+            "xaso/dev/loa-2/config",
+            "config.set",
+            _signed_before_to("config.set", {"version": 1}, "xaso/dev/loa-2/config"),
+        ),
+    ]
+    for topic, kind, payload in cases:
+        store.save_document(StoredDocument(topic, kind, 1, json.loads(payload)["id"], payload), NOW)
+    d, seen = make_dispatcher(store)
+    assert d.restore_documents() == 0 and seen == []

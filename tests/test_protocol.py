@@ -301,3 +301,26 @@ def test_an_id_that_is_not_a_command_id_is_not_echoed(bad_id):
     with pytest.raises(Refusal) as info:
         open_envelope(json.dumps(doc).encode(), RING, NOW)
     assert info.value.reason is RefusalReason.BAD_ENVELOPE and info.value.cmd_id is None
+
+
+def test_legacy_to_fills_only_a_missing_target_and_checks_everything_else():
+    topic = Topics().parse("xaso/dev/loa-1/schedule")
+    doc = json.loads(seal("schedule.set", {"version": 2}, KEY, NOW, to=topic))
+    old = resign({k: v for k, v in doc.items() if k != "to"}, KEY)
+    opened = open_envelope(old, RING, NOW, legacy_to=topic)
+    assert str(opened.envelope.to) == "dev/loa-1/schedule" and opened.envelope.version == 2
+    assert refusal(old) is RefusalReason.BAD_ENVELOPE  # never without legacy_to
+    # a signed target is never overridden by legacy_to
+    other = Topics().parse("xaso/dev/loa-2/schedule")
+    signed = open_envelope(canonical_json(doc), RING, NOW, legacy_to=other)
+    assert str(signed.envelope.to) == "dev/loa-1/schedule"
+    # the signature, the type and the envelope version are checked as always
+    for spoiled, reason in (
+        (tamper(old, body={"version": 9}), RefusalReason.BAD_SIGNATURE),
+        (resign({**json.loads(old), "type": "schedule.zap"}, KEY), RefusalReason.UNKNOWN_TYPE),
+        (resign({**json.loads(old), "v": 0}, KEY), RefusalReason.UNKNOWN_VERSION),
+        (resign({**json.loads(old), "exp": NOW + 1}, KEY), RefusalReason.BAD_ENVELOPE),
+    ):
+        with pytest.raises(Refusal) as info:
+            open_envelope(spoiled, RING, NOW, legacy_to=topic)
+        assert info.value.reason is reason
