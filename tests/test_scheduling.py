@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.local_rules import BroadcastRules
 from controller.bus import Bus
-from controller.db.broadcast_tables import ClipRow
+from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.fleet.ingest import Ingest
 from controller.radio.broadcasting import Broadcasting
@@ -35,11 +35,13 @@ from controller.radio.scheduling import Scheduling
 from controller.radio.targets import Target
 from controller.site.devices import add_device
 from controller.site.directory import Site
-from protocol.envelope import open_envelope
+from protocol.commands import ScheduleSet
+from protocol.envelope import open_envelope, seal
 from protocol.signing import Keyring
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
 from tests.conftest import DEVICES
 from tests.http_helpers import serve
+from tests.signing_helpers import resign
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 MIN = 60_000
@@ -370,3 +372,58 @@ def _entry_fields(made: Any) -> dict[str, Any]:
         "rrule": made.rrule,
         "item_id": made.item_id,
     }
+
+
+class Recorder:
+    """A publisher that keeps what it was given (no broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bool]] = []
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout_s=10
+    ) -> None:
+        self.sent.append((topic, payload, retain))
+
+
+def test_a_stored_document_signed_before_to_is_signed_again_when_resent(
+    sessions: sessionmaker[Session], registered: Site
+) -> None:
+    topic = "xaso/grp/thon-1/schedule"
+    key = registered.signing_key()
+    body = {"version": 7, "tz": "Asia/Ho_Chi_Minh", "items": []}
+    fresh = json.loads(seal("schedule.set", body, key, NOW - MIN, to=topic, cmd_id="old"))
+    legacy = resign({k: v for k, v in fresh.items() if k != "to"}, key)  # as kept before `to`
+    with sessions.begin() as session:
+        session.add(
+            PublishedDocumentRow(
+                topic=topic,
+                doc_type="schedule.set",
+                version=7,
+                envelope_id="old",
+                payload=legacy.decode(),
+                signed_ms=NOW - MIN,
+                delivered_ms=NOW - MIN,
+            )
+        )
+    sent = Recorder()
+    scheduling = Scheduling(
+        sessions, registered, clip_base_url="http://ctl", publisher=sent, clock=lambda: NOW
+    )
+    scheduling.resend(topic)
+    ((where, payload, retained),) = sent.sent
+    assert where == topic and retained
+    keys = Keyring.from_mapping(registered.trusted_keys())
+    opened = open_envelope(payload, keys, NOW)  # what an upgraded agent accepts live
+    assert str(opened.envelope.to) == "grp/thon-1/schedule"
+    assert opened.envelope.version == NOW > 7 and opened.envelope.id != "old"
+    assert opened.body.model_dump(exclude={"version"}) == ScheduleSet.model_validate(
+        body
+    ).model_dump(exclude={"version"})  # the same body
+    with sessions() as session:
+        row = session.get(PublishedDocumentRow, topic)
+        assert row is not None and row.payload.encode() == payload and row.delivered_ms == NOW
+    # the next resend is byte for byte again, and an agent behind is told so
+    scheduling.resend(topic)
+    assert sent.sent[1][1] == payload
+    assert scheduling.behind("loa-1", {topic: 7}) == [topic]

@@ -28,7 +28,7 @@ from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceEr
 from controller.radio.schedule_entries import Entry, EntryInput, Published
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
-from controller.site.documents import Publisher, Signed, mark_delivered, sign_next
+from controller.site.documents import Publisher, mark_delivered, sign_next, to_resend
 from plumbing.clock import wall_ms
 from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
@@ -325,17 +325,17 @@ class Scheduling:
             return sorted(r.topic for r in rows if r.version > reported.get(r.topic, 0))
 
     def resend(self, topic: str) -> None:
-        """Publish the stored document of ``topic`` again, byte for byte."""
-        with self.sessions() as session:
-            row = session.get(PublishedDocumentRow, topic)
-            if row is None:
-                raise NotFound(
-                    "no_document", f"Chưa gửi lịch nào tới {topic}", f"No document sent on {topic}"
-                )
-            signed = Signed(topic, row.version, row.envelope_id, row.payload.encode())
+        """Publish the stored document of ``topic`` again, byte for byte (one signed
+        before the envelope carried ``to`` is signed again first, at the next version)."""
         if self.publisher is None:
             raise ServiceError(
                 "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
+            )
+        with self.sessions.begin() as session:
+            signed = to_resend(session, topic, key=self.site.signing_key(), now_ms=self.clock())
+        if signed is None:
+            raise NotFound(
+                "no_document", f"Chưa gửi lịch nào tới {topic}", f"No document sent on {topic}"
             )
         self.publisher.publish(topic, signed.payload, qos=1, retain=True)
         with self.sessions.begin() as session:

@@ -4,7 +4,9 @@ A document topic holds one retained message; the agent refuses a version
 that is not above the last it accepted (rollback protection). So each new
 document takes `max(last + 1, now_ms)`: versions keep growing across
 controller replicas and even after the database is rebuilt. The last signed
-payload is kept per topic, to resend it byte for byte.
+payload is kept per topic, to resend it byte for byte; one kept from before
+the envelope named its target (no ``to``, refused by upgraded agents) is
+signed again instead (``to_resend``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from controller.db.broadcast_tables import PublishedDocumentRow
-from protocol.commands import Strict
+from protocol.commands import Strict, body_model
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 
@@ -71,6 +73,28 @@ def sign_next(
     last.version, last.envelope_id, last.payload = version, envelope_id, payload.decode()
     last.signed_ms, last.delivered_ms = now_ms, None
     return Signed(topic, version, envelope_id, payload)
+
+
+def to_resend(session: Session, topic: str, *, key: SigningKey, now_ms: int) -> Signed | None:
+    """The stored document of ``topic``, to publish again (None: none was ever sent).
+
+    Byte for byte, unless it was signed before the envelope carried ``to``: the
+    upgraded agents refuse that, so the same body is signed again for ``topic``
+    at the next version and kept in ``session`` in its place.
+    """
+    row = session.get(PublishedDocumentRow, topic, with_for_update=True)
+    if row is None:
+        return None
+    if "to" in json.loads(row.payload):
+        return Signed(topic, row.version, row.envelope_id, row.payload.encode())
+    model = body_model(row.doc_type)
+    if model is None:
+        raise ValueError(f"a stored document of unknown type {row.doc_type!r} on {topic}")
+
+    def same_body(version: int, last: dict[str, Any] | None) -> Strict:
+        return model.model_validate({**(last or {}), "version": version})
+
+    return sign_next(session, topic, row.doc_type, build=same_body, key=key, now_ms=now_ms)
 
 
 def mark_delivered(session: Session, signed: Signed, now_ms: int) -> None:
