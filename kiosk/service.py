@@ -1,10 +1,7 @@
 """The kiosk service: what the buttons and the pages do, with the printer and the calls.
 
-Everything the office needs is on the device: the ticket file, the printer on
-its serial line, the buttons, the local web server for the touchscreen, the
-counters and the hall TV, and the hall speaker. The network only carries the
-records (``ticket.*``, ``counter.state``, ``printer.status``) home through the
-agent's durable outbox, so the office works the same with no network at all.
+It knows no host: records go out through the ``emit`` it is given, and its
+pages through the ``serve`` it is given (kiosk/role.py binds both).
 """
 
 from __future__ import annotations

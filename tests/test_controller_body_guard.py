@@ -74,13 +74,12 @@ def _multipart_start() -> bytes:
 
 def post_stream(
     url: str, path: str, headers: dict[str, str], total: int, *, chunked: bool
-) -> tuple[int, int, float]:
+) -> tuple[int, int]:
     """POST `total` bytes of a multipart file, a chunk at a time, until the server answers.
 
-    Returns the status, the body bytes sent before the answer and the seconds taken.
+    Returns the status and the body bytes sent before the answer.
     """
     parts = urlsplit(url)
-    start = time.monotonic()
     sent = 0
     answer = b""
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
@@ -103,7 +102,7 @@ def post_stream(
                 break
             answer += more
     status = int(answer.split(b" ", 2)[1]) if answer else 0
-    return status, sent, time.monotonic() - start
+    return status, sent
 
 
 def signed_in_http(url: str) -> tuple[httpx.Client, str]:
@@ -124,11 +123,10 @@ def signed_in_http(url: str) -> tuple[httpx.Client, str]:
 def test_an_unauthenticated_300_mb_body_is_refused_before_it_is_read(
     app_url: str, spooled: type[Spooled], path: str, chunked: bool
 ) -> None:
-    status, sent, seconds = post_stream(app_url, path, {}, 300 * MB, chunked=chunked)
+    status, sent = post_stream(app_url, path, {}, 300 * MB, chunked=chunked)
     # /login is public: its body is read, up to the small cap; elsewhere nothing is.
     assert status == (413 if path == "/login" else 401), status
     assert sent < 8 * MB, sent  # what the socket buffers took before the answer
-    assert seconds < 20
     assert spooled.written == 0
     assert list(Path(tempfile.gettempdir()).iterdir()) == []
 
@@ -141,11 +139,11 @@ def test_a_signed_in_upload_keeps_its_large_cap_and_the_small_one_holds_elsewher
     session = {"Cookie": cookie, "X-CSRF-Token": token}
     limit = controller.app.state.xaso.station.library.settings.max_input_bytes
     # Over the clip cap: refused from its Content-Length, before a byte.
-    status, sent, _ = post_stream(app_url, "/api/clips", session, limit + MB, chunked=False)
+    status, sent = post_stream(app_url, "/api/clips", session, limit + MB, chunked=False)
     assert status == 413 and sent < 8 * MB and spooled.written == 0
     # The small cap everywhere else, signed in or not, chunked or not.
     for chunked in (False, True):
-        status, sent, _ = post_stream(app_url, "/api/users", session, 300 * MB, chunked=chunked)
+        status, sent = post_stream(app_url, "/api/users", session, 300 * MB, chunked=chunked)
         assert status == 413 and sent < 8 * MB
     # A wrong CSRF header is refused before the body; a form without one is kept small.
     wrong = {"Cookie": cookie, "X-CSRF-Token": "nope"}

@@ -24,13 +24,13 @@ from fastapi import FastAPI
 
 from controller.radio.clip_server import clip_router, site_authenticator
 from tests.audio_helpers import tone_file
+from tests.broadcast_api_helpers import CHEAP
 from tests.fleet import ROOT, AgentProcess
 from tests.http_helpers import first_answer, serve
 
 pytestmark = pytest.mark.slow
 
 WEB_AND_DATABASE = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "amqtt", "jinja2")
-CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"
 
 
 def _uv() -> str:
