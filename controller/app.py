@@ -179,7 +179,31 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         responses=error_responses(401, 404, 422),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _document_body_cap(app)
     return app
+
+
+def _document_body_cap(app: FastAPI) -> None:
+    """Every operation that takes a body can answer 413: the body guard caps them all."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            too_large = {
+                "description": "The request body is over the size limit",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                },
+            }
+            for item in spec["paths"].values():
+                for operation in item.values():
+                    if "requestBody" in operation:
+                        operation["responses"].setdefault("413", too_large)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _middlewares(app: FastAPI, metrics: Metrics) -> None:
