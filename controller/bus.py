@@ -8,6 +8,15 @@ up once, since ingest passes tens of thousands of messages a second through
 here.
 Subscriptions are made again on every CONNACK (paho #375) and reconnection is
 paho's own, with a full-jitter delay set before each attempt (paho #871).
+
+A message is acknowledged to the broker (PUBACK) only once every handler is
+done with it: a plain handler when it returns, a settling handler when it
+calls the `done` it is given (ingest, once its transaction has committed).
+With a persistent session the broker keeps what is not acknowledged, and what
+arrives while the controller is away, and delivers it again after the next
+CONNACK; so a crash between arrival and commit loses nothing. An ack is sent
+only on the connection the message came on: after a reconnect the broker
+sends it again, and ingest stores it once.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +41,8 @@ from protocol.envelope import MAX_PAYLOAD_BYTES
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]
+Done = Callable[[], None]
+SettlingHandler = Callable[[str, bytes, Done], None]
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 30.0
 KEEPALIVE_S = 30
@@ -53,8 +65,25 @@ class BusError(Exception):
 class _Subscription:
     topic_filter: str
     match: str  # the filter without a "$share/<group>/" prefix: what topics it covers
-    handler: Handler
+    handler: Any  # a Handler, or a SettlingHandler when `settles`
     qos: int
+    settles: bool = False
+
+
+class _Settle:
+    """One message's ack, sent when the last of its settling handlers is done."""
+
+    __slots__ = ("_ack", "_left", "_lock")
+
+    def __init__(self, ack: Done, handlers: int) -> None:
+        self._ack, self._left, self._lock = ack, handlers, threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._ack()
 
 
 class _AckWaits:
@@ -154,7 +183,9 @@ class Bus:
         tls_ca: Path | None = None,
         clean_session: bool = True,
     ) -> None:
-        """TLS when ``tls`` or a ``tls_ca`` is given: with no CA file, the system's CAs."""
+        """TLS when ``tls`` or a ``tls_ca`` is given: with no CA file, the system's CAs.
+        ``clean_session=False``: the broker keeps this client id's subscriptions and
+        queues its messages while it is away (ingest's stable identity)."""
         self.host, self.port = host, port
         self._subs: tuple[_Subscription, ...] = ()  # replaced whole, read without the lock
         self._matches: dict[str, tuple[_Subscription, ...]] = {}  # by topic, for self._subs
@@ -168,6 +199,7 @@ class Bus:
         self._inbound = _Inbox(INBOUND_QUEUE)
         self._backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         self._worker: threading.Thread | None = None
+        self._generation = 0  # CONNACKs so far: an ack goes only on its message's connection
         client = new_client(
             client_id,
             username,
@@ -176,6 +208,7 @@ class Bus:
             tls=tls or tls_ca is not None,
             ca_file=tls_ca,
             max_inflight=200,
+            manual_ack=True,
         )
         client.on_connect = guarded(self._on_connect)
         client.on_disconnect = guarded(self._on_disconnect)
@@ -223,7 +256,16 @@ class Bus:
         subscribes with the same group, so ingest can run in several processes.
         While connected, it returns once the broker has acknowledged it.
         """
-        sub = _Subscription(topic_filter, _match_filter(topic_filter), handler, qos)
+        self._add(_Subscription(topic_filter, _match_filter(topic_filter), handler, qos))
+
+    def subscribe_settled(self, topic_filter: str, handler: SettlingHandler, qos: int = 1) -> None:
+        """As `subscribe`, but each message is acknowledged only when ``handler``
+        calls the ``done`` it is given, from any thread: what is not done by then
+        is delivered again after a reconnect (at least once, to the end)."""
+        self._add(_Subscription(topic_filter, _match_filter(topic_filter), handler, qos, True))
+
+    def _add(self, sub: _Subscription) -> None:
+        topic_filter, qos = sub.topic_filter, sub.qos
         with self._lock:
             self._subs = (*self._subs, sub)
             self._matches = {}  # after _subs: the worker reads them in the other order
@@ -271,6 +313,7 @@ class Bus:
         self._backoff.reset()
         with self._lock:
             subs = [(s.topic_filter, s.qos) for s in self._subs]
+            self._generation += 1
             self._connected.set()
         if not subs:
             self._ready.set()
@@ -299,7 +342,7 @@ class Bus:
             self._subacks.arrived(mid)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._inbound.put((msg.topic, bytes(msg.payload)))
+        self._inbound.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation))
 
     # the worker thread
 
@@ -309,14 +352,36 @@ class Bus:
             for item in chunk:
                 if item is _STOP:
                     return
-                topic, payload = item
-                for sub in self._matching(topic):
+                topic, payload, mid, qos, generation = item
+                subs = self._matching(topic)
+                settling = 0
+                for sub in subs:
+                    if sub.settles:
+                        settling += 1
+                        continue
                     try:
                         sub.handler(topic, payload)
                     except Exception:
                         log.exception("handler for %s failed on %s", sub.topic_filter, topic)
+                if not settling:
+                    self._ack(mid, qos, generation)
+                    continue
+                settle = _Settle(partial(self._ack, mid, qos, generation), settling)
+                for sub in subs:
+                    if sub.settles:
+                        try:
+                            sub.handler(topic, payload, settle.done)
+                        except Exception:
+                            log.exception("handler for %s failed on %s", sub.topic_filter, topic)
+                            settle.done()
             if len(chunk) < DISPATCH_CHUNK:
                 time.sleep(DISPATCH_PAUSE_S)
+
+    def _ack(self, mid: int, qos: int, generation: int) -> None:
+        """PUBACK a message, unless the connection it came on is gone: the broker
+        then sends it again on the new one (and that copy is acked instead)."""
+        if qos > 0 and generation == self._generation:
+            self._client.ack(mid, qos)
 
     def _matching(self, topic: str) -> tuple[_Subscription, ...]:
         """The subscriptions covering ``topic``; paho's matcher is slow, so remember."""

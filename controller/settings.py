@@ -64,6 +64,10 @@ class MqttSection(Section):
     port: Port = 1883
     tls: bool = False
     ca_file: Path | None = None
+    # The controller's MQTT client id, the same across restarts: the broker keeps its
+    # session and queues what devices send while it is away. Each replica its own.
+    # Empty: xaso-controller-<host name>.
+    client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] = ""
     # How the controller makes the broker re-read its password and ACL files after
     # a device is added or removed from the web UI: SIGHUP to the pid in this
     # file, or else this command (run without a shell); neither: reload by hand.

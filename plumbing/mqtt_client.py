@@ -55,14 +55,17 @@ def new_client(
     tls: bool = False,
     ca_file: Path | None = None,
     max_inflight: int = 20,
+    manual_ack: bool = False,
 ) -> paho.Client:
     """A paho client with credentials, verified TLS when ``tls`` (against ``ca_file``, or
-    the system's CAs without one), and TCP_NODELAY; it reconnects by itself once started."""
+    the system's CAs without one), and TCP_NODELAY; it reconnects by itself once started.
+    With ``manual_ack`` a received QoS 1 message is acknowledged only by ``client.ack``."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=clean_session,
         reconnect_on_failure=True,
+        manual_ack=manual_ack,
     )
     if username is not None:
         client.username_pw_set(username, password)

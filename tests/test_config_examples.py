@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cli.brokers.mosquitto import free_port
+from cli.brokers.mosquitto import MAX_INFLIGHT, MAX_QUEUED, free_port
 from edge.config import AgentConfig, load_config
 from protocol.signing import Keyring
 from tests.tls_helpers import write_tls_pair
@@ -71,7 +71,10 @@ def test_mosquitto_example_says_what_production_needs() -> None:
     assert ("listener", "1883 127.0.0.1") in found
     assert settings["allow_anonymous"] == "false"
     assert settings["persistence"] == "true"
-    assert settings["max_queued_messages"] == "1000"
+    # ingest's persistent session: the same limits as the brokers Xaso starts itself
+    assert settings["max_queued_messages"] == str(MAX_QUEUED)
+    assert settings["max_inflight_messages"] == str(MAX_INFLIGHT)
+    assert settings["persistent_client_expiration"] == "30d"
     assert settings["message_size_limit"] == "262144"
     assert {"password_file", "acl_file", "certfile", "keyfile"} <= settings.keys()
     # The TLS files belong to the 8883 listener, not to the loopback one.

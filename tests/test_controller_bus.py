@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -174,3 +175,111 @@ def test_tls_verifies_the_broker_with_the_ca_file_or_the_systems_cas(site, tmp_p
         system.start()
         system.publish("xaso/tls-check", b"ok")
         system.close()
+
+
+class Settling:
+    """A settling handler that settles only when told: what it holds is not acked."""
+
+    def __init__(self) -> None:
+        self.inbox = Inbox()
+        self.held: list[Callable[[], None]] = []
+
+    def __call__(self, topic: str, payload: bytes, done: Callable[[], None]) -> None:
+        self.held.append(done)
+        self.inbox(topic, payload)
+
+
+def until_logged(broker, needle: str, times: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while broker.log_path.read_text(errors="replace").count(needle) < times:
+        assert time.monotonic() < deadline, f"the broker did not log {needle!r} {times} times"
+        time.sleep(0.05)
+
+
+def test_what_a_persistent_bus_did_not_settle_comes_again_and_what_it_settled_does_not(
+    make_bus, fleet, broker
+):
+    device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+    first = Settling()
+    bus = make_bus("ctl-stable", clean_session=False)
+    bus.subscribe_settled("$share/ingest/xaso/dev/+/event", first)
+    bus.start()
+    for n in range(10):
+        device.publish("xaso/dev/loa-1/event", b"%d" % n)
+    first.inbox.wait_until(lambda items: len(items) == 10)
+    for done in first.held[:4]:  # committed; the other six were not when it "crashed"
+        done()
+    # the acks are in before it goes: closing can overtake acks still on their way
+    until_logged(broker, "Received PUBACK from ctl-stable", 4)
+    bus.close()
+
+    again = Settling()
+    bus = make_bus("ctl-stable", clean_session=False)
+    bus.subscribe_settled("$share/ingest/xaso/dev/+/event", again)
+    bus.start()
+    again.inbox.wait_until(lambda items: len(items) >= 6)
+    assert sorted(p for _, p in again.inbox.items) == [b"%d" % n for n in range(4, 10)]
+    for done in again.held:
+        done()
+    until_logged(broker, "Received PUBACK from ctl-stable", 10)
+    bus.close()
+
+    quiet = Settling()
+    bus = make_bus("ctl-stable", clean_session=False)
+    bus.subscribe_settled("$share/ingest/xaso/dev/+/event", quiet)
+    bus.start()
+    device.publish("xaso/dev/loa-1/event", b"after")  # ordered after anything kept
+    quiet.inbox.wait_until(lambda items: (("xaso/dev/loa-1/event", b"after") in items))
+    assert [p for _, p in quiet.inbox.items] == [b"after"]
+
+
+def test_what_arrives_while_a_persistent_bus_is_away_reaches_its_handlers_on_return(
+    make_bus, fleet, broker
+):
+    bus = make_bus("ctl-away", clean_session=False)
+    bus.subscribe("$share/ingest/xaso/dev/+/event", Inbox())
+    bus.start()
+    bus.close()
+
+    device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+    for n in range(300):  # more than the broker keeps in flight for one client
+        device.publish("xaso/dev/loa-1/event", b"%d" % n)
+    broker.stop()  # a clean restart: the queue is saved and read back
+    broker.start()
+
+    back = Inbox()
+    bus = make_bus("ctl-away", clean_session=False)
+    # registered before the CONNACK that delivers the queue: nothing is dropped unhandled
+    bus.subscribe("$share/ingest/xaso/dev/+/event", back)
+    bus.start()
+    back.wait_until(lambda items: len(items) >= 300, timeout=60)
+    assert sorted(int(p) for _, p in back.items) == list(range(300))
+
+
+def test_a_settling_handler_that_raises_does_not_hold_its_message_forever(
+    make_bus, fleet, broker
+):
+    device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+
+    def broken(topic: str, payload: bytes, done: Callable[[], None]) -> None:
+        raise RuntimeError("a bug")
+
+    bus = make_bus("ctl-broken", clean_session=False)
+    bus.subscribe_settled("xaso/dev/+/event", broken)
+    marks = Inbox()
+    bus.subscribe("xaso/dev/+/telemetry", marks)
+    bus.start()
+    device.publish("xaso/dev/loa-1/event", b"once")
+    # one worker, in order: once the mark is handled, the event's ack went out before it
+    device.publish("xaso/dev/loa-1/telemetry", b"mark")
+    marks.wait_until(lambda items: len(items) == 1)
+    until_logged(broker, "Received PUBACK from ctl-broken", 2)
+    bus.close()  # the handler's failure settled it: the broker has nothing kept
+
+    after = Inbox()
+    bus = make_bus("ctl-broken", clean_session=False)
+    bus.subscribe("xaso/dev/+/event", after)
+    bus.start()
+    device.publish("xaso/dev/loa-1/event", b"next")
+    after.wait_until(lambda items: ("xaso/dev/loa-1/event", b"next") in items)
+    assert [p for _, p in after.items] == [b"next"]

@@ -19,6 +19,8 @@ from cli.brokers.process import BrokerError, BrokerProcess
 LOG_NAME = "mosquitto.log"
 # A short snapshot interval: a killed broker loses at most about a second.
 AUTOSAVE_INTERVAL_S = 1
+MAX_QUEUED = 500_000
+MAX_INFLIGHT = 2000
 _RUNNING = re.compile(r"mosquitto version \S+ running")
 
 
@@ -87,6 +89,10 @@ class Mosquitto(BrokerProcess):
             *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
             f"allow_anonymous {'false' if self.password_file else 'true'}",
             "set_tcp_nodelay true",
+            # ingest's persistent session: its queue while it is away, and its acks
+            # that come only after each commit (config/mosquitto.conf.example)
+            f"max_queued_messages {MAX_QUEUED}",
+            f"max_inflight_messages {MAX_INFLIGHT}",
         ]
         if self.password_file:
             lines.append(f"password_file {self.password_file}")

@@ -230,7 +230,13 @@ def _banner(
     agents: list[Managed],
     kiosks: list[DemoKiosk],
 ) -> None:
-    broker_name = "Mosquitto" if isinstance(broker, Mosquitto) else "embedded amqtt broker"
+    broker_name = (
+        "Mosquitto; queued messages and retained documents are saved to disk"
+        if isinstance(broker, Mosquitto)
+        else "embedded amqtt broker; it keeps queued messages and retained documents in "
+        "memory only: stopped, it forgets them, and what the devices had sent and the "
+        "controller had not yet read is lost"
+    )
     url = controller_url
     width = max(len(a.username) for a in accounts)
     people = "\n".join(
@@ -260,7 +266,8 @@ Xaso demo — {len(agents)} simulated devices
 {links}
   sign in as  user, password, role:
 {people}
-  broker      mqtt://{broker.host}:{broker.port}  ({broker_name}, passwords and ACL from the site)
+  broker      mqtt://{broker.host}:{broker.port}  (passwords and ACL from the site)
+              {broker_name}
   work dir    {workdir}   (controller.toml, controller.db, clips/, played/)
   watch it    mosquitto_sub -h {broker.host} -p {broker.port} -u {user} -P '{password}' \\
                 -t 'xaso/#' -v

@@ -9,6 +9,16 @@ commit per message. Under load the writer commits at most every
 BATCH_INTERVAL_S, so each device's latest state is written once per batch,
 not once per message.
 
+Nothing is acknowledged to the broker before it is committed: the bus hands
+each message over with a `done`, and the writer calls it after the batch's
+transaction (controller/bus.py). Ingest's client keeps a persistent session
+under a stable id per replica, so what arrives while it is down, or was read
+but not yet written when it died, is delivered again (docs/delivery.md).
+While the database cannot be reached the writer retries the batch without
+end, and the broker holds the rest; a batch the database refuses for its
+content is written message by message, and only a message refused alone is
+dropped (logged and counted).
+
 Several ingest processes may run at once. Telemetry, events and acks come
 through a shared subscription (``$share/<group>/...``): each message reaches
 one replica. Events are inserted with ON CONFLICT DO NOTHING on (device,
@@ -33,9 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.bus import Bus
+from controller.bus import Bus, Done
 from controller.fleet.ingest_writes import AckHook, Item, SeenDevices, write_batch
 from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
@@ -55,7 +66,8 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 BATCH_MAX = 5000
 BATCH_INTERVAL_S = 0.25  # under load, at most 4 commits a second; an idle writer commits at once
-WRITE_RETRIES = 5
+WRITE_RETRIES = 5  # a batch the database refuses this often is written message by message
+RETRY_CAP_S = 5.0
 MAX_PENDING = 4 * BATCH_MAX  # messages validated but not yet written, before the bus waits
 TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
 _STOP = object()
@@ -74,7 +86,8 @@ class IngestStats:
     stored: Counter[str] = field(default_factory=Counter)
     duplicate_events: int = 0
     batches: int = 0
-    dropped: int = 0  # messages of batches the database refused WRITE_RETRIES times
+    dropped: int = 0  # messages the database refused on their own, WRITE_RETRIES times
+    write_errors: int = 0  # failed attempts to write a batch
 
 
 class Ingest:
@@ -117,9 +130,11 @@ class Ingest:
             topic_filter = self.topics.all_devices(leaf)
             if self.share_group and leaf in SHARED_LEAVES:
                 topic_filter = f"$share/{self.share_group}/{topic_filter}"
-            self.bus.subscribe(topic_filter, self.handle)
+            self.bus.subscribe_settled(topic_filter, self.handle)
 
     def start(self) -> None:
+        """Writer first, then the subscriptions: call it before ``bus.start()``, so the
+        messages the broker kept for this session find their handlers at CONNACK."""
         self.start_writer()
         self.subscribe()
 
@@ -139,8 +154,8 @@ class Ingest:
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """The bus handler: parse, validate, queue. Never raises."""
+    def handle(self, topic: str, payload: bytes, done: Done | None = None) -> None:
+        """The bus handler: parse, validate, queue; ``done`` once written. Never raises."""
         with self._lock:
             self.stats.received += 1
         try:
@@ -149,6 +164,8 @@ class Ingest:
             msg = model.__pydantic_validator__.validate_json(payload)
         except (ProtocolError, KeyError, ValueError, ValidationError) as exc:
             self._bad(topic, leaf_of(topic), exc)
+            if done is not None:
+                done()  # nothing to keep: counted and logged
             return
         if leaf == "event":
             try:
@@ -162,7 +179,7 @@ class Ingest:
             # its bounded queue fills and paho stops reading, instead of memory growing.
             self._idle.wait_for(lambda: self._pending < self.max_pending)
             self._pending += 1
-        self._queue.put(Item(device, leaf, msg, self.clock(), payload))
+        self._queue.put(Item(device, leaf, msg, self.clock(), payload, done))
 
     def _route(self, topic: str) -> tuple[str, str, type[BaseModel]]:
         """Parse a topic once: devices send on the same few topics all the time."""
@@ -212,7 +229,37 @@ class Ingest:
                 self._write_with_retries(batch)
 
     def _write_with_retries(self, batch: list[Item]) -> None:
-        for attempt in range(1, WRITE_RETRIES + 1):
+        counts = self._write(batch)
+        if counts is None:  # refused for what it holds: find the message(s) at fault
+            counts = Counter()
+            for item in batch:
+                alone = self._write([item])
+                if alone is None:
+                    log.error(
+                        "dropping a %s message from %s that the database refuses",
+                        item.leaf,
+                        item.device,
+                    )
+                    alone = Counter({"dropped": 1})
+                counts.update(alone)
+        for item in batch:
+            if item.done is not None:
+                item.done()
+        with self._idle:
+            self.stats.batches += 1
+            self.stats.dropped += counts.pop("dropped", 0)
+            self.stats.duplicate_events += counts.pop("duplicate_events", 0)
+            self.stats.stored.update(counts)
+            self._pending -= len(batch)
+            self._idle.notify_all()
+
+    def _write(self, batch: list[Item]) -> Counter[str] | None:
+        """Write one transaction; None once the database refused it WRITE_RETRIES
+        times for what it holds. While it cannot be reached, try without end."""
+        refusals = 0
+        attempt = 0
+        while True:
+            attempt += 1
             now = self.clock()
             # a status always marks its device seen: the offline rule counts from it
             statuses = {item.device for item in batch if item.leaf == "status"}
@@ -221,16 +268,25 @@ class Ingest:
                 with self.sessions.begin() as session:
                     counts = write_batch(session, batch, now, touch, self.on_acks)
                 self._seen.written(touch, now)  # only once committed
-                break
-            except Exception:
-                log.exception("writing %d messages failed (attempt %d)", len(batch), attempt)
-                time.sleep(min(5.0, 0.2 * 2**attempt))
-        else:
-            counts = Counter({"dropped": len(batch)})
-        with self._idle:
-            self.stats.batches += 1
-            self.stats.dropped += counts.pop("dropped", 0)
-            self.stats.duplicate_events += counts.pop("duplicate_events", 0)
-            self.stats.stored.update(counts)
-            self._pending -= len(batch)
-            self._idle.notify_all()
+                return counts
+            except Exception as exc:
+                with self._lock:
+                    self.stats.write_errors += 1
+                unreachable = isinstance(exc, OperationalError) or (
+                    isinstance(exc, DBAPIError) and exc.connection_invalidated
+                )
+                if not unreachable:
+                    refusals += 1
+                    if refusals >= WRITE_RETRIES:
+                        log.warning(
+                            "the database refused %d messages %d times: %s",
+                            len(batch),
+                            refusals,
+                            str(exc).splitlines()[0],
+                        )
+                        return None
+                if attempt == 1 or attempt % 20 == 0:
+                    log.exception(
+                        "writing %d messages failed (attempt %d); retrying", len(batch), attempt
+                    )
+                time.sleep(min(RETRY_CAP_S, 0.2 * 2 ** min(attempt, 10)))

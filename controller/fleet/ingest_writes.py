@@ -52,6 +52,7 @@ class Item(NamedTuple):
     msg: Any  # the validated model of controller.fleet.ingest.MODELS[leaf]
     received_ms: int
     payload: bytes | None = None  # as received: the latest telemetry is kept as sent
+    done: Callable[[], None] | None = None  # acknowledges it to the broker, once committed
 
 
 class SeenDevices:

@@ -5,16 +5,17 @@ broadcasting, bulletin inbox) before the app serves anything, so every route
 works with no broker: reading answers from the database, sending answers a
 bilingual 503.
 `Station.running` (in the app's `SERVICES`) connects the bus in the background
-for as long as the app runs: it keeps trying until the broker answers, then starts
-ingest (controller/fleet/ingest.py), whose writer records broadcasts' acks with
-`Broadcasting.record_acks_in` in its own transactions: one MQTT client per
-controller process. From then on paho reconnects by itself.
+for as long as the app runs: it keeps trying until the broker answers. Ingest
+(controller/fleet/ingest.py) is subscribed before the bus connects, since the
+bus's persistent session (a stable client id, `[mqtt] client_id`) has the
+broker deliver what it kept right after CONNACK. Ingest's writer records
+broadcasts' acks with `Broadcasting.record_acks_in` in its own transactions:
+one MQTT client per controller process. From then on paho reconnects by itself.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -207,8 +208,7 @@ class Station:
                 broadcasting = self.broadcasting
                 user, password = site.controller_credentials()
                 bus = self._new_bus(user, password)
-                bus.start(timeout_s=CONNECT_ATTEMPT_S)
-            except (ProvisioningError, i18n.Refusal, OSError, BusError) as exc:
+            except (ProvisioningError, i18n.Refusal, OSError) as exc:
                 log.warning("station: not connected yet (%s); retrying", exc)
                 stop.wait(RETRY_S)
                 continue
@@ -216,9 +216,10 @@ class Station:
                 bus, self.sessions, Topics(site.root), on_acks=broadcasting.record_acks_in
             )
             try:
-                ingest.start()
-            except Exception:
-                log.exception("station: starting ingest failed; retrying")
+                ingest.start()  # subscribed before the broker hands over what it kept
+                bus.start(timeout_s=CONNECT_ATTEMPT_S)
+            except Exception as exc:
+                log.warning("station: not connected yet (%s); retrying", exc)
                 ingest.close()
                 ingest = None
                 bus.close()
@@ -229,7 +230,7 @@ class Station:
             break
         stop.wait()
         if ingest is not None:
-            ingest.close()
+            ingest.close()  # writes and acknowledges what it holds, while still connected
         if self.bus is not None:
             self.bus.close()
             self.bus = None
@@ -242,7 +243,8 @@ class Station:
             mqtt.port,
             user,
             password,
-            client_id=f"xaso-controller-{socket.gethostname()}-{os.getpid()}"[:64],
+            client_id=mqtt.client_id or f"xaso-controller-{socket.gethostname()}"[:64],
             tls=mqtt.tls,
             tls_ca=ca,
+            clean_session=False,
         )
