@@ -39,6 +39,8 @@ class SiteSection(Section):
 class DatabaseSection(Section):
     # Empty: a SQLite file `controller.db` next to the configuration file.
     url: str = ""
+    # False: refuse to start unless `xaso controller migrate` has brought the schema to head.
+    migrate_at_start: bool = True
 
     @field_validator("url")
     @classmethod
