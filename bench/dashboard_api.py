@@ -80,8 +80,7 @@ def populate(sessions: Any, now_ms: int, rng: random.Random) -> None:
             alerts.append(
                 {"kind": "device.offline", "device_id": did, "severity": "critical",
                  "raised_ms": now_ms - 600_000, "message_vi": f"Thiết bị {did} mất kết nối",
-                 "message_en": f"Device {did} offline", "details": {}, "raise_delivery": "none",
-                 "clear_delivery": "none", "delivery_attempts": 0}
+                 "message_en": f"Device {did} offline", "details": {}}
             )  # fmt: skip
     groups = [{"id": g, "name": g} for g in {link["group_id"] for link in links}]
     with sessions.begin() as db:

@@ -1,6 +1,7 @@
 """The controller's web application: the one place that wires it.
 
-`create_app(settings)` brings the database to the newest schema, builds the
+`create_app(settings)` brings the database to the newest schema (under the
+migration lock, or only checks it when `[database] migrate_at_start` is off), builds the
 engine, the sign-in configuration and the metrics, and includes every router
 in `ROUTERS`. A new area adds its router there, its menu entry to
 `controller.web.routes.NAV`, and any background work (MQTT ingest, alerts) to
@@ -30,7 +31,7 @@ from controller import i18n
 from controller.auth.accounts import AuthConfig
 from controller.auth.passwords import Passwords
 from controller.auth.security import LoginPolicy
-from controller.db.engine import make_engine, session_factory, upgrade
+from controller.db.engine import check_schema, make_engine, session_factory, upgrade
 from controller.deps import LANG_COOKIE, AppState
 from controller.fleet.service import FleetService
 from controller.radio.clip_server import clip_router, site_authenticator
@@ -117,7 +118,10 @@ def auth_config(settings: ControllerSettings) -> AuthConfig:
 
 def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.time) -> FastAPI:
     """The controller's app for `settings`; `clock` (epoch seconds) can be given in tests."""
-    upgrade(settings.database_url)
+    if settings.database.migrate_at_start:
+        upgrade(settings.database_url)
+    else:
+        check_schema(settings.database_url)
     engine = make_engine(settings.database_url)
     state = AppState(
         settings=settings,

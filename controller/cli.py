@@ -1,4 +1,5 @@
-"""`xaso controller` (run the web app) and `xaso user` (accounts from the shell).
+"""`xaso controller` (run the web app), `xaso controller migrate` (upgrade its database
+once, before replicas start) and `xaso user` (accounts from the shell).
 
 Registered by `cli/main.py`; the heavy modules are imported only when one of
 these commands runs, so `xaso agent` never loads the web stack. A refusal is
@@ -20,9 +21,18 @@ ROLES = ("admin", "broadcaster", "technician", "officer")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser("controller", help="run the controller's web app")
-    run.add_argument("--config", required=True, help="the controller's TOML configuration")
+    run = sub.add_parser(
+        "controller", help="run the controller's web app (`controller migrate`: the database)"
+    )
+    run.add_argument("--config", help="the controller's TOML configuration (required)")
     run.set_defaults(func=_controller)
+    steps = run.add_subparsers(dest="step", metavar="STEP")
+    migrate = steps.add_parser(
+        "migrate", help="bring the database to the newest schema, under the migration lock"
+    )
+    # SUPPRESS: given after `migrate` or before it, --config lands in the same place
+    migrate.add_argument("--config", default=argparse.SUPPRESS, help="as for the controller")
+    migrate.set_defaults(func=_migrate)
 
     user = sub.add_parser("user", help="controller accounts: add a user, reset a password")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -48,15 +58,32 @@ def _refuse(message: object) -> int:
 
 
 def _controller(args: argparse.Namespace) -> int:
+    from controller.db.engine import MigrationError
     from controller.settings import SettingsError, load_settings
 
+    if args.config is None:
+        return _refuse("controller: give --config FILE (the controller's configuration)")
     try:
         settings = load_settings(Path(args.config))
         from controller.app import serve
 
         serve(settings)
-    except SettingsError as exc:
+    except (SettingsError, MigrationError) as exc:
         return _refuse(exc)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from controller.db.engine import MigrationError, upgrade
+    from controller.settings import SettingsError, load_settings
+
+    if args.config is None:
+        return _refuse("controller migrate: give --config FILE (the controller's configuration)")
+    try:
+        applied = upgrade(load_settings(Path(args.config)).database_url)
+    except (SettingsError, MigrationError) as exc:
+        return _refuse(exc)
+    print(f"Applied {', '.join(applied)}." if applied else "The schema was already the newest.")
     return 0
 
 

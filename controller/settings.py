@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from plumbing.config_files import ConfigFileError, Section, read_toml, validate
 
@@ -39,6 +39,8 @@ class SiteSection(Section):
 class DatabaseSection(Section):
     # Empty: a SQLite file `controller.db` next to the configuration file.
     url: str = ""
+    # False: refuse to start unless `xaso controller migrate` has brought the schema to head.
+    migrate_at_start: bool = True
 
     @field_validator("url")
     @classmethod
@@ -93,6 +95,10 @@ class AlertsSection(Section):
     temp_high_c: Annotated[float, Field(gt=0, le=150)] = 75.0
     disk_low_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
     webhook_url: str = ""
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=100)] = 10  # then marked failed
+    webhook_retry_s: Annotated[float, Field(gt=0, le=3600)] = 10.0  # the first retry's bound
+    webhook_retry_max_s: Annotated[float, Field(gt=0, le=86400)] = 1800.0  # doubling up to
     check_every_s: Annotated[float, Field(ge=0.1, le=3600)] = 15.0  # how often rules run
 
     @field_validator("webhook_url")
@@ -101,6 +107,12 @@ class AlertsSection(Section):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("give an http:// or https:// URL, or leave it empty")
         return value
+
+    @model_validator(mode="after")
+    def _retries(self) -> AlertsSection:
+        if self.webhook_retry_max_s < self.webhook_retry_s:
+            raise ValueError("webhook_retry_max_s must be at least webhook_retry_s")
+        return self
 
 
 class TelemetrySection(Section):

@@ -2,7 +2,8 @@
 
 A speaker agent is killed: its offline alert fires once the limit has passed,
 shows over the API and on the alerts page, and clears when the agent comes
-back. A kiosk agent's virtual printer runs out of paper: a paper-out alert.
+back, and a real webhook receiver gets the raise, then the clear. A kiosk
+agent's virtual printer runs out of paper: a paper-out alert.
 On SQLite and on PostgreSQL.
 """
 
@@ -25,6 +26,7 @@ from kiosk.virtual_printer import VirtualPrinter
 from tests.conftest import Fleet
 from tests.fleet import ROOT
 from tests.test_kiosk_broker import open_now
+from tests.webhook_helpers import Receiver
 
 CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"
 # Ingest writes last_seen_ms at most every 10 s: the limit must be longer than that.
@@ -44,15 +46,25 @@ def eventually(check: Callable[[], Any], what: str, timeout_s: float = 90) -> An
 
 
 @pytest.fixture
-def controller(fleet: Fleet, tmp_path: Path, database_url: str) -> Iterator[httpx.Client]:
-    """`xaso controller` on the fleet's site and broker, and a client signed in as admin."""
+def webhook() -> Iterator[Receiver]:
+    with Receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def controller(
+    fleet: Fleet, tmp_path: Path, database_url: str, webhook: Receiver
+) -> Iterator[httpx.Client]:
+    """`xaso controller` on the fleet's site and broker, posting its alerts to `webhook`,
+    and a client signed in as a technician."""
     port = free_port()
     config = tmp_path / "controller.toml"
     config.write_text(
         f'{CHEAP}[http]\nport = {port}\n[site]\ndir = "{fleet.site.dir}"\n'
         f'[database]\nurl = "{database_url}"\n'
         f"[mqtt]\nport = {fleet.broker.port}\n"
-        f"[alerts]\noffline_after_min = {OFFLINE_AFTER_MIN}\ncheck_every_s = 0.5\n",
+        f"[alerts]\noffline_after_min = {OFFLINE_AFTER_MIN}\ncheck_every_s = 0.5\n"
+        f'webhook_url = "{webhook.url}"\n',
         encoding="utf-8",
     )
     cli = [sys.executable, "-m", "cli.main"]
@@ -101,7 +113,7 @@ def open_alert(client: httpx.Client, device: str, kind: str) -> dict[str, Any] |
 
 
 def test_offline_alert_fires_and_clears_and_paper_out_alerts(
-    fleet: Fleet, controller: httpx.Client, virtual_printer: VirtualPrinter
+    fleet: Fleet, controller: httpx.Client, virtual_printer: VirtualPrinter, webhook: Receiver
 ) -> None:
     client = controller
     speaker = fleet.spawn("loa-1")
@@ -147,6 +159,11 @@ def test_offline_alert_fires_and_clears_and_paper_out_alerts(
     cleared = client.get("/api/alerts", params={"status": "cleared", "device": "loa-1"}).json()
     assert [a["id"] for a in cleared] == [raised["id"]] and cleared[0]["cleared_ms"]
     assert state("loa-1") == "online"
+    loa_1 = [("raised", "device.offline", "loa-1"), ("cleared", "device.offline", "loa-1")]
+    eventually(
+        lambda: [p.what for p in webhook.accepted() if p.what[2] == "loa-1"] == loa_1,
+        "the webhook of the raise, then of the clear",
+    )
 
     eventually(
         lambda: client.get("/api/devices/kiosk-1").json()["printer_paper"] == "ok",

@@ -1,4 +1,5 @@
-"""The fleet's tables: devices and groups, their latest state, telemetry, events, acks, alerts.
+"""The fleet's tables: devices and groups, their latest state, telemetry, events, acks, alerts
+and the queue of their webhook deliveries.
 
 Times are UTC epoch milliseconds (BIGINT), as on the wire. ``*_ms`` columns
 stamped by the controller (``received_ms``, ``changed_ms``) use its own
@@ -219,12 +220,33 @@ class Alert(Base):
     message_vi: Mapped[str] = mapped_column(Text)
     message_en: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # webhook delivery of the raise and of the clear: none | pending | sending | sent
-    raise_delivery: Mapped[str] = mapped_column(String(8), default="none")
-    clear_delivery: Mapped[str] = mapped_column(String(8), default="none")
-    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    delivery_claimed_ms: Mapped[int | None] = mapped_column(BigInteger)
-    delivery_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """One webhook POST owed for an alert's raise or clear (controller/fleet/webhooks.py).
+
+    Queued in the transaction that raises or clears the alert. ``lease`` and
+    ``leased_until_ms`` say which sender holds it, so one replica posts it at a
+    time. No foreign key to ``alerts``: rebuilding that table (SQLite's way to
+    alter one) must not cascade into the queue.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "due_ms"),)
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(36), unique=True)  # the Idempotency-Key header
+    alert_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    action: Mapped[str] = mapped_column(String(8))  # raised | cleared
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # the body, as of the change
+    status: Mapped[str] = mapped_column(String(8), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # counted when claimed
+    due_ms: Mapped[int] = mapped_column(BigInteger)  # not before: the backoff
+    lease: Mapped[str | None] = mapped_column(String(32))  # the holding sender's claim token
+    leased_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    done_ms: Mapped[int | None] = mapped_column(BigInteger)  # sent, or given up
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 def dialect_insert(session: Session, model: type[Base]) -> Any:

@@ -5,7 +5,9 @@ client per process on the shared subscription, so this service needs no
 broker at all and the app starts with none reachable. It only reads and
 writes the database and the site directory:
 
-- every `[alerts] check_every_s`, `AlertEngine.run` (rules, then webhooks);
+- every `[alerts] check_every_s`, `AlertEngine.run` (the rules; each raise and
+  clear queues its webhook), while a `WebhookSender` posts the queue on a
+  thread of its own, so a slow receiver never delays the rules;
 - every `[telemetry] maintain_every_min`, `rollups.maintain` (roll-ups,
   retention);
 - whenever `devices.json` changes (the web UI or `xaso device add`), the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +31,7 @@ from controller.fleet.alert_rules import Thresholds
 from controller.fleet.alerts import AlertEngine
 from controller.fleet.ingest_writes import sync_devices_from_site
 from controller.fleet.rollups import Retention, maintain
+from controller.fleet.webhooks import WebhookSender
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, open_site
 
@@ -56,8 +59,20 @@ class FleetService:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
-        self.engine = AlertEngine(
-            sessions, thresholds(settings), settings.alerts.webhook_url or None
+        a = settings.alerts
+        self.engine = AlertEngine(sessions, thresholds(settings), webhooks=bool(a.webhook_url))
+        self.webhooks = (
+            WebhookSender(
+                sessions,
+                a.webhook_url,
+                self.now_ms,
+                timeout_s=a.webhook_timeout_s,
+                max_attempts=a.webhook_max_attempts,
+                retry_s=a.webhook_retry_s,
+                retry_max_s=a.webhook_retry_max_s,
+            )
+            if a.webhook_url
+            else None
         )
         self.retention = Retention(raw_days=settings.telemetry.retention_days)
         self._registry_mtime_ns: int | None = None
@@ -76,7 +91,7 @@ class FleetService:
             self._step("maintain", lambda: self._maintain(now))
         if now >= self._alerts_due_ms:
             self._alerts_due_ms = now + int(self.settings.alerts.check_every_s * 1000)
-            self._step("alerts", lambda: self.engine.run(now))
+            self._step("alerts", lambda: self._alerts(now))
 
     def sync_registry(self, force: bool = False) -> bool:
         """Mirror `devices.json` into the database when it changed; True if it did."""
@@ -91,6 +106,11 @@ class FleetService:
             sync_devices_from_site(site, session, self.now_ms())
         self._registry_mtime_ns = mtime
         return True
+
+    def _alerts(self, now_ms: int) -> None:
+        changes = self.engine.run(now_ms)
+        if self.webhooks is not None and (changes.raised or changes.cleared):
+            self.webhooks.wake()
 
     def _maintain(self, now_ms: int) -> None:
         with self.sessions.begin() as session:
@@ -113,10 +133,13 @@ class FleetService:
                 self.tick()
                 stop.wait(min(POLL_S, self.settings.alerts.check_every_s))
 
-        thread = threading.Thread(target=loop, name="fleet-service", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(30)
+        with ExitStack() as stack:
+            if self.webhooks is not None:
+                stack.enter_context(self.webhooks.running())
+            thread = threading.Thread(target=loop, name="fleet-service", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join(30)

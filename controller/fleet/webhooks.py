@@ -1,0 +1,231 @@
+"""Alert webhooks: a durable queue, one sender per delivery at a time, retries with backoff.
+
+`enqueue` adds a row to `webhook_deliveries` in the session that raises or
+clears the alert, so a delivery exists exactly when its change committed.
+`WebhookSender` runs on a thread of its own, never the one that evaluates
+alerts, so a slow or hung receiver delays only other webhooks:
+
+- It claims one due row at a time with a lease (a token and an expiry, set in
+  one UPDATE; on PostgreSQL the row is picked `FOR UPDATE SKIP LOCKED`), so
+  two replicas never post the same delivery while the lease holds. A sender
+  that dies mid-POST loses the lease when it expires, and another takes over.
+- It POSTs with a timeout and the delivery's key as `Idempotency-Key`: a
+  receiver can drop the one repeat a lease can still let through (a sender
+  that outlived its lease).
+- A failure is retried after a full-jitter backoff (`plumbing.backoff`), up to
+  `max_attempts` counted at each claim; then the row is marked failed and an
+  error logged. A clear waits until its raise is sent or given up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from controller.db.fleet_tables import Alert, WebhookDelivery
+from plumbing.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # how often an idle sender looks for due rows (a local change wakes it at once)
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """What the webhook says about an alert (Vietnamese first)."""
+    return {
+        "id": alert.id,
+        "kind": alert.kind,
+        "device_id": alert.device_id,
+        "severity": alert.severity,
+        "raised_ms": alert.raised_ms,
+        "cleared_ms": alert.cleared_ms,
+        "message_vi": alert.message_vi,
+        "message_en": alert.message_en,
+        "details": alert.details,
+    }
+
+
+def enqueue(session: Session, alert: Alert, action: str, now_ms: int) -> WebhookDelivery:
+    """Queue the webhook of `alert`'s `action` (raised | cleared) in the caller's transaction."""
+    delivery = WebhookDelivery(
+        key=str(uuid.uuid4()),
+        alert_id=alert.id,
+        action=action,
+        payload={"action": action, "alert": alert_json(alert)},
+        status="pending",
+        attempts=0,
+        due_ms=now_ms,
+        created_ms=now_ms,
+    )
+    session.add(delivery)
+    return delivery
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this sender holds, by `lease`, until its lease expires."""
+
+    id: int
+    key: str
+    payload: dict[str, Any]
+    attempts: int
+    lease: str
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        url: str,
+        clock_ms: Callable[[], int],
+        *,
+        timeout_s: float = 5.0,
+        max_attempts: int = 10,
+        retry_s: float = 10.0,
+        retry_max_s: float = 1800.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if max_attempts < 1 or timeout_s <= 0:
+            raise ValueError("need max_attempts >= 1 and timeout_s > 0")
+        Backoff(retry_s, retry_max_s)  # refuses a bad pair now, not at the first failure
+        self.sessions = sessions
+        self.url = url
+        self.clock_ms = clock_ms
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.rand = rand
+        # httpx's timeout bounds each phase, not the whole POST: leave room for several
+        self.lease_ms = int((4 * timeout_s + 30) * 1000)
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Look for due rows now (the alert engine queued some)."""
+        self._wake.set()
+
+    def send_due(self) -> int:
+        """Post every delivery due now, one claim at a time; returns how many were sent."""
+        claim = self.claim(self.clock_ms())
+        if claim is None:
+            return 0  # the usual case: no client built (its TLS context costs a Pi's CPU)
+        sent = 0
+        with httpx.Client(timeout=self.timeout_s) as http:
+            while claim is not None:
+                sent += self._post(http, claim)
+                claim = self.claim(self.clock_ms())
+        return sent
+
+    def claim(self, now_ms: int) -> Claim | None:
+        """Lease the oldest due delivery whose alert has nothing older still owed."""
+        token = uuid.uuid4().hex
+        row = aliased(WebhookDelivery)
+        earlier = aliased(WebhookDelivery)
+        waits = exists().where(
+            earlier.alert_id == row.alert_id, earlier.id < row.id, earlier.status == "pending"
+        )
+        with self.sessions.begin() as session:
+            pick = select(row.id).where(_due(row, now_ms), ~waits).order_by(row.id).limit(1)
+            if session.get_bind().dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True, of=row)
+            d = WebhookDelivery
+            got = session.execute(
+                update(d)
+                .where(d.id == pick.scalar_subquery(), _due(d, now_ms))
+                .values(
+                    lease=token,
+                    leased_until_ms=now_ms + self.lease_ms,
+                    attempts=d.attempts + 1,
+                )
+                .returning(d.id, d.key, d.payload, d.attempts)
+                .execution_options(synchronize_session=False)
+            ).first()
+        return None if got is None else Claim(got.id, got.key, got.payload, got.attempts, token)
+
+    def _post(self, http: httpx.Client, claim: Claim) -> int:
+        error = None
+        try:
+            response = http.post(
+                self.url, json=claim.payload, headers={"Idempotency-Key": claim.key}
+            )
+            if not response.is_success:
+                error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.finish(claim, self.clock_ms(), error)
+        return int(error is None)
+
+    def finish(self, claim: Claim, now_ms: int, error: str | None) -> None:
+        """Record the POST's outcome, unless the lease was lost to another sender."""
+        values: dict[str, Any] = {"lease": None, "leased_until_ms": None, "last_error": error}
+        if error is None:
+            values |= {"status": "sent", "done_ms": now_ms}
+        elif claim.attempts >= self.max_attempts:
+            values |= {"status": "failed", "done_ms": now_ms}
+        else:
+            backoff = Backoff(self.retry_s, self.retry_max_s, self.rand)
+            backoff.attempt = claim.attempts - 1  # the first retry waits up to retry_s
+            values["due_ms"] = now_ms + int(backoff.next_delay() * 1000)
+        d = WebhookDelivery
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(d)
+                .where(d.id == claim.id, d.lease == claim.lease)
+                .values(values)
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            log.warning("webhook delivery %s: lease lost before its outcome was kept", claim.key)
+        elif values.get("status") == "failed":
+            log.error(
+                "webhook %s for alert %s given up after %d attempts: %s",
+                claim.payload["action"],
+                claim.payload["alert"]["id"],
+                claim.attempts,
+                error,
+            )
+        elif error is not None:
+            log.warning(
+                "webhook delivery %s failed (attempt %d): %s", claim.key, claim.attempts, error
+            )
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """The sender's loop on its own thread, for as long as the block runs."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    self.send_due()
+                except Exception:
+                    log.exception("webhook sender failed; will retry")
+                self._wake.wait(POLL_S)
+                self._wake.clear()
+
+        thread = threading.Thread(target=loop, name="webhook-sender", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            self._wake.set()
+            thread.join(self.timeout_s * 4 + 10)
+
+
+def _due(d: Any, now_ms: int) -> Any:
+    return (
+        (d.status == "pending")
+        & (d.due_ms <= now_ms)
+        & or_(d.leased_until_ms.is_(None), d.leased_until_ms < now_ms)
+    )

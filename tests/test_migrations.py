@@ -1,0 +1,175 @@
+"""Schema upgrades under the migration lock (controller/db/engine.py): several replicas
+starting at once on a fresh database, `xaso controller migrate`, a start that only checks,
+and fleet_0002 carrying owed webhooks over. Real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import select, text
+
+import controller.db.models  # noqa: F401  (every table on Base.metadata)
+from controller.app import create_app
+from controller.db.base import Base
+from controller.db.engine import (
+    MigrationError,
+    alembic_config,
+    check_schema,
+    make_engine,
+    migration_lock,
+    session_factory,
+    upgrade,
+)
+from controller.db.fleet_tables import WebhookDelivery
+from controller.settings import load_settings
+from tests.auth_helpers import write_config
+from tests.fleet import ROOT
+
+REPLICAS = 4
+
+
+def heads(url: str) -> list[str]:
+    return sorted(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+
+
+def every_revision(url: str) -> list[str]:
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return sorted(rev.revision for rev in script.walk_revisions())
+
+
+def test_replicas_upgrading_a_fresh_database_at_once_all_succeed_and_migrate_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    go = tmp_path / "go"
+    driver = [sys.executable, "-m", "tests.drivers.migrate", database_url]
+    procs = [
+        subprocess.Popen(
+            [*driver, str(tmp_path / f"ready-{i}"), str(go)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(REPLICAS)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready-{i}").exists() for i in range(REPLICAS)):
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            assert time.monotonic() < deadline, "the replicas did not get ready"
+            time.sleep(0.05)
+        go.touch()  # all of them at once
+        outputs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0] * REPLICAS, [err for _, err in outputs]
+    applied = [json.loads(out) for out, _ in outputs]
+    assert sorted(r for one in applied for r in one) == every_revision(database_url)  # once
+    assert sorted(len(one) > 0 for one in applied) == [False] * (REPLICAS - 1) + [True]
+    check_schema(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        versions = sorted(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+        assert versions == heads(database_url)
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()
+
+
+def test_a_lock_held_too_long_is_a_clear_error(database_url: str) -> None:
+    held = pytest.raises(MigrationError, match="held the migration lock for over")
+    with migration_lock(database_url), held:
+        upgrade(database_url, wait_s=0.3)
+    assert sorted(upgrade(database_url)) == every_revision(database_url)  # once it is free
+
+
+def test_the_lock_lets_the_second_in_only_when_the_first_is_done(database_url: str) -> None:
+    order: list[str] = []
+    entered = threading.Event()
+
+    def second() -> None:
+        entered.wait(30)
+        with migration_lock(database_url):
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with migration_lock(database_url):
+        entered.set()
+        thread.join(0.5)  # give it every chance to barge in
+        order.append("first")
+    thread.join(30)
+    assert order == ["first", "second"]
+
+
+def test_xaso_controller_migrate_then_a_start_that_only_checks(
+    tmp_path: Path, database_url: str
+) -> None:
+    config = write_config(tmp_path, database_url)
+    config.write_text(
+        config.read_text().replace("[database]\n", "[database]\nmigrate_at_start = false\n")
+    )
+    with pytest.raises(MigrationError, match="run `xaso controller migrate"):
+        create_app(load_settings(config))
+    cli = [sys.executable, "-m", "cli.main", "controller", "migrate", "--config", str(config)]
+    first = subprocess.run(cli, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("Applied ") and "fleet_0002" in first.stdout
+    again = subprocess.run(cli, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.stdout.strip() == "The schema was already the newest."
+    app = create_app(load_settings(config))  # at head: it starts
+    app.state.xaso.engine.dispose()
+
+
+def test_a_database_newer_than_the_code_is_refused_by_a_start_that_checks(
+    database_url: str,
+) -> None:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'fleet_0099'"
+                          " WHERE version_num = 'fleet_0002'"))  # fmt: skip
+    engine.dispose()
+    with pytest.raises(MigrationError, match="a newer version migrated it"):
+        check_schema(database_url)
+
+
+def test_fleet_0002_queues_the_webhooks_the_old_columns_still_owed(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "fleet_0001")
+    engine = make_engine(database_url)
+    insert = text(
+        "INSERT INTO alerts (kind, device_id, severity, raised_ms, cleared_ms, message_vi,"
+        " message_en, details, raise_delivery, clear_delivery, delivery_attempts)"
+        " VALUES (:kind, :device, 'critical', 1000, :cleared, 'vi', 'en', '{\"n\": 1}',"
+        " :up, :down, 0)"
+    )
+    with engine.begin() as conn:
+        for device, cleared, up, down in (
+            ("loa-1", None, "sent", "none"),  # nothing owed
+            ("loa-2", None, "sending", "none"),  # claimed by a replica that may have died
+            ("loa-3", 2000, "sent", "pending"),
+        ):
+            conn.execute(
+                insert,
+                {"kind": "device.offline", "device": device, "cleared": cleared,
+                 "up": up, "down": down},
+            )  # fmt: skip
+    engine.dispose()
+    assert "fleet_0002" in upgrade(database_url)
+    engine = make_engine(database_url)
+    with session_factory(engine)() as s:
+        rows = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+        owed = [(r.payload["alert"]["device_id"], r.action, r.status) for r in rows]
+        assert owed == [("loa-2", "raised", "pending"), ("loa-3", "cleared", "pending")]
+        assert rows[1].payload["alert"]["details"] == {"n": 1} and len({r.key for r in rows}) == 2
+    engine.dispose()
