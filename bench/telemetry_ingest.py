@@ -17,8 +17,12 @@ rate is counted over a steady window after a warm-up: for ingest, rows of
 replicas drain, and every valid message received must be a stored row.
 Target: ingest / bare >= 0.5.
 
+With ``--qos 1`` the stream is sent at QoS 1, as events and acks are: ingest
+then acknowledges each message only after its batch has committed
+(docs/delivery.md), and the bare subscriber acknowledges on receipt.
+
     .venv/bin/python -m bench.telemetry_ingest [--db URL | --postgres] [--seconds 10]
-        [--rate 20000] [--ingest-processes 2]
+        [--rate 20000] [--ingest-processes 2] [--qos 0]
 """
 
 from __future__ import annotations
@@ -75,9 +79,12 @@ def _no_delay(client: paho.Client) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _publish(host: str, port: int, devices: range, rate: float, stop: Any) -> None:
+def _publish(  # noqa: PLR0917 - a process target takes its arguments by position
+    host: str, port: int, devices: range, rate: float, stop: Any, qos: int
+) -> None:
     """One publisher process: ``devices`` (as dev-NNNN), ``rate`` messages/s."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    client.max_inflight_messages_set(1000)
     client.connect(host, port, keepalive=30)
     _no_delay(client)
     client.loop_start()
@@ -88,7 +95,7 @@ def _publish(host: str, port: int, devices: range, rate: float, stop: Any) -> No
     while not stop.is_set():
         due = int((time.monotonic() - started) * rate)
         while sent < due:
-            client.publish(topics[sent % count], payload, qos=0)
+            client.publish(topics[sent % count], payload, qos=qos)
             sent += 1
         time.sleep(tick_s)
     client.disconnect()
@@ -102,7 +109,14 @@ def _measure(count: Callable[[], int], host: str, port: int, args: argparse.Name
     procs = [
         ctx.Process(
             target=_publish,
-            args=(host, port, range(p * share, (p + 1) * share), args.rate / args.publishers, stop),
+            args=(
+                host,
+                port,
+                range(p * share, (p + 1) * share),
+                args.rate / args.publishers,
+                stop,
+                args.qos,
+            ),
         )
         for p in range(args.publishers)
     ]
@@ -245,6 +259,9 @@ def main() -> int:
     parser.add_argument(
         "--ingest-processes", type=int, default=2, help="replicas of the last phase (0: skip it)"
     )
+    parser.add_argument(
+        "--qos", type=int, choices=(0, 1), default=0, help="QoS of the stream (1: as events)"
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="xaso-bench-") as tmp, _database(args, tmp) as url:
@@ -257,7 +274,8 @@ def main() -> int:
                 phases.append((n, ingest(broker.host, broker.port, url, n, args)))
     dialect = url.split(":", 1)[0].split("+")[0]
     print(
-        f"telemetry ingest into {dialect}, {DEVICES} devices, offered {args.rate:,.0f} msg/s, "
+        f"telemetry ingest into {dialect}, {DEVICES} devices, QoS {args.qos}, "
+        f"offered {args.rate:,.0f} msg/s, "
         f"{args.seconds:.0f} s window after {WARMUP_S:.0f} s warm-up, {os.cpu_count()} CPUs, "
         f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
