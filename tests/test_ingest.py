@@ -29,7 +29,7 @@ from controller.db.fleet_tables import (
     TelemetryRollup,
     TelemetrySample,
 )
-from controller.fleet.ingest import Ingest
+from controller.fleet.ingest import Ingest, share_group_for
 from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
 from controller.fleet.rollups import Retention, maintain
 from controller.site.devices import remove_device
@@ -66,10 +66,10 @@ class Replica:
 def start_ingest(site, broker, sessions) -> Iterator[Callable[..., Replica]]:
     started: list[Replica] = []
 
-    def start(name: str = "ingest-0") -> Replica:
+    def start(name: str = "ingest-0", share_group: str | None = "ingest") -> Replica:
         user, password = site.controller_credentials()
         bus = Bus(broker.host, broker.port, user, password, client_id=name)
-        ingest = Ingest(bus, sessions)
+        ingest = Ingest(bus, sessions, share_group=share_group)
         ingest.start()
         bus.start()
         replica = Replica(bus, ingest)
@@ -321,3 +321,33 @@ def test_handle_waits_instead_of_queueing_without_bound(sessions):
     assert not fourth.is_alive() and ingest.wait_idle()
     ingest.close()
     assert count(sessions, select(func.count()).select_from(TelemetrySample)) == 4
+
+
+def test_a_device_that_joins_the_shared_group_takes_nothing_from_ingest(
+    fleet, site, sessions, start_ingest
+):
+    """Issue 12: a device may join any shared group it names, and the broker deals it
+    a share it may not read; the controller's group is not one a device can name."""
+    _, password = site.controller_credentials()
+    group = share_group_for(password)
+    assert password not in group and group == share_group_for(password)
+    assert group != share_group_for(password + "x")
+    thieves = [
+        fleet.probe(as_device="loa-2", subscribe=f"$share/{name}/xaso/dev/+/event")
+        for name in ("ingest", "ingest-0", "xaso", "controller")
+    ]
+    start_ingest(share_group=group)
+    device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+    ids = [f"steal-{n}" for n in range(40)]
+    for event_id in ids:
+        device.publish("xaso/dev/loa-1/event", event_json(event_id))
+
+    def stored() -> set[str]:
+        with sessions() as s:
+            return set(s.scalars(select(EventRecord.event_id)))
+
+    deadline = time.monotonic() + 30
+    while stored() != set(ids):
+        assert time.monotonic() < deadline, f"{len(stored())} of {len(ids)} events stored"
+        time.sleep(0.1)
+    assert all(not t.messages for t in thieves)

@@ -27,12 +27,20 @@ broker restart, is stored once. Status messages are few and order matters
 (online, then the Will's offline), so every replica subscribes to all of
 them, unshared, and applies them in order; the writes are idempotent.
 
+The group's name is derived from the controller's MQTT password
+(`share_group_for`). Any client may join a shared group it names, and the
+broker then deals it its share of the messages even when the ACL lets it
+read none of them: a device that joined "ingest" would silently take its
+share of the whole fleet's records away from the controller. A device's
+credentials do not tell it the controller's group.
+
 What each batch writes, and how, is in controller/fleet/ingest_writes.py.
 Retention and downsampling are in controller/fleet/rollups.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -71,6 +79,13 @@ RETRY_CAP_S = 5.0
 MAX_PENDING = 4 * BATCH_MAX  # messages validated but not yet written, before the bus waits
 TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
 _STOP = object()
+
+
+def share_group_for(secret: str) -> str:
+    """The shared-subscription group of every replica holding ``secret``; unguessable
+    without it, and not the secret itself (the broker logs subscriptions)."""
+    digest = hashlib.sha256(b"xaso ingest group\0" + secret.encode()).hexdigest()
+    return f"ingest-{digest[:24]}"
 
 
 def leaf_of(topic: str) -> str:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcast.audio.clips import ClipError
 from controller import i18n
 from controller.bus import Bus, BusError
-from controller.fleet.ingest import Ingest
+from controller.fleet.ingest import Ingest, share_group_for
 from controller.radio.broadcasting import Broadcasting
 from controller.radio.bulletins import BulletinInbox
 from controller.radio.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
@@ -213,7 +213,11 @@ class Station:
                 stop.wait(RETRY_S)
                 continue
             ingest = Ingest(
-                bus, self.sessions, Topics(site.root), on_acks=broadcasting.record_acks_in
+                bus,
+                self.sessions,
+                Topics(site.root),
+                share_group=share_group_for(password),
+                on_acks=broadcasting.record_acks_in,
             )
             try:
                 ingest.start()  # subscribed before the broker hands over what it kept
