@@ -1,7 +1,7 @@
 """Collisions on one loudspeaker: what plays, what waits, what is cut and what is missed.
 
 Pure: no I/O and no clock; ``Schedule.plan``, the conflict preview, is built
-on ``resolve``. What waits and starts late follows broadcast.lateness, the
+on ``resolve``. What waits and starts late follows broadcast.audio.lateness, the
 rule the player follows too.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from broadcast.lateness import MISSED_LATE, join
+from broadcast.audio.lateness import MISSED_LATE, join
 from broadcast.levels import ignores_quiet_hours
 from broadcast.quiet import QuietWindows
 from broadcast.recurrence import MISSED_QUIET, Occurrence
@@ -29,7 +29,9 @@ class Slot:
     end_ms: int | None = None  # actual end: the cut when preempted
     reason: str | None = None  # why missed: MISSED_QUIET or MISSED_LATE
     preempted_by: str | None = None  # key of the occurrence that cut it
-    offset_ms: int = 0  # joined late: how much of its beginning is skipped (broadcast.lateness)
+    offset_ms: int = (
+        0  # joined late: how much of its beginning is skipped (broadcast.audio.lateness)
+    )
 
     @property
     def delay_ms(self) -> int | None:
@@ -60,7 +62,7 @@ def resolve(occurrences: Sequence[Occurrence], quiet: QuietWindows) -> list[Slot
     A higher priority cuts what plays at its start (the cut is recorded; whether
     the cut item resumes is the player's business). An equal or lower priority
     waits; when the loudspeaker is free the highest priority waiting plays
-    first, then the earliest, as broadcast.lateness.join says: in full, joined
+    first, then the earliest, as broadcast.audio.lateness.join says: in full, joined
     late (ending at its planned end) or missed as "late". One whose delayed
     start falls in quiet hours is missed as "quiet_hours" unless it is an
     emergency.

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from broadcast.audio.lateness import FULL_GRACE_MS
 from broadcast.collisions import Slot, resolve
-from broadcast.lateness import FULL_GRACE_MS
 from broadcast.quiet import QuietWindows
 from broadcast.recurrence import MAX_MS, ItemOccurrences, Occurrence
 from protocol.commands import DEFAULT_TZ, QuietHours, ScheduleItem, ScheduleSet
@@ -108,7 +108,7 @@ class Schedule:
         and for those started earlier and still playing at ``start_ms``.
 
         Occurrences from the longest item's length (plus the late grace: none
-        plays later than that past its planned end, broadcast.lateness) before
+        plays later than that past its planned end, broadcast.audio.lateness) before
         the window to the longest item's length after it take part, so that
         what plays across either edge is resolved as it will be.
         """

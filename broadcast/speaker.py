@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broadcast.audio.amplifier import Amplifier
+from broadcast.audio.lateness import join
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 from broadcast.cache import ClipCache, ClipUnavailable
 from broadcast.fetch import HttpFetcher
-from broadcast.lateness import join
 from broadcast.levels import ignores_quiet_hours
 from broadcast.recurrence import Occurrence
 from broadcast.schedule import Schedule
@@ -289,7 +289,7 @@ class Speaker:
             self._missed(occ, occ.blocked)
         elif join(occ.start_ms, occ.duration_ms, now).start_ms is None:
             # its time passed while the agent was not running; one still under way is
-            # submitted, and the player joins it in progress (broadcast.lateness)
+            # submitted, and the player joins it in progress (broadcast.audio.lateness)
             self._missed(occ, "device_down")
         elif occ.clip is None:
             self.player.submit(occ.play_request())

@@ -4,7 +4,7 @@ One table of colliding and late items drives both sides: the controller's
 preview (``Schedule.plan`` read as ``CalendarRow``s, exactly what
 controller.radio.schedule_calendar computes) and a real Player on the
 WAV-file sink, whose proof of play and recordings are checked. The rule
-itself, broadcast.lateness, is checked at its edges on its own.
+itself, broadcast.audio.lateness, is checked at its edges on its own.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from broadcast.audio.lateness import FULL_GRACE_MS, JOIN_MIN_MS, Join, call_fate, join
 from broadcast.audio.request import PlayRequest
-from broadcast.lateness import FULL_GRACE_MS, JOIN_MIN_MS, Join, call_fate, join
 from broadcast.levels import DEFAULT_PRIORITY, Level
 from broadcast.schedule import Schedule
 from controller.radio.schedule_calendar import CalendarRow

@@ -7,7 +7,7 @@ equal priority queues behind (first come, first played; higher priorities
 first). A timed request is prepared ahead (amplifier on, audio decoded, sink
 open) and its first sample handed over at ``at_ms``: the thread sleeps until a
 few milliseconds before, then spins on the wall clock. One that cannot start
-on time (it waited behind another) plays as broadcast.lateness says: in full,
+on time (it waited behind another) plays as broadcast.audio.lateness says: in full,
 joined in progress so it ends at its planned end, or missed as ``late``.
 
 Every request ends in exactly one record for the proof of play:
@@ -25,12 +25,12 @@ from typing import Any
 
 from broadcast.audio.amplifier import Amplifier
 from broadcast.audio.decode import CHANNELS, RATE, DecodeError, DecoderPool, bytes_to_ms, volume_db
+from broadcast.audio.lateness import CALL_EXPIRED, MISSED_LATE, join
 from broadcast.audio.preemption import JOIN_LEAD_MS, PREPARE_MS, Entry, best, gives_way
 from broadcast.audio.proof_of_play import MISSED_REASONS, OnEvent, ProofOfPlay, record
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import Sink, SinkError, wall_ms
 from broadcast.audio.sources import ClipSource, PcmSource, StreamRelay
-from broadcast.lateness import CALL_EXPIRED, MISSED_LATE, join
 from broadcast.levels import preempts
 
 log = logging.getLogger(__name__)
@@ -187,9 +187,10 @@ class Player:
 
     def _play(self, entry: Entry) -> None:
         now = self._now()
-        expires = entry.req.expires_ms
-        if expires is not None and now > expires:
-            self._drop(entry, CALL_EXPIRED, f"{round(now - expires)} ms after it expired")
+        max_wait = entry.req.max_wait_ms
+        if max_wait is not None and now - entry.submitted_ms > max_wait:
+            waited = round(now - entry.submitted_ms)
+            self._drop(entry, CALL_EXPIRED, f"waited {waited} ms; {max_wait} ms at most")
             return
         start = self._start_of(entry, now)
         if start is None:

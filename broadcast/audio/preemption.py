@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from broadcast.audio.lateness import join
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sources import PcmSource
-from broadcast.lateness import join
 from broadcast.levels import preempts
 
 PREPARE_MS = 1500.0  # decoding ahead (or connecting a stream) starts this long before
@@ -31,7 +31,7 @@ class Entry:
     source: PcmSource | None = None  # made ahead: a preemptor's, or a preempted remainder
     gain_db: float = 0.0  # what ``source`` was made with
     resumed_from_ms: float = 0.0
-    skipped_ms: float = 0.0  # joined late: its source starts this far in (broadcast.lateness)
+    skipped_ms: float = 0.0  # joined late: its source starts this far in (broadcast.audio.lateness)
     stop: str | None = None  # "stopped" or "shutdown", set by other threads
     actual_ms: float | None = None
     played_bytes: int = 0
@@ -48,7 +48,7 @@ class Entry:
 
 
 def playable(entry: Entry, now: float) -> bool:
-    """Not too late to play, joined at ``now`` plus the lead (broadcast.lateness.join)."""
+    """Not too late to play, joined at ``now`` plus the lead (broadcast.audio.lateness.join)."""
     due = entry.due_ms
     if due is None:
         return True

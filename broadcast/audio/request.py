@@ -23,7 +23,8 @@ class PlayRequest:
     label: str = ""
     item_id: str | None = None  # schedule item id, for proof of play
     occurrence: str | None = None  # local ISO time of the occurrence
-    expires_ms: int | None = None  # not started by then: missed as "expired" (a spoken call)
+    # not started this long after it was submitted: missed as "expired" (a spoken call)
+    max_wait_ms: int | None = None
 
     def __post_init__(self) -> None:
         if (self.clip_path is None) == (self.stream_url is None):

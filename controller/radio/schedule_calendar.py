@@ -3,7 +3,7 @@
 They ask broadcast.schedule the questions the edge asks: each speaker's own
 document and its groups' documents merged (``Schedule.build``) and played out
 on one loudspeaker (``Schedule.plan``, which starts late items by
-broadcast.lateness, the rule the player follows). The documents are the ones
+broadcast.audio.lateness, the rule the player follows). The documents are the ones
 controller.radio.scheduling would publish, so the answer is what the speakers do.
 """
 

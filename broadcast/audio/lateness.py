@@ -5,7 +5,9 @@ A scheduled item (or a timed command) is asked ``join`` by the player when it
 takes the request, by the speaker's runner for an occurrence it finds
 already under way, and by the conflict preview (broadcast.collisions, under
 ``Schedule.plan`` and the controller's calendar) when the loudspeaker comes
-free: one rule, so what the preview shows is what the device does.
+free: one rule, so what the preview shows is what the device does. It is in
+the audio layer because the player asks it, and the queue's calls may reach
+the radio only through that layer (pyproject.toml, import contracts).
 
 - Up to ``FULL_GRACE_MS`` late it plays in full from its start (it ends that
   much late).
