@@ -1,7 +1,8 @@
 """Collisions on one loudspeaker: what plays, what waits, what is cut and what is missed.
 
 Pure: no I/O and no clock; ``Schedule.plan``, the conflict preview, is built
-on ``resolve``.
+on ``resolve``. What waits and starts late follows broadcast.audio.lateness, the
+rule the player follows too.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from broadcast.audio.lateness import MISSED_LATE, join
 from broadcast.levels import ignores_quiet_hours
 from broadcast.quiet import QuietWindows
 from broadcast.recurrence import MISSED_QUIET, Occurrence
 
-DEFAULT_MAX_DELAY_MS = 10 * 60 * 1000
-MISSED_LATE = "late"
 Outcome = Literal["completed", "preempted", "missed"]
 
 
@@ -29,34 +29,54 @@ class Slot:
     end_ms: int | None = None  # actual end: the cut when preempted
     reason: str | None = None  # why missed: MISSED_QUIET or MISSED_LATE
     preempted_by: str | None = None  # key of the occurrence that cut it
+    offset_ms: int = (
+        0  # joined late: how much of its beginning is skipped (broadcast.audio.lateness)
+    )
 
     @property
     def delay_ms(self) -> int | None:
         return None if self.start_ms is None else self.start_ms - self.occurrence.start_ms
 
+    @property
+    def shortened(self) -> bool:
+        return self.offset_ms > 0
 
-def resolve(
-    occurrences: Sequence[Occurrence], quiet: QuietWindows, max_delay_ms: int = DEFAULT_MAX_DELAY_MS
-) -> list[Slot]:
+
+@dataclass(frozen=True)
+class _Playing:
+    occurrence: Occurrence
+    start_ms: int
+    offset_ms: int
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.occurrence.duration_ms - self.offset_ms
+
+    def slot(self, outcome: Outcome, end_ms: int, by: str | None = None) -> Slot:
+        return Slot(self.occurrence, outcome, self.start_ms, end_ms, None, by, self.offset_ms)
+
+
+def resolve(occurrences: Sequence[Occurrence], quiet: QuietWindows) -> list[Slot]:
     """Play ``occurrences`` (sorted) on one loudspeaker; one slot each, in the same order.
 
     A higher priority cuts what plays at its start (the cut is recorded; whether
     the cut item resumes is the player's business). An equal or lower priority
     waits; when the loudspeaker is free the highest priority waiting plays
-    first, then the earliest. One that would start more than ``max_delay_ms``
-    late is missed as "late", and one whose delayed start falls in quiet hours
-    is missed as "quiet_hours" unless it is an emergency.
+    first, then the earliest, as broadcast.audio.lateness.join says: in full, joined
+    late (ending at its planned end) or missed as "late". One whose delayed
+    start falls in quiet hours is missed as "quiet_hours" unless it is an
+    emergency.
     """
     slots: dict[str, Slot] = {}
     waiting: list[Occurrence] = []
-    playing: tuple[Occurrence, int] | None = None  # and its actual start
+    playing: _Playing | None = None
     i = 0
     while i < len(occurrences) or playing is not None:
         # the next moment something happens: what plays ends (first, on a tie) or one arrives
         arrival = occurrences[i].start_ms if i < len(occurrences) else None
-        if playing is not None and (arrival is None or _end(playing) <= arrival):
-            now = _end(playing)
-            slots[playing[0].key] = Slot(playing[0], "completed", playing[1], now)
+        if playing is not None and (arrival is None or playing.end_ms <= arrival):
+            now = playing.end_ms
+            slots[playing.occurrence.key] = playing.slot("completed", now)
             playing = None
         else:
             assert arrival is not None
@@ -69,34 +89,27 @@ def resolve(
                 slots[new.key] = Slot(new, "missed", reason=new.blocked)
                 continue
             waiting.append(new)
-            if playing is not None and new.priority > playing[0].priority:
+            if playing is not None and new.priority > playing.occurrence.priority:
                 cut, playing = playing, None
         if playing is None:
-            playing = _take_next(waiting, now, quiet, max_delay_ms, slots)
+            playing = _take_next(waiting, now, quiet, slots)
         if cut is not None:
-            by = playing[0].key if playing else None
-            slots[cut[0].key] = Slot(cut[0], "preempted", cut[1], now, preempted_by=by)
+            by = playing.occurrence.key if playing else None
+            slots[cut.occurrence.key] = cut.slot("preempted", now, by)
     return [slots[o.key] for o in occurrences]
 
 
-def _end(playing: tuple[Occurrence, int]) -> int:
-    return playing[1] + playing[0].duration_ms
-
-
 def _take_next(
-    waiting: list[Occurrence],
-    now: int,
-    quiet: QuietWindows,
-    max_delay_ms: int,
-    slots: dict[str, Slot],
-) -> tuple[Occurrence, int] | None:
+    waiting: list[Occurrence], now: int, quiet: QuietWindows, slots: dict[str, Slot]
+) -> _Playing | None:
     while waiting:
         best = min(waiting, key=lambda o: (-o.priority, o.start_ms, o.key))
         waiting.remove(best)
-        if now - best.start_ms > max_delay_ms:
+        joined = join(best.start_ms, best.duration_ms, now)
+        if joined.start_ms is None:
             slots[best.key] = Slot(best, "missed", reason=MISSED_LATE)
         elif not ignores_quiet_hours(best.priority) and quiet.is_quiet(now):
             slots[best.key] = Slot(best, "missed", reason=MISSED_QUIET)
         else:
-            return best, now
+            return _Playing(best, joined.start_ms, joined.offset_ms)
     return None

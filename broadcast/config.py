@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from broadcast.audio.lateness import CALL_MAX_AGE_MS
 from plumbing.config_files import Section
 from protocol.commands import DeviceOrGroupId as DeviceId
 
@@ -30,9 +31,10 @@ class SpeakerSection(Section):
     resume_preempted: bool = False
     # the hall speaker of these kiosks: plays their calls (`xaso device add --calls-from`)
     calls_from: list[DeviceId] = []
-    # a call delivered later than this (the kiosk's outbox after a network drop) is dropped:
-    # said late, it sends people to the wrong counter
-    call_max_age_s: Annotated[float, Field(ge=1, le=600)] = 60.0
+    # a call is said late rather than never (the kiosk's outbox after a network drop, other
+    # audio first), until it is this old; older, the counter has moved on: it is reported
+    # as missed (broadcast.audio.lateness.call_fate)
+    call_max_age_s: Annotated[float, Field(ge=1, le=600)] = CALL_MAX_AGE_MS / 1000
 
     @field_validator("calls_from")
     @classmethod

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from broadcast.collisions import DEFAULT_MAX_DELAY_MS, Slot, resolve
+from broadcast.audio.lateness import FULL_GRACE_MS
+from broadcast.collisions import Slot, resolve
 from broadcast.quiet import QuietWindows
 from broadcast.recurrence import MAX_MS, ItemOccurrences, Occurrence
 from protocol.commands import DEFAULT_TZ, QuietHours, ScheduleItem, ScheduleSet
@@ -102,21 +103,17 @@ class Schedule:
         found = self.occurrences(now_ms - self._longest_ms, now_ms + horizon_ms)
         return [o for o in found if o.end_ms > now_ms]
 
-    def plan(
-        self, start_ms: int, end_ms: int, max_delay_ms: int = DEFAULT_MAX_DELAY_MS
-    ) -> list[Slot]:
+    def plan(self, start_ms: int, end_ms: int) -> list[Slot]:
         """The conflict preview: a slot for each occurrence starting in [start_ms, end_ms),
         and for those started earlier and still playing at ``start_ms``.
 
-        Occurrences from the longest item's length (plus ``max_delay_ms``)
-        before the window to the longest item's length after it take part, so
-        that what plays across either edge is resolved as it will be.
+        Occurrences from the longest item's length (plus the late grace: none
+        plays later than that past its planned end, broadcast.audio.lateness) before
+        the window to the longest item's length after it take part, so that
+        what plays across either edge is resolved as it will be.
         """
-        slots = resolve(
-            self.occurrences(start_ms - self._longest_ms - max_delay_ms, end_ms + self._longest_ms),
-            self.quiet,
-            max_delay_ms,
-        )
+        reach = self._longest_ms + FULL_GRACE_MS
+        slots = resolve(self.occurrences(start_ms - reach, end_ms + self._longest_ms), self.quiet)
         return [s for s in slots if _shows_in(s, start_ms, end_ms)]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broadcast.audio.amplifier import Amplifier
+from broadcast.audio.lateness import join
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
@@ -47,7 +48,6 @@ LOOKAHEAD_MS = 5_000  # decode ahead, open the device, amplifier pre-roll
 TICK_S = 0.25
 CHECKPOINT_EVERY_MS = 10_000  # how often the runner's progress goes to disk
 PREFETCH_EVERY_S = 600.0
-LATE_MS = 2_000  # an occurrence this far past its start was not played by us
 MISSED_BACKLOG_MS = 86_400_000
 TEST_TONE_PRIORITY = 3
 
@@ -287,8 +287,10 @@ class Speaker:
     def _dispatch(self, occ: Occurrence, now: int) -> None:
         if occ.blocked is not None:
             self._missed(occ, occ.blocked)
-        elif occ.start_ms < now - LATE_MS:
-            self._missed(occ, "device_down")  # its time passed while the agent was not running
+        elif join(occ.start_ms, occ.duration_ms, now).start_ms is None:
+            # its time passed while the agent was not running; one still under way is
+            # submitted, and the player joins it in progress (broadcast.audio.lateness)
+            self._missed(occ, "device_down")
         elif occ.clip is None:
             self.player.submit(occ.play_request())
         else:

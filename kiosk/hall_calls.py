@@ -8,10 +8,14 @@ topic; the broker's ACL lets this speaker read that topic of the kiosks in
 "Xin mời số A015 đến quầy số 2" itself from the number and the counter
 (kiosk.voice), so the worst a forged message could do is call a wrong number.
 
-A call is only worth saying at once: the kiosk's outbox delivers late after
-a network drop, so a call older than ``call_max_age_s`` by the event's own
-time is dropped, never said late. Each event id is said once (QoS 1
-redelivers). What is dropped is counted in telemetry (``hall_calls``).
+A call is said late rather than never (the kiosk's outbox delivers late
+after a network drop; the call may wait behind other audio here), until it
+is ``call_max_age_s`` old by the event's own time (kiosk.caller, the rule in
+broadcast.audio.lateness.call_fate); one older, or from a kiosk clock that far
+ahead, is not said and is reported as ``play.missed`` (``expired``,
+``clock``), and a recall of the ticket supersedes a call of it still
+waiting. Each event id is said once (QoS 1 redelivers). What is not said is
+counted in telemetry too (``hall_calls``).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from broadcast.audio.lateness import CALL_EXPIRED
 from broadcast.audio.player import Player
 from broadcast.audio.tts import EspeakEngine, SpeechEngine
-from kiosk.caller import Caller
+from kiosk.caller import Call, Caller
 from kiosk.voice import call_text
 from protocol.errors import ProtocolError
 from protocol.events import TicketCalled, read_body
@@ -57,6 +62,8 @@ class HallCalls:
             engine or EspeakEngine(),
             host.state_dir / "call-clips",
             now_ms=host.now_ms,
+            on_event=host.emit,
+            max_age_ms=self._max_age_ms,
         )
         for kiosk in kiosks:
             host.listen(host.topics.calls(kiosk), self.received)
@@ -78,18 +85,13 @@ class HallCalls:
             self.counts["bad"] += 1
             log.warning("ignored a message on a kiosk's calls topic: %s", exc)
             return
-        age_ms = self._now() - event.ts
-        if age_ms > self._max_age_ms or age_ms < -self._max_age_ms:
-            reason = "stale" if age_ms > 0 else "clock"  # "clock": the kiosk's clock is ahead
-            self.counts[reason] += 1
-            log.warning(
-                "call of %s to counter %d not said: %s (%d ms)", number, counter, reason, age_ms
-            )
-            return
         # kept with the command ids (the same table, pruned the same way): a redelivery
-        # after this agent restarts is still caught; past the max age the age check is enough
-        if not self._host.remember_once(f"call:{event.id}", event.ts + 2 * self._max_age_ms):
+        # after this agent restarts is still caught, and one not said is reported once
+        keep_until = max(event.ts, self._now()) + 2 * self._max_age_ms
+        if not self._host.remember_once(f"call:{event.id}", keep_until):
             self.counts["duplicate"] += 1
             return
-        self.counts["queued"] += 1
-        self.caller.call(number, counter)
+        why = self.caller.call(Call(number, counter, call.ticket_id, event.ts))
+        if why is not None:  # "clock": the kiosk's clock is ahead
+            log.warning("call of %s to counter %d not said: %s", number, counter, why)
+        self.counts["queued" if why is None else "stale" if why == CALL_EXPIRED else why] += 1

@@ -19,7 +19,7 @@ from kiosk.printer import PrinterStatus, SerialTicketPrinter
 from kiosk.printing import Activity, PrintWorker, TicketPrinter, can_print
 from kiosk.receipt import PrinterProfile, TicketContent, render
 from kiosk.ticket_store import Ticket, TicketStore
-from protocol.events import Body, TicketCalled
+from protocol.events import Body, TicketCalled, TicketServed, TicketSkipped, TicketTransferred
 from protocol.events import PrinterStatus as PrinterStatusEvent
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class Kiosk:
             engine or EspeakEngine(),
             state_dir / "call-clips",
             now_ms=self.now_ms,
+            on_event=self._emit,
             priority=self.cfg.call_priority,
             repeats=self.cfg.call_repeats,
         )
@@ -202,8 +203,14 @@ class Kiosk:
     def _record(self, body: Body) -> None:
         self._emit(body)
         self.changes.bump()
-        if isinstance(body, TicketCalled) and self.caller is not None:
-            self.caller.call(body.number, body.counter)
+        if self.caller is None:
+            return
+        if isinstance(body, TicketCalled):
+            from kiosk.caller import Call  # loaded with the caller
+
+            self.caller.call(Call(body.number, body.counter, body.ticket_id, self.now_ms()))
+        elif isinstance(body, TicketServed | TicketSkipped | TicketTransferred):
+            self.caller.moved_on(body.ticket_id)  # its call, if not said yet, is not
 
     def _printer_status(self, status: PrinterStatus) -> None:
         self._emit(

@@ -215,16 +215,34 @@ def build_call(
     return clip
 
 
+def call_key(number: str, counter: int, called_ms: int) -> str:
+    """The play key of a call: unique per call, and the same in every record of it."""
+    return f"call-{number}-{counter}-{called_ms}"
+
+
+def call_label(number: str, counter: int) -> str:
+    return f"{number} → quầy {counter}"
+
+
 def call_request(
-    number: str, counter: int, clip: PreparedClip, ts_ms: int, *, priority: int = 4
+    number: str,
+    counter: int,
+    clip: PreparedClip,
+    ts_ms: int,
+    *,
+    priority: int = 4,
+    max_wait_ms: int | None = None,
 ) -> PlayRequest:
-    """What the hall speaker's player is asked to play; ``ts_ms`` makes each call's key unique."""
+    """What the hall speaker's player is asked to play; ``ts_ms``, when the call was made,
+    makes each call's key unique; not started ``max_wait_ms`` after it is submitted, it is
+    missed as expired."""
     _check(number, counter)
     return PlayRequest(
-        key=f"call-{number}-{counter}-{ts_ms}",
+        key=call_key(number, counter, ts_ms),
         origin="call",
         priority=priority,
         duration_ms=clip.duration_ms,
         clip_path=clip.path,
-        label=f"{number} → quầy {counter}",
+        label=call_label(number, counter),
+        max_wait_ms=max_wait_ms,
     )

@@ -74,6 +74,7 @@ class PlayRecord(Body):
     label: Label = ""
     planned_ms: EpochMs | None = None  # its ``at``, the occurrence's start, or when it came
     resumed_from_ms: DurationMs = 0  # a preempted remainder: where it resumed
+    skipped_ms: DurationMs = 0  # joined late: how much of its beginning was not played
 
 
 class _Taken(PlayRecord):
@@ -102,7 +103,8 @@ class PlayMissed(PlayRecord):
     reported with its key and planned start only."""
 
     TYPE = "play.missed"
-    reason: Reason  # quiet_hours, late, device_down, clip_unavailable, clip_unreadable, ...
+    # quiet_hours, late, device_down, clip_unavailable, clip_unreadable, expired, superseded, ...
+    reason: Reason
     error: Detail = ""  # the player's account of a failure
     detail: Detail = ""  # the clip cache's account of a failed fetch
 

@@ -84,6 +84,16 @@ class Events:
                 self._cond.wait(left)
             return self.of(event_type, key)[count - 1]
 
+    def ended(self, key: str, timeout_s: float = 30) -> tuple[str, dict[str, Any]]:
+        """The record that ends ``key``'s request: play.finished or play.missed."""
+        ends = ("play.finished", "play.missed")
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: any(self.of(t, key) for t in ends), timeout=timeout_s
+            )
+            assert found, f"no end for {key}: {self.items}"
+            return next((t, self.of(t, key)[0]) for t in ends if self.of(t, key))
+
 
 class Rig:
     def __init__(self, tmp: Path, **player_kw: Any) -> None:

@@ -50,7 +50,7 @@ def test_agent_example_documents_every_key_of_the_roles(section: str) -> None:
 
 def test_agent_example_kiosk_and_hall_speaker_sections_load() -> None:
     config = load_config(EXAMPLES / "agent.example.toml")
-    assert config.speaker.calls_from == [] and config.speaker.call_max_age_s == 60
+    assert config.speaker.calls_from == [] and config.speaker.call_max_age_s == 120
     assert [s.prefix for s in config.kiosk.services] == ["A", "B"]
     assert config.kiosk.counter_services == {"3": ["dat-dai"]}
     assert config.kiosk.buttons[0].service == "ho-tich"

@@ -164,7 +164,7 @@ def test_the_hall_speaker_reads_the_kiosks_calls_and_nothing_else(
     assert other.on(CALLS) == []
 
 
-def test_stale_duplicate_and_bad_calls_are_not_said(
+def test_stale_duplicate_and_bad_calls_are_not_said_and_stale_ones_are_reported(
     hall: Fleet, probe: Probe, clients: Clients
 ) -> None:
     played = spawn_hall(hall)
@@ -172,8 +172,8 @@ def test_stale_duplicate_and_bad_calls_are_not_said(
     hall_counts(probe, {})  # its telemetry is out: the agent listens
     kiosk = connect_as(clients, hall.site, "kiosk-1")
     now = time.time_ns() // 1_000_000
-    publish(kiosk, CALLS, call_event("A007", 1, now - 120_000))  # two minutes late
-    publish(kiosk, CALLS, call_event("A009", 1, now + 120_000))  # a clock two minutes ahead
+    publish(kiosk, CALLS, call_event("A007", 1, now - 300_000))  # five minutes late
+    publish(kiosk, CALLS, call_event("A009", 1, now + 300_000))  # a clock five minutes ahead
     publish(kiosk, CALLS, b"not json")
     publish(kiosk, CALLS, call_event("A01", 100, now))  # no such counter
     rated = {"id": uuid.uuid4().hex, "type": "ticket.rated", "ts": now, "body": {}}
@@ -184,11 +184,14 @@ def test_stale_duplicate_and_bad_calls_are_not_said(
 
     probe.wait_for(hall_event("play.finished", "A008 → quầy 2"), timeout=90)
     hall_counts(probe, {"stale": 1, "clock": 1, "bad": 3, "queued": 1, "duplicate": 1})
+    for label, reason in (("A007 → quầy 1", "expired"), ("A009 → quầy 1", "clock")):
+        missed = probe.wait_for(hall_event("play.missed", label)).json()["body"]
+        assert (missed["origin"], missed["reason"]) == ("call", reason)
     labels = [json.loads(x)["label"] for x in (played / "played.jsonl").read_text().splitlines()]
     assert labels == ["A008 → quầy 2"]
 
 
-def test_a_call_delivered_late_by_the_outbox_is_dropped(
+def test_a_call_delivered_too_late_by_the_outbox_is_reported_not_said(
     hall: Fleet, probe: Probe, virtual_printer: VirtualPrinter
 ) -> None:
     played = spawn_hall(hall, call_max_age_s=1)
@@ -217,6 +220,12 @@ def test_a_call_delivered_late_by_the_outbox_is_dropped(
         lambda m: m.topic == "xaso/dev/kiosk-1/event" and m.json()["type"] == "ticket.called"
     )  # the record still reaches the controller
     hall_counts(probe, {"stale": 1})
+    missed = probe.wait_for(hall_event("play.missed", "A001 → quầy 1")).json()["body"]
+    assert (missed["origin"], missed["reason"], missed["planned_ms"]) == (
+        "call",
+        "expired",
+        called_ms,
+    )
     assert not (played / "played.jsonl").exists()
 
 

@@ -114,14 +114,15 @@ def entry(target: str, clip: str, dtstart: str, **kw: Any) -> EntryInput:
 def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     scheduling: Scheduling, sessions: sessionmaker[Session]
 ) -> None:
-    ten, two, one = (
-        add_clip(sessions, n, m * MIN) for n, m in (("ten", 10), ("two", 2), ("one", 1))
+    ten, five, two, one = (
+        add_clip(sessions, n, m * MIN)
+        for n, m in (("ten", 10), ("five", 5), ("two", 2), ("one", 1))
     )
     a = scheduling.create(entry("group:thon-1", ten, "2026-12-01T07:00:00", item_id="a"), by="bt")
     scheduling.create(
         entry("device:loa-1", two, "2026-12-01T07:05:00", item_id="b", level="priority"), by="bt"
     )
-    scheduling.create(entry("group:all", one, "2026-12-01T07:08:00", item_id="c"), by="bt")
+    scheduling.create(entry("group:all", five, "2026-12-01T07:08:00", item_id="c"), by="bt")
     assert a.priority == 2 and a.version == 1 and a.target == Target("group", "thon-1")
     day = local_ms("2026-12-01T00:00:00")
     calendar = ScheduleCalendar(scheduling)
@@ -136,17 +137,19 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     assert rows("loa-1") == [
         ("a", "preempted", at("2026-12-01T07:00:00"), at("2026-12-01T07:05:00")),
         ("b", "completed", at("2026-12-01T07:05:00"), at("2026-12-01T07:07:00")),
-        ("c", "completed", at("2026-12-01T07:08:00"), at("2026-12-01T07:09:00")),
+        ("c", "completed", at("2026-12-01T07:08:00"), at("2026-12-01T07:13:00")),
     ]
     assert plans["loa-1"].rows[0].preempted_by == "b@2026-12-01T07:05:00"
     assert plans["loa-1"].rows[1].source == "xaso/dev/loa-1/schedule"
-    # loa-3 (thon-1, no own item): the "all" item waits for the village bulletin
+    # loa-3 (thon-1, no own item): the "all" item waits for the village bulletin, then
+    # is joined two minutes in, so it still ends at 07:13 (broadcast.audio.lateness)
     assert rows("loa-3") == [
         ("a", "completed", at("2026-12-01T07:00:00"), at("2026-12-01T07:10:00")),
-        ("c", "completed", at("2026-12-01T07:10:00"), at("2026-12-01T07:11:00")),
+        ("c", "completed", at("2026-12-01T07:10:00"), at("2026-12-01T07:13:00")),
     ]
+    assert plans["loa-3"].rows[1].offset_ms == 2 * MIN
     assert rows("loa-2") == [
-        ("c", "completed", at("2026-12-01T07:08:00"), at("2026-12-01T07:09:00"))
+        ("c", "completed", at("2026-12-01T07:08:00"), at("2026-12-01T07:13:00"))
     ]
     conflicts = {
         p.device: [r.key for r in p.rows] for p in calendar.conflicts(day, day + 86_400_000)
@@ -158,7 +161,7 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     assert [(r.item_id, r.outcome, r.end_ms) for r in preview[0].rows] == [
         ("a", "preempted", at("2026-12-01T07:01:00")),
         ("d", "completed", at("2026-12-01T07:02:00")),
-        ("c", "completed", at("2026-12-01T07:09:00")),
+        ("c", "completed", at("2026-12-01T07:13:00")),
     ]
     assert len(scheduling.entries()) == 3  # the preview wrote nothing
     # local rules (DOMAIN.md): at most one session of 5 minutes a day
@@ -167,7 +170,7 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     )
     found = {p.device: p.violations for p in ruled.conflicts(day, day + 86_400_000)}
     assert "loa-2" not in found and found["loa-3"] == [
-        "2026-12-01 07:00: a session of 11 min, at most 5"
+        "2026-12-01 07:00: a session of 13 min, at most 5"
     ]
 
 

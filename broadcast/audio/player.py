@@ -6,7 +6,9 @@ that is due (it cuts in within a chunk or two), ``stop()``, ``close()``. An
 equal priority queues behind (first come, first played; higher priorities
 first). A timed request is prepared ahead (amplifier on, audio decoded, sink
 open) and its first sample handed over at ``at_ms``: the thread sleeps until a
-few milliseconds before, then spins on the wall clock.
+few milliseconds before, then spins on the wall clock. One that cannot start
+on time (it waited behind another) plays as broadcast.audio.lateness says: in full,
+joined in progress so it ends at its planned end, or missed as ``late``.
 
 Every request ends in exactly one record for the proof of play:
 ``play.started`` then ``play.finished`` (completed, preempted, stopped,
@@ -23,7 +25,8 @@ from typing import Any
 
 from broadcast.audio.amplifier import Amplifier
 from broadcast.audio.decode import CHANNELS, RATE, DecodeError, DecoderPool, bytes_to_ms, volume_db
-from broadcast.audio.preemption import PREPARE_MS, Entry, best, gives_way
+from broadcast.audio.lateness import CALL_EXPIRED, MISSED_LATE, join
+from broadcast.audio.preemption import JOIN_LEAD_MS, PREPARE_MS, Entry, best, gives_way
 from broadcast.audio.proof_of_play import MISSED_REASONS, OnEvent, ProofOfPlay, record
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import Sink, SinkError, wall_ms
@@ -50,7 +53,6 @@ class Player:
         now_ms: Callable[[], float] = wall_ms,
         resume_preempted: bool = False,
         volume_pct: int = 100,
-        late_grace_ms: float = 2000,
         chunk_ms: float = 20,
         ahead_ms: float = 1000,
         decoders: DecoderPool | None = None,
@@ -62,7 +64,6 @@ class Player:
         self._now = now_ms
         self.resume_preempted = resume_preempted
         self._volume_pct = volume_pct
-        self.late_grace_ms = late_grace_ms
         self.chunk_ms = chunk_ms
         self.ahead_ms = ahead_ms
         self._pool = decoders or DecoderPool()
@@ -112,6 +113,16 @@ class Player:
             self._drop(entry, "stopped")
         return len(dropped) + int(stopping)
 
+    def cancel(self, key: str, reason: str) -> bool:
+        """Drop the queued requests of ``key``, reported missed with ``reason``; one already
+        taken plays on. Whether any was dropped."""
+        with self._cond:
+            dropped = [e for e in self._queue if e.req.key == key]
+            self._queue = [e for e in self._queue if e.req.key != key]
+        for entry in dropped:
+            self._drop(entry, reason)
+        return bool(dropped)
+
     def set_volume(self, pct: int) -> None:
         """Takes effect within a chunk: the decoder restarts where it was, at the new gain."""
         volume_db(pct)
@@ -129,7 +140,7 @@ class Player:
             return {
                 **record(entry),
                 "actual_ms": round(entry.actual_ms),
-                "played_ms": round(entry.resumed_from_ms + bytes_to_ms(entry.played_bytes)),
+                "played_ms": round(entry.position_ms + bytes_to_ms(entry.played_bytes)),
             }
 
     def close(self) -> None:
@@ -175,14 +186,17 @@ class Player:
             return entry
 
     def _play(self, entry: Entry) -> None:
-        due = entry.due_ms
         now = self._now()
-        if due is not None and now - due > self.late_grace_ms:
-            self._proof.missed(entry, "late", f"{round(now - due)} ms after the planned start")
+        max_wait = entry.req.max_wait_ms
+        if max_wait is not None and now - entry.submitted_ms > max_wait:
+            waited = round(now - entry.submitted_ms)
+            self._drop(entry, CALL_EXPIRED, f"waited {waited} ms; {max_wait} ms at most")
             return
-        start = now if due is None else due
-        if self.amp is not None:
-            start = self.amp.on_at(start)  # when the amplifier is off, its pre-roll comes first
+        start = self._start_of(entry, now)
+        if start is None:
+            late = round(now - (entry.due_ms or now))
+            self._drop(entry, MISSED_LATE, f"{late} ms after the planned start")
+            return
         why = self._wait(entry, start - PREPARE_MS)
         if why is None:
             try:
@@ -204,6 +218,25 @@ class Player:
             return
         outcome, detail = self._stream(entry)
         self._finish(entry, outcome, detail)
+
+    def _start_of(self, entry: Entry, now: float) -> float | None:
+        """When the first sample goes out, the part joined late set; None: too late to play."""
+        due, total = entry.due_ms, entry.req.total_ms
+        if due is None:
+            return now if self.amp is None else self.amp.on_at(now)
+        entry.skipped_ms = 0
+        earliest = now + JOIN_LEAD_MS
+        if join(round(due), total, round(earliest)).start_ms is None:
+            return None  # asked first, so the amplifier is not switched on for nothing
+        start = due if self.amp is None else self.amp.on_at(due)  # its pre-roll comes first
+        joined = join(round(due), total, round(max(start, earliest)))
+        if joined.start_ms is None:
+            return None
+        if not joined.offset_ms:
+            return start
+        self._discard(entry)  # a source made ahead would start at the beginning
+        entry.skipped_ms = joined.offset_ms
+        return joined.start_ms
 
     def _stream(self, entry: Entry) -> tuple[str, str]:
         """The chunk loop: returns how it ended (an outcome, or "unreadable"/"device") and why."""
@@ -260,7 +293,7 @@ class Player:
         entry.source = None
         self._proof.finished(entry, outcome, detail)
         if rest is not None:
-            played = entry.resumed_from_ms + bytes_to_ms(entry.played_bytes)
+            played = entry.position_ms + bytes_to_ms(entry.played_bytes)
             resumed = Entry(entry.req, entry.seq, entry.submitted_ms, rest, entry.gain_db, played)
             with self._cond:
                 self._queue.append(resumed)
@@ -275,9 +308,7 @@ class Player:
         """Why ``entry`` must stop now: stopped, or preempted (before its start: give way)."""
         if entry.stop is not None:
             return entry.stop
-        now = self._now()
-        latency, grace = self.sink.latency_ms, self.late_grace_ms
-        if gives_way(entry, self._queue, now, latency_ms=latency, late_grace_ms=grace):
+        if gives_way(entry, self._queue, self._now(), latency_ms=self.sink.latency_ms):
             return "preempted"
         return None
 
@@ -322,18 +353,22 @@ class Player:
         if entry.source is not None and entry.gain_db != gain:
             self._regain(entry, gain)
         if entry.source is None:
-            entry.source = self._new_source(entry.req, gain)
+            entry.source = self._new_source(entry.req, gain, entry.skipped_ms)
             entry.gain_db = gain
         entry.source.start()
         return entry.source
 
-    def _new_source(self, req: PlayRequest, gain_db: float) -> PcmSource:
+    def _new_source(self, req: PlayRequest, gain_db: float, skip_ms: float) -> PcmSource:
+        """``skip_ms``: joined late, the source starts that far in (a pass of a clip, or
+        that much less of a stream)."""
         if req.clip_path is not None:
+            passes, into = divmod(skip_ms, req.duration_ms)
             return ClipSource(
                 req.clip_path,
                 self._pool,
                 gain_db=gain_db,
-                repeat=req.repeat,
+                repeat=req.repeat - int(passes),
+                start_ms=into,
                 chunk_ms=self.chunk_ms,
             )
         assert req.stream_url is not None
@@ -343,7 +378,7 @@ class Player:
 
         return StreamRelay(
             req.stream_url,
-            req.duration_ms,
+            req.duration_ms - skip_ms,
             gain_db=gain_db,
             on_fault=fault,
             chunk_ms=self.chunk_ms,
@@ -406,9 +441,9 @@ class Player:
 
     # proof of play
 
-    def _drop(self, entry: Entry, reason: str) -> None:
+    def _drop(self, entry: Entry, reason: str, detail: str = "") -> None:
         self._discard(entry)
-        self._proof.missed(entry, reason)
+        self._proof.missed(entry, reason, detail)
 
     def _fault(self, entry: Entry, exc: SinkError) -> None:
         log.warning("audio device: %s", exc)

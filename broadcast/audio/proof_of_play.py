@@ -54,6 +54,7 @@ class Record(TypedDict):
     label: str
     planned_ms: int
     resumed_from_ms: NotRequired[int]
+    skipped_ms: NotRequired[int]
 
 
 def record(entry: Entry) -> Record:
@@ -71,6 +72,8 @@ def record(entry: Entry) -> Record:
     }
     if entry.resumed_from_ms:
         body["resumed_from_ms"] = round(entry.resumed_from_ms)
+    if entry.skipped_ms:
+        body["skipped_ms"] = round(entry.skipped_ms)
     return body
 
 

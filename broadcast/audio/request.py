@@ -23,6 +23,8 @@ class PlayRequest:
     label: str = ""
     item_id: str | None = None  # schedule item id, for proof of play
     occurrence: str | None = None  # local ISO time of the occurrence
+    # not started this long after it was submitted: missed as "expired" (a spoken call)
+    max_wait_ms: int | None = None
 
     def __post_init__(self) -> None:
         if (self.clip_path is None) == (self.stream_url is None):
@@ -31,3 +33,8 @@ class PlayRequest:
             raise ValueError("priority is 0-9")
         if self.repeat < 1 or self.duration_ms <= 0:
             raise ValueError("repeat and duration_ms must be positive")
+
+    @property
+    def total_ms(self) -> int:
+        """How long all of it plays: every pass of a clip, or the stream's relay."""
+        return self.duration_ms * (self.repeat if self.clip_path is not None else 1)

@@ -2,7 +2,8 @@
 
 They ask broadcast.schedule the questions the edge asks: each speaker's own
 document and its groups' documents merged (``Schedule.build``) and played out
-on one loudspeaker (``Schedule.plan``). The documents are the ones
+on one loudspeaker (``Schedule.plan``, which starts late items by
+broadcast.audio.lateness, the rule the player follows). The documents are the ones
 controller.radio.scheduling would publish, so the answer is what the speakers do.
 """
 
@@ -46,6 +47,7 @@ class CalendarRow:
     reason: str | None
     preempted_by: str | None
     clip_sha256: str | None
+    offset_ms: int  # joined late: how much of its beginning is skipped, so it ends on time
 
     @classmethod
     def of(cls, device: str, slot: Slot) -> CalendarRow:
@@ -66,11 +68,12 @@ class CalendarRow:
             slot.reason,
             slot.preempted_by,
             o.clip.sha256 if o.clip else None,
+            slot.offset_ms,
         )
 
     @property
     def conflicted(self) -> bool:
-        """Not played in full at its planned time: cut, missed or delayed."""
+        """Not played in full at its planned time: cut, missed, delayed or joined late."""
         return self.outcome != "completed" or self.start_ms != self.planned_start_ms
 
 

@@ -97,6 +97,9 @@ class RowOut(BaseModel):
     reason: str | None
     preempted_by: str | None
     clip_sha256: str | None
+    offset_ms: int = Field(
+        description="Joined late: how much of its beginning is skipped, so it ends on time"
+    )
     conflicted: bool
 
 

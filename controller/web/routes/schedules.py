@@ -84,6 +84,10 @@ i18n.register(
         "sched.actual": ("Thực tế", "Actual"),
         "sched.outcome": ("Kết quả", "Outcome"),
         "outcome.completed": ("Phát trọn", "Plays in full"),
+        "outcome.joined": (
+            "Phát muộn, bỏ {s} giây đầu để kết thúc đúng giờ",
+            "Joined late: the first {s} s skipped, to end on time",
+        ),
         "outcome.preempted": ("Bị ngắt", "Cut"),
         "outcome.missed": ("Bỏ lỡ", "Missed"),
         "sched.bad_day": ("Ngày không hợp lệ: {day}", "Not a valid day: {day}"),
