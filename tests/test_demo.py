@@ -19,6 +19,7 @@ import httpx
 from cli.brokers.mosquitto import free_port
 from tests.fleet import ROOT
 from tests.test_controller_e2e import sign_in
+from tests.timing import on_time
 
 SETTLE_S = 90  # how long a condition may take to come true before the test fails
 BULLETIN = "Bản tin thử nghiệm"
@@ -134,15 +135,17 @@ def test_demo_runs_a_fleet_the_controller_shows_and_stops_on_ctrl_c(tmp_path: Pa
         first = json.loads(played.read_text().splitlines()[0])
         assert first["label"] == BULLETIN and first["samples"] > 48000 * 5
         starts.append(first["started_ms"])
-    assert abs(starts[0] - starts[1]) < 50
+    # in step as far as a busy machine lets a test say (the figure: bench/start_accuracy.py)
+    assert on_time(max(starts), min(starts))
     assert f"play.finished {BULLETIN} completed" in text
     # the kiosk printed a ticket as an image and called it into the hall speaker's WAV file
     printed = sorted((tmp_path / "d" / "printed" / "kiosk-mot-cua-1").glob("ticket-*.png"))
     assert printed and printed[0].stat().st_size > 1000
     assert "ticket.issued A001" in text and "ticket.called A001 → quầy 1" in text
     calls = tmp_path / "d" / "played" / "kiosk-mot-cua-1" / "played.jsonl"
-    call = json.loads(calls.read_text().splitlines()[0])
-    assert call["label"] == "A001 → quầy 1" and call["samples"] > 48000 * 2
+    said = [json.loads(line) for line in calls.read_text().splitlines()]
+    (call,) = [c for c in said if c["label"] == "A001 → quầy 1"]
+    assert call["samples"] > 48000 * 2
 
 
 def test_demo_without_mosquitto_runs_on_the_embedded_broker(tmp_path: Path) -> None:
