@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -96,18 +97,21 @@ class PlayMarks:
         self._marks: dict[str, dict[str, Any]] = {}
         self._written_ms: dict[str, float] = {}
 
-    def recover(self) -> list[PlayInterrupted]:
-        """At start: the plays the last run left under way, as records; the mark is cleared."""
+    def recover(self, tell: Callable[[PlayInterrupted], None]) -> list[PlayInterrupted]:
+        """At start: ``tell`` each play the last run left under way, then clear the mark."""
         raw = self._settings.setting(SETTING)
         try:
             left = json.loads(raw) if raw else {}
         except ValueError:
             log.warning("the play mark is not JSON; dropped: %r", raw[:200] if raw else raw)
             left = {}
+        found = interrupted(left if isinstance(left, dict) else {}, self._boot)
+        for body in found:
+            tell(body)
         with self._lock:
             self._marks = {}
             self._write()
-        return interrupted(left if isinstance(left, dict) else {}, self._boot)
+        return found
 
     def started(self, body: PlayStarted, now_ms: float) -> None:
         """Before ``play.started`` is recorded: under way from its first sample."""

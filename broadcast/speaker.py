@@ -135,8 +135,7 @@ class Speaker:
 
     def _start(self) -> None:
         # plays the last run left under way: told, and not reported again as missed
-        for cut in self._marks.recover():
-            self.host.emit(cut)
+        for cut in self._marks.recover(self._emit):
             self._handled[cut.key] = cut.planned_ms
         # only once the stored schedules are back: the first look covers the time
         # the agent was down, and must see what was due in it

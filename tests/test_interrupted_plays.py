@@ -166,13 +166,13 @@ def playing(played_ms: int, actual_ms: int = 1000, resumed_from_ms: int = 0) -> 
 
 
 def test_a_mark_left_by_another_boot_is_a_power_loss_and_by_this_boot_a_crash():
-    disk = Settings()
+    disk, told = Settings(), []
     marks = PlayMarks(disk, boot="boot-1")
     marks.started(PlayStarted(**RECORD, actual_ms=1000), 1000)
     marks.checkpoint(playing(400), 1400)  # sooner than a second after the last write: kept back
     assert json.loads(disk[SETTING])["k"]["played_ms"] == 0
     marks.checkpoint(playing(2500), 3500)
-    (cut,) = PlayMarks(disk, boot="boot-2").recover()
+    (cut,) = PlayMarks(disk, boot="boot-2").recover(told.append)
     assert (cut.reason, cut.played_ms, cut.checkpoint_ms, cut.actual_ms) == (
         "power_loss",
         2500,
@@ -180,26 +180,27 @@ def test_a_mark_left_by_another_boot_is_a_power_loss_and_by_this_boot_a_crash():
         1000,
     )
     assert (cut.key, cut.label, cut.origin) == ("k", "Bản tin", "schedule")
-    assert json.loads(disk[SETTING]) == {}  # told once
-    assert PlayMarks(disk, boot="boot-2").recover() == []
+    assert told == [cut] and json.loads(disk[SETTING]) == {}  # told, then cleared
+    assert PlayMarks(disk, boot="boot-2").recover(told.append) == []
 
     marks = PlayMarks(disk, boot="boot-2")
     marks.started(PlayStarted(**RECORD, actual_ms=5000), 5000)
-    (cut,) = PlayMarks(disk, boot="boot-2").recover()
+    (cut,) = PlayMarks(disk, boot="boot-2").recover(told.append)
     assert (cut.reason, cut.played_ms) == ("crash", 0)
     marks = PlayMarks(disk, boot=None)
     marks.started(PlayStarted(**RECORD, actual_ms=5000), 5000)
-    assert PlayMarks(disk, boot=None).recover()[0].reason == "agent_down"
+    assert PlayMarks(disk, boot=None).recover(told.append)[0].reason == "agent_down"
 
 
 def test_a_preempted_play_waits_marked_and_its_end_clears_the_mark():
-    disk = Settings()
+    disk, told = Settings(), []
     marks = PlayMarks(disk, boot="b")
     marks.started(PlayStarted(**RECORD, actual_ms=1000), 1000)
     cut = PlayFinished(**RECORD, actual_ms=1000, outcome="preempted", played_ms=3000, resumes=True)
     marks.ended(cut, 4000)
     marks.checkpoint(playing(3000), 6000)  # a stale look at the cut part changes nothing
-    (waiting,) = PlayMarks(disk, boot="b").recover()  # the emergency's power cut: rest untold
+    # a power cut during the emergency: the rest is still to tell
+    (waiting,) = PlayMarks(disk, boot="b").recover(told.append)
     assert (waiting.actual_ms, waiting.resumed_from_ms, waiting.played_ms) == (None, 3000, 0)
 
     marks = PlayMarks(disk, boot="b")
@@ -212,10 +213,10 @@ def test_a_preempted_play_waits_marked_and_its_end_clears_the_mark():
     marks.ended(PlayFinished(**rest, actual_ms=9000, outcome="completed", played_ms=2000), 11_000)
     assert json.loads(disk[SETTING]) == {}
     marks.ended(PlayMissed(key="other", reason="late"), 12_000)  # not marked: nothing to do
-    assert PlayMarks(disk, boot="b").recover() == []
+    assert PlayMarks(disk, boot="b").recover(told.append) == []
 
 
 def test_a_mark_that_is_not_json_is_dropped_not_a_crash_at_start():
-    disk = Settings({SETTING: "{not json"})
-    assert PlayMarks(disk, boot="b").recover() == []
+    disk, told = Settings({SETTING: "{not json"}), []
+    assert PlayMarks(disk, boot="b").recover(told.append) == []
     assert json.loads(disk[SETTING]) == {}
