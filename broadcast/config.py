@@ -28,7 +28,7 @@ class SpeakerSection(Section):
     amp_hold_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
     cache_budget_mb: Annotated[int, Field(ge=10)] = 2048
     prefetch_days: Annotated[float, Field(gt=0, le=31)] = 3.0
-    resume_preempted: bool = False
+    resume_preempted: bool = True  # a cut bulletin plays its rest after what cut in
     # the hall speaker of these kiosks: plays their calls (`xaso device add --calls-from`)
     calls_from: list[DeviceId] = []
     # a call is said late rather than never (the kiosk's outbox after a network drop, other

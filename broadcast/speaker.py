@@ -4,7 +4,8 @@ The runner looks a few seconds ahead and hands each occurrence to the player
 with its planned instant, so the clip is decoded, the sound device opened and
 the amplifier on before the first sample is due. Everything it needs is on
 the device: the schedule documents in the store and the clips in the cache,
-so a speaker plays its day with no network at all.
+so a speaker plays its day with no network at all. A play cut off with the
+agent is told at the next start (broadcast/play_marks.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 from broadcast.cache import ClipCache, ClipUnavailable
 from broadcast.fetch import HttpFetcher
 from broadcast.levels import ignores_quiet_hours
+from broadcast.play_marks import PlayMarks, boot_id
 from broadcast.recurrence import Occurrence
 from broadcast.schedule import Schedule
 from protocol.commands import (
@@ -37,7 +39,7 @@ from protocol.commands import (
 )
 from protocol.envelope import Opened
 from protocol.errors import Refusal, RefusalReason
-from protocol.events import AmpState, AudioFault, Body, PlayMissed, detail_text
+from protocol.events import AmpState, AudioFault, Body, PlayMissed, PlayStarted, detail_text
 
 if TYPE_CHECKING:
     from broadcast.config import SpeakerSection
@@ -65,6 +67,7 @@ class Speaker:
         state = host.state_dir
         self.host = host
         self._now = host.now_ms
+        self._marks = PlayMarks(host, boot_id())
         self.cache = ClipCache(
             state / "clips",
             fetcher or HttpFetcher(*host.http_credentials()),
@@ -111,7 +114,10 @@ class Speaker:
         self._register(host)
 
     def _emit(self, body: Body) -> None:
+        if isinstance(body, PlayStarted):
+            self._marks.started(body, self._now())
         self.host.emit(body)
+        self._marks.ended(body, self._now())
 
     def _register(self, host: RoleHost) -> None:
         host.on_command("broadcast.play", self._play)
@@ -128,6 +134,9 @@ class Speaker:
         host.add_health(self._thread.is_alive)
 
     def _start(self) -> None:
+        # plays the last run left under way: told, and not reported again as missed
+        for cut in self._marks.recover(self._emit):
+            self._handled[cut.key] = cut.planned_ms
         # only once the stored schedules are back: the first look covers the time
         # the agent was down, and must see what was due in it
         self._thread.start()
@@ -258,6 +267,7 @@ class Speaker:
         while not self._stop.is_set():
             try:
                 self._tick()
+                self._marks.checkpoint(self.player.now_playing(), self._now())
                 now_s = self._now() / 1000
                 if now_s >= next_prefetch:
                     self._prefetch()
@@ -330,7 +340,11 @@ class Speaker:
     def _telemetry(self) -> dict[str, Any]:
         return {
             "clip_cache": self.cache.stats(),
-            "audio": {"sink": type(self.sink).__name__, "playing": self.player.now_playing()},
+            "audio": {
+                "sink": type(self.sink).__name__,
+                "playing": self.player.now_playing(),
+                "decoders": self.player.decoders_taken(),
+            },
             "amplifier": None if self.amp is None else {"on": self.amp.is_on},
         }
 

@@ -96,6 +96,18 @@ class PlayFinished(_Taken):
     outcome: Outcome
     played_ms: DurationMs
     error: Detail = ""
+    resumes: bool = False  # preempted, and the rest plays once what cut in has ended
+
+
+class PlayInterrupted(_Taken):
+    """A play the agent stopped running under (a power cut, a crash), told at its next
+    start from the mark it kept on disk; the player's own ends are ``play.finished``."""
+
+    TYPE = "play.interrupted"
+    actual_ms: EpochMs | None  # null: a preempted remainder, still waiting to resume
+    played_ms: DurationMs  # aired by the last checkpoint: at least this much
+    checkpoint_ms: EpochMs  # when it was last known to be playing (or waiting)
+    reason: Reason  # power_loss (the device rebooted), crash (the agent alone), agent_down
 
 
 class PlayMissed(PlayRecord):
@@ -199,6 +211,7 @@ EVENT_BODIES: dict[str, type[Body]] = {
         AgentStarted,
         PlayStarted,
         PlayFinished,
+        PlayInterrupted,
         PlayMissed,
         AmpState,
         AudioFault,

@@ -101,6 +101,23 @@ def test_missed_and_failed_plays_within_the_window():
     assert active_alerts([], events, T, NOW + 60 * MINUTE_MS) == {}
 
 
+def test_a_play_cut_off_with_the_agent_is_a_failed_play_and_a_cut_by_rule_is_not():
+    play = {"origin": "schedule", "priority": 2, "planned_ms": NOW, "actual_ms": NOW}
+    bodies = [
+        ("play.interrupted", {"key": "a", **play, "played_ms": 2_000, "checkpoint_ms": NOW,
+                              "reason": "power_loss"}),
+        ("play.finished", {"key": "b", **play, "played_ms": 900, "outcome": "stopped"}),
+        ("play.finished", {"key": "c", **play, "played_ms": 900, "outcome": "preempted",
+                           "resumes": True}),
+    ]  # fmt: skip
+    events = [
+        PlayEvent("loa-1", f"e{n}", t, NOW - MINUTE_MS, read_body(t, b))
+        for n, (t, b) in enumerate(bodies)
+    ]
+    alert = active_alerts([], events, T, NOW)[(PLAY_FAILED, "loa-1")]
+    assert alert.details["count"] == 1 and alert.details["recent"][0]["reason"] == "power_loss"
+
+
 snapshots = st.builds(
     DeviceSnapshot,
     device_id=st.sampled_from(["loa-1", "loa-2", "kiosk-1"]),

@@ -165,6 +165,9 @@ def test_reports_as_json_pages_and_csv_for_excel(api: Api) -> None:
             ("loa-1", "play.finished",
              {**play, "actual_ms": T0, "outcome": "completed", "played_ms": 90_000}),
             ("loa-1", "play.missed", {**play, "reason": "offline"}),
+            ("loa-2", "play.interrupted",
+             {**play, "actual_ms": T0, "played_ms": 2_000, "checkpoint_ms": T0 + 2_000,
+              "reason": "power_loss"}),
             ("kiosk-1", "ticket.issued",
              {**ticket, "issued_ms": T0, "people_ahead": 0, "wait_s": None}),
             ("kiosk-1", "ticket.called",
@@ -194,6 +197,8 @@ def test_reports_as_json_pages_and_csv_for_excel(api: Api) -> None:
     assert rows[0]["key"] == "Hộ tịch" and rows[0]["issued"] == "1"
     played = api.get("/reports/plays", params={"format": "csv", "start": "2026-11-23"})
     assert "loa-1,1,1,90000,1,0,offline=1" in played.content.decode("utf-8-sig")
+    page = api.get("/reports/plays", params={"start": "2026-11-23"}).text
+    assert "power_loss: 1, đã phát 2 giây" in page  # proof of play: cut, and what aired
 
 
 def test_provisioning_from_the_api_reloads_the_real_broker(api: Api, fleet: Fleet) -> None:

@@ -66,6 +66,37 @@ SAMPLES: list[tuple[str, dict[str, Any]]] = [
             "error": "the audio device failed",
         },
     ),
+    (
+        "play.finished",
+        {
+            **PLAY,
+            "actual_ms": 1_795_000_000_004,
+            "outcome": "preempted",
+            "played_ms": 4_000,
+            "resumes": True,
+        },
+    ),
+    (
+        "play.interrupted",
+        {
+            **PLAY,
+            "actual_ms": 1_795_000_000_004,
+            "played_ms": 2_000,
+            "checkpoint_ms": 1_795_000_002_004,
+            "reason": "power_loss",
+        },
+    ),
+    (
+        "play.interrupted",
+        {
+            **COMMAND_PLAY,
+            "resumed_from_ms": 4_000,
+            "actual_ms": None,
+            "played_ms": 0,
+            "checkpoint_ms": 1_795_000_004_004,
+            "reason": "crash",
+        },
+    ),
     ("play.missed", {**PLAY, "reason": "quiet_hours"}),
     ("play.missed", {**COMMAND_PLAY, "reason": "late", "error": "2301 ms after the planned start"}),
     (
@@ -219,6 +250,11 @@ def test_an_unknown_event_type_is_not_read():
         ("play.started", {**PLAY, "actual_ms": -1}, "actual_ms"),
         ("play.started", {**PLAY, "origin": None, "actual_ms": 1}, "origin"),
         ("play.finished", {**PLAY, "actual_ms": 1, "outcome": "done", "played_ms": 1}, "outcome"),
+        (
+            "play.interrupted",
+            {**PLAY, "actual_ms": 1, "played_ms": 1, "reason": "crash"},
+            "checkpoint_ms",
+        ),
         ("play.missed", {**PLAY, "reason": ""}, "reason"),
         ("play.missed", {**PLAY, "reason": "late", "error": "x" * (DETAIL_MAX + 1)}, "error"),
         ("audio.fault", {"clip": "not-a-hash", "reason": "corrupt"}, "clip"),

@@ -77,6 +77,52 @@ def test_proof_of_play_per_device_and_group(sessions):
     assert set(by_group) == {"thon-1", "thon-2", "all"}
 
 
+def test_interrupted_plays_are_counted_with_what_aired_and_a_resumed_rest_is_no_new_play(
+    sessions,
+):
+    play = {"origin": "schedule", "priority": 2, "planned_ms": T0, "actual_ms": T0}
+    cut = {"checkpoint_ms": T0 + 3_000}
+    store(
+        sessions,
+        [
+            # cut by an emergency, resumed, then completed: one play, 10 s aired, not cut
+            ("loa-1", "play.finished", T0, {"key": "a", **play, "outcome": "preempted",
+                                            "played_ms": 4_000, "resumes": True}),
+            ("loa-1", "play.finished", T0 + 1, {"key": "a", **play, "resumed_from_ms": 4_000,
+                                                "outcome": "completed", "played_ms": 6_000}),
+            # cut by a power cut mid-play, told at the next start
+            ("loa-1", "play.interrupted", T0 + 2, {"key": "b", **play, **cut,
+                                                   "played_ms": 2_500, "reason": "power_loss"}),
+            # resumed, and the rest cut by a crash before it started
+            ("loa-1", "play.finished", T0 + 3, {"key": "c", **play, "outcome": "preempted",
+                                                "played_ms": 1_000, "resumes": True}),
+            ("loa-1", "play.interrupted", T0 + 4, {"key": "c", **play, **cut, "actual_ms": None,
+                                                   "resumed_from_ms": 1_000, "played_ms": 0,
+                                                   "reason": "crash"}),
+            # stopped by the operator, and preempted with resuming turned off
+            ("loa-1", "play.finished", T0 + 5, {"key": "d", **play, "outcome": "stopped",
+                                                "played_ms": 500}),
+            ("loa-1", "play.finished", T0 + 6, {"key": "e", **play, "outcome": "preempted",
+                                                "played_ms": 700}),
+            ("loa-1", "play.unheard_of", T0 + 7, {"key": "f"}),  # a newer agent's: left out
+        ],
+    )  # fmt: skip
+    with sessions() as s:
+        (row,) = proof_of_play(s, T0, T0 + DAY)
+    assert (row.plays, row.completed, row.failed, row.missed) == (5, 1, 0, 0)
+    assert row.total_played_ms == 4_000 + 6_000 + 2_500 + 1_000 + 500 + 700
+    assert row.interrupted == 4
+    assert row.interrupted_by_reason == {
+        "power_loss": 1,
+        "crash": 1,
+        "stopped": 1,
+        "preempted": 1,
+    }
+    assert row.interrupted_played_ms == 2_500 + 1_000 + 500 + 700
+    line = to_csv([row], type(row)).splitlines()[1]
+    assert line.endswith(",4,power_loss=1;crash=1;stopped=1;preempted=1,4700")
+
+
 def test_queue_statistics_per_service_and_counter(sessions):
     def ticket(number: str, service: str, **extra: Any) -> dict[str, Any]:
         return {

@@ -235,12 +235,27 @@ def test_an_emergency_cuts_a_normal_broadcast_and_the_proof_says_so(radio, probe
         radio.fleet.seal("broadcast.play", {"clip": alarm, "priority": 9}, cmd_id="alarm", to=cmd),
     )
     cut = wait_event(probe, "play.finished", "normal")
-    assert cut["outcome"] == "preempted"
+    assert cut["outcome"] == "preempted" and cut["resumes"] is True  # the default
     alarm_start = wait_event(probe, "play.started", "alarm")
     assert alarm_start["actual_ms"] - sent < 1000  # the precise figure is in the benchmark
-    rec_normal, rec_alarm = radio.wait_recordings(2)[:2]
+    # the bulletin gets its rest once the alarm has ended, and its records say how it went
+    rest = probe.wait_for(
+        lambda m: (
+            m.topic == f"xaso/dev/{DEV}/event"
+            and m.json()["type"] == "play.finished"
+            and m.json()["body"]["key"] == "normal"
+            and m.json()["body"]["outcome"] == "completed"
+        )
+    ).json()["body"]
+    assert rest["resumed_from_ms"] == cut["played_ms"] > 0
+    alarm_done = wait_event(probe, "play.finished", "alarm")
+    assert alarm_done["outcome"] == "completed"
+    rec_normal, rec_alarm, rec_rest = radio.wait_recordings(3)
+    assert [r["key"] for r in (rec_normal, rec_alarm, rec_rest)] == ["normal", "alarm", "normal"]
     assert radio.audio(rec_normal)[1] < 3.5  # cut short
     assert abs(radio.audio(rec_alarm)[0] - 1000) < 10
+    hz, secs = radio.audio(rec_rest)
+    assert abs(hz - 440) < 10 and abs(radio.audio(rec_normal)[1] + secs - 4.0) < 0.1
 
 
 def test_quiet_hours_hold_for_all_but_emergencies(radio, probe):

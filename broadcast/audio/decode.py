@@ -209,7 +209,13 @@ class Decoder:
 
 
 class DecoderPool:
-    """Keeps ``spares`` decoders started and waiting; with 0, each one starts cold."""
+    """Keeps ``spares`` decoders started and waiting; with 0, each one starts cold.
+
+    ``warm()`` starts them before anything is asked, at the agent's start: a
+    decoder started on demand takes hundreds of ms to its first sample (more
+    on a Pi just after boot), which made the first play after each start late
+    (docs/benchmarks.md, "First play after start").
+    """
 
     def __init__(self, ffmpeg: str = "ffmpeg", spares: int = 1) -> None:
         self.ffmpeg = ffmpeg
@@ -217,19 +223,31 @@ class DecoderPool:
         self._ready: list[Decoder] = []
         self._lock = threading.Lock()
         self._closed = False
+        # decoders handed out: one that was waiting ("warm"), or one started on demand ("cold")
+        self.taken = {"warm": 0, "cold": 0}
+
+    def warm(self) -> None:
+        """Start the spares now, not at the first play."""
+        with self._lock:
+            self._top_up()
 
     def take(self) -> Decoder:
         with self._lock:
             while self._ready:
                 decoder = self._ready.pop(0)
                 if decoder.alive():
+                    self.taken["warm"] += 1
                     break
                 decoder.close()
             else:
                 decoder = Decoder(self.ffmpeg)
-            while len(self._ready) < self.spares and not self._closed:
-                self._ready.append(Decoder(self.ffmpeg))
+                self.taken["cold"] += 1
+            self._top_up()
             return decoder
+
+    def _top_up(self) -> None:
+        while len(self._ready) < self.spares and not self._closed:
+            self._ready.append(Decoder(self.ffmpeg))
 
     def close(self) -> None:
         with self._lock:

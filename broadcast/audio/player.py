@@ -12,7 +12,10 @@ joined in progress so it ends at its planned end, or missed as ``late``.
 
 Every request ends in exactly one record for the proof of play:
 ``play.started`` then ``play.finished`` (completed, preempted, stopped,
-failed), or ``play.missed`` with a reason. A failure never stops the thread.
+failed), or ``play.missed`` with a reason. A preempted play resumes where it
+was cut once what cut in has ended (``resume_preempted``, on by default): its
+record says ``resumes``, and the rest is a play of its own, from
+``resumed_from_ms``. A failure never stops the thread.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Player:
         amplifier: Amplifier | None = None,
         on_event: OnEvent,
         now_ms: Callable[[], float] = wall_ms,
-        resume_preempted: bool = False,
+        resume_preempted: bool = True,
         volume_pct: int = 100,
         chunk_ms: float = 20,
         ahead_ms: float = 1000,
@@ -143,6 +146,10 @@ class Player:
                 "played_ms": round(entry.position_ms + bytes_to_ms(entry.played_bytes)),
             }
 
+    def decoders_taken(self) -> dict[str, int]:
+        """Decoders handed out so far: warm (started ahead) or cold (on demand)."""
+        return dict(self._pool.taken)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -159,6 +166,10 @@ class Player:
     # the player thread
 
     def _run(self) -> None:
+        try:
+            self._pool.warm()  # now, not at the first play: a cold ffmpeg makes it late
+        except DecodeError as exc:
+            log.warning("could not start a decoder ahead: %s", exc)
         while (entry := self._take()) is not None:
             try:
                 self._play(entry)
@@ -291,7 +302,7 @@ class Player:
             rest = source.remainder(entry.gain_db)
         source.close()
         entry.source = None
-        self._proof.finished(entry, outcome, detail)
+        self._proof.finished(entry, outcome, detail, resumes=rest is not None)
         if rest is not None:
             played = entry.position_ms + bytes_to_ms(entry.played_bytes)
             resumed = Entry(entry.req, entry.seq, entry.submitted_ms, rest, entry.gain_db, played)

@@ -2,7 +2,9 @@
 
 Every request ends in exactly one record: ``play.started`` then
 ``play.finished`` (completed, preempted, stopped, failed), or ``play.missed``
-with a reason. The sound device's failures are ``audio.fault``.
+with a reason. The sound device's failures are ``audio.fault``. What the
+player cannot tell, a play cut off with the agent itself, is told at the next
+start from the role's mark (broadcast/play_marks.py).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class ProofOfPlay:
     def started(self, entry: Entry, actual_ms: float) -> None:
         self._emit(PlayStarted(**record(entry), actual_ms=round(actual_ms)))
 
-    def finished(self, entry: Entry, outcome: str, detail: str) -> None:
+    def finished(self, entry: Entry, outcome: str, detail: str, *, resumes: bool = False) -> None:
         body = PlayFinished(
             **record(entry),
             actual_ms=None if entry.actual_ms is None else round(entry.actual_ms),
@@ -98,6 +100,8 @@ class ProofOfPlay:
         )
         if detail:
             body.error = detail_text(detail)
+        if resumes:
+            body.resumes = True
         self._emit(body)
 
     def missed(self, entry: Entry, reason: str, detail: str = "") -> None:

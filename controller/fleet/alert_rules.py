@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.events import PlayFinished, PlayMissed
+from protocol.events import PlayFinished, PlayInterrupted, PlayMissed
 
 MINUTE_MS = 60_000
 
@@ -65,13 +65,14 @@ class DeviceSnapshot:
 
 @dataclass(frozen=True)
 class PlayEvent:
-    """A play.missed or play.finished event (received_ms on the controller's clock)."""
+    """A play.missed, play.finished or play.interrupted event (received_ms on the
+    controller's clock)."""
 
     device_id: str
     event_id: str
     type: str
     received_ms: int
-    body: PlayMissed | PlayFinished  # read as its model (protocol.events)
+    body: PlayMissed | PlayFinished | PlayInterrupted  # read as its model (protocol.events)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,13 @@ def _health(d: DeviceSnapshot, t: Thresholds) -> list[AlertSpec]:
     return found
 
 
+def _failed(body: PlayMissed | PlayFinished | PlayInterrupted) -> bool:
+    """A play that failed, or was cut off with the agent (a power cut, a crash)."""
+    return isinstance(body, PlayInterrupted) or (
+        isinstance(body, PlayFinished) and body.outcome == "failed"
+    )
+
+
 def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[AlertSpec]:
     since = now_ms - t.play_window_min * MINUTE_MS
     problems: dict[tuple[str, str], list[PlayEvent]] = {}
@@ -196,7 +204,7 @@ def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[Aler
             continue
         if isinstance(e.body, PlayMissed) and e.body.reason not in EXPECTED_MISS_REASONS:
             problems.setdefault((PLAY_MISSED, e.device_id), []).append(e)
-        elif isinstance(e.body, PlayFinished) and e.body.outcome == "failed":
+        elif _failed(e.body):
             problems.setdefault((PLAY_FAILED, e.device_id), []).append(e)
     found = []
     for (kind, dev), evs in sorted(problems.items()):
@@ -206,7 +214,7 @@ def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[Aler
             {
                 "event_id": e.event_id,
                 "label": e.body.label,
-                "reason": e.body.reason if isinstance(e.body, PlayMissed) else e.body.outcome,
+                "reason": e.body.outcome if isinstance(e.body, PlayFinished) else e.body.reason,
                 "received_ms": e.received_ms,
             }
             for e in evs[-PLAY_DETAILS_MAX:]

@@ -6,7 +6,8 @@ Python, because reading JSON bodies differs between SQLite and PostgreSQL and
 a commune's month is a few hundred thousand events at most.
 
 Event bodies are read as their models (protocol.events): ``play.finished``
-(outcome, played_ms), ``play.missed`` (reason), ``ticket.issued`` (service),
+(outcome, played_ms, resumes), ``play.interrupted`` (reason, played_ms),
+``play.missed`` (reason), ``ticket.issued`` (service),
 ``ticket.called`` (counter, recall, waited_ms), ``ticket.served`` (counter,
 service_ms), ``ticket.skipped`` (counter, reason), ``ticket.rated`` (counter,
 level 1-5). Ingest stores only bodies that fit; a stored row that does not
@@ -31,6 +32,7 @@ from protocol.errors import Refusal
 from protocol.events import (
     Body,
     PlayFinished,
+    PlayInterrupted,
     PlayMissed,
     TicketCalled,
     TicketRated,
@@ -42,7 +44,7 @@ from protocol.events import (
 
 log = logging.getLogger(__name__)
 
-PLAY_TYPES = ("play.finished", "play.missed")
+PLAY_TYPES = ("play.finished", "play.interrupted", "play.missed")
 TICKET_TYPES = ("ticket.issued", "ticket.called", "ticket.served", "ticket.skipped", "ticket.rated")
 
 
@@ -51,12 +53,16 @@ class PlayRow:
     """Proof of play for one device or group over a period."""
 
     key: str  # device id or group id
-    plays: int = 0  # finished plays that reached the speaker (not failed)
+    plays: int = 0  # plays that reached the speaker (not failed); a resumed rest is not another
     completed: int = 0
     total_played_ms: int = 0
     missed: int = 0
     failed: int = 0
     missed_by_reason: dict[str, int] = field(default_factory=dict)
+    # cut before their end, for good: preempted (not resumed), stopped, power_loss, crash, ...
+    interrupted: int = 0
+    interrupted_by_reason: dict[str, int] = field(default_factory=dict)
+    interrupted_played_ms: int = 0  # what of them aired before the cut
 
 
 def proof_of_play(
@@ -79,15 +85,24 @@ def proof_of_play(
 
 
 def _count_play(row: PlayRow, body: Body | None) -> None:
+    """One record of a play's end; a preempted play that resumes ends with its rest."""
     if isinstance(body, PlayMissed):
         row.missed += 1
         row.missed_by_reason[body.reason] = row.missed_by_reason.get(body.reason, 0) + 1
     elif isinstance(body, PlayFinished) and body.outcome == "failed":
         row.failed += 1
-    elif isinstance(body, PlayFinished):
-        row.plays += 1
-        row.completed += body.outcome == "completed"
+    elif isinstance(body, PlayFinished | PlayInterrupted):
+        row.plays += body.resumed_from_ms == 0 and body.actual_ms is not None
         row.total_played_ms += body.played_ms
+        if isinstance(body, PlayInterrupted):
+            cut: str | None = body.reason
+        else:
+            row.completed += body.outcome == "completed"
+            cut = None if body.outcome == "completed" or body.resumes else body.outcome
+        if cut is not None:
+            row.interrupted += 1
+            row.interrupted_by_reason[cut] = row.interrupted_by_reason.get(cut, 0) + 1
+            row.interrupted_played_ms += body.resumed_from_ms + body.played_ms
 
 
 @dataclass

@@ -37,6 +37,9 @@ class PlayRowOut(BaseModel):
     missed: int
     failed: int
     missed_by_reason: dict[str, int]
+    interrupted: int
+    interrupted_by_reason: dict[str, int]
+    interrupted_played_ms: int
 
 
 @router.get(
@@ -78,6 +81,8 @@ i18n.register(
         "reports.col.duration": ("Tổng thời lượng (phút)", "Total duration (min)"),
         "reports.col.missed": ("Bỏ lỡ", "Missed"),
         "reports.col.failed": ("Lỗi", "Failed"),
+        "reports.col.interrupted": ("Bị ngắt giữa chừng", "Interrupted"),
+        "reports.aired": ("đã phát {seconds} giây", "{seconds} s aired"),
         "reports.col.issued": ("Số phát ra", "Tickets issued"),
         "reports.col.served": ("Đã phục vụ", "Served"),
         "reports.col.no_shows": ("Vắng mặt", "No-shows"),
