@@ -7,7 +7,6 @@ tests/test_speaker.py); the mark's own rules are checked on a settings double.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sqlite3
 import time
@@ -17,12 +16,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from broadcast.audio.player import Player
 from broadcast.play_marks import SETTING, PlayMarks
 from controller.radio.clip_server import clip_router, site_authenticator
 from protocol.events import PlayFinished, PlayMissed, PlayStarted
 from tests.http_helpers import serve
 from tests.test_speaker import DEV, Radio, events, item, local_in, schedule_doc, wait_event
+from tests.timing import on_time
 
 CMD = f"xaso/dev/{DEV}/cmd"
 AIRED_TIMEOUT_S = 30.0
@@ -134,8 +133,7 @@ def test_the_first_play_after_a_start_takes_a_decoder_started_ahead(radio, probe
     )
     started = wait_event(probe, "play.started", "p")  # a play-now: planned when it came
     # no later than the player lets any play be (generous: the fact that matters is below)
-    grace_ms = inspect.signature(Player).parameters["late_grace_ms"].default
-    assert started["actual_ms"] - started["planned_ms"] < grace_ms
+    assert on_time(started["actual_ms"], started["planned_ms"])
     telemetry = probe.wait_for(
         lambda m: (
             m.topic == f"xaso/dev/{DEV}/telemetry"

@@ -157,7 +157,9 @@ def tones(tmp_path_factory: pytest.TempPathFactory) -> Clips:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_the_player(case: Case, tmp_path: Path, tones: Clips) -> None:
-    rig = Rig(tmp_path)
+    # the preview shows a cut item as cut; its resumed rest is not in it (yet), so the
+    # player is compared with resuming off
+    rig = Rig(tmp_path, resume_preempted=False)
     try:
         # the scenario starts far enough ahead for the first item to be prepared; a late
         # arrival is submitted that long after its start
