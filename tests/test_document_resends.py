@@ -272,6 +272,8 @@ def test_a_speaker_that_lost_the_newest_schedule_gets_it_with_no_operator(
     # the dashboard and the API say it is behind, in Vietnamese first
     lagging = {"topic": own, "leaf": "schedule", "group": None, "held": first, "current": current}
     until("the API shows it behind", lambda: device()["behind"] == [lagging])
+    # the resender has seen it too: from then on its grace runs
+    until("the resender sees it behind", lambda: device()["behind_since_ms"])
     page = ctl.call("officer", "GET", "/")
     assert f"Lịch phát cũ (phiên bản {first}, hiện tại {current})" in page.text
     english = ctl.call("officer", "GET", "/devices/loa-1", params={"lang": "en"})
@@ -281,6 +283,7 @@ def test_a_speaker_that_lost_the_newest_schedule_gets_it_with_no_operator(
     # time passes: the controller resends the current document by itself
     clock.offset_s = 2 * 3600
     until("it holds the current schedule", lambda: device()["behind"] == [], 120)
+    until("the resender forgets it, caught up", lambda: device()["behind_since_ms"] is None)
     ack = probe.wait_for(
         lambda m: (
             m.topic == "xaso/dev/loa-1/ack"

@@ -84,7 +84,8 @@ class DeviceRow:
     groups: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)  # kinds of the open alerts
     behind: list[Behind] = field(default_factory=list)  # documents it holds an older one of
-    resends: int = 0  # sent again automatically since it was found behind
+    behind_since_ms: int | None = None  # when the resender first saw it behind
+    resends: int = 0  # sent again automatically since
     resent_ms: int | None = None
 
 
@@ -238,6 +239,7 @@ def _attach_behind(
         r.behind = behind(expected[r.id], held[r.id], published)
         known = memory.get(r.id)
         if known is not None:
+            r.behind_since_ms = known.since_ms
             r.resends, r.resent_ms = known.resends, known.resent_ms
 
 

@@ -100,6 +100,7 @@ i18n.register(
             "Old configuration (version {held}, current {current})",
         ),
         "fleet.behind.none": ("chưa có", "none"),
+        "fleet.behind_since": ("Thấy cũ từ {when}", "Behind since {when}"),
         "fleet.resent": (
             "Đã tự động gửi lại {n} lần, lần cuối lúc {when}",
             "Sent again automatically {n} times, last at {when}",
@@ -144,7 +145,8 @@ class DeviceOut(BaseModel):
     printer_cover: str | None
     alerts: list[str]
     behind: list[BehindOut]  # resent automatically (docs/controller-broadcast.md)
-    resends: int  # how often, since it was found behind
+    behind_since_ms: int | None  # when the resender first saw it behind; null: not yet
+    resends: int  # how often since
     resent_ms: int | None
 
     @classmethod
