@@ -35,6 +35,8 @@ from controller.db.engine import check_schema, make_engine, session_factory, upg
 from controller.deps import LANG_COOKIE, AppState
 from controller.fleet.service import FleetService
 from controller.radio.clip_server import clip_router, site_authenticator
+from controller.radio.resends import Resends
+from controller.radio.resends import policy as resend_policy
 from controller.radio.station import Station
 from controller.settings import ControllerSettings, load_secret
 from controller.web.guard import BodyGuard, Cap
@@ -83,7 +85,26 @@ def run_fleet(state: AppState) -> AbstractContextManager[None]:
     return state.fleet.running()
 
 
-SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [run_station, run_fleet]
+def run_resends(state: AppState) -> AbstractContextManager[None]:
+    """The current documents, sent again to devices behind on them (controller/radio/resends.py)."""
+    station = state.station
+    assert station is not None  # create_app builds it before the app starts
+    resends = Resends(
+        state.sessions,
+        station.site,
+        station,
+        resend_policy(state.settings),
+        clock=state.now_ms,
+        connected=lambda: station.connected,
+    )
+    return resends.running(state.settings.documents.check_every_s)
+
+
+SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
+    run_station,
+    run_fleet,
+    run_resends,
+]
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

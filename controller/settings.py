@@ -120,6 +120,15 @@ class TelemetrySection(Section):
     maintain_every_min: Annotated[float, Field(ge=0.01, le=24 * 60)] = 5.0  # roll-ups, deletes
 
 
+class DocumentsSection(Section):
+    """Signed documents resent to devices that report an older version (self-healing)."""
+
+    check_every_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0  # how often to look
+    # seen behind this long: resent; then the wait doubles, up to backoff_max_s
+    resend_after_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 120.0
+    backoff_max_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600.0
+
+
 class ControllerSettings(Section):
     site: SiteSection = SiteSection()
     database: DatabaseSection = DatabaseSection()
@@ -128,6 +137,7 @@ class ControllerSettings(Section):
     security: SecuritySection = SecuritySection()
     alerts: AlertsSection = AlertsSection()
     telemetry: TelemetrySection = TelemetrySection()
+    documents: DocumentsSection = DocumentsSection()
     # The directory relative paths are taken from; set by `load_settings`.
     base_dir: Path = Path()
 

@@ -111,6 +111,20 @@ class DeviceState(Base):
     updated_ms: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class BehindDevice(Base):
+    """A device found holding an older document than the controller sent; deleted once it
+    holds the current ones (controller/radio/resends.py)."""
+
+    __tablename__ = "behind_devices"
+
+    device_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    since_ms: Mapped[int] = mapped_column(BigInteger)  # first seen behind (controller clock)
+    resent_ms: Mapped[int | None] = mapped_column(BigInteger)
+    resends: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class TelemetrySample(Base):
     """One telemetry message at full resolution; deleted after the raw retention."""
 

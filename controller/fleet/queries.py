@@ -2,10 +2,13 @@
 
 A page of the device list is one SELECT over devices LEFT JOIN device_state
 (the filters, the online/offline decision and the ordering all in SQL, paged
-on the primary key), then one SELECT each for the page's groups and open
-alerts by `device_id IN (...)`: three queries whatever the page size, never
-one per device. Counting the filtered total is a fourth. Health charts read
-`telemetry_rollups` on its primary key (device, metric, period, bucket).
+on the primary key), then one SELECT each for the page's groups, open
+alerts, resend memory (by `device_id IN (...)`) and the last signed documents
+of the page's topics (by `topic IN (...)`): five queries whatever the page
+size, never one per device. Counting the filtered total is a sixth. Which
+documents a device is behind on, controller/fleet/behind_rules.py decides.
+Health charts read `telemetry_rollups` on its primary key (device, metric,
+period, bucket).
 """
 
 from __future__ import annotations
@@ -17,13 +20,22 @@ from typing import Any, Literal
 from sqlalchemy import Select, Text, and_, case, cast, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from controller.db.broadcast_tables import PublishedDocumentRow
 from controller.db.fleet_tables import (
     Alert,
+    BehindDevice,
     Device,
     DeviceGroup,
     DeviceState,
     TelemetryRollup,
 )
+from controller.fleet.behind_rules import (
+    Behind,
+    behind,
+    expected_topics,
+    held_documents,
+)
+from protocol.topics import Topics
 
 StateFilter = Literal["online", "offline", "unknown", "alerting"]
 CHART_METRICS = (
@@ -71,6 +83,10 @@ class DeviceRow:
     printer_cover: str | None
     groups: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)  # kinds of the open alerts
+    behind: list[Behind] = field(default_factory=list)  # documents it holds an older one of
+    behind_since_ms: int | None = None  # when the resender first saw it behind
+    resends: int = 0  # sent again automatically since
+    resent_ms: int | None = None
 
 
 def _state_expr(now_ms: int, offline_after_ms: int) -> Any:
@@ -106,9 +122,14 @@ def _filtered(stmt: Select[Any], f: DeviceQuery, state: Any) -> Select[Any]:
 
 
 def list_devices(
-    session: Session, now_ms: int, offline_after_ms: int, f: DeviceQuery
+    session: Session,
+    now_ms: int,
+    offline_after_ms: int,
+    f: DeviceQuery,
+    topics: Topics | None = None,
 ) -> tuple[int, list[DeviceRow]]:
-    """The filtered total and one page of devices, ordered by id."""
+    """The filtered total and one page of devices, ordered by id; with ``topics`` (the
+    site's root), the documents each is behind on."""
     state = _state_expr(now_ms, offline_after_ms)
     total = session.scalar(_filtered(select(func.count()), f, state)) or 0
     columns = (
@@ -126,18 +147,34 @@ def list_devices(
         DeviceState.clock_offset_ms,
         DeviceState.telemetry,
         DeviceState.printer,
+        DeviceState.documents,
+        DeviceState.status_ts_ms,
+        DeviceState.telemetry_ms,
     )
     stmt = _filtered(select(*columns), f, state).order_by(Device.id).limit(f.limit)
-    rows = [_row(r) for r in session.execute(stmt.offset(f.offset))]
+    found = session.execute(stmt.offset(f.offset)).all()
+    rows = [_row(r) for r in found]
     _attach(session, rows)
+    if topics is not None:
+        _attach_behind(session, rows, {r.id: _held(r) for r in found}, topics)
     return total, rows
 
 
 def get_device(
-    session: Session, now_ms: int, offline_after_ms: int, device_id: str
+    session: Session,
+    now_ms: int,
+    offline_after_ms: int,
+    device_id: str,
+    topics: Topics | None = None,
 ) -> DeviceRow | None:
-    _, rows = list_devices(session, now_ms, offline_after_ms, DeviceQuery(id=device_id, limit=1))
+    one = DeviceQuery(id=device_id, limit=1)
+    _, rows = list_devices(session, now_ms, offline_after_ms, one, topics)
     return rows[0] if rows else None
+
+
+def _held(r: Any) -> dict[str, int]:
+    sample = r.telemetry if isinstance(r.telemetry, dict) else {}
+    return held_documents(r.documents, r.status_ts_ms, sample.get("documents"), r.telemetry_ms)
 
 
 def _row(r: Any) -> DeviceRow:
@@ -179,6 +216,31 @@ def _attach(session: Session, rows: list[DeviceRow]) -> None:
     )
     for device_id, kind in session.execute(alerts.order_by(Alert.kind)):
         by_id[device_id].alerts.append(kind)
+
+
+def _attach_behind(
+    session: Session, rows: list[DeviceRow], held: dict[str, dict[str, int]], topics: Topics
+) -> None:
+    """The documents each device of the page holds an older version of, and its resends."""
+    if not rows:
+        return
+    expected = {r.id: expected_topics(topics, r.id, r.groups) for r in rows}
+    wanted = sorted({t for ts in expected.values() for t in ts})
+    docs = PublishedDocumentRow
+    versions = select(docs.topic, docs.version).where(docs.topic.in_(wanted))
+    published: dict[str, int] = {t: v for t, v in session.execute(versions)}
+    memory = {
+        m.device_id: m
+        for m in session.scalars(
+            select(BehindDevice).where(BehindDevice.device_id.in_(list(expected)))
+        )
+    }
+    for r in rows:
+        r.behind = behind(expected[r.id], held[r.id], published)
+        known = memory.get(r.id)
+        if known is not None:
+            r.behind_since_ms = known.since_ms
+            r.resends, r.resent_ms = known.resends, known.resent_ms
 
 
 def state_counts(session: Session, now_ms: int, offline_after_ms: int) -> dict[str, int]:

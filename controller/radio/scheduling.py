@@ -15,7 +15,7 @@ controller.radio.schedule_calendar's.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -23,12 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from broadcast.schedule import Schedule
-from controller.db.broadcast_tables import ClipRow, PublishedDocumentRow, ScheduleRow
+from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
 from controller.radio.schedule_entries import Entry, EntryInput, Published
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
-from controller.site.documents import Publisher, mark_delivered, sign_next, to_resend
+from controller.site.documents import Publisher, mark_delivered, sign_next
 from plumbing.clock import wall_ms
 from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
@@ -309,34 +309,3 @@ class Scheduling:
         if self.publisher is not None:
             for target in targets:
                 self.publish(target)
-
-    def behind(self, device: str, reported: Mapping[str, int]) -> list[str]:
-        """Schedule topics whose published version is above what ``device`` reports holding
-        (its status or telemetry ``documents``): what ingest should ``resend``."""
-        entry = next((d for d in self.fleet.speakers() if d.id == device), None)
-        if entry is None:
-            return []
-        topics = [Target("device", device).topic(self.fleet.topics, "schedule")]
-        topics += [Target("group", g).topic(self.fleet.topics, "schedule") for g in entry.groups]
-        with self.sessions() as session:
-            rows = session.scalars(
-                select(PublishedDocumentRow).where(PublishedDocumentRow.topic.in_(topics))
-            )
-            return sorted(r.topic for r in rows if r.version > reported.get(r.topic, 0))
-
-    def resend(self, topic: str) -> None:
-        """Publish the stored document of ``topic`` again, byte for byte (one signed
-        before the envelope carried ``to`` is signed again first, at the next version)."""
-        if self.publisher is None:
-            raise ServiceError(
-                "no_broker", "Chưa kết nối máy chủ MQTT", "The controller has no MQTT connection"
-            )
-        with self.sessions.begin() as session:
-            signed = to_resend(session, topic, key=self.site.signing_key(), now_ms=self.clock())
-        if signed is None:
-            raise NotFound(
-                "no_document", f"Chưa gửi lịch nào tới {topic}", f"No document sent on {topic}"
-            )
-        self.publisher.publish(topic, signed.payload, qos=1, retain=True)
-        with self.sessions.begin() as session:
-            mark_delivered(session, signed, self.clock())

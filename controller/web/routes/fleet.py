@@ -31,9 +31,10 @@ from controller.fleet.queries import (
     list_devices,
     state_counts,
 )
+from controller.site.directory import ProvisioningError, Site
 from controller.web.charts import line_chart
 from controller.web.routes import ERRORS, error_responses, lang_of, local_time, render
-from protocol.topics import ID_PATTERN
+from protocol.topics import ID_PATTERN, Topics
 from protocol.uplink import ROLES
 
 router = APIRouter()
@@ -84,6 +85,26 @@ i18n.register(
         ),
         "fleet.events": ("Sự kiện gần đây", "Recent events"),
         "fleet.agent": ("Phiên bản", "Agent"),
+        "fleet.documents": ("Lịch phát, cấu hình", "Schedules, configuration"),
+        "fleet.current": ("Đã nhận bản mới nhất", "Up to date"),
+        "fleet.behind.schedule": (
+            "Lịch phát cũ (phiên bản {held}, hiện tại {current})",
+            "Old schedule (version {held}, current {current})",
+        ),
+        "fleet.behind.group_schedule": (
+            "Lịch phát nhóm {group} cũ (phiên bản {held}, hiện tại {current})",
+            "Old schedule of group {group} (version {held}, current {current})",
+        ),
+        "fleet.behind.config": (
+            "Cấu hình cũ (phiên bản {held}, hiện tại {current})",
+            "Old configuration (version {held}, current {current})",
+        ),
+        "fleet.behind.none": ("chưa có", "none"),
+        "fleet.behind_since": ("Thấy cũ từ {when}", "Behind since {when}"),
+        "fleet.resent": (
+            "Đã tự động gửi lại {n} lần, lần cuối lúc {when}",
+            "Sent again automatically {n} times, last at {when}",
+        ),
         "metric.cpu_temp_c": ("Nhiệt độ CPU (°C)", "CPU temperature (°C)"),
         "metric.load1": ("Tải CPU (1 phút)", "CPU load (1 min)"),
         "metric.cpu_pct": ("CPU (%)", "CPU (%)"),
@@ -93,6 +114,16 @@ i18n.register(
         "metric.clock_offset_ms": ("Lệch đồng hồ (ms)", "Clock offset (ms)"),
     }
 )
+
+
+class BehindOut(BaseModel):
+    """A document the device holds an older version of than the controller last signed."""
+
+    topic: str
+    leaf: Literal["config", "schedule"]
+    group: str | None  # the group whose schedule it is; null: the device's own document
+    held: int  # 0: the device holds none
+    current: int
 
 
 class DeviceOut(BaseModel):
@@ -113,10 +144,18 @@ class DeviceOut(BaseModel):
     printer_paper: str | None
     printer_cover: str | None
     alerts: list[str]
+    behind: list[BehindOut]  # resent automatically (docs/controller-broadcast.md)
+    behind_since_ms: int | None  # when the resender first saw it behind; null: not yet
+    resends: int  # how often since
+    resent_ms: int | None
 
     @classmethod
     def of(cls, r: DeviceRow) -> DeviceOut:
-        return cls(**vars(r))
+        return cls(**_fields(r))
+
+
+def _fields(r: DeviceRow) -> dict[str, Any]:
+    return {**vars(r), "behind": [BehindOut(**vars(b)) for b in r.behind]}
 
 
 class DevicePage(BaseModel):
@@ -161,8 +200,17 @@ def _filters(
 Filters = Annotated[DeviceQuery, Depends(_filters)]
 
 
+def _topics(request: Request) -> Topics | None:
+    """The site's topics, to tell who is behind on documents; None before the site exists."""
+    try:
+        return Topics(Site(app_state(request).settings.site_dir).root)
+    except ProvisioningError:
+        return None
+
+
 def _device(request: Request, db: DbSession, device_id: str) -> DeviceRow:
-    row = get_device(db, app_state(request).now_ms(), _offline_ms(request), device_id)
+    now, topics = app_state(request).now_ms(), _topics(request)
+    row = get_device(db, now, _offline_ms(request), device_id, topics)
     if row is None:
         raise i18n.Refusal(404, "fleet.no_device", id=device_id)
     return row
@@ -181,7 +229,8 @@ def api_devices(
     """Devices ordered by id with their latest state and open alerts. `state` is online,
     offline, unknown (never heard from) or alerting; `q` matches the start of id or name."""
     query = DeviceQuery(**{**vars(f), "limit": limit, "offset": offset})
-    total, rows = list_devices(db, app_state(request).now_ms(), _offline_ms(request), query)
+    now = app_state(request).now_ms()
+    total, rows = list_devices(db, now, _offline_ms(request), query, _topics(request))
     return DevicePage(
         total=total, limit=limit, offset=offset, devices=[DeviceOut.of(r) for r in rows]
     )
@@ -198,7 +247,7 @@ def api_device(request: Request, db: DbSession, who: Viewer, device_id: DeviceId
     row = _device(request, db, device_id)
     state = db.get(DeviceState, device_id)
     return DeviceDetail(
-        **vars(row),
+        **_fields(row),
         telemetry=state.telemetry if state else None,
         printer=state.printer if state else None,
     )
@@ -239,7 +288,7 @@ def dashboard(
 ) -> Response:
     now, off = app_state(request).now_ms(), _offline_ms(request)
     query = DeviceQuery(**{**vars(f), "limit": PAGE, "offset": offset})
-    total, rows = list_devices(db, now, off, query)
+    total, rows = list_devices(db, now, off, query, _topics(request))
     return render(
         request,
         "dashboard.html",
