@@ -97,6 +97,13 @@ def example_broker(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
         check=True,
         timeout=10,
     )
+    subprocess.run(
+        ["mosquitto_passwd", "-b", str(passwd), "an-phu-loa-04", "other"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=True,
+        timeout=10,
+    )
     acl = tmp_path / "acl"
     acl.write_text("pattern readwrite xaso/dev/%u/#\n")
     tls_port, plain_port = free_port(), free_port()
@@ -172,3 +179,40 @@ def test_mosquitto_example_runs_on_a_real_broker(example_broker: tuple[int, int,
     assert not connect(tls_port, "an-phu-loa-03", "s3cret", ca=cert).is_failure
     assert connect(plain_port, None, None).is_failure  # no anonymous clients
     assert connect(plain_port, "an-phu-loa-03", "wrong").is_failure
+
+
+def test_on_the_devices_listener_no_device_can_take_another_devices_client_id(
+    example_broker: tuple[int, int, Path],
+) -> None:
+    """Issue 12: with a copied SD card, a device could connect under its neighbour's id
+    and throw it off, again and again; the example binds the id to the username."""
+    tls_port, _plain, cert = example_broker
+    dropped = threading.Event()
+
+    def client(username: str, password: str, client_id: str) -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        c.username_pw_set(username, password)
+        c.tls_set(ca_certs=str(cert))
+        connected = threading.Event()
+        c.on_connect = lambda *_: connected.set()
+        c.connect("127.0.0.1", tls_port)
+        c.loop_start()
+        assert connected.wait(10)
+        return c
+
+    victim = client("an-phu-loa-03", "s3cret", "xaso-an-phu-loa-03")
+    victim.on_disconnect = lambda *_: dropped.set()
+    # The intruder has its CONNACK: a takeover would have closed the victim's
+    # connection before it. The victim still gets what it sends itself.
+    intruder = client("an-phu-loa-04", "other", "xaso-an-phu-loa-03")
+    got = threading.Event()
+    victim.on_message = lambda *_: got.set()
+    victim.subscribe("xaso/dev/an-phu-loa-03/cmd", qos=1)
+    deadline = time.monotonic() + 10
+    while not got.is_set() and time.monotonic() < deadline:
+        victim.publish("xaso/dev/an-phu-loa-03/cmd", b"still here", qos=1).wait_for_publish(5)
+        got.wait(0.5)
+    assert got.is_set() and not dropped.is_set()
+    for c in (intruder, victim):
+        c.disconnect()
+        c.loop_stop()
