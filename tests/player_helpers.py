@@ -22,7 +22,6 @@ from broadcast.audio.sinks import WavFileSink
 from protocol.events import Body
 
 Clips = dict[str, Path]
-START_TOLERANCE_MS = 50
 LENGTH_TOLERANCE_S = 0.03
 
 

@@ -25,7 +25,6 @@ from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import AlsaSink, SinkError
 from tests.player_helpers import (
     LENGTH_TOLERANCE_S,
-    START_TOLERANCE_MS,
     Clips,
     Events,
     Rig,
@@ -34,6 +33,7 @@ from tests.player_helpers import (
     req,
     rms_dbfs,
 )
+from tests.timing import EARLY_MS, on_time
 
 # what plays, when, how loud
 
@@ -49,10 +49,10 @@ def test_timed_requests_play_the_right_audio_at_the_planned_time(rig: Rig, clips
     for key, at, freq, seconds in (("first", at1, 440, 0.6), ("second", at2, 880, 0.4)):
         entry, x = rig.recording(key)
         assert_tone(x, freq, seconds)
-        assert abs(entry["started_ms"] - at) < START_TOLERANCE_MS
+        assert on_time(entry["started_ms"], at)
         started = rig.events.of("play.started", key)[0]
         assert started["planned_ms"] == at
-        assert abs(started["actual_ms"] - at) < START_TOLERANCE_MS
+        assert on_time(started["actual_ms"], at)
         finished = rig.events.of("play.finished", key)[0]
         assert finished["outcome"] == "completed"
         assert abs(finished["played_ms"] - seconds * 1000) < 30
@@ -192,8 +192,9 @@ def test_the_amplifier_is_on_a_preroll_before_a_timed_start(tmp_path: Path, clip
         amp.close()
     (on_ms, _, on_why), (off_ms, off, off_why) = changes
     assert (on_why, off, off_why) == ("preroll", False, "idle")
-    assert abs(on_ms - (at - 300)) < START_TOLERANCE_MS
-    assert abs(rig.recording("timed")[0]["started_ms"] - at) < START_TOLERANCE_MS
+    started_ms = rig.recording("timed")[0]["started_ms"]
+    # the relay is on ahead of the first sample, which is on time
+    assert at - 300 - EARLY_MS <= on_ms <= started_ms and on_time(started_ms, at)
     assert off_ms - (at + 300) > 250  # held after the audio
     assert factory.pin(17).state is False
 
@@ -271,14 +272,15 @@ def test_a_stream_is_relayed_for_its_duration(rig: Rig, clips: Clips) -> None:
     assert finished["outcome"] == "completed"
     entry, x = rig.recording("vov")
     assert_tone(x, 440, 1.0)
-    assert abs(entry["started_ms"] - at) < START_TOLERANCE_MS
+    assert on_time(entry["started_ms"], at)
     assert rms_dbfs(x[:4800]) > -15  # buffered ahead: audio from the first sample
     assert not rig.events.of("audio.fault")
 
 
 def test_a_dropped_stream_is_reconnected_until_its_time_is_up(rig: Rig, clips: Clips) -> None:
     with radio(clips["radio440"].read_bytes(), outage=True) as station:
-        rig.player.submit(stream_req("vov", station.url, 3000))
+        # long enough for the drop, the refusal and the third connection on a busy machine
+        rig.player.submit(stream_req("vov", station.url, 6000))
         finished = rig.events.wait("play.finished", "vov")
         connections = station.requests
     assert finished["outcome"] == "completed"
@@ -286,7 +288,7 @@ def test_a_dropped_stream_is_reconnected_until_its_time_is_up(rig: Rig, clips: C
     fault = rig.events.wait("audio.fault", "vov")
     assert fault["reason"] == "stream_dropped"
     _, x = rig.recording("vov")
-    assert abs(len(x) / 48000 - 3.0) < LENGTH_TOLERANCE_S  # the duration holds
+    assert abs(len(x) / 48000 - 6.0) < LENGTH_TOLERANCE_S  # the duration holds
     assert_tone(x[-12000:], 440)  # audio again after the drop
     assert rms_dbfs(x[-12000:]) > -15
 
