@@ -136,6 +136,23 @@ def probe(fleet: Fleet) -> Probe:
     return fleet.probe()
 
 
+@pytest.fixture
+def radio(fleet: Fleet, site: Site, tmp_path: Path) -> Iterator[Any]:
+    """A speaker agent to spawn (tests/test_speaker.py `Radio`) and a clip server for it."""
+    from fastapi import FastAPI
+
+    from controller.radio.clip_server import clip_router, site_authenticator
+    from tests.http_helpers import serve
+    from tests.test_speaker import Radio
+
+    clip_dir = tmp_path / "clips-served"
+    clip_dir.mkdir()
+    app = FastAPI()
+    app.include_router(clip_router(clip_dir, site_authenticator(site.dir)))
+    with serve(app) as base:
+        yield Radio(fleet, base, clip_dir, tmp_path)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster().start()

@@ -11,11 +11,7 @@ completed play per speaker and three for the group. On SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,81 +21,22 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from cli.brokers.mosquitto import free_port
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
-from tests.broadcast_api_helpers import CHEAP
-from tests.fleet import ROOT
+from tests.controller_process import broadcaster_controller, until
 from tests.timing import on_time
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 SPEAKERS = ("loa-1", "loa-2", "loa-3")
-SETTLE_S = 90  # how long a condition may take to come true before the test fails
-
-
-def xaso(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        timeout=120,
-    )
-
-
-def until(what: str, check: Any) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + SETTLE_S
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {SETTLE_S} s: {what}")
-        time.sleep(0.25)
 
 
 @pytest.fixture
 def controller(tmp_path: Path, database_url: str, broker: Any) -> Iterator[tuple[str, str]]:
     """`xaso controller` in its own process; its URL and a broadcaster's password."""
-    port = free_port()
-    config = tmp_path / "controller.toml"
-    config.write_text(
-        f'{CHEAP}[site]\ndir = "{tmp_path / "site"}"\nclips_dir = "{tmp_path / "clips"}"\n'
-        f'[database]\nurl = "{database_url}"\n[http]\nport = {port}\n'
-        f"[mqtt]\nport = {broker.port}\n",
-        encoding="utf-8",
-    )
-    added = xaso("user", "add", "phat-thanh", "--role", "broadcaster", "--config", str(config))
-    assert added.returncode == 0, added.stderr
-    password = re.search(r"Password: (\S+)", added.stdout)
-    assert password
-    log = tmp_path / "controller.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "controller", "--config", str(config)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert server.poll() is None, log.read_text()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    until("the controller answers", healthy)
+    ctl, password = broadcaster_controller(tmp_path, database_url, broker.port)
     try:
-        yield url, password.group(1)
+        yield ctl.url, password
     finally:
-        server.terminate()
-        server.wait(30)
+        ctl.stop()
 
 
 def sign_in(url: str, username: str, password: str) -> httpx.Client:

@@ -13,9 +13,6 @@ proof-of-play report counts every play. On SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -27,13 +24,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
-from cli.brokers.mosquitto import free_port
 from cli.demo.devices import simulated_kiosk
 from controller.db.fleet_tables import EventRecord
 from tests.audio_helpers import tone_file
-from tests.broadcast_api_helpers import CHEAP
-from tests.fleet import ROOT, AgentProcess
-from tests.test_controller_e2e import TZ, recordings, sign_in, until, xaso
+from tests.controller_process import ControllerProcess, broadcaster_controller, until
+from tests.fleet import AgentProcess
+from tests.test_controller_e2e import TZ, recordings, sign_in
 
 SPEAKERS = ("loa-1", "loa-2")
 SLOTS, EVERY_S = 15, 6  # the schedule: a play every 6 s, 15 times, on both speakers
@@ -41,62 +37,13 @@ KILLS = 3
 KINDS = ("play.", "ticket.")
 
 
-class ControllerProcess:
-    """`xaso controller` that a test can kill -9 and start again on the same config."""
-
-    def __init__(self, config: Path, log: Path, url: str) -> None:
-        self.config, self.log, self.url = config, log, url
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        with self.log.open("ab") as out:
-            out.write(f"\n--- start {self.starts} ---\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "controller", "--config", str(self.config)],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        until(f"the controller answers (start {self.starts})", self.healthy)
-
-    def healthy(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-
 @pytest.fixture
-def controller(tmp_path: Path, database_url: str, broker: Any) -> Iterator[tuple[Any, str]]:
-    port = free_port()
-    config = tmp_path / "controller.toml"
-    config.write_text(
-        f'{CHEAP}[site]\ndir = "{tmp_path / "site"}"\nclips_dir = "{tmp_path / "clips"}"\n'
-        f'[database]\nurl = "{database_url}"\n[http]\nport = {port}\n'
-        f'[mqtt]\nport = {broker.port}\nclient_id = "xaso-controller-a"\n',
-        encoding="utf-8",
+def controller(
+    tmp_path: Path, database_url: str, broker: Any
+) -> Iterator[tuple[ControllerProcess, str]]:
+    ctl, password = broadcaster_controller(
+        tmp_path, database_url, broker.port, 'client_id = "xaso-controller-a"\n'
     )
-    added = xaso("user", "add", "phat-thanh", "--role", "broadcaster", "--config", str(config))
-    assert added.returncode == 0, added.stderr
-    password = added.stdout.split("Password: ", 1)[1].split()[0]
-    ctl = ControllerProcess(config, tmp_path / "controller.log", f"http://127.0.0.1:{port}")
-    ctl.start()
     try:
         yield ctl, password
     finally:

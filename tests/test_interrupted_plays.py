@@ -13,28 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-from fastapi import FastAPI
-
 from broadcast.play_marks import SETTING, PlayMarks
-from controller.radio.clip_server import clip_router, site_authenticator
 from protocol.events import PlayFinished, PlayMissed, PlayStarted
-from tests.http_helpers import serve
-from tests.test_speaker import DEV, Radio, events, item, local_in, schedule_doc, wait_event
+from tests.test_speaker import DEV, events, item, local_in, schedule_doc, wait_event
 from tests.timing import on_time
 
 CMD = f"xaso/dev/{DEV}/cmd"
 AIRED_TIMEOUT_S = 30.0
-
-
-@pytest.fixture
-def radio(fleet, site, tmp_path):
-    clip_dir = tmp_path / "clips-served"
-    clip_dir.mkdir()
-    app = FastAPI()
-    app.include_router(clip_router(clip_dir, site_authenticator(site.dir)))
-    with serve(app) as base:
-        yield Radio(fleet, base, clip_dir, tmp_path)
 
 
 def marks_on_disk(tmp_path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.player_helpers import Clips, Rig, assert_tone, req
+from tests.timing import on_time
 
 
 def test_an_emergency_cuts_a_normal_item(tmp_path: Path, clips: Clips) -> None:
@@ -33,7 +34,8 @@ def test_an_emergency_cuts_a_normal_item(tmp_path: Path, clips: Clips) -> None:
         assert finished["played_ms"] < 1500
         storm, y = rig.recording("storm")
         assert_tone(y, 1000, 0.5)
-        assert storm["started_ms"] - submitted < 500  # 200 ms is the target: bench/preemption.py
+        # within the player's own grace; its 200 ms target is measured in bench/preemption.py
+        assert on_time(round(storm["started_ms"]), round(submitted))
         assert storm["started_ms"] >= normal["ended_ms"]
         time.sleep(0.2)
         assert len(rig.recordings("normal")) == 1  # not resumed

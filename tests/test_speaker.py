@@ -17,11 +17,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
 
-from controller.radio.clip_server import clip_router, site_authenticator
 from tests.audio_helpers import read_samples, tone_file
-from tests.http_helpers import serve
 from tests.timing import on_time
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -87,16 +84,6 @@ class Radio:
         """(dominant frequency, seconds) of one recording."""
         rate, samples = read_samples(self.played / recording["file"])
         return dominant_hz(samples, rate), len(samples) / rate
-
-
-@pytest.fixture
-def radio(fleet, site, tmp_path):
-    clip_dir = tmp_path / "clips-served"
-    clip_dir.mkdir()
-    app = FastAPI()
-    app.include_router(clip_router(clip_dir, site_authenticator(site.dir)))
-    with serve(app) as base:
-        yield Radio(fleet, base, clip_dir, tmp_path)
 
 
 def events(probe, kind: str) -> list[dict]:

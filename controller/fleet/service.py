@@ -21,7 +21,6 @@ the app's clock, so tests can move it; `tick()` runs one pass by hand.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -34,6 +33,7 @@ from controller.fleet.rollups import Retention, maintain
 from controller.fleet.webhooks import WebhookSender
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, open_site
+from plumbing.repeating import repeating
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +126,9 @@ class FleetService:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.is_set():
-                self.tick()
-                stop.wait(min(POLL_S, self.settings.alerts.check_every_s))
-
+        pause_s = min(POLL_S, self.settings.alerts.check_every_s)
         with ExitStack() as stack:
             if self.webhooks is not None:
                 stack.enter_context(self.webhooks.running())
-            thread = threading.Thread(target=loop, name="fleet-service", daemon=True)
-            thread.start()
-            try:
-                yield
-            finally:
-                stop.set()
-                thread.join(30)
+            stack.enter_context(repeating("fleet-service", self.tick, pause_s))
+            yield

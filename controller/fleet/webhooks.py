@@ -23,8 +23,8 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from controller.db.fleet_tables import Alert, WebhookDelivery
 from plumbing.backoff import Backoff
+from plumbing.repeating import repeating
 
 log = logging.getLogger(__name__)
 
@@ -199,28 +200,11 @@ class WebhookSender:
                 "webhook delivery %s failed (attempt %d): %s", claim.key, claim.attempts, error
             )
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> AbstractContextManager[None]:
         """The sender's loop on its own thread, for as long as the block runs."""
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.is_set():
-                try:
-                    self.send_due()
-                except Exception:
-                    log.exception("webhook sender failed; will retry")
-                self._wake.wait(POLL_S)
-                self._wake.clear()
-
-        thread = threading.Thread(target=loop, name="webhook-sender", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            self._wake.set()
-            thread.join(self.timeout_s * 4 + 10)
+        return repeating(
+            "webhook-sender", self.send_due, POLL_S, wake=self._wake, join_s=self.timeout_s * 4 + 10
+        )
 
 
 def _due(d: Any, now_ms: int) -> Any:

@@ -15,9 +15,8 @@ down or before the site exists.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +39,7 @@ from controller.radio.clip_library import NotFound
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, Site
 from controller.site.documents import Publisher, Signed, mark_delivered, to_resend
+from plumbing.repeating import repeating
 from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -230,18 +230,5 @@ class Resends:
         except Exception:
             log.exception("document resends failed; will retry")
 
-    @contextmanager
-    def running(self, every_s: float) -> Iterator[None]:
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(every_s):
-                self.tick()
-
-        thread = threading.Thread(target=loop, name="document-resends", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(30)
+    def running(self, every_s: float) -> AbstractContextManager[None]:
+        return repeating("document-resends", self.tick, every_s)
