@@ -84,7 +84,7 @@ def lang_of(request: Request) -> i18n.Lang:
 def local_time(ms: int | None) -> str:
     if ms is None:
         return ""
-    return dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
