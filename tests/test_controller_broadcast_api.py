@@ -208,6 +208,8 @@ def test_the_calendar_says_what_will_play_and_what_did(online: Ctl) -> None:
     loa_1 = _plan(page.text, "loa-1")
     assert "Bản tin hôm qua" in loa_1 and "Phát trọn vẹn" in loa_1 and "Sẽ phát" not in loa_1
     assert "Chưa có báo cáo từ cụm loa" in _plan(page.text, "loa-3")  # thon-1, nothing told
+    mine = online.call(bt, "GET", "/schedules").text
+    assert "Toàn xã (mọi cụm loa)" in mine and "Nhóm all" not in mine
 
     # the future: "will play", and a clash says why
     online.call(bt, "POST", "/api/schedules", json=entry(sha))  # 2030-01-06 06:30, daily

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
+from controller import i18n
 from controller.auth.audit import audit_entries
 from controller.auth.roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
-from controller import i18n
 from controller.deps import DbSession, require
 from controller.web.routes import ERRORS, lang_of, render
 
