@@ -88,6 +88,22 @@ register(
         "nav.tokens": ("Mã truy cập API", "API tokens"),
         "nav.audit": ("Nhật ký thao tác", "Audit log"),
         "nav.logout": ("Đăng xuất", "Sign out"),
+        "confirm.stop": (
+            "Dừng phát trên các nơi đã chọn? Bản tin đang phát sẽ bị ngắt.",
+            "Stop playing at the chosen places? What is on air will be cut.",
+        ),
+        "confirm.delete_clip": (
+            "Xoá tệp âm thanh «{title}»? Không thể hoàn tác.",
+            "Delete the clip «{title}»? This cannot be undone.",
+        ),
+        "confirm.delete_entry": (
+            "Xoá lịch phát «{label}»? Các cụm loa sẽ không phát mục này nữa.",
+            "Delete the entry «{label}»? The speakers will no longer play it.",
+        ),
+        "confirm.revoke_token": (
+            "Thu hồi mã truy cập «{name}»? Chương trình dùng mã này sẽ không truy cập được nữa.",
+            "Revoke the token «{name}»? Programs using it will lose access.",
+        ),
         "home.title": ("Bảng điều khiển", "Control panel"),
         # Roles and fields
         "role.admin": ("Quản trị", "Administrator"),

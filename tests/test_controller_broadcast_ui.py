@@ -131,3 +131,38 @@ def test_upload_schedule_and_send_an_emergency_through_the_pages(
     # and in English
     page.click("#lang-switch")
     expect(page.locator("#recent tbody tr").first).to_contain_text("Emergency")
+
+
+def test_deleting_and_stopping_ask_first(page: Page, tmp_path: Path) -> None:
+    """A delete or a stop asks in the page's language; dismissed, nothing happens."""
+    tone = tone_file(tmp_path / "chuong.wav", 880, 1.0)
+    page.set_input_files("input[name=file]", str(tone))
+    page.fill("#upload input[name=title]", "Chuông báo")
+    page.click("#upload button[type=submit]")
+    row = page.locator("#clips tbody tr", has_text="Chuông báo")
+    expect(row).to_have_count(1)
+
+    asked: list[str] = []
+
+    def answer(accept: bool) -> None:
+        def on_dialog(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        page.once("dialog", on_dialog)
+
+    answer(False)
+    row.locator("button[type=submit]").click()
+    expect(row).to_have_count(1)  # dismissed: still there
+    assert asked == ["Xoá tệp âm thanh «Chuông báo»? Không thể hoàn tác."]
+    answer(True)
+    row.locator("button[type=submit]").click()
+    expect(page.locator("#clips tbody tr", has_text="Chuông báo")).to_have_count(0)
+
+    page.click("nav >> text=Phát thanh")
+    stop = page.locator("#stop")
+    stop.locator("input[value='group:thon-1']").check()
+    answer(False)
+    stop.locator("button[type=submit]").click()
+    assert asked[-1].startswith("Dừng phát trên các nơi đã chọn?")
+    expect(page.locator(".ok")).to_have_count(0)  # dismissed: no stop was sent
