@@ -89,8 +89,10 @@ def test_volume_tone_and_restart_reach_the_agent_and_its_acks_show(
     assert abs(dominant_hz(samples, rate) - 700) < 10
     got = until(
         "loa-1's ack of the tone",
-        lambda: (c := online.call(tech, "GET", f"/api/commands/{tone_id}").json())["acks"][0]["ok"]
-        and c,
+        lambda: (
+            (c := online.call(tech, "GET", f"/api/commands/{tone_id}").json())["acks"][0]["ok"]
+            and c
+        ),
     )
     assert got["status"] == "sent" and got["acks"][1] == {**got["acks"][1], "ok": None}
 
