@@ -3,13 +3,16 @@
 Why a poll of the database and not ingest's own events: a province runs
 several replicas, and a page open on one must see what another one ingested.
 Why one loop: a page per technician polling every second would cost a query
-per client per second; here five queries a second serve any number of pages,
-and none while no page is open. Each pass reads:
+per client per second; here five or six statements a second serve any number
+of pages, and none while no page is open. Each pass reads:
 
-1. every device's state (the dashboard's online/offline rule, in SQL);
+1. the devices' state (the dashboard's online/offline rule, in SQL): every
+   device's on every tenth pass, else only those whose status changed, that
+   are new or that went quiet past the limit since the last pass;
 2. the open alerts;
 3. the play records stored since the last pass (with an overlap, so a slow
-   transaction of another replica is not missed; repeats are harmless);
+   transaction of another replica is not missed; repeats are harmless), and
+   the latest one of each speaker that has just come back online;
 4. the commands (broadcasts, the console's) sent in the last minutes, and
 5. their acks.
 
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 OVERLAP_MS = 10_000  # how late another replica's transaction may become visible
 FIRST_LOOK_MS = 24 * 3600_000  # a play older than a day is not on air any more
+RECENT_MS = 3600_000  # a new record told by a device's clock up to an hour behind ours
+FULL_EVERY = 10  # passes: every device's state read again (time-outs, removed devices)
 COMMAND_WINDOW_MS = 15 * 60_000  # acks shown live for commands this recent
 
 
@@ -142,6 +147,7 @@ class LiveFeed:
         self._snapshot = Snapshot()
         self._fresh = False  # the snapshot is current (the loop has been running)
         self._plays: dict[str, PlayMark] = {}
+        self._states: dict[str, str] = {}
         self._cursor_ms: int | None = None  # received_ms read up to
 
     # subscribers
@@ -188,6 +194,7 @@ class LiveFeed:
                 while not self._subscribers and not self._stop.is_set():
                     self._fresh = False  # nobody listens: forget, start afresh later
                     self._snapshot, self._plays, self._cursor_ms = Snapshot(), {}, None
+                    self._states = {}
                     self._wanted.wait()
             if self._stop.is_set():
                 return
@@ -212,10 +219,8 @@ class LiveFeed:
         return snapshot
 
     def _read(self, session: Session, now: int) -> Snapshot:
-        state = state_expr(now, self.offline_after_ms)
-        rows = session.execute(
-            select(Device.id, state).outerjoin(DeviceState, DeviceState.device_id == Device.id)
-        ).all()
+        before = dict(self._states)
+        self._states = self._read_states(session, now)
         alerts: dict[str, list[str]] = {}
         for device, kind in session.execute(
             select(Alert.device_id, Alert.kind)
@@ -223,16 +228,39 @@ class LiveFeed:
             .order_by(Alert.device_id, Alert.kind)
         ):
             alerts.setdefault(device, []).append(kind)
-        devices = {d: DeviceLive(s, tuple(alerts.get(d, ()))) for d, s in rows}
+        devices = {d: DeviceLive(s, tuple(alerts.get(d, ()))) for d, s in self._states.items()}
         counts = {"online": 0, "offline": 0, "unknown": 0}
         for live in devices.values():
             counts[live.state] += 1
         counts["alerting"] = len(alerts)
-        self._plays = fold_plays(self._plays, self._new_plays(session, now))
-        online = {d for d, live in devices.items() if live.state == "online"}
+        online = {d for d, s in self._states.items() if s == "online"}
+        back = sorted(d for d in online if before.get(d) != "online")
+        self._plays = fold_plays(self._plays, self._new_plays(session, now, back))
+        self._cursor_ms = now
         return Snapshot(devices, counts, on_air(self._plays, online), _commands(session, now))
 
-    def _new_plays(self, session: Session, now: int) -> list[PlayMark]:
+    def _read_states(self, session: Session, now: int) -> dict[str, str]:
+        """Every device's state on a full pass; else those whose status changed, that are
+        new, or that went quiet past the limit since the last pass. A device heard from
+        again after such a silence, or one removed, waits for the next full pass."""
+        stmt = select(Device.id, state_expr(now, self.offline_after_ms)).outerjoin(
+            DeviceState, DeviceState.device_id == Device.id
+        )
+        if self._cursor_ms is None or self.passes % FULL_EVERY == 0:
+            return dict(session.execute(stmt).all())
+        since = self._cursor_ms - OVERLAP_MS
+        quiet = Device.last_seen_ms + self.offline_after_ms  # offline by time from then on
+        changed = stmt.where(
+            (DeviceState.changed_ms >= since)
+            | (Device.first_seen_ms >= since)
+            | ((quiet >= since) & (quiet < now))
+        )
+        return {**self._states, **dict(session.execute(changed).all())}
+
+    def _new_plays(self, session: Session, now: int, back: list[str]) -> list[PlayMark]:
+        """The play records stored since the last pass; for the first pass, and for the
+        speakers that came back online (their outbox brings records of any age), each
+        one's latest of the day."""
         columns = (
             EventRecord.device_id,
             EventRecord.ts_ms,
@@ -240,31 +268,28 @@ class LiveFeed:
             EventRecord.type,
             EventRecord.body,
         )
-        if self._cursor_ms is None:
-            # the first look: each speaker's latest play record of the last day
-            latest = (
-                select(EventRecord.device_id, func.max(EventRecord.ts_ms).label("ts"))
-                .where(EventRecord.type.in_(PLAY_TYPES), EventRecord.ts_ms >= now - FIRST_LOOK_MS)
-                .group_by(EventRecord.device_id)
-                .subquery()
-            )
-            stmt = (
-                select(*columns)
-                .join(
-                    latest,
-                    (EventRecord.device_id == latest.c.device_id)
-                    & (EventRecord.ts_ms == latest.c.ts),
-                )
-                .where(EventRecord.type.in_(PLAY_TYPES))
-            )
-        else:
-            stmt = select(*columns).where(
+        marks: list[PlayMark] = []
+        if self._cursor_ms is not None:
+            recent = select(*columns).where(
                 EventRecord.type.in_(PLAY_TYPES),
+                EventRecord.ts_ms >= now - RECENT_MS,  # on the index (type, ts_ms)
                 EventRecord.received_ms >= self._cursor_ms - OVERLAP_MS,
             )
-        self._cursor_ms = now
-        rows = session.execute(stmt)
-        return [PlayMark.of(d, ts, row, t, body or {}) for d, ts, row, t, body in rows]
+            marks += [PlayMark.of(*row) for row in session.execute(recent)]
+            if not back:
+                return marks
+        latest = select(EventRecord.device_id, func.max(EventRecord.ts_ms).label("ts")).where(
+            EventRecord.type.in_(PLAY_TYPES), EventRecord.ts_ms >= now - FIRST_LOOK_MS
+        )
+        if self._cursor_ms is not None:
+            latest = latest.where(EventRecord.device_id.in_(back))
+        sub = latest.group_by(EventRecord.device_id).subquery()
+        stmt = (
+            select(*columns)
+            .join(sub, (EventRecord.device_id == sub.c.device_id) & (EventRecord.ts_ms == sub.c.ts))
+            .where(EventRecord.type.in_(PLAY_TYPES))
+        )
+        return marks + [PlayMark.of(*row) for row in session.execute(stmt)]
 
 
 def _commands(session: Session, now: int) -> dict[str, CommandLive]:

@@ -40,8 +40,11 @@ class PlayMark:
         return (self.ts_ms, self.row)
 
     @classmethod
-    def of(cls, device: str, ts_ms: int, row: int, type_: str, body: Mapping[str, Any]) -> PlayMark:
+    def of(
+        cls, device: str, ts_ms: int, row: int, type_: str, body: Mapping[str, Any] | None
+    ) -> PlayMark:
         """From a stored event; a body missing a field still orders (it is what was said)."""
+        body = body or {}
         priority = body.get("priority")
         label = body.get("label")
         return cls(
