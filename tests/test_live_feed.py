@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -210,3 +211,26 @@ def test_live_streams_events_to_a_signed_in_viewer_and_refuses_bad_input(offline
             "id": "loa-1", "state": "unknown", "state_text": "Chưa kết nối lần nào", "alerts": [],
         }  # fmt: skip
         assert seen["counts"]["unknown"] == 4  # the registry: three speakers and a kiosk
+
+        # more open pages than the database pool has connections (5 + 10): none holds one
+        opened = threading.Barrier(21)
+        done = threading.Event()
+
+        def page() -> None:
+            with httpx.stream("GET", f"{url}/live", headers=bearer, timeout=60) as s:
+                next(s.iter_lines())
+                opened.wait(60)
+                done.wait(60)
+
+        pages = [threading.Thread(target=page) for _ in range(20)]
+        for p in pages:
+            p.start()
+        try:
+            opened.wait(60)
+            answer = httpx.get(f"{url}/api/devices", headers=bearer, timeout=20)
+            assert answer.status_code == 200 and answer.json()["total"] == 4
+            assert offline.app.state.xaso.engine.pool.checkedout() <= 3  # the background loops
+        finally:
+            done.set()
+            for p in pages:
+                p.join(60)

@@ -28,7 +28,7 @@ from fastapi.responses import StreamingResponse
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
-from controller.deps import app_state, require
+from controller.deps import DbSession, app_state, require
 from controller.fleet.live import CommandLive, DeviceLive
 from controller.fleet.live_rules import OnAir
 from controller.web.routes import lang_of, local_time
@@ -62,10 +62,12 @@ def _shown(devices: Annotated[str, Query(max_length=MAX_DEVICES * 49)] = "") -> 
 @router.get("/live", include_in_schema=False)
 async def live(
     request: Request,
+    db: DbSession,
     who: Viewer,
     devices: Annotated[frozenset[str], Depends(_shown)],
     all_devices: Annotated[bool, Query(alias="all")] = False,
 ) -> StreamingResponse:
+    db.close()  # signed in: give its connection back, or each open page would hold one
     feed = app_state(request).live
     assert feed is not None  # create_app builds it
     lang = lang_of(request)
