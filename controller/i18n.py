@@ -51,6 +51,10 @@ def both(key: str, **params: object) -> str:
     return f"{t('vi', key, **params)} / {t('en', key, **params)}"
 
 
+def has(key: str) -> bool:
+    return key in _CATALOGUE
+
+
 def keys() -> list[str]:
     return sorted(_CATALOGUE)
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.db.fleet_tables import EventRecord
 from controller.site.directory import Site
 from tests.audio_helpers import tone_file
 from tests.broadcast_api_helpers import Ctl, entry, group, make_app, refused
-from tests.test_scheduling import local_ms
+from tests.test_scheduling import TZ, local_ms
 
 
 def test_with_no_broker_the_app_serves_and_sending_is_a_clear_503(offline: Ctl) -> None:
@@ -180,3 +182,48 @@ def test_clips_schedules_broadcasts_and_bulletins_through_the_api(
             "bulletin.receive", "schedule.delete",
         )
     ]  # fmt: skip
+
+
+def test_the_calendar_says_what_will_play_and_what_did(online: Ctl) -> None:
+    """The future is "sẽ phát" with why a row is marked; the past is what the speakers
+    reported, and a speaker that reported nothing says so."""
+    bt = "broadcaster"
+    sha = online.upload(bt, tone_file(online.tmp / "t.wav", 440, 3.0), "Bản tin").json()["sha256"]
+    now = datetime.now(TZ).replace(microsecond=0, tzinfo=None)
+    yesterday = (now - timedelta(days=1)).replace(hour=6, minute=30, second=0)
+    past = online.call(bt, "POST", "/api/schedules",
+                       json=entry(sha, dtstart=yesterday.isoformat(), rrule="FREQ=DAILY;COUNT=3",
+                                  label="Bản tin hôm qua"))  # fmt: skip
+    assert past.status_code == 201, past.text
+    key = f"{past.json()['item_id']}@{yesterday.isoformat()}"
+    at = local_ms(yesterday.isoformat())
+    played = {"key": key, "origin": "schedule", "priority": 2, "planned_ms": at,
+              "label": "Bản tin hôm qua", "actual_ms": at + 30, "outcome": "completed",
+              "played_ms": 1_000}  # fmt: skip
+    with online.app.state.xaso.sessions.begin() as db:
+        db.add(EventRecord(device_id="loa-1", event_id="p1", type="play.finished", ts_ms=at + 1030,
+                           received_ms=at + 2000, body=played))  # fmt: skip
+    page = online.call("officer", "GET", "/schedules", params={"day": yesterday.date().isoformat()})
+    assert page.status_code == 200, page.text
+    loa_1 = _plan(page.text, "loa-1")
+    assert "Bản tin hôm qua" in loa_1 and "Phát trọn vẹn" in loa_1 and "Sẽ phát" not in loa_1
+    assert "Chưa có báo cáo từ cụm loa" in _plan(page.text, "loa-3")  # thon-1, nothing told
+    mine = online.call(bt, "GET", "/schedules").text
+    assert "Toàn xã (mọi cụm loa)" in mine and "Nhóm all" not in mine
+
+    # the future: "will play", and a clash says why
+    online.call(bt, "POST", "/api/schedules", json=entry(sha))  # 2030-01-06 06:30, daily
+    form = {"target": "device:loa-1", "clip": sha, "dtstart": "2030-01-06T06:30:01",
+            "repeat": "once", "level": "priority", "label": "Tin khẩn thôn 1"}  # fmt: skip
+    future = online.call("officer", "GET", "/schedules", params={"day": "2030-01-06"})
+    assert "Sẽ phát trọn vẹn" in _plan(future.text, "loa-1")
+    preview = online.call(bt, "POST", "/schedules/preview", data=form)
+    assert preview.status_code == 200, preview.text
+    assert "Vì: «Tin khẩn thôn 1» có mức ưu tiên cao hơn phát chồng lên." in preview.text
+    assert "Sẽ bị ngắt giữa chừng" in preview.text
+
+
+def _plan(page: str, device: str) -> str:
+    """The calendar table of one speaker, from the page's HTML."""
+    start = page.index(f'data-device="{device}"')
+    return page[start : page.index("</table>", start)]

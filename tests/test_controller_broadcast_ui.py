@@ -107,7 +107,7 @@ def test_upload_schedule_and_send_an_emergency_through_the_pages(
     page.goto(page.url.split("?")[0] + "?day=2030-01-06")
     loa_1 = page.locator("#calendar table[data-device=loa-1]")
     expect(loa_1).to_contain_text("Bản tin sáng")
-    expect(loa_1).to_contain_text("2030-01-06 06:30:00")
+    expect(loa_1).to_contain_text("06/01/2030 06:30:00")
     expect(page.locator("#calendar table[data-device=loa-2]")).to_contain_text("Không có gì phát.")
 
     # the emergency: chosen, confirmed on its own page, then listed

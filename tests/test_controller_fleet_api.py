@@ -187,18 +187,20 @@ def test_reports_as_json_pages_and_csv_for_excel(api: Api) -> None:
     queue = api.get("/api/reports/queue", params={"start_ms": T0, "end_ms": T0 + MIN}).json()
     assert queue[0] | {"key": "Hộ tịch", "issued": 1, "called": 1, "avg_wait_s": 60.0} == queue[0]
 
-    answer = api.get("/reports/queue", params={"format": "csv", "start": "2026-11-23"})
+    answer = api.get("/reports/queue", params={"format": "csv", "start": "23/11/2026"})
     assert answer.headers["content-type"] == "text/csv; charset=utf-8"
     assert answer.headers["content-disposition"] == (
-        'attachment; filename="queue_service_2026-11-23_2026-11-23.csv"'
+        'attachment; filename="lay-so_service_23-11-2026_23-11-2026.csv"'
     )
     assert answer.content.startswith(b"\xef\xbb\xbf")
     rows = list(csv.DictReader(io.StringIO(answer.content.decode("utf-8-sig"))))
-    assert rows[0]["key"] == "Hộ tịch" and rows[0]["issued"] == "1"
+    assert rows[0]["Dịch vụ"] == "Hộ tịch" and rows[0]["Số phát ra"] == "1"
+    assert rows[0]["Chờ trung bình (phút:giây)"] == "1:00"
     played = api.get("/reports/plays", params={"format": "csv", "start": "2026-11-23"})
-    assert "loa-1,1,1,90000,1,0,offline=1" in played.content.decode("utf-8-sig")
-    page = api.get("/reports/plays", params={"start": "2026-11-23"}).text
-    assert "power_loss: 1, đã phát 2 giây" in page  # proof of play: cut, and what aired
+    assert "loa-1,1,1,1:30,1,thiết bị mất kết nối: 1," in played.content.decode("utf-8-sig")
+    page = api.get("/reports/plays", params={"start": "23/11/2026"}).text
+    assert "mất điện: 1" in page and "0:02" in page  # proof of play: cut, and what aired
+    assert "power_loss" not in page and "offline" not in page
 
 
 def test_provisioning_from_the_api_reloads_the_real_broker(api: Api, fleet: Fleet) -> None:

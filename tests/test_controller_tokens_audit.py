@@ -6,6 +6,7 @@ Against the real app on SQLite and PostgreSQL, as in test_controller_auth.py
 
 from __future__ import annotations
 
+from controller.web.routes.audit import action_text, details_text
 from tests.auth_helpers import Controller, bilingual, signed_in
 
 
@@ -77,4 +78,14 @@ def test_every_change_is_in_the_audit_log(controller: Controller) -> None:
     older = admin.get("/api/audit", params={"before_id": api[-1]["id"]}).json()
     assert [a["action"] for a in older] == ["user.create", "session.login"]
     page = admin.get("/audit?action=token.", headers={"accept": "text/html"}).text
-    assert "token.revoke" in page and "user.create" not in page
+    assert "Thu hồi mã truy cập API" in page and "Thêm người dùng" not in page
+    assert ">token.revoke<" not in page  # the code only as the cell's title
+    users = admin.get("/audit?action=user.", headers={"accept": "text/html"}).text
+    assert "role: [&#34;broadcaster&#34;, &#34;officer&#34;]; password_changed: true" in users
+
+
+def test_audit_details_read_as_typed_not_as_json_escapes() -> None:
+    assert details_text({"label": "Bản tin sáng", "n": 2}) == "label: Bản tin sáng; n: 2"
+    assert details_text({"groups": ["thôn 1", "xóm Đông"]}) == 'groups: ["thôn 1", "xóm Đông"]'
+    assert action_text("vi", "clip.say") == "Tạo bản tin đọc tự động"
+    assert action_text("en", "future.verb") == "future.verb"  # a newer action: its code

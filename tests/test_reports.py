@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
-from controller.fleet.reports import QueueRow, proof_of_play, queue_stats, to_csv
+from controller.fleet.reports import proof_of_play, queue_stats
+from controller.web.report_sheets import plays_sheet, queue_sheet
+from controller.web.spreadsheets import to_csv
 from protocol.uplink import Event
 
 DAY = 86_400_000
@@ -119,8 +121,11 @@ def test_interrupted_plays_are_counted_with_what_aired_and_a_resumed_rest_is_no_
         "preempted": 1,
     }
     assert row.interrupted_played_ms == 2_500 + 1_000 + 500 + 700
-    line = to_csv([row], type(row)).splitlines()[1]
-    assert line.endswith(",4,power_loss=1;crash=1;stopped=1;preempted=1,4700")
+    line = to_csv(plays_sheet("en", "device", [row])).decode("utf-8-sig").splitlines()[1]
+    assert line.endswith(
+        ',4,"power cut: 1, the agent restarted: 1, stopped by an operator: 1, '
+        'preempted by a higher level: 1",0:05'
+    )
 
 
 def test_queue_statistics_per_service_and_counter(sessions):
@@ -200,12 +205,12 @@ def test_queue_statistics_per_service_and_counter(sessions):
     assert [c.key for c in counters] == ["1", "2", "10"]  # numeric order
     assert (counters[0].served, counters[1].no_shows, counters[2].avg_service_s) == (1, 1, 100.0)
 
-    text = to_csv(list(services.values()), QueueRow)
+    text = to_csv(queue_sheet("en", "service", list(services.values()))).decode("utf-8-sig")
     table = list(csv.DictReader(io.StringIO(text)))
-    assert table[0]["key"] == "A" and table[0]["ratings_by_level"] == "5=1"
-    assert table[1]["avg_wait_s"] == "0.0"
-    empty = to_csv([], QueueRow)  # an empty period still names its columns
-    assert empty.splitlines()[0].startswith("key,") and len(empty.splitlines()) == 1
+    assert table[0]["Service"] == "A" and table[0]["Average rating"] == "5"
+    assert table[1]["Average wait (min:s)"] == "0:00"
+    empty = to_csv(queue_sheet("vi", "service", [])).decode("utf-8-sig")  # still names columns
+    assert empty.splitlines()[0].startswith("Dịch vụ,") and len(empty.splitlines()) == 1
 
 
 def test_a_stored_body_that_does_not_fit_is_left_out_not_a_crash(sessions, caplog):

@@ -1,4 +1,4 @@
-"""Reports from stored events: proof of play and queue statistics, and their CSV.
+"""Reports from stored events: proof of play and queue statistics (files: controller.web).
 
 Query functions only (no HTTP). Events are filtered in SQL by type and time
 (the event's own ``ts_ms``: when it happened on the device) and summed in
@@ -16,13 +16,11 @@ level 1-5). Ingest stores only bodies that fit; a stored row that does not
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,7 +75,7 @@ def proof_of_play(
         for link in session.scalars(select(DeviceGroup)):
             groups_of[link.device_id].append(link.group_id)
     rows: dict[str, PlayRow] = {}
-    for e, body in _events(session, PLAY_TYPES, start_ms, end_ms):
+    for e, body in events(session, PLAY_TYPES, start_ms, end_ms):
         keys = [e.device_id] if by == "device" else groups_of.get(e.device_id, [])
         for key in keys:
             _count_play(rows.setdefault(key, PlayRow(key)), body)
@@ -134,7 +132,7 @@ def queue_stats(
     Issued tickets have no counter yet: by counter, ``issued`` stays 0.
     """
     acc: dict[str, _QueueAcc] = {}
-    for _e, body in _events(session, TICKET_TYPES, start_ms, end_ms, device):
+    for _e, body in events(session, TICKET_TYPES, start_ms, end_ms, device):
         if not isinstance(body, TicketRecord):
             continue
         raw = body.service if by == "service" else getattr(body, "counter", None)
@@ -192,7 +190,7 @@ def _natural(key: str) -> tuple[int, str]:
     return (int(key), "") if key.isdigit() else (1 << 30, key)
 
 
-def _events(
+def events(
     session: Session,
     types: Iterable[str],
     start_ms: int,
@@ -214,24 +212,3 @@ def _events(
         except Refusal as exc:
             log.warning("event %s of %s left out of a report: %s", e.event_id, e.device_id, exc)
     return read
-
-
-def to_csv(rows: Sequence[PlayRow] | Sequence[QueueRow], row_type: type[Any]) -> str:
-    """CSV with a header row, even for an empty period; dict columns as ``k=v;k=v``.
-
-    Excel opens UTF-8 CSV correctly only with a BOM, which the HTTP layer adds.
-    """
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    names = [f.name for f in fields(row_type)]
-    writer.writerow(names)
-    for row in rows:
-        values = asdict(row)
-        writer.writerow([_cell(values[n]) for n in names])
-    return out.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, dict):
-        return ";".join(f"{k}={v}" for k, v in value.items())
-    return "" if value is None else value

@@ -84,6 +84,16 @@ class DevicePlan:
     violations: list[str]  # local rules broken (BroadcastRules)
 
 
+def only_conflicts(plans: Sequence[DevicePlan]) -> list[DevicePlan]:
+    """Per speaker, only what is cut, missed or delayed, and the local rules broken."""
+    found = []
+    for plan in plans:
+        rows = [row for row in plan.rows if row.conflicted]
+        if rows or plan.violations:
+            found.append(DevicePlan(plan.device, rows, plan.violations))
+    return found
+
+
 class ScheduleCalendar:
     """The calendar and conflict preview over ``scheduling``'s entries; it writes nothing.
 
@@ -156,12 +166,7 @@ class ScheduleCalendar:
     ) -> list[DevicePlan]:
         """The conflict preview: per speaker, only what is cut, missed or delayed, and
         the local rules broken; speakers with nothing to show are left out."""
-        found = []
-        for plan in self.plans(start_ms, end_ms, devices=devices, proposed=proposed):
-            rows = [row for row in plan.rows if row.conflicted]
-            if rows or plan.violations:
-                found.append(DevicePlan(plan.device, rows, plan.violations))
-        return found
+        return only_conflicts(self.plans(start_ms, end_ms, devices=devices, proposed=proposed))
 
     def _documents(self, proposed: EntryInput | None) -> dict[Target, ScheduleSet]:
         """Every target's document, with ``proposed`` added; nothing is written."""

@@ -85,7 +85,14 @@ def lang_of(request: Request) -> i18n.Lang:
 def local_time(ms: int | None) -> str:
     if ms is None:
         return ""
-    return dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
+
+
+def target_name(lang: i18n.Lang, kind: str, ident: str) -> str:
+    """A group or a speaker as people say it: the group every speaker is in is the commune."""
+    if kind == "group" and ident == "all":
+        return i18n.t(lang, "target.all")
+    return i18n.t(lang, f"target.{kind}", id=ident)
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -114,6 +121,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             "csrf": who.csrf_token if who else "",
             "nav": nav,
             "local_time": local_time,
+            "target": lambda kind, ident: target_name(lang, kind, ident),
             **context,
         },
         status_code=status_code,

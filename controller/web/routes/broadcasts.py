@@ -71,6 +71,7 @@ i18n.register(
         "level.priority": ("Ưu tiên", "Priority"),
         "level.emergency": ("Khẩn cấp", "Emergency"),
         "target.group": ("Nhóm {id}", "Group {id}"),
+        "target.all": ("Toàn xã (mọi cụm loa)", "The whole commune (every speaker)"),
         "target.device": ("Cụm loa {id}", "Speaker {id}"),
         "status.sent": ("Đã gửi", "Sent"),
         "status.acked": ("Đã nhận đủ", "All answered"),

@@ -3,14 +3,16 @@
 Proof of play is what a commune reports upward: per device or group over a
 period, how many plays, their total duration, and what was missed or failed.
 Queue statistics are the one-stop office's: per service or counter, tickets,
-waiting and service times, no-shows, ratings. The pages take local dates
-(Asia/Ho_Chi_Minh) and `?format=csv` gives the same rows as a file, UTF-8
-with a BOM so that Excel shows the Vietnamese right.
+waiting and service times, no-shows, ratings. The play log is proof of play
+per bulletin: each play on each cluster. The pages take local dates
+(Asia/Ho_Chi_Minh, dd/mm/yyyy) and `?format=xlsx` or `?format=csv` (with
+`sep=semicolon` for Excel set to Vietnamese) give the same sheet as a file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,9 +22,12 @@ from pydantic import BaseModel
 from controller import i18n
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
-from controller.fleet.reports import PlayRow, QueueRow, proof_of_play, queue_stats, to_csv
+from controller.fleet.play_log import play_log
+from controller.fleet.reports import proof_of_play, queue_stats
 from controller.web.charts import bar_chart
+from controller.web.report_sheets import play_log_sheet, plays_sheet, queue_sheet
 from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
+from controller.web.spreadsheets import XLSX_TYPE, Sheet, cell_text, to_csv, to_xlsx
 
 router = APIRouter(tags=["reports"])
 Reader = Annotated[Principal, Depends(require(Permission.VIEW_REPORTS))]
@@ -57,6 +62,36 @@ def api_plays(
     return [PlayRowOut(**vars(row)) for row in proof_of_play(db, start_ms, end_ms, by)]
 
 
+class PlayLogRowOut(BaseModel):
+    device_id: str
+    groups: tuple[str, ...]
+    key: str
+    label: str
+    item_id: str | None
+    priority: int | None
+    planned_ms: int | None
+    actual_ms: int | None
+    played_ms: int
+    result: Literal["completed", "cut", "missed", "failed"]
+    reason: str
+
+
+@router.get(
+    "/api/reports/log", response_model=list[PlayLogRowOut], responses=error_responses(401, 403, 422)
+)
+def api_log(
+    db: DbSession,
+    who: Reader,
+    start_ms: EpochMs,
+    end_ms: EpochMs,
+    device: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[PlayLogRowOut]:
+    """Each play planned in [start_ms, end_ms) on each cluster: bulletin, planned and actual
+    start, what aired, and whether it completed, was cut, missed or failed, and why."""
+    _check_period(start_ms, end_ms)
+    return [PlayLogRowOut(**vars(row)) for row in play_log(db, start_ms, end_ms, device)]
+
+
 MAX_PERIOD_MS = 366 * 86_400_000
 i18n.register(
     {
@@ -72,23 +107,43 @@ i18n.register(
         "reports.by": ("Theo", "By"),
         "reports.show": ("Xem", "Show"),
         "reports.csv": ("Tải CSV", "Download CSV"),
+        "reports.csv_semicolon": (
+            "CSV cho Excel tiếng Việt (;)",
+            "CSV for Excel in Vietnamese (;)",
+        ),
+        "reports.xlsx": ("Tải Excel (XLSX)", "Download Excel (XLSX)"),
+        "reports.log": ("Nhật ký phát từng bản tin", "Play log per bulletin"),
+        "reports.device": ("Cụm loa (mã, để trống: tất cả)", "Cluster (id, blank for all)"),
+        "reports.day_hint": ("ngày/tháng/năm", "dd/mm/yyyy"),
+        "reports.bad_day": (
+            "Ngày không hợp lệ: {value}. Hãy nhập theo dạng ngày/tháng/năm, ví dụ 03/12/2026.",
+            "Invalid date: {value}. Type it as dd/mm/yyyy, for example 03/12/2026.",
+        ),
+        "reports.col.completed": ("Phát trọn vẹn", "Played in full"),
+        "reports.col.missed_why": ("Lý do bỏ lỡ", "Why missed"),
+        "reports.col.interrupted_why": ("Lý do bị ngắt", "Why cut"),
+        "reports.col.interrupted_aired": (
+            "Đã phát trước khi ngắt (phút:giây)",
+            "Aired before the cut (min:s)",
+        ),
+        "reports.col.called": ("Đã gọi", "Called"),
+        "reports.col.wait_avg": ("Chờ trung bình (phút:giây)", "Average wait (min:s)"),
+        "reports.col.wait_max": ("Chờ lâu nhất (phút:giây)", "Longest wait (min:s)"),
+        "reports.col.service_avg": ("Phục vụ trung bình (phút:giây)", "Average service (min:s)"),
+        "reports.col.ratings": ("Số lượt đánh giá", "Ratings"),
+        "reports.col.rating_avg": ("Điểm đánh giá trung bình", "Average rating"),
         "reports.none": ("Không có số liệu trong khoảng này.", "No figures in this period."),
         "reports.by.device": ("Thiết bị", "Device"),
         "reports.by.group": ("Nhóm", "Group"),
         "reports.by.service": ("Dịch vụ", "Service"),
         "reports.by.counter": ("Quầy", "Counter"),
         "reports.col.plays": ("Số lượt phát", "Plays"),
-        "reports.col.duration": ("Tổng thời lượng (phút)", "Total duration (min)"),
         "reports.col.missed": ("Bỏ lỡ", "Missed"),
         "reports.col.failed": ("Lỗi", "Failed"),
         "reports.col.interrupted": ("Bị ngắt giữa chừng", "Interrupted"),
-        "reports.aired": ("đã phát {seconds} giây", "{seconds} s aired"),
         "reports.col.issued": ("Số phát ra", "Tickets issued"),
         "reports.col.served": ("Đã phục vụ", "Served"),
         "reports.col.no_shows": ("Vắng mặt", "No-shows"),
-        "reports.col.wait": ("Chờ TB / tối đa (giây)", "Wait avg / max (s)"),
-        "reports.col.service": ("Phục vụ TB (giây)", "Service avg (s)"),
-        "reports.col.rating": ("Đánh giá (số / TB)", "Ratings (count / avg)"),
     }
 )
 
@@ -127,38 +182,118 @@ def api_queue(
     return [QueueRowOut(**vars(row)) for row in queue_stats(db, start_ms, end_ms, by)]
 
 
-Day = Annotated[dt.date | None, Query()]
-Format = Literal["html", "csv"]
+Day = Annotated[str | None, Query(max_length=10, description="dd/mm/yyyy, or yyyy-mm-dd")]
+Format = Literal["html", "csv", "xlsx"]
+Sep = Literal["comma", "semicolon"]
+RESULTS = ("completed", "cut", "missed", "failed")
+
+
+def parse_day(text: str | None) -> dt.date | None:
+    """A local day as an officer types it (dd/mm/yyyy), or as a date picker sends it."""
+    if not text:
+        return None
+    for pattern in ("%d/%m/%Y", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text.strip(), pattern).date()
+        except ValueError:
+            continue
+    raise i18n.Refusal(422, "reports.bad_day", value=text[:10])
 
 
 def _period(
-    request: Request, start: dt.date | None, end: dt.date | None
+    request: Request, start: str | None, end: str | None
 ) -> tuple[int, int, dt.date, dt.date]:
     """Local calendar days [start, end], by default the last 7 up to today, as epoch ms."""
     today = dt.datetime.fromtimestamp(app_state(request).now_ms() / 1000, LOCAL_TZ).date()
-    end = end or today
-    start = start or end - dt.timedelta(days=6)
-    start_ms = int(dt.datetime.combine(start, dt.time(), LOCAL_TZ).timestamp() * 1000)
+    last = parse_day(end) or today
+    first = parse_day(start) or last - dt.timedelta(days=6)
+    start_ms = int(dt.datetime.combine(first, dt.time(), LOCAL_TZ).timestamp() * 1000)
     end_ms = int(
-        dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), LOCAL_TZ).timestamp() * 1000
+        dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), LOCAL_TZ).timestamp() * 1000
     )
     _check_period(start_ms, end_ms)
-    return start_ms, end_ms, start, end
+    return start_ms, end_ms, first, last
 
 
-def _csv(rows: list[Any], row_type: type[Any], name: str, start: dt.date, end: dt.date) -> Response:
-    body = "\ufeff" + to_csv(rows, row_type)
-    filename = f"{name}_{start.isoformat()}_{end.isoformat()}.csv"
+def _file(
+    sheet: Sheet, fmt: Format, sep: Sep, *, name: str, first: dt.date, last: dt.date
+) -> Response:
+    """The sheet as a download named for its period (dd-mm-yyyy: no slash in a file name)."""
+    stem = f"{name}_{first:%d-%m-%Y}_{last:%d-%m-%Y}"
+    if fmt == "xlsx":
+        body, media, ext = to_xlsx(sheet), XLSX_TYPE, "xlsx"
+    else:
+        body, media, ext = to_csv(sheet, sep), "text/csv; charset=utf-8", "csv"
     return Response(
-        body.encode("utf-8"),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{stem}.{ext}"'},
+    )
+
+
+def _page(
+    request: Request,
+    kind: str,
+    sheet: Sheet,
+    *,
+    chart: Any,
+    first: dt.date,
+    last: dt.date,
+    **extra: Any,
+) -> Response:
+    return render(
+        request,
+        "reports.html",
+        kind=kind,
+        sheet=sheet,
+        cell=cell_text,
+        chart=chart,
+        start=first,
+        end=last,
+        **extra,
     )
 
 
 @router.get("/reports", response_class=HTMLResponse, include_in_schema=False)
 def reports_page(request: Request, who: Reader) -> Response:
     return render(request, "reports.html", kind=None)
+
+
+@router.get("/reports/log", include_in_schema=False)
+def log_page(
+    *,
+    request: Request,
+    db: DbSession,
+    who: Reader,
+    start: Day = None,
+    end: Day = None,
+    device: Annotated[str | None, Query(max_length=64)] = None,
+    format: Format = "html",
+    sep: Sep = "comma",
+) -> Response:
+    """Each play of each bulletin on each cluster: what an officer shows upward."""
+    start_ms, end_ms, first, last = _period(request, start, end)
+    rows = play_log(db, start_ms, end_ms, device or None)
+    lang = lang_of(request)
+    sheet = play_log_sheet(lang, rows)
+    if format != "html":
+        return _file(sheet, format, sep, name="nhat-ky-phat", first=first, last=last)
+    aired: Counter[str] = Counter(r.result for r in rows)
+    chart = bar_chart(
+        [(i18n.t(lang, f"log.result.{k}"), aired[k]) for k in RESULTS],
+        i18n.t(lang, "log.col.result"),
+    )
+    return _page(
+        request,
+        "log",
+        sheet,
+        chart=chart,
+        first=first,
+        last=last,
+        by=None,
+        bys=(),
+        device=device or "",
+    )
 
 
 @router.get("/reports/plays", include_in_schema=False)
@@ -171,23 +306,17 @@ def plays_page(
     end: Day = None,
     by: Literal["device", "group"] = "device",
     format: Format = "html",
+    sep: Sep = "comma",
 ) -> Response:
     start_ms, end_ms, first, last = _period(request, start, end)
     rows = proof_of_play(db, start_ms, end_ms, by)
-    if format == "csv":
-        return _csv(rows, PlayRow, f"proof-of-play_{by}", first, last)
     lang = lang_of(request)
+    sheet = plays_sheet(lang, by, rows)
+    if format != "html":
+        return _file(sheet, format, sep, name=f"phat-thanh_{by}", first=first, last=last)
     chart = bar_chart([(r.key, r.plays) for r in rows], i18n.t(lang, "reports.col.plays"))
-    return render(
-        request,
-        "reports.html",
-        kind="plays",
-        rows=rows,
-        chart=chart,
-        start=first,
-        end=last,
-        by=by,
-        bys=("device", "group"),
+    return _page(
+        request, "plays", sheet, chart=chart, first=first, last=last, by=by, bys=("device", "group")
     )
 
 
@@ -201,23 +330,24 @@ def queue_page(
     end: Day = None,
     by: Literal["service", "counter"] = "service",
     format: Format = "html",
+    sep: Sep = "comma",
 ) -> Response:
     start_ms, end_ms, first, last = _period(request, start, end)
     rows = queue_stats(db, start_ms, end_ms, by)
-    if format == "csv":
-        return _csv(rows, QueueRow, f"queue_{by}", first, last)
     lang = lang_of(request)
+    sheet = queue_sheet(lang, by, rows)
+    if format != "html":
+        return _file(sheet, format, sep, name=f"lay-so_{by}", first=first, last=last)
     chart = bar_chart(
         [(r.key, r.issued or r.called) for r in rows], i18n.t(lang, "reports.col.issued")
     )
-    return render(
+    return _page(
         request,
-        "reports.html",
-        kind="queue",
-        rows=rows,
+        "queue",
+        sheet,
         chart=chart,
-        start=first,
-        end=last,
+        first=first,
+        last=last,
         by=by,
         bys=("service", "counter"),
     )

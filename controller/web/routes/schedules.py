@@ -19,11 +19,13 @@ from pydantic import ValidationError
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.deps import DbSession, StationDep, require
-from controller.radio.schedule_calendar import DevicePlan
+from controller.deps import DbSession, StationDep, app_state, require
+from controller.fleet.play_log import PlayLogRow, play_log
+from controller.radio.schedule_calendar import DevicePlan, only_conflicts
 from controller.radio.schedule_entries import Entry, EntryInput
 from controller.radio.station import Station, invalid_input, refused_as_http
-from controller.web.routes import LOCAL_TZ, error_responses, render
+from controller.web.report_sheets import reason_text
+from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
 from controller.web.routes.broadcasts import SEND_ERRORS, speaker_targets
 from controller.web.routes.schedule_schemas import (
     EntryIn,
@@ -83,13 +85,37 @@ i18n.register(
         "sched.planned": ("Dự kiến", "Planned"),
         "sched.actual": ("Thực tế", "Actual"),
         "sched.outcome": ("Kết quả", "Outcome"),
-        "outcome.completed": ("Phát trọn", "Plays in full"),
-        "outcome.joined": (
-            "Phát muộn, bỏ {s} giây đầu để kết thúc đúng giờ",
-            "Joined late: the first {s} s skipped, to end on time",
+        "outcome.will.completed": ("Sẽ phát trọn vẹn", "Will play in full"),
+        "outcome.will.joined": (
+            "Sẽ phát muộn, bỏ {s} giây đầu để kết thúc đúng giờ",
+            "Will join late: the first {s} s skipped, to end on time",
         ),
-        "outcome.preempted": ("Bị ngắt", "Cut"),
-        "outcome.missed": ("Bỏ lỡ", "Missed"),
+        "outcome.will.preempted": ("Sẽ bị ngắt giữa chừng", "Will be cut short"),
+        "outcome.will.missed": ("Sẽ không phát", "Will not play"),
+        "outcome.unreported": (
+            "Chưa có báo cáo từ cụm loa (cụm loa có thể đang mất kết nối)",
+            "No report from the speaker yet (it may be offline)",
+        ),
+        "why.preempted": (
+            "Vì: «{by}» có mức ưu tiên cao hơn phát chồng lên.",
+            "Why: «{by}», at a higher level, plays over it.",
+        ),
+        "why.quiet_hours": (
+            "Vì: trùng giờ yên tĩnh, khi đó chỉ bản tin khẩn cấp được phát.",
+            "Why: it falls in quiet hours, when only emergencies play.",
+        ),
+        "why.late": (
+            "Vì: trùng giờ với bản tin khác; khi đến lượt thì đã quá muộn để phát.",
+            "Why: it overlaps another item; by its turn it is too late to play.",
+        ),
+        "why.delayed": (
+            "Vì: chờ bản tin trước phát xong, bắt đầu lúc {at}.",
+            "Why: it waits for the item before it, and starts at {at}.",
+        ),
+        "why.joined": (
+            "Vì: chờ bản tin trước, nên vào giữa chừng để kết thúc đúng giờ.",
+            "Why: it waits for the item before it, so it joins midway to end on time.",
+        ),
         "sched.bad_day": ("Ngày không hợp lệ: {day}", "Not a valid day: {day}"),
         "sched.too_frequent": (
             "Lịch phát lặp quá dày: tối đa {max} lần một ngày (mỗi 15 phút).",
@@ -282,7 +308,9 @@ def _page(
     error: i18n.Refusal | None = None,
     form: dict[str, Any] | None = None,
     preview: list[DevicePlan] | None = None,
+    named: list[DevicePlan] | None = None,
 ) -> HTMLResponse:
+    """The page; ``named``: plans whose items a preview's rows may refer to."""
     query = request.query_params
     try:
         day = dt.date.fromisoformat(query.get("day", ""))
@@ -295,6 +323,13 @@ def _page(
     except (i18n.Refusal, OSError, ValueError):  # no site yet
         plans = []
     by_id = {c.sha256: c.title for c in station.library.clips()}
+    now_ms = app_state(request).now_ms()
+    aired: dict[tuple[str, str], PlayLogRow] = {}
+    if first < now_ms:  # the past says what happened, from the speakers' reports
+        with app_state(request).sessions() as db:
+            for row in play_log(db, first, min(end, now_ms + 1)):
+                aired[(row.device_id, row.key)] = row
+    lang = lang_of(request)
     return render(
         request,
         "schedules.html",
@@ -311,6 +346,10 @@ def _page(
         clips=station.library.clips(),
         clip_titles=by_id,
         entries=station.scheduling.entries(),
+        now_ms=now_ms,
+        aired=aired,
+        labels={r.key: r.label or r.item_id for p in plans + (named or []) for r in p.rows},
+        reason=lambda code: reason_text(lang, code),
     )
 
 
@@ -352,13 +391,14 @@ def page_preview(
         start = dt.date.fromisoformat(entry.dtstart[:10])
         first, end = period(start, 7)
         with refused_as_http():
-            found = station.calendar.conflicts(first, end, proposed=entry.to_input())
+            everything = station.calendar.plans(first, end, proposed=entry.to_input())
     except i18n.Refusal as refused:
         return _page(request, station, status_code=refused.status, error=refused, form=form)
     except ValueError:
         refusal = i18n.Refusal(422, "sched.bad_day", day="?")
         return _page(request, station, status_code=422, error=refusal, form=form)
-    return _page(request, station, form=form, preview=found)
+    found = only_conflicts(everything)
+    return _page(request, station, form=form, preview=found, named=everything)
 
 
 @router.post("/schedules/{entry_id}/delete", include_in_schema=False)

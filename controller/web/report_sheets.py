@@ -1,0 +1,174 @@
+"""The reports as sheets an officer reads: headers, results and reasons in words, local times.
+
+The report functions return machine rows (codes, epoch milliseconds); this
+turns them into what a page and a file show, in the reader's language and in
+Vietnam's time zone. A reason a newer agent sends and this controller does not
+know yet is shown as "khác" with its code, so that nothing is hidden.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+from broadcast.levels import level_of
+from controller import i18n
+from controller.fleet.play_log import PlayLogRow
+from controller.fleet.reports import PlayRow, QueueRow
+from controller.web.spreadsheets import Sheet
+
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+i18n.register(
+    {
+        "log.title": ("Nhật ký phát từng bản tin", "Play log per bulletin"),
+        "log.col.planned": ("Giờ dự kiến", "Planned start"),
+        "log.col.actual": ("Giờ phát thực tế", "Actual start"),
+        "log.col.bulletin": ("Bản tin", "Bulletin"),
+        "log.col.device": ("Cụm loa", "Cluster"),
+        "log.col.groups": ("Nhóm", "Groups"),
+        "log.col.level": ("Mức độ", "Level"),
+        "log.col.played": ("Thời lượng đã phát (phút:giây)", "Aired (min:s)"),
+        "log.col.result": ("Kết quả", "Result"),
+        "log.col.reason": ("Lý do", "Reason"),
+        "log.result.completed": ("Phát trọn vẹn", "Played in full"),
+        "log.result.cut": ("Bị ngắt giữa chừng", "Cut short"),
+        "log.result.missed": ("Không phát", "Not played"),
+        "log.result.failed": ("Lỗi khi phát", "Failed"),
+        "log.unnamed": ("(không tên)", "(untitled)"),
+        "level.background": ("Nền", "Background"),
+        "level.normal": ("Thông thường", "Normal"),  # as the broadcast pages say
+        "level.priority": ("Ưu tiên", "Priority"),
+        "level.emergency": ("Khẩn cấp", "Emergency"),
+        "reason.other": ("khác ({code})", "other ({code})"),
+        "reason.late": ("đến giờ mà thiết bị chưa sẵn sàng, quá trễ để phát", "too late to play"),
+        "reason.quiet_hours": ("trong giờ yên tĩnh", "in quiet hours"),
+        "reason.device_down": ("thiết bị tắt hoặc mất điện lúc đến giờ", "the device was off"),
+        "reason.offline": ("thiết bị mất kết nối", "the device was offline"),
+        "reason.clip_unavailable": ("không tải được tệp âm thanh", "the clip could not be fetched"),
+        "reason.clip_unreadable": ("tệp âm thanh bị hỏng", "the clip is damaged"),
+        "reason.audio_device": ("lỗi thiết bị âm thanh", "the sound device failed"),
+        "reason.shutdown": ("phần mềm thiết bị đang tắt", "the agent was shutting down"),
+        "reason.player_error": ("lỗi phần mềm phát", "a player error"),
+        "reason.expired": ("lời gọi số đã quá cũ", "the call was too old"),
+        "reason.superseded": ("đã có lời gọi mới hơn", "superseded by a newer call"),
+        "reason.clock": ("đồng hồ thiết bị lệch", "the device's clock is wrong"),
+        "reason.power_loss": ("mất điện", "power cut"),
+        "reason.crash": ("phần mềm thiết bị khởi động lại", "the agent restarted"),
+        "reason.agent_down": ("phần mềm thiết bị ngừng chạy", "the agent stopped"),
+        "reason.preempted": ("nhường cho bản tin ưu tiên hơn", "preempted by a higher level"),
+        "reason.stopped": ("bị dừng theo lệnh", "stopped by an operator"),
+        "reason.failed": ("lỗi khi phát", "playback failed"),
+        "reason.no_show": ("người dân vắng mặt", "no-show"),
+    }
+)
+
+
+def local(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ)
+
+
+def reason_text(lang: i18n.Lang, code: str) -> str:
+    if not code:
+        return ""
+    key = f"reason.{code}"
+    return i18n.t(lang, key) if i18n.has(key) else i18n.t(lang, "reason.other", code=code)
+
+
+def reasons_text(lang: i18n.Lang, counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason_text(lang, code)}: {n}" for code, n in counts.items())
+
+
+def level_text(lang: i18n.Lang, priority: int | None) -> str:
+    if priority is None:
+        return ""
+    name = level_of(priority).name.lower()
+    return i18n.t(lang, f"level.{name}") if i18n.has(f"level.{name}") else str(priority)
+
+
+def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
+    def t(key: str) -> str:
+        return i18n.t(lang, key)
+
+    sheet = Sheet(
+        t("log.title"),
+        [t(f"log.col.{c}") for c in ("planned", "actual", "bulletin", "device", "groups",
+                                     "level", "played", "result", "reason")],
+    )  # fmt: skip
+    for r in rows:
+        sheet.rows.append(
+            [
+                local(r.planned_ms),
+                local(r.actual_ms),
+                r.label or t("log.unnamed"),
+                r.device_id,
+                ", ".join(r.groups),
+                level_text(lang, r.priority),
+                dt.timedelta(milliseconds=r.played_ms),
+                t(f"log.result.{r.result}"),
+                reason_text(lang, r.reason),
+            ]
+        )
+    return sheet
+
+
+def plays_sheet(lang: i18n.Lang, by: str, rows: Sequence[PlayRow]) -> Sheet:
+    def t(key: str) -> str:
+        return i18n.t(lang, key)
+
+    sheet = Sheet(
+        t("reports.plays"),
+        [t(f"reports.by.{by}"), t("reports.col.plays"), t("reports.col.completed"),
+         t("log.col.played"), t("reports.col.missed"), t("reports.col.missed_why"),
+         t("reports.col.failed"), t("reports.col.interrupted"), t("reports.col.interrupted_why"),
+         t("reports.col.interrupted_aired")],
+    )  # fmt: skip
+    for r in rows:
+        sheet.rows.append(
+            [
+                r.key,
+                r.plays,
+                r.completed,
+                dt.timedelta(milliseconds=r.total_played_ms),
+                r.missed,
+                reasons_text(lang, r.missed_by_reason),
+                r.failed,
+                r.interrupted,
+                reasons_text(lang, r.interrupted_by_reason),
+                dt.timedelta(milliseconds=r.interrupted_played_ms),
+            ]
+        )
+    return sheet
+
+
+def queue_sheet(lang: i18n.Lang, by: str, rows: Sequence[QueueRow]) -> Sheet:
+    def t(key: str) -> str:
+        return i18n.t(lang, key)
+
+    def seconds(value: float | None) -> dt.timedelta | None:
+        return None if value is None else dt.timedelta(seconds=value)
+
+    sheet = Sheet(
+        t("reports.queue"),
+        [t(f"reports.by.{by}"), t("reports.col.issued"), t("reports.col.called"),
+         t("reports.col.served"), t("reports.col.no_shows"), t("reports.col.wait_avg"),
+         t("reports.col.wait_max"), t("reports.col.service_avg"), t("reports.col.ratings"),
+         t("reports.col.rating_avg")],
+    )  # fmt: skip
+    for r in rows:
+        sheet.rows.append(
+            [
+                r.key,
+                r.issued,
+                r.called,
+                r.served,
+                r.no_shows,
+                seconds(r.avg_wait_s),
+                seconds(r.max_wait_s),
+                seconds(r.avg_service_s),
+                r.ratings,
+                r.avg_rating,
+            ]
+        )
+    return sheet
