@@ -33,6 +33,7 @@ from controller.auth.passwords import Passwords
 from controller.auth.security import LoginPolicy
 from controller.db.engine import check_schema, make_engine, session_factory, upgrade
 from controller.deps import LANG_COOKIE, AppState
+from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.resends import Resends
@@ -48,9 +49,11 @@ from controller.web.routes import (
     broadcasts,
     bulletins,
     clips,
+    console,
     devices,
     error_responses,
     fleet,
+    live,
     render,
     reports,
     schedules,
@@ -67,6 +70,7 @@ STATIC = Path(__file__).resolve().parent / "web" / "static"
 ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.router]
 ROUTERS += [clips.router, schedules.router, broadcasts.router, bulletins.router, reports.router]
 ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devices/new
+ROUTERS += [console.router, live.router]
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.
@@ -100,10 +104,17 @@ def run_resends(state: AppState) -> AbstractContextManager[None]:
     return resends.running(state.settings.documents.check_every_s)
 
 
+def run_live(state: AppState) -> AbstractContextManager[None]:
+    """The live pages' poll loop (controller/fleet/live.py); it idles while no page listens."""
+    assert state.live is not None  # create_app builds it before the app starts
+    return state.live.running()
+
+
 SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
     run_station,
     run_fleet,
     run_resends,
+    run_live,
 ]
 
 SECURITY_HEADERS = {
@@ -154,6 +165,11 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
     )
     state.station = Station(settings, state.sessions)
     state.fleet = FleetService(settings, state.sessions, clock)
+    state.live = LiveFeed(
+        state.sessions,
+        offline_after_ms=int(settings.alerts.offline_after_min * 60_000),
+        clock_ms=state.now_ms,
+    )
     metrics = Metrics()
 
     @asynccontextmanager
@@ -334,4 +350,5 @@ def serve(settings: ControllerSettings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.http.forwarded_allow_ips,
         log_level="info",
+        timeout_graceful_shutdown=5,  # the live pages' streams would hold a stop for minutes
     )

@@ -32,6 +32,7 @@ from controller.auth.accounts import AuthConfig, session_principal
 from controller.auth.roles import Permission, Principal
 from controller.auth.security import same
 from controller.auth.tokens import token_principal
+from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
 from controller.i18n import Refusal
 from controller.radio.station import Station
@@ -58,6 +59,7 @@ class AppState:
     clock: Callable[[], float] = time.time
     station: Station | None = None  # the broadcasting services (controller/radio/station.py)
     fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet/service.py)
+    live: LiveFeed | None = None  # the live pages' one poll loop (fleet/live.py)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -36,6 +36,16 @@ from protocol.uplink import Ack
 DEFAULT_LEAD_MS = 3_000
 COMMAND_TTL_MS = 60_000  # after ``at``: a device that gets it later refuses it as expired
 Level = Literal["normal", "priority", "emergency"]
+# a row's kind and the command it sent; the technician's console sends the device.* ones
+MSG_TYPES = {
+    "play": "broadcast.play",
+    "stream": "broadcast.stream",
+    "stop": "broadcast.stop",
+    "volume": "device.volume",
+    "tone": "device.test_tone",
+    "restart": "device.restart_agent",
+}
+BROADCAST_KINDS = ("play", "stream", "stop")
 
 
 @dataclass(frozen=True)
@@ -215,6 +225,16 @@ class Broadcasting:
             priority=priority_max,
         )
 
+    def device_command(
+        self, kind: str, targets: Sequence[Target], body: Strict, *, by: str, priority: int = 0
+    ) -> BroadcastInfo:
+        """A device.* command (volume, test tone, restart) to speakers, its acks kept as a
+        broadcast's are, so the console shows them the same way."""
+        return self._send(
+            kind, targets, body, by=by, level="normal", now=self.clock(),
+            ttl_ms=COMMAND_TTL_MS, priority=priority,
+        )  # fmt: skip
+
     def _send(
         self,
         kind: str,
@@ -235,16 +255,11 @@ class Broadcasting:
             raise Invalid("no_target", "Chưa chọn nơi phát", "No target chosen")
         devices = sorted({d for t in targets for d in self.fleet.members(t)})
         command_id = uuid.uuid4().hex
-        msg_type = {
-            "play": "broadcast.play",
-            "stream": "broadcast.stream",
-            "stop": "broadcast.stop",
-        }
         # one envelope per target topic, all with one id: each names the topic it is
         # signed for, and a speaker in two targeted groups refuses the second as a replay
         payloads = {
             topic: seal(
-                msg_type[kind],
+                MSG_TYPES[kind],
                 body,
                 self.site.signing_key(),
                 now,
@@ -366,10 +381,15 @@ class Broadcasting:
             ).all()
             return _info(row, acks)
 
-    def recent(self, limit: int = 50) -> list[BroadcastInfo]:
+    def recent(
+        self, limit: int = 50, kinds: Sequence[str] = BROADCAST_KINDS
+    ) -> list[BroadcastInfo]:
         with self.sessions() as session:
             rows = session.scalars(
-                select(BroadcastRow).order_by(BroadcastRow.created_ms.desc()).limit(limit)
+                select(BroadcastRow)
+                .where(BroadcastRow.kind.in_(kinds))
+                .order_by(BroadcastRow.created_ms.desc())
+                .limit(limit)
             ).all()
             return [self.get(row.id) for row in rows]
 

@@ -176,7 +176,10 @@ class BodyGuard:
     @staticmethod
     def _gone(scope: Scope, received: int, exc: BaseException | None) -> None:
         why = f" ({type(exc).__name__})" if exc is not None else ""
-        log.warning(
+        # a page left while a GET streams (the live pages' /live) is how those end: no news
+        level = logging.DEBUG if scope["method"] in ("GET", "HEAD") else logging.WARNING
+        log.log(
+            level,
             "client went away during %s %s after %d body bytes%s",
             scope["method"],
             scope["path"],

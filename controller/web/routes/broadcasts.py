@@ -17,7 +17,7 @@ from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
-from controller.radio.broadcasting import BroadcastInfo
+from controller.radio.broadcasting import BROADCAST_KINDS, BroadcastInfo
 from controller.radio.station import Station, refused_as_http
 from controller.radio.targets import Target
 from controller.site.directory import ProvisioningError
@@ -183,7 +183,10 @@ def api_recent(
 def api_get(broadcast_id: BroadcastId, station: StationDep, who: Viewer) -> BroadcastOut:
     """One broadcast and its acks."""
     with refused_as_http():
-        return BroadcastOut.of(station.broadcasting.get(broadcast_id))
+        info = station.broadcasting.get(broadcast_id)
+    if info.kind not in BROADCAST_KINDS:  # a console command: GET /api/commands/{id}
+        raise i18n.Refusal(404, "error.not_found")
+    return BroadcastOut.of(info)
 
 
 # pages

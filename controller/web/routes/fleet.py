@@ -34,6 +34,7 @@ from controller.fleet.queries import (
 from controller.site.directory import ProvisioningError, Site
 from controller.web.charts import line_chart
 from controller.web.routes import ERRORS, error_responses, lang_of, local_time, render
+from controller.web.routes.console import ack_text, device_commands
 from protocol.topics import ID_PATTERN, Topics
 from protocol.uplink import ROLES
 
@@ -334,14 +335,20 @@ def device_page(
         .order_by(EventRecord.ts_ms.desc())
         .limit(20)
     ).all()
+    can_manage = who.can(Permission.MANAGE_DEVICES)
+    station = app_state(request).station
+    assert station is not None  # create_app builds it
     return render(
         request,
         "device.html",
         d=row,
+        commands=device_commands(db, station, device_id) if can_manage else [],
+        sent=request.query_params.get("sent") == "1",
+        ack_text=ack_text,
         span=span,
         ranges=list(RANGES),
         charts=charts,
         alerts=alerts,
         events=events,
-        can_manage=who.can(Permission.MANAGE_DEVICES),
+        can_manage=can_manage,
     )
