@@ -107,6 +107,7 @@ def test_console_commands_acks_on_air_and_offline_show_live(
 
     # a stop from the broadcasts page: its row's ack arrives live
     admin.locator("#stop input[value='device:loa-1']").check()
+    admin.once("dialog", lambda dialog: dialog.accept())  # a stop asks first
     admin.click("#stop button[type=submit]")
     stop_row = admin.locator("#recent tbody tr").first
     expect(stop_row.locator(".acks")).to_have_text("loa-1 ✓")
