@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
-from controller.fleet.reports import QueueRow, proof_of_play, queue_stats, to_csv
+from controller.fleet.reports import PlayRow, QueueRow, proof_of_play, queue_stats, to_csv
 from protocol.uplink import Event
 
 DAY = 86_400_000
@@ -120,7 +120,7 @@ def test_interrupted_plays_are_counted_with_what_aired_and_a_resumed_rest_is_no_
     }
     assert row.interrupted_played_ms == 2_500 + 1_000 + 500 + 700
     line = to_csv([row], type(row)).splitlines()[1]
-    assert line.endswith(",4,power_loss=1;crash=1;stopped=1;preempted=1,4700")
+    assert line.endswith(",4,power_loss=1;crash=1;stopped=1;preempted=1,4700,0,0")  # no gaps
 
 
 def test_queue_statistics_per_service_and_counter(sessions):
@@ -224,3 +224,28 @@ def test_a_stored_body_that_does_not_fit_is_left_out_not_a_crash(sessions, caplo
         assert queue_stats(s, T0, T0 + DAY) == []
     assert (row.plays, row.missed, row.total_played_ms) == (1, 0, 10)
     assert "e0 of loa-1 left out of a report: bad_body: play.missed body: reason" in caplog.text
+
+
+def test_a_relays_gaps_are_counted_with_their_length(sessions):
+    """A relay's play.finished carries its gaps (broadcast.audio.relay): counted per device,
+    failed relays (stopped by dead air) included, and in the CSV."""
+    play = {"key": "vov", "origin": "command", "priority": 2, "planned_ms": T0, "actual_ms": T0}
+    gaps = [{"offset_ms": 3_000, "length_ms": 11_500, "reason": "dropped"},
+            {"offset_ms": 40_000, "length_ms": 4_000, "reason": "dead_air"}]  # fmt: skip
+    relay = {**play, "outcome": "completed", "played_ms": 90_000, "relayed_ms": 74_500}
+    dead = {**play, "outcome": "failed", "played_ms": 4_000, "relayed_ms": 0}
+    dead["gaps"] = [{"offset_ms": 0, "length_ms": 4_000, "reason": "dead_air"}]
+    store(
+        sessions,
+        [
+            ("loa-1", "play.finished", T0, {**relay, "gaps": gaps}),
+            ("loa-1", "play.finished", T0 + 1, dead),
+            ("loa-2", "play.finished", T0 + 2, {**play, "outcome": "completed", "played_ms": 10}),
+        ],
+    )
+    with sessions() as s:
+        rows = {r.key: r for r in proof_of_play(s, T0, T0 + DAY)}
+    assert (rows["loa-1"].relay_gaps, rows["loa-1"].relay_gap_ms) == (3, 19_500)
+    assert (rows["loa-2"].relay_gaps, rows["loa-2"].relay_gap_ms) == (0, 0)
+    table = list(csv.DictReader(io.StringIO(to_csv(list(rows.values()), PlayRow))))
+    assert (table[0]["relay_gaps"], table[0]["relay_gap_ms"]) == ("3", "19500")

@@ -40,6 +40,8 @@ class PlayRowOut(BaseModel):
     interrupted: int
     interrupted_by_reason: dict[str, int]
     interrupted_played_ms: int
+    relay_gaps: int
+    relay_gap_ms: int
 
 
 @router.get(
@@ -89,6 +91,8 @@ i18n.register(
         "reports.col.wait": ("Chờ TB / tối đa (giây)", "Wait avg / max (s)"),
         "reports.col.service": ("Phục vụ TB (giây)", "Service avg (s)"),
         "reports.col.rating": ("Đánh giá (số / TB)", "Ratings (count / avg)"),
+        "reports.col.relay_gaps": ("Gián đoạn tiếp sóng", "Relay gaps"),
+        "reports.gap_seconds": ("mất {seconds} giây", "{seconds} s lost"),
     }
 )
 
