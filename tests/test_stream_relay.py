@@ -27,6 +27,7 @@ from plumbing.config_files import read_toml
 from protocol.events import read_body
 from tests.player_helpers import Clips, Rig, dominant_hz, now_ms, rms_dbfs
 from tests.stream_station import BURST_S, Station
+from tests.test_speaker import wait_event
 
 # reconnects stay close together, so a test waits seconds, not the field's cap
 QUICK = RelayPolicy(retry_base_s=0.25, retry_cap_s=1.5, dead_air_s=2.0)
@@ -252,3 +253,29 @@ def test_a_volume_change_mid_relay_keeps_one_account(tmp_path: Path, station: St
     assert all(g["offset_ms"] > 2_500 for g in finished["gaps"])  # where it happened
     _, x = rig.recording("vov")
     assert abs(rms_dbfs(stretch(x, 0.5, 2.5)) - rms_dbfs(stretch(x, 6, 7.5)) - 6.02) < 0.7
+
+
+def test_a_speaker_relays_a_commanded_stream_through_a_drop_and_reports_it(
+    fleet: Any, probe: Any, station: Station, tmp_path: Path
+) -> None:
+    """The agent in its own process, its [speaker] relay settings, the command and the
+    proof of play over the real broker."""
+    played = tmp_path / "played"
+    speaker = {"sink": "wav", "wav_dir": str(played), "relay_retry_max_s": 1.5}
+    fleet.spawn("loa-1", sections={"speaker": speaker})
+    probe.status_is("loa-1", "online")
+    cmd = "xaso/dev/loa-1/cmd"
+    body = {"url": station.url, "duration_s": 18, "label": "VOV1"}
+    probe.publish(cmd, fleet.seal("broadcast.stream", body, cmd_id="vov", to=cmd))
+    assert probe.ack_for("loa-1", "vov")["result"] == {"queued": True}
+    wait_event(probe, "play.started", "vov")
+    time.sleep(2)
+    station.set("off")
+    time.sleep(7)
+    station.set("tone")
+    finished = wait_event(probe, "play.finished", "vov", timeout=60)
+    assert finished["outcome"] == "completed" and finished["label"] == "VOV1"
+    (gap,) = finished["gaps"]
+    assert gap["reason"] == "dropped" and gap["length_ms"] > 2_000
+    assert abs(finished["relayed_ms"] + gap["length_ms"] - finished["played_ms"]) < 100
+    assert wait_event(probe, "audio.fault", "vov")["reason"] == "stream_dropped"
