@@ -70,7 +70,7 @@ def check_one_drop(rig: Rig, key: str, after_s: float, for_s: float, *, slack_s:
     (gap,) = finished["gaps"]
     assert gap["reason"] == "dropped"
     # the station's burst on connect airs after the cut
-    assert after_s < gap["offset_ms"] / 1000 < after_s + BURST_S + 1.5
+    assert after_s < gap["offset_ms"] / 1000 < after_s + BURST_S + 3.0
     assert for_s - BURST_S - 1.0 < gap["length_ms"] / 1000 < for_s + slack_s
     # the stream aired, the gap did not, and nothing else is missing
     assert abs(finished["relayed_ms"] + gap["length_ms"] - finished["played_ms"]) < 100
@@ -134,8 +134,8 @@ def test_dead_air_plays_the_fallback_clip_until_the_stream_has_sound(
     (gap,) = finished["gaps"]
     assert gap["reason"] == "dead_air"
     start, end = gap["offset_ms"] / 1000, (gap["offset_ms"] + gap["length_ms"]) / 1000
-    assert 1.5 < start < 5.0  # where the silence began (the burst comes first)
-    assert end - start > policy.dead_air_s + 2.5
+    assert 1.5 < start < 2 + BURST_S + 3.0  # where the silence began (the burst came first)
+    assert end - start > policy.dead_air_s + 2.0
     _, x = rig.recording("vov")
     fallback = stretch(x, start + policy.dead_air_s + 0.3, end - 0.3)
     assert abs(dominant_hz(fallback) - 660) < 5 and rms_dbfs(fallback) > -20
@@ -239,7 +239,7 @@ def test_a_volume_change_mid_relay_keeps_one_account(tmp_path: Path, station: St
     """The new gain restarts ffmpeg (and the connection): still one play, one account."""
     rig = relay_rig(tmp_path)
     try:
-        rig.player.submit(stream("vov", station.url, 8))
+        rig.player.submit(stream("vov", station.url, 10))
         rig.events.wait("play.started", "vov", timeout_s=20)
         time.sleep(3)
         rig.player.set_volume(50)
@@ -249,10 +249,10 @@ def test_a_volume_change_mid_relay_keeps_one_account(tmp_path: Path, station: St
     assert finished["outcome"] == "completed"
     lost = sum(g["length_ms"] for g in finished["gaps"])
     assert abs(finished["relayed_ms"] + lost - finished["played_ms"]) < 100
-    assert finished["relayed_ms"] > 5_000  # both sides of the change counted
+    assert finished["relayed_ms"] > 6_000  # both sides of the change counted
     assert all(g["offset_ms"] > 2_500 for g in finished["gaps"])  # where it happened
     _, x = rig.recording("vov")
-    assert abs(rms_dbfs(stretch(x, 0.5, 2.5)) - rms_dbfs(stretch(x, 6, 7.5)) - 6.02) < 0.7
+    assert abs(rms_dbfs(stretch(x, 0.5, 2.5)) - rms_dbfs(stretch(x, 7, 9.5)) - 6.02) < 0.7
 
 
 def test_a_speaker_relays_a_commanded_stream_through_a_drop_and_reports_it(
