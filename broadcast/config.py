@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from broadcast.audio.lateness import CALL_MAX_AGE_MS
+from broadcast.audio.relay import RelayPolicy
 from plumbing.config_files import Section
 from protocol.commands import DeviceOrGroupId as DeviceId
 
@@ -35,6 +36,28 @@ class SpeakerSection(Section):
     # audio first), until it is this old; older, the counter has moved on: it is reported
     # as missed (broadcast.audio.lateness.call_fate)
     call_max_age_s: Annotated[float, Field(ge=1, le=600)] = CALL_MAX_AGE_MS / 1000
+    # a relayed stream (broadcast.audio.relay) reconnects for as long as it is scheduled,
+    # the waits spread up to this; connected but below the level this long is dead air,
+    # in which the fallback clip plays (none: the relay stops)
+    relay_retry_max_s: Annotated[float, Field(ge=1, le=300)] = 10.0
+    relay_dead_air_s: Annotated[float, Field(ge=1, le=600)] = 15.0
+    relay_dead_air_dbfs: Annotated[float, Field(ge=-90, le=-20)] = -50.0
+    relay_fallback_clip: Path | None = None
+
+    @field_validator("relay_fallback_clip")
+    @classmethod
+    def _fallback_clip(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file {value}: copy the clip onto the device, or leave it out")
+        return value
+
+    def relay_policy(self) -> RelayPolicy:
+        return RelayPolicy(
+            retry_cap_s=self.relay_retry_max_s,
+            dead_air_s=self.relay_dead_air_s,
+            dead_air_dbfs=self.relay_dead_air_dbfs,
+            fallback_clip=self.relay_fallback_clip,
+        )
 
     @field_validator("calls_from")
     @classmethod

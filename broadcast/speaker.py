@@ -97,6 +97,7 @@ class Speaker:
             on_event=self._emit,
             resume_preempted=cfg.resume_preempted,
             volume_pct=host.volume_pct,
+            relay=cfg.relay_policy(),
         )
         self._prefetch_ms = int(cfg.prefetch_days * 86_400_000)
         self._docs: dict[str, ScheduleSet] = {}

@@ -24,6 +24,7 @@ from protocol.errors import Refusal, RefusalReason
 from protocol.uplink import Event, Open
 
 DETAIL_MAX = 2000
+MAX_GAPS = 100  # a relay's gaps in one record; a relay keeps the first ones
 Detail = Annotated[str, Field(max_length=DETAIL_MAX)]  # a sentence for people: an error, why
 Reason = Annotated[str, Field(min_length=1, max_length=64)]  # a machine word; the list grows
 Label = Annotated[str, Field(max_length=200)]
@@ -90,6 +91,16 @@ class PlayStarted(_Taken):
     actual_ms: EpochMs  # when the first sample went to the sound device
 
 
+class RelayGap(Open):
+    """A stretch of a stream relay that did not air the stream (filled with silence, or
+    with the fallback clip): from ``offset_ms`` after the play's first sample."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    offset_ms: DurationMs
+    length_ms: DurationMs
+    reason: Reason  # dropped (the connection ended or ran dry), dead_air (connected, silent)
+
+
 class PlayFinished(_Taken):
     TYPE = "play.finished"
     actual_ms: EpochMs | None
@@ -97,6 +108,9 @@ class PlayFinished(_Taken):
     played_ms: DurationMs
     error: Detail = ""
     resumes: bool = False  # preempted, and the rest plays once what cut in has ended
+    # a stream relay only: how much of the stream itself aired, and where it did not
+    relayed_ms: DurationMs | None = None
+    gaps: Annotated[list[RelayGap], Field(max_length=MAX_GAPS)] = Field(default_factory=list)
 
 
 class PlayInterrupted(_Taken):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from controller.fleet.alert_rules import (
     CLOCK_UNSYNCED,
     COVER_OPEN,
+    DEAD_AIR,
     DISK_LOW,
     KINDS,
     MINUTE_MS,
@@ -158,3 +159,24 @@ def test_rules_are_consistent(devices):
         assert kind in KINDS and alert.device_id == dev
         assert alert.message_vi and alert.message_en and alert.message_vi != alert.message_en
     assert active_alerts(devices, [], T, NOW) == alerts  # deterministic
+
+
+def test_dead_air_on_a_relay_is_its_own_alert_within_the_window():
+    def fault(n, dev, reason, at):
+        body = read_body("audio.fault", {"reason": reason, "key": f"vov-{n}", "detail": "..."})
+        return PlayEvent(dev, f"f{n}", "audio.fault", at, body)
+
+    events = [
+        fault(1, "loa-1", "dead_air", NOW - 30 * MINUTE_MS),
+        fault(2, "loa-1", "dead_air", NOW - 1 * MINUTE_MS),
+        fault(3, "loa-2", "stream_dropped", NOW - 1 * MINUTE_MS),  # a drop is no dead air
+        fault(4, "loa-3", "dead_air", NOW - 61 * MINUTE_MS),  # too old
+    ]
+    alerts = active_alerts([], events, T, NOW)
+    assert set(alerts) == {(DEAD_AIR, "loa-1")}  # and no play.failed or play.missed
+    alert = alerts[(DEAD_AIR, "loa-1")]
+    assert alert.message_vi == (
+        "loa-1: luồng tiếp sóng mất tiếng 2 lần trong 60 phút qua. Hãy kiểm tra nguồn phát của đài."
+    )
+    assert alert.message_en.startswith("loa-1: the relayed stream went silent 2 times")
+    assert [r["key"] for r in alert.details["recent"]] == ["vov-1", "vov-2"]

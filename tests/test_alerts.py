@@ -13,8 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.bus import Bus
 from controller.db.engine import make_engine, session_factory, upgrade
-from controller.db.fleet_tables import Alert, Device, DeviceState, WebhookDelivery
-from controller.fleet.alert_rules import MINUTE_MS, OFFLINE, PAPER_OUT, AlertSpec, Thresholds
+from controller.db.fleet_tables import Alert, Device, DeviceState, EventRecord, WebhookDelivery
+from controller.fleet.alert_rules import (
+    DEAD_AIR,
+    MINUTE_MS,
+    OFFLINE,
+    PAPER_OUT,
+    AlertSpec,
+    Thresholds,
+)
 from controller.fleet.alerts import AlertEngine
 from controller.fleet.ingest import Ingest
 from controller.fleet.ingest_writes import sync_devices_from_site
@@ -54,6 +61,11 @@ def open_alerts(sessions: sessionmaker[Session]) -> set[tuple[str, str]]:
     with sessions() as s:
         rows = s.scalars(select(Alert).where(Alert.cleared_ms.is_(None)))
         return {(a.kind, a.device_id) for a in rows}
+
+
+def stored(sessions: sessionmaker[Session], event_id: str) -> bool:
+    with sessions() as s:
+        return s.scalar(select(EventRecord).where(EventRecord.event_id == event_id)) is not None
 
 
 def now_ms() -> int:
@@ -150,3 +162,19 @@ def test_two_replicas_raise_one_alert(sessions):
     with sessions.begin() as s:
         assert replicas[1]._raise(s, spec, MINUTE_MS) is None
     assert open_alerts(sessions) == {(OFFLINE, "loa-3")}
+
+
+def test_dead_air_on_a_relay_raises_its_alert_in_vietnamese(fleet, sessions, ingest):
+    """The speaker's audio.fault for dead air (tests/test_stream_relay.py makes it from a
+    silent stream) goes through the broker and ingest, and the engine raises the alert."""
+    speaker = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+    body = {"reason": "dead_air", "key": "vov",
+            "detail": "the stream was silent (below -50 dBFS) for 15 s"}  # fmt: skip
+    event = {"id": "f1", "type": "audio.fault", "ts": now_ms(), "body": body}
+    speaker.publish("xaso/dev/loa-1/event", json.dumps(event).encode())
+    eventually(lambda: stored(sessions, "f1"))
+    (alert,) = AlertEngine(sessions).run(now_ms()).raised
+    assert (alert.kind, alert.device_id) == (DEAD_AIR, "loa-1")
+    assert alert.message_vi.startswith("loa-1: luồng tiếp sóng mất tiếng 1 lần")
+    assert "kiểm tra nguồn phát" in alert.message_vi
+    assert alert.details["recent"][0]["key"] == "vov"

@@ -163,7 +163,9 @@ def test_reports_as_json_pages_and_csv_for_excel(api: Api) -> None:
         ticket |= {"day": "2025-11-22", "priority": False}
         bodies = [
             ("loa-1", "play.finished",
-             {**play, "actual_ms": T0, "outcome": "completed", "played_ms": 90_000}),
+             {**play, "actual_ms": T0, "outcome": "completed", "played_ms": 90_000,
+              "relayed_ms": 78_000,  # a relay, with a drop in it
+              "gaps": [{"offset_ms": 3_000, "length_ms": 12_000, "reason": "dropped"}]}),
             ("loa-1", "play.missed", {**play, "reason": "offline"}),
             ("loa-2", "play.interrupted",
              {**play, "actual_ms": T0, "played_ms": 2_000, "checkpoint_ms": T0 + 2_000,
@@ -201,6 +203,8 @@ def test_reports_as_json_pages_and_csv_for_excel(api: Api) -> None:
     page = api.get("/reports/plays", params={"start": "23/11/2026"}).text
     assert "mất điện: 1" in page and "0:02" in page  # proof of play: cut, and what aired
     assert "power_loss" not in page and "offline" not in page
+    assert plays[0]["relay_gaps"] == 1 and plays[0]["relay_gap_ms"] == 12_000
+    assert "Gián đoạn tiếp sóng" in page and "0:12" in page  # what a relay lost
 
 
 def test_provisioning_from_the_api_reloads_the_real_broker(api: Api, fleet: Fleet) -> None:

@@ -124,7 +124,7 @@ def test_interrupted_plays_are_counted_with_what_aired_and_a_resumed_rest_is_no_
     line = to_csv(plays_sheet("en", "device", [row])).decode("utf-8-sig").splitlines()[1]
     assert line.endswith(
         ',4,"power cut: 1, the agent restarted: 1, stopped by an operator: 1, '
-        'preempted by a higher level: 1",0:05'
+        'preempted by a higher level: 1",0:05,0,0:00'
     )
 
 
@@ -229,3 +229,29 @@ def test_a_stored_body_that_does_not_fit_is_left_out_not_a_crash(sessions, caplo
         assert queue_stats(s, T0, T0 + DAY) == []
     assert (row.plays, row.missed, row.total_played_ms) == (1, 0, 10)
     assert "e0 of loa-1 left out of a report: bad_body: play.missed body: reason" in caplog.text
+
+
+def test_a_relays_gaps_are_counted_with_their_length(sessions):
+    """A relay's play.finished carries its gaps (broadcast.audio.relay): counted per device,
+    failed relays (stopped by dead air) included, and in the CSV."""
+    play = {"key": "vov", "origin": "command", "priority": 2, "planned_ms": T0, "actual_ms": T0}
+    gaps = [{"offset_ms": 3_000, "length_ms": 11_500, "reason": "dropped"},
+            {"offset_ms": 40_000, "length_ms": 4_000, "reason": "dead_air"}]  # fmt: skip
+    relay = {**play, "outcome": "completed", "played_ms": 90_000, "relayed_ms": 74_500}
+    dead = {**play, "outcome": "failed", "played_ms": 4_000, "relayed_ms": 0}
+    dead["gaps"] = [{"offset_ms": 0, "length_ms": 4_000, "reason": "dead_air"}]
+    store(
+        sessions,
+        [
+            ("loa-1", "play.finished", T0, {**relay, "gaps": gaps}),
+            ("loa-1", "play.finished", T0 + 1, dead),
+            ("loa-2", "play.finished", T0 + 2, {**play, "outcome": "completed", "played_ms": 10}),
+        ],
+    )
+    with sessions() as s:
+        rows = {r.key: r for r in proof_of_play(s, T0, T0 + DAY)}
+    assert (rows["loa-1"].relay_gaps, rows["loa-1"].relay_gap_ms) == (3, 19_500)
+    assert (rows["loa-2"].relay_gaps, rows["loa-2"].relay_gap_ms) == (0, 0)
+    sheet = to_csv(plays_sheet("en", "device", list(rows.values()))).decode("utf-8-sig")
+    table = list(csv.DictReader(io.StringIO(sheet)))
+    assert (table[0]["Relay gaps"], table[0]["Gap time (min:s)"]) == ("3", "0:20")

@@ -31,9 +31,10 @@ from broadcast.audio.decode import CHANNELS, RATE, DecodeError, DecoderPool, byt
 from broadcast.audio.lateness import CALL_EXPIRED, MISSED_LATE, join
 from broadcast.audio.preemption import JOIN_LEAD_MS, PREPARE_MS, Entry, best, gives_way
 from broadcast.audio.proof_of_play import MISSED_REASONS, OnEvent, ProofOfPlay, record
+from broadcast.audio.relay import RelayPolicy, StreamRelay
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import Sink, SinkError, wall_ms
-from broadcast.audio.sources import ClipSource, PcmSource, StreamRelay
+from broadcast.audio.sources import ClipSource, PcmSource
 from broadcast.levels import preempts
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ SETTLE_MS = 100.0  # decoding ahead stops this long before the start: time to op
 AMP_NEED_MS = 1000.0  # while playing, the amplifier is told audio runs at least this far
 SINK_ATTEMPTS = 3
 SINK_RETRY_MS = 500.0
+STREAM_UNREACHABLE = "stream_unreachable"  # no audio came in all of a relay's time
 
 
 class Player:
@@ -59,6 +61,7 @@ class Player:
         chunk_ms: float = 20,
         ahead_ms: float = 1000,
         decoders: DecoderPool | None = None,
+        relay: RelayPolicy | None = None,
     ) -> None:
         volume_db(volume_pct)  # refuses a bad value now, not in the thread
         self.sink = sink
@@ -70,6 +73,7 @@ class Player:
         self.chunk_ms = chunk_ms
         self.ahead_ms = ahead_ms
         self._pool = decoders or DecoderPool()
+        self.relay = relay or RelayPolicy()
         self._cond = threading.Condition()
         self._queue: list[Entry] = []
         self._current: Entry | None = None
@@ -203,15 +207,22 @@ class Player:
             waited = round(now - entry.submitted_ms)
             self._drop(entry, CALL_EXPIRED, f"waited {waited} ms; {max_wait} ms at most")
             return
-        start = self._start_of(entry, now)
+        # a stream switches the amplifier on only once its audio flows (_connect)
+        stream = entry.req.stream_url is not None
+        start = self._start_of(entry, now, amp=None if stream else self.amp)
         if start is None:
             late = round(now - (entry.due_ms or now))
             self._drop(entry, MISSED_LATE, f"{late} ms after the planned start")
             return
-        why = self._wait(entry, start - PREPARE_MS)
+        lead = PREPARE_MS + (self.amp.preroll_ms if stream and self.amp is not None else 0)
+        why = self._wait(entry, start - lead)
         if why is None:
             try:
-                why = self._prefetch(entry, self._prepare_source(entry), start)
+                source = self._prepare_source(entry)
+                if isinstance(source, StreamRelay):
+                    why, start = self._connect(entry, source, start)
+                else:
+                    why = self._prefetch(entry, source, start)
             except DecodeError as exc:
                 self._discard(entry)
                 self._proof.missed(entry, "clip_unreadable", str(exc))
@@ -224,22 +235,23 @@ class Player:
             if why == "preempted":
                 self._requeue(entry)
             else:
+                error = entry.source.last_error if isinstance(entry.source, StreamRelay) else ""
                 self._discard(entry)
-                self._proof.missed(entry, why)
+                self._proof.missed(entry, why, error)
             return
         outcome, detail = self._stream(entry)
         self._finish(entry, outcome, detail)
 
-    def _start_of(self, entry: Entry, now: float) -> float | None:
+    def _start_of(self, entry: Entry, now: float, amp: Amplifier | None) -> float | None:
         """When the first sample goes out, the part joined late set; None: too late to play."""
         due, total = entry.due_ms, entry.req.total_ms
         if due is None:
-            return now if self.amp is None else self.amp.on_at(now)
+            return now if amp is None else amp.on_at(now)
         entry.skipped_ms = 0
         earliest = now + JOIN_LEAD_MS
         if join(round(due), total, round(earliest)).start_ms is None:
             return None  # asked first, so the amplifier is not switched on for nothing
-        start = due if self.amp is None else self.amp.on_at(due)  # its pre-roll comes first
+        start = due if amp is None else amp.on_at(due)  # its pre-roll comes first
         joined = join(round(due), total, round(max(start, earliest)))
         if joined.start_ms is None:
             return None
@@ -297,12 +309,13 @@ class Player:
             outcome, detail = "device", "the audio device failed at the end"
         if self.amp is not None:
             self.amp.need(self._now() + self.sink.latency_ms)
+        relayed = source.proof() if isinstance(source, StreamRelay) else None
         rest = None
         if outcome == "preempted" and self.resume_preempted:
             rest = source.remainder(entry.gain_db)
         source.close()
         entry.source = None
-        self._proof.finished(entry, outcome, detail, resumes=rest is not None)
+        self._proof.finished(entry, outcome, detail, resumes=rest is not None, relayed=relayed)
         if rest is not None:
             played = entry.position_ms + bytes_to_ms(entry.played_bytes)
             resumed = Entry(entry.req, entry.seq, entry.submitted_ms, rest, entry.gain_db, played)
@@ -346,6 +359,27 @@ class Player:
             if left_s <= 0 or source.prefetch(self.ahead_ms, min(left_s, MAX_WAIT_S)):
                 return None
         return why
+
+    def _connect(self, entry: Entry, relay: StreamRelay, start: float) -> tuple[str | None, float]:
+        """Connect (and again, as the relay's backoff says) until the stream's audio flows, for
+        as long as its time lasts; only then is the amplifier told. Returns why it will not
+        play (interrupted, or unreachable) and when its first sample goes out: a start that
+        waited for the stream shortens the relay, which still ends when it should."""
+        end = start + bytes_to_ms(relay.remaining_bytes)
+        while (why := self._interruption(entry)) is None:
+            if relay.prefetch(self.ahead_ms, MAX_WAIT_S):
+                break
+            if self._now() >= end - JOIN_LEAD_MS:
+                return STREAM_UNREACHABLE, start
+        if why is not None:
+            return why, start
+        begin = max(start, self._now() + SETTLE_MS)  # time to open the sink
+        if self.amp is not None:
+            begin = self.amp.on_at(begin)
+        if begin > start:
+            relay.shorten(begin - start)
+            entry.skipped_ms += begin - start
+        return None, begin
 
     def _requeue(self, entry: Entry) -> None:
         """Back in the queue, untouched: it was cut before its first sample."""
@@ -394,12 +428,16 @@ class Player:
             on_fault=fault,
             chunk_ms=self.chunk_ms,
             jitter_ms=self.ahead_ms,
+            policy=self.relay,
+            pool=self._pool,
         )
 
     def _regain(self, entry: Entry, gain_db: float) -> None:
         """Restart the source where it is, at a new gain (ffmpeg applies it)."""
         assert entry.source is not None
         old, entry.source = entry.source, entry.source.remainder(gain_db)
+        if isinstance(old, StreamRelay) and isinstance(entry.source, StreamRelay):
+            entry.source.carry_on(old)  # one play: one account of its gaps
         old.close()
         entry.gain_db = gain_db
         entry.source.start()

@@ -25,6 +25,7 @@ from protocol.events import (
     PlayFinished,
     PlayMissed,
     PlayStarted,
+    RelayGap,
     detail_text,
 )
 
@@ -91,7 +92,16 @@ class ProofOfPlay:
     def started(self, entry: Entry, actual_ms: float) -> None:
         self._emit(PlayStarted(**record(entry), actual_ms=round(actual_ms)))
 
-    def finished(self, entry: Entry, outcome: str, detail: str, *, resumes: bool = False) -> None:
+    def finished(
+        self,
+        entry: Entry,
+        outcome: str,
+        detail: str,
+        *,
+        resumes: bool = False,
+        relayed: tuple[float, list[RelayGap]] | None = None,
+    ) -> None:
+        """``relayed``: a stream's own airtime and its gaps (broadcast.audio.relay)."""
         body = PlayFinished(
             **record(entry),
             actual_ms=None if entry.actual_ms is None else round(entry.actual_ms),
@@ -102,6 +112,9 @@ class ProofOfPlay:
             body.error = detail_text(detail)
         if resumes:
             body.resumes = True
+        if relayed is not None:
+            body.relayed_ms = round(relayed[0])
+            body.gaps = list(relayed[1])
         self._emit(body)
 
     def missed(self, entry: Entry, reason: str, detail: str = "") -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.events import PlayFinished, PlayInterrupted, PlayMissed
+from protocol.events import AudioFault, PlayFinished, PlayInterrupted, PlayMissed
 
 MINUTE_MS = 60_000
 
@@ -24,6 +24,7 @@ PAPER_OUT = "printer.paper_out"
 COVER_OPEN = "printer.cover_open"
 PLAY_MISSED = "play.missed"
 PLAY_FAILED = "play.failed"
+DEAD_AIR = "stream.dead_air"  # a relayed stream connected but silent (broadcast.audio.relay)
 KINDS = (
     OFFLINE,
     TEMP_HIGH,
@@ -33,6 +34,7 @@ KINDS = (
     COVER_OPEN,
     PLAY_MISSED,
     PLAY_FAILED,
+    DEAD_AIR,
 )
 # Not a fault: the operator's own quiet hours keep a normal item from playing.
 EXPECTED_MISS_REASONS = frozenset({"quiet_hours"})
@@ -65,14 +67,15 @@ class DeviceSnapshot:
 
 @dataclass(frozen=True)
 class PlayEvent:
-    """A play.missed, play.finished or play.interrupted event (received_ms on the
-    controller's clock)."""
+    """A play.missed, play.finished, play.interrupted or audio.fault event (received_ms on
+    the controller's clock)."""
 
     device_id: str
     event_id: str
     type: str
     received_ms: int
-    body: PlayMissed | PlayFinished | PlayInterrupted  # read as its model (protocol.events)
+    # read as its model (protocol.events)
+    body: PlayMissed | PlayFinished | PlayInterrupted | AudioFault
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ def active_alerts(
             found.append(down)
         else:  # an offline device's last readings are stale: its offline alert says enough
             found += _health(device, thresholds)
+    play_events = list(play_events)
     found += _plays(play_events, thresholds, now_ms)
+    found += _dead_air(play_events, thresholds, now_ms)
     return {a.key: a for a in found}
 
 
@@ -200,7 +205,7 @@ def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[Aler
     since = now_ms - t.play_window_min * MINUTE_MS
     problems: dict[tuple[str, str], list[PlayEvent]] = {}
     for e in events:
-        if not since < e.received_ms <= now_ms:
+        if not since < e.received_ms <= now_ms or isinstance(e.body, AudioFault):
             continue
         if isinstance(e.body, PlayMissed) and e.body.reason not in EXPECTED_MISS_REASONS:
             problems.setdefault((PLAY_MISSED, e.device_id), []).append(e)
@@ -213,7 +218,7 @@ def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[Aler
         recent = [
             {
                 "event_id": e.event_id,
-                "label": e.body.label,
+                "label": getattr(e.body, "label", ""),
                 "reason": e.body.outcome if isinstance(e.body, PlayFinished) else e.body.reason,
                 "received_ms": e.received_ms,
             }
@@ -227,6 +232,39 @@ def _plays(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[Aler
                 "warning",
                 f"{dev}: {n} lượt phát {what_vi} trong {t.play_window_min:.0f} phút qua",
                 f"{dev}: {n} plays {what_en} in the last {t.play_window_min:.0f} min",
+                {"count": n, "recent": recent},
+            )
+        )
+    return found
+
+
+def _dead_air(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[AlertSpec]:
+    """A relay whose stream went silent: the station's feed, not the speaker, needs a look."""
+    since = now_ms - t.play_window_min * MINUTE_MS
+    by_device: dict[str, list[PlayEvent]] = {}
+    for e in events:
+        body = e.body
+        fault = isinstance(body, AudioFault) and body.reason == "dead_air"
+        if fault and since < e.received_ms <= now_ms:
+            by_device.setdefault(e.device_id, []).append(e)
+    found = []
+    for dev, evs in sorted(by_device.items()):
+        evs.sort(key=lambda e: e.received_ms)
+        n, w = len(evs), f"{t.play_window_min:.0f}"
+        recent = [
+            {"event_id": e.event_id, "key": getattr(e.body, "key", None),
+             "received_ms": e.received_ms}
+            for e in evs[-PLAY_DETAILS_MAX:]
+        ]  # fmt: skip
+        found.append(
+            AlertSpec(
+                DEAD_AIR,
+                dev,
+                "warning",
+                f"{dev}: luồng tiếp sóng mất tiếng {n} lần trong {w} phút qua."
+                " Hãy kiểm tra nguồn phát của đài.",
+                f"{dev}: the relayed stream went silent {n} times in the last {w} min."
+                " Check the station's feed.",
                 {"count": n, "recent": recent},
             )
         )

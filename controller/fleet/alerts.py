@@ -29,7 +29,7 @@ from controller.fleet.alert_rules import (
 )
 from controller.fleet.webhooks import enqueue
 from protocol.errors import Refusal
-from protocol.events import PlayFinished, PlayInterrupted, PlayMissed, read_body
+from protocol.events import AudioFault, PlayFinished, PlayInterrupted, PlayMissed, read_body
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class AlertEngine:
         since = now_ms - int(self.thresholds.play_window_min * MINUTE_MS)
         rows = session.scalars(
             select(EventRecord).where(
-                EventRecord.type.in_(("play.missed", "play.finished", "play.interrupted")),
+                EventRecord.type.in_(
+                    ("play.missed", "play.finished", "play.interrupted", "audio.fault")
+                ),
                 EventRecord.received_ms > since,
             )
         )
@@ -122,7 +124,8 @@ class AlertEngine:
             except Refusal as exc:  # stored before ingest checked bodies
                 log.warning("event %s of %s not read for alerts: %s", e.event_id, e.device_id, exc)
                 continue
-            assert isinstance(body, PlayMissed | PlayFinished | PlayInterrupted)  # those selected
+            # those selected
+            assert isinstance(body, PlayMissed | PlayFinished | PlayInterrupted | AudioFault)
             events.append(PlayEvent(e.device_id, e.event_id, e.type, e.received_ms, body))
         return events
 

@@ -6,7 +6,7 @@ Python, because reading JSON bodies differs between SQLite and PostgreSQL and
 a commune's month is a few hundred thousand events at most.
 
 Event bodies are read as their models (protocol.events): ``play.finished``
-(outcome, played_ms, resumes), ``play.interrupted`` (reason, played_ms),
+(outcome, played_ms, resumes, a relay's gaps), ``play.interrupted`` (reason, played_ms),
 ``play.missed`` (reason), ``ticket.issued`` (service),
 ``ticket.called`` (counter, recall, waited_ms), ``ticket.served`` (counter,
 service_ms), ``ticket.skipped`` (counter, reason), ``ticket.rated`` (counter,
@@ -61,6 +61,9 @@ class PlayRow:
     interrupted: int = 0
     interrupted_by_reason: dict[str, int] = field(default_factory=dict)
     interrupted_played_ms: int = 0  # what of them aired before the cut
+    # stream relays: stretches that did not air the stream (a drop, dead air), and their length
+    relay_gaps: int = 0
+    relay_gap_ms: int = 0
 
 
 def proof_of_play(
@@ -84,6 +87,9 @@ def proof_of_play(
 
 def _count_play(row: PlayRow, body: Body | None) -> None:
     """One record of a play's end; a preempted play that resumes ends with its rest."""
+    if isinstance(body, PlayFinished) and body.gaps:
+        row.relay_gaps += len(body.gaps)
+        row.relay_gap_ms += sum(g.length_ms for g in body.gaps)
     if isinstance(body, PlayMissed):
         row.missed += 1
         row.missed_by_reason[body.reason] = row.missed_by_reason.get(body.reason, 0) + 1

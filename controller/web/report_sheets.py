@@ -61,6 +61,10 @@ i18n.register(
         "reason.stopped": ("bị dừng theo lệnh", "stopped by an operator"),
         "reason.failed": ("lỗi khi phát", "playback failed"),
         "reason.no_show": ("người dân vắng mặt", "no-show"),
+        "reason.stream_unreachable": (
+            "không kết nối được luồng tiếp sóng của đài",
+            "the station's stream could not be reached",
+        ),
     }
 )
 
@@ -122,7 +126,8 @@ def plays_sheet(lang: i18n.Lang, by: str, rows: Sequence[PlayRow]) -> Sheet:
         [t(f"reports.by.{by}"), t("reports.col.plays"), t("reports.col.completed"),
          t("log.col.played"), t("reports.col.missed"), t("reports.col.missed_why"),
          t("reports.col.failed"), t("reports.col.interrupted"), t("reports.col.interrupted_why"),
-         t("reports.col.interrupted_aired")],
+         t("reports.col.interrupted_aired"), t("reports.col.relay_gaps"),
+         t("reports.col.relay_gap_time")],
     )  # fmt: skip
     for r in rows:
         sheet.rows.append(
@@ -137,6 +142,8 @@ def plays_sheet(lang: i18n.Lang, by: str, rows: Sequence[PlayRow]) -> Sheet:
                 r.interrupted,
                 reasons_text(lang, r.interrupted_by_reason),
                 dt.timedelta(milliseconds=r.interrupted_played_ms),
+                r.relay_gaps,
+                dt.timedelta(milliseconds=r.relay_gap_ms),
             ]
         )
     return sheet

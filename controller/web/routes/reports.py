@@ -45,6 +45,8 @@ class PlayRowOut(BaseModel):
     interrupted: int
     interrupted_by_reason: dict[str, int]
     interrupted_played_ms: int
+    relay_gaps: int
+    relay_gap_ms: int
 
 
 @router.get(
@@ -144,6 +146,8 @@ i18n.register(
         "reports.col.issued": ("Số phát ra", "Tickets issued"),
         "reports.col.served": ("Đã phục vụ", "Served"),
         "reports.col.no_shows": ("Vắng mặt", "No-shows"),
+        "reports.col.relay_gaps": ("Gián đoạn tiếp sóng", "Relay gaps"),
+        "reports.col.relay_gap_time": ("Thời gian gián đoạn (phút:giây)", "Gap time (min:s)"),
     }
 )
 

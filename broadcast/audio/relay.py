@@ -1,0 +1,309 @@
+"""A live stream relayed for as long as it is scheduled, and an honest account of it.
+
+A stream that ends (the server restarted, the 4G link went) makes ffmpeg
+exit, and the relay starts it again, with jittered backoff, for as long as the
+relay's time lasts: there is no attempt limit, so a drop of any length ends
+with the stream back on air. A stream that connects but carries silence (dead
+air: the studio's feed is down) is treated like a drop, after ``dead_air_s``.
+Each stretch that did not air the stream is a gap, filled with silence or
+with the fallback clip, and recorded (offset from the first sample, length,
+why) with the time the stream really aired, for the proof of play.
+
+The player asks ``prefetch`` until audio has come (so that an unreachable
+stream switches no amplifier on and reports no start), and only then plays.
+
+ffmpeg's ``-reconnect_streamed`` is left off on purpose: it hides drops from
+the proof of play, and it restarts its own backoff on every read, so a server
+that accepts and soon closes is asked again at once, forever (seen here: 15
+requests in 0.24 s for one short response). A thousand loudspeakers must not
+do that to a province's radio server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from broadcast.audio.decode import (
+    PCM_ARGS,
+    STALL_TIMEOUT_S,
+    DecodeError,
+    DecoderPool,
+    FfmpegPipe,
+    bytes_to_ms,
+    ms_to_bytes,
+    volume_arg,
+)
+from broadcast.audio.sources import ClipSource
+from plumbing.backoff import Backoff
+from protocol.events import MAX_GAPS, RelayGap
+
+log = logging.getLogger(__name__)
+
+DROPPED = "dropped"
+DEAD_AIR = "dead_air"
+FALLBACK_PASSES = 1000  # the fallback clip loops for as long as a gap lasts
+
+
+class DeadAir(DecodeError):
+    """The stream stayed silent and there is no fallback clip: the relay stops."""
+
+
+@dataclass(frozen=True)
+class RelayPolicy:
+    """How a relay rides out drops and dead air (the speaker's ``[speaker]`` settings)."""
+
+    retry_base_s: float = 0.5
+    retry_cap_s: float = 10.0  # a fleet's reconnects to one radio server stay spread
+    dead_air_s: float = 15.0  # this long below ``dead_air_dbfs``: the stream is dead air
+    dead_air_dbfs: float = -50.0  # RMS level of a chunk
+    fallback_clip: Path | None = None  # plays in a dead-air gap; none: the relay stops
+
+
+def rms_dbfs(pcm: bytes) -> float:
+    """The RMS level of s16le PCM, in dBFS (-inf for digital silence)."""
+    samples = array("h", pcm)
+    if not samples:
+        return -math.inf
+    power = sum(x * x for x in samples) / len(samples)
+    return 10 * math.log10(power / 32768**2) if power else -math.inf
+
+
+class StreamRelay:
+    """A live stream relayed for ``duration_ms`` of wall clock, gaps filled and recorded."""
+
+    def __init__(
+        self,
+        url: str,
+        duration_ms: float,
+        *,
+        gain_db: float = 0.0,
+        on_fault: Callable[[str, str], None] = lambda reason, detail: None,
+        ffmpeg: str = "ffmpeg",
+        chunk_ms: float = 20,
+        jitter_ms: float = 1000,
+        policy: RelayPolicy | None = None,
+        pool: DecoderPool | None = None,
+    ) -> None:
+        self.url = url
+        self.duration_ms = duration_ms
+        self.gain_db = gain_db
+        self.policy = policy or RelayPolicy()
+        self._on_fault = on_fault
+        self._ffmpeg = ffmpeg
+        self._pool = pool
+        self._chunk = ms_to_bytes(chunk_ms)
+        self._jitter = ms_to_bytes(jitter_ms)
+        self._dead_air = ms_to_bytes(self.policy.dead_air_s * 1000)
+        self._backoff = Backoff(self.policy.retry_base_s, self.policy.retry_cap_s)
+        self._ff: FfmpegPipe | None = None
+        self._fallback: ClipSource | None = None
+        self._fallback_ok = self.policy.fallback_clip is not None and pool is not None
+        self._base = 0  # where in its play this relay began (carry_on)
+        self._delivered = 0  # on air so far: the stream, silence or the fallback
+        self._relayed = 0  # of which the stream itself
+        self._silent = 0  # the stream's latest bytes below the dead-air level, in a row
+        self._gap: tuple[int, str] | None = None  # the open gap: where it began, why
+        self.gaps: list[RelayGap] = []
+        self._got_audio = False  # from the current connection
+        self.last_error = ""
+        self._retry_at = 0.0
+        self._buffering = True
+
+    @property
+    def remaining_bytes(self) -> int:
+        return max(0, ms_to_bytes(self.duration_ms) - self._delivered)
+
+    @property
+    def relayed_ms(self) -> float:
+        return bytes_to_ms(self._relayed)
+
+    def carry_on(self, before: StreamRelay) -> None:
+        """Go on with ``before``'s account: the same play, restarted at a new gain."""
+        before._close_gap()
+        self._base = before._base + before._delivered
+        self._relayed += before._relayed
+        self.gaps = before.gaps
+
+    def shorten(self, ms: float) -> None:
+        """Relay ``ms`` less: its start waited for the stream, and its end stays put."""
+        self.duration_ms = max(0.0, self.duration_ms - ms)
+
+    def _args(self) -> list[str]:
+        net = ["-rw_timeout", str(int(STALL_TIMEOUT_S * 1e6))]
+        if self.url.startswith(("http://", "https://")):  # resumes a cut response with a length
+            net += ["-reconnect", "1", "-reconnect_delay_max", "5"]
+        # a little over what is left: the relay itself stops at the exact sample
+        seconds = f"{bytes_to_ms(self.remaining_bytes) / 1000 + 0.5:.3f}"
+        volume = f"volume={volume_arg(self.gain_db)}"
+        return [*net, "-i", self.url, "-t", seconds, "-af", volume, *PCM_ARGS]
+
+    def start(self) -> None:
+        if self._ff is None and time.monotonic() >= self._retry_at and self.remaining_bytes:
+            self._ff = FfmpegPipe(self._ffmpeg, self._args())
+            self._got_audio = False
+            self._buffering = True
+
+    def prefetch(self, ahead_ms: float, timeout_s: float) -> bool:
+        """Connect (again, after backoff) and fill the jitter buffer; True once audio is in."""
+        self.start()
+        ff = self._ff
+        if ff is None:
+            time.sleep(min(timeout_s, max(0.0, self._retry_at - time.monotonic())))
+            return False
+        want = min(max(ms_to_bytes(ahead_ms), self._jitter), self.remaining_bytes)
+        ff.fill(want, timeout_s)
+        if ff.buffered >= want or (ff.eof and ff.buffered):
+            self._buffering = False
+            return True
+        if ff.eof:
+            self._dropped()
+        return False
+
+    def read(self, timeout_s: float) -> bytes | None:
+        want = min(self._chunk, self.remaining_bytes)
+        if want == 0:
+            return None
+        self.start()
+        data = self._from_stream(want, timeout_s)
+        if data is not None:
+            self._close_gap()
+            self._relayed += len(data)
+            self._delivered += len(data)
+            return data
+        if self._gap is None:
+            self._gap = (self._delivered, DROPPED)
+        out = self._filler(want)
+        self._delivered += len(out)
+        return out
+
+    def _from_stream(self, want: int, timeout_s: float) -> bytes | None:
+        """The stream's next audio to air, or None: connecting, buffering, gone or dead air."""
+        ff = self._ff
+        if ff is None:
+            return None
+        ff.fill(self._jitter if self._buffering else want, 0 if self._buffering else timeout_s)
+        if self._buffering and (ff.buffered >= min(self._jitter, self.remaining_bytes) or ff.eof):
+            self._buffering = False
+        if not self._buffering and ff.buffered:
+            data = ff.take(want)
+            self._got_audio = True
+            if rms_dbfs(data) >= self.policy.dead_air_dbfs:
+                self._silent = 0
+                return data
+            self._silent += len(data)
+            if self._gap is not None and self._gap[1] == DEAD_AIR:
+                return None  # still dead: the fallback (or silence) goes on
+            if self._silent >= self._dead_air:
+                self._went_dead(self._silent - len(data))
+                return None
+            return data  # a quiet moment, aired as it came
+        if ff.eof:
+            self._dropped()
+        elif not self._buffering:
+            self._buffering = True  # ran dry: refill before playing on
+        return None
+
+    def _went_dead(self, aired: int) -> None:
+        """Silent for ``dead_air_s``: the gap began when the silence did (``aired`` bytes
+        ago, which are not the stream's after all); connect again."""
+        began = self._delivered - aired
+        self._relayed -= aired
+        self._close_gap()
+        self._gap = (began, DEAD_AIR)
+        why = f"the stream was silent (below {self.policy.dead_air_dbfs:g} dBFS)"
+        why += f" for {self.policy.dead_air_s:g} s"
+        self._reconnect_later(why)
+        self._on_fault(DEAD_AIR, why)
+
+    def _dropped(self) -> None:
+        assert self._ff is not None
+        why = self._ff.failure() or "the stream ended"
+        if self._got_audio:
+            self._backoff.reset()
+        first = self._backoff.attempt == 0  # told once per outage, not at every attempt
+        self._reconnect_later(why)
+        if first:
+            self._on_fault("stream_dropped", why)
+
+    def _reconnect_later(self, why: str) -> None:
+        assert self._ff is not None
+        self.last_error = why
+        self._ff.close()
+        self._ff = None
+        self._silent = 0
+        delay = self._backoff.next_delay()
+        self._retry_at = time.monotonic() + delay
+        log.warning("stream %s: %s; again in %.2f s", self.url, why, delay)
+
+    def _filler(self, want: int) -> bytes:
+        """What airs in a gap: the fallback clip in dead air, if there is one, else silence."""
+        assert self._gap is not None
+        began, reason = self._gap
+        if reason != DEAD_AIR:
+            return bytes(want)
+        if not self._fallback_ok:
+            if self._delivered - began >= 2 * self._dead_air:  # dead_air_s more to come back
+                raise DeadAir(f"{self.url}: {self.last_error}, and no fallback clip is set")
+            return bytes(want)
+        clip, pool = self.policy.fallback_clip, self._pool
+        assert clip is not None and pool is not None
+        try:
+            if self._fallback is None:
+                chunk_ms = bytes_to_ms(self._chunk)
+                self._fallback = ClipSource(clip, pool, repeat=FALLBACK_PASSES, chunk_ms=chunk_ms)
+            data = (self._fallback.read(bytes_to_ms(want) / 1000) or b"")[:want]
+        except DecodeError as exc:
+            self._fallback_ok = False  # as if there were none: the relay stops in time
+            self._on_fault("fallback_unreadable", str(exc))
+            return bytes(want)
+        return data + bytes(want - len(data))
+
+    def _close_gap(self) -> None:
+        if self._fallback is not None:
+            self._fallback.close()
+            self._fallback = None
+        if self._gap is None:
+            return
+        began, reason = self._gap
+        self._gap = None
+        length = round(bytes_to_ms(self._delivered - began))
+        if length and len(self.gaps) < MAX_GAPS:
+            self.gaps.append(
+                RelayGap(
+                    offset_ms=round(bytes_to_ms(self._base + began)),
+                    length_ms=length,
+                    reason=reason,
+                )
+            )
+
+    def proof(self) -> tuple[float, list[RelayGap]]:
+        """What aired of the stream and its gaps, so far (an open gap ends now)."""
+        self._close_gap()
+        return self.relayed_ms, self.gaps
+
+    def remainder(self, gain_db: float) -> StreamRelay:
+        return StreamRelay(
+            self.url,
+            bytes_to_ms(self.remaining_bytes),
+            gain_db=gain_db,
+            on_fault=self._on_fault,
+            ffmpeg=self._ffmpeg,
+            chunk_ms=bytes_to_ms(self._chunk),
+            jitter_ms=bytes_to_ms(self._jitter),
+            policy=self.policy,
+            pool=self._pool,
+        )
+
+    def close(self) -> None:
+        if self._fallback is not None:
+            self._fallback.close()
+            self._fallback = None
+        if self._ff is not None:
+            self._ff.close()
+            self._ff = None
