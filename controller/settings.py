@@ -116,7 +116,8 @@ class AlertsSection(Section):
 
 
 class TelemetrySection(Section):
-    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    # raw samples; roll-ups are kept longer (controller/fleet/rollups.py, Retention)
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 7
     maintain_every_min: Annotated[float, Field(ge=0.01, le=24 * 60)] = 5.0  # roll-ups, deletes
 
 

@@ -32,7 +32,7 @@ def test_the_example_configuration_loads() -> None:
     assert settings.database_url == "sqlite:////var/lib/xaso-controller/controller.db"
     assert settings.secret_path == Path("/var/lib/xaso-controller/controller.secret")
     assert settings.http.port == 8080 and settings.mqtt.port == 1883
-    assert settings.alerts.offline_after_min == 10 and settings.telemetry.retention_days == 30
+    assert settings.alerts.offline_after_min == 10 and settings.telemetry.retention_days == 7
 
 
 def test_defaults_live_next_to_the_configuration(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import sqlalchemy
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,7 +32,7 @@ from controller.db.fleet_tables import (
 )
 from controller.fleet.ingest import Ingest, share_group_for
 from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
-from controller.fleet.rollups import Retention, maintain
+from controller.fleet.rollups import Retention, maintain, reclaim
 from controller.site.devices import remove_device
 from protocol.uplink import Ack, Event, Telemetry
 
@@ -236,17 +237,21 @@ def test_downsampling_and_retention(sessions):
         maintain(s, base + 2 * hour + 120_000)
     with sessions() as s:
         rows = {
-            (r.period_s, r.bucket_ms - base): (r.count, r.min, r.avg, r.max)
-            for r in s.scalars(
-                select(TelemetryRollup).where(TelemetryRollup.metric == "cpu_temp_c")
+            (r.period_s, r.bucket_ms - base): (
+                r.samples,
+                r.cpu_temp_c_min,
+                r.cpu_temp_c_avg,
+                r.cpu_temp_c_max,
+                r.load1_avg,
             )
+            for r in s.execute(select(TelemetryRollup.__table__))
         }
-    assert rows == {
-        (300, 0): (3, 40.0, 50.0, 60.0),
-        (300, 300_000): (1, 70.0, 70.0, 70.0),
-        (300, hour): (1, 80.0, 80.0, 80.0),
-        (3600, 0): (4, 40.0, 55.0, 70.0),
-        (3600, hour): (1, 80.0, 80.0, 80.0),
+    assert rows == {  # in tenths of a degree; load1 was not sent: null, not 0
+        (300, 0): (3, 400, 500, 600, None),
+        (300, 300_000): (1, 700, 700, 700, None),
+        (300, hour): (1, 800, 800, 800, None),
+        (3600, 0): (4, 400, 550, 700, None),
+        (3600, hour): (1, 800, 800, 800, None),
     }
     with sessions.begin() as s:  # a second run (another replica) changes nothing
         again = maintain(s, base + 2 * hour + 120_000)
@@ -259,6 +264,54 @@ def test_downsampling_and_retention(sessions):
     assert count(sessions, select(func.count()).select_from(TelemetrySample)) == 0
     assert count(sessions, select(func.count()).select_from(TelemetryRollup)) > 0
     assert count(sessions, select(func.count()).select_from(EventRecord)) == 1  # events stay
+
+    with sessions.begin() as s:  # past the 5-min roll-ups' 14 days, within the hourly 730
+        done = maintain(s, base + 15 * 24 * hour)
+    assert done["rollups_300s_deleted"] == 3 and done["rollups_3600s_deleted"] == 0
+    with sessions.begin() as s:
+        done = maintain(s, base + 731 * 24 * hour)
+    assert done["rollups_3600s_deleted"] == 2
+    assert count(sessions, select(func.count()).select_from(TelemetryRollup)) == 0
+
+
+def test_pruning_gives_the_pages_back_to_the_file_system(tmp_path):
+    """SQLite: a new file is auto_vacuum=INCREMENTAL, and maintain() frees what it prunes;
+    an old file (auto_vacuum off) is converted once by the upgrade."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sqlalchemy.create_engine(url)  # as a file made before: no auto_vacuum
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE filler (x BLOB)")
+        conn.exec_driver_sql("INSERT INTO filler VALUES (zeroblob(100000))")
+        assert conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 0
+    engine.dispose()
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2  # INCREMENTAL
+    hour = 3_600_000
+    base = 1_700_000_400_000 // hour * hour
+    with sessions.begin() as s:
+        samples = [_sample(f"loa-{n % 20}", base + n * 1000, 40 + n % 30) for n in range(20_000)]
+        write_batch(s, samples, base)
+    with sessions.begin() as s:
+        maintain(s, base + 6 * hour)
+    pages = _pages(engine)
+    with sessions.begin() as s:
+        done = maintain(s, base + 800 * 24 * hour)
+    assert done["samples_deleted"] == 20_000 and done["rollups_3600s_deleted"] > 0
+    assert _pages(engine)[1] > 100  # freed, still the file's
+    assert reclaim(engine) > 100
+    after = _pages(engine)
+    assert after[1] == 0, "pruned pages left on the free list"
+    assert after[0] < pages[0] - 100, f"the file did not shrink: {pages} -> {after} pages"
+    engine.dispose()
+
+
+def _pages(engine: sqlalchemy.Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        return pages, conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
 
 
 def test_a_large_batch_stores_every_sample_and_the_latest_state(sessions):

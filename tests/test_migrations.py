@@ -16,7 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 import controller.db.models  # noqa: F401  (every table on Base.metadata)
 from controller.app import create_app
@@ -138,7 +138,7 @@ def test_a_database_newer_than_the_code_is_refused_by_a_start_that_checks(
     engine = make_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'fleet_0099'"
-                          " WHERE version_num = 'fleet_0002'"))  # fmt: skip
+                          " WHERE version_num = 'fleet_0003_storage'"))  # fmt: skip
     engine.dispose()
     with pytest.raises(MigrationError, match="a newer version migrated it"):
         check_schema(database_url)
@@ -173,3 +173,63 @@ def test_fleet_0002_queues_the_webhooks_the_old_columns_still_owed(database_url:
         assert owed == [("loa-2", "raised", "pending"), ("loa-3", "cleared", "pending")]
         assert rows[1].payload["alert"]["details"] == {"n": 1} and len({r.key for r in rows}) == 2
     engine.dispose()
+
+
+def test_fleet_0003_moves_the_rollups_into_wide_rows_and_back(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "fleet_0002")
+    engine = make_engine(database_url)
+    insert = text(
+        'INSERT INTO telemetry_rollups (device_id, metric, period_s, bucket_ms, "count",'
+        ' "min", "avg", "max") VALUES (:d, :m, :p, :b, :n, :lo, :avg, :hi)'
+    )
+    keys = ("d", "m", "p", "b", "n", "lo", "avg", "hi")
+    narrow = [
+        dict(zip(keys, row, strict=True))
+        for row in (
+            ("loa-1", "cpu_temp_c", 300, 0, 10, 40.1, 45.04, 50.0),
+            ("loa-1", "load1", 300, 0, 10, 0.1, 0.257, 1.5),
+            ("loa-1", "cpu_temp_c", 3600, 0, 120, 39.0, 44.0, 51.0),
+            ("loa-2", "disk_free_mb", 300, 300_000, 9, 1.5, 2.0, 2.5),
+        )
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert, narrow)
+    engine.dispose()
+    assert "fleet_0003_storage" in upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        wide = {
+            (r.device_id, r.period_s, r.bucket_ms): r
+            for r in conn.execute(text("SELECT * FROM telemetry_rollups"))
+        }
+        assert set(wide) == {("loa-1", 300, 0), ("loa-1", 3600, 0), ("loa-2", 300, 300_000)}
+        five = wide[("loa-1", 300, 0)]
+        assert (five.samples, five.cpu_temp_c_min, five.cpu_temp_c_avg, five.cpu_temp_c_max) == (
+            10, 401, 450, 500,
+        )  # fmt: skip
+        assert (five.load1_min, five.load1_avg, five.load1_max, five.rss_mb_avg) == (
+            10,
+            26,
+            150,
+            None,
+        )
+        assert wide[("loa-2", 300, 300_000)].disk_free_mb_avg == 20
+        indexes = {i["name"] for i in inspect(conn).get_indexes("telemetry_samples")}
+        assert "ix_telemetry_samples_device_received" not in indexes
+        assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+
+    command.downgrade(alembic_config(database_url), "fleet_0002")
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        back = {
+            (r.device_id, r.metric, r.period_s): (r.count, r.min, r.avg, r.max)
+            for r in conn.execute(text("SELECT * FROM telemetry_rollups"))
+        }
+    engine.dispose()
+    assert back == {
+        ("loa-1", "cpu_temp_c", 300): (10, 40.1, 45.0, 50.0),
+        ("loa-1", "load1", 300): (10, 0.1, 0.26, 1.5),
+        ("loa-1", "cpu_temp_c", 3600): (120, 39.0, 44.0, 51.0),
+        ("loa-2", "disk_free_mb", 300): (9, 1.5, 2.0, 2.5),
+    }

@@ -1,7 +1,8 @@
 """Engines and schema upgrades for SQLite files and PostgreSQL URLs.
 
 SQLite gets WAL and a busy timeout so that ingest and the web app, in one
-process or several, can share the file; PostgreSQL is used as it comes.
+process or several, can share the file, and auto_vacuum=INCREMENTAL so that
+what retention prunes is given back; PostgreSQL is used as it comes.
 The schema is only ever made by Alembic (`upgrade`), never by create_all,
 so a test database is built exactly as a production one is.
 
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 MIGRATION_LOCK_KEY = 0x7861736F6D696772  # "xasomigr": one advisory lock per database
 LOCK_WAIT_S = 600.0  # how long a replica waits for another one's migrations
+SQLITE_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 
 class MigrationError(Exception):
@@ -44,6 +46,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
+            # before anything is written, so a new file frees pruned pages (fleet/rollups.py)
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -70,7 +74,23 @@ def upgrade(url: str, wait_s: float = LOCK_WAIT_S) -> list[str]:
     cfg.attributes["applied"] = applied  # filled by migrations/env.py
     with migration_lock(url, wait_s):
         command.upgrade(cfg, "heads")
+        if url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:"):
+            _incremental_vacuum_on(url)
     return applied
+
+
+def _incremental_vacuum_on(url: str) -> None:
+    """Make an SQLite file one that can shrink: auto_vacuum=INCREMENTAL only takes
+    hold on an existing file through a VACUUM, which rewrites it once (it needs
+    the file's size again in free disk space for a moment)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as plain:
+            conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+            if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() != SQLITE_INCREMENTAL:
+                conn.exec_driver_sql("VACUUM")  # the connect pragma already asked for it
+    finally:
+        engine.dispose()
 
 
 def check_schema(url: str) -> None:

@@ -16,11 +16,13 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -126,10 +128,13 @@ class BehindDevice(Base):
 
 
 class TelemetrySample(Base):
-    """One telemetry message at full resolution; deleted after the raw retention."""
+    """One telemetry message at full resolution; deleted after the raw retention.
+
+    Read only by time (roll-ups, pruning), so its one index is ``received_ms``:
+    a second on ``(device_id, received_ms)`` cost a third of the table's bytes.
+    """
 
     __tablename__ = "telemetry_samples"
-    __table_args__ = (Index("ix_telemetry_samples_device_received", "device_id", "received_ms"),)
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(ID)
@@ -146,19 +151,54 @@ class TelemetrySample(Base):
     signal_dbm: Mapped[float | None] = mapped_column(Float)
 
 
+# Roll-ups keep each metric in integer steps of 1/scale of its unit, finer than
+# edge/health.py rounds it (or as fine, for the averages): SQLite stores a small
+# integer in 1-3 bytes where a REAL always takes 8.
+ROLLUP_SCALE = {
+    "cpu_temp_c": 10,
+    "load1": 100,
+    "mem_used_pct": 10,
+    "disk_free_mb": 10,
+    "cpu_pct": 10,
+    "rss_mb": 10,
+    "outbox_len": 1,
+    "clock_offset_ms": 10,
+    "signal_dbm": 1,
+}
+ROLLUP_STATS = ("min", "avg", "max")
+
+
+def rollup_column(metric: str, stat: str) -> str:
+    return f"{metric}_{stat}"
+
+
+def _rollup_columns() -> list[Column[Any]]:
+    return [
+        Column(rollup_column(m, stat), BigInteger, nullable=True)
+        for m in TELEMETRY_METRICS
+        for stat in ROLLUP_STATS
+    ]
+
+
 class TelemetryRollup(Base):
-    """min/avg/max of one metric of one device over one bucket (5 min or 1 h)."""
+    """One device's min/avg/max of every metric over one bucket (5 min or 1 h).
 
-    __tablename__ = "telemetry_rollups"
+    One wide row per (device, period, bucket), the primary key being the table
+    itself on SQLite (WITHOUT ROWID): a row per metric and a separate key index
+    made roll-ups nine-tenths of the database. Values are integers of
+    ``1 / ROLLUP_SCALE[metric]``; null where no sample of the bucket had the metric.
+    """
 
-    device_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
-    period_s: Mapped[int] = mapped_column(Integer, primary_key=True)
-    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)
-    min: Mapped[float] = mapped_column(Float)
-    avg: Mapped[float] = mapped_column(Float)
-    max: Mapped[float] = mapped_column(Float)
+    __table__ = Table(
+        "telemetry_rollups",
+        Base.metadata,
+        Column("device_id", ID, primary_key=True),
+        Column("period_s", Integer, primary_key=True),
+        Column("bucket_ms", BigInteger, primary_key=True),
+        Column("samples", Integer, nullable=False),
+        *_rollup_columns(),
+        sqlite_with_rowid=False,
+    )
 
 
 class RollupProgress(Base):

@@ -87,25 +87,23 @@ class AlertEngine:
         return changes
 
     def _snapshots(self, session: Session) -> list[DeviceSnapshot]:
+        """Plain rows of the columns the rules read: no ORM objects, and the whole
+        latest sample (JSON) left undecoded, since this runs every few seconds."""
+        s = DeviceState
         rows = session.execute(
-            select(Device.id, Device.last_seen_ms, DeviceState).join(
-                DeviceState, DeviceState.device_id == Device.id
-            )
+            select(
+                Device.id,
+                s.state,
+                s.changed_ms,
+                Device.last_seen_ms,
+                s.cpu_temp_c,
+                s.disk_free_mb,
+                s.disk_free_pct,
+                s.clock_synced,
+                s.printer,
+            ).join(s, s.device_id == Device.id)
         )
-        return [
-            DeviceSnapshot(
-                device_id=device_id,
-                state=s.state,
-                changed_ms=s.changed_ms,
-                last_seen_ms=last_seen,
-                cpu_temp_c=s.cpu_temp_c,
-                disk_free_mb=s.disk_free_mb,
-                disk_free_pct=s.disk_free_pct,
-                clock_synced=s.clock_synced,
-                printer=s.printer,
-            )
-            for device_id, last_seen, s in rows
-        ]
+        return [DeviceSnapshot(*row) for row in rows]
 
     def _play_events(self, session: Session, now_ms: int) -> list[PlayEvent]:
         since = now_ms - int(self.thresholds.play_window_min * MINUTE_MS)

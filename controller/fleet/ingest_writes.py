@@ -58,14 +58,16 @@ class Item(NamedTuple):
 class SeenDevices:
     """The writer's memory of which devices have rows and when last_seen_ms was written.
 
-    A device's rows are ensured once per process and its last_seen_ms written at
-    most every LAST_SEEN_RESOLUTION_MS, so a flood of telemetry costs inserts
-    of samples, not a registry write per message. The memory is only a
-    shortcut: a replica without it does the idempotent writes again.
+    A device's rows are ensured once per process (``known``) and its last_seen_ms
+    written at most every LAST_SEEN_RESOLUTION_MS, in one UPDATE for the batch's
+    devices, so telemetry costs inserts of samples, not a registry write per
+    message. The memory is only a shortcut: a replica without it does the
+    idempotent writes again.
     """
 
     def __init__(self) -> None:
         self.written_ms: dict[str, int] = {}
+        self.known: set[str] = set()
 
     def due(self, devices: set[str], now_ms: int) -> set[str]:
         return {
@@ -74,8 +76,9 @@ class SeenDevices:
             if now_ms - self.written_ms.get(d, -LAST_SEEN_RESOLUTION_MS) >= LAST_SEEN_RESOLUTION_MS
         }
 
-    def written(self, devices: set[str], now_ms: int) -> None:
+    def written(self, devices: set[str], ensured: set[str], now_ms: int) -> None:
         self.written_ms.update(dict.fromkeys(devices, now_ms))
+        self.known |= ensured
 
 
 SAMPLE_KEYS = ("device_id", "ts_ms", "received_ms", *TELEMETRY_METRICS)
@@ -124,10 +127,13 @@ def write_batch(
     now_ms: int,
     touch: set[str] | None = None,
     on_acks: AckHook | None = None,
+    *,
+    ensure: set[str] | None = None,
 ) -> Counter[str]:
     """Write one batch in the caller's transaction; returns what was stored, by leaf.
 
-    ``touch``: the devices whose rows and last_seen_ms to write (default: all).
+    ``touch``: the devices whose last_seen_ms to write (default: all).
+    ``ensure``: the devices whose rows to make if missing (default: ``touch``).
     ``on_acks``: given the batch's acks in the same transaction.
     """
     counts: Counter[str] = Counter()
@@ -135,6 +141,9 @@ def write_batch(
     for item in batch:
         by_leaf[item.leaf].append(item)
     touch = {item.device for item in batch} if touch is None else touch
+    ensure = touch if ensure is None else ensure
+    if ensure:
+        _ensure_devices(session, ensure, now_ms)
     if touch:
         _touch_devices(session, touch, now_ms)
     for item in by_leaf["status"]:  # in arrival order
@@ -149,8 +158,8 @@ def write_batch(
     return +counts
 
 
-def _touch_devices(session: Session, devices: set[str], now_ms: int) -> None:
-    """Rows for devices first seen on the wire, and every sender's last_seen_ms."""
+def _ensure_devices(session: Session, devices: set[str], now_ms: int) -> None:
+    """Rows for devices first seen on the wire."""
     ids = sorted(devices)  # one lock order for every replica
     rows = [{"id": d, "registered": False, "first_seen_ms": now_ms} for d in ids]
     session.execute(
@@ -160,6 +169,11 @@ def _touch_devices(session: Session, devices: set[str], now_ms: int) -> None:
         rows,
     )
     _ensure_states(session, ids, now_ms)
+
+
+def _touch_devices(session: Session, devices: set[str], now_ms: int) -> None:
+    """Every sender's last_seen_ms, in one statement."""
+    ids = sorted(devices)  # one lock order for every replica
     session.execute(
         update(Device)
         .where(Device.id.in_(ids))

@@ -7,8 +7,8 @@ alerts, resend memory (by `device_id IN (...)`) and the last signed documents
 of the page's topics (by `topic IN (...)`): five queries whatever the page
 size, never one per device. Counting the filtered total is a sixth. Which
 documents a device is behind on, controller/fleet/behind_rules.py decides.
-Health charts read `telemetry_rollups` on its primary key (device, metric,
-period, bucket).
+Health charts read `telemetry_rollups` on its primary key (device, period,
+bucket): one wide row per bucket holds every metric.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from sqlalchemy.orm import Session
 
 from controller.db.broadcast_tables import PublishedDocumentRow
 from controller.db.fleet_tables import (
+    ROLLUP_SCALE,
+    ROLLUP_STATS,
     Alert,
     BehindDevice,
     Device,
     DeviceGroup,
     DeviceState,
     TelemetryRollup,
+    rollup_column,
 )
 from controller.fleet.behind_rules import (
     Behind,
@@ -276,18 +279,20 @@ def health_series(
 ) -> dict[str, list[Point]]:
     """min/avg/max per bucket of each charted metric over the span (24h: 5 min, 7d: 1 h)."""
     span_ms, period_s = RANGES[span]
-    r = TelemetryRollup
+    r = TelemetryRollup.__table__.c
     stmt = (
-        select(r.metric, r.bucket_ms, r.min, r.avg, r.max)
-        .where(
-            r.device_id == device_id,
-            r.metric.in_(CHART_METRICS),
-            r.period_s == period_s,
-            r.bucket_ms >= now_ms - span_ms,
+        select(
+            r.bucket_ms,
+            *(r[rollup_column(m, stat)] for m in CHART_METRICS for stat in ROLLUP_STATS),
         )
-        .order_by(r.metric, r.bucket_ms)
+        .where(r.device_id == device_id, r.period_s == period_s, r.bucket_ms >= now_ms - span_ms)
+        .order_by(r.bucket_ms)
     )
     series: dict[str, list[Point]] = defaultdict(list)
-    for metric, bucket, lo, avg, hi in session.execute(stmt):
-        series[metric].append(Point(bucket, lo, avg, hi))
+    for bucket, *values in session.execute(stmt):
+        for n, metric in enumerate(CHART_METRICS):
+            lo, avg, hi = values[3 * n : 3 * n + 3]
+            if avg is not None:
+                scale = ROLLUP_SCALE[metric]
+                series[metric].append(Point(bucket, lo / scale, avg / scale, hi / scale))
     return {m: series[m] for m in CHART_METRICS if series.get(m)}

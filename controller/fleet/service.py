@@ -24,12 +24,13 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.fleet.alert_rules import Thresholds
 from controller.fleet.alerts import AlertEngine
 from controller.fleet.ingest_writes import sync_devices_from_site
-from controller.fleet.rollups import Retention, maintain
+from controller.fleet.rollups import Retention, maintain, reclaim
 from controller.fleet.webhooks import WebhookSender
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, open_site
@@ -115,6 +116,9 @@ class FleetService:
     def _maintain(self, now_ms: int) -> None:
         with self.sessions.begin() as session:
             done = maintain(session, now_ms, self.retention)
+            bind = session.get_bind()
+        if isinstance(bind, Engine) and any(n for k, n in done.items() if k.endswith("_deleted")):
+            done["pages_reclaimed"] = reclaim(bind)  # once the deletes are committed
         log.info("fleet maintenance: %s", done)
 
     def _step(self, name: str, step: Callable[[], object]) -> None:
