@@ -413,6 +413,12 @@ class Office:
         )
         return t
 
+    def handover_note(self, ticket_id: str) -> str | None:
+        """The note of the last transfer of this ticket, for the counter that takes it over
+        (shown on the counter's page only: a note about a citizen is not for the hall)."""
+        notes = [a.note for a in self.store.actions(ticket_id) if a.action == "transferred"]
+        return notes[-1] if notes else None
+
     def set_paused(self, counter: int, paused: bool, officer: str | None = None) -> None:
         self.check_counter(counter)
         self.store.set_paused(counter, paused)

@@ -301,6 +301,7 @@ class Kiosk:
             "action": action,
             "ticket": None if ticket is None else self.ticket_view(ticket),
             "empty": action == "next" and ticket is None,
+            "note": None if ticket is None else office.handover_note(ticket.id),
         }
 
     def rate(self, counter: int, level: int, ticket_id: str | None = None) -> dict[str, Any]:

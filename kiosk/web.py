@@ -308,7 +308,11 @@ def _staff_routes(
                 kind=kind,
                 officers=kiosk.officers.names(counter),
             )
-        return page(request, name, counter=counter, session=session, csrf=session.csrf)
+        current = kiosk.office.current(counter, kiosk.now_ms())
+        note = None if current is None else kiosk.office.handover_note(current.id)
+        return page(
+            request, name, counter=counter, session=session, csrf=session.csrf, handover=note
+        )
 
     # the counter page and the rating device, then their API
 

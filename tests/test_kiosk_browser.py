@@ -190,6 +190,11 @@ def test_an_officer_calls_brings_back_calls_a_number_transfers_and_the_screen_fo
     counter.fill("#note", "Cần bổ sung bản sao sổ đỏ")
     counter.click("#transfer")
     expect(screen.locator("#number")).to_have_text("—")
+    expect(counter.locator("#handover")).to_be_hidden()
+    counter.fill("#number-input", "A004")  # taken over for Đất đai: the note comes along
+    counter.click("#call")
+    expect(screen.locator("#number")).to_have_text("A004")
+    expect(counter.locator("#handover-note")).to_have_text("Cần bổ sung bản sao sổ đỏ")
     counter.click("#pause")
     expect(screen.locator("#paused")).to_be_visible()
 

@@ -211,6 +211,11 @@ def test_pages_in_vietnamese_first_and_english(client: TestClient, kiosk: Kiosk)
         "B001" in client.get("/display/3").text
         and "Đang phục vụ số" in client.get("/display/3").text
     )
+    assert "Now serving" in client.get("/display/3?lang=en").text
+    english = client.get("/counter/1?lang=en").text
+    assert "Officer sign-in, counter 1" in english and "Sign in" in english
+    assert "switch on the rating device" in client.get("/rate/1").text  # the cookie kept "en"
+    client.cookies.clear()
     for bad in ("/counter/0", "/counter/99", "/rate/4", "/display/4"):
         r = client.get(bad)
         assert r.status_code == 422 and "Không có quầy số" in r.text
@@ -270,3 +275,20 @@ def test_fuzzed_json_never_breaks_the_server(
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
         refused(r, r.status_code)
+
+
+def test_a_transfer_note_reaches_the_next_counter_and_not_the_hall(client: TestClient) -> None:
+    client.post("/api/tickets", json={"service": "ho-tich"})
+    one, three = sign_in(client, 1), sign_in(client, 3)
+    assert client.post("/api/counters/1/next", headers=one).json()["note"] is None
+    note = "Cần bổ sung bản sao sổ đỏ <b>"
+    moved = client.post(
+        "/api/counters/1/transfer", json={"service": "dat-dai", "note": note}, headers=one
+    )
+    assert moved.status_code == 200 and moved.json()["ticket"]["service"] == "dat-dai"
+    called = client.post("/api/counters/3/next", headers=three).json()
+    assert (called["ticket"]["number"], called["note"]) == ("A001", note)
+    page = client.get("/counter/3", headers=three).text
+    assert "Ghi chú của quầy trước" in page and "bản sao sổ đỏ &lt;b&gt;" in page
+    assert "sổ đỏ" not in client.get("/api/state").text + client.get("/display").text
+    assert 'id="handover" class="notice warn hidden"' in client.get("/counter/1", headers=one).text
