@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kiosk.numbering import DEFAULT_TZ, SERVICE_CODE, Service
+from kiosk.officers import check_pin_hash
 from plumbing.config_files import Section
 
 
@@ -33,6 +34,21 @@ class KioskButton(Section):
     pin: Annotated[int, Field(ge=0, le=53)]
     led_pin: Annotated[int, Field(ge=0, le=53)] | None = None
     priority: bool = False  # a separate button for priority citizens
+
+
+class KioskOfficer(Section):
+    """A counter officer who signs in with a PIN (or one PIN for a counter: ``counters = [n]``)."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")]
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    pin_hash: str  # made by `python -m kiosk.officers`
+    counters: list[Annotated[int, Field(ge=1, le=99)]] = []  # default: every counter
+
+    @field_validator("pin_hash")
+    @classmethod
+    def _pin_hash(cls, value: str) -> str:
+        check_pin_hash(value)
+        return value
 
 
 class KioskSection(Section):
@@ -69,6 +85,11 @@ class KioskSection(Section):
     wav_dir: Path | None = None  # voice = "wav": where calls are recorded; default <state>/calls
     call_priority: Annotated[int, Field(ge=1, le=6)] = 4
     call_repeats: Annotated[int, Field(ge=1, le=3)] = 2
+    # who may open the counter pages and switch on a counter's rating device (docs/kiosk.md)
+    officers: list[KioskOfficer] = []
+    session_hours: Annotated[float, Field(gt=0, le=24)] = 12.0
+    pin_attempts: Annotated[int, Field(ge=1, le=20)] = 5  # wrong PINs in a row before a lockout
+    pin_lockout_s: Annotated[float, Field(ge=1, le=900)] = 60.0  # doubles with each lockout
 
     @field_validator("tz")
     @classmethod
@@ -117,4 +138,17 @@ class KioskSection(Section):
                 f"printer_dots {dots} does not fit {self.paper_mm} mm paper"
                 " (384 for 58 mm, 512 or 576 for 80 mm)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _officers(self) -> KioskSection:
+        ids = [o.id for o in self.officers]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"officers: each id must be unique; repeated: {', '.join(twice)}")
+        for o in self.officers:
+            if any(c > self.counters for c in o.counters):
+                raise ValueError(
+                    f"officers.{o.id}.counters: counters are numbered 1 to {self.counters}"
+                )
         return self

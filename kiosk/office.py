@@ -79,6 +79,14 @@ class TicketFields(TypedDict):
     priority: bool
 
 
+def _by(officer: str | None) -> dict[str, str]:
+    """The officer field of an event, left out when nobody is signed in (older records)."""
+    return {} if officer is None else {"officer": officer}
+
+
+NOTE_MAX = 200
+
+
 def ticket_fields(t: Ticket) -> TicketFields:
     return {
         "ticket_id": t.id,
@@ -179,10 +187,15 @@ class Office:
         )
         return estimate_wait_s(ahead, self.store.service_times_s(t.queue, t.day), open_counters)
 
+    def to_rate(self, counter: int, now_ms: int) -> Ticket | None:
+        """The ticket a counter's rating device rates: the one served last there, if unrated."""
+        return _to_rate(self.store.tickets(self._day(now_ms)), counter)
+
     def rate(
         self, counter: int, level: object, now_ms: int, ticket_id: str | None = None
     ) -> Ticket:
-        """The citizen's rating of the service just received at ``counter``."""
+        """The citizen's rating of the service just received at ``counter``: once, and only
+        for the ticket served last there (an earlier citizen's service is not theirs)."""
         self.check_counter(counter)
         if isinstance(level, bool) or not isinstance(level, int) or level not in RATINGS:
             raise KioskError(
@@ -191,28 +204,51 @@ class Office:
                 "A rating is 1 (very dissatisfied) to 5 (very satisfied)",
                 422,
             )
-        target: Ticket | None
         if ticket_id is not None:
-            target = self.ticket(ticket_id)
-            if target.counter != counter or target.state != "served" or target.rating is not None:
-                target = None
-        else:
-            served = [
-                t
-                for t in self.store.tickets(self._day(now_ms))
-                if t.counter == counter and t.state == "served" and t.rating is None
-            ]
-            target = max(served, key=lambda t: t.served_ms or 0) if served else None
+            asked = self.ticket(ticket_id)
+            if asked.rating is not None:
+                raise KioskError(
+                    "already_rated",
+                    f"Lượt phục vụ số {asked.number} đã được đánh giá rồi: mỗi lượt chỉ được"
+                    " đánh giá một lần. Cảm ơn quý khách",
+                    f"Number {asked.number} has already been rated: each service is rated"
+                    " once. Thank you",
+                )
+        target = self.to_rate(counter, now_ms)
+        if ticket_id is not None and (target is None or target.id != ticket_id):
+            raise KioskError(
+                "not_to_rate",
+                f"Số này không phải lượt vừa phục vụ ở quầy {counter}: xin chờ cán bộ bấm Đã xong",
+                f"This number is not the one just served at counter {counter}: wait for the"
+                " officer to press Served",
+            )
         if target is None:
             raise KioskError(
                 "nothing_to_rate",
                 f"Quầy {counter} chưa có lượt phục vụ nào để đánh giá",
                 f"Counter {counter} has no finished service to rate",
             )
-        t = self.store.rate(target.id, level)
+        try:
+            t = self.store.rate(target.id, level)
+        except TicketError:  # rated by another tap in between
+            raise KioskError(
+                "already_rated",
+                f"Lượt phục vụ số {target.number} đã được đánh giá rồi",
+                f"Number {target.number} has already been rated",
+            ) from None
+        served_by = [a.officer for a in self.store.actions(t.id) if a.action == "served"]
+        officer = served_by[-1] if served_by else None
+        self.store.record_action(t.id, "rated", now_ms, counter=counter, officer=officer)
         vi, en = RATINGS[level]
         self._on_event(
-            TicketRated(**ticket_fields(t), counter=counter, level=level, label_vi=vi, label_en=en)
+            TicketRated(
+                **ticket_fields(t),
+                counter=counter,
+                level=level,
+                label_vi=vi,
+                label_en=en,
+                **_by(officer),
+            )
         )
         return t
 
@@ -237,62 +273,123 @@ class Office:
             )
         return t
 
-    def call_next(self, counter: int, now_ms: int) -> Ticket | None:
-        """The next number for ``counter`` by the priority policy; None if nobody waits.
-
-        A number still called at this counter counts as served: "next" means done.
-        """
-        self.check_counter(counter)
+    def _refuse_paused(self, counter: int) -> None:
         if counter in self.store.paused_counters():
             raise KioskError(
                 "paused",
                 f"Quầy {counter} đang tạm dừng: bấm Tiếp tục trước",
                 f"Counter {counter} is paused: resume it first",
             )
-        before = self.current(counter, now_ms)
-        if before is not None:
-            self.served(counter, now_ms)
-        t = self.store.call_next(
-            counter, self.services_of(counter), self.settings.policy, now_ms, self.settings.tz
-        )
-        if t is not None:
-            self._on_event(
-                TicketCalled(
-                    **ticket_fields(t), counter=counter, recall=0, waited_ms=now_ms - t.issued_ms
-                )
-            )
-        return t
 
-    def recall(self, counter: int, now_ms: int) -> Ticket:
-        t = self.store.recall(self._current_or_refuse(counter, now_ms).id)
+    def _called(self, t: Ticket, counter: int, now_ms: int, officer: str | None) -> Ticket:
+        self.store.record_action(t.id, "called", now_ms, counter=counter, officer=officer)
         self._on_event(
             TicketCalled(
                 **ticket_fields(t),
                 counter=counter,
                 recall=t.recalls,
                 waited_ms=now_ms - t.issued_ms,
+                **_by(officer),
             )
         )
         return t
 
-    def skip(self, counter: int, now_ms: int) -> Ticket:
-        """A no-show: the citizen did not come after the calls."""
+    def call_next(self, counter: int, now_ms: int, officer: str | None = None) -> Ticket | None:
+        """The next number for ``counter`` by the priority policy; None if nobody waits.
+
+        A number still called at this counter counts as served: "next" means done.
+        """
+        self.check_counter(counter)
+        self._refuse_paused(counter)
+        if self.current(counter, now_ms) is not None:
+            self.served(counter, now_ms, officer)
+        t = self.store.call_next(
+            counter, self.services_of(counter), self.settings.policy, now_ms, self.settings.tz
+        )
+        return None if t is None else self._called(t, counter, now_ms, officer)
+
+    def call_number(
+        self, counter: int, number: str, now_ms: int, officer: str | None = None
+    ) -> Ticket:
+        """Call one number out of turn: a waiting one, or a no-show who came back.
+
+        As with "next", the number still called at this counter counts as served.
+        """
+        self.check_counter(counter)
+        self._refuse_paused(counter)
+        wanted = number.strip().upper()[:16]
+        t = self.store.by_number(self._day(now_ms), wanted)
+        if t is None:
+            raise KioskError(
+                "unknown_number",
+                f"Hôm nay không có số {wanted}: xin kiểm tra lại số trên vé",
+                f"There is no number {wanted} today: check the number on the ticket",
+                404,
+            )
+        if t.state not in ("waiting", "skipped"):
+            where = {
+                "called": (f"đang được gọi ở quầy {t.counter}", f"called at counter {t.counter}"),
+                "served": ("đã được phục vụ xong", "already served"),
+            }.get(t.state, (t.state, t.state))
+            raise KioskError(
+                "cannot_call",
+                f"Không gọi được số {t.number}: số này {where[0]}",
+                f"Cannot call {t.number}: it is {where[1]}",
+            )
+        current = self.current(counter, now_ms)
+        if current is not None:
+            self.served(counter, now_ms, officer)
+        was = t.state
+        t = self.store.call_ticket(t.id, counter, now_ms)
+        if was == "skipped":
+            self.store.record_action(t.id, "brought_back", now_ms, counter=counter, officer=officer)
+        return self._called(t, counter, now_ms, officer)
+
+    def recall(self, counter: int, now_ms: int, officer: str | None = None) -> Ticket:
+        t = self.store.recall(self._current_or_refuse(counter, now_ms).id)
+        return self._called(t, counter, now_ms, officer)
+
+    def skip(self, counter: int, now_ms: int, officer: str | None = None) -> Ticket:
+        """A no-show: the citizen did not come after the calls (``call_number`` brings back)."""
         t = self.store.skip(self._current_or_refuse(counter, now_ms).id)
-        self._on_event(TicketSkipped(**ticket_fields(t), counter=counter, reason="no_show"))
+        self.store.record_action(t.id, "skipped", now_ms, counter=counter, officer=officer)
+        self._on_event(
+            TicketSkipped(**ticket_fields(t), counter=counter, reason="no_show", **_by(officer))
+        )
         return t
 
-    def served(self, counter: int, now_ms: int) -> Ticket:
+    def served(self, counter: int, now_ms: int, officer: str | None = None) -> Ticket:
         t = self.store.serve_done(self._current_or_refuse(counter, now_ms).id, now_ms)
+        self.store.record_action(t.id, "served", now_ms, counter=counter, officer=officer)
         self._on_event(
             TicketServed(
-                **ticket_fields(t), counter=counter, service_ms=now_ms - (t.called_ms or now_ms)
+                **ticket_fields(t),
+                counter=counter,
+                service_ms=now_ms - (t.called_ms or now_ms),
+                **_by(officer),
             )
         )
         return t
 
-    def transfer(self, counter: int, to_service: str, now_ms: int) -> Ticket:
-        """Send the citizen at ``counter`` to another service's queue, keeping the number."""
+    def transfer(
+        self,
+        counter: int,
+        to_service: str,
+        now_ms: int,
+        officer: str | None = None,
+        note: str | None = None,
+    ) -> Ticket:
+        """Send the citizen at ``counter`` to another service's queue, keeping the number;
+        the note (what the next counter should know) goes with the record."""
         target = self.service(to_service)
+        note = (note or "").strip() or None
+        if note is not None and len(note) > NOTE_MAX:
+            raise KioskError(
+                "note_too_long",
+                f"Ghi chú dài tối đa {NOTE_MAX} ký tự",
+                f"A note is at most {NOTE_MAX} characters",
+                422,
+            )
         current = self._current_or_refuse(counter, now_ms)
         if target.code == current.queue:
             raise KioskError(
@@ -301,17 +398,31 @@ class Office:
                 "This number already waits for that service",
             )
         t = self.store.transfer(current.id, target.code)
+        self.store.record_action(
+            t.id, "transferred", now_ms, counter=counter, officer=officer, note=note
+        )
         self._on_event(
             TicketTransferred(
-                **ticket_fields(t), counter=counter, from_queue=current.queue, to_queue=target.code
+                **ticket_fields(t),
+                counter=counter,
+                from_queue=current.queue,
+                to_queue=target.code,
+                **_by(officer),
+                **({} if note is None else {"note": note}),
             )
         )
         return t
 
-    def set_paused(self, counter: int, paused: bool) -> None:
+    def handover_note(self, ticket_id: str) -> str | None:
+        """The note of the last transfer of this ticket, for the counter that takes it over
+        (shown on the counter's page only: a note about a citizen is not for the hall)."""
+        notes = [a.note for a in self.store.actions(ticket_id) if a.action == "transferred"]
+        return notes[-1] if notes else None
+
+    def set_paused(self, counter: int, paused: bool, officer: str | None = None) -> None:
         self.check_counter(counter)
         self.store.set_paused(counter, paused)
-        self._on_event(CounterState(counter=counter, paused=paused))
+        self._on_event(CounterState(counter=counter, paused=paused, **_by(officer)))
 
     # what the pages show
 
@@ -324,6 +435,7 @@ class Office:
         for c in range(1, self.settings.counters + 1):
             cur = [t for t in tickets if t.counter == c and t.state == "called"]
             now = max(cur, key=lambda t: t.called_ms or 0) if cur else None
+            rate = _to_rate(tickets, c)
             counters.append(
                 {
                     "counter": c,
@@ -331,6 +443,9 @@ class Office:
                     "ticket_id": now.id if now else None,
                     "paused": c in paused,
                     "services": list(self.services_of(c)),
+                    "to_rate": None
+                    if rate is None
+                    else {"ticket_id": rate.id, "number": rate.number},
                 }
             )
         called = sorted(
@@ -349,7 +464,16 @@ class Office:
                 for t in called[:LAST_CALLS]
             ],
             "waiting": waiting,
+            "no_shows": [
+                {"number": t.number, "counter": t.counter} for t in tickets if t.state == "skipped"
+            ],
         }
+
+
+def _to_rate(tickets: Sequence[Ticket], counter: int) -> Ticket | None:
+    served = [t for t in tickets if t.counter == counter and t.state == "served"]
+    last = max(served, key=lambda t: t.served_ms or 0) if served else None
+    return last if last is not None and last.rating is None else None
 
 
 def counter_services(raw: Mapping[str, Sequence[str]]) -> dict[int, tuple[str, ...]]:

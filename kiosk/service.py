@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kiosk.numbering import RATINGS, QueuePolicy
 from kiosk.office import KioskError, Office, OfficeSettings, counter_services
+from kiosk.officers import Officers
 from kiosk.printer import PrinterStatus, SerialTicketPrinter
 from kiosk.printing import Activity, PrintWorker, TicketPrinter, can_print
 from kiosk.receipt import PrinterProfile, TicketContent, render
@@ -94,6 +95,13 @@ class Kiosk:
             "/"
         )
         self.store = TicketStore(state_dir / "tickets.sqlite3")
+        self.officers = Officers(
+            cfg.officers,
+            cfg.counters,
+            session_s=cfg.session_hours * 3600,
+            attempts=cfg.pin_attempts,
+            lockout_s=cfg.pin_lockout_s,
+        )
         self.office = Office(
             self.store,
             OfficeSettings(
@@ -257,22 +265,34 @@ class Kiosk:
             "printing": status is not None and can_print(status),
         }
 
-    def counter(self, counter: int, action: str, to_service: str | None = None) -> dict[str, Any]:
+    def counter(
+        self,
+        counter: int,
+        action: str,
+        *,
+        officer: str | None = None,
+        service: str | None = None,
+        number: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """One counter action, by the officer signed in there (the pages always give one)."""
         office, now = self.office, self.now_ms()
         office.check_counter(counter)
         ticket: Ticket | None
         if action == "next":
-            ticket = office.call_next(counter, now)
+            ticket = office.call_next(counter, now, officer)
+        elif action == "call":
+            ticket = office.call_number(counter, number or "", now, officer)
         elif action == "recall":
-            ticket = office.recall(counter, now)
+            ticket = office.recall(counter, now, officer)
         elif action == "skip":
-            ticket = office.skip(counter, now)
+            ticket = office.skip(counter, now, officer)
         elif action == "served":
-            ticket = office.served(counter, now)
+            ticket = office.served(counter, now, officer)
         elif action == "transfer":
-            ticket = office.transfer(counter, to_service or "", now)
+            ticket = office.transfer(counter, service or "", now, officer, note)
         elif action in ("pause", "resume"):
-            office.set_paused(counter, action == "pause")
+            office.set_paused(counter, action == "pause", officer)
             ticket = None
         else:
             raise KioskError("unknown_action", "Thao tác không hợp lệ", "Unknown action", 404)
@@ -281,6 +301,7 @@ class Kiosk:
             "action": action,
             "ticket": None if ticket is None else self.ticket_view(ticket),
             "empty": action == "next" and ticket is None,
+            "note": None if ticket is None else office.handover_note(ticket.id),
         }
 
     def rate(self, counter: int, level: int, ticket_id: str | None = None) -> dict[str, Any]:

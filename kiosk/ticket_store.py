@@ -7,9 +7,10 @@ with ``synchronous=FULL``: when it returns the ticket is on disk, and only then
 does the caller print it. A crash before the commit issues nothing; after it,
 the ticket exists and ``pending_prints`` offers it for a reprint.
 
-Ticket states: ``waiting`` -> ``called`` (call_next, recall) -> ``served``
-(serve_done, then one ``rate``) or ``skipped`` (no-show; a recall brings it
-back). ``transfer`` puts a waiting or called ticket into another service's
+Ticket states: ``waiting`` -> ``called`` (call_next, call_ticket, recall) ->
+``served`` (serve_done, then one ``rate``) or ``skipped`` (no-show;
+``call_ticket`` brings it back). ``ticket_action`` keeps who did each act.
+``transfer`` puts a waiting or called ticket into another service's
 queue with its number and its place by issuing time.
 """
 
@@ -67,6 +68,16 @@ CREATE TABLE IF NOT EXISTS ticket (
     UNIQUE (service, day, n)
 );
 CREATE INDEX IF NOT EXISTS ticket_queue ON ticket (day, queue, state);
+CREATE TABLE IF NOT EXISTS ticket_action (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    counter INTEGER,
+    officer TEXT,
+    at_ms INTEGER NOT NULL,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS ticket_action_ticket ON ticket_action (ticket_id);
 CREATE TABLE IF NOT EXISTS counter_state (
     counter INTEGER PRIMARY KEY,
     paused INTEGER NOT NULL
@@ -114,6 +125,18 @@ def _ticket(row: Sequence[Any]) -> Ticket:
         row[0], row[1], row[2], date.fromisoformat(row[3]), row[4], row[5], bool(row[6]),
         row[7], row[8], bool(row[9]), row[10], row[11], row[12], row[13], row[14],
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Action:
+    """One officer's act on a ticket (call, recall, serve, skip, transfer) or a rating."""
+
+    ticket_id: str
+    action: str
+    counter: int | None
+    officer: str | None
+    at_ms: int
+    note: str | None
 
 
 @dataclass
@@ -287,6 +310,49 @@ class TicketStore:
             move = _Move(db, t)
             yield move
             move.after = self._get(db, ticket_id)
+
+    def call_ticket(self, ticket_id: str, counter: int, now_ms: int) -> Ticket:
+        """Call one chosen number to ``counter``: a waiting one, or a no-show brought back."""
+        with self._move("call", ticket_id, ("waiting", "skipped")) as m:
+            m.db.execute(
+                "UPDATE ticket SET state = 'called', counter = ?, called_ms = ?,"
+                " recalls = CASE state WHEN 'skipped' THEN recalls + 1 ELSE 0 END WHERE id = ?",
+                (counter, now_ms, ticket_id),
+            )
+        return m.done()
+
+    def by_number(self, day: date, number: str) -> Ticket | None:
+        """The ticket of ``day`` with this number (prefixes are unique per kiosk)."""
+        with self._lock:
+            found = self._select(self._db, "day = ? AND number = ?", (day.isoformat(), number))
+        return found[0] if found else None
+
+    def record_action(
+        self,
+        ticket_id: str,
+        action: str,
+        at_ms: int,
+        *,
+        counter: int | None = None,
+        officer: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Who did what to a ticket: the office's own record, kept beside the ticket."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO ticket_action (ticket_id, action, counter, officer, at_ms, note)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (ticket_id, action, counter, officer, at_ms, note),
+            )
+
+    def actions(self, ticket_id: str) -> list[Action]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ticket_id, action, counter, officer, at_ms, note FROM ticket_action"
+                " WHERE ticket_id = ? ORDER BY seq",
+                (ticket_id,),
+            ).fetchall()
+        return [Action(*r) for r in rows]
 
     def recall(self, ticket_id: str) -> Ticket:
         """Call again (also a no-show who came back): same counter."""

@@ -7,6 +7,12 @@ self-contained (no CDN: the office network may have no Internet), and use
 the JSON API under ``/api``. The hall display and the other pages follow
 changes live through server-sent events (``/api/events``).
 
+Counters and ratings need an officer's sign-in (kiosk.officers): a counter
+page's session (cookie ``xaso_counter``) or a counter's rating device's
+(``xaso_rate``), HttpOnly and SameSite=Strict, and every change also carries
+the session's ``X-CSRF-Token``. The citizen's pages (ticket status, the
+per-counter display, the hall display, the touchscreen) have no staff powers.
+
 Every refusal is JSON ``{"error", "vi", "en", "message"}`` with a 4xx: an
 unknown service or ticket, a counter out of range, a wrong type, a field or
 a body too large, a malformed body.
@@ -15,10 +21,11 @@ a body too large, a malformed body.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,7 +39,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kiosk.numbering import RATINGS, SERVICE_CODE
-from kiosk.office import KioskError
+from kiosk.office import NOTE_MAX, KioskError
+from kiosk.officers import Kind, Session
 
 if TYPE_CHECKING:
     from kiosk.service import Kiosk
@@ -43,6 +51,8 @@ SSE_KEEPALIVE_S = 15.0
 SSE_POLL_S = 0.2
 TEMPLATES = Path(__file__).parent / "templates"
 ServiceCode = Annotated[str, Field(max_length=40, pattern=SERVICE_CODE)]
+COOKIES: dict[Kind, str] = {"staff": "xaso_counter", "rate": "xaso_rate"}
+CSRF_HEADER = "x-csrf-token"
 
 
 class Body(BaseModel):
@@ -56,12 +66,19 @@ class TicketIn(Body):
 
 class CounterIn(Body):
     service: ServiceCode | None = None  # for a transfer
+    note: Annotated[str, Field(max_length=NOTE_MAX)] | None = None  # for a transfer
+    number: Annotated[str, Field(min_length=1, max_length=16)] | None = None  # for "call"
 
 
 class RatingIn(Body):
     counter: int
     level: int
-    ticket_id: Annotated[str, Field(max_length=64)] | None = None
+    ticket_id: Annotated[str, Field(max_length=64)]  # the ticket the rating page shows
+
+
+class SignIn(Body):
+    officer: Annotated[str, Field(min_length=1, max_length=48)]
+    pin: Annotated[str, Field(min_length=1, max_length=12)]
 
 
 def _error(status: int, code: str, vi: str, en: str) -> JSONResponse:
@@ -150,8 +167,6 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     def error_page(request: Request, exc: KioskError) -> HTMLResponse:
         return page(request, "error.html", exc.status, error=exc)
 
-    # pages
-
     @app.get("/")
     async def _root() -> RedirectResponse:
         return RedirectResponse("/kiosk")
@@ -164,21 +179,14 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     def display_page(request: Request) -> HTMLResponse:
         return page(request, "display.html")
 
-    @app.get("/counter/{counter}", response_class=HTMLResponse)
-    def counter_page(request: Request, counter: int) -> HTMLResponse:
+    @app.get("/display/{counter}", response_class=HTMLResponse)
+    def counter_display_page(request: Request, counter: int) -> HTMLResponse:
+        """The screen above one counter: the number served there now (no staff powers)."""
         try:
             kiosk.office.check_counter(counter)
         except KioskError as exc:
             return error_page(request, exc)
-        return page(request, "counter.html", counter=counter)
-
-    @app.get("/rate/{counter}", response_class=HTMLResponse)
-    def rate_page(request: Request, counter: int) -> HTMLResponse:
-        try:
-            kiosk.office.check_counter(counter)
-        except KioskError as exc:
-            return error_page(request, exc)
-        return page(request, "rate.html", counter=counter)
+        return page(request, "counter_display.html", counter=counter)
 
     @app.get("/ve/{ticket_id}", response_class=HTMLResponse)
     def ticket_page(request: Request, ticket_id: str) -> HTMLResponse:
@@ -209,13 +217,7 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     def ticket(ticket_id: Annotated[str, Field(max_length=64)]) -> dict[str, Any]:
         return kiosk.ticket_view(kiosk.office.ticket(ticket_id))
 
-    @app.post("/api/counters/{counter}/{action}")
-    def counter_action(counter: int, action: str, body: CounterIn | None = None) -> dict[str, Any]:
-        return kiosk.counter(counter, action, body.service if body else None)
-
-    @app.post("/api/ratings", status_code=201)
-    def rate(body: RatingIn) -> dict[str, Any]:
-        return kiosk.rate(body.counter, body.level, body.ticket_id)
+    _staff_routes(app, kiosk, page, error_page)
 
     @app.get("/api/events")
     async def events() -> StreamingResponse:
@@ -226,6 +228,137 @@ def create_app(kiosk: Kiosk) -> FastAPI:
         )
 
     return app
+
+
+def _staff_routes(
+    app: FastAPI,
+    kiosk: Kiosk,
+    page: Callable[..., HTMLResponse],
+    error_page: Callable[[Request, KioskError], HTMLResponse],
+) -> None:
+    """The officers' side: sign-in, the counter page and its actions, the rating device."""
+
+    def session_of(request: Request, kind: Kind, counter: int) -> Session | None:
+        return kiosk.officers.session(
+            request.cookies.get(COOKIES[kind]), kind, counter, kiosk.now_ms()
+        )
+
+    def signed_in(request: Request, kind: Kind, counter: int) -> Session:
+        """The session a change needs, with its CSRF token; refused otherwise, whoever asks."""
+        kiosk.office.check_counter(counter)
+        session = session_of(request, kind, counter)
+        if session is None:
+            vi, en = (
+                (f"quầy {counter}", f"counter {counter}")
+                if kind == "staff"
+                else (f"đánh giá của quầy {counter}", f"rating page of counter {counter}")
+            )
+            raise KioskError(
+                "sign_in_required",
+                f"Cần đăng nhập: cán bộ mở trang {vi} và nhập mã PIN",
+                f"Sign-in required: an officer opens the {en} and enters a PIN",
+                401,
+            )
+        if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), session.csrf):
+            raise KioskError(
+                "csrf",
+                "Yêu cầu không đến từ trang của quầy: xin tải lại trang",
+                "The request did not come from the counter's page: reload the page",
+                403,
+            )
+        return session
+
+    def sign_in(kind: Kind, counter: int, body: SignIn) -> JSONResponse:
+        kiosk.office.check_counter(counter)
+        done = kiosk.officers.sign_in(kind, counter, body.officer, body.pin, kiosk.now_ms())
+        response = JSONResponse(
+            {
+                "counter": counter,
+                "officer": done.session.officer,
+                "name": done.session.officer_name,
+                "csrf": done.session.csrf,  # for a client that is not the page itself
+            }
+        )
+        response.set_cookie(
+            COOKIES[kind],
+            done.token,
+            max_age=kiosk.officers.session_ms // 1000,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    def sign_out(request: Request, kind: Kind) -> JSONResponse:
+        kiosk.officers.sign_out(request.cookies.get(COOKIES[kind]))
+        response = JSONResponse({"signed_out": True})
+        response.delete_cookie(COOKIES[kind], httponly=True, samesite="strict")
+        return response
+
+    def staff_page(request: Request, kind: Kind, counter: int, name: str) -> HTMLResponse:
+        try:
+            kiosk.office.check_counter(counter)
+        except KioskError as exc:
+            return error_page(request, exc)
+        session = session_of(request, kind, counter)
+        if session is None:
+            return page(
+                request,
+                "signin.html",
+                counter=counter,
+                kind=kind,
+                officers=kiosk.officers.names(counter),
+            )
+        current = kiosk.office.current(counter, kiosk.now_ms())
+        note = None if current is None else kiosk.office.handover_note(current.id)
+        return page(
+            request, name, counter=counter, session=session, csrf=session.csrf, handover=note
+        )
+
+    # the counter page and the rating device, then their API
+
+    @app.get("/counter/{counter}", response_class=HTMLResponse)
+    def counter_page(request: Request, counter: int) -> HTMLResponse:
+        return staff_page(request, "staff", counter, "counter.html")
+
+    @app.get("/rate/{counter}", response_class=HTMLResponse)
+    def rate_page(request: Request, counter: int) -> HTMLResponse:
+        return staff_page(request, "rate", counter, "rate.html")
+
+    @app.post("/api/counters/{counter}/session")
+    def counter_sign_in(counter: int, body: SignIn) -> JSONResponse:
+        return sign_in("staff", counter, body)
+
+    @app.post("/api/counters/{counter}/signout")
+    def counter_sign_out(request: Request, counter: int) -> JSONResponse:
+        return sign_out(request, "staff")
+
+    @app.post("/api/counters/{counter}/{action}")
+    def counter_action(
+        request: Request, counter: int, action: str, body: CounterIn | None = None
+    ) -> dict[str, Any]:
+        session = signed_in(request, "staff", counter)
+        body = body or CounterIn()
+        return kiosk.counter(
+            counter,
+            action,
+            officer=session.officer,
+            service=body.service,
+            number=body.number,
+            note=body.note,
+        )
+
+    @app.post("/api/ratings/{counter}/session")
+    def rating_sign_in(counter: int, body: SignIn) -> JSONResponse:
+        return sign_in("rate", counter, body)
+
+    @app.post("/api/ratings/{counter}/signout")
+    def rating_sign_out(request: Request, counter: int) -> JSONResponse:
+        return sign_out(request, "rate")
+
+    @app.post("/api/ratings", status_code=201)
+    def rate(request: Request, body: RatingIn) -> dict[str, Any]:
+        signed_in(request, "rate", body.counter)
+        return kiosk.rate(body.counter, body.level, body.ticket_id)
 
 
 async def _stream(kiosk: Kiosk) -> AsyncIterator[str]:

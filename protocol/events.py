@@ -38,6 +38,7 @@ TicketNumber = Annotated[str, Field(min_length=1, max_length=16)]
 ServiceCode = Annotated[str, Field(min_length=1, max_length=40)]
 Counter = Annotated[int, Field(ge=1, le=99)]
 LocalDay = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+Officer = Annotated[str, Field(min_length=1, max_length=64)]  # the officer signed in, by id
 
 
 class Body(Open):
@@ -175,18 +176,21 @@ class TicketCalled(TicketRecord):
     counter: Counter
     recall: Annotated[int, Field(ge=0)]  # 0 for a first call, then 1, 2, ...
     waited_ms: ElapsedMs
+    officer: Officer | None = None  # absent from older agents
 
 
 class TicketServed(TicketRecord):
     TYPE = "ticket.served"
     counter: Counter
     service_ms: ElapsedMs  # from the call to done
+    officer: Officer | None = None  # absent from older agents
 
 
 class TicketSkipped(TicketRecord):
     TYPE = "ticket.skipped"
     counter: Counter
     reason: Reason  # no_show
+    officer: Officer | None = None  # absent from older agents
 
 
 class TicketTransferred(TicketRecord):
@@ -194,6 +198,8 @@ class TicketTransferred(TicketRecord):
     counter: Counter
     from_queue: ServiceCode
     to_queue: ServiceCode
+    officer: Officer | None = None  # absent from older agents
+    note: Label | None = None  # the officer's word to the next counter
 
 
 class TicketRated(TicketRecord):
@@ -202,12 +208,14 @@ class TicketRated(TicketRecord):
     level: Annotated[int, Field(ge=1, le=5)]  # 5 = Rất hài lòng
     label_vi: Label
     label_en: Label
+    officer: Officer | None = None  # who served the citizen
 
 
 class CounterState(Body):
     TYPE = "counter.state"
     counter: Counter
     paused: bool
+    officer: Officer | None = None  # absent from older agents
 
 
 class PrinterStatus(Body):

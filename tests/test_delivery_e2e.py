@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
-from cli.demo.devices import simulated_kiosk
+from cli.demo.devices import DEMO_OFFICER, DEMO_PIN, simulated_kiosk
 from controller.db.fleet_tables import EventRecord
 from tests.audio_helpers import tone_file
 from tests.controller_process import ControllerProcess, broadcaster_controller, until
@@ -62,6 +62,13 @@ class Citizens:
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=30) as http:
+            signed = http.post(  # counter 1's officer, as the demo configures one
+                "/api/counters/1/session", json={"officer": DEMO_OFFICER, "pin": DEMO_PIN}
+            )
+            if signed.status_code != 200:
+                self.errors.append(signed.text)
+                return
+            http.headers["X-CSRF-Token"] = signed.json()["csrf"]
             while not self.stop.wait(1.0):
                 ticket = http.post("/api/tickets", json={"service": "ho-tich"})
                 if ticket.status_code != 201:

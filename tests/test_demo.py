@@ -93,7 +93,8 @@ def test_demo_runs_a_fleet_the_controller_shows_and_stops_on_ctrl_c(tmp_path: Pa
         kiosk_url = re.search(r"kiosk (http://127\.0\.0\.1:\d+)/kiosk", log.read_text())
         assert kiosk_url is not None, log.read_text()
         assert "Mời chọn dịch vụ" in httpx.get(kiosk_url.group(1) + "/kiosk").text
-        assert "Gọi số tiếp" in httpx.get(kiosk_url.group(1) + "/counter/1").text
+        counter = httpx.get(kiosk_url.group(1) + "/counter/1").text  # the sign-in first
+        assert "Cán bộ đăng nhập quầy" in counter and "Cán bộ demo" in counter
 
         # the bulletin is the controller's: in its schedules, and its plays in the report
         (entry,) = web.get("/api/schedules").json()

@@ -143,6 +143,23 @@ SAMPLES: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("counter.state", {"counter": 3, "paused": True}),
+    # signed-in counters name their officer; a transfer may carry a note
+    (
+        "ticket.called",
+        {**TICKET, "counter": 2, "recall": 1, "waited_ms": 5, "officer": "can-bo-an"},
+    ),
+    (
+        "ticket.transferred",
+        {
+            **TICKET,
+            "counter": 2,
+            "from_queue": "ho-tich",
+            "to_queue": "dat-dai",
+            "officer": "can-bo-an",
+            "note": "Thiếu bản sao sổ đỏ",
+        },
+    ),
+    ("counter.state", {"counter": 3, "paused": False, "officer": "can-bo-an"}),
     (
         "printer.status",
         {"online": True, "paper": "near_end", "cover": "closed", "pending": ["A016"]},

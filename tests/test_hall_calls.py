@@ -24,6 +24,7 @@ from kiosk.virtual_printer import VirtualPrinter
 from tests.audio_helpers import dominant_hz, read_samples
 from tests.conftest import Fleet
 from tests.fleet import Probe, Received
+from tests.kiosk_helpers import OFFICERS, counter_headers
 from tests.mqtt_helpers import Clients, Collector, publish
 from tests.test_kiosk_broker import http, open_now, wait_http
 
@@ -71,6 +72,7 @@ def remote_kiosk(printer: VirtualPrinter, web_port: int) -> dict[str, Any]:
         "voice": "remote",
         "web_host": "127.0.0.1",
         "web_port": web_port,
+        "officers": OFFICERS,
         **open_now(),
     }
 
@@ -121,7 +123,7 @@ def test_a_counter_call_is_said_by_the_hall_speaker(
 
     status, body = http(f"{base}/api/tickets", {"service": "ho-tich"})
     assert status == 201 and json.loads(body)["number"] == "A001"
-    status, _ = http(f"{base}/api/counters/2/next", {})
+    status, _ = http(f"{base}/api/counters/2/next", {}, counter_headers(base, 2))
     assert status == 200
 
     finished = probe.wait_for(hall_event("play.finished", "A001 → quầy 2"), timeout=90).json()
@@ -203,7 +205,7 @@ def test_a_call_delivered_too_late_by_the_outbox_is_reported_not_said(
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/api/state")
     assert http(f"{base}/api/tickets", {"service": "ho-tich"})[0] == 201
-    assert http(f"{base}/api/counters/1/next", {})[0] == 200
+    assert http(f"{base}/api/counters/1/next", {}, counter_headers(base, 1))[0] == 200
     db = sqlite3.connect(hall.tmp / "state" / "kiosk-1" / "agent.sqlite3")
     try:
         (payload,) = db.execute("SELECT payload FROM outbox WHERE topic = ?", (CALLS,)).fetchone()

@@ -14,6 +14,7 @@ from cli.brokers.mosquitto import free_port
 from kiosk.virtual_printer import VirtualPrinter
 from tests.conftest import Fleet
 from tests.fleet import Probe, Received
+from tests.kiosk_helpers import OFFICERS, counter_headers
 
 EVENTS = "xaso/dev/kiosk-1/event"
 HO_TICH = {"code": "ho-tich", "name_vi": "Hộ tịch", "name_en": "Civil status", "prefix": "A"}
@@ -31,9 +32,11 @@ def open_now() -> dict[str, Any]:
     }
 
 
-def http(url: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+def http(
+    url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, resp.read().decode()
@@ -73,6 +76,7 @@ def test_paper_out_on_the_broker_the_page_and_the_reprint(
         "voice": "off",
         "web_host": "127.0.0.1",
         "web_port": port,
+        "officers": OFFICERS,
         **open_now(),
     }
     fleet.spawn("kiosk-1", sections={"kiosk": kiosk})
@@ -103,7 +107,7 @@ def test_paper_out_on_the_broker_the_page_and_the_reprint(
     assert "Hết giấy" not in page.split("<main>")[1].split("<script>")[0]
 
     # a counter's call is a record too
-    status, _ = http(f"{base}/api/counters/1/next", {})
+    status, _ = http(f"{base}/api/counters/1/next", {}, counter_headers(base, 1))
     assert status == 200
     called = probe.wait_for(
         lambda m: m.topic == EVENTS and m.json()["type"] == "ticket.called"
@@ -119,6 +123,7 @@ def test_the_kiosk_works_with_no_network(fleet: Fleet, virtual_printer: VirtualP
         "voice": "off",
         "web_host": "127.0.0.1",
         "web_port": port,
+        "officers": OFFICERS,
         **open_now(),
     }
     fleet.spawn("kiosk-1", sections={"kiosk": kiosk}, port=free_port())  # no broker there

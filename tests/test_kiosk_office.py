@@ -191,3 +191,88 @@ def test_a_window_to_24_00_issues_in_the_last_minute_of_the_day(tmp_path: Path) 
     for bad in (("24:00", "24:00"), ("07:00", "24:01")):
         with pytest.raises(ValueError):
             Service.model_validate(HO_TICH.model_dump() | {"hours": [bad]})
+
+
+def test_a_rating_is_for_the_service_just_finished_and_only_once(
+    office: Office, events: list[Any]
+) -> None:
+    a1, a2 = office.issue("ho-tich", T0).ticket, office.issue("ho-tich", T0 + 1).ticket
+    office.call_next(1, T0 + MIN, "can-bo-an")
+    office.call_next(1, T0 + 2 * MIN, "can-bo-an")  # A001 served unrated, A002 called
+    office.served(1, T0 + 3 * MIN, "can-bo-an")
+    assert office.to_rate(1, T0 + 3 * MIN) == office.store.ticket(a2.id)
+    with pytest.raises(KioskError) as exc:
+        office.rate(1, 5, T0 + 4 * MIN, a1.id)  # the citizen before: not theirs to rate now
+    assert exc.value.code == "not_to_rate" and "Đã xong" in exc.value.vi
+    assert office.rate(1, 4, T0 + 4 * MIN, a2.id).rating == 4
+    with pytest.raises(KioskError) as exc:
+        office.rate(1, 5, T0 + 4 * MIN, a2.id)  # the second tap
+    assert exc.value.code == "already_rated" and "A002 đã được đánh giá rồi" in exc.value.vi
+    with pytest.raises(KioskError) as exc:
+        office.rate(1, 5, T0 + 4 * MIN)  # never falls back to A001's unrated service
+    assert exc.value.code == "nothing_to_rate"
+    assert office.store.ticket(a1.id).rating is None
+    assert office.to_rate(1, T0 + 4 * MIN) is None
+    rated = [body for kind, body in events if kind == "ticket.rated"]
+    assert [(r["number"], r["level"], r["officer"]) for r in rated] == [("A002", 4, "can-bo-an")]
+
+
+def test_call_a_number_bring_back_a_no_show_and_transfer_with_a_note(
+    office: Office, events: list[Any]
+) -> None:
+    for i in range(3):
+        office.issue("ho-tich", T0 + i)
+    a3 = office.call_number(2, "a003", T0 + MIN, "can-bo-an")  # out of turn, any case
+    assert (a3.number, a3.state, a3.counter) == ("A003", "called", 2)
+    office.skip(2, T0 + 2 * MIN, "can-bo-an")
+    assert office.board(T0 + 2 * MIN)["no_shows"] == [{"number": "A003", "counter": 2}]
+    office.call_next(1, T0 + 3 * MIN, "can-bo-binh")  # A001 at counter 1
+    back = office.call_number(2, "A003", T0 + 4 * MIN, "can-bo-an")  # the no-show came back
+    assert (back.state, back.counter, back.recalls) == ("called", 2, 1)
+    assert office.board(T0 + 4 * MIN)["no_shows"] == []
+    for number, code, status in (
+        ("A001", "cannot_call", 409),  # called at counter 1
+        ("A099", "unknown_number", 404),
+        ("", "unknown_number", 404),
+    ):
+        with pytest.raises(KioskError) as exc:
+            office.call_number(2, number, T0 + 5 * MIN, "can-bo-an")
+        assert (exc.value.code, exc.value.status) == (code, status)
+        assert exc.value.vi and exc.value.en
+        if code == "cannot_call":
+            assert "đang được gọi ở quầy 1" in exc.value.vi
+    with pytest.raises(KioskError) as exc:
+        office.transfer(2, "dat-dai", T0 + 5 * MIN, "can-bo-an", "x" * 201)
+    assert exc.value.code == "note_too_long" and office.current(2, T0 + 5 * MIN) == back
+    moved = office.transfer(2, "dat-dai", T0 + 5 * MIN, "can-bo-an", "  Thiếu bản sao sổ đỏ ")
+    assert (moved.queue, moved.state) == ("dat-dai", "waiting")
+    office.call_next(3, T0 + 6 * MIN, "can-bo-chi")
+    office.call_number(3, "A002", T0 + 7 * MIN, "can-bo-chi")  # A003 (now Đất đai) served first
+
+    actions = [(a.action, a.counter, a.officer, a.note) for a in office.store.actions(a3.id)]
+    assert actions == [
+        ("called", 2, "can-bo-an", None),
+        ("skipped", 2, "can-bo-an", None),
+        ("brought_back", 2, "can-bo-an", None),
+        ("called", 2, "can-bo-an", None),
+        ("transferred", 2, "can-bo-an", "Thiếu bản sao sổ đỏ"),
+        ("called", 3, "can-bo-chi", None),
+        ("served", 3, "can-bo-chi", None),
+    ]
+    transferred = next(body for kind, body in events if kind == "ticket.transferred")
+    assert transferred["note"] == "Thiếu bản sao sổ đỏ" and transferred["officer"] == "can-bo-an"
+    called = [body for kind, body in events if kind == "ticket.called"]
+    assert [(c["number"], c["counter"], c["recall"], c["officer"]) for c in called] == [
+        ("A003", 2, 0, "can-bo-an"),
+        ("A001", 1, 0, "can-bo-binh"),
+        ("A003", 2, 1, "can-bo-an"),
+        ("A003", 3, 0, "can-bo-chi"),
+        ("A002", 3, 0, "can-bo-chi"),
+    ]
+
+
+def test_without_an_officer_the_records_are_as_before(office: Office, events: list[Any]) -> None:
+    office.issue("ho-tich", T0)
+    office.call_next(1, T0 + MIN)
+    office.set_paused(2, True)
+    assert all("officer" not in body for _kind, body in events)

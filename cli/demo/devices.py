@@ -15,7 +15,7 @@ import tomllib
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -63,6 +63,7 @@ def simulated_speaker(config: Path, played: Path) -> None:
     config.write_text(tomli_w.dumps(data), encoding="utf-8")
 
 
+DEMO_OFFICER, DEMO_PIN = "can-bo-demo", "1234"  # printed with the demo's pages
 ALL_DAY = {"hours": [["00:00", "24:00"]], "weekdays": [0, 1, 2, 3, 4, 5, 6]}
 DEMO_SERVICES = [
     {"code": "ho-tich", "name_vi": "Hộ tịch", "name_en": "Civil status", "prefix": "A"},
@@ -78,10 +79,12 @@ class DemoKiosk:
     device: str
     url: str
     printer: VirtualPrinter
+    counter_headers: dict[str, str] | None = None  # counter 1's sign-in, once made
 
 
 def simulated_kiosk(config: Path, device: str, workdir: Path) -> DemoKiosk:
     """Open all day; the printer is a pty whose tickets become PNGs; calls go to a WAV sink."""
+    from kiosk.officers import hash_pin
     from kiosk.virtual_printer import VirtualPrinter
 
     printer = VirtualPrinter(workdir / "printed" / device).start()
@@ -97,6 +100,7 @@ def simulated_kiosk(config: Path, device: str, workdir: Path) -> DemoKiosk:
         "web_port": port,
         "voice": "wav",
         "wav_dir": str(workdir / "played" / device),
+        "officers": [{"id": DEMO_OFFICER, "name": "Cán bộ demo", "pin_hash": hash_pin(DEMO_PIN)}],
     }
     config.write_text(tomli_w.dumps(data), encoding="utf-8")
     return DemoKiosk(device, f"http://127.0.0.1:{port}", printer)
@@ -111,20 +115,32 @@ def serving(kiosk: DemoKiosk) -> bool:
     return True
 
 
+def _post(url: str, body: dict[str, object], headers: dict[str, str] | None = None) -> Any:
+    req = urllib.request.Request(  # noqa: S310 - the kiosk's own http://127.0.0.1 address
+        url, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+        return resp.headers, json.loads(resp.read())
+
+
+def sign_in(url: str, counter: int) -> dict[str, str]:
+    """The demo officer's session at ``counter``: the cookie and CSRF headers of a change."""
+    headers, body = _post(
+        f"{url}/api/counters/{counter}/session", {"officer": DEMO_OFFICER, "pin": DEMO_PIN}
+    )
+    return {"Cookie": headers["Set-Cookie"].split(";", 1)[0], "X-CSRF-Token": body["csrf"]}
+
+
 def citizen(kiosk: DemoKiosk, n: int) -> None:
     """A citizen takes a number and counter 1 calls the next one: a printed ticket, a call."""
-    for path, body in (
-        ("/api/tickets", {"service": DEMO_SERVICES[n % len(DEMO_SERVICES)]["code"]}),
-        ("/api/counters/1/next", {}),
-    ):
-        req = urllib.request.Request(  # noqa: S310 - the kiosk's own http://127.0.0.1 address
-            kiosk.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
-        )
-        try:
-            urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
-        except OSError as exc:
-            print(f"  {kiosk.device}: {path} failed: {exc}", flush=True)
-            return
+    service = DEMO_SERVICES[n % len(DEMO_SERVICES)]["code"]
+    try:
+        _post(kiosk.url + "/api/tickets", {"service": service})
+        kiosk.counter_headers = kiosk.counter_headers or sign_in(kiosk.url, 1)
+        _post(kiosk.url + "/api/counters/1/next", {}, kiosk.counter_headers)
+    except OSError as exc:
+        kiosk.counter_headers = None  # signed out by a restart of the kiosk: sign in again
+        print(f"  {kiosk.device}: a citizen's turn failed: {exc}", flush=True)
 
 
 def provision(

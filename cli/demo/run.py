@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from cli.brokers.embedded import EmbeddedBroker, choose_broker
 from cli.brokers.mosquitto import Mosquitto, free_port, mosquitto_binary
 from cli.brokers.process import BrokerError
-from cli.demo.devices import DemoKiosk, Managed, citizen, provision, serving
+from cli.demo.devices import DEMO_PIN, DemoKiosk, Managed, citizen, provision, serving
 from controller.site.directory import Site
 from controller.site.keys import init_site
 from protocol.commands import DEFAULT_TZ
@@ -255,8 +255,9 @@ def _banner(
     )
     pages = "".join(
         f"""
-  {k.device}  kiosk {k.url}/kiosk   counter {k.url}/counter/1
-      hall display {k.url}/display   rating {k.url}/rate/1
+  {k.device}  kiosk {k.url}/kiosk   counter {k.url}/counter/1 (PIN {DEMO_PIN})
+      hall display {k.url}/display   counter 1's screen {k.url}/display/1
+      rating {k.url}/rate/1 (PIN {DEMO_PIN})
       tickets printed as PNG in {k.printer.out_dir}"""
         for k in kiosks
     )
