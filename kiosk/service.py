@@ -7,6 +7,7 @@ pages through the ``serve`` it is given (kiosk/role.py binds both).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -119,6 +120,7 @@ class Kiosk:
             on_status=self._printer_status,
             on_activity=self._activity,
             on_printed=lambda _t: self.changes.bump(),
+            on_unprintable=lambda _t, _why: self._printer_status(self.printer.status),
         )
         self.panel: ButtonPanel | None = None
         if cfg.buttons:
@@ -180,7 +182,7 @@ class Kiosk:
     def alive(self) -> bool:
         """For the agent's watchdog: every thread the kiosk started still runs."""
         return (
-            self.printer.alive
+            self.printer.healthy()
             and (self.caller is None or self.caller.alive)
             and (self.web is None or self.web.alive)
         )
@@ -212,15 +214,21 @@ class Kiosk:
         elif isinstance(body, TicketServed | TicketSkipped | TicketTransferred):
             self.caller.moved_on(body.ticket_id)  # its call, if not said yet, is not
 
-    def _printer_status(self, status: PrinterStatus) -> None:
-        self._emit(
-            PrinterStatusEvent(
-                online=status.online,
-                paper=status.paper,
-                cover="open" if status.cover_open else "closed",
-                pending=[t.number for t in self.store.pending_prints()],
+    def _printer_status(self, status: PrinterStatus | None) -> None:
+        if status is not None:
+            extra: dict[str, Any] = {"fault": status.fault} if status.fault else {}
+            if self.printer.unprintable:
+                extra["unprintable"] = list(self.printer.unprintable.values())
+            self._emit(
+                PrinterStatusEvent(
+                    online=status.online,
+                    paper=status.paper,
+                    cover=status.cover,
+                    pending=[t.number for t in self.printer.pending()],
+                    state=status.state,
+                    **extra,
+                )
             )
-        )
         self.changes.bump()
 
     def _activity(self, activity: Activity) -> None:
@@ -232,14 +240,18 @@ class Kiosk:
 
     def render(self, ticket: Ticket) -> bytes:
         service = self.office.service(ticket.service)
+        ahead = self.office.people_ahead(ticket)
+        wait_s = self.office.wait_s(ticket, ahead)
         content = TicketContent(
             office=self.cfg.office,
             service_vi=service.name_vi,
             service_en=service.name_en,
             number=ticket.number,
             issued_local=self.office.local_time(ticket.issued_ms),
-            people_ahead=self.office.people_ahead(ticket),
+            people_ahead=ahead,
             status_url=f"{self.public_url}/ve/{ticket.id}",
+            priority=ticket.priority,
+            wait_min=None if not wait_s else max(1, math.ceil(wait_s / 60)),
         )
         return render(content, self.profile)
 
@@ -254,7 +266,7 @@ class Kiosk:
             **self.ticket_view(issued.ticket),
             "people_ahead": issued.people_ahead,
             "wait_s": issued.wait_s,
-            "printing": status is not None and can_print(status),
+            "printing": can_print(status),
         }
 
     def counter(self, counter: int, action: str, to_service: str | None = None) -> dict[str, Any]:
@@ -307,9 +319,13 @@ class Kiosk:
         status = self.printer.status
         return {
             "known": status is not None,
-            "can_print": status is not None and can_print(status),
+            "can_print": can_print(status),
+            "paper": "unknown",
+            "cover": "unknown",
             **(asdict(status) if status is not None else {}),
-            "pending": [t.number for t in self.store.pending_prints()],
+            "state": "unknown" if status is None else status.state,
+            "pending": [t.number for t in self.printer.pending()],
+            "unprintable": list(self.printer.unprintable.values()),
         }
 
     def snapshot(self) -> dict[str, Any]:

@@ -54,6 +54,9 @@ i18n.register(
         "alert.clock.unsynced": ("Đồng hồ chưa đồng bộ", "Clock not synced"),
         "alert.printer.paper_out": ("Máy in hết giấy", "Printer out of paper"),
         "alert.printer.cover_open": ("Máy in mở nắp", "Printer cover open"),
+        "alert.printer.offline": ("Máy in không trả lời", "Printer not answering"),
+        "alert.printer.paper_low": ("Máy in sắp hết giấy", "Printer paper low"),
+        "alert.printer.unprintable": ("Vé không in được", "Ticket not printed"),
         "alert.play.missed": ("Lượt phát bị bỏ lỡ", "Play missed"),
         "alert.play.failed": ("Lượt phát lỗi", "Play failed"),
     }
