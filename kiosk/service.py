@@ -19,6 +19,7 @@ from kiosk.office import KioskError, Office, OfficeSettings, counter_services
 from kiosk.printer import PrinterStatus, SerialTicketPrinter
 from kiosk.printing import Activity, PrintWorker, TicketPrinter, can_print
 from kiosk.receipt import PrinterProfile, TicketContent, render
+from kiosk.screen import come_back
 from kiosk.ticket_store import Ticket, TicketStore
 from protocol.events import Body, TicketCalled, TicketServed, TicketSkipped, TicketTransferred
 from protocol.events import PrinterStatus as PrinterStatusEvent
@@ -136,6 +137,7 @@ class Kiosk:
         self.caller: Caller | None = self._caller(state_dir, player, engine)
         self._serve = serve
         self.web: Pages | None = None
+        self.notice: dict[str, Any] | None = None  # the last button press refused, for the screen
 
     def _caller(
         self, state_dir: Path, player: Player | None, engine: SpeechEngine | None
@@ -236,7 +238,13 @@ class Kiosk:
             self.panel.show(activity)
 
     def _pressed(self, service: str, priority: bool) -> None:
-        self.issue(service, priority)
+        """A physical button: a refusal (out of hours) goes on the touchscreen, not nowhere."""
+        try:
+            self.issue(service, priority)
+        except KioskError as exc:
+            log.info("button %s refused: %s", service, exc)
+            self.notice = {"vi": exc.vi, "en": exc.en, "at_ms": self.now_ms()}
+            self.changes.bump()
 
     def render(self, ticket: Ticket) -> bytes:
         service = self.office.service(ticket.service)
@@ -259,7 +267,12 @@ class Kiosk:
 
     def issue(self, service: str, priority: bool = False) -> dict[str, Any]:
         """A number for a citizen: durable first, then queued for the printer."""
-        issued = self.office.issue(service, self.now_ms(), priority=priority)
+        try:
+            issued = self.office.issue(service, self.now_ms(), priority=priority)
+        except KioskError as exc:
+            if exc.code not in ("closed", "limit"):
+                raise
+            raise come_back(exc, self.office.service(service)) from None
         self.printer.submit(issued.ticket.id)
         status = self.printer.status
         return {
@@ -311,6 +324,7 @@ class Kiosk:
             "state": t.state,
             "counter": t.counter,
             "printed": t.printed,
+            "priority": t.priority,
             "issued_local": self.office.local_time(t.issued_ms),
             "people_ahead": self.office.people_ahead(t),
         }
@@ -333,6 +347,7 @@ class Kiosk:
         return {
             **self.office.board(self.now_ms()),
             "printer": self.printer_view(),
+            "notice": self.notice,
             "version": self.changes.version,
         }
 
