@@ -45,12 +45,12 @@ class PrinterProfile:
     paper_mm: Literal[58, 80] = 80
     dots: Literal[384, 512, 576] = 576
     vietnamese: Literal["raster", "codepage"] = "raster"
-    codepage: str | None = None  # a python-escpos encoding name, e.g. "TCVN-3-1"
+    codepage: str | None = None  # a python-escpos encoding name, e.g. "CP1258" (has Đ)
     native_qr: bool = True
 
     def __post_init__(self) -> None:
         if self.vietnamese == "codepage" and not self.codepage:
-            raise ValueError("vietnamese='codepage' needs a codepage, e.g. 'TCVN-3-1'")
+            raise ValueError("vietnamese='codepage' needs a codepage, e.g. 'CP1258'")
 
 
 PROFILE_58 = PrinterProfile(paper_mm=58, dots=384)
