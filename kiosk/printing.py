@@ -130,7 +130,7 @@ class PrintWorker:
                 if job is None or self._status is None:
                     self._poll()
                     next_poll = time.monotonic() + self.poll_s
-                    if self._status is not None and can_print(self._status):
+                    if can_print(self._status):
                         self._print_pending()
                 if job is not None:
                     self._print_one(job)
