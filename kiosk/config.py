@@ -131,7 +131,7 @@ class KioskSection(Section):
                     f"counter_services.{key}: give known services, not {unknown or '[]'}"
                 )
         if self.vietnamese == "codepage" and not self.codepage:
-            raise ValueError("vietnamese = 'codepage' needs codepage, e.g. 'TCVN-3-1'")
+            raise ValueError("vietnamese = 'codepage' needs codepage, e.g. 'CP1258'")
         dots = self.printer_dots
         if dots is not None and (self.paper_mm == 58) != (dots == 384):
             raise ValueError(

@@ -4,13 +4,21 @@ Pure: no I/O but reading the font. Text with diacritics is drawn as a one-bit
 raster strip with a Unicode TTF font, because Vietnamese code pages differ by
 model and print tone marks detached (PITFALLS.md: python-escpos and
 Vietnamese). ASCII text and the number use the printer's own fonts, which cost
-one byte a character instead of a bitmap. python-escpos does all the encoding.
+one byte a character instead of a bitmap, wrapped here at word boundaries
+(the printer would cut a word at the end of its line). python-escpos does all
+the encoding.
+
+In code-page mode, CP1258 (WPC1258) has "Đ" and the base letters (â, ơ, ư...)
+but composes the five tones from combining marks, so text is decomposed
+that way first; text a code page still cannot map (TCVN-3 has no capital
+"Đ") is drawn as a raster strip instead, never printed as `?`.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,10 +33,9 @@ TEXT_PX = 20  # body text: 20 px at 203 dpi is 2.5 mm, about printer font A
 TITLE_PX = 22  # the office name
 LINE_GAP_PX = 4  # between wrapped lines of one strip: tight, bytes are time on the wire
 QR_MODULE_DOTS = 4
-
-
-class UnencodableTextError(ValueError):
-    """Text that the printer's code page cannot print: refused rather than printed as `?`."""
+FONT_A_DOTS = 12  # the printer's font A: 12 x 24 dots, so 48 columns on 576 dots
+TONE_MARKS = frozenset("\u0300\u0301\u0303\u0309\u0323")  # huyền, sắc, ngã, hỏi, nặng
+COMPOSING_CODEPAGES = frozenset({"CP1258"})  # tones as combining marks
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,12 @@ class PrinterProfile:
     paper_mm: Literal[58, 80] = 80
     dots: Literal[384, 512, 576] = 576
     vietnamese: Literal["raster", "codepage"] = "raster"
-    codepage: str | None = None  # a python-escpos encoding name, e.g. "TCVN-3-1"
+    codepage: str | None = None  # a python-escpos encoding name, e.g. "CP1258" (has Đ)
     native_qr: bool = True
 
     def __post_init__(self) -> None:
         if self.vietnamese == "codepage" and not self.codepage:
-            raise ValueError("vietnamese='codepage' needs a codepage, e.g. 'TCVN-3-1'")
+            raise ValueError("vietnamese='codepage' needs a codepage, e.g. 'CP1258'")
 
 
 PROFILE_58 = PrinterProfile(paper_mm=58, dots=384)
@@ -61,6 +68,8 @@ class TicketContent:
     issued_local: str  # "23/11/2026 09:41"
     people_ahead: int
     status_url: str
+    priority: bool = False
+    wait_min: int | None = None  # the estimate, when the office can make one
 
 
 @functools.cache
@@ -131,28 +140,80 @@ def _dummy(profile: PrinterProfile) -> Dummy:
     return printer
 
 
-def _check_encodable(printer: Dummy, text: str, codepage: str) -> None:
-    """Refuse what the code page cannot map: python-escpos would print `?` (issue #505)."""
+def codepage_form(text: str, codepage: str) -> str:
+    """The text as the code page spells it: CP1258 wants base letters and tone marks apart."""
+    if codepage.upper() not in COMPOSING_CODEPAGES:
+        return unicodedata.normalize("NFC", text)
+    clusters: list[str] = []  # a base letter and its marks
+    for ch in unicodedata.normalize("NFD", text):
+        if unicodedata.combining(ch) and clusters:
+            clusters[-1] += ch
+        else:
+            clusters.append(ch)
+    spelled = []
+    for cluster in clusters:
+        marks = cluster[1:]
+        letter = cluster[0] + "".join(m for m in marks if m not in TONE_MARKS)
+        spelled.append(
+            unicodedata.normalize("NFC", letter) + "".join(m for m in marks if m in TONE_MARKS)
+        )
+    return "".join(spelled)
+
+
+def _encodable(printer: Dummy, text: str, codepage: str) -> bool:
+    """Whether every character maps: python-escpos would print `?` otherwise (issue #505)."""
     encoder = printer.magic.encoder
     encoding = encoder.get_encoding_name(codepage)
-    bad = sorted({ch for ch in text if not encoder.can_encode(encoding, ch)})
-    if bad:
-        raise UnencodableTextError(f"{codepage} cannot print {''.join(bad)!r} in {text!r}")
+    return all(encoder.can_encode(encoding, ch) for ch in text)
+
+
+def wrap_columns(text: str, columns: int) -> list[str]:
+    """Word wrap for the printer's own font: combining marks take no column."""
+
+    def width(s: str) -> int:
+        return sum(1 for ch in s if not unicodedata.combining(ch))
+
+    pieces: list[str] = []  # words, and a word longer than the line cut into lines
+    for word in text.split():
+        while width(word) > columns:
+            head = word[:columns]
+            while width(head) < columns and len(head) < len(word):  # combining marks
+                head = word[: len(head) + 1]
+            pieces.append(head)
+            word = word[len(head) :]  # noqa: PLW2901 - the rest of the same word
+        pieces.append(word)
+    lines: list[str] = []
+    current = ""
+    for piece in pieces:
+        candidate = f"{current} {piece}" if current else piece
+        if current and width(candidate) > columns:
+            lines.append(current)
+            current = piece
+        else:
+            current = candidate
+    return [*lines, current] if current else lines
+
+
+def _font_lines(printer: Dummy, text: str, profile: PrinterProfile, scale: int = 1) -> None:
+    for line in wrap_columns(text, profile.dots // (FONT_A_DOTS * scale)):
+        printer.textln(line)
 
 
 def _text_block(
     printer: Dummy, text: str, profile: PrinterProfile, face: ImageFont.FreeTypeFont
 ) -> None:
-    """ASCII in the printer's font; other text as a raster strip or through the code page."""
+    """ASCII in the printer's font; other text through the code page when it maps, else raster."""
     if text.isascii():
-        printer.textln(text)
-    elif profile.vietnamese == "codepage":
+        _font_lines(printer, text, profile)
+        return
+    if profile.vietnamese == "codepage":
         assert profile.codepage is not None  # checked by PrinterProfile
-        _check_encodable(printer, text, profile.codepage)
-        printer.textln(text)
-    else:
-        printer.image(draw_strip(text, face, profile.dots))
-        printer.ln()
+        spelled = codepage_form(text, profile.codepage)
+        if _encodable(printer, spelled, profile.codepage):
+            _font_lines(printer, spelled, profile)
+            return
+    printer.image(draw_strip(text, face, profile.dots))
+    printer.ln()
 
 
 def render(content: TicketContent, profile: PrinterProfile) -> bytes:
@@ -166,11 +227,17 @@ def render(content: TicketContent, profile: PrinterProfile) -> bytes:
     _text_block(printer, content.office, profile, font(TITLE_PX, bold=True))
     _text_block(printer, content.service_vi, profile, font(TEXT_PX))
     _text_block(printer, content.service_en, profile, font(TEXT_PX))
+    _text_block(printer, "Số thứ tự", profile, font(TEXT_PX))
     printer.set(double_width=True, double_height=True, bold=True)
     printer.textln(content.number)
     printer.set(normal_textsize=True, bold=False)
+    if content.priority:
+        _text_block(printer, "Ưu tiên / Priority", profile, font(TEXT_PX, bold=True))
     printer.textln(content.issued_local)
-    _text_block(printer, f"Số người đang chờ: {content.people_ahead}", profile, font(TEXT_PX))
+    waiting = f"Số người đang chờ: {content.people_ahead}"
+    if content.wait_min is not None:
+        waiting += f", chờ khoảng {content.wait_min} phút"
+    _text_block(printer, waiting, profile, font(TEXT_PX))
     if profile.native_qr:
         printer.qr(content.status_url, size=QR_MODULE_DOTS, native=True)
     else:

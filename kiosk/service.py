@@ -7,6 +7,7 @@ pages through the ``serve`` it is given (kiosk/role.py binds both).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,6 +20,7 @@ from kiosk.officers import Officers
 from kiosk.printer import PrinterStatus, SerialTicketPrinter
 from kiosk.printing import Activity, PrintWorker, TicketPrinter, can_print
 from kiosk.receipt import PrinterProfile, TicketContent, render
+from kiosk.screen import come_back
 from kiosk.ticket_store import Ticket, TicketStore
 from protocol.events import Body, TicketCalled, TicketServed, TicketSkipped, TicketTransferred
 from protocol.events import PrinterStatus as PrinterStatusEvent
@@ -127,6 +129,7 @@ class Kiosk:
             on_status=self._printer_status,
             on_activity=self._activity,
             on_printed=lambda _t: self.changes.bump(),
+            on_unprintable=lambda _t, _why: self._printer_status(self.printer.status),
         )
         self.panel: ButtonPanel | None = None
         if cfg.buttons:
@@ -142,6 +145,7 @@ class Kiosk:
         self.caller: Caller | None = self._caller(state_dir, player, engine)
         self._serve = serve
         self.web: Pages | None = None
+        self.notice: dict[str, Any] | None = None  # the last button press refused, for the screen
 
     def _caller(
         self, state_dir: Path, player: Player | None, engine: SpeechEngine | None
@@ -188,7 +192,7 @@ class Kiosk:
     def alive(self) -> bool:
         """For the agent's watchdog: every thread the kiosk started still runs."""
         return (
-            self.printer.alive
+            self.printer.healthy()
             and (self.caller is None or self.caller.alive)
             and (self.web is None or self.web.alive)
         )
@@ -220,15 +224,21 @@ class Kiosk:
         elif isinstance(body, TicketServed | TicketSkipped | TicketTransferred):
             self.caller.moved_on(body.ticket_id)  # its call, if not said yet, is not
 
-    def _printer_status(self, status: PrinterStatus) -> None:
-        self._emit(
-            PrinterStatusEvent(
-                online=status.online,
-                paper=status.paper,
-                cover="open" if status.cover_open else "closed",
-                pending=[t.number for t in self.store.pending_prints()],
+    def _printer_status(self, status: PrinterStatus | None) -> None:
+        if status is not None:
+            extra: dict[str, Any] = {"fault": status.fault} if status.fault else {}
+            if self.printer.unprintable:
+                extra["unprintable"] = list(self.printer.unprintable.values())
+            self._emit(
+                PrinterStatusEvent(
+                    online=status.online,
+                    paper=status.paper,
+                    cover=status.cover,
+                    pending=[t.number for t in self.printer.pending()],
+                    state=status.state,
+                    **extra,
+                )
             )
-        )
         self.changes.bump()
 
     def _activity(self, activity: Activity) -> None:
@@ -236,18 +246,28 @@ class Kiosk:
             self.panel.show(activity)
 
     def _pressed(self, service: str, priority: bool) -> None:
-        self.issue(service, priority)
+        """A physical button: a refusal (out of hours) goes on the touchscreen, not nowhere."""
+        try:
+            self.issue(service, priority)
+        except KioskError as exc:
+            log.info("button %s refused: %s", service, exc)
+            self.notice = {"vi": exc.vi, "en": exc.en, "at_ms": self.now_ms()}
+            self.changes.bump()
 
     def render(self, ticket: Ticket) -> bytes:
         service = self.office.service(ticket.service)
+        ahead = self.office.people_ahead(ticket)
+        wait_s = self.office.wait_s(ticket, ahead)
         content = TicketContent(
             office=self.cfg.office,
             service_vi=service.name_vi,
             service_en=service.name_en,
             number=ticket.number,
             issued_local=self.office.local_time(ticket.issued_ms),
-            people_ahead=self.office.people_ahead(ticket),
+            people_ahead=ahead,
             status_url=f"{self.public_url}/ve/{ticket.id}",
+            priority=ticket.priority,
+            wait_min=None if not wait_s else max(1, math.ceil(wait_s / 60)),
         )
         return render(content, self.profile)
 
@@ -255,14 +275,19 @@ class Kiosk:
 
     def issue(self, service: str, priority: bool = False) -> dict[str, Any]:
         """A number for a citizen: durable first, then queued for the printer."""
-        issued = self.office.issue(service, self.now_ms(), priority=priority)
+        try:
+            issued = self.office.issue(service, self.now_ms(), priority=priority)
+        except KioskError as exc:
+            if exc.code not in ("closed", "limit"):
+                raise
+            raise come_back(exc, self.office.service(service)) from None
         self.printer.submit(issued.ticket.id)
         status = self.printer.status
         return {
             **self.ticket_view(issued.ticket),
             "people_ahead": issued.people_ahead,
             "wait_s": issued.wait_s,
-            "printing": status is not None and can_print(status),
+            "printing": can_print(status),
         }
 
     def counter(
@@ -320,6 +345,7 @@ class Kiosk:
             "state": t.state,
             "counter": t.counter,
             "printed": t.printed,
+            "priority": t.priority,
             "issued_local": self.office.local_time(t.issued_ms),
             "people_ahead": self.office.people_ahead(t),
         }
@@ -328,9 +354,13 @@ class Kiosk:
         status = self.printer.status
         return {
             "known": status is not None,
-            "can_print": status is not None and can_print(status),
+            "can_print": can_print(status),
+            "paper": "unknown",
+            "cover": "unknown",
             **(asdict(status) if status is not None else {}),
-            "pending": [t.number for t in self.store.pending_prints()],
+            "state": "unknown" if status is None else status.state,
+            "pending": [t.number for t in self.printer.pending()],
+            "unprintable": list(self.printer.unprintable.values()),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -338,6 +368,7 @@ class Kiosk:
         return {
             **self.office.board(self.now_ms()),
             "printer": self.printer_view(),
+            "notice": self.notice,
             "version": self.changes.version,
         }
 

@@ -2,10 +2,14 @@
 
 The kiosk opens the pty's slave path as if it were ``/dev/ttyUSB0``; this
 class holds the master. It parses what arrives with kiosk.escpos_read,
-answers each DLE EOT status request from its own ``paper`` state (which a
-test or the demo changes: "out" is the paper roll running out), and turns
-every ticket, from its first byte to the cut, into a PNG drawn the way the
-printer would print it. With no paper it prints nothing, as a real one does.
+answers each DLE EOT status request from its own ``paper`` and ``cover_open``
+state (which a test or the demo changes: "out" is the paper roll running
+out), and turns every ticket, from its first byte to the cut, into a PNG
+drawn the way the printer would print it. With no paper or the cover open it
+prints nothing, as a real one does. ``answer`` makes it a faulty printer
+("silent": never answers; "garbage": answers noise, as at a wrong baud
+rate), and ``unplug`` pulls its cable: the kiosk's side of the pty fails and
+its path vanishes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import select
 import threading
 import time
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 MONO_PATH = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
 LINE_PX = 24  # printer font A: 12 x 24 dots
 Paper = Literal["ok", "near_end", "out"]
+Answer = Literal["status", "silent", "garbage"]
 
 # replies to DLE EOT 1, 2 and 4 (see kiosk.printer.parse_status)
 _REPLIES: dict[str, dict[int, int]] = {
@@ -47,6 +53,8 @@ _REPLIES: dict[str, dict[int, int]] = {
     "near_end": {1: 0x12, 2: 0x12, 4: 0x1E},
     "out": {1: 0x1A, 2: 0x32, 4: 0x7E},
 }
+# cover open: offline, cover bit; the paper sensor of many models then reads "out" too
+_COVER_OPEN_REPLIES = {1: 0x1A, 2: 0x16, 4: 0x7E}
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,9 @@ class VirtualPrinter:
         self.out_dir = out_dir
         self.dots = dots
         self.paper: Paper = "ok"
+        self.cover_open = False
+        self.answer: Answer = "status"
+        self._noise = random.Random(1258)  # noqa: S311 - noise on a test line, not a secret
         self.tickets: list[PrintedTicket] = []
         self.discarded = 0  # tickets sent while out of paper: nothing came out
         self.status_requests = 0
@@ -160,9 +171,9 @@ class VirtualPrinter:
                     break  # the text may go on in the next read
                 if isinstance(item, StatusRequest):
                     self.status_requests += 1
-                    reply = _REPLIES[self.paper].get(item.n)
-                    if reply is not None:
-                        os.write(self._master, bytes([reply]))
+                    reply = self._reply(item.n)
+                    if reply:
+                        os.write(self._master, reply)
                 else:
                     if not ticket:
                         first_byte_s = buf_s if i == 0 else read_s
@@ -174,8 +185,16 @@ class VirtualPrinter:
                 i = end
             buf = buf[i:]
 
+    def _reply(self, n: int) -> bytes:
+        if self.answer == "silent":
+            return b""
+        if self.answer == "garbage":
+            return self._noise.randbytes(self._noise.randint(1, 3))
+        replies = _COVER_OPEN_REPLIES if self.cover_open else _REPLIES[self.paper]
+        return bytes([replies[n]]) if n in replies else b""
+
     def _finish(self, items: list[Item], data: bytes, first_byte_s: float) -> None:
-        if self.paper == "out":
+        if self.paper == "out" or self.cover_open:
             with self._cond:
                 self.discarded += 1
             return
@@ -190,6 +209,10 @@ class VirtualPrinter:
             self._cond.notify_all()
         if self._on_ticket is not None:
             self._on_ticket(printed)
+
+    def unplug(self) -> None:
+        """The cable pulled: the pty goes away, the kiosk's reads and writes fail."""
+        self.close()
 
     def close(self) -> None:
         self._stop.set()

@@ -221,10 +221,16 @@ class CounterState(Body):
 class PrinterStatus(Body):
     TYPE = "printer.status"
     online: bool
-    paper: Literal["ok", "near_end", "out"]
-    cover: Literal["open", "closed"]
+    # "unknown" when the printer does not answer: never read as paper "ok"
+    paper: Literal["ok", "near_end", "out", "unknown"]
+    cover: Literal["open", "closed", "unknown"]
     # numbers issued and kept for printing
     pending: Annotated[list[TicketNumber], Field(max_length=10_000)] = Field(default_factory=list)
+    # one word for all of it (kiosk.printer.PrinterStatus.state); absent from older agents
+    state: Literal["ready", "near_end", "paper_out", "cover_open", "error", "offline"] | None = None
+    fault: Literal["unplugged", "silent", "garbled"] | None = None  # why it did not answer
+    # numbers whose ticket could not be rendered: the citizen has the number on screen only
+    unprintable: Annotated[list[TicketNumber], Field(max_length=1000)] = Field(default_factory=list)
 
 
 EVENT_BODIES: dict[str, type[Body]] = {

@@ -13,10 +13,13 @@ from controller.fleet.alert_rules import (
     KINDS,
     MINUTE_MS,
     OFFLINE,
+    PAPER_LOW,
     PAPER_OUT,
     PLAY_FAILED,
     PLAY_MISSED,
+    PRINTER_OFFLINE,
     TEMP_HIGH,
+    UNPRINTABLE,
     DeviceSnapshot,
     PlayEvent,
     Thresholds,
@@ -26,7 +29,16 @@ from protocol.events import read_body
 
 T = Thresholds(offline_after_min=5, temp_high_c=75, disk_low_pct=10, disk_low_mb=500)
 NOW = 1_763_800_000_000
-HEALTH_KINDS = {TEMP_HIGH, DISK_LOW, CLOCK_UNSYNCED, PAPER_OUT, COVER_OPEN}
+HEALTH_KINDS = {
+    TEMP_HIGH,
+    DISK_LOW,
+    CLOCK_UNSYNCED,
+    PAPER_OUT,
+    COVER_OPEN,
+    PRINTER_OFFLINE,
+    PAPER_LOW,
+    UNPRINTABLE,
+}
 
 
 def kinds(devices=(), events=(), now=NOW, t=T) -> set[tuple[str, str]]:
@@ -64,16 +76,74 @@ def test_health_thresholds():
         (DISK_LOW, "c"),
         (DISK_LOW, "d"),
         (CLOCK_UNSYNCED, "e"),
-        (PAPER_OUT, "k"),
-        (COVER_OPEN, "k"),
+        (COVER_OPEN, "k"),  # the paper sensor reads "out" with the cover open: the cover says
+        (PAPER_LOW, "m"),
     }
 
 
 def test_messages_are_vietnamese_first_and_english():
     d = DeviceSnapshot("kiosk-1", "online", NOW, NOW, printer={"paper": "out"})
     alert = active_alerts([d], [], T, NOW)[(PAPER_OUT, "kiosk-1")]
-    assert alert.message_vi == "Máy in kiosk-1 hết giấy"
-    assert alert.message_en == "kiosk-1 printer out of paper"
+    assert (
+        alert.message_vi == "Máy in kiosk-1 hết giấy: thay cuộn giấy mới, các số đã giữ sẽ được in"
+    )
+    assert (
+        alert.message_en == "kiosk-1 printer out of paper: load a new roll, kept numbers will print"
+    )
+
+
+def printer_kinds(body: dict) -> set[str]:
+    d = DeviceSnapshot("kiosk-1", "online", NOW, NOW, printer=body)
+    return {kind for kind, _ in active_alerts([d], [], T, NOW)}
+
+
+def test_each_printer_state_has_its_alert() -> None:
+    """From the kiosk's printer.status bodies: offline, cover, paper out and low apart."""
+    base = {"pending": ["A001"]}
+    assert (
+        printer_kinds({**base, "online": True, "paper": "ok", "cover": "closed", "state": "ready"})
+        == set()
+    )
+    unplugged = {
+        "online": False,
+        "paper": "unknown",
+        "cover": "unknown",
+        "state": "offline",
+        "fault": "unplugged",
+    }
+    assert printer_kinds({**base, **unplugged}) == {PRINTER_OFFLINE}
+    assert printer_kinds({**base, **unplugged, "fault": "garbled"}) == {PRINTER_OFFLINE}
+    cover = {"online": False, "paper": "out", "cover": "open", "state": "cover_open"}
+    assert printer_kinds({**base, **cover}) == {COVER_OPEN}
+    out = {"online": False, "paper": "out", "cover": "closed", "state": "paper_out"}
+    assert printer_kinds({**base, **out}) == {PAPER_OUT}
+    low = {"online": True, "paper": "near_end", "cover": "closed", "state": "near_end"}
+    assert printer_kinds({**base, **low}) == {PAPER_LOW}
+    error = {"online": False, "paper": "ok", "cover": "closed", "state": "error"}
+    assert printer_kinds({**base, **error}) == {PRINTER_OFFLINE}
+    assert printer_kinds({**low, "unprintable": ["B002"]}) == {PAPER_LOW, UNPRINTABLE}
+
+
+def test_an_older_agents_silent_printer_is_offline_not_paper_ok() -> None:
+    """Agents before `state` sent paper "ok" for a printer that did not answer."""
+    old = {"online": False, "paper": "ok", "cover": "closed", "pending": []}
+    assert printer_kinds(old) == {PRINTER_OFFLINE}
+    d = DeviceSnapshot("kiosk-1", "online", NOW, NOW, printer=old)
+    alert = active_alerts([d], [], T, NOW)[(PRINTER_OFFLINE, "kiosk-1")]
+    assert alert.message_vi.startswith("Máy in kiosk-1 không trả lời: kiểm tra dây cáp")
+
+
+def test_printer_messages_say_what_to_do() -> None:
+    bodies = {
+        PAPER_OUT: {"online": False, "paper": "out", "cover": "closed"},
+        COVER_OPEN: {"online": False, "paper": "ok", "cover": "open"},
+        PRINTER_OFFLINE: {"online": False, "paper": "unknown", "cover": "unknown"},
+        PAPER_LOW: {"online": True, "paper": "near_end", "cover": "closed"},
+    }
+    for kind, body in bodies.items():
+        d = DeviceSnapshot("kiosk-1", "online", NOW, NOW, printer=body)
+        alert = active_alerts([d], [], T, NOW)[(kind, "kiosk-1")]
+        assert ": " in alert.message_vi and ": " in alert.message_en  # what, then what to do
 
 
 def test_missed_and_failed_plays_within_the_window():
@@ -132,8 +202,9 @@ snapshots = st.builds(
     printer=st.none()
     | st.fixed_dictionaries(
         {
-            "paper": st.sampled_from(["ok", "near_end", "out"]),
-            "cover": st.sampled_from(["open", "closed"]),
+            "online": st.booleans(),
+            "paper": st.sampled_from(["ok", "near_end", "out", "unknown"]),
+            "cover": st.sampled_from(["open", "closed", "unknown"]),
         }
     ),
 )

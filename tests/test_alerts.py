@@ -126,7 +126,7 @@ def test_a_printer_out_of_paper_raises_and_clears(fleet, sessions, ingest):
     engine = AlertEngine(sessions)
     raised = engine.run(now_ms()).raised
     assert [(a.kind, a.device_id) for a in raised] == [(PAPER_OUT, "kiosk-1")]
-    assert raised[0].message_vi == "Máy in kiosk-1 hết giấy"
+    assert raised[0].message_vi.startswith("Máy in kiosk-1 hết giấy: thay cuộn giấy mới")
     assert raised[0].details == {"pending": ["A001"]}
 
     kiosk.publish("xaso/dev/kiosk-1/event", printer_status("p2", t0 + 1, "ok"))

@@ -173,10 +173,21 @@ def test_offline_alert_fires_and_clears_and_paper_out_alerts(
     paper = eventually(
         lambda: open_alert(client, "kiosk-1", "printer.paper_out"), "the paper-out alert"
     )
-    assert paper["message_vi"] == "Máy in kiosk-1 hết giấy"
+    assert paper["message_vi"].startswith("Máy in kiosk-1 hết giấy: thay cuộn giấy")
     assert client.get("/api/devices/kiosk-1").json()["alerts"] == ["printer.paper_out"]
     virtual_printer.paper = "ok"
     eventually(lambda: open_alert(client, "kiosk-1", "printer.paper_out") is None, "paper back")
+
+    virtual_printer.answer = "silent"  # a printer that stops answering is offline, not "Đủ giấy"
+    silent = eventually(
+        lambda: open_alert(client, "kiosk-1", "printer.offline"), "the printer-offline alert"
+    )
+    assert silent["message_vi"].startswith("Máy in kiosk-1 không trả lời: kiểm tra dây cáp")
+    assert client.get("/api/devices/kiosk-1").json()["printer_paper"] == "unknown"
+    dashboard = client.get("/").text
+    assert "Máy in không trả lời" in dashboard
+    virtual_printer.answer = "status"
+    eventually(lambda: open_alert(client, "kiosk-1", "printer.offline") is None, "printer back")
 
 
 def test_key_rotation_checks_real_agents_before_activating(

@@ -57,6 +57,7 @@ def test_an_issued_ticket_is_printed_and_recorded(
         "paper": "ok",
         "cover": "closed",
         "pending": [],
+        "state": "ready",
     }
     assert [t for t, _ in events].count("ticket.issued") == 1
 
@@ -184,7 +185,14 @@ def test_bad_printer_port_is_offline_not_a_crash(make_kiosk: Callable[..., Kiosk
     assert kiosk.printer_view()["pending"] == ["A001"]
     assert events[0] == (
         "printer.status",
-        {"online": False, "paper": "ok", "cover": "closed", "pending": []},
+        {
+            "online": False,
+            "paper": "unknown",  # never "ok" from a printer that is not there
+            "cover": "unknown",
+            "pending": [],
+            "state": "offline",
+            "fault": "unplugged",
+        },
     )
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import select
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from kiosk.printer import PrinterError, PrinterStatus, SerialTicketPrinter
+from kiosk.printer import (
+    GarbledReply,
+    PrinterError,
+    PrinterStatus,
+    SerialTicketPrinter,
+    resolve_port,
+)
 from kiosk.receipt import (
     FONT_BOLD_PATH,
     FONT_PATH,
@@ -20,8 +27,9 @@ from kiosk.receipt import (
     TITLE_PX,
     PrinterProfile,
     TicketContent,
-    UnencodableTextError,
+    codepage_form,
     render,
+    wrap_columns,
 )
 from tests.escpos_parse import Code2D, Command, Cut, Raster, Text, parse, qr_data
 
@@ -71,6 +79,16 @@ def strip_image(raster: Raster, width: int) -> Image.Image:
     return image.crop((0, 0, width, image.height))
 
 
+def has_strip(rasters: list[Raster], text: str, size: int = TEXT_PX, bold: bool = False) -> bool:
+    """Whether one of the strips is exactly this one line of text."""
+    want = expected_line(text, size, bold)
+    return any(
+        (r.width_bytes, r.height) == ((want.width + 7) // 8, want.height)
+        and strip_image(r, want.width).tobytes() == want.tobytes()
+        for r in rasters
+    )
+
+
 def test_ticket_over_a_pty_parses_back(pty_pair: tuple[int, str]) -> None:
     master, path = pty_pair
     data = render(TICKET, PROFILE_80)
@@ -85,13 +103,13 @@ def test_ticket_over_a_pty_parses_back(pty_pair: tuple[int, str]) -> None:
     items = parse(received[0])
     assert items[0] == Command("ESC @")
     rasters = [it for it in items if isinstance(it, Raster)]
-    # office (bold), service, people ahead, thanks: one strip per block
-    assert len(rasters) == 4
+    # office (bold), service, the number's label, people ahead, thanks: one strip per block
+    assert len(rasters) == 5
     for raster, text, size, bold in zip(
         rasters,
-        [TICKET.office, TICKET.service_vi, "Số người đang chờ: 3", "Cảm ơn quý khách"],
-        [TITLE_PX, TEXT_PX, TEXT_PX, TEXT_PX],
-        [True, False, False, False],
+        [TICKET.office, TICKET.service_vi, "Số thứ tự", "Số người đang chờ: 3", "Cảm ơn quý khách"],
+        [TITLE_PX, TEXT_PX, TEXT_PX, TEXT_PX, TEXT_PX],
+        [True, False, False, False, False],
         strict=True,
     ):
         assert raster.width_bytes * 8 <= PROFILE_80.dots
@@ -135,8 +153,9 @@ LONG = TicketContent(
 @pytest.mark.parametrize(
     ("content", "budget"),
     # The 4 KB target holds for a usual ticket; a three-line office name and a
-    # two-line service cost about 5 KB, which this bound keeps from growing.
-    [(TICKET, BUDGET), (LONG, 5200)],
+    # two-line service cost about 5 KB (5.3 KB with the number's label, ~250
+    # bytes), which this bound keeps from growing.
+    [(TICKET, BUDGET), (LONG, 5400)],
     ids=["usual", "long-names"],
 )
 def test_size_budget_and_width(
@@ -151,13 +170,73 @@ def test_size_budget_and_width(
 def test_qr_falls_back_to_an_image() -> None:
     items = parse(render(TICKET, PrinterProfile(58, 384, native_qr=False)))
     assert not any(isinstance(it, Code2D) for it in items)
-    assert len([it for it in items if isinstance(it, Raster)]) == 5
+    assert len([it for it in items if isinstance(it, Raster)]) == 6
 
 
-def test_codepage_refuses_what_it_cannot_print() -> None:
-    profile = PrinterProfile(vietnamese="codepage", codepage="CP1258")
-    with pytest.raises(UnencodableTextError, match="CP1258 cannot print"):
-        render(TICKET, profile)
+def test_priority_mark_and_wait_estimate() -> None:
+    content = TicketContent(**{**TICKET.__dict__, "priority": True, "wait_min": 12})
+    rasters = [it for it in parse(render(content, PROFILE_80)) if isinstance(it, Raster)]
+    assert has_strip(rasters, "Ưu tiên / Priority", bold=True)
+    assert has_strip(rasters, "Số người đang chờ: 3, chờ khoảng 12 phút")
+    plain = [it for it in parse(render(TICKET, PROFILE_80)) if isinstance(it, Raster)]
+    assert not has_strip(plain, "Ưu tiên / Priority", bold=True)
+
+
+def text_lines(items: list) -> list[bytes]:
+    """The printer-font lines: text runs up to each line feed."""
+    lines, line = [], b""
+    for it in items:
+        if isinstance(it, Text):
+            line += it.data
+        elif it == Command("LF"):
+            lines.append(line)
+            line = b""
+    return lines
+
+
+def test_cp1258_prints_every_vietnamese_letter_as_text() -> None:
+    """Đ included ("Đất đai"), tones as combining marks: no strip, no `?`."""
+    content = TicketContent(**{**TICKET.__dict__, "service_vi": "Đất đai", "office": LONG.office})
+    items = parse(render(content, PrinterProfile(vietnamese="codepage", codepage="CP1258")))
+    assert not any(isinstance(it, Raster) for it in items)
+    assert Command("ESC t", bytes([52])) in items  # WPC1258 is code page 52 (Epson)
+    printed = [unicodedata.normalize("NFC", line.decode("cp1258")) for line in text_lines(items)]
+    assert "Đất đai" in printed
+    assert "Số thứ tự" in printed
+    assert "Cảm ơn quý khách" in printed
+    assert all("?" not in line for line in printed[:-1])  # the QR's URL may hold one
+    assert " ".join(printed[:2]) == LONG.office  # wrapped at a space, 48 columns at most
+    assert len(unicodedata.normalize("NFC", printed[0])) <= 48
+
+
+def test_codepage_form_round_trips() -> None:
+    for text in ("Đất đai", "Ủy ban nhân dân", "ậu ặc ượng", "Hộ tịch"):
+        spelled = codepage_form(text, "CP1258")
+        assert all(
+            not unicodedata.combining(c) or c in "\u0300\u0301\u0303\u0309\u0323" for c in spelled
+        )
+        assert unicodedata.normalize("NFC", spelled.encode("cp1258").decode("cp1258")) == text
+
+
+def test_codepage_without_a_letter_draws_that_block_instead() -> None:
+    """TCVN-3-1 has no capital Đ: "Đất đai" becomes a strip, the rest stays text."""
+    content = TicketContent(
+        **{**TICKET.__dict__, "service_vi": "Đất đai", "office": "UBND xa Tan Phu"}
+    )
+    items = parse(render(content, PrinterProfile(vietnamese="codepage", codepage="TCVN-3-1")))
+    assert has_strip([it for it in items if isinstance(it, Raster)], "Đất đai")
+    assert not any(
+        isinstance(it, Text) and b"?" in it.data for it in items[: items.index(Text(b"A015"))]
+    )
+
+
+def test_english_names_wrap_at_word_boundaries() -> None:
+    items = parse(render(LONG, PROFILE_58))  # 32 columns of font A
+    lines = text_lines(items)
+    assert b"Birth, death and marriage" in lines
+    assert b"registration" in lines
+    assert all(len(line) <= 32 for line in lines if line.isascii())
+    assert wrap_columns("Supercalifragilistic", 8) == ["Supercal", "ifragili", "stic"]
 
 
 def test_codepage_prints_text_it_can_encode() -> None:
@@ -210,25 +289,102 @@ OK = {1: b"\x12", 2: b"\x12", 4: b"\x12"}
 @pytest.mark.parametrize(
     ("replies", "want"),
     [
-        (OK, PrinterStatus(online=True, paper="ok", cover_open=False)),
-        ({**OK, 4: b"\x1e"}, PrinterStatus(online=True, paper="near_end")),
-        ({1: b"\x1a", 2: b"\x32", 4: b"\x7e"}, PrinterStatus(online=False, paper="out")),
-        ({1: b"\x1a", 2: b"\x16", 4: b"\x12"}, PrinterStatus(online=False, cover_open=True)),
-        ({}, PrinterStatus(online=False)),  # silence
-        ({1: b"\x12"}, PrinterStatus(online=False)),  # answers once, then silence
+        (OK, PrinterStatus(online=True, paper="ok", cover="closed")),
+        ({**OK, 4: b"\x1e"}, PrinterStatus(online=True, paper="near_end", cover="closed")),
+        (
+            {1: b"\x1a", 2: b"\x32", 4: b"\x7e"},
+            PrinterStatus(online=False, paper="out", cover="closed"),
+        ),
+        (
+            {1: b"\x1a", 2: b"\x16", 4: b"\x12"},
+            PrinterStatus(online=False, paper="ok", cover="open"),
+        ),
+        ({}, PrinterStatus(online=False, fault="silent")),  # silence
+        ({1: b"\x12"}, PrinterStatus(online=False, fault="silent")),  # answers once, then silence
     ],
     ids=["online", "near-end", "paper-out", "cover-open", "silence", "short"],
 )
 def test_status_over_a_pty(
     pty_pair: tuple[int, str], replies: dict[int, bytes], want: PrinterStatus
 ) -> None:
-    assert status_with(pty_pair, replies) == want
+    got = status_with(pty_pair, replies)
+    assert got == want
+    if got.fault is not None:  # never "paper ok" from a printer that did not answer
+        assert (got.paper, got.cover, got.state, got.can_print) == (
+            "unknown",
+            "unknown",
+            "offline",
+            False,
+        )
+
+
+def test_cover_open_comes_before_the_paper_reading() -> None:
+    """Many sensors read "out" with the cover open: the screen must say "cover open"."""
+    status = PrinterStatus(online=False, paper="out", cover="open")
+    assert (status.state, status.can_print) == ("cover_open", False)
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        {**OK, 2: b"\x12\x12"},  # two bytes for one request
+        {**OK, 4: b"\x7e\x00"},  # "paper out" with noise after it
+    ],
+    ids=["extra-byte", "paper-out-and-noise"],
+)
+def test_status_with_unasked_bytes_is_garbled(
+    pty_pair: tuple[int, str], replies: dict[int, bytes]
+) -> None:
+    with pytest.raises(GarbledReply):
+        status_with(pty_pair, replies)
+
+
+def test_status_replies_that_change_are_garbled(pty_pair: tuple[int, str]) -> None:
+    """Noise that passes the fixed bits once must also agree with itself: never paper "out"."""
+    answers = iter([b"\x12", b"\x12", b"\x7e", b"\x12", b"\x12", b"\x12"])
+    master, path = pty_pair
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=play_printer, args=(master, lambda _n: next(answers, b""), stop)
+    )
+    thread.start()
+    try:
+        with SerialTicketPrinter(path, 9600, timeout_s=0.3) as printer, pytest.raises(GarbledReply):
+            printer.status()
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_unplugged_line_is_a_printer_error_on_status_and_send() -> None:
+    """A pty whose far side is gone: termios and OSError failures, all PrinterError."""
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    printer = SerialTicketPrinter(path, 115200, timeout_s=0.3)
+    os.close(master)
+    os.close(slave)
+    with pytest.raises(PrinterError, match="line failed"):
+        printer.status()
+    with pytest.raises(PrinterError, match="write failed"):
+        printer.send(b"\x1b@")
+    printer.close()
+    with pytest.raises(PrinterError, match="cannot open printer port"):
+        SerialTicketPrinter(path, 115200)
 
 
 @pytest.mark.parametrize("garbage", [b"\xff", b"\x00", b"\x13", b"A"])
 def test_status_garbage_is_a_clear_error(pty_pair: tuple[int, str], garbage: bytes) -> None:
     with pytest.raises(PrinterError, match="not a status reply"):
         status_with(pty_pair, {**OK, 2: garbage})
+
+
+def test_a_glob_names_the_first_matching_port(tmp_path) -> None:
+    (tmp_path / "ttyUSB1").touch()
+    (tmp_path / "ttyUSB0").touch()
+    assert resolve_port(str(tmp_path / "ttyUSB*")) == str(tmp_path / "ttyUSB0")
+    assert resolve_port("/dev/ttyUSB0") == "/dev/ttyUSB0"
+    with pytest.raises(PrinterError, match="is it plugged in"):
+        resolve_port(str(tmp_path / "ttyACM*"))
 
 
 def test_unopenable_port_is_a_clear_error() -> None:

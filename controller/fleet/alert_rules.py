@@ -22,6 +22,9 @@ DISK_LOW = "disk.low"
 CLOCK_UNSYNCED = "clock.unsynced"
 PAPER_OUT = "printer.paper_out"
 COVER_OPEN = "printer.cover_open"
+PRINTER_OFFLINE = "printer.offline"
+PAPER_LOW = "printer.paper_low"
+UNPRINTABLE = "printer.unprintable"
 PLAY_MISSED = "play.missed"
 PLAY_FAILED = "play.failed"
 DEAD_AIR = "stream.dead_air"  # a relayed stream connected but silent (broadcast.audio.relay)
@@ -35,6 +38,9 @@ KINDS = (
     PLAY_MISSED,
     PLAY_FAILED,
     DEAD_AIR,
+    PRINTER_OFFLINE,
+    PAPER_LOW,
+    UNPRINTABLE,
 )
 # Not a fault: the operator's own quiet hours keep a normal item from playing.
 EXPECTED_MISS_REASONS = frozenset({"quiet_hours"})
@@ -169,28 +175,85 @@ def _health(d: DeviceSnapshot, t: Thresholds) -> list[AlertSpec]:
                 f"{dev} clock not synced: scheduled plays may start at the wrong time",
             )
         )
-    printer = d.printer or {}
-    if printer.get("paper") == "out":
+    return found + _printer(dev, d.printer or {})
+
+
+def printer_state(body: Mapping[str, Any]) -> str:
+    """The one-word state of a printer.status body, also for agents that send no ``state``
+    (their offline printer said paper "ok": offline is what it was)."""
+    if body.get("state"):
+        return str(body["state"])
+    if body.get("cover") == "open":
+        return "cover_open"
+    if body.get("paper") == "out":
+        return "paper_out"
+    if body.get("online") is False:
+        return "offline"
+    return "near_end" if body.get("paper") == "near_end" else "ready"
+
+
+_PRINTER_ALERTS = {  # state -> kind, severity, Vietnamese, English (what to do)
+    "paper_out": (
+        PAPER_OUT,
+        "critical",
+        "Máy in {dev} hết giấy: thay cuộn giấy mới, các số đã giữ sẽ được in",
+        "{dev} printer out of paper: load a new roll, kept numbers will print",
+    ),
+    "cover_open": (
+        COVER_OPEN,
+        "critical",
+        "Máy in {dev} đang mở nắp: đóng nắp máy in để in tiếp",
+        "{dev} printer cover open: close it to go on printing",
+    ),
+    "offline": (
+        PRINTER_OFFLINE,
+        "critical",
+        "Máy in {dev} không trả lời: kiểm tra dây cáp và nguồn điện của máy in",
+        "{dev} printer not answering: check its cable and power",
+    ),
+    "error": (
+        PRINTER_OFFLINE,
+        "critical",
+        "Máy in {dev} báo lỗi: tắt máy in rồi bật lại",
+        "{dev} printer reports an error: switch it off and on again",
+    ),
+    "near_end": (
+        PAPER_LOW,
+        "warning",
+        "Máy in {dev} sắp hết giấy: chuẩn bị cuộn giấy mới",
+        "{dev} printer paper low: get a new roll ready",
+    ),
+}
+
+
+def _printer(dev: str, printer: Mapping[str, Any]) -> list[AlertSpec]:
+    if not printer:
+        return []
+    found = []
+    pending = list(printer.get("pending", []))
+    alert = _PRINTER_ALERTS.get(printer_state(printer))
+    if alert is not None:
+        kind, severity, vi, en = alert
+        details: dict[str, Any] = {"pending": pending}
+        if printer.get("fault"):
+            details["fault"] = printer["fault"]
         found.append(
-            AlertSpec(
-                PAPER_OUT,
-                dev,
-                "critical",
-                f"Máy in {dev} hết giấy",
-                f"{dev} printer out of paper",
-                {"pending": list(printer.get("pending", []))},
-            )
+            AlertSpec(kind, dev, severity, vi.format(dev=dev), en.format(dev=dev), details)
         )
-    if printer.get("cover") == "open":
+    unprintable = list(printer.get("unprintable", []))
+    if unprintable:
+        numbers = ", ".join(unprintable)
         found.append(
             AlertSpec(
-                COVER_OPEN,
+                UNPRINTABLE,
                 dev,
                 "warning",
-                f"Máy in {dev} đang mở nắp",
-                f"{dev} printer cover open",
+                f"Máy in {dev} không in được vé số {numbers}: mời công dân báo số tại quầy",
+                f"{dev} could not print ticket {numbers}: citizens say their number at the counter",
+                {"unprintable": unprintable},
             )
         )
+    return found
     return found
 
 

@@ -32,6 +32,7 @@ from controller.db.fleet_tables import (
     TelemetryRollup,
     rollup_column,
 )
+from controller.fleet.alert_rules import printer_state
 from controller.fleet.behind_rules import (
     Behind,
     behind,
@@ -198,7 +199,10 @@ def _row(r: Any) -> DeviceRow:
         clock_synced=r.clock_synced,
         clock_offset_ms=r.clock_offset_ms,
         amplifier_on=amp.get("on") if isinstance(amp, dict) else None,
-        printer_paper=printer.get("paper"),
+        # a printer that does not answer has no paper reading (older agents said "ok")
+        printer_paper="unknown"
+        if printer and printer_state(printer) in ("offline", "error")
+        else printer.get("paper"),
         printer_cover=printer.get("cover"),
     )
 

@@ -71,6 +71,7 @@ i18n.register(
         "fleet.paper.ok": ("Đủ giấy", "Paper OK"),
         "fleet.paper.near_end": ("Sắp hết giấy", "Paper low"),
         "fleet.paper.out": ("Hết giấy", "Out of paper"),
+        "fleet.paper.unknown": ("Máy in không trả lời", "Printer not answering"),
         "fleet.cover_open": ("Mở nắp", "Cover open"),
         "fleet.count": ("{shown} / {total} thiết bị", "{shown} of {total} devices"),
         "fleet.next": ("Trang sau", "Next page"),
