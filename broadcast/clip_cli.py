@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from broadcast.audio.clips import ClipSettings, PreparedClip
+    from broadcast.audio.clips import ClipError, ClipSettings, PreparedClip
 
 QUIET_S = 1.0  # a clip ready within this prints no progress at all
 
@@ -72,6 +72,13 @@ def _settings(args: argparse.Namespace) -> ClipSettings:
         ) from None
 
 
+def _refused(exc: ClipError) -> None:
+    """The message, then what the tool saw on one line: a technician at the edge needs both."""
+    print(f"xaso clip: {exc}", file=sys.stderr)
+    if exc.detail:
+        print(f"xaso clip: reason: {'; '.join(exc.detail.splitlines())}", file=sys.stderr)
+
+
 def _report(clip: PreparedClip) -> None:
     print(f"sha256: {clip.sha256}")
     print(f"duration_ms: {clip.duration_ms}")
@@ -86,10 +93,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
     printer = ProgressPrinter(sys.stderr)
     try:
-        clip = prepare(args.input, args.out_dir, _settings(args), printer)
+        clip = prepare(args.input, args.out_dir, _settings(args), printer, name=args.input.name)
     except ClipError as exc:
         printer.close()
-        print(f"xaso clip: {exc}", file=sys.stderr)
+        _refused(exc)
         return 2
     _report(clip)
     return 0
@@ -103,7 +110,10 @@ def _say(args: argparse.Namespace) -> int:
     try:
         engine = engine_from_config(config)
         clip = speak_to_clip(args.text, engine, args.out_dir, _settings(args), args.lang)
-    except (ClipError, ValueError) as exc:
+    except ClipError as exc:
+        _refused(exc)
+        return 2
+    except ValueError as exc:
         print(f"xaso clip: {exc}", file=sys.stderr)
         return 2
     _report(clip)
@@ -123,7 +133,7 @@ def register(subparsers: Any) -> None:
     prep = actions.add_parser(
         "prepare", parents=[fmt], help="check, normalize and encode an audio file"
     )
-    prep.add_argument("input", type=Path, help="MP3, WAV, OGG/Opus, M4A/AAC or FLAC")
+    prep.add_argument("input", type=Path, help="MP3, WAV, OGG/Opus, WebM/Opus, M4A/AAC or FLAC")
     prep.add_argument("out_dir", type=Path, help="where <sha256>.<codec> is written")
     prep.set_defaults(func=_prepare)
 

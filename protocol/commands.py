@@ -8,7 +8,7 @@ controller never passes silently.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -133,10 +133,28 @@ def _local_datetime(value: str) -> datetime:
     return parsed
 
 
+def bare_date(value: str) -> date | None:
+    """The day a bare ISO date (2026-12-25) names; None for a date-time.
+
+    As an exdate it skips every occurrence of that local day; as ``until``, the
+    rule runs to the end of that day: what a user who typed a day means.
+    """
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def until_moment(value: str) -> datetime:
+    """``until`` as the last local instant it lets play (a bare date: its end)."""
+    day = bare_date(value)
+    return datetime.combine(day, time.max) if day else _local_datetime(value)
+
+
 _MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _check_month_days(rule: str) -> None:
+def check_month_days(rule: str) -> None:
     """Refuse a rule like 30 February: it never fires, and proving so costs an edge
     a search to the year 9999 (seconds on a server, minutes on a Pi)."""
     parts = dict(p.split("=", 1) for p in rule.upper().split(";") if "=" in p)
@@ -146,6 +164,27 @@ def _check_month_days(rule: str) -> None:
     days = [abs(int(d)) for d in parts["BYMONTHDAY"].split(",")]
     if not any(d <= _MONTH_DAYS[m - 1] for m in months for d in days):
         raise ValueError(f"rrule {rule!r} names no day that exists in its months")
+
+
+def rule_parts(rule: str) -> list[tuple[str, str]]:
+    """(NAME, VALUE) of every part of every line of a rule, upper-cased, ``RRULE:`` dropped."""
+    parts = []
+    for raw in re.split(r"[;\n]", rule.upper()):
+        name, sep, value = raw.strip().removeprefix("RRULE:").partition("=")
+        if sep:
+            parts.append((name, value))
+    return parts
+
+
+def sub_minute(rule: str) -> bool:
+    """A rule firing more than once a minute (FREQ=SECONDLY, several BYSECOND values).
+
+    Refused everywhere: such a rule expands to 86,400 occurrences a day per item,
+    which held an agent's command path for seconds (issue 12).
+    """
+    parts = rule_parts(rule)
+    seconds = [value for name, value in parts if name == "BYSECOND"]
+    return ("FREQ", "SECONDLY") in parts or any(len(v.split(",")) > 1 for v in seconds)
 
 
 class ScheduleItem(Strict):
@@ -192,7 +231,17 @@ class ScheduleItem(Strict):
             rrulestr(rule, dtstart=_local_datetime(self.dtstart))
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise ValueError(f"rrule {self.rrule!r} is not RFC 5545: {exc}") from exc
-        _check_month_days(rule)
+        check_month_days(rule)
+        if sub_minute(rule):
+            raise ValueError(
+                f"item {self.id!r}: rrule {self.rrule!r} repeats more often than once a minute: "
+                "use FREQ=MINUTELY or coarser, with at most one BYSECOND"
+            )
+        if self.until is not None and until_moment(self.until) < _local_datetime(self.dtstart):
+            raise ValueError(
+                f"item {self.id!r}: until {self.until} is before dtstart {self.dtstart}, "
+                "so it never plays: move one of them"
+            )
         return self
 
 

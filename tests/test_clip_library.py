@@ -61,7 +61,7 @@ def test_bad_audio_is_refused_with_its_bilingual_message(
     with pytest.raises(ClipError) as refused:
         library.upload(bad, title="Hỏng", created_by="bt-1")
     assert refused.value.code == "not_audio"
-    assert str(refused.value).startswith("Tệp không phải âm thanh")
+    assert str(refused.value).startswith("Tệp «notice.mp3»: Tệp không phải âm thanh")
     assert "Not an audio file" in str(refused.value)
     assert library.clips() == []
     assert not list(library.clip_dir.glob("*.mp3"))

@@ -298,8 +298,11 @@ def test_cli_prepare_prints_the_address(inputs: Path, tmp_path: Path) -> None:
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], words: str) -> None:
+    """One line of message, then at most one of what the tool saw."""
     (tmp_path / "noise.wav").write_bytes(os.urandom(10_000))
     done = _xaso(*(a.format(tmp=tmp_path) for a in args))
     assert done.returncode == 2
-    assert len(done.stderr.splitlines()) == 1 and words in done.stderr
+    message, *reason = done.stderr.splitlines()
+    assert words in message and len(reason) <= 1
+    assert all(line.startswith("xaso clip: reason: ") for line in reason)
     assert done.stdout == ""

@@ -185,10 +185,12 @@ def test_an_occurrence_becomes_a_play_request():
 @pytest.mark.parametrize(
     ("rrule", "extra"),
     [
-        # (30 February is refused by the schema: see tests/test_protocol.py)
+        # (30 February and an until before dtstart are refused by the schema: see
+        # tests/test_protocol.py and tests/test_rule_refusals.py)
         ("FREQ=DAILY;COUNT=0", {}),
         ("FREQ=MINUTELY;INTERVAL=120;BYHOUR=1", {}),  # dateutil says so only as it iterates
-        ("FREQ=DAILY", {"until": "2026-12-31T06:00:00"}),  # until before dtstart
+        ("FREQ=YEARLY;BYMONTH=6", {"until": "2027-03-01T06:00:00"}),  # ends before its first
+        ("FREQ=DAILY;BYMONTH=6;BYYEARDAY=1", {}),  # no 1 January in June: found in one cycle
     ],
 )
 def test_a_valid_document_whose_rule_yields_nothing_plays_nothing(rrule, extra):

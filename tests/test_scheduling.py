@@ -198,7 +198,7 @@ def test_bad_entries_are_refused_with_clear_bilingual_errors(
     bad_rule = refused(Invalid, rrule="FREQ=SOMETIMES")
     assert bad_rule.code == "bad_entry" and "not RFC 5545" in bad_rule.message_en
     assert bad_rule.message_vi.startswith("Lịch phát không hợp lệ")
-    assert refused(Invalid, rrule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30").code == "bad_entry"
+    assert refused(Invalid, rrule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30").code == "never_fires"
     assert refused(Invalid, clip_sha256="0" * 64).code == "unknown_clip"
     assert refused(Invalid, label="x" * 201).code == "bad_entry"
     assert refused(Invalid, rrule="FREQ=DAILY;" + "BYHOUR=7;" * 120).code == "bad_entry"

@@ -31,6 +31,7 @@ from broadcast.audio.clips import (
     corrupt,
     ffmpeg_input,
     ffprobe,
+    hms,
     probe,
     timed_out,
     too_long,
@@ -40,7 +41,11 @@ from broadcast.audio.clips import (
 
 Progress = Callable[[float], None]
 
-SILENT_BELOW_LUFS = -60.0  # raising anything quieter to the target broadcasts hiss
+SILENT_BELOW_LUFS = -60.0  # nothing there at all
+MAX_GAIN_DB = 24.0  # raising a recording more than this raises its hiss into the bulletin
+ANTI_PHASE_SHARE = 0.5  # stereo whose correlated seconds are mostly inverted: downmix as L-R
+MIXES = {"sum": "aformat=channel_layouts=mono", "difference": "pan=mono|c0=0.5*c0-0.5*c1"}
+PHASE = re.compile(r"lavfi\.aphasemeter\.phase=(-?[\d.]+)")
 LOUDNESS_TOLERANCE_LU = 1.0
 TRIM_ABOVE_LU = 0.5  # a miss this large gets a corrective pass
 # Short peaky speech: the limiter under the trim takes back part of each added gain.
@@ -131,7 +136,9 @@ def _loudnorm_json(stderr: str) -> dict[str, float]:
         return {}
 
 
-def _loudnorm(settings: ClipSettings, measured: Mapping[str, float] | None = None) -> str:
+def _loudnorm(
+    settings: ClipSettings, measured: Mapping[str, float] | None = None, mix: str = "sum"
+) -> str:
     opts = [f"I={settings.target_lufs}", f"TP={settings.true_peak_dbtp}"]
     if measured is None:
         opts.append(f"LRA={LRA_RANGE[0]}")
@@ -142,33 +149,85 @@ def _loudnorm(settings: ClipSettings, measured: Mapping[str, float] | None = Non
         opts += [f"measured_TP={min(99.0, measured['input_tp']):.2f}"]
         opts += [f"measured_thresh={measured['input_thresh']:.2f}"]
         opts += [f"offset={measured['target_offset']:.2f}", "linear=true"]
-    return "aformat=channel_layouts=mono,loudnorm=" + ":".join(opts) + ":print_format=json"
+    return f"{MIXES[mix]},loudnorm=" + ":".join(opts) + ":print_format=json"
 
 
-def _measure(
-    src: Path, info: AudioInfo, settings: ClipSettings, progress: Progress | None
-) -> dict[str, float]:
-    """First pass: decode everything once, measuring loudness and finding damage."""
+def _anti_phase(stderr: str) -> bool:
+    """Most of the seconds whose channels clearly agree or oppose have them opposed.
+
+    Summing such channels (a mono downmix) cancels the programme to nothing.
+    """
+    phases = [float(v) for v in PHASE.findall(stderr)]
+    clear = [p for p in phases if abs(p) > 0.5]
+    return bool(clear) and sum(p < 0 for p in clear) > ANTI_PHASE_SHARE * len(clear)
+
+
+def _measure_pass(
+    src: Path, info: AudioInfo, settings: ClipSettings, progress: Progress | None, mix: str
+) -> tuple[dict[str, float], str]:
+    """Decode everything once, measuring loudness (and, for stereo, the channels' phase)."""
     cap = settings.max_duration_s + 1.0  # a header that lies about length still stops here
+    chain = _loudnorm(settings, mix=mix)
+    if info.channels == 2 and mix == "sum":
+        meter = f"asetnsamples=n={info.sample_rate}:p=0,aphasemeter=video=0,"
+        chain = meter + "ametadata=mode=print:key=lavfi.aphasemeter.phase," + chain
     args = ["-xerror", *DECODE_INPUT, "-t", f"{cap:.3f}", "-i", ffmpeg_input(src)]
-    args += ["-map", "0:a:0", "-af", _loudnorm(settings), "-f", "null", "-"]
+    args += ["-map", "0:a:0", "-af", chain, "-f", "null", "-"]
     run = _ffmpeg(args, _budget(min(info.duration_s, cap)), _stage(progress, 0, info.duration_s))
     measured = _loudnorm_json(run.stderr)
     if run.returncode != 0 or "input_i" not in measured:
-        raise corrupt(tool_tail(run.stderr))
+        if run.out_time_s <= 0:  # ffmpeg reports its progress twice a second: often not yet
+            raise corrupt(tool_tail(run.stderr))
+        raise corrupt(
+            tool_tail(run.stderr),
+            f" (hỏng sau khoảng {hms(run.out_time_s)})",
+            f" (damaged after about {hms(run.out_time_s)})",
+        )
     if run.out_time_s > settings.max_duration_s:
         raise too_long(run.out_time_s, settings.max_duration_s)
     shortfall = info.duration_s - run.out_time_s
     if not info.duration_estimated and shortfall > max(0.5, 0.02 * info.duration_s):
-        raise corrupt(f"decoded {run.out_time_s:.2f} s of the {info.duration_s:.2f} s announced")
-    if not measured["input_i"] > SILENT_BELOW_LUFS:
+        raise corrupt(
+            f"decoded {run.out_time_s:.2f} s of the {info.duration_s:.2f} s announced",
+            f" (chỉ đọc được {hms(run.out_time_s)} trên {hms(info.duration_s)})",
+            f" (only {hms(run.out_time_s)} of {hms(info.duration_s)} could be read)",
+        )
+    return measured, run.stderr
+
+
+def _measure(
+    src: Path, info: AudioInfo, settings: ClipSettings, progress: Progress | None
+) -> tuple[dict[str, float], str]:
+    """First pass: loudness, damage, and how to downmix; refuse what is not worth raising.
+
+    Returns the measurement and the downmix (a key of ``MIXES``).
+    """
+    measured, stderr = _measure_pass(src, info, settings, progress, "sum")
+    mix = "sum"
+    if info.channels == 2 and _anti_phase(stderr):  # one channel inverted: L-R keeps it
+        mix = "difference"
+        measured, _ = _measure_pass(src, info, settings, None, mix)
+    loudness = measured["input_i"]
+    if not loudness > SILENT_BELOW_LUFS:
         raise ClipError(
             "silent",
-            "Âm thanh im lặng, không có gì để phát",
-            "The audio is silent: there is nothing to broadcast",
-            f"integrated loudness {measured['input_i']} LUFS",
+            "Âm thanh im lặng, không có gì để phát: kiểm tra micro rồi ghi âm lại",
+            "The audio is silent, there is nothing to broadcast: check the microphone "
+            "and record again",
+            f"integrated loudness {loudness} LUFS",
         )
-    return measured
+    floor = settings.target_lufs - MAX_GAIN_DB
+    if loudness < floor:
+        raise ClipError(
+            "too_quiet",
+            f"Âm thanh quá nhỏ ({loudness:.0f} LUFS, cần từ {floor:.0f} LUFS): khuếch đại lên "
+            "chỉ làm to tiếng rè. Hãy ghi âm lại, nói gần micro hơn",
+            f"The audio is too quiet ({loudness:.0f} LUFS, at least {floor:.0f} needed): "
+            "raising it would broadcast its hiss. Record again closer to the microphone",
+            f"integrated loudness {loudness} LUFS, {settings.target_lufs - loudness:.1f} dB "
+            f"of gain needed, at most {MAX_GAIN_DB} allowed",
+        )
+    return measured, mix
 
 
 def _encode(
@@ -179,6 +238,7 @@ def _encode(
     *,
     settings: ClipSettings,
     progress: Progress | None,
+    mix: str = "sum",
     trim_db: float = 0.0,
 ) -> None:
     """Second pass: apply the measured gain, downmix, resample and encode.
@@ -188,7 +248,7 @@ def _encode(
     landed short of the target.
     """
     encoder, muxer = _ENCODERS[settings.codec]
-    chain = _loudnorm(settings, measured)
+    chain = _loudnorm(settings, measured, mix)
     if trim_db:
         limit = 10 ** (settings.true_peak_dbtp / 20)
         chain += f",volume={trim_db:.2f}dB,alimiter=limit={limit:.4f}:level=false"
@@ -201,8 +261,8 @@ def _encode(
     if run.returncode != 0:
         raise ClipError(
             "convert_failed",
-            "Chuyển đổi âm thanh thất bại",
-            "Converting the audio failed",
+            "Chuyển đổi âm thanh thất bại: thử lại, hoặc xuất tệp sang MP3 hay WAV rồi tải lên",
+            "Converting the audio failed: try again, or export the file as MP3 or WAV first",
             tool_tail(run.stderr),
         )
 
@@ -241,8 +301,8 @@ def _check(out: AudioInfo, loudness: float, settings: ClipSettings) -> None:
     if wrong:
         raise ClipError(
             "convert_failed",
-            "Tệp sau chuyển đổi không đạt yêu cầu",
-            "The converted file is not what was asked for",
+            "Tệp sau chuyển đổi không đạt yêu cầu: thử lại, hoặc xuất tệp sang WAV rồi tải lên",
+            "The converted file is not what was asked for: try again, or export it as WAV first",
             "; ".join(wrong),
         )
 
@@ -256,31 +316,48 @@ def _sha256(path: Path) -> str:
 
 
 def prepare(
-    src: Path, dst_dir: Path, settings: ClipSettings, progress: Progress | None = None
+    src: Path,
+    dst_dir: Path,
+    settings: ClipSettings,
+    progress: Progress | None = None,
+    *,
+    name: str | None = None,
 ) -> PreparedClip:
     """Turn an upload into a clip in ``dst_dir`` named ``<sha256>.<codec>``.
 
     ``progress`` gets fractions from 0 to 1 as ffmpeg works through the file.
     The clip is written under a temporary name and renamed once checked, so a
-    reader of ``dst_dir`` never sees half a clip.
+    reader of ``dst_dir`` never sees half a clip. A refusal names the file as
+    ``name`` (the uploader's name for it) when given.
     """
+    try:
+        return _prepare(src, dst_dir, settings, progress)
+    except ClipError as exc:
+        raise (exc.about(name) if name else exc) from None
+
+
+def _prepare(
+    src: Path, dst_dir: Path, settings: ClipSettings, progress: Progress | None
+) -> PreparedClip:
     if progress is not None:
         progress(0.0)
     info = probe(src, settings)
-    measured = _measure(src, info, settings, progress)
+    measured, mix = _measure(src, info, settings, progress)
     dst_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dst_dir, prefix=".clip-", suffix=".part")
+    fd, tmp_name = tempfile.mkstemp(dir=dst_dir, prefix=".clip-", suffix=".part")
     os.close(fd)
-    tmp = Path(name)
+    tmp = Path(tmp_name)
     try:
-        _encode(src, tmp, info, measured, settings=settings, progress=progress)
+        _encode(src, tmp, info, measured, settings=settings, progress=progress, mix=mix)
         out, loudness, duration_s = _written(tmp)
         trim = 0.0
         for _ in range(TRIM_PASSES):
             if abs(loudness - settings.target_lufs) <= TRIM_ABOVE_LU:
                 break
             trim += settings.target_lufs - loudness
-            _encode(src, tmp, info, measured, settings=settings, progress=None, trim_db=trim)
+            _encode(
+                src, tmp, info, measured, settings=settings, progress=None, mix=mix, trim_db=trim
+            )
             out, loudness, duration_s = _written(tmp)
         _check(out, loudness, settings)
         sha = _sha256(tmp)

@@ -22,10 +22,11 @@ from protocol.commands import ClipRef
 
 # ffmpeg demuxers we accept; the whitelist also stops a playlist or a concat
 # script posing as audio from making ffmpeg open other files or URLs.
-ACCEPTED_FORMATS = "mp3,wav,ogg,mov,flac,aac"
-ACCEPTED_NAMES = "MP3, WAV, OGG/Opus, M4A/AAC, FLAC"
+ACCEPTED_FORMATS = "mp3,wav,ogg,mov,flac,aac,matroska"  # matroska: WebM, what browsers record
+ACCEPTED_NAMES = "MP3, WAV, OGG/Opus, WebM/Opus, M4A/AAC, FLAC"
 DECODE_INPUT = ["-protocol_whitelist", "file", "-format_whitelist", ACCEPTED_FORMATS]
 PROBE_TIMEOUT_S = 30.0
+MAX_NAME = 80  # characters of a file's name that a message repeats
 
 
 class ClipSettings(BaseModel):
@@ -58,6 +59,18 @@ class ClipError(Exception):
         self.message_en = message_en
         self.detail = detail  # the tool's own words, for the operator's log
 
+    def about(self, name: str) -> ClipError:
+        """The same refusal naming the file it is about, as the uploader called it."""
+        shown = "".join(c for c in " ".join(name.split()) if c.isprintable())[:MAX_NAME]
+        if not shown:
+            return self
+        return ClipError(
+            self.code,
+            f"Tệp «{shown}»: {self.message_vi}",
+            f'File "{shown}": {self.message_en}',
+            self.detail,
+        )
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -84,42 +97,67 @@ class PreparedClip:
         return ClipRef(sha256=self.sha256, url=url, bytes=self.bytes, duration_ms=self.duration_ms)
 
 
-def _hms(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+def hms(seconds: float, decimals: bool = False) -> str:
+    """h:mm:ss, with hundredths when asked (when whole seconds would hide a difference)."""
+    hundredths = round(seconds * 100) if decimals else int(seconds) * 100
+    whole, cents = divmod(hundredths, 100)
+    text = f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+    return text + (f".{cents:02d}" if decimals and cents else "")
+
+
+def _seconds_vi(seconds: float) -> str:
+    return f"{seconds:.2f}".replace(".", ",")
 
 
 def tool_missing(tool: str) -> ClipError:
     return ClipError(
         "tool_missing",
-        f"Thiếu chương trình {tool} trên máy (cài gói ffmpeg)",
-        f"{tool} is not installed on this machine (install the ffmpeg package)",
+        f"Thiếu chương trình {tool} trên máy: cài gói ffmpeg rồi thử lại",
+        f"{tool} is not installed on this machine: install the ffmpeg package and try again",
     )
 
 
 def timed_out(what: str) -> ClipError:
     return ClipError(
         "timeout",
-        "Xử lý âm thanh quá lâu nên đã dừng",
-        "Audio processing took too long and was stopped",
+        "Xử lý âm thanh quá lâu nên đã dừng: thử lại, hoặc chia thành tệp ngắn hơn",
+        "Audio processing took too long and was stopped: try again, or split it into shorter files",
         what,
     )
 
 
-def corrupt(detail: str) -> ClipError:
+def corrupt(detail: str, why_vi: str = "", why_en: str = "") -> ClipError:
+    """Damage found while decoding; ``why_*`` says what was seen, in the user's words."""
     return ClipError(
         "corrupt",
-        "Tệp âm thanh bị hỏng hoặc bị cắt cụt",
-        "The audio file is damaged or truncated",
+        f"Tệp âm thanh bị hỏng hoặc bị cắt cụt{why_vi}: xuất lại tệp từ máy ghi âm rồi tải lên lại",
+        f"The audio file is damaged or truncated{why_en}: "
+        "export it again from the recorder and upload it again",
+        detail,
+    )
+
+
+def not_audio(detail: str) -> ClipError:
+    return ClipError(
+        "not_audio",
+        f"Tệp không phải âm thanh hoặc định dạng không được hỗ trợ: hãy chọn tệp {ACCEPTED_NAMES}",
+        f"Not an audio file, or not a supported format: choose a file in {ACCEPTED_NAMES}",
         detail,
     )
 
 
 def too_long(duration_s: float, limit_s: float) -> ClipError:
+    """The real length, with hundredths when whole seconds would read as the limit itself."""
+    fine = int(duration_s) <= int(limit_s)
+    over = duration_s - limit_s
+    over_vi = f"{_seconds_vi(over)} giây" if over < 60 else hms(over)
+    over_en = f"{over:.2f} s" if over < 60 else hms(over)
     return ClipError(
         "too_long",
-        f"Âm thanh quá dài ({_hms(duration_s)}), giới hạn {_hms(limit_s)}",
-        f"The audio is too long ({_hms(duration_s)}), the limit is {_hms(limit_s)}",
+        f"Âm thanh dài {hms(duration_s, fine)}, vượt giới hạn {hms(limit_s)} là {over_vi}: "
+        "cắt bớt hoặc chia thành nhiều tệp",
+        f"The audio lasts {hms(duration_s, fine)}, {over_en} over the limit of {hms(limit_s)}: "
+        "shorten it or split it into several files",
     )
 
 
@@ -139,17 +177,29 @@ def _check_size(path: Path, limit: int) -> None:
         size = path.stat().st_size
     except FileNotFoundError:
         raise ClipError(
-            "not_found", f"Không tìm thấy tệp {path.name}", f"File not found: {path.name}"
+            "not_found",
+            "Không tìm thấy tệp: kiểm tra lại tên và thư mục",
+            "File not found: check its name and folder",
         ) from None
     if not path.is_file():
-        raise ClipError("not_audio", f"{path.name} không phải là tệp", f"{path.name} is not a file")
+        raise ClipError(
+            "not_audio",
+            "Đây không phải là tệp: hãy chọn một tệp âm thanh",
+            "This is not a file: choose an audio file",
+        )
     if size == 0:
-        raise ClipError("empty", "Tệp rỗng, không có dữ liệu", "The file is empty")
+        raise ClipError(
+            "empty",
+            "Tệp rỗng, không có dữ liệu: hãy chọn lại tệp",
+            "The file is empty: choose the file again",
+        )
     if size > limit:
         raise ClipError(
             "too_large",
-            f"Tệp quá lớn ({size / 1e6:.1f} MB), giới hạn {limit / 1e6:.1f} MB",
-            f"The file is too large ({size / 1e6:.1f} MB), the limit is {limit / 1e6:.1f} MB",
+            f"Tệp quá lớn ({size / 1e6:.1f} MB), giới hạn {limit / 1e6:.1f} MB: "
+            "nén lại (MP3) hoặc chia thành nhiều tệp",
+            f"The file is too large ({size / 1e6:.1f} MB), the limit is {limit / 1e6:.1f} MB: "
+            "compress it (MP3) or split it into several files",
         )
 
 
@@ -171,25 +221,23 @@ def ffprobe(path: Path) -> AudioInfo:
     except subprocess.TimeoutExpired:
         raise timed_out("ffprobe") from None
     stderr = done.stderr.decode("utf-8", "replace")
-    not_audio = ClipError(
-        "not_audio",
-        f"Tệp không phải âm thanh hoặc định dạng không được hỗ trợ (nhận {ACCEPTED_NAMES})",
-        f"Not an audio file, or not a supported format (accepted: {ACCEPTED_NAMES})",
-        tool_tail(stderr),
-    )
+    refused = not_audio(tool_tail(stderr))
     if "moov atom not found" in stderr:  # an M4A whose index never got written: cut short
         raise corrupt(tool_tail(stderr))
     if done.returncode != 0:
-        raise not_audio
+        raise refused
     try:
         data: dict[str, Any] = json.loads(done.stdout)
     except ValueError:
-        raise not_audio from None
+        raise refused from None
     fmt: Mapping[str, Any] = data.get("format") or {}
     audio = [s for s in data.get("streams") or [] if s.get("codec_type") == "audio"]
     if not fmt or not audio:
         raise ClipError(
-            "no_audio", "Tệp không có âm thanh", "The file has no audio stream", tool_tail(stderr)
+            "no_audio",
+            "Tệp không có phần âm thanh: hãy chọn tệp ghi âm",
+            "The file has no audio stream: choose a sound recording",
+            tool_tail(stderr),
         )
     stream = audio[0]
     try:
@@ -197,10 +245,16 @@ def ffprobe(path: Path) -> AudioInfo:
         rate, channels = int(stream.get("sample_rate") or 0), int(stream.get("channels") or 0)
     except ValueError:
         raise corrupt(f"unreadable stream parameters: {stream}") from None
-    if not math.isfinite(duration) or rate <= 0 or channels <= 0:
+    if rate <= 0 or channels <= 0:  # bytes that merely look like a frame header somewhere
+        raise not_audio(f"{stream.get('codec_name')} stream of {rate} Hz, {channels} channels")
+    if not math.isfinite(duration):
         raise corrupt(f"duration {duration}, {rate} Hz, {channels} channels")
     if duration <= 0:
-        raise ClipError("empty", "Tệp không có âm thanh nào", "The file holds no audio")
+        raise ClipError(
+            "empty",
+            "Tệp không có âm thanh nào: hãy chọn tệp ghi âm khác",
+            "The file holds no audio: choose another recording",
+        )
     return AudioInfo(
         duration_s=duration,
         codec=str(stream.get("codec_name", "")),

@@ -124,22 +124,28 @@ class ClipLibrary:
         title: str,
         created_by: str,
         progress: Progress | None = None,
+        filename: str | None = None,
     ) -> ClipInfo:
         """Prepare an uploaded file (a path, or a stream such as a request body).
 
         A stream is spooled to a file first, stopping one byte past the size
         limit so that preparation refuses it with its own message without the
-        disk filling up. ``progress`` gets fractions from 0 to 1.
+        disk filling up. ``progress`` gets fractions from 0 to 1. A refusal names
+        the file as ``filename`` (the uploader's name for it), else by its own name
+        or, for a stream, by its title.
         """
         title = _title(title)
         if isinstance(source, Path):
-            prepared = prepare(source, self.clip_dir, self.settings, progress)
+            name = filename or source.name
+            prepared = prepare(source, self.clip_dir, self.settings, progress, name=name)
         else:
             with tempfile.TemporaryDirectory(prefix=".upload-", dir=self._dir()) as tmp:
                 spooled = Path(tmp) / "upload"
                 with spooled.open("wb") as out:
                     _copy_at_most(source, out, self.settings.max_input_bytes + 1)
-                prepared = prepare(spooled, self.clip_dir, self.settings, progress)
+                prepared = prepare(
+                    spooled, self.clip_dir, self.settings, progress, name=filename or title
+                )
         return self._record(prepared, title=title, source="upload", text=None, by=created_by)
 
     def say(self, text: str, *, created_by: str, title: str = "", lang: str = "vi") -> ClipInfo:

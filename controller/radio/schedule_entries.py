@@ -1,18 +1,23 @@
 """A schedule entry as a broadcaster writes it, as it is stored, and what a publish sent.
 
-The entries' service is controller.radio.scheduling; these are its values.
+The entries' service is controller.radio.scheduling; these are its values, and
+the refusals of timings that can never play (``check_timing``), said in the
+broadcaster's words before the wire schema says them in its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from broadcast.recurrence import first_start
 from controller.db.broadcast_tables import ScheduleRow
+from controller.radio.clip_library import Invalid
 from controller.radio.targets import Target
-from protocol.commands import DEFAULT_TZ
+from protocol.commands import DEFAULT_TZ, check_month_days, sub_minute, until_moment
 
 
 class EntryInput(BaseModel):
@@ -99,3 +104,61 @@ class Published:
     envelope_id: str
     items: int
 
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%d/%m/%Y %H:%M")
+
+
+def check_timing(entry: EntryInput, name: str) -> None:
+    """Refuse a timing that can never play, naming the entry ``name``; cheaply.
+
+    Text the wire schema cannot read is left to it. A rule that fires more than
+    once a minute is refused on sight (issue 12); one that never falls on a
+    real day is found by ``first_start`` within one 400-year cycle, not by a
+    search to the year 9999 (seconds for a daily rule).
+    """
+    try:
+        dtstart = datetime.fromisoformat(entry.dtstart)
+        until = until_moment(entry.until) if entry.until else None
+    except ValueError:
+        return
+    if sub_minute(entry.rrule):
+        raise Invalid(
+            "too_frequent",
+            f"Mục «{name}» lặp quá dày (nhiều lần trong một phút): mỗi mục phát tối đa "
+            "một lần mỗi phút, hãy chọn lặp theo phút, giờ, ngày hoặc tuần",
+            f"Entry «{name}» repeats more than once a minute: an entry plays at most once a "
+            "minute, choose a rule by the minute, hour, day or week",
+        )
+    if until is not None and until < dtstart:
+        raise Invalid(
+            "ends_before_start",
+            f"Mục «{name}» kết thúc ({_when(until)}) trước khi bắt đầu ({_when(dtstart)}): "
+            "sửa ngày kết thúc hoặc ngày bắt đầu",
+            f"Entry «{name}» ends ({_when(until)}) before it starts ({_when(dtstart)}): "
+            "correct its end or its start",
+        )
+    never = Invalid(
+        "never_fires",
+        f"Quy tắc lặp của mục «{name}» không rơi vào ngày nào có thật (như ngày 31/02), "
+        "nên sẽ không bao giờ phát: sửa quy tắc lặp",
+        f"The rule of entry «{name}» falls on no day that exists (such as 31 February), "
+        "so it would never play: correct the rule",
+    )
+    try:
+        check_month_days(entry.rrule.removeprefix("RRULE:"))
+        first = first_start(entry.rrule, dtstart)
+    except ValueError as exc:
+        if "names no day" in str(exc):
+            raise never from None
+        return  # not RFC 5545: the wire schema says so
+    if first is None:
+        raise never
+    if until is not None and first > until:
+        raise Invalid(
+            "ends_before_first",
+            f"Mục «{name}» kết thúc ({_when(until)}) trước lần phát đầu tiên "
+            f"({_when(first)}): dời ngày kết thúc về sau",
+            f"Entry «{name}» ends ({_when(until)}) before its first play ({_when(first)}): "
+            "move its end later",
+        )

@@ -25,7 +25,7 @@ from broadcast.levels import DEFAULT_PRIORITY, level_of
 from broadcast.schedule import Schedule
 from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
-from controller.radio.schedule_entries import Entry, EntryInput, Published
+from controller.radio.schedule_entries import Entry, EntryInput, Published, check_timing
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher, mark_delivered, sign_next
@@ -171,6 +171,8 @@ class Scheduling:
             )
         timing = (entry.rrule, entry.dtstart, entry.until, list(entry.exdates), entry.tz)
         retimed = timing != (row.rrule, row.dtstart, row.until, row.exdates, row.tz)
+        if retimed:
+            check_timing(entry, entry.label or item_id)
         row.item_id = item_id
         row.target_kind, row.target_id = entry.target_kind, entry.target_id
         row.level, row.priority = entry.level, _priority(entry.level, entry.priority)

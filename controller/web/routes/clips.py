@@ -125,7 +125,9 @@ def upload(
     station: Station, db: DbSession, who: Principal, file: UploadFile, title: str
 ) -> ClipInfo:
     with refused_as_http():
-        clip = station.library.upload(file.file, title=title, created_by=who.name)
+        clip = station.library.upload(
+            file.file, title=title, created_by=who.name, filename=file.filename
+        )
     _audit(db, who, "clip.upload", clip)
     return clip
 
