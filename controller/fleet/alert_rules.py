@@ -24,6 +24,7 @@ PAPER_OUT = "printer.paper_out"
 COVER_OPEN = "printer.cover_open"
 PLAY_MISSED = "play.missed"
 PLAY_FAILED = "play.failed"
+IDENTITY_DUPLICATE = "identity.duplicate"  # raised by controller/fleet/identity_rules.py
 KINDS = (
     OFFLINE,
     TEMP_HIGH,
@@ -33,6 +34,7 @@ KINDS = (
     COVER_OPEN,
     PLAY_MISSED,
     PLAY_FAILED,
+    IDENTITY_DUPLICATE,
 )
 # Not a fault: the operator's own quiet hours keep a normal item from playing.
 EXPECTED_MISS_REASONS = frozenset({"quiet_hours"})

@@ -56,6 +56,7 @@ i18n.register(
         "alert.printer.cover_open": ("Máy in mở nắp", "Printer cover open"),
         "alert.play.missed": ("Lượt phát bị bỏ lỡ", "Play missed"),
         "alert.play.failed": ("Lượt phát lỗi", "Play failed"),
+        "alert.identity.duplicate": ("Hai máy chung danh tính", "Duplicate identity"),
     }
 )
 

@@ -1,0 +1,48 @@
+"""Being thrown off the broker again and again: another client holds our identity.
+
+The broker closes a session when a client with the same client id connects
+(with use_username_as_clientid, the same user name): two agents started from
+one cloned SD card take the session from each other at every reconnect.
+Over MQTT 3.1.1 the thrown-off client sees only a closed connection, so the
+sign is a connection lost soon after it was made, more than once in a row.
+Then the agent waits, longer each time, so the pair stops fighting; one
+connection that lasts ends it. Pure: the time is an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROWTH = 4  # each hold this many times the last: two clones settle within a few rounds
+
+
+@dataclass
+class TakeoverGuard:
+    stable_s: float  # a connection lost sooner than this counts as thrown off
+    hold_s: float  # the first wait, once thrown off twice in a row
+    hold_max_s: float
+    thrown_off: int = 0  # connections lost soon after being made, in a row
+    _since_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.stable_s <= 0 or self.hold_s <= 0 or self.hold_max_s < self.hold_s:
+            raise ValueError("need stable_s > 0 and 0 < hold_s <= hold_max_s")
+
+    @property
+    def suspected(self) -> int:
+        """How often in a row we were thrown off, once it is more than a lost link (else 0)."""
+        return self.thrown_off if self.thrown_off >= 2 else 0
+
+    def connected(self, now_s: float) -> None:
+        self._since_s = now_s
+
+    def lost(self, now_s: float) -> float | None:
+        """A connection was lost: the hold before reconnecting, or None for the usual backoff."""
+        if self._since_s is None:
+            return None
+        lasted = now_s - self._since_s
+        self._since_s = None
+        self.thrown_off = self.thrown_off + 1 if lasted < self.stable_s else 1
+        if self.thrown_off < 2:
+            return None
+        return min(self.hold_max_s, self.hold_s * float(GROWTH ** (self.thrown_off - 2)))
