@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from edge import __version__
 from edge.config import AgentConfig
 from edge.dispatch import Dispatcher
@@ -117,6 +119,8 @@ class Agent:
             on_published=self._published,
         )
         self.outbox = Outbox(self.store, self.link.publish, now_ms)
+        # its own retained status, to see another run of this identity (docs/broker-security.md)
+        self.listen(self.topics.status(self.device_id), self._own_status)
         self._register_builtin_handlers()
 
     # wiring for features (broadcast, kiosk) and the built-in commands
@@ -223,6 +227,22 @@ class Agent:
         event = new_event(body, self.now_ms())
         self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1)
         return event
+
+    def _own_status(self, payload: bytes) -> None:
+        """The device's status by another run: on a reconnect, a clone's doing. (What the
+        first connection finds may be this card's previous run.)"""
+        try:
+            status = Status.model_validate_json(payload)
+        except ValidationError:
+            return
+        if not status.instance or status.instance == self._instance or self.link.connections < 2:
+            return
+        self.link.takeover.evidence(time.monotonic())
+        log.warning(
+            "another run of this device's identity (from %s) came online while this one was "
+            "away: two devices seem to share one identity (a cloned SD card?)",
+            ", ".join(status.addresses) or "an unknown address",
+        )
 
     def _versions(self) -> dict[str, int]:
         return {doc.topic: doc.version for doc in self.store.documents()}

@@ -74,6 +74,7 @@ class MqttLink:
         self._on_message = on_message
         self._on_published = on_published
         self._connected = threading.Event()
+        self.connections = 0  # accepted since start
         self.takeover = TakeoverGuard(
             settings.takeover_stable_s, settings.takeover_hold_s, settings.takeover_hold_max_s
         )
@@ -153,6 +154,7 @@ class MqttLink:
             log.warning("broker refused the connection: %s", reason)
             return
         self._backoff.reset()
+        self.connections += 1
         self.takeover.connected(time.monotonic())
         topics = list(self._subscriptions())
         if topics:
@@ -174,9 +176,9 @@ class MqttLink:
         else:
             self._client.reconnect_delay_set(min_delay=hold_s, max_delay=hold_s)  # type: ignore[arg-type]
             log.warning(
-                "thrown off the broker %d times in a row soon after connecting: another "
-                "device seems to run with this identity (a cloned SD card?); waiting %.0f s "
-                "before reconnecting. Give one of them its own identity (xaso device add).",
+                "thrown off the broker %d times in a row soon after connecting, and another "
+                "device runs with this identity (a cloned SD card?); waiting %.0f s before "
+                "reconnecting. Give one of them its own identity (xaso device add).",
                 self.takeover.thrown_off,
                 hold_s,
             )
@@ -184,6 +186,7 @@ class MqttLink:
             self._on_disconnected()
 
     def _handle_connect_fail(self, _c: paho.Client, _ud: Any) -> None:
+        self.takeover.unreachable()
         self._arm_backoff()
 
     def _handle_message(self, _c: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:

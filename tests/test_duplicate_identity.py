@@ -42,7 +42,7 @@ TAKEOVER = {
     "takeover_hold_max_s": 1800 / COMPRESSION,
 }
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
-WHY = "another device seems to run with this identity"
+WHY = "another device runs with this identity"
 
 
 @pytest.fixture

@@ -66,9 +66,21 @@ def test_two_quick_losses_in_a_row_hold_longer_each_time() -> None:
     holds = []
     for n in range(6):
         guard.connected(100.0 * n)
+        guard.evidence(100.0 * n + 1)  # the clone's status, found on connecting
         holds.append(guard.lost(100.0 * n + 5))  # thrown off 5 s after each connect
     assert holds == [None, 3, 12, 40, 40, 40]
     assert guard.suspected == 6
+
+
+def test_quick_losses_without_a_clones_status_are_a_flaky_link() -> None:
+    guard = TakeoverGuard(stable_s=60, hold_s=3, hold_max_s=40)
+    for n in range(6):
+        guard.connected(10.0 * n)
+        assert guard.lost(10.0 * n + 5) is None
+    assert guard.suspected == 0
+    guard.evidence(0.0)  # long ago: old news by the next loss
+    guard.connected(100.0)
+    assert guard.lost(101.0) is None
 
 
 def test_a_lost_link_after_a_stable_connection_is_the_usual_backoff() -> None:
@@ -78,6 +90,16 @@ def test_a_lost_link_after_a_stable_connection_is_the_usual_backoff() -> None:
         assert guard.lost(start + 61) is None
         assert guard.suspected == 0
     assert guard.lost(3000.0) is None  # never connected since: not a takeover
+
+
+def test_a_broker_that_was_away_explains_the_losses() -> None:
+    guard = TakeoverGuard(stable_s=60, hold_s=3, hold_max_s=40)
+    for n in range(4):  # a broker restarted every 10 s: each time the next attempt is refused
+        guard.connected(10.0 * n)
+        guard.evidence(10.0 * n)
+        assert guard.lost(10.0 * n + 1) is None
+        guard.unreachable()
+    assert guard.suspected == 0
 
 
 def test_guard_settings_are_checked() -> None:
