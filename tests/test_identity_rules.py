@@ -105,3 +105,36 @@ def test_a_broker_that_was_away_explains_the_losses() -> None:
 def test_guard_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="hold_s"):
         TakeoverGuard(stable_s=60, hold_s=10, hold_max_s=5)
+
+
+# --- bad input at the entry points ---
+
+
+def test_a_status_with_too_much_identity_is_refused_whole() -> None:
+    from pydantic import ValidationError
+
+    from protocol.uplink import Status
+
+    base = {"state": "online", "ts": NOW}
+    assert Status.model_validate({**base, "instance": "a1", "addresses": ["10.0.0.5"]})
+    for bad in (
+        {"addresses": [f"10.0.0.{n}" for n in range(9)]},
+        {"addresses": ["x" * 65]},
+        {"instance": "i" * 65},
+        {"thrown_off": -1},
+    ):
+        with pytest.raises(ValidationError):
+            Status.model_validate({**base, **bad})
+
+
+def test_takeover_settings_are_checked_with_a_clear_message(tmp_path) -> None:
+    from edge.config import ConfigError, load_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[device]\nid = "loa-1"\n[trust]\nkeys = { "k" = "x" }\n'
+        "[mqtt]\ntakeover_hold_s = 60\ntakeover_hold_max_s = 30\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="takeover_hold_max_s"):
+        load_config(path)
