@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from edge import __version__
 from edge.config import AgentConfig
@@ -61,6 +64,7 @@ class Agent:
         self.topics = Topics(config.mqtt.root)
         self.now_ms = now_ms  # the clock every role of this agent reads
         self._boot_ms = now_ms()
+        self._instance = secrets.token_hex(8)  # this run, told apart from a clone's
         self._started_mono = time.monotonic()
         self._probe = probe or SystemProbe(
             thermal_zone=config.telemetry.thermal_zone, disk_path=config.state.dir
@@ -101,6 +105,10 @@ class Agent:
                 keepalive_s=config.mqtt.keepalive_s,
                 tls=config.mqtt.tls,
                 ca_file=config.mqtt.ca_file,
+                bind_address=config.mqtt.bind_address,
+                takeover_stable_s=config.mqtt.takeover_stable_s,
+                takeover_hold_s=config.mqtt.takeover_hold_s,
+                takeover_hold_max_s=config.mqtt.takeover_hold_max_s,
             ),
             Backoff(config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s),
             will=Will(self.topics.status(self.device_id), self._status("offline")),
@@ -111,6 +119,8 @@ class Agent:
             on_published=self._published,
         )
         self.outbox = Outbox(self.store, self.link.publish, now_ms)
+        # its own retained status, to see another run of this identity (docs/broker-security.md)
+        self.listen(self.topics.status(self.device_id), self._own_status)
         self._register_builtin_handlers()
 
     # wiring for features (broadcast, kiosk) and the built-in commands
@@ -218,10 +228,30 @@ class Agent:
         self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1)
         return event
 
+    def _own_status(self, payload: bytes) -> None:
+        """The device's status by another run: on a reconnect, a clone's doing. (What the
+        first connection finds may be this card's previous run.)"""
+        try:
+            status = Status.model_validate_json(payload)
+        except ValidationError:
+            return
+        if not status.instance or status.instance == self._instance or self.link.connections < 2:
+            return
+        self.link.takeover.evidence(time.monotonic())
+        log.warning(
+            "another run of this device's identity (from %s) came online while this one was "
+            "away: two devices seem to share one identity (a cloned SD card?)",
+            ", ".join(status.addresses) or "an unknown address",
+        )
+
     def _versions(self) -> dict[str, int]:
         return {doc.topic: doc.version for doc in self.store.documents()}
 
-    def _status(self, state: str) -> bytes:
+    def _status(self, state: str, *, connected: bool = False) -> bytes:
+        """Also where this run connects from, when ``connected`` (not in the Will)."""
+        address = self.link.local_address() if connected else None
+        addresses = [address] if address else []
+        thrown_off = self.link.takeover.suspected if connected else 0
         versions = self._versions()
         own = f"{self.topics.root}/dev/{self.device_id}/"
         return _json(
@@ -234,6 +264,9 @@ class Agent:
                 config_version=versions.get(own + "config", 0),
                 schedule_version=versions.get(own + "schedule", 0),
                 documents=versions,
+                instance=self._instance,
+                addresses=addresses,
+                thrown_off=thrown_off,
             )
         )
 
@@ -262,7 +295,9 @@ class Agent:
     # MQTT callbacks (network thread: hand off, never block)
 
     def _connected(self) -> None:
-        self.link.publish(self.topics.status(self.device_id), self._status("online"), 1, True)
+        self.link.publish(
+            self.topics.status(self.device_id), self._status("online", connected=True), 1, True
+        )
         self.outbox.connected()
         self._telemetry_wake.set()
 

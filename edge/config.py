@@ -45,6 +45,14 @@ class MqttSection(Section):
     ca_file: Path | None = None
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # The local address to connect from (a Pi on two networks); empty: the system's choice.
+    bind_address: Annotated[str, Field(max_length=64)] = ""
+    # Thrown off twice in a row within takeover_stable_s of connecting: another device
+    # holds this identity. Wait takeover_hold_s, four times longer each time, at most
+    # takeover_hold_max_s (docs/broker-security.md).
+    takeover_stable_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    takeover_hold_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    takeover_hold_max_s: Annotated[float, Field(gt=0, le=86400)] = 1800.0
 
     @field_validator("root")
     @classmethod
@@ -60,6 +68,8 @@ class MqttSection(Section):
             raise ValueError("give either 'password' or 'password_file', not both")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("'reconnect_max_s' must be at least 'reconnect_min_s'")
+        if self.takeover_hold_max_s < self.takeover_hold_s:
+            raise ValueError("'takeover_hold_max_s' must be at least 'takeover_hold_s'")
         return self
 
 

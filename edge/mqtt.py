@@ -10,7 +10,9 @@ and hands work on without blocking, and subscriptions are made in
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from plumbing.backoff import Backoff
 from plumbing.mqtt_client import arm_backoff, guarded, new_client
+from plumbing.takeover import TakeoverGuard
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ class LinkSettings:
     keepalive_s: int = 30
     tls: bool = False
     ca_file: Path | None = None
+    bind_address: str = ""  # the local address to connect from; empty: the system's choice
+    takeover_stable_s: float = 300.0
+    takeover_hold_s: float = 30.0
+    takeover_hold_max_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,10 @@ class MqttLink:
         self._on_message = on_message
         self._on_published = on_published
         self._connected = threading.Event()
+        self.connections = 0  # accepted since start
+        self.takeover = TakeoverGuard(
+            settings.takeover_stable_s, settings.takeover_hold_s, settings.takeover_hold_max_s
+        )
         client = new_client(
             settings.client_id,
             settings.username,
@@ -92,7 +103,10 @@ class MqttLink:
         """Connect in the background; paho retries until the broker answers."""
         self._arm_backoff()
         self._client.connect_async(
-            self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s
+            self._settings.host,
+            self._settings.port,
+            keepalive=self._settings.keepalive_s,
+            bind_address=self._settings.bind_address,
         )
         self._client.loop_start()
 
@@ -106,6 +120,16 @@ class MqttLink:
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             return info.mid
         return None
+
+    def local_address(self) -> str | None:
+        """The address this connection comes from, as the broker sees it without NAT."""
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):  # an ssl.SSLSocket is one too
+            return None
+        try:
+            return str(sock.getsockname()[0])
+        except OSError:
+            return None
 
     def close(self, last_words: Will | None, timeout_s: float = 5.0) -> None:
         """Clean shutdown: the broker sends no Will on DISCONNECT, so say it ourselves."""
@@ -130,6 +154,8 @@ class MqttLink:
             log.warning("broker refused the connection: %s", reason)
             return
         self._backoff.reset()
+        self.connections += 1
+        self.takeover.connected(time.monotonic())
         topics = list(self._subscriptions())
         if topics:
             client.subscribe([(t, 1) for t in topics])
@@ -142,12 +168,25 @@ class MqttLink:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        self._arm_backoff()
         if was_connected:
             log.warning("disconnected from the broker: %s", reason)
+        hold_s = self.takeover.lost(time.monotonic())
+        if hold_s is None:
+            self._arm_backoff()
+        else:
+            self._client.reconnect_delay_set(min_delay=hold_s, max_delay=hold_s)  # type: ignore[arg-type]
+            log.warning(
+                "thrown off the broker %d times in a row soon after connecting, and another "
+                "device runs with this identity (a cloned SD card?); waiting %.0f s before "
+                "reconnecting. Give one of them its own identity (xaso device add).",
+                self.takeover.thrown_off,
+                hold_s,
+            )
+        if was_connected:
             self._on_disconnected()
 
     def _handle_connect_fail(self, _c: paho.Client, _ud: Any) -> None:
+        self.takeover.unreachable()
         self._arm_backoff()
 
     def _handle_message(self, _c: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:

@@ -15,6 +15,7 @@ from protocol.commands import EpochMs
 Role = Literal["speaker", "kiosk"]
 ROLES: tuple[Role, ...] = ("speaker", "kiosk")
 EventId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Address = Annotated[str, Field(max_length=64)]
 
 
 class Open(BaseModel):
@@ -32,6 +33,11 @@ class Status(Open):
     config_version: int = 0
     schedule_version: int = 0
     documents: dict[str, int] = {}
+    # This run of the agent (random at each start) and where it connects from: two
+    # runs taking turns under one identity are a cloned SD card (docs/broker-security.md).
+    instance: Annotated[str, Field(max_length=64)] = ""
+    addresses: Annotated[list[Address], Field(max_length=8)] = []
+    thrown_off: Annotated[int, Field(ge=0)] = 0  # sessions lost soon after connecting, lately
 
 
 class Ack(Open):

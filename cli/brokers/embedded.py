@@ -15,7 +15,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cli.brokers.mosquitto import free_port
@@ -58,12 +58,17 @@ class EmbeddedBroker(BrokerProcess):
         password_file: Path,
         acl_file: Path,
         host: str = "127.0.0.1",
+        controller_users: Sequence[str] = (),
     ) -> None:
         workdir = Path(workdir).resolve()
         port = port if port is not None else free_port(host)
         super().__init__(workdir, host, port, workdir / LOG_NAME)
         self.password_file = Path(password_file).resolve()
         self.acl_file = Path(acl_file).resolve()
+        # One listener for all: these users keep the client ids they ask for, every
+        # other user's client id is its user name (Mosquitto's use_username_as_clientid).
+        self.controller_users = tuple(controller_users)
+        self.controller_port = port
 
     def start(self, timeout_s: float = 20) -> None:
         if self.running:
@@ -73,17 +78,23 @@ class EmbeddedBroker(BrokerProcess):
         argv = [sys.executable, "-m", "cli.brokers.embedded", "--host", self.host]
         argv += ["--port", str(self.port), "--log", str(self.log_path)]
         argv += ["--password-file", str(self.password_file), "--acl-file", str(self.acl_file)]
+        for user in self.controller_users:
+            argv += ["--controller-user", user]
         self._spawn(argv, self.log_path, lambda logged: READY in logged, timeout_s)
 
     def error(self, message: str) -> EmbeddedBrokerError:
         return EmbeddedBrokerError(message)
 
 
-async def serve(host: str, port: int, password_file: Path, acl_file: Path) -> None:
+async def serve(
+    host: str, port: int, password_file: Path, acl_file: Path, controller_users: Iterable[str] = ()
+) -> None:
     """Run the broker until SIGTERM or SIGINT; amqtt is imported here, in the broker process."""
     from cli.brokers.embedded_plugins import SiteBroker, broker_config
 
-    broker = SiteBroker(broker_config(host, port, password_file, acl_file))
+    broker = SiteBroker(
+        broker_config(host, port, password_file, acl_file), free_ids=frozenset(controller_users)
+    )
     await broker.start()
     logging.getLogger("xaso.embedded_broker").info("%s on %s:%d", READY, host, port)
     stop = asyncio.Event()
@@ -101,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password-file", type=Path, required=True)
     parser.add_argument("--acl-file", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--controller-user", action="append", default=[])
     args = parser.parse_args(argv)
     logging.basicConfig(
         filename=args.log,
@@ -110,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("amqtt", "transitions"):  # every connection and state change at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(args.host, args.port, args.password_file, args.acl_file))
+        asyncio.run(
+            serve(args.host, args.port, args.password_file, args.acl_file, args.controller_user)
+        )
     except Exception:
         logging.getLogger("xaso.embedded_broker").exception("the embedded broker failed")
         return 1

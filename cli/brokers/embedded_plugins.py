@@ -3,7 +3,9 @@
 ``SiteFilesPlugin`` authenticates against ``broker/passwd`` (Mosquitto ``$7$``
 hashes) and authorizes against ``broker/acl`` (cli.brokers.mqtt_acl).
 ``SiteBroker`` closes four gaps of amqtt 0.12.1 that would break that ACL or
-the agents' contract; each override says which.
+the agents' contract; each override says which. It also binds each client id
+to its user, as Mosquitto's ``use_username_as_clientid`` does, except for the
+controller's users (``free_ids``), whose replicas each keep their own id.
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ class SiteFilesPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]
 class SiteBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker with its delivery paths put under the ACL and the MQTT spec."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, free_ids: frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._connecting: set[str] = set()
+        self._free_ids = free_ids
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -111,6 +114,9 @@ class SiteBroker(Broker):  # type: ignore[misc]
             await writer.close()
             raise
         session.client_id = session.client_id or gen_client_id()
+        if session.username and session.username not in self._free_ids:
+            # before anything looks the id up: nobody can take another's session
+            session.client_id = session.username
         if not await self._authenticate(session, None):
             session.parent = 0
             handler.attach(session, reader, writer)

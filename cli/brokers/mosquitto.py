@@ -2,6 +2,11 @@
 
 Tests, the demo and an operator's trial run use it. Production runs the
 distribution's mosquitto service with config/mosquitto.conf.example instead.
+
+With a ``controller_port`` it is configured as that example is: devices on
+``port``, where each client id is bound to its user name, and the controller's
+users alone on a second listener where each replica keeps the id it asks for
+(docs/broker-security.md).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cli.brokers.process import BrokerError, BrokerProcess
@@ -63,6 +69,8 @@ class Mosquitto(BrokerProcess):
         host: str = "127.0.0.1",
         binary: str | None = None,
         tls: tuple[Path, Path] | None = None,
+        controller_port: int | None = None,
+        controller_users: Sequence[str] = (),
     ) -> None:
         found = binary or mosquitto_binary()
         if found is None:
@@ -75,6 +83,12 @@ class Mosquitto(BrokerProcess):
         self.acl_file = Path(acl_file).resolve() if acl_file else None
         self.persistence = persistence
         self.tls = tuple(Path(p).resolve() for p in tls) if tls else None  # certfile, keyfile
+        if controller_port is not None and (self.password_file is None or not controller_users):
+            raise MosquittoError("a controller listener needs a password file and its users")
+        self.controller_port = controller_port
+        self.controller_users = frozenset(controller_users)
+        # The controller listener's own password file: the controller's lines alone.
+        self.controller_passwd = self.workdir / "controller.passwd"
         self.conf_path = self.workdir / "mosquitto.conf"
         # What mosquitto prints before its log file is open (or when it cannot open it).
         self.output_path = self.workdir / "mosquitto.out"
@@ -85,19 +99,23 @@ class Mosquitto(BrokerProcess):
     def config_text(self) -> str:
         lines = [
             "# Written by cli.brokers.mosquitto on every start; edits are lost.",
+            *(["per_listener_settings true"] if self.controller_port is not None else []),
             f"listener {self.port} {self.host}",
             *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
-            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            *self._auth_lines(self.password_file),
+        ]
+        if self.controller_port is not None:
+            # a device's client id is its user name, whatever id it asks for
+            lines += ["use_username_as_clientid true"]
+            lines += [f"listener {self.controller_port} {self.host}"]
+            lines += self._auth_lines(self.controller_passwd)
+        lines += [
             "set_tcp_nodelay true",
             # ingest's persistent session: its queue while it is away, and its acks
             # that come only after each commit (config/mosquitto.conf.example)
             f"max_queued_messages {MAX_QUEUED}",
             f"max_inflight_messages {MAX_INFLIGHT}",
         ]
-        if self.password_file:
-            lines.append(f"password_file {self.password_file}")
-        if self.acl_file:
-            lines.append(f"acl_file {self.acl_file}")
         if self.persistence:
             lines += [
                 "persistence true",
@@ -118,11 +136,35 @@ class Mosquitto(BrokerProcess):
             lines.append("user root")
         return "\n".join(lines) + "\n"
 
+    def _auth_lines(self, password_file: Path | None) -> list[str]:
+        """One listener's security (all global without per_listener_settings)."""
+        lines = [f"allow_anonymous {'false' if password_file else 'true'}"]
+        if password_file:
+            lines.append(f"password_file {password_file}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        return lines
+
+    def _write_controller_passwd(self) -> None:
+        """The controller listener's password file: the site's, cut to the controller's users."""
+        if self.controller_port is None or self.password_file is None:
+            return
+        kept = [
+            line
+            for line in self.password_file.read_text(encoding="utf-8").splitlines()
+            if line.partition(":")[0] in self.controller_users
+        ]
+        tmp = self.controller_passwd.with_suffix(".tmp")
+        tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(self.controller_passwd)
+
     def start(self, timeout_s: float = 10) -> None:
         if self.running:
             raise MosquittoError(f"mosquitto is already running on port {self.port}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._check_readable(self.password_file, self.acl_file)
+        self._write_controller_passwd()
         self.conf_path.write_text(self.config_text(), encoding="utf-8")
         self._spawn(
             [self.binary, "-c", str(self.conf_path)],
@@ -141,6 +183,7 @@ class Mosquitto(BrokerProcess):
         if self.proc is None or not self.running:
             raise MosquittoError("mosquitto is not running")
         self._check_readable(self.password_file, self.acl_file)
+        self._write_controller_passwd()
         offset = self._log_size()
         self.proc.send_signal(signal.SIGHUP)
         self._wait_log(offset, "Reloading config.", timeout_s)

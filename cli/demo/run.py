@@ -111,12 +111,11 @@ def run_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"xaso demo: {exc}", file=sys.stderr)
         return 1
-    # devices added in the web UI reach Mosquitto by a SIGHUP to this pid
-    pid_file = workdir / "broker" / "mosquitto.pid" if kind == "mosquitto" else None
-    controller = DemoController(write_settings(workdir, site.dir, mqtt_port, http_port, pid_file))
+    pid_file, ports = _broker_plan(kind, workdir, mqtt_port)
+    controller = DemoController(write_settings(workdir, site.dir, ports[1], http_port, pid_file))
     accounts = controller.accounts()
     try:
-        broker = _start_broker(kind, site, workdir / "broker", mqtt_port, pid_file)
+        broker = _start_broker(kind, site, workdir / "broker", ports, pid_file)
     except BrokerError as exc:
         print(f"xaso demo: {exc}", file=sys.stderr)
         return 1
@@ -130,7 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
     user, password = site.controller_credentials()
     view = FleetView(
         "127.0.0.1",
-        mqtt_port,
+        ports[1],
         user,
         password,
         site.signing_key(),
@@ -199,12 +198,42 @@ def _log_to(path: Path) -> None:
     root.addHandler(handler)
 
 
+def _broker_plan(kind: str, workdir: Path, mqtt_port: int) -> tuple[Path | None, tuple[int, int]]:
+    """Where the broker's pid goes and its ports: the devices', then the controller's.
+
+    Devices added in the web UI reach Mosquitto by a SIGHUP to that pid. Mosquitto
+    gives the controller's users a listener of their own (docs/broker-security.md).
+    """
+    if kind == "mosquitto":
+        return workdir / "broker" / "mosquitto.pid", (mqtt_port, free_port())
+    return None, (mqtt_port, mqtt_port)
+
+
 def _start_broker(
-    kind: str, site: Site, workdir: Path, port: int, pid_file: Path | None
+    kind: str, site: Site, workdir: Path, ports: tuple[int, int], pid_file: Path | None
 ) -> Mosquitto | EmbeddedBroker:
-    """The site's broker, with its pid written where the controller looks to reload it."""
-    runner = Mosquitto if kind == "mosquitto" else EmbeddedBroker
-    broker = runner(workdir, port, password_file=site.passwd_path, acl_file=site.acl_path)
+    """The site's broker, with its pid written where the controller looks to reload it.
+
+    Each device's client id is bound to its user name; the controller's users keep theirs.
+    ``ports``: the devices', then the controller's (the same one for the embedded broker).
+    """
+    port, controller_port = ports
+    users = list(site.meta()["users"])
+    passwd, acl = site.passwd_path, site.acl_path
+    broker: Mosquitto | EmbeddedBroker
+    if kind == "mosquitto":
+        broker = Mosquitto(
+            workdir,
+            port,
+            password_file=passwd,
+            acl_file=acl,
+            controller_port=controller_port,
+            controller_users=users,
+        )
+    else:
+        broker = EmbeddedBroker(
+            workdir, port, password_file=passwd, acl_file=acl, controller_users=users
+        )
     broker.start()
     if pid_file is not None and broker.proc is not None:
         pid_file.write_text(f"{broker.proc.pid}\n", encoding="ascii")

@@ -111,6 +111,8 @@ class DeviceState(Base):
     printer: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # latest printer.status body
     printer_ms: Mapped[int | None] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # the latest `online` statuses (controller/fleet/identity_rules.py): a clone's turns
+    sightings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class BehindDevice(Base):

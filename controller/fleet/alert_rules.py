@@ -28,6 +28,7 @@ UNPRINTABLE = "printer.unprintable"
 PLAY_MISSED = "play.missed"
 PLAY_FAILED = "play.failed"
 DEAD_AIR = "stream.dead_air"  # a relayed stream connected but silent (broadcast.audio.relay)
+IDENTITY_DUPLICATE = "identity.duplicate"  # raised by controller/fleet/identity_rules.py
 KINDS = (
     OFFLINE,
     TEMP_HIGH,
@@ -41,6 +42,7 @@ KINDS = (
     PRINTER_OFFLINE,
     PAPER_LOW,
     UNPRINTABLE,
+    IDENTITY_DUPLICATE,
 )
 # Not a fault: the operator's own quiet hours keep a normal item from playing.
 EXPECTED_MISS_REASONS = frozenset({"quiet_hours"})

@@ -27,6 +27,7 @@ from controller.fleet.alert_rules import (
     Thresholds,
     active_alerts,
 )
+from controller.fleet.identity_rules import Sighting, duplicate_identity
 from controller.fleet.webhooks import enqueue
 from protocol.errors import Refusal
 from protocol.events import AudioFault, PlayFinished, PlayInterrupted, PlayMissed, read_body
@@ -64,6 +65,7 @@ class AlertEngine:
                 self.thresholds,
                 now_ms,
             )
+            wanted.update((a.key, a) for a in self._duplicates(session, now_ms))
             open_alerts = {
                 (a.kind, a.device_id): a
                 for a in session.scalars(select(Alert).where(Alert.cleared_ms.is_(None)))
@@ -104,6 +106,19 @@ class AlertEngine:
             ).join(s, s.device_id == Device.id)
         )
         return [DeviceSnapshot(*row) for row in rows]
+
+    def _duplicates(self, session: Session, now_ms: int) -> list[AlertSpec]:
+        rows = session.execute(
+            select(DeviceState.device_id, DeviceState.sightings).where(
+                DeviceState.sightings.is_not(None)
+            )
+        )
+        found = []
+        for device_id, kept in rows:
+            spec = duplicate_identity(device_id, [Sighting.of(s) for s in kept], now_ms)
+            if spec is not None:
+                found.append(spec)
+        return found
 
     def _play_events(self, session: Session, now_ms: int) -> list[PlayEvent]:
         since = now_ms - int(self.thresholds.play_window_min * MINUTE_MS)

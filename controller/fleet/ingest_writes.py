@@ -34,6 +34,7 @@ from controller.db.fleet_tables import (
     dialect_insert,
 )
 from controller.db.raw_rows import RawRows
+from controller.fleet.identity_rules import Sighting, remember
 from controller.site.directory import Site
 from protocol.errors import ProtocolError
 from protocol.events import PrinterStatus, read_body
@@ -194,6 +195,10 @@ def _apply_status(session: Session, item: Item) -> None:
     row.schedule_version = status.schedule_version
     row.documents = dict(status.documents)
     row.updated_ms = item.received_ms
+    if status.state == "online" and status.instance:
+        seen = Sighting(status.instance, tuple(status.addresses), item.received_ms)
+        kept = [Sighting.of(s) for s in row.sightings or []]
+        row.sightings = [s.as_json() for s in remember(kept, seen)]
     session.flush()
 
 

@@ -68,6 +68,8 @@ def acl_text(root: str, devices: Sequence[DeviceEntry], controller_users: Sequen
     ]
     lines += [f"pattern write {root}/dev/%u/{leaf}" for leaf in DEVICE_WRITES]
     lines += [f"pattern read {root}/dev/%u/{leaf}" for leaf in DEVICE_READS]
+    # its own status back: another run of its identity there is a cloned card
+    lines += [f"pattern read {root}/dev/%u/status"]
     for device in sorted(devices, key=lambda d: d.id):
         if device.groups or device.calls_from:
             lines += ["", f"user {device.id}"]

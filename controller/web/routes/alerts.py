@@ -60,6 +60,7 @@ i18n.register(
         "alert.play.missed": ("Lượt phát bị bỏ lỡ", "Play missed"),
         "alert.play.failed": ("Lượt phát lỗi", "Play failed"),
         "alert.stream.dead_air": ("Tiếp sóng mất tiếng", "Relay dead air"),
+        "alert.identity.duplicate": ("Hai máy chung danh tính", "Duplicate identity"),
     }
 )
 
