@@ -20,7 +20,7 @@ Then the same page queries directly through `controller.fleet.queries.list_devic
 every request of every client, and requests per second.
 
     .venv/bin/python -m bench.dashboard_api [--db URL | --postgres] [--requests 200]
-        [--clients 1,4,8]
+        [--clients 1,4,8] [--pace-ms 0]
 """
 
 from __future__ import annotations
@@ -128,9 +128,16 @@ def queries(rng: random.Random, n: int) -> list[dict[str, Any]]:
 
 
 def client(
-    base_url: str, token: str, path: str, shapes: list[dict[str, Any]], start_at: float
+    base_url: str,
+    token: str,
+    path: str,
+    shapes: list[dict[str, Any]],
+    *,
+    start_at: float,
+    pace_s: float,
 ) -> list[float]:
-    """One client process: warm up, wait for the common start, then time each request."""
+    """One client process: warm up, wait for the common start, then time each request
+    (one every ``pace_s`` at most, as a user who reads the page; 0: back to back)."""
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base_url, headers=auth, timeout=60) as http:
 
@@ -148,7 +155,9 @@ def client(
         for i in range(len(shapes)):
             t0 = time.perf_counter()
             call(i)
-            out.append((time.perf_counter() - t0) * 1000)
+            took = time.perf_counter() - t0
+            out.append(took * 1000)
+            time.sleep(max(0.0, pace_s - took))
         return out
 
 
@@ -160,20 +169,29 @@ def concurrent(
     *,
     clients: int,
     shapes: list[dict[str, Any]],
+    pace_s: float,
 ) -> tuple[list[float], float]:
     """Every request's latency from ``clients`` processes at once, and requests a second."""
     start_at = time.time() + 3.0  # every client connected and warm by then
     futures = [
-        pool.submit(client, base_url, token, path, shapes[i::clients] or shapes, start_at)
+        pool.submit(
+            client,
+            base_url,
+            token,
+            path,
+            shapes[i::clients] or shapes,
+            start_at=start_at,
+            pace_s=pace_s,
+        )
         for i in range(clients)
     ]
     results = [f.result() for f in futures]
-    wall = max(sum(r) for r in results) / 1000
+    wall = time.time() - start_at
     samples = [v for r in results for v in r]
     return samples, len(samples) / wall
 
 
-def run(db_url: str, requests: int, levels: list[int]) -> None:
+def run(db_url: str, requests: int, levels: list[int], pace_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "controller.toml"
         port = free_port()
@@ -209,7 +227,13 @@ def run(db_url: str, requests: int, levels: list[int]) -> None:
                         # each client makes ``requests`` requests, every one its own shape
                         shapes = queries(rng, requests * clients)
                         samples, rate = concurrent(
-                            pool, base_url, token, path, clients=clients, shapes=shapes
+                            pool,
+                            base_url,
+                            token,
+                            path,
+                            clients=clients,
+                            shapes=shapes,
+                            pace_s=pace_s,
                         )
                         results.append((path, clients, samples, rate))
             off = int(state.settings.alerts.offline_after_min * 60_000)
@@ -225,8 +249,9 @@ def run(db_url: str, requests: int, levels: list[int]) -> None:
             thread.join(10)
             state.engine.dispose()
     dialect = db_url.split(":", 1)[0]
+    pace = f"a request every {pace_s * 1000:.0f} ms each" if pace_s else "back to back"
     print(f"{dialect}: {DEVICES} devices, {requests} requests per client, pages of 100; "
-          f"clients in their own processes, {os.cpu_count()} cores")  # fmt: skip
+          f"clients in their own processes, {os.cpu_count()} cores, {pace}")  # fmt: skip
     print(f"  {'':<24}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'req/s':>8}")
     for path, clients, samples, rate in results:
         p50, p99 = percentiles(samples)
@@ -243,6 +268,9 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster")
     parser.add_argument("--requests", type=int, default=200, help="per client")
     parser.add_argument("--clients", default="1,4,8", help="concurrent clients, each level")
+    parser.add_argument(
+        "--pace-ms", type=float, default=0, help="each client's request interval (0: no pause)"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     # the app's own warnings (600 alerts raised, no broker for the station) are not the figures
@@ -253,12 +281,12 @@ def main() -> None:
 
         cluster = PostgresCluster().start()
         try:
-            run(cluster.create_database(), args.requests, levels)
+            run(cluster.create_database(), args.requests, levels, args.pace_ms / 1000)
         finally:
             cluster.stop()
         return
     with tempfile.TemporaryDirectory() as tmp:
-        run(args.db or f"sqlite:///{tmp}/bench.db", args.requests, levels)
+        run(args.db or f"sqlite:///{tmp}/bench.db", args.requests, levels, args.pace_ms / 1000)
 
 
 if __name__ == "__main__":
