@@ -98,13 +98,16 @@ class AckTap:
 
 
 class SizeTap:
-    """The station's publisher, noting the size of what it sends (the signed envelope)."""
+    """The station's publisher, noting the size of what it sends (the signed envelope) and
+    when it is asked to (perf_counter_ns): the end of the controller's part before the wire."""
 
     def __init__(self, publisher: Any) -> None:
         self.publisher = publisher
         self.size = 0
+        self.at_ns = 0
 
     def publish(self, topic: str, payload: bytes, **kw: Any) -> None:
+        self.at_ns = time.perf_counter_ns()
         self.size = len(payload)
         self.publisher.publish(topic, payload, **kw)
 
@@ -117,6 +120,11 @@ class Round:
     recorded_ms: dict[str, float]  # its batch committed (the echo: never, it is no Ack)
     call_ms: float  # the API call (or the raw publish's PUBACK) returned
     batches: list[tuple[int, int]]  # acks and ns in record_acks_in, per ingest batch
+    publish_ms: float = 0.0  # the command handed to the Bus's publish (raw: the start)
+
+    def after_publish(self, got: dict[str, float]) -> list[float]:
+        """ms from the publish to each answer."""
+        return [v - self.publish_ms for v in got.values()]
 
 
 class Bench:
@@ -261,7 +269,8 @@ class Bench:
             raise RuntimeError(f"broadcast {bid} is {status!r} at the controller, not 'acked'")
         bus = self._per_device(arrived, t0, lambda p: mine in p)
         done = self._complete({d: (ns - t0) / 1e6 for ns, d, cmd in recorded if cmd == bid})
-        return Round(bus, done, call_ms, batches), self.sent.size
+        published = (self.sent.at_ns - t0) / 1e6
+        return Round(bus, done, call_ms, batches, published), self.sent.size
 
     def _per_device(
         self, seen: list[Seen], t0: int, match: Callable[[bytes], bool]

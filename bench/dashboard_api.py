@@ -1,33 +1,41 @@
-"""Dashboard API with 10,000 devices: `GET /api/devices` latency over real HTTP.
+"""Dashboard with 10,000 devices: `GET /api/devices` and the dashboard page under concurrency.
 
 10,000 devices are inserted straight into the database with a realistic
 latest state (most online, some offline or never seen, readings, a printer
 on every kiosk, groups of 50, a few hundred open alerts). The controller's
-app runs under uvicorn on a local port. In the same run, sequentially from
-one client:
+app runs under uvicorn on a local port, in a thread of this process, which
+then only waits. The clients are processes of their own (as browsers are),
+each one httpx client making its requests one after another, all starting
+together: 1, 4 and 8 of them at once, on
 
 1. `GET /healthz` (the app's cheapest route: one `SELECT 1`): the baseline of
    HTTP, middleware and a database round trip;
 2. `GET /api/devices` pages of 100, at random offsets and with filters
    (a group, `state=offline`, `state=alerting`), signed in with an API token;
-3. the same page queries run directly through `controller.fleet.queries.list_devices`
-   (SQLAlchemy, no HTTP).
+3. `GET /` the dashboard page (the same page queries, the counts, the groups,
+   rendered), with the same token.
 
-p50 and p99 of each, and the ratio of the API's p50 to each baseline.
+Then the same page queries directly through `controller.fleet.queries.list_devices`
+(SQLAlchemy, no HTTP, nothing else running). p50, p99 and max of each over
+every request of every client, and requests per second.
 
-    .venv/bin/python -m bench.dashboard_api [--db URL | --postgres] [--requests 400]
+    .venv/bin/python -m bench.dashboard_api [--db URL | --postgres] [--requests 200]
+        [--clients 1,4,8] [--pace-ms 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +127,71 @@ def queries(rng: random.Random, n: int) -> list[dict[str, Any]]:
     ]
 
 
-def run(db_url: str, requests: int) -> None:
+def client(
+    base_url: str,
+    token: str,
+    path: str,
+    shapes: list[dict[str, Any]],
+    *,
+    start_at: float,
+    pace_s: float,
+) -> list[float]:
+    """One client process: warm up, wait for the common start, then time each request
+    (one every ``pace_s`` at most, as a user who reads the page; 0: back to back)."""
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, headers=auth, timeout=60) as http:
+
+        def call(i: int) -> None:
+            params = shapes[i % len(shapes)] if path != "/healthz" else None
+            r = http.get(path, params=params)
+            assert r.status_code == 200, r.text[:300]
+            if path == "/api/devices":
+                assert r.json()["total"] > 0, r.text[:300]
+
+        for i in range(10):
+            call(i)
+        time.sleep(max(0.0, start_at - time.time()))
+        out = []
+        for i in range(len(shapes)):
+            t0 = time.perf_counter()
+            call(i)
+            took = time.perf_counter() - t0
+            out.append(took * 1000)
+            time.sleep(max(0.0, pace_s - took))
+        return out
+
+
+def concurrent(
+    pool: ProcessPoolExecutor,
+    base_url: str,
+    token: str,
+    path: str,
+    *,
+    clients: int,
+    shapes: list[dict[str, Any]],
+    pace_s: float,
+) -> tuple[list[float], float]:
+    """Every request's latency from ``clients`` processes at once, and requests a second."""
+    start_at = time.time() + 3.0  # every client connected and warm by then
+    futures = [
+        pool.submit(
+            client,
+            base_url,
+            token,
+            path,
+            shapes[i::clients] or shapes,
+            start_at=start_at,
+            pace_s=pace_s,
+        )
+        for i in range(clients)
+    ]
+    results = [f.result() for f in futures]
+    wall = time.time() - start_at
+    samples = [v for r in results for v in r]
+    return samples, len(samples) / wall
+
+
+def run(db_url: str, requests: int, levels: list[int], pace_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "controller.toml"
         port = free_port()
@@ -146,23 +218,26 @@ def run(db_url: str, requests: int) -> None:
         thread.start()
         while not server.started:
             time.sleep(0.05)
-        shapes = queries(rng, requests)
+        base_url = f"http://127.0.0.1:{port}"
+        results: list[tuple[str, int, list[float], float]] = []
         try:
-            auth = {"Authorization": f"Bearer {token}"}
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=30
-            ) as client:
-
-                def api(i: int) -> None:
-                    r = client.get("/api/devices", params=shapes[i % len(shapes)])
-                    assert r.status_code == 200 and r.json()["total"] > 0, r.text
-
-                def health(_i: int) -> None:
-                    assert client.get("/healthz").status_code == 200
-
-                base = timed(requests, health)
-                served = timed(requests, api)
+            with ProcessPoolExecutor(max(levels), mp_context=get_context("spawn")) as pool:
+                for clients in levels:
+                    for path in ("/healthz", "/api/devices", "/"):
+                        # each client makes ``requests`` requests, every one its own shape
+                        shapes = queries(rng, requests * clients)
+                        samples, rate = concurrent(
+                            pool,
+                            base_url,
+                            token,
+                            path,
+                            clients=clients,
+                            shapes=shapes,
+                            pace_s=pace_s,
+                        )
+                        results.append((path, clients, samples, rate))
             off = int(state.settings.alerts.offline_after_min * 60_000)
+            shapes = queries(rng, requests)
 
             def direct(i: int) -> None:
                 with state.sessions() as db:
@@ -174,33 +249,44 @@ def run(db_url: str, requests: int) -> None:
             thread.join(10)
             state.engine.dispose()
     dialect = db_url.split(":", 1)[0]
-    (b50, b99), (a50, a99), (s50, s99) = percentiles(base), percentiles(served), percentiles(sql)
-    print(f"{dialect}: {DEVICES} devices, {requests} requests each, pages of 100")
-    print(f"  GET /healthz            p50 {b50:6.2f} ms  p99 {b99:6.2f} ms")
-    print(f"  GET /api/devices        p50 {a50:6.2f} ms  p99 {a99:6.2f} ms")
-    print(f"  list_devices (no HTTP)  p50 {s50:6.2f} ms  p99 {s99:6.2f} ms")
-    print(f"  ratio api/healthz p50 {a50 / b50:.1f}  api/direct p50 {a50 / s50:.2f}")
+    pace = f"a request every {pace_s * 1000:.0f} ms each" if pace_s else "back to back"
+    print(f"{dialect}: {DEVICES} devices, {requests} requests per client, pages of 100; "
+          f"clients in their own processes, {os.cpu_count()} cores, {pace}")  # fmt: skip
+    print(f"  {'':<24}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'req/s':>8}")
+    for path, clients, samples, rate in results:
+        p50, p99 = percentiles(samples)
+        print(f"  GET {path:<20}{clients:>8}{p50:>9.2f}{p99:>9.2f}{max(samples):>9.2f}"
+              f"{rate:>8.0f}")  # fmt: skip
+    s50, s99 = percentiles(sql)
+    print(f"  list_devices (no HTTP)  {1:>8}{s50:>9.2f}{s99:>9.2f}{max(sql):>9.2f}")
+    print(f"  load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--db", default="", help="a database URL (default: a temp SQLite file)")
     parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster")
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=200, help="per client")
+    parser.add_argument("--clients", default="1,4,8", help="concurrent clients, each level")
+    parser.add_argument(
+        "--pace-ms", type=float, default=0, help="each client's request interval (0: no pause)"
+    )
     args = parser.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
     # the app's own warnings (600 alerts raised, no broker for the station) are not the figures
     logging.getLogger("controller").setLevel(logging.ERROR)
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.postgres:
         from tests.postgres import PostgresCluster
 
         cluster = PostgresCluster().start()
         try:
-            run(cluster.create_database(), args.requests)
+            run(cluster.create_database(), args.requests, levels, args.pace_ms / 1000)
         finally:
             cluster.stop()
         return
     with tempfile.TemporaryDirectory() as tmp:
-        run(args.db or f"sqlite:///{tmp}/bench.db", args.requests)
+        run(args.db or f"sqlite:///{tmp}/bench.db", args.requests, levels, args.pace_ms / 1000)
 
 
 if __name__ == "__main__":

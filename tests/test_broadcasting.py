@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
+from controller.db.broadcast_tables import BroadcastRow
 from controller.fleet.ingest_writes import Item, write_batch
 from controller.radio.broadcasting import BroadcastInfo, Broadcasting
 from controller.radio.clip_library import ClipLibrary, Invalid
@@ -122,9 +122,8 @@ def _answer_in_one_batch(
     with sessions.begin() as s:
         for bid, reached in ((big, speakers), (two, speakers[:2]), (wait, ["x", "y"])):
             s.add(BroadcastRow(id=bid, kind="play", targets=[], level="emergency", priority=9,
-                               created_by="bt", created_ms=1, status="sent"))  # fmt: skip
-            s.flush()
-            s.add_all(BroadcastAckRow(broadcast_id=bid, device=d) for d in reached)
+                               created_by="bt", created_ms=1, status="sent",
+                               devices=reached))  # fmt: skip
     acks = [Item(d, "ack", Ack(cmd=big, ok=True, ts=10), 10) for d in speakers]
     acks[0] = Item(speakers[0], "ack", Ack(cmd=big, ok=False, error="busy", ts=10), 10)
     acks += [

@@ -108,10 +108,15 @@ class BroadcastRow(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     status: Mapped[str] = mapped_column(String(16))  # sent | acked | refused | partial
+    # The speakers it reached, sorted, and how many answered (and said yes): counted as
+    # each ack comes, so a batch of acks does not recount a thousand rows.
+    devices: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    answered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    answered_ok: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class BroadcastAckRow(Base):
-    """One device's answer to a broadcast; ``ok`` is None until it answers."""
+    """One device's answer to a broadcast, made by its first ack (none: no answer yet)."""
 
     __tablename__ = "broadcast_acks"
 

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Select, Text, and_, case, cast, exists, func, or_, select
+from sqlalchemy import Select, Text, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from controller.db.broadcast_tables import PublishedDocumentRow
@@ -103,12 +103,15 @@ def _state_expr(now_ms: int, offline_after_ms: int) -> Any:
     )
 
 
-def _filtered(stmt: Select[Any], f: DeviceQuery, state: Any) -> Select[Any]:
-    stmt = stmt.select_from(Device).outerjoin(DeviceState, DeviceState.device_id == Device.id)
+def _filtered(stmt: Select[Any], f: DeviceQuery, state: Any, *, join: bool = True) -> Select[Any]:
+    stmt = stmt.select_from(Device)
+    if join:
+        stmt = stmt.outerjoin(DeviceState, DeviceState.device_id == Device.id)
     if f.group:
-        stmt = stmt.where(
-            exists().where(DeviceGroup.device_id == Device.id, DeviceGroup.group_id == f.group)
-        )
+        # IN (the group's members, by the group_id index): a group of 50 reads 50 links,
+        # where a correlated EXISTS probed the links once for each of 10,000 devices
+        members = select(DeviceGroup.device_id).where(DeviceGroup.group_id == f.group)
+        stmt = stmt.where(Device.id.in_(members))
     if f.role:
         # roles is a short JSON list; the quoted name cannot match a longer role's name.
         stmt = stmt.where(cast(Device.roles, Text).contains(f'"{f.role}"'))
@@ -135,7 +138,10 @@ def list_devices(
     """The filtered total and one page of devices, ordered by id; with ``topics`` (the
     site's root), the documents each is behind on."""
     state = _state_expr(now_ms, offline_after_ms)
-    total = session.scalar(_filtered(select(func.count()), f, state)) or 0
+    # The page's ids first, from the primary key's index alone unless the filter is on the
+    # state: a page at offset 9,900 skips 9,900 index entries, not 9,900 joined rows.
+    needs_state = f.state in ("online", "offline", "unknown")
+    total = session.scalar(_filtered(select(func.count()), f, state, join=needs_state)) or 0
     columns = (
         Device.id,
         Device.name,
@@ -155,8 +161,10 @@ def list_devices(
         DeviceState.status_ts_ms,
         DeviceState.telemetry_ms,
     )
-    stmt = _filtered(select(*columns), f, state).order_by(Device.id).limit(f.limit)
-    found = session.execute(stmt.offset(f.offset)).all()
+    page = _filtered(select(Device.id), f, state, join=needs_state)
+    page = page.order_by(Device.id).limit(f.limit).offset(f.offset)
+    stmt = _filtered(select(*columns), DeviceQuery(), state).where(Device.id.in_(page))
+    found = session.execute(stmt.order_by(Device.id)).all()
     rows = [_row(r) for r in found]
     _attach(session, rows)
     if topics is not None:

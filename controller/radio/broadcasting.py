@@ -4,9 +4,12 @@ Every speaker of a broadcast gets the same ``at``, a lead time ahead of the
 send, so the clip is fetched and decoded and all horns start together; the
 lead is configurable because a 4G site fetches a clip slower than a LAN. A
 group target is one publish on the group's command topic (the broker fans it
-out). Each speaker the broadcast reaches gets a row that its ack fills in:
+out). The send writes one row (the broadcast, the speakers it reaches, their
+answers counted so far) and then publishes: nothing per device stands
+between an emergency and its speakers. Each ack makes its device's row:
 ingest's writer hands each batch of acks to ``record_acks_in``, in the
-batch's own transaction, and ``wait_acks`` waits for the answers.
+batch's own transaction, which adds them to the counts; ``wait_acks`` waits
+for the answers.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, case, event, func, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
+from controller.db.fleet_tables import dialect_insert
 from controller.radio.clip_library import ClipLibrary, Invalid, NotFound
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
@@ -71,11 +75,17 @@ class BroadcastInfo:
     created_by: str
     created_ms: int
     status: str  # sent | acked | refused | partial
-    acks: list[DeviceAck]
+    acks: list[DeviceAck]  # one per speaker reached, by device id
+    answered_count: int
+    ok_count: int
+
+    @property
+    def reached(self) -> int:
+        return len(self.acks)
 
     @property
     def answered(self) -> bool:
-        return all(a.ok is not None for a in self.acks)
+        return self.answered_count >= self.reached
 
 
 def _status(total: int, answered: int, ok: int) -> str:
@@ -86,23 +96,14 @@ def _status(total: int, answered: int, ok: int) -> str:
     return "refused" if ok == 0 else "partial"
 
 
-_RECORD_ACK = (
-    update(BroadcastAckRow)
-    .where(
-        BroadcastAckRow.broadcast_id == bindparam("b_id"),
-        BroadcastAckRow.device == bindparam("b_device"),
-    )
-    .values(
-        ok=bindparam("b_ok"),
-        error=bindparam("b_error"),
-        detail=bindparam("b_detail"),
-        acked_ms=bindparam("b_ts"),
-    )
-)
-_SET_STATUS = (
+_SET_COUNTS = (
     update(BroadcastRow)
     .where(BroadcastRow.id == bindparam("b_id"))
-    .values(status=bindparam("b_status"))
+    .values(
+        answered=bindparam("b_answered"),
+        answered_ok=bindparam("b_ok"),
+        status=bindparam("b_status"),
+    )
 )
 
 
@@ -269,40 +270,42 @@ class Broadcasting:
             )
             for topic in dict.fromkeys(t.topic(self.fleet.topics, "cmd") for t in targets)
         }
+        row = BroadcastRow(
+            id=command_id,
+            kind=kind,
+            targets=[{"kind": t.kind, "id": t.id} for t in targets],
+            level=level,
+            priority=priority if priority is not None else DEFAULT_PRIORITY[LEVELS[level]],
+            clip_sha256=clip_sha256,
+            stream_url=stream_url,
+            label=label,
+            at_ms=at,
+            created_by=by,
+            created_ms=now,
+            status="sent",
+            devices=devices,
+            answered=0,
+            answered_ok=0,
+        )
+        info = _info(row, {})
         with self.sessions.begin() as session:
-            session.add(
-                BroadcastRow(
-                    id=command_id,
-                    kind=kind,
-                    targets=[{"kind": t.kind, "id": t.id} for t in targets],
-                    level=level,
-                    priority=priority if priority is not None else DEFAULT_PRIORITY[LEVELS[level]],
-                    clip_sha256=clip_sha256,
-                    stream_url=stream_url,
-                    label=label,
-                    at_ms=at,
-                    created_by=by,
-                    created_ms=now,
-                    status="sent",
-                )
-            )
-            session.flush()  # the broadcast before its acks (PostgreSQL checks the key at once)
-            session.add_all(BroadcastAckRow(broadcast_id=command_id, device=d) for d in devices)
-        # the rows first: an ack may come back before publish() returns
+            # the row first: an ack may come back before publish() returns
+            session.add(row)
         for topic, payload in payloads.items():
             self.publisher.publish(topic, payload, qos=1)
-        return self.get(command_id)
+        return info
 
     def record_acks_in(self, session: Session, acks: Sequence[tuple[str, Ack]]) -> None:
         """Store the answers to broadcasts among ``acks`` (device, ack) in ``session``.
 
         Ingest's writer calls it in each batch's transaction, so a thousand acks
-        cost a few statements, not a transaction each: one UPDATE for all of
-        them, then each touched broadcast's status from counts. The broadcasts
-        are locked first (in id order): a replica recording acks of the same
-        broadcast waits, then counts ours too. Acks of other commands, and a
-        device's ``replay`` refusal of a copy it already got (it was in two
-        targeted groups), say nothing new and are ignored.
+        cost a few statements, not a transaction each, whatever the broadcast's
+        size: lock the touched broadcasts (in id order: a replica recording acks
+        of the same broadcast waits, then counts on ours), read what these
+        devices had answered, write their rows, add the new answers to the
+        counts. Acks of other commands or from devices the broadcast did not
+        reach, and a device's ``replay`` refusal of a copy it already got (it
+        was in two targeted groups), say nothing new and are ignored.
         """
         latest = {
             (ack.cmd, device): ack
@@ -311,38 +314,52 @@ class Broadcasting:
         }
         if not latest:
             return
-        touched = session.scalars(
-            select(BroadcastRow.id)
+        touched = session.execute(
+            select(BroadcastRow.id, BroadcastRow.devices, BroadcastRow.answered,
+                   BroadcastRow.answered_ok)
             .where(BroadcastRow.id.in_(sorted({cmd for cmd, _device in latest})))
             .order_by(BroadcastRow.id)
             .with_for_update()
-        ).all()
-        if not touched:
+        ).all()  # fmt: skip
+        reached = {b: set(devices) for b, devices, _n, _ok in touched}
+        ours = {key: a for key, a in latest.items() if key[1] in reached.get(key[0], ())}
+        if not ours:
             return
-        ours = set(touched)
-        answers = [
-            {"b_id": cmd, "b_device": device, "b_ok": a.ok, "b_error": a.error,
-             "b_detail": a.detail, "b_ts": a.ts}
-            for (cmd, device), a in latest.items()
-            if cmd in ours
-        ]  # fmt: skip
         conn = session.connection()
-        conn.execute(_RECORD_ACK, answers)
-        counts = conn.execute(
-            select(
-                BroadcastAckRow.broadcast_id,
-                func.count(),
-                func.count(BroadcastAckRow.ok),
-                func.coalesce(func.sum(case((BroadcastAckRow.ok.is_(True), 1), else_=0)), 0),
+        before: dict[tuple[str, str], bool | None] = {
+            (b, d): ok
+            for b, d, ok in conn.execute(
+                select(BroadcastAckRow.broadcast_id, BroadcastAckRow.device, BroadcastAckRow.ok)
+                .where(BroadcastAckRow.broadcast_id.in_(sorted({b for b, _d in ours})))
+                .where(BroadcastAckRow.device.in_(sorted({d for _b, d in ours})))
             )
-            .where(BroadcastAckRow.broadcast_id.in_(touched))
-            .group_by(BroadcastAckRow.broadcast_id)
-        ).all()
-        statuses = [
-            {"b_id": b, "b_status": _status(n, answered, ok)} for b, n, answered, ok in counts
-        ]
-        if statuses:  # none for a broadcast that reached no speaker
-            conn.execute(_SET_STATUS, statuses)
+        }
+        upsert = dialect_insert(session, BroadcastAckRow)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["broadcast_id", "device"],
+                set_={c: upsert.excluded[c] for c in ("ok", "error", "detail", "acked_ms")},
+            ),
+            [
+                {"broadcast_id": b, "device": d, "ok": a.ok, "error": a.error,
+                 "detail": a.detail, "acked_ms": a.ts}
+                for (b, d), a in ours.items()
+            ],
+        )  # fmt: skip
+        counts = {b: [n, ok] for b, _devices, n, ok in touched}
+        for key, a in ours.items():
+            had = before.get(key)
+            counts[key[0]][0] += had is None
+            counts[key[0]][1] += int(a.ok) - int(had is True)
+        conn.execute(
+            _SET_COUNTS,
+            [
+                {"b_id": b, "b_answered": n, "b_ok": ok,
+                 "b_status": _status(len(reached[b]), n, ok)}
+                for b, (n, ok) in counts.items()
+                if b in {key[0] for key in ours}
+            ],
+        )  # fmt: skip
         event.listen(session, "after_commit", self._wake, once=True)
 
     def _wake(self, _session: Session) -> None:
@@ -358,10 +375,12 @@ class Broadcasting:
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            info = self.get(broadcast_id)
+            with self.sessions() as session:
+                row = session.get(BroadcastRow, broadcast_id)
+                done = row is not None and row.answered >= len(row.devices)
             left = deadline - time.monotonic()
-            if info.answered or left <= 0:
-                return info
+            if done or left <= 0:
+                return self.get(broadcast_id)  # unknown: NotFound
             with self._answered:
                 self._answered.wait(min(left, 0.5))
 
@@ -375,11 +394,9 @@ class Broadcasting:
                     f"No broadcast {broadcast_id}",
                 )
             acks = session.scalars(
-                select(BroadcastAckRow)
-                .where(BroadcastAckRow.broadcast_id == broadcast_id)
-                .order_by(BroadcastAckRow.device)
+                select(BroadcastAckRow).where(BroadcastAckRow.broadcast_id == broadcast_id)
             ).all()
-            return _info(row, acks)
+            return _info(row, {a.device: a for a in acks})
 
     def recent(
         self, limit: int = 50, kinds: Sequence[str] = BROADCAST_KINDS
@@ -394,7 +411,9 @@ class Broadcasting:
             return [self.get(row.id) for row in rows]
 
 
-def _info(row: BroadcastRow, acks: Sequence[BroadcastAckRow]) -> BroadcastInfo:
+def _info(row: BroadcastRow, acks: dict[str, BroadcastAckRow]) -> BroadcastInfo:
+    """The broadcast, one answer per device it reached (a device with no row: none yet)."""
+    none = DeviceAck("", None, None, None, None)
     return BroadcastInfo(
         id=row.id,
         kind=row.kind,
@@ -408,5 +427,12 @@ def _info(row: BroadcastRow, acks: Sequence[BroadcastAckRow]) -> BroadcastInfo:
         created_by=row.created_by,
         created_ms=row.created_ms,
         status=row.status,
-        acks=[DeviceAck(a.device, a.ok, a.error, a.detail, a.acked_ms) for a in acks],
+        acks=[
+            DeviceAck(d, a.ok, a.error, a.detail, a.acked_ms)
+            if (a := acks.get(d)) is not None
+            else replace(none, device=d)
+            for d in row.devices
+        ],
+        answered_count=row.answered,
+        ok_count=row.answered_ok,
     )

@@ -24,21 +24,21 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from protocol.errors import ProtocolError
 from protocol.signing import SigningKey
 
 CONTROLLER_USER = "controller"
+T = TypeVar("T")
 
 
 class ProvisioningError(Exception):
     """A site operation that cannot be done; the message says why and what to do."""
-
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,38 @@ class DeviceEntry:
 
 @dataclass(frozen=True)
 class Site:
-    """Read access to an initialised site directory."""
+    """Read access to an initialised site directory.
+
+    The registry and the keys are parsed once and kept until their files
+    change (another process, such as the CLI, may change them): an emergency
+    to a thousand speakers should not wait for devices.json to be parsed.
+    """
 
     dir: Path
+    _parsed: dict[str, tuple[tuple[int, ...], Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _cached(self, name: str, paths: tuple[Path, ...], parse: Callable[[], T]) -> T:
+        """``parse()`` again only when one of ``paths`` changed (inode, mtime, size).
+
+        Stamped before reading: a change during the read is seen on the next call.
+        """
+        stamp: list[int] = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                stamp += (-1, -1, -1)
+                continue
+            stamp += (st.st_ino, st.st_mtime_ns, st.st_size)
+        held = self._parsed.get(name)
+        if held is not None and held[0] == tuple(stamp):
+            value: T = held[1]
+            return value
+        value = parse()
+        self._parsed[name] = (tuple(stamp), value)
+        return value
 
     @property
     def keys_dir(self) -> Path:
@@ -81,17 +110,25 @@ class Site:
     def meta(self) -> dict[str, Any]:
         return read_json(self.dir / "site.json")
 
+    def _meta_read_only(self) -> dict[str, Any]:
+        path = self.dir / "site.json"
+        return self._cached("meta", (path,), lambda: read_json(path))
+
     @property
     def root(self) -> str:
-        root: str = self.meta()["root"]
+        root: str = self._meta_read_only()["root"]
         return root
 
     def active_kid(self) -> str:
-        kid: str = self.meta()["active_key"]
+        kid: str = self._meta_read_only()["active_key"]
         return kid
 
     def signing_keys(self) -> dict[str, SigningKey]:
         """Every key of the site by id, the active one and the retired ones alike."""
+        pems = tuple(sorted(self.keys_dir.glob("*.pem")))  # a key added or removed: parsed again
+        return dict(self._cached("keys", pems, self._read_signing_keys))
+
+    def _read_signing_keys(self) -> dict[str, SigningKey]:
         keys = {}
         for pem in sorted(self.keys_dir.glob("*.pem")):
             try:
@@ -118,6 +155,10 @@ class Site:
         return CONTROLLER_USER, password
 
     def devices(self) -> list[DeviceEntry]:
+        path = self.dir / "devices.json"
+        return list(self._cached("devices", (path,), self._read_devices))
+
+    def _read_devices(self) -> list[DeviceEntry]:
         raw = read_json(self.dir / "devices.json")["devices"]
         try:
             return [
@@ -203,4 +244,3 @@ def locked(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-

@@ -6,7 +6,7 @@ APIs take the same targets and stream URLs.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,7 +80,10 @@ class TargetOut(BaseModel):
     id: str
 
 
-class BroadcastOut(BaseModel):
+class BroadcastSentOut(BaseModel):
+    """A broadcast and how many of its speakers answered; the answers themselves are on
+    `GET /api/broadcasts/{id}` (what a send returns: at once, whatever the fleet's size)."""
+
     id: str
     kind: Literal["play", "stream", "stop"]
     targets: list[TargetOut]
@@ -93,22 +96,40 @@ class BroadcastOut(BaseModel):
     created_by: str
     created_ms: int
     status: Literal["sent", "acked", "partial", "refused"]
+    reached: int = Field(description="Speakers the broadcast reached")
+    answered: int = Field(description="Of them, how many answered so far")
+    answered_ok: int = Field(description="Of those, how many accepted")
+
+    @classmethod
+    def fields_of(cls, info: BroadcastInfo) -> dict[str, Any]:
+        return {
+            "id": info.id,
+            "kind": info.kind,
+            "targets": [TargetOut(kind=t.kind, id=t.id) for t in info.targets],
+            "level": info.level,
+            "priority": info.priority,
+            "clip_sha256": info.clip_sha256,
+            "stream_url": info.stream_url,
+            "label": info.label,
+            "at_ms": info.at_ms,
+            "created_by": info.created_by,
+            "created_ms": info.created_ms,
+            "status": info.status,
+            "reached": info.reached,
+            "answered": info.answered_count,
+            "answered_ok": info.ok_count,
+        }
+
+    @classmethod
+    def of(cls, info: BroadcastInfo) -> BroadcastSentOut:
+        return cls(**cls.fields_of(info))
+
+
+class BroadcastOut(BroadcastSentOut):
+    """A broadcast with every reached speaker's answer."""
+
     acks: list[AckOut]
 
     @classmethod
     def of(cls, info: BroadcastInfo) -> BroadcastOut:
-        return cls(
-            id=info.id,
-            kind=info.kind,  # type: ignore[arg-type]
-            targets=[TargetOut(kind=t.kind, id=t.id) for t in info.targets],
-            level=info.level,
-            priority=info.priority,
-            clip_sha256=info.clip_sha256,
-            stream_url=info.stream_url,
-            label=info.label,
-            at_ms=info.at_ms,
-            created_by=info.created_by,
-            created_ms=info.created_ms,
-            status=info.status,  # type: ignore[arg-type]
-            acks=[AckOut(**vars(a)) for a in info.acks],
-        )
+        return cls(**cls.fields_of(info), acks=[AckOut(**vars(a)) for a in info.acks])

@@ -24,6 +24,7 @@ from controller.site.directory import ProvisioningError
 from controller.web.routes import error_responses, render
 from controller.web.routes.broadcast_schemas import (
     BroadcastOut,
+    BroadcastSentOut,
     EmergencyIn,
     PlayIn,
     StopIn,
@@ -144,31 +145,46 @@ def stop(
     return info
 
 
-@router.post("/api/broadcasts", response_model=BroadcastOut, status_code=201, responses=SEND_ERRORS)
-def api_play(body: PlayIn, station: StationDep, db: DbSession, who: Broadcaster) -> BroadcastOut:
-    """Play a clip (or relay a stream) now on every speaker of the targets, all together."""
-    return BroadcastOut.of(play(station, db, who, body))
+@router.post(
+    "/api/broadcasts", response_model=BroadcastSentOut, status_code=201, responses=SEND_ERRORS
+)
+def api_play(
+    body: PlayIn, station: StationDep, db: DbSession, who: Broadcaster
+) -> BroadcastSentOut:
+    """Play a clip (or relay a stream) now on every speaker of the targets, all together.
+
+    The answer counts the speakers; `GET /api/broadcasts/{id}` lists their answers."""
+    return BroadcastSentOut.of(play(station, db, who, body))
 
 
 @router.post(
-    "/api/broadcasts/emergency", response_model=BroadcastOut, status_code=201, responses=SEND_ERRORS
+    "/api/broadcasts/emergency",
+    response_model=BroadcastSentOut,
+    status_code=201,
+    responses=SEND_ERRORS,
 )
 def api_emergency(
     body: EmergencyIn, station: StationDep, db: DbSession, who: Broadcaster
-) -> BroadcastOut:
-    """Khẩn cấp: interrupts everything, ignores quiet hours; needs `"confirm": true`."""
+) -> BroadcastSentOut:
+    """Khẩn cấp: interrupts everything, ignores quiet hours; needs `"confirm": true`.
+
+    The answer counts the speakers; `GET /api/broadcasts/{id}` lists their answers."""
     targets = [t.target() for t in body.targets]
-    return BroadcastOut.of(
+    return BroadcastSentOut.of(
         emergency(station, db, who, targets=targets, clip=body.clip_sha256, label=body.label)
     )
 
 
 @router.post(
-    "/api/broadcasts/stop", response_model=BroadcastOut, status_code=201, responses=SEND_ERRORS
+    "/api/broadcasts/stop", response_model=BroadcastSentOut, status_code=201, responses=SEND_ERRORS
 )
-def api_stop(body: StopIn, station: StationDep, db: DbSession, who: Broadcaster) -> BroadcastOut:
+def api_stop(
+    body: StopIn, station: StationDep, db: DbSession, who: Broadcaster
+) -> BroadcastSentOut:
     """Stop what plays at or below a level on every speaker of the targets."""
-    return BroadcastOut.of(stop(station, db, who, [t.target() for t in body.targets], body.level))
+    return BroadcastSentOut.of(
+        stop(station, db, who, [t.target() for t in body.targets], body.level)
+    )
 
 
 @router.get("/api/broadcasts", response_model=list[BroadcastOut], responses=SEND_ERRORS)
