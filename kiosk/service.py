@@ -215,6 +215,10 @@ class Kiosk:
     def _record(self, body: Body) -> None:
         self._emit(body)
         self.changes.bump()
+        if isinstance(body, TicketCalled | TicketServed | TicketSkipped) and (
+            self.printer.unprintable.pop(body.ticket_id, None) is not None
+        ):  # the citizen told the counter their number: nothing is owed any more
+            self._printer_status(self.printer.status)
         if self.caller is None:
             return
         if isinstance(body, TicketCalled):

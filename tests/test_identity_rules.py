@@ -138,3 +138,17 @@ def test_takeover_settings_are_checked_with_a_clear_message(tmp_path) -> None:
     )
     with pytest.raises(ConfigError, match="takeover_hold_max_s"):
         load_config(path)
+
+
+def test_a_replica_catching_up_or_a_redelivery_is_no_clone() -> None:
+    """Every replica reads every status: one that was away receives a restart's two
+    statuses at once, maybe out of order and twice; they are ordered as said."""
+    old = Sighting("a", ("10.0.0.5",), NOW, said_ms=NOW - 60_000)
+    new = Sighting("b", ("10.0.0.5",), NOW, said_ms=NOW - 30_000)
+    kept = remember(remember(remember([], new), old), new)  # b first, then a, then b again
+    assert [s.instance for s in kept] == ["b", "a"]
+    assert duplicate_identity("loa-1", kept, NOW) is None
+    again = Sighting("a", ("10.0.0.6",), NOW, said_ms=NOW - 10_000)  # a, said after b: a clone
+    assert duplicate_identity("loa-1", remember(kept, again), NOW) is not None
+    assert Sighting.of(old.as_json()) == old
+    assert Sighting.of({"instance": "a", "ms": NOW}).said_ms == 0  # kept before ts was

@@ -132,15 +132,17 @@ def test_one_poll_serves_every_page_and_tells_only_what_changed(
                                body={"key": "bao", "priority": 9, "label": "Bão"}))  # fmt: skip
             db.add(BroadcastRow(id="c" * 32, kind="volume", targets=[], level="normal",
                                 priority=0, label="", created_by="t", created_ms=NOW,
-                                status="acked"))  # fmt: skip
-            db.flush()
+                                status="sent", devices=["loa-2", "loa-3"]))  # fmt: skip
+            db.flush()  # an ack makes its own row; loa-3 has not answered
             db.add(BroadcastAckRow(broadcast_id="c" * 32, device="loa-2", ok=True, acked_ms=NOW))
         poll()
         got = delivered(loop, one)
         assert got[("device", "loa-1")].state == "offline"
         assert got[("counts", "")]["alerting"] == 1 and got[("counts", "")]["offline"] == 1
         assert got[("onair", "loa-2")] == OnAir("bao", "Bão", 9, NOW)
-        assert got[("command", "c" * 32)].acks[0].ok is True
+        loa_2, loa_3 = got[("command", "c" * 32)].acks
+        assert (loa_2.device, loa_2.ok) == ("loa-2", True)
+        assert (loa_3.device, loa_3.ok, loa_3.error) == ("loa-3", None, None)  # still waiting
         wide = delivered(loop, many[0])
         assert wide[("device", "loa-2")].alerts == ("temp.high",)
 

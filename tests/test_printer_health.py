@@ -202,6 +202,11 @@ def test_an_unrenderable_ticket_is_reported_and_does_not_block_the_rest(
     assert alerts_for(body) == {UNPRINTABLE}
     until(lambda: kiosk.printer_view()["pending"] == [])
     assert kiosk.printer_view()["unprintable"] == ["A001"]
+    # the citizen says their number at the counter: it is called, and nothing is owed
+    kiosk.counter(1, "call", officer="lan", number="A001")
+    assert kiosk.printer_view()["unprintable"] == []
+    body = last_status(events)
+    assert "unprintable" not in body and alerts_for(body) == set()
 
 
 class BlockingPrinter:

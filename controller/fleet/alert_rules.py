@@ -256,7 +256,6 @@ def _printer(dev: str, printer: Mapping[str, Any]) -> list[AlertSpec]:
             )
         )
     return found
-    return found
 
 
 def _failed(body: PlayMissed | PlayFinished | PlayInterrupted) -> bool:

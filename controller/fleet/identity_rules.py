@@ -23,26 +23,38 @@ KEEP = 16  # sightings kept per device: enough for several rounds of two clones
 
 @dataclass(frozen=True)
 class Sighting:
-    """One ``online`` status: which run of the agent, from where, when (controller clock)."""
+    """One ``online`` status: which run of the agent, from where, when it came (controller
+    clock) and when it was said (the status's own ``ts``: the order the runs spoke in, the
+    same for every replica, whatever order a replica catching up receives them in)."""
 
     instance: str
     addresses: tuple[str, ...]
     received_ms: int
+    said_ms: int = 0  # 0: kept before the status's ts was
+
+    @property
+    def order(self) -> int:
+        return self.said_ms or self.received_ms
 
     def as_json(self) -> dict[str, Any]:
         return {
             "instance": self.instance,
             "addresses": list(self.addresses),
             "ms": self.received_ms,
+            "ts": self.said_ms,
         }
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Sighting:
-        return cls(str(row["instance"]), tuple(map(str, row.get("addresses", ()))), int(row["ms"]))
+        addresses = tuple(map(str, row.get("addresses", ())))
+        return cls(str(row["instance"]), addresses, int(row["ms"]), int(row.get("ts", 0)))
 
 
 def remember(kept: Sequence[Sighting], seen: Sighting) -> list[Sighting]:
-    """The newest KEEP sightings with ``seen`` appended."""
+    """The newest KEEP sightings with ``seen`` appended, unless it is one already kept (a
+    redelivered status: every replica reads every status, and QoS 1 may bring it twice)."""
+    if seen.said_ms and any((k.instance, k.said_ms) == (seen.instance, seen.said_ms) for k in kept):
+        return list(kept)
     return [*kept, seen][-KEEP:]
 
 
@@ -52,7 +64,7 @@ def duplicate_identity(
     """The alert when, within the window, a run came back online after another run did."""
     recent = sorted(
         (s for s in sightings if now_ms - s.received_ms <= window_min * MINUTE_MS),
-        key=lambda s: s.received_ms,
+        key=lambda s: s.order,
     )
     latest: dict[str, Sighting] = {}
     pair: tuple[Sighting, Sighting] | None = None

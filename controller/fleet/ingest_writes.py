@@ -196,7 +196,7 @@ def _apply_status(session: Session, item: Item) -> None:
     row.documents = dict(status.documents)
     row.updated_ms = item.received_ms
     if status.state == "online" and status.instance:
-        seen = Sighting(status.instance, tuple(status.addresses), item.received_ms)
+        seen = Sighting(status.instance, tuple(status.addresses), item.received_ms, status.ts)
         kept = [Sighting.of(s) for s in row.sightings or []]
         row.sightings = [s.as_json() for s in remember(kept, seen)]
     session.flush()

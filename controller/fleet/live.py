@@ -294,7 +294,7 @@ class LiveFeed:
 
 def _commands(session: Session, now: int) -> dict[str, CommandLive]:
     recent = session.execute(
-        select(BroadcastRow.id, BroadcastRow.kind, BroadcastRow.status).where(
+        select(BroadcastRow.id, BroadcastRow.kind, BroadcastRow.status, BroadcastRow.devices).where(
             BroadcastRow.created_ms >= now - COMMAND_WINDOW_MS
         )
     ).all()
@@ -310,4 +310,12 @@ def _commands(session: Session, now: int) -> dict[str, CommandLive]:
         .order_by(BroadcastAckRow.broadcast_id, BroadcastAckRow.device)
     ):  # fmt: skip
         acks.setdefault(b_id, []).append(AckLive(device, ok, error))
-    return {r.id: CommandLive(r.kind, r.status, tuple(acks.get(r.id, ()))) for r in recent}
+    return {r.id: CommandLive(r.kind, r.status, _every_device(r.devices, acks.get(r.id, [])))
+            for r in recent}  # fmt: skip
+
+
+def _every_device(reached: list[str] | None, answered: list[AckLive]) -> tuple[AckLive, ...]:
+    """One entry per speaker reached: its answer, or none yet (a row is made at its ack)."""
+    by_device = {a.device: a for a in answered}
+    waiting = [AckLive(d, None, None) for d in reached or () if d not in by_device]
+    return tuple(sorted([*answered, *waiting], key=lambda a: a.device))

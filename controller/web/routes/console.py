@@ -21,7 +21,7 @@ from sqlalchemy import select
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
+from controller.db.broadcast_tables import BroadcastRow
 from controller.deps import DbSession, StationDep, require
 from controller.radio.broadcasting import BroadcastInfo
 from controller.radio.station import Station, invalid_input, refused_as_http
@@ -258,17 +258,20 @@ def api_get(command_id: CommandId, station: StationDep, who: Viewer) -> CommandO
 
 
 # pages
+SCAN_FOR_DEVICE = 500  # console commands read to find a speaker's latest
 
 
 def device_commands(db: DbSession, station: Station, device_id: str, limit: int = 10) -> list[Any]:
-    """The console commands that reached one speaker, newest first (its device page)."""
-    ids = db.scalars(
-        select(BroadcastRow.id)
-        .join(BroadcastAckRow, BroadcastAckRow.broadcast_id == BroadcastRow.id)
-        .where(BroadcastAckRow.device == device_id, BroadcastRow.kind.in_(KINDS))
+    """The console commands that reached one speaker, answered or not, newest first (its
+    device page). The speakers reached are a JSON list on the broadcast row: the recent
+    console commands are read and filtered here, as a speaker's page shows only a few."""
+    rows = db.execute(
+        select(BroadcastRow.id, BroadcastRow.devices)
+        .where(BroadcastRow.kind.in_(KINDS))
         .order_by(BroadcastRow.created_ms.desc())
-        .limit(limit)
+        .limit(SCAN_FOR_DEVICE)
     ).all()
+    ids = [r.id for r in rows if device_id in (r.devices or ())][:limit]
     return [station.broadcasting.get(i) for i in ids]
 
 
