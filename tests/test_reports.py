@@ -255,3 +255,38 @@ def test_a_relays_gaps_are_counted_with_their_length(sessions):
     sheet = to_csv(plays_sheet("en", "device", list(rows.values()))).decode("utf-8-sig")
     table = list(csv.DictReader(io.StringIO(sheet)))
     assert (table[0]["Relay gaps"], table[0]["Gap time (min:s)"]) == ("3", "0:20")
+
+
+def test_queue_statistics_per_officer(sessions):
+    """What each officer did: their calls, services, no-shows and the ratings of the
+    citizens they served; a record made with no sign-in is nobody's."""
+
+    def ticket(number: str, **extra: Any) -> dict[str, Any]:
+        return {"ticket_id": number, "number": number, "service": "A", "queue": "A",
+                "day": "2025-11-22", "priority": False, **extra}  # fmt: skip
+
+    store(
+        sessions,
+        [
+            ("kiosk-1", "ticket.called", T0,
+             ticket("A001", counter=1, recall=0, waited_ms=60_000, officer="lan")),
+            ("kiosk-1", "ticket.served", T0 + 1,
+             ticket("A001", counter=1, service_ms=240_000, officer="lan")),
+            ("kiosk-1", "ticket.rated", T0 + 2,
+             ticket("A001", counter=1, level=4, label_vi="", label_en="", officer="lan")),
+            ("kiosk-1", "ticket.called", T0 + 3,
+             ticket("A002", counter=2, recall=0, waited_ms=120_000, officer="minh")),
+            ("kiosk-1", "ticket.skipped", T0 + 4,
+             ticket("A002", counter=2, reason="no_show", officer="minh")),
+            ("kiosk-1", "ticket.called", T0 + 5,
+             ticket("A003", counter=2, recall=0, waited_ms=30_000)),  # before sign-ins
+        ],
+    )  # fmt: skip
+    with sessions() as s:
+        by = {r.key: r for r in queue_stats(s, T0, T0 + DAY, by="officer")}
+    assert set(by) == {"lan", "minh"}
+    lan, minh = by["lan"], by["minh"]
+    assert (lan.called, lan.served, lan.avg_service_s, lan.avg_rating) == (1, 1, 240.0, 4.0)
+    assert (minh.called, minh.no_shows, minh.avg_wait_s, minh.ratings) == (1, 1, 120.0, 0)
+    header = queue_sheet("vi", "officer", list(by.values())).headers[0]
+    assert header == "Cán bộ"

@@ -130,18 +130,20 @@ def queue_stats(
     session: Session,
     start_ms: int,
     end_ms: int,
-    by: Literal["service", "counter"] = "service",
+    by: Literal["service", "counter", "officer"] = "service",
     device: str | None = None,
 ) -> list[QueueRow]:
     """Tickets, waiting and service times, no-shows and ratings, per service or counter.
 
-    Issued tickets have no counter yet: by counter, ``issued`` stays 0.
+    Issued tickets have no counter yet: by counter, ``issued`` stays 0. By officer:
+    the officer signed in at the counter who called, served or skipped, and the one
+    who served the citizen a rating is for; records made with no sign-in are left out.
     """
     acc: dict[str, _QueueAcc] = {}
     for _e, body in events(session, TICKET_TYPES, start_ms, end_ms, device):
         if not isinstance(body, TicketRecord):
             continue
-        raw = body.service if by == "service" else getattr(body, "counter", None)
+        raw = body.service if by == "service" else getattr(body, by, None)
         if raw is None:
             continue
         acc.setdefault(str(raw), _QueueAcc()).add(body)

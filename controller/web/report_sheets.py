@@ -68,6 +68,64 @@ i18n.register(
     }
 )
 
+# the report pages' and files' words (the routes use them too)
+i18n.register(
+    {
+        "reports.title": ("Báo cáo", "Reports"),
+        "reports.plays": ("Báo cáo phát thanh", "Proof of play"),
+        "reports.queue": ("Thống kê lấy số", "Queue statistics"),
+        "reports.bad_period": (
+            "Khoảng thời gian không hợp lệ: ngày kết thúc phải sau ngày bắt đầu, tối đa 366 ngày.",
+            "Invalid period: the end must be after the start, 366 days at most.",
+        ),
+        "reports.from": ("Từ ngày", "From"),
+        "reports.to": ("Đến hết ngày", "To (inclusive)"),
+        "reports.by": ("Theo", "By"),
+        "reports.show": ("Xem", "Show"),
+        "reports.csv": ("Tải CSV", "Download CSV"),
+        "reports.csv_semicolon": (
+            "CSV cho Excel tiếng Việt (;)",
+            "CSV for Excel in Vietnamese (;)",
+        ),
+        "reports.xlsx": ("Tải Excel (XLSX)", "Download Excel (XLSX)"),
+        "reports.log": ("Nhật ký phát từng bản tin", "Play log per bulletin"),
+        "reports.device": ("Cụm loa (mã, để trống: tất cả)", "Cluster (id, blank for all)"),
+        "reports.day_hint": ("ngày/tháng/năm", "dd/mm/yyyy"),
+        "reports.bad_day": (
+            "Ngày không hợp lệ: {value}. Hãy nhập theo dạng ngày/tháng/năm, ví dụ 03/12/2026.",
+            "Invalid date: {value}. Type it as dd/mm/yyyy, for example 03/12/2026.",
+        ),
+        "reports.col.completed": ("Phát trọn vẹn", "Played in full"),
+        "reports.col.missed_why": ("Lý do bỏ lỡ", "Why missed"),
+        "reports.col.interrupted_why": ("Lý do bị ngắt", "Why cut"),
+        "reports.col.interrupted_aired": (
+            "Đã phát trước khi ngắt (phút:giây)",
+            "Aired before the cut (min:s)",
+        ),
+        "reports.col.called": ("Đã gọi", "Called"),
+        "reports.col.wait_avg": ("Chờ trung bình (phút:giây)", "Average wait (min:s)"),
+        "reports.col.wait_max": ("Chờ lâu nhất (phút:giây)", "Longest wait (min:s)"),
+        "reports.col.service_avg": ("Phục vụ trung bình (phút:giây)", "Average service (min:s)"),
+        "reports.col.ratings": ("Số lượt đánh giá", "Ratings"),
+        "reports.col.rating_avg": ("Điểm đánh giá trung bình", "Average rating"),
+        "reports.none": ("Không có số liệu trong khoảng này.", "No figures in this period."),
+        "reports.by.device": ("Thiết bị", "Device"),
+        "reports.by.group": ("Nhóm", "Group"),
+        "reports.by.service": ("Dịch vụ", "Service"),
+        "reports.by.counter": ("Quầy", "Counter"),
+        "reports.by.officer": ("Cán bộ", "Officer"),
+        "reports.col.plays": ("Số lượt phát", "Plays"),
+        "reports.col.missed": ("Bỏ lỡ", "Missed"),
+        "reports.col.failed": ("Lỗi", "Failed"),
+        "reports.col.interrupted": ("Bị ngắt giữa chừng", "Interrupted"),
+        "reports.col.issued": ("Số phát ra", "Tickets issued"),
+        "reports.col.served": ("Đã phục vụ", "Served"),
+        "reports.col.no_shows": ("Vắng mặt", "No-shows"),
+        "reports.col.relay_gaps": ("Gián đoạn tiếp sóng", "Relay gaps"),
+        "reports.col.relay_gap_time": ("Thời gian gián đoạn (phút:giây)", "Gap time (min:s)"),
+    }
+)
+
 
 def local(ms: int | None) -> dt.datetime | None:
     return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ)
