@@ -12,6 +12,10 @@ In code-page mode, CP1258 (WPC1258) has "Đ" and the base letters (â, ơ, ư...
 but composes the five tones from combining marks, so text is decomposed
 that way first; text a code page still cannot map (TCVN-3 has no capital
 "Đ") is drawn as a raster strip instead, never printed as `?`.
+
+The parts no ticket changes (header, priority line, footer) are drawn once per office,
+service and profile and their bytes reused: a raster strip is most of a render's time,
+and the render is most of the time from a button press to the first byte on the line.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import copy
 import functools
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from escpos.printer import Dummy
 from PIL import Image, ImageDraw, ImageFont
@@ -131,12 +136,18 @@ def draw_strip(text: str, face: ImageFont.FreeTypeFont, max_px: int) -> Image.Im
     return strip
 
 
+@functools.lru_cache(maxsize=16)
+def _profile_data(profile: PrinterProfile) -> dict[str, Any]:
+    """python-escpos's profile with our paper width, copied once per profile, read only."""
+    data: dict[str, Any] = copy.deepcopy(Dummy().profile.profile_data)
+    data["media"]["width"] = {"mm": profile.paper_mm, "pixels": profile.dots}
+    return data
+
+
 def _dummy(profile: PrinterProfile) -> Dummy:
     """A Dummy printer whose python-escpos profile knows the paper width (ImageWidthError)."""
     printer = Dummy()
-    data = copy.deepcopy(printer.profile.profile_data)
-    data["media"]["width"] = {"mm": profile.paper_mm, "pixels": profile.dots}
-    printer.profile.profile_data = data  # instance attribute: the shared class stays as is
+    printer.profile.profile_data = _profile_data(profile)  # instance attribute: the class stays
     return printer
 
 
@@ -216,33 +227,91 @@ def _text_block(
     printer.ln()
 
 
-def render(content: TicketContent, profile: PrinterProfile) -> bytes:
-    """The ticket as the ESC/POS bytes to send, cut at the end."""
-    printer = _dummy(profile)
+def _header(printer: Dummy, profile: PrinterProfile, office: str, vi: str, en: str) -> None:
     printer.hw("INIT")
     if profile.vietnamese == "codepage":
         assert profile.codepage is not None
         printer.charcode(profile.codepage)
     printer.set(align="center")
-    _text_block(printer, content.office, profile, font(TITLE_PX, bold=True))
-    _text_block(printer, content.service_vi, profile, font(TEXT_PX))
-    _text_block(printer, content.service_en, profile, font(TEXT_PX))
+    _text_block(printer, office, profile, font(TITLE_PX, bold=True))
+    _text_block(printer, vi, profile, font(TEXT_PX))
+    _text_block(printer, en, profile, font(TEXT_PX))
     _text_block(printer, "Số thứ tự", profile, font(TEXT_PX))
     printer.set(double_width=True, double_height=True, bold=True)
+
+
+def _priority(printer: Dummy, profile: PrinterProfile) -> None:
+    _text_block(printer, "Ưu tiên / Priority", profile, font(TEXT_PX, bold=True))
+
+
+def _footer(printer: Dummy, profile: PrinterProfile) -> None:
+    printer.ln()  # after the QR code
+    _text_block(printer, "Cảm ơn quý khách", profile, font(TEXT_PX))
+    printer.cut(feed=False)  # GS V 66 0: feed only to the cutter, not six extra lines
+
+
+Part = Callable[..., None]  # (printer, profile, *texts): a part of the ticket no ticket changes
+Encoder = tuple[str | None, bool]  # python-escpos's code page state: which one, and whether fixed
+
+
+def _encoder(printer: Dummy) -> Encoder:
+    return printer.magic.encoding, printer.magic.disabled
+
+
+@functools.lru_cache(maxsize=256)
+def _part_bytes(
+    part: Part, profile: PrinterProfile, texts: tuple[str, ...], entry: Encoder
+) -> tuple[bytes, Encoder]:
+    """A static part's bytes, drawn once per configuration, and the encoder state it leaves.
+
+    The entry state is in the key: python-escpos writes a code page switch only when the
+    text needs another code page than the one it last selected.
+    """
+    printer = _dummy(profile)
+    printer.magic.encoding, printer.magic.disabled = entry
+    part(printer, profile, *texts)
+    return bytes(printer.output), _encoder(printer)
+
+
+def _compose(content: TicketContent, profile: PrinterProfile, static: Callable[..., None]) -> Dummy:
+    """The ticket in print order; ``static`` writes the parts that do not change per ticket."""
+    printer = _dummy(profile)
+    static(printer, _header, content.office, content.service_vi, content.service_en)
     printer.textln(content.number)
     printer.set(normal_textsize=True, bold=False)
     if content.priority:
-        _text_block(printer, "Ưu tiên / Priority", profile, font(TEXT_PX, bold=True))
+        static(printer, _priority)
     printer.textln(content.issued_local)
     waiting = f"Số người đang chờ: {content.people_ahead}"
     if content.wait_min is not None:
         waiting += f", chờ khoảng {content.wait_min} phút"
     _text_block(printer, waiting, profile, font(TEXT_PX))
-    if profile.native_qr:
-        printer.qr(content.status_url, size=QR_MODULE_DOTS, native=True)
-    else:
-        printer.qr(content.status_url, size=QR_MODULE_DOTS, native=False)
-    printer.ln()
-    _text_block(printer, "Cảm ơn quý khách", profile, font(TEXT_PX))
-    printer.cut(feed=False)  # GS V 66 0: feed only to the cutter, not six extra lines
-    return bytes(printer.output)
+    printer.qr(content.status_url, size=QR_MODULE_DOTS, native=profile.native_qr)
+    static(printer, _footer)
+    return printer
+
+
+def render(content: TicketContent, profile: PrinterProfile, *, cached: bool = True) -> bytes:
+    """The ticket as the ESC/POS bytes to send, cut at the end.
+
+    Cached, the header, the priority line and the footer are drawn once per office,
+    service and profile (the raster strips are most of a render's time); per ticket only
+    the number, the time, the wait and the QR code are. ``cached=False`` draws every part
+    (the same bytes: tests and the benchmark compare the two).
+    """
+    if not cached:
+        direct = _compose(
+            content, profile, lambda printer, part, *texts: part(printer, profile, *texts)
+        )
+        return bytes(direct.output)
+    chunks: list[bytes] = []
+
+    def from_cache(printer: Dummy, part: Part, *texts: str) -> None:
+        data, leaves = _part_bytes(part, profile, texts, _encoder(printer))
+        chunks.extend((printer.output, data))
+        printer.clear()
+        printer.magic.encoding, printer.magic.disabled = leaves
+
+    last = _compose(content, profile, from_cache)
+    chunks.append(last.output)
+    return b"".join(chunks)
