@@ -187,6 +187,37 @@ def sub_minute(rule: str) -> bool:
     return ("FREQ", "SECONDLY") in parts or any(len(v.split(",")) > 1 for v in seconds)
 
 
+MAX_FIRES_PER_DAY = 96  # every 15 minutes: more than any loudspeaker programme needs
+
+
+def fires_per_day(rule: str) -> float:
+    """At most how often a rule fires in a day, from its parts (an upper bound: it ignores
+    what narrows it to some days). Bounds what an edge expands per item (issue 12)."""
+    parts = dict(rule_parts(rule))
+
+    def count(name: str) -> int | None:
+        return len(parts[name].split(",")) if name in parts else None
+
+    given = parts.get("INTERVAL", "1")
+    interval = max(1, int(given)) if given.isdigit() else 1
+    seconds, minutes, hours = count("BYSECOND") or 1, count("BYMINUTE"), count("BYHOUR")
+    freq = parts.get("FREQ", "")
+    if freq == "SECONDLY":
+        return 86_400 / interval
+    if freq == "MINUTELY":
+        return (minutes or 60 / interval) * (hours or 24) * seconds
+    if freq == "HOURLY":
+        return (minutes or 1) * seconds * (hours or 24 / interval)
+    return (hours or 1) * (minutes or 1) * seconds
+
+
+def too_frequent(rule: str) -> bool:
+    """Fires more than MAX_FIRES_PER_DAY times a day, and no COUNT keeps it within that."""
+    count = dict(rule_parts(rule)).get("COUNT", "")
+    bounded = count.isdigit() and int(count) <= MAX_FIRES_PER_DAY
+    return fires_per_day(rule) > MAX_FIRES_PER_DAY and not bounded
+
+
 class ScheduleItem(Strict):
     id: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
     label: Annotated[str, Field(max_length=200)] = ""
@@ -236,6 +267,12 @@ class ScheduleItem(Strict):
             raise ValueError(
                 f"item {self.id!r}: rrule {self.rrule!r} repeats more often than once a minute: "
                 "use FREQ=MINUTELY or coarser, with at most one BYSECOND"
+            )
+        if too_frequent(rule):
+            raise ValueError(
+                f"item {self.id!r}: rrule {self.rrule!r} may fire more than "
+                f"{MAX_FIRES_PER_DAY} times a day: repeat at most every 15 minutes, "
+                f"or give a COUNT of at most {MAX_FIRES_PER_DAY}"
             )
         if self.until is not None and until_moment(self.until) < _local_datetime(self.dtstart):
             raise ValueError(

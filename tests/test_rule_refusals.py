@@ -48,7 +48,7 @@ NEVER = [
     "FREQ=YEARLY;INTERVAL=4;BYMONTH=2;BYMONTHDAY=29",  # from 2026: never a leap year
     "FREQ=DAILY;INTERVAL=7;BYDAY=WE",  # from a Tuesday: always a Tuesday
     "FREQ=MONTHLY;INTERVAL=12;BYMONTH=6",  # from December: always December
-    "FREQ=MINUTELY;BYMONTH=6;BYYEARDAY=1",
+    "FREQ=MINUTELY;INTERVAL=15;BYMONTH=6;BYYEARDAY=1",
 ]
 NO_SUCH_DAY = ["FREQ=DAILY;BYMONTH=2;BYMONTHDAY=31", "FREQ=HOURLY;BYMONTH=4;BYMONTHDAY=31"]
 
@@ -85,11 +85,14 @@ def test_a_bare_until_runs_to_the_end_of_its_day() -> None:
         ("FREQ=SECONDLY", None, "more often than once a minute"),
         ("FREQ=SECONDLY;INTERVAL=30", None, "more often than once a minute"),
         ("FREQ=MINUTELY;BYSECOND=0,30", None, "more often than once a minute"),
+        ("FREQ=MINUTELY", None, "more than 96 times a day"),  # 1,440 a day on an edge
+        ("FREQ=MINUTELY;INTERVAL=5;COUNT=500", None, "more than 96 times a day"),
+        ("FREQ=HOURLY;BYMINUTE=0,10,20,30,40,50", None, "more than 96 times a day"),
         ("FREQ=DAILY", "2026-11-30T23:00:00", "is before dtstart"),
         ("FREQ=DAILY", "2026-11-30", "is before dtstart"),
     ],
 )
-def test_the_schema_refuses_rules_finer_than_a_minute_and_ends_before_starts(
+def test_the_schema_refuses_rules_too_frequent_and_ends_before_starts(
     rrule: str, until: str | None, words: str
 ) -> None:
     with pytest.raises(ValidationError) as refused:
@@ -100,7 +103,9 @@ def test_the_schema_refuses_rules_finer_than_a_minute_and_ends_before_starts(
 
 
 def test_the_schema_keeps_what_can_play() -> None:
-    for rrule, until in (("FREQ=MINUTELY;BYSECOND=5", None), ("FREQ=DAILY", "2026-12-01")):
+    keep = [("FREQ=MINUTELY;INTERVAL=15;BYSECOND=5", None), ("FREQ=DAILY", "2026-12-01"),
+            ("FREQ=MINUTELY;COUNT=60", None), ("FREQ=HOURLY;BYMINUTE=0,15,30,45", None)]
+    for rrule, until in keep:
         ScheduleItem(id="a", clip=CLIP, rrule=rrule, dtstart="2026-12-01T06:30:00", until=until)
 
 
@@ -245,7 +250,7 @@ def test_a_secondly_schedule_is_refused_by_the_agent_which_goes_on(radio: Any, p
     radio.spawn()
     probe.status_is(DEV, "online")
     start, _ = local_in(5)
-    flood = schedule_doc(1, [speaker_item("flood", clip, start, rrule="FREQ=MINUTELY")])
+    flood = schedule_doc(1, [speaker_item("flood", clip, start, rrule="FREQ=HOURLY")])
     never = schedule_doc(1, [speaker_item("never", clip, start, rrule=NEVER[0])])
     topic, group = f"xaso/dev/{DEV}/schedule", "xaso/grp/thon-1/schedule"
     # signed as a controller without the contract's check would: every second
@@ -261,3 +266,10 @@ def test_a_secondly_schedule_is_refused_by_the_agent_which_goes_on(radio: Any, p
     assert "item 'flood'" in refused["detail"] and "once a minute" in refused["detail"]
     assert probe.ack_for(DEV, "never", timeout=60)["ok"] is True  # kept, and plays nothing
     assert probe.ack_for(DEV, "ping", timeout=60)["ok"] is True
+
+
+def test_more_than_96_a_day_is_refused_on_every_path_into_a_schedule(
+    scheduling: Scheduling,
+) -> None:
+    err = _refused(scheduling, rrule="FREQ=MINUTELY;INTERVAL=5")
+    assert err.code == "too_frequent" and "tối đa 96 lần một ngày" in err.message_vi

@@ -17,7 +17,14 @@ from broadcast.recurrence import first_start
 from controller.db.broadcast_tables import ScheduleRow
 from controller.radio.clip_library import Invalid
 from controller.radio.targets import Target
-from protocol.commands import DEFAULT_TZ, check_month_days, sub_minute, until_moment
+from protocol.commands import (
+    DEFAULT_TZ,
+    MAX_FIRES_PER_DAY,
+    check_month_days,
+    sub_minute,
+    too_frequent,
+    until_moment,
+)
 
 
 class EntryInput(BaseModel):
@@ -129,6 +136,14 @@ def check_timing(entry: EntryInput, name: str) -> None:
             "một lần mỗi phút, hãy chọn lặp theo phút, giờ, ngày hoặc tuần",
             f"Entry «{name}» repeats more than once a minute: an entry plays at most once a "
             "minute, choose a rule by the minute, hour, day or week",
+        )
+    if too_frequent(entry.rrule):
+        raise Invalid(
+            "too_frequent",
+            f"Mục «{name}» lặp quá dày: tối đa {MAX_FIRES_PER_DAY} lần một ngày (mỗi 15 phút), "
+            f"hoặc ghi số lần (COUNT) không quá {MAX_FIRES_PER_DAY}",
+            f"Entry «{name}» repeats too often: at most {MAX_FIRES_PER_DAY} times a day (every "
+            f"15 minutes), or give a COUNT of at most {MAX_FIRES_PER_DAY}",
         )
     if until is not None and until < dtstart:
         raise Invalid(
