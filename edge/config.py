@@ -106,6 +106,12 @@ class AgentConfig(Section):
     kiosk: KioskSection = Field(default_factory=KioskSection)
 
     @model_validator(mode="after")
+    def _kiosk_address(self) -> AgentConfig:
+        if "kiosk" in self.device.roles:
+            self.kiosk.check_ticket_address()
+        return self
+
+    @model_validator(mode="after")
     def _hall_speaker(self) -> AgentConfig:
         calls_from = self.speaker.calls_from
         if calls_from and "speaker" not in self.device.roles:
