@@ -106,12 +106,6 @@ class AgentConfig(Section):
     kiosk: KioskSection = Field(default_factory=KioskSection)
 
     @model_validator(mode="after")
-    def _kiosk_address(self) -> AgentConfig:
-        if "kiosk" in self.device.roles:
-            self.kiosk.check_ticket_address()
-        return self
-
-    @model_validator(mode="after")
     def _hall_speaker(self) -> AgentConfig:
         calls_from = self.speaker.calls_from
         if calls_from and "speaker" not in self.device.roles:
@@ -124,6 +118,13 @@ class AgentConfig(Section):
                 f"[speaker] calls_from lists this device ({self.device.id!r}): a kiosk that is "
                 "also a speaker calls through its own player; remove it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _kiosk_address(self) -> AgentConfig:
+        """After the role checks: a kiosk's tickets need a QR code a phone can open."""
+        if "kiosk" in self.device.roles:
+            self.kiosk.check_ticket_address()
         return self
 
     @property
