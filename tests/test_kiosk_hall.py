@@ -98,6 +98,13 @@ def test_the_hall_numbers_are_read_from_ten_metres_and_follow_the_calls(
         assert size["bottom"] <= HEIGHT, size  # on the screen, not scrolled off
     assert all(latest["height"] > c["height"] for c in counters), sizes
     assert page.evaluate("document.documentElement.scrollHeight") <= HEIGHT
+    expect(page.locator("#calls-caption")).to_be_hidden()  # no earlier call yet
+    kiosk.issue("dat-dai")
+    kiosk.counter(1, "next", officer=OFFICER["id"])
+    expect(page.locator("#latest-number")).to_have_text("B001")
+    expect(page.locator("#latest-counter-number")).to_have_text("1")
+    expect(page.locator("#calls li")).to_have_text(["A001 → quầy 2"])
+    expect(page.locator("#calls-caption")).to_be_visible()
     kiosk.counter(2, "pause", officer=OFFICER["id"])
     expect(page.locator("#counter-2 .paused")).to_be_visible()
     assert blocked == []

@@ -45,6 +45,7 @@
       panel.classList.add("fresh");
     }
     latestId = id;
+    document.getElementById("calls-caption").classList.toggle("hidden", s.last_calls.length < 2);
     document.getElementById("calls").replaceChildren(...s.last_calls.slice(1, 5).map((c) => {
       const li = document.createElement("li");
       li.textContent = c.number + " → " + t("quầy ", "counter ") + c.counter;
