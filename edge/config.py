@@ -120,6 +120,13 @@ class AgentConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _kiosk_address(self) -> AgentConfig:
+        """After the role checks: a kiosk's tickets need a QR code a phone can open."""
+        if "kiosk" in self.device.roles:
+            self.kiosk.check_ticket_address()
+        return self
+
     @property
     def username(self) -> str:
         return self.mqtt.username or self.device.id

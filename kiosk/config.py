@@ -6,14 +6,38 @@ composes it with the host's own sections.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from kiosk.numbering import DEFAULT_TZ, SERVICE_CODE, Service
 from kiosk.officers import check_pin_hash
 from plumbing.config_files import Section
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised, never bound here
+HOST = r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"  # an IP address or a DNS name
+
+
+def _loopback(host: str) -> bool:
+    """127.0.0.1, ::1, localhost: an address a citizen's phone cannot reach."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _unreachable(host: str) -> bool:
+    return host.strip("[]") in WILDCARD_HOSTS or _loopback(host)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _office_services() -> list[Service]:
@@ -77,7 +101,13 @@ class KioskSection(Section):
     bounce_ms: Annotated[int, Field(ge=0, le=5000)] = 300
     web_host: str = "0.0.0.0"  # noqa: S104 - the office network's touchscreens and TV
     web_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    # the ticket's QR code: public_url if given (an address citizens' phones reach from anywhere,
+    # such as the controller's public address forwarding to this kiosk), else this kiosk on the
+    # office network: office_address, or web_host when it is one address (ticket_base_url)
     public_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=200)] | None = None
+    office_address: Annotated[str, Field(pattern=HOST)] | None = None
+    # the hall TV: one announcement line under the numbers, Vietnamese text as it is to be read
+    hall_notice: Annotated[str, Field(max_length=300)] = ""
     # the hall speaker: on this device's audio out ("alsa", "wav"), another device ("remote":
     # a speaker with `calls_from` this kiosk), or none ("off")
     voice: Literal["off", "alsa", "wav", "remote"] = "alsa"
@@ -103,6 +133,57 @@ class KioskSection(Section):
                 f"{value!r} is not an IANA time zone such as 'Asia/Ho_Chi_Minh'"
             ) from None
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host = urlsplit(value).hostname or ""
+        if _unreachable(host):
+            raise ValueError(
+                f"public_url {value!r} cannot be reached from a citizen's phone: give the "
+                "address phones open, such as 'http://192.168.1.10:8080' or the controller's "
+                "public address, or remove public_url"
+            )
+        return value.rstrip("/")
+
+    @field_validator("office_address")
+    @classmethod
+    def _office_address(cls, value: str | None) -> str | None:
+        if value is not None and _unreachable(value):
+            raise ValueError(
+                f"office_address {value!r} is not this kiosk's address on the office network:"
+                " give the address the hall TV and phones on the office Wi-Fi open, such as"
+                " '192.168.1.10'"
+            )
+        return value
+
+    @property
+    def ticket_base_url(self) -> str | None:
+        """Where the ticket's QR code points (without ``/ve/...``); None: nowhere reachable.
+
+        A kiosk bound to every interface (0.0.0.0, ::) has no one address of its
+        own to print, so it needs public_url or office_address; a kiosk bound to
+        loopback only (a bench, the demo) prints its loopback address.
+        """
+        if self.public_url is not None:
+            return self.public_url
+        host = self.office_address or self.web_host
+        if host.strip("[]") in WILDCARD_HOSTS:
+            return None
+        return f"http://{_url_host(host)}:{self.web_port}"
+
+    def check_ticket_address(self) -> None:
+        """Refuses a kiosk whose tickets would carry a QR code no phone can open."""
+        if self.ticket_base_url is None:
+            raise ValueError(
+                f"[kiosk] web_host = {self.web_host!r} listens on every interface, so the "
+                "ticket's QR code has no address to link to: set [kiosk] office_address to "
+                "this kiosk's address on the office network (e.g. '192.168.1.10', fixed in "
+                "the router), or [kiosk] public_url to an address phones reach "
+                "(e.g. 'https://tanphu.xaso.vn'), or web_host to that one address"
+            )
 
     @model_validator(mode="after")
     def _consistent(self) -> KioskSection:

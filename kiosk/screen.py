@@ -21,7 +21,7 @@ def _days(weekdays: frozenset[int], names: tuple[str, ...], to: str) -> str:
 
 
 def office_hours(service: Service) -> tuple[str, str]:
-    """"07:00–11:15, 13:15–16:30, thứ Hai đến thứ Sáu" and its English."""
+    """ "07:00–11:15, 13:15–16:30, thứ Hai đến thứ Sáu" and its English."""
     windows = ", ".join(f"{start}–{end}" for start, end in service.hours)
     return (
         f"{windows}, {_days(service.weekdays, DAYS_VI, 'đến')}",
@@ -41,3 +41,21 @@ def come_back(exc: KioskError, service: Service) -> KioskError:
     else:
         return exc
     return KioskError(exc.code, vi, en, exc.status)
+
+
+def hall_hours(services: tuple[Service, ...] | list[Service]) -> list[tuple[str, str]]:
+    """The hall TV's office hours: one line when every service keeps the same hours,
+    else one line per set of hours naming its services ("Hộ tịch, Đất đai: 07:00–11:15, ...")."""
+    groups: dict[tuple[str, str], list[Service]] = {}
+    for service in services:
+        groups.setdefault(office_hours(service), []).append(service)
+    if len(groups) == 1:
+        ((vi, en),) = groups
+        return [(f"Giờ tiếp nhận hồ sơ: {vi}", f"Service hours: {en}")]
+    return [
+        (
+            f"{', '.join(s.name_vi for s in group)}: {vi}",
+            f"{', '.join(s.name_en for s in group)}: {en}",
+        )
+        for (vi, en), group in groups.items()
+    ]

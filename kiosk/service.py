@@ -93,9 +93,8 @@ class Kiosk:
         self._emit = emit
         self.now_ms = now_ms
         self.changes = Changes()
-        self.public_url = (cfg.public_url or f"http://{_host(cfg.web_host)}:{cfg.web_port}").rstrip(
-            "/"
-        )
+        # a kiosk on every interface with no address was refused by the agent's config check
+        self.public_url = cfg.ticket_base_url or f"http://127.0.0.1:{cfg.web_port}"
         self.store = TicketStore(state_dir / "tickets.sqlite3")
         self.officers = Officers(
             cfg.officers,
@@ -378,7 +377,3 @@ class Kiosk:
 
     def telemetry(self) -> dict[str, Any]:
         return {"printer": self.printer_view()}
-
-
-def _host(bind: str) -> str:
-    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind  # noqa: S104

@@ -26,6 +26,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,6 +34,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kiosk.numbering import RATINGS, SERVICE_CODE
 from kiosk.office import NOTE_MAX, KioskError
 from kiosk.officers import Kind, Session
+from kiosk.screen import DAYS_EN, DAYS_VI, hall_hours
 
 if TYPE_CHECKING:
     from kiosk.service import Kiosk
@@ -50,6 +53,12 @@ MAX_BODY_BYTES = 4096
 SSE_KEEPALIVE_S = 15.0
 SSE_POLL_S = 0.2
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+# the pages moved to files of their own (the hall display) get the controller's strict policy
+STRICT_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"
+)
 ServiceCode = Annotated[str, Field(max_length=40, pattern=SERVICE_CODE)]
 COOKIES: dict[Kind, str] = {"staff": "xaso_counter", "rate": "xaso_rate"}
 CSRF_HEADER = "x-csrf-token"
@@ -123,6 +132,7 @@ def _lang(request: Request) -> str:
 def create_app(kiosk: Kiosk) -> FastAPI:
     app = FastAPI(title="Xaso kiosk", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
 
     @app.exception_handler(KioskError)
@@ -177,7 +187,19 @@ def create_app(kiosk: Kiosk) -> FastAPI:
 
     @app.get("/display", response_class=HTMLResponse)
     def display_page(request: Request) -> HTMLResponse:
-        return page(request, "display.html")
+        """The hall TV: numbers, the clock, the office hours and the notice (docs/kiosk.md)."""
+        now_ms = kiosk.now_ms()
+        response = page(
+            request,
+            "display.html",
+            tz=kiosk.cfg.tz,
+            now_ms=now_ms,
+            clock=_clock(now_ms, kiosk.cfg.tz, _lang(request)),
+            hours=hall_hours(kiosk.cfg.services),
+            notice=kiosk.cfg.hall_notice,
+        )
+        response.headers["Content-Security-Policy"] = STRICT_CSP
+        return response
 
     @app.get("/display/{counter}", response_class=HTMLResponse)
     def counter_display_page(request: Request, counter: int) -> HTMLResponse:
@@ -359,6 +381,15 @@ def _staff_routes(
     def rate(request: Request, body: RatingIn) -> dict[str, Any]:
         signed_in(request, "rate", body.counter)
         return kiosk.rate(body.counter, body.level, body.ticket_id)
+
+
+def _clock(now_ms: int, tz: str, lang: str) -> dict[str, str]:
+    """The hall clock as the page opens (display.js keeps it going): 09:05, Thứ Hai, 23/11/2026."""
+    from zoneinfo import ZoneInfo
+
+    local = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz))
+    day = (DAYS_EN if lang == "en" else DAYS_VI)[local.weekday()]
+    return {"time": local.strftime("%H:%M"), "date": f"{day[0].upper()}{day[1:]}, {local:%d/%m/%Y}"}
 
 
 async def _stream(kiosk: Kiosk) -> AsyncIterator[str]:

@@ -114,7 +114,13 @@ def broker(tmp_path: Path, site: Site) -> Iterator[Mosquitto]:
     port = free_port()
     for device, (roles, groups) in DEVICES.items():
         add_device(
-            site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
+            site.dir,
+            device,
+            roles,
+            groups,
+            broker_host="127.0.0.1",
+            broker_port=port,
+            office_address="192.168.1.21" if "kiosk" in roles else "",
         )
     mosquitto = Mosquitto(
         tmp_path / "broker", port, password_file=site.passwd_path, acl_file=site.acl_path

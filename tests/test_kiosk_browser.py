@@ -99,7 +99,8 @@ def test_press_a_service_call_next_and_the_display_follows(
     counter.click("#next")
     expect(counter.locator("#msg")).to_have_text("Không còn ai đang chờ")
     counter.click("#pause")
-    expect(display.locator("#counter-2 .number")).to_contain_text("tạm dừng")
+    expect(display.locator("#counter-2 .paused")).to_have_text("Tạm dừng")
+    expect(display.locator("#counter-2 .number")).to_have_text("—")
     counter.click("#next")
     expect(counter.locator("#msg")).to_contain_text("tạm dừng")
 

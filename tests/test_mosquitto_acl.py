@@ -142,7 +142,14 @@ def test_new_device_connects_after_a_reload(site, broker, clients) -> None:
     pid = broker.proc.pid
     a = as_device(clients, site, "loa-a")
     stays = Collector(a, "xaso/dev/loa-a/cmd")
-    add_device(site.dir, "loa-c", ["kiosk"], broker_host=broker.host, broker_port=broker.port)
+    add_device(
+        site.dir,
+        "loa-c",
+        ["kiosk"],
+        broker_host=broker.host,
+        broker_port=broker.port,
+        office_address="192.168.1.23",
+    )
     with pytest.raises(ConnectRefused):
         as_device(clients, site, "loa-c")  # the broker has not read the new file yet
     broker.reload()

@@ -17,7 +17,7 @@ from controller.site.broker_files import mosquitto_hash
 from controller.site.devices import add_device, list_devices, remove_device
 from controller.site.directory import ProvisioningError, Site, open_site
 from controller.site.keys import init_site, new_key
-from edge.config import load_config
+from edge.config import ConfigError, load_config
 from protocol.signing import Keyring
 from tests.site_helpers import add, run
 
@@ -195,8 +195,9 @@ def test_calls_from_lets_the_speaker_read_that_kiosks_calls_only(tmp_path, capsy
     site_dir = str(tmp_path / "site")
     assert run("keys", "new", "--site", site_dir) == 0
     common = ["--site", site_dir, "--broker-host", "10.0.0.2"]
-    for kiosk in ("kiosk-1", "kiosk-2"):
-        assert run("device", "add", kiosk, "--role", "kiosk", *common) == 0
+    for i, kiosk in enumerate(("kiosk-1", "kiosk-2"), start=21):
+        address = ["--office-address", f"192.168.1.{i}"]
+        assert run("device", "add", kiosk, "--role", "kiosk", *address, *common) == 0
     argv = ["device", "add", "loa-hall", "--role", "speaker", "--calls-from", "kiosk-1"]
     assert run(*argv, "--group", "thon-1", *common) == 0
     site = open_site(Path(site_dir))
@@ -209,7 +210,24 @@ def test_calls_from_lets_the_speaker_read_that_kiosks_calls_only(tmp_path, capsy
     config = load_config(site.device_config_path("loa-hall"))
     assert config.speaker.calls_from == ["kiosk-1"]
     assert {d.id: d.calls_from for d in site.devices()}["loa-hall"] == ("kiosk-1",)
-    assert load_config(site.device_config_path("kiosk-1")).speaker.calls_from == []
+    kiosk_config = load_config(site.device_config_path("kiosk-1"))
+    assert kiosk_config.speaker.calls_from == []
+    assert kiosk_config.kiosk.ticket_base_url == "http://192.168.1.21:8080"
+
+
+def test_a_kiosk_without_its_office_address_is_refused_until_it_is_set(tmp_path, capsys) -> None:
+    """Issue 15: a kiosk on every interface printed a QR code to 127.0.0.1."""
+    site_dir = str(tmp_path / "site")
+    assert run("keys", "new", "--site", site_dir) == 0
+    common = ["--site", site_dir, "--broker-host", "10.0.0.2"]
+    assert run("device", "add", "kiosk-1", "--role", "kiosk", *common) == 0
+    assert "[kiosk] office_address" in capsys.readouterr().out
+    path = open_site(Path(site_dir)).device_config_path("kiosk-1")
+    with pytest.raises(ConfigError, match=r"set \[kiosk\] office_address"):
+        load_config(path)
+    argv = ["device", "add", "loa-1", "--role", "speaker", "--office-address", "10.0.0.9"]
+    assert run(*argv, *common) == 2
+    assert "kiosk's address" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ def test_cli_provisions_a_site(tmp_path, capsys, monkeypatch) -> None:
             "speaker",
             "--role",
             "kiosk",
+            "--office-address",
+            "192.168.1.10",
             "--group",
             "thon-1",
             "--name",
@@ -39,6 +41,7 @@ def test_cli_provisions_a_site(tmp_path, capsys, monkeypatch) -> None:
     assert str(config_path) in out and "systemctl reload mosquitto" in out
     config = load_config(config_path)
     assert config.device.roles == ["speaker", "kiosk"] and config.mqtt.port == 1883
+    assert config.kiosk.ticket_base_url == "http://192.168.1.10:8080"
 
     assert run("device", "list") == 0
     assert "loa-1" in capsys.readouterr().out

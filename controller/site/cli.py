@@ -97,6 +97,7 @@ def _device_add(args: argparse.Namespace) -> int:
         tls=args.tls,
         force=args.force,
         calls_from=args.calls_from or [],
+        office_address=args.office_address,
     )
     print(
         f"Device {args.id} {'has a new password' if args.force else 'added'}; "
@@ -106,6 +107,11 @@ def _device_add(args: argparse.Namespace) -> int:
         "It holds the device's password: copy it to /etc/xaso/agent.toml on the device "
         "(mode 0600) and delete any other copy."
     )
+    if "kiosk" in args.role and not args.office_address:
+        print(
+            "A kiosk needs its address on the office network for the tickets' QR code: "
+            "set [kiosk] office_address (or public_url) in that file before starting it."
+        )
     print(RELOAD_HINT)
     return 0
 
@@ -167,6 +173,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KIOSK",
         help="a speaker that is this kiosk's hall speaker: it plays the kiosk's calls "
         "(and may read nothing else of it); repeatable",
+    )
+    add.add_argument(
+        "--office-address",
+        default="",
+        metavar="ADDRESS",
+        help="a kiosk's address on the office network (e.g. 192.168.1.10), for the QR code "
+        "on its tickets",
     )
     add.add_argument("--name", default="", help="shown to people in the controller's UI")
     add.add_argument(
