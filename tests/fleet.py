@@ -64,7 +64,7 @@ class Probe:
         self.client = c
         c.connect_async(self.host, self.port, keepalive=10)
         c.loop_start()
-        if not self._connected.wait(10):
+        if not self._connected.wait(60):  # a loaded machine, a Python broker
             raise TimeoutError("probe could not connect to the broker")
 
     def _on_connect(self, client, _ud, _flags, reason, _props):

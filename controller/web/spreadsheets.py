@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from openpyxl import Workbook
+from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 Cell = str | int | float | dt.datetime | dt.timedelta | None
@@ -79,7 +80,7 @@ def to_xlsx(sheet: Sheet) -> bytes:
     ws.title = sheet.title[:31]
     ws.append(list(sheet.headers))
     for cell in ws[1]:
-        cell.font = cell.font.copy(bold=True)
+        cell.font = Font(bold=True)
     ws.freeze_panes = "A2"
     widths = [len(h) for h in sheet.headers]
     for row in sheet.rows:
