@@ -148,12 +148,12 @@ class VirtualPrinter:
         ticket: list[Item] = []
         first_byte_s = read_s = buf_s = 0.0  # buf_s: when buf's first byte was read
         while not self._stop.is_set():
-            if not select.select([self._master], [], [], 0.05)[0]:
-                continue
             try:
+                if not select.select([self._master], [], [], 0.05)[0]:
+                    continue
                 chunk = os.read(self._master, 65536)
             except OSError:
-                return  # closed
+                return  # closed: unplugged, or the test is over
             read_s = time.perf_counter()
             buf_s = buf_s if buf else read_s
             buf += chunk
@@ -170,10 +170,8 @@ class VirtualPrinter:
                 if isinstance(item, Text) and end == len(buf):
                     break  # the text may go on in the next read
                 if isinstance(item, StatusRequest):
-                    self.status_requests += 1
-                    reply = self._reply(item.n)
-                    if reply:
-                        os.write(self._master, reply)
+                    if not self._answer(item.n):
+                        return  # unplugged while answering
                 else:
                     if not ticket:
                         first_byte_s = buf_s if i == 0 else read_s
@@ -184,6 +182,17 @@ class VirtualPrinter:
                         ticket, data = [], b""
                 i = end
             buf = buf[i:]
+
+    def _answer(self, n: int) -> bool:
+        """Writes the reply to a status request; False once the pty is closed."""
+        self.status_requests += 1
+        reply = self._reply(n)
+        try:
+            if reply:
+                os.write(self._master, reply)
+        except OSError:
+            return False
+        return True
 
     def _reply(self, n: int) -> bytes:
         if self.answer == "silent":
@@ -217,7 +226,7 @@ class VirtualPrinter:
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=30)  # it may be drawing a ticket on a loaded machine
         for fd in (self._slave, self._master):
             with contextlib.suppress(OSError):
                 os.close(fd)

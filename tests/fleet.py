@@ -102,6 +102,12 @@ class Probe:
         with self._cond:
             return [m for m in self.messages if m.topic == topic]
 
+    def wait_on(self, topic: str, count: int, timeout: float = 30.0) -> list[Received]:
+        """What came on ``topic`` once at least ``count`` messages have: the probe's own
+        delivery lags the controller's return on a loaded machine."""
+        self.wait_until(lambda ms: sum(m.topic == topic for m in ms) >= count, timeout)
+        return self.on(topic)
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1) -> None:
         if not self._connected.wait(30):
             raise AssertionError("the probe is not connected to the broker")

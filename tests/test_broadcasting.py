@@ -40,10 +40,13 @@ def test_an_emergency_to_all_starts_every_speaker_together_at_the_shared_instant
     assert sent.at_ms is not None and sent.at_ms - sent.created_ms == 4000  # the lead
     assert [a.device for a in sent.acks] == list(SPEAKERS) and sent.status == "sent"
     # one publish on the group's topic, read by every member
-    (cmd,) = probe.on("xaso/grp/all/cmd")
+    (cmd, *_) = probe.wait_on("xaso/grp/all/cmd", 1)
     assert cmd.json()["id"] == sent.id and cmd.json()["body"]["at"] == sent.at_ms
     done = station.broadcasting.wait_acks(sent.id, timeout_s=30)
     assert done.status == "acked" and all(a.ok for a in done.acks), done.acks
+    for device in SPEAKERS:  # the acks came after the command: by now it would show twice
+        probe.ack_for(device, sent.id)
+    assert len(probe.on("xaso/grp/all/cmd")) == 1
     starts = []
     for device in SPEAKERS:
         (played,) = station.wait_recordings(device, 1)

@@ -359,7 +359,8 @@ def test_a_group_schedule_is_published_signed_and_retained_and_its_speakers_play
         made.id, EntryInput(**{**_entry_fields(made), "label": "Đổi tên"}), by="bt"
     )
     versions = [
-        json.loads(m.payload)["body"]["version"] for m in probe.on("xaso/grp/thon-1/schedule")
+        json.loads(m.payload)["body"]["version"]
+        for m in probe.wait_on("xaso/grp/thon-1/schedule", 2)
     ]
     assert len(versions) == 2 and versions[1] > versions[0]
     with station.scheduling.sessions() as session:  # what resends compare devices' reports to
