@@ -84,9 +84,7 @@ def make_app(tmp: Path, database_url: str, site: Site, mqtt_port: int) -> FastAP
 
 def register(site: Site, port: int = 1883) -> None:
     for device, (roles, groups) in DEVICES.items():
-        add_device(
-            site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
-        )
+        add_device(site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port)
 
 
 def refused(response: Any, status: int, code: str | None = None) -> dict[str, Any]:

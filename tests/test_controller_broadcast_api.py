@@ -45,9 +45,7 @@ def test_with_no_broker_the_app_serves_and_sending_is_a_clear_503(offline: Ctl) 
 
 
 @pytest.fixture
-def online(
-    tmp_path: Path, database_url: str, site: Site, broker: Any
-) -> Iterator[Ctl]:
+def online(tmp_path: Path, database_url: str, site: Site, broker: Any) -> Iterator[Ctl]:
     """The app with its lifespan running, its station connected to a real Mosquitto."""
     app = make_app(tmp_path, database_url, site, broker.port)
     ctl = Ctl(app, tmp_path)

@@ -229,7 +229,7 @@ def test_what_a_persistent_bus_did_not_settle_comes_again_and_what_it_settled_do
     bus.subscribe_settled("$share/ingest/xaso/dev/+/event", quiet)
     bus.start()
     device.publish("xaso/dev/loa-1/event", b"after")  # ordered after anything kept
-    quiet.inbox.wait_until(lambda items: (("xaso/dev/loa-1/event", b"after") in items))
+    quiet.inbox.wait_until(lambda items: ("xaso/dev/loa-1/event", b"after") in items)
     assert [p for _, p in quiet.inbox.items] == [b"after"]
 
 
@@ -256,9 +256,7 @@ def test_what_arrives_while_a_persistent_bus_is_away_reaches_its_handlers_on_ret
     assert sorted(int(p) for _, p in back.items) == list(range(300))
 
 
-def test_a_settling_handler_that_raises_does_not_hold_its_message_forever(
-    make_bus, fleet, broker
-):
+def test_a_settling_handler_that_raises_does_not_hold_its_message_forever(make_bus, fleet, broker):
     device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
 
     def broken(topic: str, payload: bytes, done: Callable[[], None]) -> None:

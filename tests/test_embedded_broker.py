@@ -34,9 +34,7 @@ def now_ms() -> int:
 def broker(tmp_path: Path, site: Site) -> Iterator[EmbeddedBroker]:
     port = free_port()
     for device, (roles, groups) in DEVICES.items():
-        add_device(
-            site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port
-        )
+        add_device(site.dir, device, roles, groups, broker_host="127.0.0.1", broker_port=port)
     embedded = EmbeddedBroker(
         tmp_path / "broker", port, password_file=site.passwd_path, acl_file=site.acl_path
     )

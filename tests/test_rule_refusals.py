@@ -103,8 +103,12 @@ def test_the_schema_refuses_rules_too_frequent_and_ends_before_starts(
 
 
 def test_the_schema_keeps_what_can_play() -> None:
-    keep = [("FREQ=MINUTELY;INTERVAL=15;BYSECOND=5", None), ("FREQ=DAILY", "2026-12-01"),
-            ("FREQ=MINUTELY;COUNT=60", None), ("FREQ=HOURLY;BYMINUTE=0,15,30,45", None)]
+    keep = [
+        ("FREQ=MINUTELY;INTERVAL=15;BYSECOND=5", None),
+        ("FREQ=DAILY", "2026-12-01"),
+        ("FREQ=MINUTELY;COUNT=60", None),
+        ("FREQ=HOURLY;BYMINUTE=0,15,30,45", None),
+    ]
     for rrule, until in keep:
         ScheduleItem(id="a", clip=CLIP, rrule=rrule, dtstart="2026-12-01T06:30:00", until=until)
 

@@ -68,4 +68,3 @@ class Fleet:
                 f"No speaker {target.kind} {target.id!r} at this site",
             )
         return found
-

@@ -104,4 +104,3 @@ def _broker_gid() -> int | None:
         return grp.getgrnam(BROKER_GROUP).gr_gid
     except KeyError:
         return None
-

@@ -106,4 +106,3 @@ def _write_new_key(site: Site) -> str:
     key = SigningKey.generate()
     write_atomic(site.keys_dir / f"{key.kid}.pem", key.to_pem(), 0o600)
     return key.kid
-
