@@ -15,6 +15,10 @@ alerts, so a slow or hung receiver delays only other webhooks:
 - A failure is retried after a full-jitter backoff (`plumbing.backoff`), up to
   `max_attempts` counted at each claim; then the row is marked failed and an
   error logged. A clear waits until its raise is sent or given up.
+
+`undelivered` and `retry` are what the alerts page shows a technician: what
+has not reached the receiver, why in words, and a way to send a failed one
+again once the receiver is fixed.
 """
 
 from __future__ import annotations
@@ -205,6 +209,82 @@ class WebhookSender:
         return repeating(
             "webhook-sender", self.send_due, POLL_S, wake=self._wake, join_s=self.timeout_s * 4 + 10
         )
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """A delivery that has not reached the receiver: still retrying, or given up."""
+
+    id: int
+    alert_id: int
+    action: str
+    alert_kind: str
+    device_id: str
+    status: str  # pending | failed
+    attempts: int
+    created_ms: int
+    due_ms: int  # the next attempt, for a pending one
+    last_error: str
+
+
+def undelivered(session: Session, limit: int = 200) -> list[Undelivered]:
+    """Failed deliveries and pending ones that have failed at least once, newest first."""
+    d = WebhookDelivery
+    rows = session.execute(
+        select(d.id, d.alert_id, d.action, d.payload, d.status, d.attempts, d.created_ms)
+        .add_columns(d.due_ms, d.last_error)
+        .where((d.status == "failed") | ((d.status == "pending") & (d.last_error.is_not(None))))
+        .order_by(d.id.desc())
+        .limit(limit)
+    )
+    return [
+        Undelivered(
+            r.id,
+            r.alert_id,
+            r.action,
+            str(r.payload.get("alert", {}).get("kind", "")),
+            str(r.payload.get("alert", {}).get("device_id", "")),
+            r.status,
+            r.attempts,
+            r.created_ms,
+            r.due_ms,
+            r.last_error or "",
+        )
+        for r in rows
+    ]
+
+
+def retry(session: Session, delivery_id: int, now_ms: int) -> bool:
+    """Send a given-up delivery again from its first attempt; False unless it had failed."""
+    d = WebhookDelivery
+    result = session.execute(
+        update(d)
+        .where(d.id == delivery_id, d.status == "failed")
+        .values(status="pending", attempts=0, due_ms=now_ms, done_ms=None, lease=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def error_words(last_error: str) -> tuple[str, str]:
+    """What went wrong, for the page: the receiver refused, did not answer, or was unreachable.
+
+    `_post` keeps ``HTTP <code>`` or httpx's exception name first; the detail is in the log."""
+    if last_error.startswith("HTTP "):
+        code = last_error[5:].strip()
+        return (
+            f"Máy nhận từ chối (mã {code}): kiểm tra địa chỉ và quyền của webhook",
+            f"The receiver refused it (code {code}): check the webhook's address and access",
+        )
+    if "Timeout" in last_error.split(":", 1)[0]:
+        return (
+            "Máy nhận không trả lời kịp: kiểm tra máy nhận có đang chạy không",
+            "The receiver did not answer in time: check that it is running",
+        )
+    return (
+        "Không kết nối được tới máy nhận: kiểm tra địa chỉ và mạng",
+        "Could not reach the receiver: check its address and the network",
+    )
 
 
 def _due(d: Any, now_ms: int) -> Any:

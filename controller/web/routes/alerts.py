@@ -25,6 +25,7 @@ from controller.db.fleet_tables import Alert
 from controller.deps import DbSession, app_state, require
 from controller.fleet.alert_rules import KINDS
 from controller.web.routes import ERRORS, error_responses, render
+from controller.web.routes.webhook_deliveries import undelivered_count
 from protocol.topics import ID_PATTERN
 
 router = APIRouter()
@@ -188,6 +189,7 @@ def alerts_page(
 ) -> Response:
     now = app_state(request).now_ms()
     listed = _listed(db, now, status="all", device=device, kind="", limit=500)
+    undelivered = undelivered_count(db) if who.can(Permission.MANAGE_DEVICES) else 0
     return render(
         request,
         "alerts.html",
@@ -195,6 +197,7 @@ def alerts_page(
         cleared=[a for a in listed if a.cleared_ms is not None],
         days=RECENT_DAYS,
         device=device,
+        undelivered=undelivered,
     )
 
 

@@ -52,6 +52,7 @@ ACTIONS = {
     "token.revoke": ("Thu hồi mã truy cập API", "API token revoked"),
     "user.create": ("Thêm người dùng", "User added"),
     "user.update": ("Sửa người dùng", "User changed"),
+    "webhook.retry": ("Gửi lại webhook", "Webhook sent again"),
 }
 i18n.register({f"audit.action.{code}": pair for code, pair in ACTIONS.items()})
 
