@@ -123,4 +123,5 @@ def _shows_in(slot: Slot, start_ms: int, end_ms: int) -> bool:
         return False
     if slot.occurrence.start_ms >= start_ms:
         return True
-    return slot.end_ms is not None and slot.end_ms > start_ms
+    end = slot.last_end_ms
+    return end is not None and end > start_ms

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from broadcast.collisions import MISSED_LATE
+from broadcast.collisions import MISSED_LATE, resolve
 from broadcast.levels import Level
 from broadcast.recurrence import MISSED_QUIET
-from tests.schedule_helpers import DAY, MIN, build, item, outcomes
+from tests.schedule_helpers import DAY, MIN, build, item, ms, outcomes
 
 
 def test_emergency_cuts_a_normal_item_and_the_cut_is_recorded():
@@ -44,19 +44,37 @@ def test_equal_priority_waits_and_starts_late_as_the_late_rule_says():
     assert not slots[5].shortened
 
 
-def test_after_a_cut_the_queue_goes_on_highest_priority_first():
-    s = build(
-        item("normal", "FREQ=DAILY;COUNT=1", "2027-01-01T06:00:00", minutes=10, priority=2),
-        item("waits", "FREQ=DAILY;COUNT=1", "2027-01-01T06:01:00", minutes=30, priority=1),
-        item("higher", "FREQ=DAILY;COUNT=1", "2027-01-01T06:02:00", minutes=10, priority=2),
-        item("storm", "FREQ=DAILY;COUNT=1", "2027-01-01T06:03:00", minutes=2, priority=8),
-    )
-    assert outcomes(s.plan(*DAY)) == [
+QUEUE = (
+    item("normal", "FREQ=DAILY;COUNT=1", "2027-01-01T06:00:00", minutes=10, priority=2),
+    item("waits", "FREQ=DAILY;COUNT=1", "2027-01-01T06:01:00", minutes=40, priority=1),
+    item("higher", "FREQ=DAILY;COUNT=1", "2027-01-01T06:02:00", minutes=20, priority=2),
+    item("storm", "FREQ=DAILY;COUNT=1", "2027-01-01T06:03:00", minutes=2, priority=8),
+)
+
+
+def test_after_a_cut_the_rest_goes_on_first_then_the_highest_priority():
+    slots = build(*QUEUE).plan(*DAY)
+    assert outcomes(slots) == [
         ("normal", "preempted", "06:00", "06:03", None),
-        ("waits", "completed", "06:12", "06:31", None),  # lower priority waits longest
-        ("higher", "completed", "06:05", "06:12", None),
+        ("waits", "missed", None, None, MISSED_LATE),  # lower priority waits: too long
+        ("higher", "completed", "06:12", "06:22", None),  # joined 10 minutes in: ends on time
         ("storm", "completed", "06:03", "06:05", None),
     ]
+    # the rest of what the storm cut is the earliest waiting: it plays first, never late
+    assert slots[0].rests == ((ms("2027-01-01T06:05:00"), ms("2027-01-01T06:12:00")),)
+    assert slots[0].last_end_ms == ms("2027-01-01T06:12:00")
+
+
+def test_without_resuming_a_cut_item_is_over_and_the_queue_goes_on():
+    s = build(*QUEUE)
+    slots = resolve(s.occurrences(*DAY), s.quiet, resume=False)
+    assert outcomes(slots) == [
+        ("normal", "preempted", "06:00", "06:03", None),
+        ("waits", "missed", None, None, MISSED_LATE),
+        ("higher", "completed", "06:05", "06:22", None),  # joined 3 minutes in
+        ("storm", "completed", "06:03", "06:05", None),
+    ]
+    assert slots[0].rests == ()
 
 
 def test_a_queued_item_pushed_into_quiet_hours_is_missed():

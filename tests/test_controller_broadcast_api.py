@@ -220,7 +220,7 @@ def test_the_calendar_says_what_will_play_and_what_did(online: Ctl) -> None:
     preview = online.call(bt, "POST", "/schedules/preview", data=form)
     assert preview.status_code == 200, preview.text
     assert "Vì: «Tin khẩn thôn 1» có mức ưu tiên cao hơn phát chồng lên." in preview.text
-    assert "Sẽ bị ngắt giữa chừng" in preview.text
+    assert "Sẽ bị ngắt giữa chừng, rồi phát tiếp phần còn lại lúc 06:30:" in preview.text
 
 
 def _plan(page: str, device: str) -> str:

@@ -9,7 +9,7 @@ itself, broadcast.audio.lateness, is checked at its edges on its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -43,12 +43,14 @@ class Item:
 @dataclass(frozen=True)
 class Case:
     """Items on one loudspeaker; ``late_s``: the one item reaches the device that late (an
-    agent restarted, a clip fetched late). Expected per key: (fate, start_s, offset_s)."""
+    agent restarted, a clip fetched late). Expected per key: (fate, start_s, offset_s);
+    ``rests``: a cut item's rest, played after what cut in, as (start_s, end_s) parts."""
 
     name: str
     items: tuple[Item, ...]
     expected: dict[str, tuple[str, float | None, float]]
     late_s: float = 0
+    rests: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
 
 CASES = [
@@ -74,9 +76,26 @@ CASES = [
         {"a": ("full", 0, 0), "b": ("missed", None, 0)},
     ),
     Case(
-        "an emergency cuts, the waiting one joins after it",
-        (Item("n", 0, 6), Item("e", 1, 3, Level.EMERGENCY), Item("w", 1, 10)),
-        {"n": ("cut", 0, 0), "e": ("full", 1, 0), "w": ("shortened", 4, 3)},
+        "an emergency cuts, the rest plays after it, then the waiting one joins",
+        (Item("n", 0, 6), Item("e", 1, 3, Level.EMERGENCY), Item("w", 1, 20)),
+        {"n": ("cut", 0, 0), "e": ("full", 1, 0), "w": ("shortened", 9, 8)},
+        rests={"n": ((4, 9),)},
+    ),
+    Case(
+        "the rest waits for a priority item that came meanwhile",
+        (Item("n", 0, 6), Item("e", 1, 2, Level.EMERGENCY), Item("p", 2, 4, Level.PRIORITY)),
+        {"n": ("cut", 0, 0), "e": ("full", 1, 0), "p": ("full", 3, 0)},
+        rests={"n": ((7, 12),)},
+    ),
+    Case(
+        "a rest cut again resumes again",
+        (
+            Item("n", 0, 6),
+            Item("e1", 1, 2, Level.EMERGENCY),
+            Item("e2", 5, 2, Level.EMERGENCY),
+        ),
+        {"n": ("cut", 0, 0), "e1": ("full", 1, 0), "e2": ("full", 5, 0)},
+        rests={"n": ((3, 5), (7, 10))},
     ),
     Case("arrives a moment late", (Item("a", 0, 6),), {"a": ("full", 0.5, 0)}, late_s=0.5),
     Case("arrives late", (Item("a", 0, 10),), {"a": ("shortened", 3, 3)}, late_s=3),
@@ -117,9 +136,15 @@ def _fate(outcome: str, offset_ms: int) -> str:
     return {"preempted": "cut", "missed": "missed"}[outcome]
 
 
-def preview(case: Case) -> dict[str, tuple[str, float | None, float]]:
-    """What the calendar shows. A late arrival is no collision the preview can see: for it,
-    the rule the preview's collisions apply when the loudspeaker comes free is asked."""
+Preview = tuple[
+    dict[str, tuple[str, float | None, float]], dict[str, tuple[tuple[float, float], ...]]
+]
+
+
+def preview(case: Case) -> Preview:
+    """What the calendar shows, and the rests it shows. A late arrival is no collision the
+    preview can see: for it, the rule the preview's collisions apply when the loudspeaker
+    comes free is asked."""
     t0 = ms(T0)
     if case.late_s:
         (only,) = case.items
@@ -127,10 +152,10 @@ def preview(case: Case) -> dict[str, tuple[str, float | None, float]]:
         j = join(due, round(only.duration_s * S), due + round(case.late_s * S))
         fate = j.fate
         start = None if j.start_ms is None else (j.start_ms - t0) / S
-        return {only.key: (fate, start, j.offset_ms / S)}
+        return {only.key: (fate, start, j.offset_ms / S)}, {}
     slots = Schedule.build([(OWN, _document(case.items))]).plan(t0 - 60 * S, t0 + 3600 * S)
     rows = [CalendarRow.of("loa-1", s) for s in slots]
-    return {
+    fates = {
         r.item_id: (
             _fate(r.outcome, r.offset_ms),
             None if r.start_ms is None else (r.start_ms - t0) / S,
@@ -138,11 +163,15 @@ def preview(case: Case) -> dict[str, tuple[str, float | None, float]]:
         )
         for r in rows
     }
+    rests = {
+        r.item_id: tuple(((a - t0) / S, (b - t0) / S) for a, b in r.rests) for r in rows if r.rests
+    }
+    return fates, rests
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_the_calendar_preview(case: Case) -> None:
-    assert preview(case) == case.expected
+    assert preview(case) == (case.expected, case.rests)
 
 
 # the device's side: a real player
@@ -157,9 +186,7 @@ def tones(tmp_path_factory: pytest.TempPathFactory) -> Clips:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_the_player(case: Case, tmp_path: Path, tones: Clips) -> None:
-    # the preview shows a cut item as cut; its resumed rest is not in it (yet), so the
-    # player is compared with resuming off
-    rig = Rig(tmp_path, resume_preempted=False)
+    rig = Rig(tmp_path)  # resume_preempted on, as the speaker's default and the preview
     try:
         # the scenario starts far enough ahead for the first item to be prepared; a late
         # arrival is submitted that long after its start
@@ -176,6 +203,8 @@ def test_the_player(case: Case, tmp_path: Path, tones: Clips) -> None:
                 )
             )
         ended = {i.key: rig.events.ended(i.key, timeout_s=60) for i in case.items}
+        for key, parts in case.rests.items():  # the rest's parts, the last one completed
+            rig.events.wait("play.finished", key, count=1 + len(parts), timeout_s=60)
     finally:
         rig.player.close()
 
@@ -189,7 +218,7 @@ def test_the_player(case: Case, tmp_path: Path, tones: Clips) -> None:
         assert body["outcome"] == ("preempted" if fate == "cut" else "completed"), i.key
         started = rig.events.of("play.started", i.key)[0]
         skipped = started.get("skipped_ms", 0)
-        x = samples(rig.sink.dir / rig.recording(i.key)[0]["file"])
+        x = samples(rig.sink.dir / rig.recordings(i.key)[0][0]["file"])  # its first part
         played_ms = len(x) / 48
         if fate == "shortened":
             # joined where the preview says, give or take the player's lead and delays
@@ -204,6 +233,22 @@ def test_the_player(case: Case, tmp_path: Path, tones: Clips) -> None:
             assert abs(played_ms - i.duration_s * S) < 60, i.key
         assert start_s is not None
         assert started["actual_ms"] >= t0 + start_s * S - 100, i.key
+        if fate == "cut":
+            _check_rests(rig, i, case.rests.get(i.key, ()), t0)
+
+
+def _check_rests(rig: Rig, item: Item, parts: tuple[tuple[float, float], ...], t0: int) -> None:
+    """Each part starts no earlier than the preview says, each cut one resumes, the last
+    completes, and the parts add up to the whole clip."""
+    starts = rig.events.of("play.started", item.key)
+    ends = rig.events.of("play.finished", item.key)
+    assert len(starts) == len(ends) == 1 + len(parts), item.key
+    assert [e["outcome"] for e in ends] == ["preempted"] * len(parts) + ["completed"]
+    assert all(e.get("resumes") for e in ends[:-1]), ends
+    for (start_s, _end_s), started in zip(parts, starts[1:], strict=True):
+        assert started["resumed_from_ms"] > 0 and started["actual_ms"] >= t0 + start_s * S - 100
+    played_ms = sum(len(x) / 48 for _, x in rig.recordings(item.key))
+    assert abs(played_ms - item.duration_s * S) < 60 * len(starts), item.key
 
 
 # the rule at its edges

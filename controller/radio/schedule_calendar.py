@@ -48,6 +48,7 @@ class CalendarRow:
     preempted_by: str | None
     clip_sha256: str | None
     offset_ms: int  # joined late: how much of its beginning is skipped, so it ends on time
+    rests: tuple[tuple[int, int], ...] = ()  # a cut item's rest, played after what cut in
 
     @classmethod
     def of(cls, device: str, slot: Slot) -> CalendarRow:
@@ -69,6 +70,7 @@ class CalendarRow:
             slot.preempted_by,
             o.clip.sha256 if o.clip else None,
             slot.offset_ms,
+            slot.rests,
         )
 
     @property

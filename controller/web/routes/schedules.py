@@ -91,6 +91,10 @@ i18n.register(
             "Will join late: the first {s} s skipped, to end on time",
         ),
         "outcome.will.preempted": ("Sẽ bị ngắt giữa chừng", "Will be cut short"),
+        "outcome.will.resumed": (
+            "Sẽ bị ngắt giữa chừng, rồi phát tiếp phần còn lại lúc {at}",
+            "Will be cut short, then play its rest at {at}",
+        ),
         "outcome.will.missed": ("Sẽ không phát", "Will not play"),
         "outcome.unreported": (
             "Chưa có báo cáo từ cụm loa (cụm loa có thể đang mất kết nối)",
