@@ -33,7 +33,10 @@ IMPORTS = {
     "ssl (paho imports it)": "import ssl",
     "paho-mqtt client": "import paho.mqtt.client",
     "pydantic (BaseModel)": "from pydantic import BaseModel",
-    "cryptography (Ed25519)": "from cryptography.hazmat.primitives.asymmetric import ed25519",
+    "cryptography (Ed25519, before 2026-12-02)": (
+        "from cryptography.hazmat.primitives.asymmetric import ed25519"
+    ),
+    "PyNaCl (Ed25519)": "from nacl.signing import VerifyKey",
     "psutil": "import psutil",
     "gpiozero (only with a relay pin)": "import gpiozero",
     "edge.agent (the agent itself)": "import edge.agent",
@@ -184,9 +187,9 @@ def main() -> int:
     print("\nwhere the memory goes: a fresh interpreter's RSS after one import line")
     rows = import_costs()
     bare = rows[0][1]
-    print(f"{'import':<34}{'RSS MiB':>9}{'over bare':>11}{'modules':>9}")
+    print(f"{'import':<44}{'RSS MiB':>9}{'over bare':>11}{'modules':>9}")
     for label, rss, modules in rows:
-        print(f"{label:<34}{rss:>9.1f}{rss - bare:>+11.1f}{modules:>9}")
+        print(f"{label:<44}{rss:>9.1f}{rss - bare:>+11.1f}{modules:>9}")
     return 0
 
 

@@ -1,4 +1,10 @@
-"""Ed25519 keys, key ids and the canonical form that signatures cover."""
+"""Ed25519 keys, key ids and the canonical form that signatures cover.
+
+Signing and verifying go through PyNaCl (libsodium): on a Pi Zero it costs a
+few MiB where `cryptography`'s own OpenSSL cost over 8 (docs/benchmarks.md,
+"Agent footprint"). Only the controller reads and writes its private key as
+PEM (PKCS#8), through `cryptography`, which it installs and an edge does not.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey as NaclSigningKey
+from nacl.signing import VerifyKey
 
 from protocol.errors import ProtocolError
 
@@ -43,7 +50,7 @@ def key_id(public_raw: bytes) -> str:
 @dataclass(frozen=True)
 class PublicKey:
     kid: str
-    key: Ed25519PublicKey
+    key: VerifyKey
 
     @classmethod
     def from_b64(cls, text: str, kid: str | None = None) -> PublicKey:
@@ -53,20 +60,22 @@ class PublicKey:
         actual = key_id(raw)
         if kid is not None and kid != actual:
             raise ProtocolError(f"key id {kid!r} does not match the key (its id is {actual!r})")
-        return cls(actual, Ed25519PublicKey.from_public_bytes(raw))
+        return cls(actual, VerifyKey(raw))
 
     @property
     def raw(self) -> bytes:
-        return self.key.public_bytes_raw()
+        return bytes(self.key)
 
     @property
     def b64(self) -> str:
         return b64url(self.raw)
 
     def verify(self, signature: bytes, message: bytes) -> bool:
+        if len(signature) != 64:  # libsodium would read past a short one as the message
+            return False
         try:
-            self.key.verify(signature, message)
-        except InvalidSignature:
+            self.key.verify(message, signature)
+        except BadSignatureError:
             return False
         return True
 
@@ -74,19 +83,22 @@ class PublicKey:
 class SigningKey:
     """The controller's private key; only the controller holds one."""
 
-    def __init__(self, private: Ed25519PrivateKey) -> None:
-        self._private = private
-        raw = private.public_key().public_bytes_raw()
-        self.public = PublicKey(key_id(raw), private.public_key())
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ProtocolError("an Ed25519 private key is a 32-byte seed")
+        self._private = NaclSigningKey(seed)
+        raw = bytes(self._private.verify_key)
+        self.public = PublicKey(key_id(raw), self._private.verify_key)
 
     @classmethod
     def generate(cls) -> SigningKey:
-        return cls(Ed25519PrivateKey.generate())
+        return cls(bytes(NaclSigningKey.generate()))
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:
-        # imported here: serialization costs an edge 4 MB of memory it never needs
+        # imported here: the controller's extra installs it, an edge never needs it
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         try:
             key = serialization.load_pem_private_key(pem, password=None)
@@ -94,12 +106,13 @@ class SigningKey:
             raise ProtocolError(f"not a PEM private key: {exc}") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise ProtocolError("the signing key must be an Ed25519 key")
-        return cls(key)
+        return cls(key.private_bytes_raw())
 
     def to_pem(self) -> bytes:
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        return self._private.private_bytes(
+        return Ed25519PrivateKey.from_private_bytes(bytes(self._private)).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
@@ -110,7 +123,7 @@ class SigningKey:
         return self.public.kid
 
     def sign(self, message: bytes) -> bytes:
-        return self._private.sign(message)
+        return self._private.sign(message).signature
 
 
 class Keyring:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -72,6 +73,57 @@ def test_pem_round_trip():
     assert SigningKey.from_pem(KEY.to_pem()).kid == KEY.kid
     with pytest.raises(ProtocolError):
         SigningKey.from_pem(b"not a key")
+
+
+# RFC 8032, section 7.1, test 2: one byte of message
+RFC_SEED = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+RFC_PUBLIC = bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
+RFC_SIGNATURE = bytes.fromhex(
+    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+    "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+)
+
+
+KEY_ID_OF_RFC = hashlib.sha256(RFC_PUBLIC).hexdigest()[:16]
+
+
+def test_signatures_are_ed25519_as_rfc_8032_gives_them():
+    key = SigningKey(RFC_SEED)
+    assert key.public.raw == RFC_PUBLIC and key.kid == KEY_ID_OF_RFC
+    assert key.sign(b"\x72") == RFC_SIGNATURE
+    assert key.public.verify(RFC_SIGNATURE, b"\x72")
+    assert not key.public.verify(RFC_SIGNATURE, b"\x73")
+
+
+def test_a_site_key_written_before_pynacl_still_signs_what_edges_verify():
+    """Sites made their keys with `cryptography` (PKCS#8 PEM): the same key, the same
+    signatures, and a signature made either way verifies the other way."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    old = Ed25519PrivateKey.from_private_bytes(RFC_SEED)
+    pem = old.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key = SigningKey.from_pem(pem)
+    assert key.public.raw == RFC_PUBLIC and key.to_pem() == pem
+    message = canonical_json({"a": "Thôn 1"})
+    assert key.sign(message) == old.sign(message)  # Ed25519 is deterministic
+    old.public_key().verify(key.sign(message), message)  # raises if not
+    assert key.public.verify(old.sign(message), message)
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x00" * 63, b"\x00" * 65, b"\xff" * 64])
+def test_a_signature_of_the_wrong_shape_does_not_verify(bad: bytes):
+    assert not KEY.public.verify(bad, b"message")
+    if bad:  # a good signature with bytes before it is not a signature either
+        assert not KEY.public.verify(bad + KEY.sign(b"message"), b"message")
+
+
+def test_a_private_key_is_a_32_byte_seed():
+    for bad in (b"", b"\x00" * 31, b"\x00" * 64):
+        with pytest.raises(ProtocolError, match="32-byte seed"):
+            SigningKey(bad)
 
 
 def good(**kw):
