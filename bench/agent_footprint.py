@@ -15,9 +15,12 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
+import tomli_w
 
 from bench._fleet import ROOT, BenchSite
 
@@ -157,6 +160,13 @@ def report(agent: Series, base: Series, seconds: int) -> None:
     print(f"  CPU <= {TARGET_CPU_PCT:.0f}% of a core: {cpu:6.3f}  {verdict(cpu <= TARGET_CPU_PCT)}")
 
 
+def set_speaker(config: Path, keep_s: float) -> None:
+    """The device's configuration with the spare decoder's idle time set."""
+    doc = tomllib.loads(config.read_text(encoding="utf-8"))
+    doc.setdefault("speaker", {})["spare_decoder_keep_s"] = keep_s
+    config.write_text(tomli_w.dumps(doc), encoding="utf-8")
+
+
 def verdict(met: bool) -> str:
     return "PASS" if met else "MISS"
 
@@ -164,11 +174,19 @@ def verdict(met: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=60, help="sampling window (default 60)")
+    parser.add_argument(
+        "--spare-keep-s",
+        type=float,
+        default=None,
+        help="[speaker] spare_decoder_keep_s for the agent (default: the shipped 120 s)",
+    )
     args = parser.parse_args()
 
     with BenchSite([DEVICE]) as bench:
         controller = bench.controller([f"{bench.site.root}/dev/{DEVICE}/status"])
         baseline = bench.spawn_paho(IDLE_BODY)
+        if args.spare_keep_s is not None:
+            set_speaker(bench.site.device_config_path(DEVICE), args.spare_keep_s)
         agent = bench.spawn_agent(DEVICE)
         bench.wait_online(controller, DEVICE)
         time.sleep(SETTLE_S)
@@ -179,8 +197,7 @@ def main() -> int:
         alive = agent.poll() is None
         kids = children_memory(a.proc)
     report(a, b, args.seconds)
-    if kids:
-        print(kids)
+    print(kids or "the agent's child processes: none at the end (no spare decoder waiting)")
     if not alive:
         print("WARNING: the agent exited during the measurement")
 

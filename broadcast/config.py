@@ -30,6 +30,10 @@ class SpeakerSection(Section):
     cache_budget_mb: Annotated[int, Field(ge=10)] = 2048
     prefetch_days: Annotated[float, Field(gt=0, le=31)] = 3.0
     resume_preempted: bool = True  # a cut bulletin plays its rest after what cut in
+    # the waiting spare decoder (an idle ffmpeg, more memory than the agent) goes after
+    # this long with nothing to play, and is started again when something is queued
+    # (seconds ahead of a scheduled item, within an emergency's lead)
+    spare_decoder_keep_s: Annotated[float, Field(ge=0, le=86_400)] = 120.0
     # the hall speaker of these kiosks: plays their calls (`xaso device add --calls-from`)
     calls_from: list[DeviceId] = []
     # a call is said late rather than never (the kiosk's outbox after a network drop, other

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broadcast.audio.amplifier import Amplifier
+from broadcast.audio.decode import DecoderPool
 from broadcast.audio.lateness import join
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
@@ -98,6 +99,7 @@ class Speaker:
             resume_preempted=cfg.resume_preempted,
             volume_pct=host.volume_pct,
             relay=cfg.relay_policy(),
+            decoders=DecoderPool(keep_s=cfg.spare_decoder_keep_s),
         )
         self._prefetch_ms = int(cfg.prefetch_days * 86_400_000)
         self._docs: dict[str, ScheduleSet] = {}

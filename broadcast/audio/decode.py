@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -214,25 +215,63 @@ class DecoderPool:
     ``warm()`` starts them before anything is asked, at the agent's start: a
     decoder started on demand takes hundreds of ms to its first sample (more
     on a Pi just after boot), which made the first play after each start late
-    (docs/benchmarks.md, "First play after start").
+    (docs/benchmarks.md, "First play after start"). A waiting ffmpeg holds
+    more memory than the agent itself, so with ``keep_s`` the spares go once
+    nothing has been asked of the pool for that long (``release_idle``), and
+    the player warms them again as soon as something is queued: a scheduled
+    item is queued seconds ahead, an emergency has its lead.
     """
 
-    def __init__(self, ffmpeg: str = "ffmpeg", spares: int = 1) -> None:
+    def __init__(
+        self,
+        ffmpeg: str = "ffmpeg",
+        spares: int = 1,
+        *,
+        keep_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ffmpeg = ffmpeg
         self.spares = spares
+        self.keep_s = keep_s
+        self._clock = clock
         self._ready: list[Decoder] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._used_s = clock()
         # decoders handed out: one that was waiting ("warm"), or one started on demand ("cold")
         self.taken = {"warm": 0, "cold": 0}
+        self.released = 0  # spares let go after keep_s idle
+
+    @property
+    def waiting(self) -> int:
+        """Spares started and waiting now."""
+        with self._lock:
+            return len(self._ready)
 
     def warm(self) -> None:
         """Start the spares now, not at the first play."""
         with self._lock:
+            self._used_s = self._clock()
             self._top_up()
+
+    def release_idle(self) -> float | None:
+        """Let the spares go if the pool has been idle ``keep_s``; otherwise the seconds
+        until it will have been (None: nothing to let go, or spares kept for good)."""
+        with self._lock:
+            if self.keep_s is None or not self._ready:
+                return None
+            left = self._used_s + self.keep_s - self._clock()
+            if left > 0:
+                return left
+            for decoder in self._ready:
+                decoder.close()
+                self.released += 1
+            self._ready.clear()
+            return None
 
     def take(self) -> Decoder:
         with self._lock:
+            self._used_s = self._clock()
             while self._ready:
                 decoder = self._ready.pop(0)
                 if decoder.alive():

@@ -170,12 +170,10 @@ class Player:
     # the player thread
 
     def _run(self) -> None:
-        try:
-            self._pool.warm()  # now, not at the first play: a cold ffmpeg makes it late
-        except DecodeError as exc:
-            log.warning("could not start a decoder ahead: %s", exc)
+        self._warm_spares()  # now, not at the first play: a cold ffmpeg makes it late
         while (entry := self._take()) is not None:
             try:
+                self._warm_spares()  # let go while idle: back before this one is due
                 self._play(entry)
             except Exception as exc:  # a bug must not silence the device
                 log.exception("player failed on %s", entry.req.key)
@@ -189,10 +187,16 @@ class Player:
                 with self._cond:
                     self._current = None
 
+    def _warm_spares(self) -> None:
+        try:
+            self._pool.warm()
+        except DecodeError as exc:
+            log.warning("could not start a decoder ahead: %s", exc)
+
     def _take(self) -> Entry | None:
         with self._cond:
             while not self._queue and not self._closed:
-                self._cond.wait()
+                self._cond.wait(self._pool.release_idle())  # None: until something comes
             if self._closed:
                 return None
             entry = best(self._queue, self._now())
