@@ -115,6 +115,35 @@ class AlertsSection(Section):
         return self
 
 
+class UpwardSection(Section):
+    """The province's source-information system (controller/fleet/upward.py, docs/upward.md)."""
+
+    url: str = ""  # its base address; empty: nothing is sent upward
+    token: str = ""  # the Bearer token it gave this commune
+    commune: str = ""  # the commune's code in its records (MaXa)
+    ping_every_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    retry_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # the first retry's bound
+    retry_max_s: Annotated[float, Field(gt=0, le=86400)] = 300.0  # doubling up to
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 50  # then that record is set aside
+    keep_days: Annotated[int, Field(ge=1, le=365)] = 7  # sent records kept this long
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("give an http:// or https:// URL, or leave it empty")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _complete(self) -> UpwardSection:
+        if self.url and not (self.token and self.commune):
+            raise ValueError("with a url, give the token and the commune's code too")
+        if self.retry_max_s < self.retry_s:
+            raise ValueError("retry_max_s must be at least retry_s")
+        return self
+
+
 class TelemetrySection(Section):
     # raw samples; roll-ups are kept longer (controller/fleet/rollups.py, Retention)
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 7
@@ -139,6 +168,7 @@ class ControllerSettings(Section):
     alerts: AlertsSection = AlertsSection()
     telemetry: TelemetrySection = TelemetrySection()
     documents: DocumentsSection = DocumentsSection()
+    upward: UpwardSection = UpwardSection()
     # The directory relative paths are taken from; set by `load_settings`.
     base_dir: Path = Path()
 

@@ -305,6 +305,34 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class UpwardRecord(Base):
+    """One body owed to the province's source-information system (controller/fleet/upward.py):
+    a cluster's status ping or a play's log record, sent in ``id`` order."""
+
+    __tablename__ = "upward_records"
+    __table_args__ = (Index("ix_upward_records_due", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(8))  # ping | play
+    dedupe: Mapped[str] = mapped_column(String(200), unique=True)  # queued once
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(8), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    done_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class UpwardCursor(Base):
+    """How far the producer has read a source (``events``: event_records ids), and when the
+    last pings were queued; one row per name, moved compare-and-set by one replica."""
+
+    __tablename__ = "upward_cursors"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 def dialect_insert(session: Session, model: type[Base]) -> Any:
     """The dialect's INSERT (PostgreSQL or SQLite): both take ``on_conflict_do_*``."""
     if session.get_bind().dialect.name == "postgresql":

@@ -31,6 +31,7 @@ from controller.fleet.alert_rules import Thresholds
 from controller.fleet.alerts import AlertEngine
 from controller.fleet.ingest_writes import sync_devices_from_site
 from controller.fleet.rollups import Retention, maintain, reclaim
+from controller.fleet.upward import Upward
 from controller.fleet.webhooks import WebhookSender
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, open_site
@@ -74,6 +75,9 @@ class FleetService:
             )
             if a.webhook_url
             else None
+        )
+        self.upward = (
+            Upward(sessions, settings.upward, self.now_ms) if settings.upward.url else None
         )
         self.retention = Retention(raw_days=settings.telemetry.retention_days)
         self._registry_mtime_ns: int | None = None
@@ -119,6 +123,8 @@ class FleetService:
             bind = session.get_bind()
         if isinstance(bind, Engine) and any(n for k, n in done.items() if k.endswith("_deleted")):
             done["pages_reclaimed"] = reclaim(bind)  # once the deletes are committed
+        if self.upward is not None:
+            done["upward_pruned"] = self.upward.prune(now_ms)
         log.info("fleet maintenance: %s", done)
 
     def _step(self, name: str, step: Callable[[], object]) -> None:
@@ -134,5 +140,7 @@ class FleetService:
         with ExitStack() as stack:
             if self.webhooks is not None:
                 stack.enter_context(self.webhooks.running())
+            if self.upward is not None:  # its own thread: the province may be slow or away
+                stack.enter_context(self.upward.running())
             stack.enter_context(repeating("fleet-service", self.tick, pause_s))
             yield
