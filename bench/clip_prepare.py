@@ -10,6 +10,11 @@ what those cost. Runs alternate (pipeline first, then ffmpeg first) after one
 warm-up of each.
 
     .venv/bin/python -m bench.clip_prepare --repeat 3
+    .venv/bin/python -m bench.clip_prepare --repeat 3 --source speech
+
+``--source speech`` speaks a Vietnamese bulletin with espeak-ng, repeated to
+the length asked, and encodes it the same way: speech is peaky, so its gain
+meets the true-peak ceiling, which the tone source never does.
 """
 
 from __future__ import annotations
@@ -38,9 +43,27 @@ SOURCE = (
 )
 
 
-def make_source(path: Path, seconds: int) -> None:
-    graph = SOURCE.format(s=seconds)
-    argv = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", graph]
+BULLETIN = (
+    "Thông báo của Ủy ban nhân dân xã về việc tiêm phòng cho đàn gia súc, gia cầm. "
+    "Đề nghị các hộ gia đình đưa vật nuôi đến điểm tiêm tại nhà văn hoá thôn vào sáng "
+    "thứ bảy tuần này. Ngày mai điện sẽ bị cắt từ bảy giờ đến mười một giờ để sửa chữa "
+    "đường dây. Xin cảm ơn bà con đã lắng nghe."
+)
+
+
+def make_source(path: Path, seconds: int, kind: str = "tones") -> None:
+    if kind == "speech":
+        spoken = path.with_suffix(".wav")
+        subprocess.run(
+            ["espeak-ng", "-v", "vi", "-w", str(spoken), BULLETIN],
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
+        argv = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(spoken)]
+        argv += ["-t", str(seconds), "-af", "aformat=channel_layouts=stereo"]
+    else:
+        graph = SOURCE.format(s=seconds)
+        argv = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", graph]
     argv += ["-ar", "44100", "-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k", str(path)]
     subprocess.run(argv, stdin=subprocess.DEVNULL, check=True)
 
@@ -112,13 +135,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=180)
+    parser.add_argument("--source", choices=("tones", "speech"), default="tones")
     args = parser.parse_args()
     settings = ClipSettings()
     with tempfile.TemporaryDirectory(prefix="xaso-bench-") as tmp:
         src, out = Path(tmp) / "source.mp3", Path(tmp) / "ffmpeg.mp3"
-        make_source(src, args.seconds)
+        make_source(src, args.seconds, args.source)
         print(f"machine: {machine()}")
-        print(f"input: {args.seconds} s MP3, 128 kbps stereo 44.1 kHz, {src.stat().st_size} bytes")
+        print(
+            f"input: {args.seconds} s of {args.source} as MP3, 128 kbps stereo 44.1 kHz,"
+            f" {src.stat().st_size} bytes"
+        )
         for line in ffmpeg_commands(src, out, settings):
             print(f"ffmpeg path: {line}")
         print(

@@ -50,6 +50,11 @@ LOUDNESS_TOLERANCE_LU = 1.0
 TRIM_ABOVE_LU = 0.5  # a miss this large gets a corrective pass
 # Short peaky speech: the limiter under the trim takes back part of each added gain.
 TRIM_PASSES = 3
+# Peaky audio (speech) whose gain would push its peaks past the ceiling: loudnorm can't
+# stay linear and its dynamic mode lands short, so it gets a plain gain under a limiter
+# instead, raised by this share of the dB its peaks are cut by: what the limiter takes
+# back of the loudness, measured on spoken bulletins (docs/benchmarks.md)
+LIMITER_LOSS_PER_DB = 0.5
 LRA_RANGE = (11.0, 20.0)  # loudnorm stays linear when the source's range fits
 TIMEOUT_BASE_S = 60.0  # a pass may take this long plus one second per second of audio;
 TIMEOUT_PER_AUDIO_S = 1.0  # ffmpeg runs 15x faster on a PC, so only a hang gets near it
@@ -239,19 +244,20 @@ def _encode(
     settings: ClipSettings,
     progress: Progress | None,
     mix: str = "sum",
-    trim_db: float = 0.0,
+    gain_db: float | None = None,
 ) -> None:
     """Second pass: apply the measured gain, downmix, resample and encode.
 
-    ``trim_db`` is a further gain, under a peak limiter, for when loudnorm's
-    dynamic mode (its fallback on peaky audio such as synthetic speech)
-    landed short of the target.
+    With ``gain_db`` the gain is that, plainly, under a peak limiter at the
+    ceiling, instead of loudnorm: for audio whose peaks the gain would push
+    past the ceiling (``limited_gain``).
     """
     encoder, muxer = _ENCODERS[settings.codec]
-    chain = _loudnorm(settings, measured, mix)
-    if trim_db:
+    if gain_db is None:
+        chain = _loudnorm(settings, measured, mix)
+    else:
         limit = 10 ** (settings.true_peak_dbtp / 20)
-        chain += f",volume={trim_db:.2f}dB,alimiter=limit={limit:.4f}:level=false"
+        chain = f"{MIXES[mix]},volume={gain_db:.2f}dB,alimiter=limit={limit:.4f}:level=false"
     chain += f",aresample={settings.sample_rate}"
     args = [*DECODE_INPUT, "-i", ffmpeg_input(src), "-map", "0:a:0", "-map_metadata", "-1"]
     args += ["-af", chain, "-ac", "1", "-ar", str(settings.sample_rate)]
@@ -265,6 +271,22 @@ def _encode(
             "Converting the audio failed: try again, or export the file as MP3 or WAV first",
             tool_tail(run.stderr),
         )
+
+
+def limited_gain(measured: Mapping[str, float], settings: ClipSettings) -> float | None:
+    """The plain gain for audio that loudnorm cannot raise linearly (its peaks would pass
+    the ceiling), predicted from the first pass: what reaches the target, plus what the
+    limiter will take back. None: loudnorm stays linear and lands on the target itself.
+
+    loudnorm's fallback, its dynamic mode, lands short on such audio (spoken bulletins
+    by about 1 LU), and each corrective pass cost a whole encode.
+    """
+    gain = settings.target_lufs - measured["input_i"]
+    excess = measured["input_tp"] + gain - settings.true_peak_dbtp
+    lra = measured["input_lra"]
+    if excess <= 0 and lra <= LRA_RANGE[1]:
+        return None
+    return gain + LIMITER_LOSS_PER_DB * max(0.0, excess)
 
 
 def _decode_output(path: Path, duration_s: float) -> tuple[float, float]:
@@ -348,16 +370,18 @@ def _prepare(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _encode(src, tmp, info, measured, settings=settings, progress=progress, mix=mix)
+        gain = limited_gain(measured, settings)
+        _encode(src, tmp, info, measured, settings=settings, progress=progress, mix=mix,
+                gain_db=gain)  # fmt: skip
         out, loudness, duration_s = _written(tmp)
-        trim = 0.0
         for _ in range(TRIM_PASSES):
             if abs(loudness - settings.target_lufs) <= TRIM_ABOVE_LU:
                 break
-            trim += settings.target_lufs - loudness
-            _encode(
-                src, tmp, info, measured, settings=settings, progress=None, mix=mix, trim_db=trim
-            )
+            if gain is None:  # loudnorm missed: its gain, then what it missed by
+                gain = settings.target_lufs - measured["input_i"]
+            gain += settings.target_lufs - loudness
+            _encode(src, tmp, info, measured, settings=settings, progress=None, mix=mix,
+                    gain_db=gain)  # fmt: skip
             out, loudness, duration_s = _written(tmp)
         _check(out, loudness, settings)
         sha = _sha256(tmp)
