@@ -95,7 +95,7 @@ class Conflict:
 
     entry: Entry
     state: str  # the ticket's state when the act came to be replayed
-    winner: Entry | None  # the act that put it in that state (the earlier call)
+    winner: Entry | None  # the call that holds the ticket (the earlier one), if any
 
 
 Log = Mapping[tuple[str, int], Entry]
@@ -203,12 +203,12 @@ class Settled:
 def settle(log: Log) -> Settled:
     """Replay the log in ``(at_ms, kiosk, seq)`` order; what no longer applies is a conflict."""
     tickets: dict[str, QueuedTicket] = {}
-    last_act: dict[str, Entry] = {}
+    last_call: dict[str, Entry] = {}
     conflicts: list[Conflict] = []
     for e in sorted(log.values(), key=lambda e: e.order):
         if e.kind == "issue":
             if e.ticket in tickets:
-                conflicts.append(Conflict(e, tickets[e.ticket].state, last_act.get(e.ticket)))
+                conflicts.append(Conflict(e, tickets[e.ticket].state, last_call.get(e.ticket)))
                 continue
             tickets[e.ticket] = QueuedTicket(
                 e.ticket, e.day, e.service, e.service, e.n, e.number, e.priority, e.at_ms, e.kiosk
@@ -221,7 +221,7 @@ def settle(log: Log) -> Settled:
             or (e.kind in ("skip", "serve") and t.counter != e.counter)
         ):
             conflicts.append(
-                Conflict(e, "unknown" if t is None else t.state, last_act.get(e.ticket))
+                Conflict(e, "unknown" if t is None else t.state, last_call.get(e.ticket))
             )
             continue
         if e.kind == "call":
@@ -233,5 +233,8 @@ def settle(log: Log) -> Settled:
         else:
             t = replace(t, state="waiting", queue=e.queue, counter=0, called_ms=0)
         tickets[e.ticket] = t
-        last_act[e.ticket] = e
+        if e.kind == "call":
+            last_call[e.ticket] = e
+        elif e.kind == "transfer":
+            last_call.pop(e.ticket, None)
     return Settled(tickets, tuple(conflicts))

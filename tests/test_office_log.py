@@ -204,7 +204,8 @@ def test_random_splits_issue_no_number_twice_and_settle_alike(
     for c in settled.conflicts:
         if c.entry.kind == "call":  # the losing counter is told who had it
             assert c.winner is not None and c.winner.kind == "call"
-            assert c.winner.order < c.entry.order and c.state == "called"
+            assert c.winner.order < c.entry.order
+            assert c.state in ("called", "served", "skipped")
     if not any(o[0] == "cut" for o in ops):
         assert settled.conflicts == ()
 
