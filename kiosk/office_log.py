@@ -200,6 +200,14 @@ class Settled:
         )
 
 
+def allows(t: QueuedTicket | None, kind: Kind, counter: int) -> bool:
+    """Whether ``kind`` at ``counter`` applies to ticket ``t`` as it stands (one rule for a
+    kiosk acting and for the settling of what it did)."""
+    if t is None or kind == "issue" or t.state not in _ALLOWED[kind]:
+        return False
+    return kind not in ("skip", "serve") or t.counter == counter
+
+
 def settle(log: Log) -> Settled:
     """Replay the log in ``(at_ms, kiosk, seq)`` order; what no longer applies is a conflict."""
     tickets: dict[str, QueuedTicket] = {}
@@ -215,15 +223,12 @@ def settle(log: Log) -> Settled:
             )
             continue
         t = tickets.get(e.ticket)
-        if (
-            t is None
-            or t.state not in _ALLOWED[e.kind]
-            or (e.kind in ("skip", "serve") and t.counter != e.counter)
-        ):
+        if not allows(t, e.kind, e.counter):
             conflicts.append(
                 Conflict(e, "unknown" if t is None else t.state, last_call.get(e.ticket))
             )
             continue
+        assert t is not None
         if e.kind == "call":
             t = replace(t, state="called", counter=e.counter, called_ms=e.at_ms)
         elif e.kind == "skip":

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from kiosk.buttons import ButtonPanel
     from kiosk.caller import Caller
     from kiosk.config import KioskSection
+    from kiosk.shared_queue import SharedQueue
 
 log = logging.getLogger(__name__)
 Emit = Callable[[Body], None]
@@ -87,8 +88,10 @@ class Kiosk:
         engine: SpeechEngine | None = None,
         open_printer: Callable[[], TicketPrinter] | None = None,
         serve: Callable[[Kiosk], Pages] | None = None,
+        shared: SharedQueue | None = None,
     ) -> None:
-        """``serve`` starts the pages (kiosk.role gives the web server); None: no pages."""
+        """``serve`` starts the pages (kiosk.role gives the web server); None: no pages.
+        ``shared``: the queue of the office's kiosks, which the kiosk then owns."""
         self.cfg = cfg
         self._emit = emit
         self.now_ms = now_ms
@@ -96,6 +99,13 @@ class Kiosk:
         # a kiosk on every interface with no address was refused by the agent's config check
         self.public_url = cfg.ticket_base_url or f"http://127.0.0.1:{cfg.web_port}"
         self.store = TicketStore(state_dir / "tickets.sqlite3")
+        self.shared = shared
+        replica = None
+        if shared is not None:
+            from kiosk.replica import Replica
+
+            replica = Replica(shared, self.store)
+            shared.on_change = self._peers_acted
         self.officers = Officers(
             cfg.officers,
             cfg.counters,
@@ -113,7 +123,9 @@ class Kiosk:
                 tz=cfg.tz,
             ),
             on_event=self._record,
+            replica=replica,
         )
+        self._replica = replica
         self.profile = profile_of(cfg)
         self.printer = PrintWorker(
             open_printer
@@ -207,9 +219,17 @@ class Kiosk:
             self.caller.close()
         if self._own_player is not None:
             self._own_player.close()
+        if self.shared is not None:
+            self.shared.close()
         self.store.close()
 
     # wiring
+
+    def _peers_acted(self) -> None:
+        """Another kiosk of the office issued or called: the file and the pages follow."""
+        if self._replica is not None:
+            self._replica.mirror()
+        self.changes.bump()
 
     def _record(self, body: Body) -> None:
         self._emit(body)

@@ -24,9 +24,11 @@ from kiosk.numbering import local_day as _local_day
 from kiosk.office_log import (
     Conflict,
     Entry,
+    Kind,
     LogError,
     QueuedTicket,
     Settled,
+    allows,
     have,
     issued_count,
     merge,
@@ -76,6 +78,10 @@ def _entry(kiosk: str, w: OfficeEntry) -> Entry:
     return Entry(kiosk=kiosk, **w.model_dump())
 
 
+class Taken(TicketError):
+    """An act the shared queue no longer allows: another kiosk's counter got there first."""
+
+
 class SharedQueue:
     """Thread-safe: one lock over the log; paho's thread only merges and answers."""
 
@@ -88,6 +94,7 @@ class SharedQueue:
         kiosks: Sequence[str],
         topics: Topics,
         on_conflict: Callable[[Conflict], None] | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         if kiosk not in kiosks:
             raise ValueError(f"kiosk {kiosk!r} is not one of the queue's kiosks {list(kiosks)}")
@@ -95,6 +102,7 @@ class SharedQueue:
         self.slot = self.kiosks.index(kiosk)
         self.topics = topics
         self.on_conflict = on_conflict
+        self.on_change = on_change  # after a peer's entries are merged, outside the lock
         self._db = open_durable(path, _SCHEMA, "office queue file")
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
@@ -161,16 +169,29 @@ class SharedQueue:
         self._publish(e)
         return ticket
 
-    def act(self, kind: str, ticket_id: str, counter: int, now_ms: int, officer: str = "") -> None:
-        """Serve or skip the ticket called at ``counter``; raises TicketError if it is not."""
-        if kind not in ("serve", "skip"):
-            raise ValueError(f"act is serve or skip, not {kind!r}")
+    def record(
+        self,
+        kind: Kind,
+        ticket_id: str,
+        now_ms: int,
+        *,
+        counter: int = 0,
+        queue: str = "",
+        officer: str = "",
+    ) -> QueuedTicket:
+        """A counter's act on a ticket (call a chosen one, skip, serve, transfer), if the
+        ticket's state as this side knows it allows it; else TicketError."""
         with self._lock:
             t = self._settled.tickets.get(ticket_id)
-            if t is None or t.state != "called" or t.counter != counter:
-                raise TicketError(f"ticket {ticket_id!r} is not called at counter {counter}")
-            e = self._append_locked(now_ms, kind, ticket_id, counter=counter, officer=officer)
+            if kind == "issue" or not allows(t, kind, counter):
+                where = "unknown" if t is None else f"{t.state} at counter {t.counter}"
+                raise Taken(f"cannot {kind} ticket {ticket_id!r} at {counter}: {where}")
+            e = self._append_locked(
+                now_ms, kind, ticket_id, counter=counter, queue=queue, officer=officer
+            )
+            t = self._settled.tickets[ticket_id]
         self._publish(e)
+        return t
 
     def _append_locked(self, now_ms: int, kind: Any, ticket: str, **kw: Any) -> Entry:
         e = Entry(self.kiosk, next_seq(self._log, self.kiosk), stamp(now_ms, self._log), kind,
@@ -295,3 +316,5 @@ class SharedQueue:
         for c in fresh:
             if self.on_conflict is not None:
                 self.on_conflict(c)
+        if new and self.on_change is not None:
+            self.on_change()

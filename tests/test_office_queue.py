@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,17 @@ from controller.site.devices import add_device, remove_device
 from controller.site.directory import ProvisioningError, Site
 from controller.site.keys import init_site
 from kiosk.config import KioskSection
-from kiosk.numbering import QueuePolicy, Service, call_order
+from kiosk.numbering import QueuePolicy, Service, call_order, local_day
+from kiosk.office import KioskError
 from kiosk.office_log import Conflict, owns
+from kiosk.service import Kiosk
 from kiosk.shared_queue import SharedQueue
+from kiosk.ticket_store import Ticket
+from kiosk.virtual_printer import VirtualPrinter
 from protocol.errors import Refusal
 from protocol.office import OfficeEntry, office_entries, office_sync, read_office
 from protocol.topics import Topics
+from tests.conftest import KioskClock
 from tests.lossy_link import LossyLink
 from tests.mqtt_helpers import Clients, Collector, publish
 
@@ -245,7 +251,7 @@ def counter_turn(side: Side, counter: int, now: int) -> None:
     """The officer finishes with the citizen called here, if any, and calls the next."""
     for x in side.queue.settled().tickets.values():
         if x.state == "called" and x.counter == counter:
-            side.queue.act("serve", x.id, counter, now)
+            side.queue.record("serve", x.id, now, counter=counter)
     side.queue.call_next(counter, QUEUES, POLICY, now)
 
 
@@ -334,3 +340,110 @@ def test_two_kiosks_and_three_counters_share_one_queue_through_random_cuts(
     finally:
         for s in sides:
             s.close()
+
+
+# --- the kiosk service on a shared queue -------------------------------------------------------
+
+
+class Mirrored:
+    """Lets a test wait until a kiosk's ticket file has taken its peer's acts."""
+
+    def __init__(self, kiosk: Kiosk) -> None:
+        self.kiosk = kiosk
+        self.cond = threading.Condition()
+        shared = kiosk.shared
+        assert shared is not None and shared.on_change is not None
+        follow = shared.on_change
+
+        def changed() -> None:
+            follow()
+            with self.cond:
+                self.cond.notify_all()
+
+        shared.on_change = changed
+
+    def wait(self, predicate: Callable[[list[Ticket]], bool]) -> list[Ticket]:
+        def tickets() -> list[Ticket]:
+            return self.kiosk.store.tickets(local_day(self.kiosk.now_ms()))
+
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(tickets()), WAIT_S), tickets()
+        return tickets()
+
+
+def by_number(tickets: list[Ticket]) -> dict[str, Ticket]:
+    return {t.number: t for t in tickets}
+
+
+def test_two_kiosk_services_print_their_own_tickets_and_call_from_one_queue(
+    office_site: Site, office_broker: Mosquitto, tmp_path: Path
+) -> None:
+    clock = KioskClock()
+    made: list[tuple[Kiosk, LossyLink, VirtualPrinter]] = []
+    try:
+        for device in ("kiosk-a", "kiosk-b"):
+            printer = VirtualPrinter(tmp_path / device / "printed").start()
+            link = LossyLink(
+                office_broker.host, office_broker.port, seed=1, latency_ms=None
+            ).start()
+            mqtt = kiosk_config(office_site, device)["mqtt"]
+            shared = SharedQueue(
+                tmp_path / device / "office.sqlite", queue="tanphu", kiosk=device,
+                kiosks=["kiosk-a", "kiosk-b"], topics=Topics(),
+            )  # fmt: skip
+            cfg = KioskSection.model_validate(
+                {"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
+                 "web_host": "127.0.0.1", "queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-b"]}
+            )  # fmt: skip
+            (tmp_path / device / "state").mkdir(parents=True)
+            kiosk = Kiosk(cfg, tmp_path / device / "state", lambda _b: None, clock, shared=shared)
+            kiosk.start()
+            shared.connect("127.0.0.1", link.port, mqtt["username"], mqtt["password"])
+            assert shared.wait_link(up=True, timeout_s=WAIT_S)
+            made.append((kiosk, link, printer))
+        (a, _, printer_a), (b, link_b, printer_b) = made
+        seen_a, seen_b = Mirrored(a), Mirrored(b)
+        numbers = []
+        for kiosk, seen in ((a, seen_b), (b, seen_a), (a, seen_b), (b, seen_a)):
+            clock.ms += 1_000
+            numbers.append(kiosk.issue("ho-tich")["number"])
+            issued = len(numbers)
+            seen.wait(lambda ts, n=issued: len(ts) == n)
+        assert numbers == ["A001", "A002", "A003", "A004"]
+        # each kiosk prints its own tickets only
+        assert len(printer_a.wait_tickets(2)) == 2 and len(printer_b.wait_tickets(2)) == 2
+        assert by_number(seen_b.wait(lambda ts: len(ts) == 4))["A001"].printed  # a's, not b's job
+        assert {t.number for t in b.store.pending_prints()} <= {"A002", "A004"}  # its own only
+        assert {t.number for t in a.store.pending_prints()} <= {"A001", "A003"}
+
+        # counter 3 at kiosk b calls the oldest, issued at kiosk a; a's file follows
+        clock.ms += 1_000
+        assert b.counter(3, "next", officer="o3")["ticket"]["number"] == "A001"
+        seen_a.wait(lambda ts: by_number(ts)["A001"].counter == 3)
+
+        # a split: both sides call A002; the earlier call (counter 1 at a) wins at the rejoin
+        link_b.partition(refuse=True)
+        link_b.drop()
+        assert b.shared is not None and b.shared.wait_link(up=False, timeout_s=WAIT_S)
+        clock.ms += 1_000
+        assert a.counter(1, "next", officer="o1")["ticket"]["number"] == "A002"
+        clock.ms += 1_000
+        assert b.counter(3, "next", officer="o3")["ticket"]["number"] == "A002"  # b did not know
+        link_b.heal()
+        after = seen_b.wait(lambda ts: by_number(ts)["A002"].counter == 1)
+        assert by_number(after)["A001"].state == "served"
+        seen_a.wait(lambda ts: by_number(ts)["A001"].state == "served")
+        # counter 3 holds nobody now; its next call takes the next in the one queue
+        with pytest.raises(KioskError, match="Quầy 3 không có số nào đang phục vụ"):
+            b.counter(3, "served")
+        clock.ms += 1_000
+        assert b.counter(3, "next")["ticket"]["number"] == "A003"
+        seen_a.wait(lambda ts: by_number(ts)["A003"].counter == 3)
+        with pytest.raises(KioskError) as taken:  # a's counter 2 cannot call a taken number
+            a.counter(2, "call", number="A003")
+        assert taken.value.code in ("cannot_call", "taken")
+    finally:
+        for kiosk, link, printer in made:
+            kiosk.close()
+            link.close()
+            printer.close()
