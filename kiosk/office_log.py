@@ -114,8 +114,11 @@ def merge(*logs: Log | Iterable[Entry]) -> dict[tuple[str, int], Entry]:
 
 def stamp(now_ms: int, log: Log) -> int:
     """The time of a new entry: the kiosk's clock, but after every entry it knows."""
-    latest = max((e.at_ms for e in log.values()), default=-1)
-    return max(now_ms, latest + 1)
+    return stamp_after(now_ms, max((e.at_ms for e in log.values()), default=-1))
+
+
+def stamp_after(now_ms: int, latest_ms: int) -> int:
+    return max(now_ms, latest_ms + 1)
 
 
 def next_seq(log: Log, kiosk: str) -> int:
@@ -155,13 +158,14 @@ def next_number(log: Log, service: str, day: str, slot: int, slots: int) -> int:
         (e.n for e in log.values() if e.kind == "issue" and e.service == service and e.day == day),
         default=0,
     )
+    return number_after(top, slot, slots)
+
+
+def number_after(top: int, slot: int, slots: int) -> int:
+    """The smallest number of kiosk ``slot`` above ``top``."""
+    if not 0 <= slot < slots:
+        raise ValueError(f"slot {slot} is not one of 0..{slots - 1}")
     return top + 1 + (slot - top) % slots
-
-
-def issued_count(log: Log, service: str, day: str) -> int:
-    return sum(
-        1 for e in log.values() if e.kind == "issue" and e.service == service and e.day == day
-    )
 
 
 @dataclass(frozen=True)
@@ -210,36 +214,61 @@ def allows(t: QueuedTicket | None, kind: Kind, counter: int) -> bool:
 
 def settle(log: Log) -> Settled:
     """Replay the log in ``(at_ms, kiosk, seq)`` order; what no longer applies is a conflict."""
-    tickets: dict[str, QueuedTicket] = {}
-    last_call: dict[str, Entry] = {}
-    conflicts: list[Conflict] = []
-    for e in sorted(log.values(), key=lambda e: e.order):
+    replay = Replay()
+    replay.extend(log.values())
+    return replay.settled()
+
+
+class Replay:
+    """A settling that goes on: entries that sort after the last one replayed are applied
+    on top (a kiosk's own acts, a peer's acts while together); ``extend`` refuses any
+    that would sort earlier, and the caller replays the whole log instead."""
+
+    def __init__(self) -> None:
+        self.tickets: dict[str, QueuedTicket] = {}
+        self.conflicts: list[Conflict] = []
+        self.last: tuple[int, str, int] = (-1, "", 0)
+        self._last_call: dict[str, Entry] = {}
+
+    def settled(self) -> Settled:
+        return Settled(dict(self.tickets), tuple(self.conflicts))
+
+    def extend(self, entries: Iterable[Entry]) -> bool:
+        """Apply ``entries`` in order; False (and nothing applied) if one sorts too early."""
+        ordered = sorted(entries, key=lambda e: e.order)
+        if ordered and ordered[0].order <= self.last:
+            return False
+        for e in ordered:
+            self._apply(e)
+        if ordered:
+            self.last = ordered[-1].order
+        return True
+
+    def _apply(self, e: Entry) -> None:
+        tickets, last_call = self.tickets, self._last_call
         if e.kind == "issue":
             if e.ticket in tickets:
-                conflicts.append(Conflict(e, tickets[e.ticket].state, last_call.get(e.ticket)))
-                continue
+                self.conflicts.append(Conflict(e, tickets[e.ticket].state, last_call.get(e.ticket)))
+                return
             tickets[e.ticket] = QueuedTicket(
                 e.ticket, e.day, e.service, e.service, e.n, e.number, e.priority, e.at_ms, e.kiosk
             )
-            continue
+            return
         t = tickets.get(e.ticket)
         if not allows(t, e.kind, e.counter):
-            conflicts.append(
+            self.conflicts.append(
                 Conflict(e, "unknown" if t is None else t.state, last_call.get(e.ticket))
             )
-            continue
+            return
         assert t is not None
         if e.kind == "call":
             t = replace(t, state="called", counter=e.counter, called_ms=e.at_ms)
+            last_call[e.ticket] = e
         elif e.kind == "skip":
             t = replace(t, state="skipped")
         elif e.kind == "serve":
             t = replace(t, state="served")
         else:
             t = replace(t, state="waiting", queue=e.queue, counter=0, called_ms=0)
-        tickets[e.ticket] = t
-        if e.kind == "call":
-            last_call[e.ticket] = e
-        elif e.kind == "transfer":
             last_call.pop(e.ticket, None)
-    return Settled(tickets, tuple(conflicts))
+        tickets[e.ticket] = t

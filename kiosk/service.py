@@ -191,6 +191,8 @@ class Kiosk:
     # lifecycle
 
     def start(self) -> None:
+        if self._replica is not None:
+            self._replica.mirror()  # the office's log is the truth: the file follows it
         self.printer.start()
         for ticket in self.store.pending_prints():
             self.printer.submit(ticket.id)  # issued before a crash or a power cut

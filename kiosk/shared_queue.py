@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,16 +28,14 @@ from kiosk.office_log import (
     Kind,
     LogError,
     QueuedTicket,
+    Replay,
     Settled,
     allows,
     have,
-    issued_count,
     merge,
     missing,
-    next_number,
-    next_seq,
-    settle,
-    stamp,
+    number_after,
+    stamp_after,
 )
 from kiosk.ticket_store import IssueRefused, TicketError
 from plumbing.mqtt_client import guarded, new_client
@@ -110,7 +109,15 @@ class SharedQueue:
         for kiosk_id, body in self._db.execute("SELECT kiosk, body FROM office_entry"):
             e = _entry(kiosk_id, OfficeEntry.model_validate_json(body))
             self._log[e.key] = e
-        self._settled = settle(self._log)
+        # what each act needs, kept as entries come rather than read off the whole log
+        self._latest_ms = -1
+        self._own_seq = 0
+        self._top: dict[tuple[str, str], int] = {}  # (service, day) -> the highest number known
+        self._issued: Counter[tuple[str, str]] = Counter()
+        self._index(self._log.values())
+        self._replay = Replay()
+        self._replay.extend(self._log.values())
+        self._settled = self._replay.settled()
         self._told = {c.entry.key for c in self._settled.conflicts}
         self._client: paho.Client | None = None
         self._up = False  # the link to the broker is up (from CONNACK to the disconnect)
@@ -132,13 +139,14 @@ class SharedQueue:
         """A new number of this kiosk's own, on disk before this returns; raises IssueRefused."""
         day = _local_day(now_ms, tz).isoformat()
         with self._lock:
-            n = next_number(self._log, service.code, day, self.slot, len(self.kiosks))
-            refusal = can_issue(service, now_ms, tz, issued_count(self._log, service.code, day))
+            key = (service.code, day)
+            n = number_after(self._top.get(key, 0), self.slot, len(self.kiosks))
+            refusal = can_issue(service, now_ms, tz, self._issued[key])
             if refusal is None and n >= 10**service.digits:
                 refusal = Refusal("limit", "Đã hết số trong ngày / No more numbers today")
             if refusal is not None:
                 raise IssueRefused(refusal)
-            seq = next_seq(self._log, self.kiosk)
+            seq = self._own_seq + 1
             e = self._append_locked(
                 now_ms, "issue", f"{self.queue}:{self.kiosk}:{seq}", day=day,
                 service=service.code, n=n, number=format_number(service.prefix, n, service.digits),
@@ -194,7 +202,7 @@ class SharedQueue:
         return t
 
     def _append_locked(self, now_ms: int, kind: Any, ticket: str, **kw: Any) -> Entry:
-        e = Entry(self.kiosk, next_seq(self._log, self.kiosk), stamp(now_ms, self._log), kind,
+        e = Entry(self.kiosk, self._own_seq + 1, stamp_after(now_ms, self._latest_ms), kind,
                   ticket, **kw)  # fmt: skip
         self._store_locked([e])
         return e
@@ -215,11 +223,25 @@ class SharedQueue:
                 [(e.kiosk, e.seq, e.at_ms, _wire(e).model_dump_json()) for e in new],
             )
         self._log.update((e.key, e) for e in new)
-        self._settled = settle(self._log)
+        self._index(new)
+        if not self._replay.extend(new):  # a peer's act from before the last one: replay all
+            self._replay = Replay()
+            self._replay.extend(self._log.values())
+        self._settled = self._replay.settled()
         fresh = [c for c in self._settled.conflicts if c.entry.key not in self._told]
         self._told.update(c.entry.key for c in fresh)
         self.changed.notify_all()
         return fresh
+
+    def _index(self, entries: Iterable[Entry]) -> None:
+        for e in entries:
+            self._latest_ms = max(self._latest_ms, e.at_ms)
+            if e.kiosk == self.kiosk:
+                self._own_seq = max(self._own_seq, e.seq)
+            if e.kind == "issue":
+                key = (e.service, e.day)
+                self._top[key] = max(self._top.get(key, 0), e.n)
+                self._issued[key] += 1
 
     def wait_for(self, predicate: Callable[[Settled, dict[tuple[str, int], Entry]], bool],
                  timeout_s: float) -> bool:  # fmt: skip

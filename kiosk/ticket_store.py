@@ -227,8 +227,19 @@ class TicketStore:
         """Take the office's shared queue's view of these tickets (kiosk/shared_queue.py):
         a peer's ticket is added as printed (its own kiosk prints it), a known one takes
         the queue's state, counter and call; what only this kiosk keeps (printed, recalls,
-        service time, rating) stays."""
-        with self._tx() as db:
+        service time, rating) stays. Not synced to disk on its own (the office's log is
+        the durable record, mirrored again at start); the next durable commit covers it."""
+        with self._lock:  # no other commit runs while the file is not synced
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._mirror_locked(tickets)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def _mirror_locked(self, tickets: Sequence[Mirrored]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
             db.executemany(
                 "INSERT INTO ticket (id, service, queue, day, n, number, priority, issued_ms,"
                 " state, printed, counter, called_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -243,6 +254,11 @@ class TicketStore:
                     for m in tickets
                 ],
             )  # fmt: skip
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def ticket(self, ticket_id: str) -> Ticket:
         with self._lock:

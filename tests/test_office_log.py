@@ -14,11 +14,13 @@ from kiosk.numbering import QueuePolicy
 from kiosk.office_log import (
     Entry,
     LogError,
+    Replay,
     have,
     merge,
     missing,
     next_number,
     next_seq,
+    number_after,
     owns,
     settle,
     stamp,
@@ -235,3 +237,29 @@ def test_after_the_rejoin_the_counters_call_by_issue_time(
     normal = [t.issued_ms for t in after if not t.priority]
     assert prio == sorted(prio) and normal == sorted(normal)
     assert all(t.priority for t in after[: len(prio)])  # strict: priority first
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(op, max_size=80), chunks=st.lists(st.integers(1, 8), min_size=1))
+def test_settling_as_entries_come_is_settling_the_whole_log(
+    ops: list[tuple], chunks: list[int]
+) -> None:
+    whole = merge(*(k.log for k in run(ops, 2, [0, 0, 0], STRICT)))
+    arrival = sorted(
+        whole.values(), key=lambda e: (e.kiosk != "k0", e.seq)
+    )  # one side, then the other
+    replay, i, known = Replay(), 0, {}
+    while i < len(arrival):
+        chunk = arrival[i : i + chunks[i % len(chunks)]]
+        known.update((e.key, e) for e in chunk)
+        if not replay.extend(chunk):  # as SharedQueue does: an early entry, replay it all
+            replay = Replay()
+            assert replay.extend(known.values())
+        i += len(chunk)
+    assert replay.settled() == settle(whole)
+
+
+def test_number_after_refuses_a_bad_slot() -> None:
+    assert [number_after(4, s, 3) for s in range(3)] == [7, 5, 6]
+    with pytest.raises(ValueError, match="slot 3 is not one of"):
+        number_after(0, 3, 3)
