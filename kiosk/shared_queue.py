@@ -251,9 +251,21 @@ class SharedQueue:
 
     # --- the link ---------------------------------------------------------------------------
 
-    def connect(self, host: str, port: int, username: str, password: str) -> None:
+    def connect(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str | None,
+        *,
+        tls: bool = False,
+        ca_file: Path | None = None,
+    ) -> None:
         """Join the office's kiosks through the broker; paho reconnects by itself."""
-        client = new_client(f"xaso-{self.kiosk}-office", username, password, clean_session=True)
+        client = new_client(
+            f"xaso-{self.kiosk}-office", username, password, clean_session=True, tls=tls,
+            ca_file=ca_file,
+        )  # fmt: skip
         client.reconnect_delay_set(0.2, 2.0)  # type: ignore[arg-type]
         client.on_connect = guarded(self._on_connect)
         client.on_message = guarded(self._on_message)

@@ -44,7 +44,7 @@ SERVICES = [
             hours=ALWAYS, weekdays=frozenset(range(7))),
 ]  # fmt: skip
 QUEUES = [s.code for s in SERVICES]
-POLICY = QueuePolicy("interleave", 3)
+POLICY = QueuePolicy("interleave", 3)  # the agents use strict (the default)
 T0 = 1_764_640_800_000  # 02/12/2025 09:00 in Hà Nội
 
 
@@ -447,3 +447,113 @@ def test_two_kiosk_services_print_their_own_tickets_and_call_from_one_queue(
             kiosk.close()
             link.close()
             printer.close()
+
+
+# --- two kiosk agents ----------------------------------------------------------------------------
+
+
+def kiosk_agent(site: Site, device: str, link: LossyLink, tmp: Path, printer: VirtualPrinter):
+    """A kiosk agent as provisioned, its broker reached through ``link``; started."""
+    from edge.agent import Agent
+    from edge.config import parse_config
+    from kiosk.role import attach
+
+    doc = kiosk_config(site, device)
+    doc["mqtt"].update(port=link.port, reconnect_min_s=0.2, reconnect_max_s=1.0)
+    doc["state"] = {"dir": str(tmp / device / "state")}
+    all_day = {"hours": [["00:00", "24:00"]], "weekdays": list(range(7))}
+    doc["kiosk"].update(
+        printer_url=printer.path, voice="off", web_host="127.0.0.1", web_port=free_port(),
+        status_poll_s=0.2, services=[
+            {"code": s.code, "name_vi": s.name_vi, "name_en": s.name_en, "prefix": s.prefix}
+            | all_day for s in SERVICES
+        ],
+    )  # fmt: skip
+    config = parse_config(doc, tmp / f"{device}.toml")
+    agent = Agent(config)
+    kiosk = attach(agent, config.kiosk)
+    agent.start()
+    return agent, kiosk
+
+
+def test_two_kiosk_agents_share_one_queue_through_a_cut(
+    office_site: Site, office_broker: Mosquitto, tmp_path: Path
+) -> None:
+    opened: list = []
+    try:
+        sides = {}
+        for device in ("kiosk-a", "kiosk-b"):
+            printer = VirtualPrinter(tmp_path / device / "printed").start()
+            link = LossyLink(
+                office_broker.host, office_broker.port, seed=2, latency_ms=None
+            ).start()
+            opened += [printer, link]
+            agent, kiosk = kiosk_agent(office_site, device, link, tmp_path, printer)
+            opened.append(agent)
+            assert kiosk.shared is not None and kiosk.shared.wait_link(up=True, timeout_s=WAIT_S)
+            sides[device] = (agent, kiosk, link, Mirrored(kiosk))
+        (agent_a, a, link_a, seen_a), (agent_b, b, _, seen_b) = sides.values()
+        assert a.shared is not None and b.shared is not None
+        for i in range(6):
+            (a if i % 2 else b).issue(QUEUES[i % 2], priority=i == 4)
+        for seen in (seen_a, seen_b):
+            seen.wait(lambda ts: len(ts) == 6)
+
+        # kiosk-a's network is cut: its agent and its queue see it; both sides go on
+        link_a.partition(refuse=True)
+        link_a.drop()
+        assert a.shared.wait_link(up=False, timeout_s=WAIT_S)
+        for i in range(10):
+            (a if i % 2 else b).issue(QUEUES[i % 2], priority=i == 7)  # a's, unknown to b
+        first_a = a.counter(1, "next", officer="o1")["ticket"]["number"]
+        first_b = b.counter(3, "next", officer="o3")["ticket"]["number"]
+        assert first_a == first_b == "A006"  # the priority ticket both knew, called at both
+        link_a.heal()
+        for seen in (seen_a, seen_b):
+            tickets = seen.wait(lambda ts: len(ts) == 16 and by_number(ts)[first_a].counter == 1)
+        assert len({t.number for t in tickets}) == 16  # no number twice
+        assert a.shared.settled() == b.shared.settled()
+        lost = [c for c in b.shared.settled().conflicts if c.entry.kind == "call"]
+        assert [(c.entry.counter, c.winner and c.winner.counter) for c in lost] == [(3, 1)]
+
+        # after the rejoin the three counters call in the one fair order
+        settled = a.shared.settled()
+        day = local_day(a.now_ms()).isoformat()
+        expected = [t.number for t in settled.call_order(day, QUEUES, QueuePolicy("strict"))]
+        assert by_number(tickets)[expected[0]].priority  # strict, the agents' default
+        called = []
+        for k, (kiosk, counter) in enumerate([(a, 2), (b, 3), (a, 1)] * 5):
+            if k == len(expected):
+                break
+            called.append(kiosk.counter(counter, "next", officer="o")["ticket"]["number"])
+            other = seen_b if kiosk is a else seen_a
+            other.wait(lambda ts, n=called[-1]: by_number(ts)[n].state == "called")
+        assert called == expected
+        assert agent_a.healthy and agent_b.healthy
+    finally:
+        for thing in reversed(opened):
+            thing.close()
+
+
+@pytest.mark.parametrize(
+    ("kiosk", "error"),
+    [
+        ({"queue_kiosks": ["kiosk-a"]}, "queue_kiosks needs queue, the office queue's id"),
+        ({"queue": "tanphu"}, "queue 'tanphu': list its kiosks in queue_kiosks"),
+        ({"queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-a"]},
+         "queue_kiosks: list each kiosk once; repeated: kiosk-a"),
+        ({"queue": "Tân Phú", "queue_kiosks": ["kiosk-a"]}, "queue\\n  String should match"),
+        ({"queue": "tanphu", "queue_kiosks": [f"k{i}" for i in range(10)]}, "queue_kiosks\\n"),
+    ],
+)  # fmt: skip
+def test_bad_queue_configuration_is_refused_naming_the_key(kiosk: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        KioskSection.model_validate({"office_address": "192.168.1.21", **kiosk})
+
+
+def test_a_kiosk_missing_from_its_queue_is_refused_saying_how_to_fix_it() -> None:
+    cfg = KioskSection.model_validate(
+        {"office_address": "192.168.1.21", "queue": "tanphu", "queue_kiosks": ["kiosk-b"]}
+    )
+    with pytest.raises(ValueError, match=r"does not list this kiosk \('kiosk-a'\).*--queue"):
+        cfg.queue_slot("kiosk-a")
