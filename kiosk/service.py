@@ -398,4 +398,7 @@ class Kiosk:
         }
 
     def telemetry(self) -> dict[str, Any]:
-        return {"printer": self.printer_view()}
+        out: dict[str, Any] = {"printer": self.printer_view()}
+        if self.shared is not None:
+            out["office_queue"] = self.shared.telemetry()
+        return out

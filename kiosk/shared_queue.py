@@ -243,6 +243,17 @@ class SharedQueue:
                 self._top[key] = max(self._top.get(key, 0), e.n)
                 self._issued[key] += 1
 
+    def telemetry(self) -> dict[str, Any]:
+        """The link to the other kiosks, for the agent's telemetry: up or cut, and how much."""
+        with self._lock:
+            return {
+                "queue": self.queue,
+                "connected": self._up,
+                "entries": len(self._log),
+                "conflicts": len(self._settled.conflicts),
+                "refused": self.refused,
+            }
+
     def wait_for(self, predicate: Callable[[Settled, dict[tuple[str, int], Entry]], bool],
                  timeout_s: float) -> bool:  # fmt: skip
         """Block until ``predicate(settled, log)`` holds (tests, the rejoin)."""

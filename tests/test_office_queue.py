@@ -530,6 +530,10 @@ def test_two_kiosk_agents_share_one_queue_through_a_cut(
             other.wait(lambda ts, n=called[-1]: by_number(ts)[n].state == "called")
         assert called == expected
         assert agent_a.healthy and agent_b.healthy
+        assert a.telemetry()["office_queue"] == {
+            "queue": "tanphu", "connected": True, "entries": len(a.shared.entries()),
+            "conflicts": len(a.shared.settled().conflicts), "refused": 0,
+        }  # fmt: skip
     finally:
         for thing in reversed(opened):
             thing.close()
@@ -557,3 +561,41 @@ def test_a_kiosk_missing_from_its_queue_is_refused_saying_how_to_fix_it() -> Non
     )
     with pytest.raises(ValueError, match=r"does not list this kiosk \('kiosk-a'\).*--queue"):
         cfg.queue_slot("kiosk-a")
+
+
+def test_a_peers_bad_messages_are_refused_and_the_next_good_one_merges(
+    office_site: Site, office_broker: Mosquitto, tmp_path: Path
+) -> None:
+    mqtt = {d: kiosk_config(office_site, d)["mqtt"] for d in ("kiosk-a", "kiosk-b")}
+    queue = SharedQueue(tmp_path / "a.sqlite", queue="tanphu", kiosk="kiosk-a",
+                        kiosks=["kiosk-a", "kiosk-b"], topics=Topics())  # fmt: skip
+    clients = Clients(office_broker.host, office_broker.port)
+    try:
+        queue.connect(
+            office_broker.host, office_broker.port, "kiosk-a", mqtt["kiosk-a"]["password"]
+        )
+        assert queue.wait_link(up=True, timeout_s=WAIT_S)
+        b = clients.connect("kiosk-b", mqtt["kiosk-b"]["password"])
+        topic = "xaso/dev/kiosk-b/office"
+        issue = OfficeEntry(seq=1, at_ms=T0, kind="issue", ticket="t-b-1", day="2025-12-02",
+                            service="ho-tich", n=2, number="A002")  # fmt: skip
+        for bad in (
+            b"not json",
+            office_entries("tanphu", "kiosk-a", [issue]),  # b writing as a
+            office_entries("phuoc-an", "kiosk-b", [issue]),  # another office
+            _entries(counter=0).replace(b'"kiosk-a"', b'"kiosk-b"'),
+        ):
+            publish(b, topic, bad)
+        publish(b, topic, office_entries("tanphu", "kiosk-b", [issue]))
+        assert queue.wait_for(lambda s, _log: "t-b-1" in s.tickets, WAIT_S)
+        assert queue.refused == 4
+        # the same name with other content is refused too, and the log keeps the first
+        other = issue.model_copy(update={"n": 4, "number": "A004"})
+        publish(b, topic, office_entries("tanphu", "kiosk-b", [other]))
+        later = issue.model_copy(update={"seq": 2, "ticket": "t-b-2", "n": 4, "number": "A004"})
+        publish(b, topic, office_entries("tanphu", "kiosk-b", [later]))
+        assert queue.wait_for(lambda s, _log: "t-b-2" in s.tickets, WAIT_S)
+        assert queue.refused == 5 and queue.settled().tickets["t-b-1"].number == "A002"
+    finally:
+        clients.close_all()
+        queue.close()
