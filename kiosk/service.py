@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from kiosk.buttons import ButtonPanel
     from kiosk.caller import Caller
     from kiosk.config import KioskSection
+    from kiosk.office_log import Conflict
     from kiosk.shared_queue import SharedQueue
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ class Kiosk:
 
             replica = Replica(shared, self.store)
             shared.on_change = self._peers_acted
+            shared.on_conflict = self._call_lost
+        # counter -> the number its call lost to another kiosk's counter during a cut, until
+        # it calls again (shown on its page)
+        self.taken: dict[int, dict[str, Any]] = {}
         self.officers = Officers(
             cfg.officers,
             cfg.counters,
@@ -227,6 +232,15 @@ class Kiosk:
 
     # wiring
 
+    def _call_lost(self, conflict: Conflict) -> None:
+        """A call of one of this kiosk's counters lost to an earlier one made elsewhere."""
+        e, won = conflict.entry, conflict.winner
+        if e.kind != "call" or won is None or self.shared is None or e.kiosk != self.shared.kiosk:
+            return
+        number = self.shared.settled().tickets[e.ticket].number
+        self.taken[e.counter] = {"number": number, "by": won.counter}
+        self.changes.bump()
+
     def _peers_acted(self) -> None:
         """Another kiosk of the office issued or called: the file and the pages follow."""
         if self._replica is not None:
@@ -328,6 +342,8 @@ class Kiosk:
         """One counter action, by the officer signed in there (the pages always give one)."""
         office, now = self.office, self.now_ms()
         office.check_counter(counter)
+        if action in ("next", "call") and self.taken.pop(counter, None) is not None:
+            self.changes.bump()
         ticket: Ticket | None
         if action == "next":
             ticket = office.call_next(counter, now, officer)
@@ -394,6 +410,7 @@ class Kiosk:
             **self.office.board(self.now_ms()),
             "printer": self.printer_view(),
             "notice": self.notice,
+            "taken": {str(c): lost for c, lost in self.taken.items()},
             "version": self.changes.version,
         }
 

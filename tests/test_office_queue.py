@@ -599,3 +599,76 @@ def test_a_peers_bad_messages_are_refused_and_the_next_good_one_merges(
     finally:
         clients.close_all()
         queue.close()
+
+
+def test_the_counter_page_says_when_its_call_lost_to_another_kiosks_counter(
+    office_site: Site, office_broker: Mosquitto, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from kiosk.role import serve_pages
+    from tests.kiosk_helpers import OFFICERS
+    from tests.test_kiosk_browser import signed_in, wait_serving
+
+    clock = KioskClock()
+    opened: list = []
+    kiosks = {}
+    try:
+        for device in ("kiosk-a", "kiosk-b"):
+            printer = VirtualPrinter(tmp_path / device / "printed").start()
+            link = LossyLink(
+                office_broker.host, office_broker.port, seed=3, latency_ms=None
+            ).start()
+            opened += [printer, link]
+            shared = SharedQueue(
+                tmp_path / device / "office.sqlite", queue="tanphu", kiosk=device,
+                kiosks=["kiosk-a", "kiosk-b"], topics=Topics(),
+            )  # fmt: skip
+            cfg = KioskSection.model_validate(
+                {"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
+                 "web_host": "127.0.0.1", "web_port": free_port(), "officers": OFFICERS,
+                 "queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-b"]}
+            )  # fmt: skip
+            (tmp_path / device / "state").mkdir(parents=True)
+            kiosk = Kiosk(cfg, tmp_path / device / "state", lambda _b: None, clock,
+                          serve=serve_pages, shared=shared)  # fmt: skip
+            kiosk.start()
+            opened.append(kiosk)
+            mqtt = kiosk_config(office_site, device)["mqtt"]
+            shared.connect("127.0.0.1", link.port, mqtt["username"], mqtt["password"])
+            assert shared.wait_link(up=True, timeout_s=WAIT_S)
+            kiosks[device] = (kiosk, link, Mirrored(kiosk))
+        (a, _, _), (b, link_b, seen_b) = kiosks.values()
+        base_b = f"http://127.0.0.1:{b.cfg.web_port}"
+        wait_serving(base_b)
+        a.issue("ho-tich")
+        seen_b.wait(lambda ts: len(ts) == 1)
+        link_b.partition(refuse=True)
+        link_b.drop()
+        assert b.shared is not None and b.shared.wait_link(up=False, timeout_s=WAIT_S)
+        clock.ms += 1_000
+        assert a.counter(1, "next")["ticket"]["number"] == "A001"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = signed_in(browser, f"{base_b}/counter/3", "#next")
+                clock.ms += 1_000
+                page.click("#next")  # b does not know: counter 3 calls A001 too
+                expect(page.locator("#current")).to_have_text("A001")
+                expect(page.locator("#taken")).to_be_hidden()
+                link_b.heal()
+                expect(page.locator("#taken")).to_have_text(
+                    "Số A001 đã được quầy 1 gọi trước (lúc mất kết nối giữa các máy):"
+                    " xin gọi số tiếp theo"
+                )
+                expect(page.locator("#current")).to_have_text("—")
+                page.click("#next")
+                expect(page.locator("#taken")).to_be_hidden()
+                expect(page.locator("#msg")).to_have_text("Không còn ai đang chờ")
+            finally:
+                browser.close()
+    finally:
+        for thing in reversed(opened):
+            thing.close()
