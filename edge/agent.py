@@ -30,6 +30,7 @@ from plumbing.clock import wall_ms
 from protocol.commands import ConfigSet, DeviceVolume, Strict
 from protocol.envelope import Opened
 from protocol.events import AgentStarted, Body, new_event
+from protocol.host import BrokerLogin
 from protocol.signing import Keyring
 from protocol.topics import Topics
 from protocol.uplink import Event, Status, Telemetry
@@ -164,6 +165,13 @@ class Agent:
 
     def http_credentials(self) -> tuple[str, str | None]:
         return self.config.username, self.config.password()
+
+    def broker_login(self) -> BrokerLogin:
+        mqtt = self.config.mqtt
+        return BrokerLogin(
+            mqtt.host, mqtt.port, mqtt.tls, mqtt.ca_file, self.config.username,
+            self.config.password(),
+        )  # fmt: skip
 
     def setting(self, name: str) -> str | None:
         return self.store.setting(name)

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from kiosk.numbering import DEFAULT_TZ, SERVICE_CODE, Service
 from kiosk.officers import check_pin_hash
 from plumbing.config_files import Section
+from protocol.topics import ID_PATTERN
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised, never bound here
 HOST = r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"  # an IP address or a DNS name
@@ -120,6 +121,13 @@ class KioskSection(Section):
     session_hours: Annotated[float, Field(gt=0, le=24)] = 12.0
     pin_attempts: Annotated[int, Field(ge=1, le=20)] = 5  # wrong PINs in a row before a lockout
     pin_lockout_s: Annotated[float, Field(ge=1, le=900)] = 60.0  # doubles with each lockout
+    # one number series and queue with the other kiosks of the office (`xaso device add
+    # --queue`): the office queue's id and every kiosk of it, this one included; the order
+    # gives each its own numbers (docs/kiosk.md, "Several kiosks, one queue")
+    queue: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")] | None = None
+    queue_kiosks: Annotated[
+        list[Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]], Field(max_length=9)
+    ] = []
 
     @field_validator("tz")
     @classmethod
@@ -220,6 +228,26 @@ class KioskSection(Section):
                 " (384 for 58 mm, 512 or 576 for 80 mm)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _queue(self) -> KioskSection:
+        if self.queue_kiosks and self.queue is None:
+            raise ValueError("queue_kiosks needs queue, the office queue's id")
+        if self.queue is not None and not self.queue_kiosks:
+            raise ValueError(f"queue {self.queue!r}: list its kiosks in queue_kiosks")
+        twice = sorted({k for k in self.queue_kiosks if self.queue_kiosks.count(k) > 1})
+        if twice:
+            raise ValueError(f"queue_kiosks: list each kiosk once; repeated: {', '.join(twice)}")
+        return self
+
+    def queue_slot(self, device_id: str) -> tuple[int, int]:
+        """This kiosk's place among the kiosks of its queue, and how many they are."""
+        if device_id not in self.queue_kiosks:
+            raise ValueError(
+                f"queue_kiosks {self.queue_kiosks} does not list this kiosk ({device_id!r}):"
+                " add it, or provision it again with `xaso device add --queue`"
+            )
+        return self.queue_kiosks.index(device_id), len(self.queue_kiosks)
 
     @model_validator(mode="after")
     def _officers(self) -> KioskSection:

@@ -10,10 +10,11 @@ sentence, shown as is on the pages. Every change is reported through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from kiosk.numbering import (
@@ -26,6 +27,10 @@ from kiosk.numbering import (
     people_ahead,
 )
 from kiosk.ticket_store import IssueRefused, Ticket, TicketError, TicketStore
+
+if TYPE_CHECKING:
+    from kiosk.replica import Replica
+    from kiosk.shared_queue import SharedQueue
 from protocol.events import (
     Body,
     CounterState,
@@ -102,12 +107,37 @@ class Office:
     """Thread-safe as far as the store is: each operation is one or two transactions."""
 
     def __init__(
-        self, store: TicketStore, settings: OfficeSettings, on_event: OnEvent | None = None
+        self,
+        store: TicketStore,
+        settings: OfficeSettings,
+        on_event: OnEvent | None = None,
+        replica: Replica | None = None,
     ) -> None:
+        """``replica``: the office's queue shared with its other kiosks (docs/kiosk.md)."""
         self.store = store
         self.settings = settings
         self._services = {s.code: s for s in settings.services}
         self._on_event = on_event or (lambda _body: None)
+        self.replica = replica
+
+    @contextmanager
+    def _shared(self) -> Iterator[SharedQueue | None]:
+        """The shared queue, decided on before the ticket file, or None for a lone kiosk; a
+        ticket that another kiosk's counter took first is refused as such."""
+        if self.replica is None:
+            yield None
+            return
+        from kiosk.shared_queue import Taken
+
+        try:
+            with self.replica.acting() as shared:
+                yield shared
+        except Taken:
+            raise KioskError(
+                "taken",
+                "Số này vừa được một quầy khác gọi: xin gọi số tiếp theo",
+                "Another counter has just called this number: call the next one",
+            ) from None
 
     # lookups and checks
 
@@ -157,7 +187,13 @@ class Office:
         """A new number, durable before this returns (printing comes after)."""
         service = self.service(code)
         try:
-            t = self.store.issue(service, now_ms, self.settings.tz, priority=priority)
+            with self._shared() as shared:
+                if shared is None:
+                    t = self.store.issue(service, now_ms, self.settings.tz, priority=priority)
+                else:
+                    ticket_id = shared.issue(service, now_ms, self.settings.tz, priority).id
+            if shared is not None:
+                t = self.store.ticket(ticket_id)
         except IssueRefused as exc:
             vi, en = exc.refusal.message.split(" / ", 1)
             raise KioskError(exc.refusal.reason, vi, en, 409) from None
@@ -301,11 +337,21 @@ class Office:
         """
         self.check_counter(counter)
         self._refuse_paused(counter)
-        if self.current(counter, now_ms) is not None:
-            self.served(counter, now_ms, officer)
-        t = self.store.call_next(
-            counter, self.services_of(counter), self.settings.policy, now_ms, self.settings.tz
-        )
+        with self._shared() as shared:
+            if self.current(counter, now_ms) is not None:
+                self.served(counter, now_ms, officer)
+            if shared is None:
+                t = self.store.call_next(
+                    counter, self.services_of(counter), self.settings.policy, now_ms,
+                    self.settings.tz,
+                )  # fmt: skip
+            else:
+                q = shared.call_next(
+                    counter, self.services_of(counter), self.settings.policy, now_ms,
+                    tz=self.settings.tz, officer=officer or "",
+                )  # fmt: skip
+        if shared is not None:
+            t = None if q is None else self.store.ticket(q.id)
         return None if t is None else self._called(t, counter, now_ms, officer)
 
     def call_number(
@@ -336,11 +382,14 @@ class Office:
                 f"Không gọi được số {t.number}: số này {where[0]}",
                 f"Cannot call {t.number}: it is {where[1]}",
             )
-        current = self.current(counter, now_ms)
-        if current is not None:
-            self.served(counter, now_ms, officer)
-        was = t.state
-        t = self.store.call_ticket(t.id, counter, now_ms)
+        with self._shared() as shared:
+            current = self.current(counter, now_ms)
+            if current is not None:
+                self.served(counter, now_ms, officer)
+            was = t.state
+            if shared is not None:
+                shared.record("call", t.id, now_ms, counter=counter, officer=officer or "")
+            t = self.store.call_ticket(t.id, counter, now_ms)
         if was == "skipped":
             self.store.record_action(t.id, "brought_back", now_ms, counter=counter, officer=officer)
         return self._called(t, counter, now_ms, officer)
@@ -351,7 +400,11 @@ class Office:
 
     def skip(self, counter: int, now_ms: int, officer: str | None = None) -> Ticket:
         """A no-show: the citizen did not come after the calls (``call_number`` brings back)."""
-        t = self.store.skip(self._current_or_refuse(counter, now_ms).id)
+        with self._shared() as shared:
+            t = self._current_or_refuse(counter, now_ms)
+            if shared is not None:
+                shared.record("skip", t.id, now_ms, counter=counter, officer=officer or "")
+            t = self.store.skip(t.id)
         self.store.record_action(t.id, "skipped", now_ms, counter=counter, officer=officer)
         self._on_event(
             TicketSkipped(**ticket_fields(t), counter=counter, reason="no_show", **_by(officer))
@@ -359,7 +412,11 @@ class Office:
         return t
 
     def served(self, counter: int, now_ms: int, officer: str | None = None) -> Ticket:
-        t = self.store.serve_done(self._current_or_refuse(counter, now_ms).id, now_ms)
+        with self._shared() as shared:
+            t = self._current_or_refuse(counter, now_ms)
+            if shared is not None:
+                shared.record("serve", t.id, now_ms, counter=counter, officer=officer or "")
+            t = self.store.serve_done(t.id, now_ms)
         self.store.record_action(t.id, "served", now_ms, counter=counter, officer=officer)
         self._on_event(
             TicketServed(
@@ -397,7 +454,10 @@ class Office:
                 "Số này đã ở hàng của dịch vụ đó",
                 "This number already waits for that service",
             )
-        t = self.store.transfer(current.id, target.code)
+        with self._shared() as shared:
+            if shared is not None:
+                shared.record("transfer", current.id, now_ms, queue=target.code)
+            t = self.store.transfer(current.id, target.code)
         self.store.record_action(
             t.id, "transferred", now_ms, counter=counter, officer=officer, note=note
         )

@@ -5,6 +5,8 @@ its serial line, the buttons, the local web server for the touchscreen, the
 counters and the hall TV, and the hall speaker. The network only carries the
 records (``ticket.*``, ``counter.state``, ``printer.status``) home through the
 host's durable outbox, so the office works the same with no network at all.
+The kiosks of one office queue (``[kiosk] queue``) also exchange their acts on
+the queue over the broker, and each goes on alone through a cut.
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ def attach(
         if remote and isinstance(body, TicketCalled):
             host.send(calls_topic, event.model_dump_json(exclude_none=True).encode())
 
+    shared = None
+    if cfg.queue is not None:  # one queue with the office's other kiosks (docs/kiosk.md)
+        from kiosk.shared_queue import SharedQueue
+
+        cfg.queue_slot(host.device_id)  # listed, or refused saying how to fix it
+        shared = SharedQueue(
+            host.state_dir / "office.sqlite",
+            queue=cfg.queue,
+            kiosk=host.device_id,
+            kiosks=cfg.queue_kiosks,
+            topics=host.topics,
+        )
     kiosk = Kiosk(
         cfg,
         host.state_dir,
@@ -56,9 +70,18 @@ def attach(
         pin_factory=pin_factory,
         player=player,
         serve=serve_pages,
+        shared=shared,
     )
     host.add_telemetry(kiosk.telemetry)
     host.add_health(kiosk.alive)
     host.on_start(kiosk.start)
+    if shared is not None:
+        login = host.broker_login()
+        host.on_start(
+            lambda: shared.connect(
+                login.host, login.port, login.username, login.password, tls=login.tls,
+                ca_file=login.ca_file,
+            )
+        )  # fmt: skip
     host.on_close(kiosk.close)
     return kiosk

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from kiosk.buttons import ButtonPanel
     from kiosk.caller import Caller
     from kiosk.config import KioskSection
+    from kiosk.office_log import Conflict
+    from kiosk.shared_queue import SharedQueue
 
 log = logging.getLogger(__name__)
 Emit = Callable[[Body], None]
@@ -87,8 +89,10 @@ class Kiosk:
         engine: SpeechEngine | None = None,
         open_printer: Callable[[], TicketPrinter] | None = None,
         serve: Callable[[Kiosk], Pages] | None = None,
+        shared: SharedQueue | None = None,
     ) -> None:
-        """``serve`` starts the pages (kiosk.role gives the web server); None: no pages."""
+        """``serve`` starts the pages (kiosk.role gives the web server); None: no pages.
+        ``shared``: the queue of the office's kiosks, which the kiosk then owns."""
         self.cfg = cfg
         self._emit = emit
         self.now_ms = now_ms
@@ -96,6 +100,17 @@ class Kiosk:
         # a kiosk on every interface with no address was refused by the agent's config check
         self.public_url = cfg.ticket_base_url or f"http://127.0.0.1:{cfg.web_port}"
         self.store = TicketStore(state_dir / "tickets.sqlite3")
+        self.shared = shared
+        replica = None
+        if shared is not None:
+            from kiosk.replica import Replica
+
+            replica = Replica(shared, self.store)
+            shared.on_change = self._peers_acted
+            shared.on_conflict = self._call_lost
+        # counter -> the number its call lost to another kiosk's counter during a cut, until
+        # it calls again (shown on its page)
+        self.taken: dict[int, dict[str, Any]] = {}
         self.officers = Officers(
             cfg.officers,
             cfg.counters,
@@ -113,7 +128,9 @@ class Kiosk:
                 tz=cfg.tz,
             ),
             on_event=self._record,
+            replica=replica,
         )
+        self._replica = replica
         self.profile = profile_of(cfg)
         self.printer = PrintWorker(
             open_printer
@@ -179,6 +196,8 @@ class Kiosk:
     # lifecycle
 
     def start(self) -> None:
+        if self._replica is not None:
+            self._replica.mirror()  # the office's log is the truth: the file follows it
         self.printer.start()
         for ticket in self.store.pending_prints():
             self.printer.submit(ticket.id)  # issued before a crash or a power cut
@@ -207,9 +226,26 @@ class Kiosk:
             self.caller.close()
         if self._own_player is not None:
             self._own_player.close()
+        if self.shared is not None:
+            self.shared.close()
         self.store.close()
 
     # wiring
+
+    def _call_lost(self, conflict: Conflict) -> None:
+        """A call of one of this kiosk's counters lost to an earlier one made elsewhere."""
+        e, won = conflict.entry, conflict.winner
+        if e.kind != "call" or won is None or self.shared is None or e.kiosk != self.shared.kiosk:
+            return
+        number = self.shared.settled().tickets[e.ticket].number
+        self.taken[e.counter] = {"number": number, "by": won.counter}
+        self.changes.bump()
+
+    def _peers_acted(self) -> None:
+        """Another kiosk of the office issued or called: the file and the pages follow."""
+        if self._replica is not None:
+            self._replica.mirror()
+        self.changes.bump()
 
     def _record(self, body: Body) -> None:
         self._emit(body)
@@ -306,6 +342,8 @@ class Kiosk:
         """One counter action, by the officer signed in there (the pages always give one)."""
         office, now = self.office, self.now_ms()
         office.check_counter(counter)
+        if action in ("next", "call") and self.taken.pop(counter, None) is not None:
+            self.changes.bump()
         ticket: Ticket | None
         if action == "next":
             ticket = office.call_next(counter, now, officer)
@@ -372,8 +410,12 @@ class Kiosk:
             **self.office.board(self.now_ms()),
             "printer": self.printer_view(),
             "notice": self.notice,
+            "taken": {str(c): lost for c, lost in self.taken.items()},
             "version": self.changes.version,
         }
 
     def telemetry(self) -> dict[str, Any]:
-        return {"printer": self.printer_view()}
+        out: dict[str, Any] = {"printer": self.printer_view()}
+        if self.shared is not None:
+            out["office_queue"] = self.shared.telemetry()
+        return out

@@ -139,6 +139,24 @@ class Action:
     note: str | None
 
 
+@dataclass(frozen=True)
+class Mirrored:
+    """A ticket as the office's shared queue has it; ``own``: issued by this kiosk."""
+
+    id: str
+    service: str
+    queue: str
+    day: str
+    n: int
+    number: str
+    priority: bool
+    issued_ms: int
+    state: str
+    counter: int
+    called_ms: int
+    own: bool
+
+
 @dataclass
 class _Move:
     db: sqlite3.Connection
@@ -204,6 +222,43 @@ class TicketStore:
                 ),
             )  # fmt: skip
             return self._get(db, ticket_id)
+
+    def mirror(self, tickets: Sequence[Mirrored]) -> None:
+        """Take the office's shared queue's view of these tickets (kiosk/shared_queue.py):
+        a peer's ticket is added as printed (its own kiosk prints it), a known one takes
+        the queue's state, counter and call; what only this kiosk keeps (printed, recalls,
+        service time, rating) stays. Not synced to disk on its own (the office's log is
+        the durable record, mirrored again at start); the next durable commit covers it."""
+        with self._lock:  # no other commit runs while the file is not synced
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._mirror_locked(tickets)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def _mirror_locked(self, tickets: Sequence[Mirrored]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO ticket (id, service, queue, day, n, number, priority, issued_ms,"
+                " state, printed, counter, called_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, state = excluded.state,"
+                " counter = excluded.counter, called_ms = excluded.called_ms",
+                [
+                    (
+                        m.id, m.service, m.queue, m.day, m.n, m.number, int(m.priority),
+                        m.issued_ms, m.state, int(not m.own), m.counter or None,
+                        m.called_ms or None,
+                    )
+                    for m in tickets
+                ],
+            )  # fmt: skip
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def ticket(self, ticket_id: str) -> Ticket:
         with self._lock:

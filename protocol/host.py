@@ -11,6 +11,7 @@ the telemetry and its health for the watchdog.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,18 @@ from protocol.uplink import Event
 CommandHandler = Callable[[Opened], dict[str, Any] | None]
 # a verified document's handler: (its topic, its body), stored before it runs
 DocumentHandler = Callable[[str, Strict], None]
+
+
+@dataclass(frozen=True)
+class BrokerLogin:
+    """Where and as whom the agent reaches its broker."""
+
+    host: str
+    port: int
+    tls: bool
+    ca_file: Path | None
+    username: str
+    password: str | None
 
 
 class RoleHost(Protocol):
@@ -47,6 +60,10 @@ class RoleHost(Protocol):
 
     def http_credentials(self) -> tuple[str, str | None]:
         """The device's login, for fetching clips from the controller."""
+        ...
+
+    def broker_login(self) -> BrokerLogin:
+        """The agent's broker and login, for a role's own link (a kiosk's office queue)."""
         ...
 
     # records, durable before the call returns

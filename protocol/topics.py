@@ -13,7 +13,9 @@ _ID_RE = re.compile(ID_PATTERN)
 DEFAULT_ROOT = "xaso"
 
 Scope = Literal["dev", "grp"]
-DEVICE_LEAVES = ("status", "telemetry", "event", "calls", "ack", "cmd", "config", "schedule")
+DEVICE_LEAVES = (
+    "status", "telemetry", "event", "calls", "office", "ack", "cmd", "config", "schedule",
+)  # fmt: skip
 GROUP_LEAVES = ("cmd", "schedule")
 INBOUND_LEAVES = ("cmd", "config", "schedule")  # what the controller signs, and a target names
 
@@ -80,6 +82,10 @@ class Topics:
     def calls(self, device_id: str) -> str:
         """A kiosk's hall calls: its ``ticket.called`` events again, for its hall speakers."""
         return self.dev(device_id, "calls")
+
+    def office(self, device_id: str) -> str:
+        """A kiosk's entries of its office's shared queue, for the other kiosks of that office."""
+        return self.dev(device_id, "office")
 
     def ack(self, device_id: str) -> str:
         return self.dev(device_id, "ack")

@@ -12,6 +12,7 @@ import pytest
 from controller.site.broker_files import (
     DEVICE_READS,
     DEVICE_WRITES,
+    QUEUE_LEAVES,
     acl_text,
     mosquitto_hash,
     regenerate_broker_files,
@@ -102,7 +103,7 @@ def test_acl_text() -> None:
 
 
 def test_acl_covers_every_device_topic_once() -> None:
-    assert sorted(DEVICE_WRITES + DEVICE_READS) == sorted(DEVICE_LEAVES)
+    assert sorted(DEVICE_WRITES + DEVICE_READS + QUEUE_LEAVES) == sorted(DEVICE_LEAVES)
 
 
 def test_acl_refuses_a_bad_root() -> None:

@@ -24,6 +24,7 @@ BROKER_GROUP = "mosquitto"
 # The device topics of PROTOCOL.md by direction: a device writes the first, reads the second.
 DEVICE_WRITES = ("status", "telemetry", "event", "calls", "ack")
 DEVICE_READS = ("cmd", "config", "schedule")
+QUEUE_LEAVES = ("office",)  # written and read only by the kiosks of one office queue
 
 
 def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
@@ -56,7 +57,9 @@ def acl_text(root: str, devices: Sequence[DeviceEntry], controller_users: Sequen
     """The broker's ACL: each device writes its uplink, reads its own and its groups' downlink.
 
     A hall speaker also reads the ``calls`` topic of each kiosk it plays the
-    calls of, and nothing else of that kiosk.
+    calls of, and nothing else of that kiosk. A kiosk that shares an office's
+    queue writes its ``office`` topic and reads those of the other kiosks of
+    that queue, and no other device's.
 
     ``pattern`` lines apply to every user, the controller included; they only
     grant, and ``%u`` fills a whole topic level (mosquitto #209, #1155).
@@ -71,11 +74,20 @@ def acl_text(root: str, devices: Sequence[DeviceEntry], controller_users: Sequen
     # its own status back: another run of its identity there is a cloned card
     lines += [f"pattern read {root}/dev/%u/status"]
     for device in sorted(devices, key=lambda d: d.id):
-        if device.groups or device.calls_from:
+        peers = sorted(d.id for d in devices if device.queue and d.queue == device.queue)
+        if device.groups or device.calls_from or peers:
             lines += ["", f"user {device.id}"]
             for group in device.groups:
                 lines += [f"topic read {root}/grp/{group}/{leaf}" for leaf in GROUP_LEAVES]
             lines += [f"topic read {root}/dev/{kiosk}/calls" for kiosk in device.calls_from]
+            if peers:
+                lines += [f"topic write {root}/dev/{device.id}/{leaf}" for leaf in QUEUE_LEAVES]
+                lines += [
+                    f"topic read {root}/dev/{p}/{leaf}"
+                    for p in peers
+                    if p != device.id
+                    for leaf in QUEUE_LEAVES
+                ]
     for user in controller_users:
         lines += ["", f"user {user}", f"topic readwrite {root}/#"]
     return "\n".join(lines) + "\n"

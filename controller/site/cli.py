@@ -98,6 +98,7 @@ def _device_add(args: argparse.Namespace) -> int:
         force=args.force,
         calls_from=args.calls_from or [],
         office_address=args.office_address,
+        queue=args.queue,
     )
     print(
         f"Device {args.id} {'has a new password' if args.force else 'added'}; "
@@ -180,6 +181,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="ADDRESS",
         help="a kiosk's address on the office network (e.g. 192.168.1.10), for the QR code "
         "on its tickets",
+    )
+    add.add_argument(
+        "--queue",
+        default="",
+        metavar="OFFICE",
+        help="a kiosk sharing one number series and queue with the other kiosks given the "
+        "same OFFICE id (e.g. tanphu-mot-cua)",
     )
     add.add_argument("--name", default="", help="shown to people in the controller's UI")
     add.add_argument(

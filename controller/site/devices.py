@@ -49,6 +49,7 @@ def add_device(
     force: bool = False,
     calls_from: Sequence[str] = (),
     office_address: str = "",
+    queue: str = "",
 ) -> Path:
     """Register a device with a new password and write its agent configuration; return its path.
 
@@ -59,6 +60,10 @@ def add_device(
     ``office_address`` is a kiosk's address on the office network, for its
     tickets' QR code; without it the agent refuses to start the kiosk until
     ``[kiosk] office_address`` or ``public_url`` is set on the device.
+    ``queue`` names the office whose one queue a kiosk shares with the other
+    kiosks given the same ``queue``: each of their configurations lists them
+    all (``[kiosk] queue_kiosks``), and the broker lets them, and only them,
+    read each other's ``office`` topic.
     """
     entry = _checked_entry(device_id, roles, groups, name)
     if office_address and ("kiosk" not in entry.roles or any(c.isspace() for c in office_address)):
@@ -76,7 +81,11 @@ def add_device(
         if device_id in site.meta()["users"]:
             raise ProvisioningError(f"{device_id!r} is the controller's user name: pick another id")
         devices = {d.id: d for d in site.devices()}
-        entry = replace(entry, calls_from=_checked_calls_from(entry, calls_from, devices))
+        entry = replace(
+            entry,
+            calls_from=_checked_calls_from(entry, calls_from, devices),
+            queue=_checked_queue(entry, queue),
+        )
         old = devices.get(device_id)
         if old is not None and not force:
             raise ProvisioningError(
@@ -117,6 +126,7 @@ def add_device(
         write_atomic(path, _render_toml(config), 0o600)
         devices[device_id] = entry
         _write_registry(site, devices.values())
+        _write_queue_members(site, devices.values(), {entry.queue, old.queue if old else ""})
         write_broker_files(site)
     return path
 
@@ -126,9 +136,11 @@ def remove_device(directory: Path, device_id: str) -> None:
     site = open_site(directory)
     with locked(site.dir):
         devices = {d.id: d for d in site.devices()}
-        if devices.pop(device_id, None) is None:
+        gone = devices.pop(device_id, None)
+        if gone is None:
             raise ProvisioningError(f"no device {device_id!r} in {site.dir}")
         _write_registry(site, devices.values())
+        _write_queue_members(site, devices.values(), {gone.queue})
         write_broker_files(site)
         site.device_config_path(device_id).unlink(missing_ok=True)
 
@@ -200,6 +212,30 @@ def _checked_calls_from(
                 f"(`xaso device add {kiosk} --role kiosk ...`)"
             )
     return tuple(dict.fromkeys(kiosks))
+
+
+def _checked_queue(entry: DeviceEntry, queue: str) -> str:
+    if not queue:
+        return ""
+    if "kiosk" not in entry.roles:
+        raise ProvisioningError("--queue needs the kiosk role: add --role kiosk")
+    try:
+        return check_id(queue, "office queue id")
+    except ProtocolError as exc:
+        raise ProvisioningError(str(exc)) from None
+
+
+def _write_queue_members(site: Site, devices: Iterable[DeviceEntry], queues: set[str]) -> None:
+    """Every kiosk of these queues lists the kiosks of its queue (their order makes the slots)."""
+    entries = list(devices)
+    for queue in sorted(queues - {""}):
+        members = sorted(d.id for d in entries if d.queue == queue)
+
+        def join(doc: dict[str, Any], q: str = queue, m: list[str] = members) -> None:
+            doc.setdefault("kiosk", {}).update(queue=q, queue_kiosks=m)
+
+        for member in members:
+            rewrite_config(site, member, join)
 
 
 def _write_registry(site: Site, devices: Iterable[DeviceEntry]) -> None:

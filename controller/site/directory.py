@@ -50,6 +50,7 @@ class DeviceEntry:
     password_hash: str = ""
     created_ms: int = 0
     calls_from: tuple[str, ...] = ()  # a hall speaker: the kiosks whose calls it plays
+    queue: str = ""  # a kiosk: the office queue it shares with the other kiosks of that office
 
 
 @dataclass(frozen=True)
