@@ -15,12 +15,18 @@ together: 1, 4 and 8 of them at once, on
 3. `GET /` the dashboard page (the same page queries, the counts, the groups,
    rendered), with the same token.
 
+Meanwhile a writer commits one device's latest state every ``--write-every-s`` (as
+ingest's writer does, at most once a second below a full batch), so the
+controller's shared pages (controller/fleet/shared_pages.py) are made stale as
+often as a fleet sending telemetry makes them; the share of requests that were
+answered by a page built for another is printed.
+
 Then the same page queries directly through `controller.fleet.queries.list_devices`
 (SQLAlchemy, no HTTP, nothing else running). p50, p99 and max of each over
 every request of every client, and requests per second.
 
     .venv/bin/python -m bench.dashboard_api [--db URL | --postgres] [--requests 200]
-        [--clients 1,4,8] [--pace-ms 0]
+        [--clients 1,4,8] [--pace-ms 0] [--write-every-s 1]
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from cli.brokers.mosquitto import free_port
 from controller.app import create_app
@@ -191,7 +197,20 @@ def concurrent(
     return samples, len(samples) / wall
 
 
-def run(db_url: str, requests: int, levels: list[int], pace_s: float) -> None:
+def writer(state: Any, every_s: float, stop: threading.Event) -> None:
+    """One committed write of a shown row every ``every_s``, as ingest's batches make."""
+    while not stop.wait(every_s):
+        with state.sessions.begin() as db:
+            db.execute(
+                update(DeviceState)
+                .where(DeviceState.device_id == "loa-00001")
+                .values(updated_ms=state.now_ms())
+            )
+
+
+def run(  # noqa: PLR0915 (one run's set-up, measurement and report, in order)
+    db_url: str, requests: int, levels: list[int], pace_s: float, write_s: float
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "controller.toml"
         port = free_port()
@@ -220,6 +239,9 @@ def run(db_url: str, requests: int, levels: list[int], pace_s: float) -> None:
             time.sleep(0.05)
         base_url = f"http://127.0.0.1:{port}"
         results: list[tuple[str, int, list[float], float]] = []
+        stop = threading.Event()
+        writes = threading.Thread(target=writer, args=(state, write_s, stop), daemon=True)
+        writes.start()
         try:
             with ProcessPoolExecutor(max(levels), mp_context=get_context("spawn")) as pool:
                 for clients in levels:
@@ -236,6 +258,9 @@ def run(db_url: str, requests: int, levels: list[int], pace_s: float) -> None:
                             pace_s=pace_s,
                         )
                         results.append((path, clients, samples, rate))
+            stop.set()
+            writes.join(10)
+            built, served = state.pages.builds, state.pages.builds + state.pages.shared
             off = int(state.settings.alerts.offline_after_min * 60_000)
             shapes = queries(rng, requests)
 
@@ -259,6 +284,9 @@ def run(db_url: str, requests: int, levels: list[int], pace_s: float) -> None:
               f"{rate:>8.0f}")  # fmt: skip
     s50, s99 = percentiles(sql)
     print(f"  list_devices (no HTTP)  {1:>8}{s50:>9.2f}{s99:>9.2f}{max(sql):>9.2f}")
+    shared = 100 * (1 - built / max(served, 1))
+    print(f"  pages built {built} of {served} asked for ({shared:.0f} % shared), "
+          f"a write every {write_s} s")  # fmt: skip
     print(f"  load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
@@ -271,6 +299,9 @@ def main() -> None:
     parser.add_argument(
         "--pace-ms", type=float, default=0, help="each client's request interval (0: no pause)"
     )
+    parser.add_argument(
+        "--write-every-s", type=float, default=1.0, help="a committed state write this often"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     # the app's own warnings (600 alerts raised, no broker for the station) are not the figures
@@ -281,12 +312,19 @@ def main() -> None:
 
         cluster = PostgresCluster().start()
         try:
-            run(cluster.create_database(), args.requests, levels, args.pace_ms / 1000)
+            url = cluster.create_database()
+            run(url, args.requests, levels, args.pace_ms / 1000, args.write_every_s)
         finally:
             cluster.stop()
         return
     with tempfile.TemporaryDirectory() as tmp:
-        run(args.db or f"sqlite:///{tmp}/bench.db", args.requests, levels, args.pace_ms / 1000)
+        run(
+            args.db or f"sqlite:///{tmp}/bench.db",
+            args.requests,
+            levels,
+            args.pace_ms / 1000,
+            args.write_every_s,
+        )
 
 
 if __name__ == "__main__":

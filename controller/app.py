@@ -32,9 +32,11 @@ from controller.auth.accounts import AuthConfig
 from controller.auth.passwords import Passwords
 from controller.auth.security import LoginPolicy
 from controller.db.engine import check_schema, make_engine, session_factory, upgrade
+from controller.db.fleet_writes import FleetWrites
 from controller.deps import LANG_COOKIE, AppState
 from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
+from controller.fleet.shared_pages import SharedPages
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.resends import Resends
 from controller.radio.resends import policy as resend_policy
@@ -171,6 +173,8 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         offline_after_ms=int(settings.alerts.offline_after_min * 60_000),
         clock_ms=state.now_ms,
     )
+    writes = FleetWrites(engine)
+    state.pages = SharedPages(lambda: writes.version, state.now_ms)
     metrics = Metrics()
 
     @asynccontextmanager

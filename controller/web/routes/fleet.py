@@ -31,9 +31,17 @@ from controller.fleet.queries import (
     list_devices,
     state_counts,
 )
+from controller.fleet.shared_pages import SharedPages
 from controller.site.directory import ProvisioningError, Site
 from controller.web.charts import line_chart
-from controller.web.routes import ERRORS, error_responses, lang_of, local_time, render
+from controller.web.routes import (
+    ERRORS,
+    TEMPLATES,
+    error_responses,
+    lang_of,
+    local_time,
+    render,
+)
 from controller.web.routes.console import ack_text, device_commands
 from protocol.topics import ID_PATTERN, Topics
 from protocol.uplink import ROLES
@@ -210,6 +218,12 @@ def _topics(request: Request) -> Topics | None:
         return None
 
 
+def _pages(request: Request) -> SharedPages:
+    pages = app_state(request).pages
+    assert pages is not None  # create_app makes them
+    return pages
+
+
 def _device(request: Request, db: DbSession, device_id: str) -> DeviceRow:
     now, topics = app_state(request).now_ms(), _topics(request)
     row = get_device(db, now, _offline_ms(request), device_id, topics)
@@ -227,15 +241,19 @@ def api_devices(
     f: Filters,
     limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> DevicePage:
+) -> Response:
     """Devices ordered by id with their latest state and open alerts. `state` is online,
     offline, unknown (never heard from) or alerting; `q` matches the start of id or name."""
     query = DeviceQuery(**{**vars(f), "limit": limit, "offset": offset})
-    now = app_state(request).now_ms()
-    total, rows = list_devices(db, now, _offline_ms(request), query, _topics(request))
-    return DevicePage(
-        total=total, limit=limit, offset=offset, devices=[DeviceOut.of(r) for r in rows]
-    )
+
+    def build() -> bytes:
+        now = app_state(request).now_ms()
+        total, rows = list_devices(db, now, _offline_ms(request), query, _topics(request))
+        devices = [DeviceOut.of(r) for r in rows]
+        page = DevicePage(total=total, limit=limit, offset=offset, devices=devices)
+        return page.model_dump_json().encode()
+
+    return Response(_pages(request).get(("api", query), build), media_type="application/json")
 
 
 @router.get(
@@ -288,19 +306,35 @@ def dashboard(
     f: Filters,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
-    now, off = app_state(request).now_ms(), _offline_ms(request)
     query = DeviceQuery(**{**vars(f), "limit": PAGE, "offset": offset})
-    total, rows = list_devices(db, now, off, query, _topics(request))
+    lang = lang_of(request)
+
+    def summary() -> tuple[list[str], dict[str, int]]:
+        now, off = app_state(request).now_ms(), _offline_ms(request)
+        return group_ids(db), state_counts(db, now, off)
+
+    def table() -> str:
+        now = app_state(request).now_ms()
+        total, rows = list_devices(db, now, _offline_ms(request), query, _topics(request))
+        return TEMPLATES.get_template("_device_table.html").render(
+            t=lambda key, **params: i18n.t(lang, key, **params),
+            local_time=local_time,
+            devices=rows,
+            total=total,
+            offset=offset,
+            page=PAGE,
+            f=f,
+        )
+
+    pages = _pages(request)
+    groups, counts = pages.get(("summary",), summary)
     return render(
         request,
         "dashboard.html",
-        devices=rows,
-        total=total,
-        offset=offset,
-        page=PAGE,
+        table=pages.get(("table", lang, query), table),
         f=f,
-        groups=group_ids(db),
-        counts=state_counts(db, now, off),
+        groups=groups,
+        counts=counts,
         roles=ROLES,
     )
 
