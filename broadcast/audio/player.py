@@ -367,11 +367,12 @@ class Player:
         play (interrupted, or unreachable) and when its first sample goes out: a start that
         waited for the stream shortens the relay, which still ends when it should."""
         end = start + bytes_to_ms(relay.remaining_bytes)
-        fall_back_at = start + relay.policy.dead_air_s * 1000  # then its fallback airs
+        # refused or cut for dead_air_s (a slow first connection is not): its fallback airs
+        fall_back_at = start + relay.policy.dead_air_s * 1000
         while (why := self._interruption(entry)) is None:
             if relay.prefetch(self.ahead_ms, MAX_WAIT_S):
                 break
-            if relay.has_fallback and self._now() >= fall_back_at:
+            if relay.has_fallback and relay.last_error and self._now() >= fall_back_at:
                 relay.open_unreachable()  # on air with the fallback, still reconnecting
                 break
             if self._now() >= end - JOIN_LEAD_MS:
