@@ -22,10 +22,12 @@ from sqlalchemy import func, select
 from controller.db.fleet_tables import EventRecord
 from controller.fleet.alert_rules import DEAD_AIR, UNREACHABLE
 from controller.fleet.alerts import AlertEngine
+from controller.fleet.play_log import play_log
 from controller.fleet.reports import proof_of_play
 from controller.radio.relay_stations import StationInput, StationList
 from controller.radio.schedule_entries import EntryInput
 from controller.radio.targets import Target
+from controller.web.report_sheets import play_log_sheet
 from tests.audio_helpers import dominant_hz, read_samples
 from tests.stream_station import Station as LoopbackStation
 from tests.test_scheduling import TZ, Station, local_ms, sessions, station
@@ -126,8 +128,18 @@ def test_a_scheduled_relay_on_three_agents_rides_a_drop_and_reports_dead_air(
     planned = local_ms(start.isoformat())
     with station.scheduling.sessions() as session:
         rows = {r.key: r for r in proof_of_play(session, planned - 60_000, planned + 60_000)}
+        logged = {r.device_id: r for r in play_log(session, planned - 60_000, planned + 60_000)}
+        sheet = play_log_sheet("vi", list(logged.values()))
     for device in SPEAKERS:
         assert rows[device].relay_gaps >= 2 and rows[device].relay_gap_ms > 5_000
+        bulletin = logged[device]  # the per-bulletin proof of play: seconds relayed, gaps
+        assert bulletin.label == "Thời sự VOV" and bulletin.result == "completed"
+        assert bulletin.relayed_ms == round(finished[device]["relayed_ms"])
+        assert bulletin.gaps == len(finished[device]["gaps"]) and bulletin.gap_ms > 5_000
+    assert sheet.headers[-3:] == [
+        "Đã tiếp sóng (phút:giây)", "Số lần gián đoạn", "Thời gian gián đoạn (phút:giây)",
+    ]  # fmt: skip
+    assert all(row[-2] >= 2 for row in sheet.rows)
     _stored(station, "audio.fault", 6)
     raised = AlertEngine(station.scheduling.sessions).run(int(time.time() * 1000)).raised
     dead = sorted(a.device_id for a in raised if a.kind == DEAD_AIR)
