@@ -88,8 +88,11 @@ class Occurrence:
     def duration_ms(self) -> int:
         return self.end_ms - self.start_ms
 
-    def play_request(self, clip_path: Path | None = None) -> PlayRequest:
-        """The player's request; ``clip_path`` is the clip's file in the cache (clips only)."""
+    def play_request(
+        self, clip_path: Path | None = None, fallback_path: Path | None = None
+    ) -> PlayRequest:
+        """The player's request; ``clip_path`` is the clip's file in the cache (clips only),
+        ``fallback_path`` a relay's fallback clip's."""
         if self.clip is not None and clip_path is None:
             raise ValueError(f"{self.key} plays clip {self.clip.sha256}: give its cached path")
         return PlayRequest(
@@ -104,6 +107,7 @@ class Occurrence:
             label=self.label,
             item_id=self.item_id,
             occurrence=self.local_start,
+            fallback_path=fallback_path,
         )
 
 

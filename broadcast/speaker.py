@@ -228,19 +228,46 @@ class Speaker:
         body, env = opened.body, opened.envelope
         assert isinstance(body, BroadcastStream)
         self._refuse_if_quiet(body.priority, body.at, env.id)
-        self.player.submit(
-            PlayRequest(
-                key=env.id,
-                origin="command",
-                priority=body.priority,
-                duration_ms=body.duration_s * 1000,
-                stream_url=body.url,
-                gain_db=body.gain_db,
-                at_ms=body.at,
-                label=body.label,
+
+        def submit(fallback: Path | None) -> None:
+            self.player.submit(
+                PlayRequest(
+                    key=env.id,
+                    origin="command",
+                    priority=body.priority,
+                    duration_ms=body.duration_s * 1000,
+                    stream_url=body.url,
+                    gain_db=body.gain_db,
+                    at_ms=body.at,
+                    label=body.label,
+                    fallback_path=fallback,
+                )
             )
-        )
+
+        self._with_fallback(body.fallback, submit, key=env.id)
         return {"queued": True}
+
+    def _with_fallback(
+        self, clip: ClipRef | None, then: Callable[[Path | None], None], *, key: str
+    ) -> None:
+        """A relay's fallback clip from the cache, or fetched off the command thread first; a
+        relay whose clip cannot be had still relays, as one without a fallback."""
+        cached = self.cache.verified(clip) if clip is not None else None
+        if clip is None or cached is not None:
+            then(cached)
+            return
+
+        def work() -> None:
+            try:
+                path: Path | None = self.cache.ensure(clip)
+            except ClipUnavailable as exc:
+                path = None
+                self._emit(
+                    AudioFault(reason="fallback_unavailable", detail=detail_text(str(exc)), key=key)
+                )
+            then(path)
+
+        threading.Thread(target=work, name=f"fallback-{key[:8]}", daemon=True).start()
 
     def _stop_cmd(self, opened: Opened) -> dict[str, Any]:
         assert isinstance(opened.body, BroadcastStop)
@@ -305,7 +332,12 @@ class Speaker:
             # submitted, and the player joins it in progress (broadcast.audio.lateness)
             self._missed(occ, "device_down")
         elif occ.clip is None:
-            self.player.submit(occ.play_request())
+            fallback = occ.stream.fallback if occ.stream is not None else None
+            self._with_fallback(
+                fallback,
+                lambda p: self.player.submit(occ.play_request(fallback_path=p)),
+                key=occ.key,
+            )
         else:
             path = self.cache.verified(occ.clip)
             if path is not None:
@@ -336,7 +368,8 @@ class Speaker:
         now = self._now()
         with self._lock:
             upcoming = self._schedule.upcoming(now, self._prefetch_ms)
-        refs = {o.clip.sha256: o.clip for o in upcoming if o.clip is not None}
+        clips = [o.clip or (o.stream.fallback if o.stream else None) for o in upcoming]
+        refs = {c.sha256: c for c in clips if c is not None}
         self.cache.evict(refs)
         self.cache.prefetch(refs.values())
 

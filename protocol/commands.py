@@ -59,6 +59,8 @@ class BroadcastStream(Strict):
     gain_db: GainDb = 0.0
     at: EpochMs | None = None
     label: Annotated[str, Field(max_length=200)] = ""
+    # airs while the stream cannot be reached or is dead air; none: the relay stops
+    fallback: ClipRef | None = None
 
 
 class BroadcastStop(Strict):
@@ -119,6 +121,7 @@ class ConfigSet(Strict):
 class StreamRef(Strict):
     url: Url
     duration_s: Annotated[int, Field(ge=1, le=24 * 3600)]
+    fallback: ClipRef | None = None  # as BroadcastStream's
 
 
 def _local_datetime(value: str) -> datetime:

@@ -24,6 +24,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from broadcast.audio.amplifier import Amplifier
@@ -370,8 +371,13 @@ class Player:
         play (interrupted, or unreachable) and when its first sample goes out: a start that
         waited for the stream shortens the relay, which still ends when it should."""
         end = start + bytes_to_ms(relay.remaining_bytes)
+        # refused or cut for dead_air_s (a slow first connection is not): its fallback airs
+        fall_back_at = start + relay.policy.dead_air_s * 1000
         while (why := self._interruption(entry)) is None:
             if relay.prefetch(self.ahead_ms, MAX_WAIT_S):
+                break
+            if relay.has_fallback and relay.last_error and self._now() >= fall_back_at:
+                relay.open_unreachable()  # on air with the fallback, still reconnecting
                 break
             if self._now() >= end - JOIN_LEAD_MS:
                 return STREAM_UNREACHABLE, start
@@ -425,6 +431,9 @@ class Player:
         def fault(reason: str, detail: str) -> None:
             self._proof.fault(req.key, reason, detail)
 
+        policy = self.relay  # the speaker's own fallback clip, unless the relay names one
+        if req.fallback_path is not None:
+            policy = replace(policy, fallback_clip=req.fallback_path)
         return StreamRelay(
             req.stream_url,
             req.duration_ms - skip_ms,
@@ -432,7 +441,7 @@ class Player:
             on_fault=fault,
             chunk_ms=self.chunk_ms,
             jitter_ms=self.ahead_ms,
-            policy=self.relay,
+            policy=policy,
             pool=self._pool,
         )
 

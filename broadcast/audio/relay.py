@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DROPPED = "dropped"
 DEAD_AIR = "dead_air"
+UNREACHABLE = "unreachable"  # no audio came for dead_air_s from the start: the fallback airs
 FALLBACK_PASSES = 1000  # the fallback clip loops for as long as a gap lasts
 
 
@@ -122,6 +123,18 @@ class StreamRelay:
     @property
     def relayed_ms(self) -> float:
         return bytes_to_ms(self._relayed)
+
+    @property
+    def has_fallback(self) -> bool:
+        return self._fallback_ok
+
+    def open_unreachable(self) -> None:
+        """Go on air in a gap: no audio came for ``dead_air_s``, and there is a fallback
+        clip to air meanwhile; the stream is still asked for, as its backoff says."""
+        self._buffering = True
+        self._gap = (self._delivered, UNREACHABLE)
+        why = self.last_error or "no audio came from the stream"
+        self._on_fault(UNREACHABLE, why)
 
     def carry_on(self, before: StreamRelay) -> None:
         """Go on with ``before``'s account: the same play, restarted at a new gain."""
@@ -245,7 +258,7 @@ class StreamRelay:
         """What airs in a gap: the fallback clip in dead air, if there is one, else silence."""
         assert self._gap is not None
         began, reason = self._gap
-        if reason != DEAD_AIR:
+        if reason == DROPPED:
             return bytes(want)
         if not self._fallback_ok:
             if self._delivered - began >= 2 * self._dead_air:  # dead_air_s more to come back

@@ -25,6 +25,8 @@ class PlayRequest:
     occurrence: str | None = None  # local ISO time of the occurrence
     # not started this long after it was submitted: missed as "expired" (a spoken call)
     max_wait_ms: int | None = None
+    # a relay's clip (cached) for while its stream is unreachable or dead air
+    fallback_path: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.clip_path is None) == (self.stream_url is None):

@@ -43,6 +43,25 @@ class ClipRow(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class RelayStationRow(Base):
+    """A radio station the commune relays (VOV1, the province's station): where its
+    stream is, the level it plays at, and what airs when the stream fails."""
+
+    __tablename__ = "relay_stations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))  # http(s) only
+    level: Mapped[str] = mapped_column(String(16))  # normal | priority
+    on_failure: Mapped[str] = mapped_column(String(8))  # fallback | stop
+    fallback_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("clips.sha256", ondelete="RESTRICT")
+    )
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class ScheduleRow(Base):
     """One recurring item of a group's or a device's schedule document."""
 
@@ -66,6 +85,10 @@ class ScheduleRow(Base):
     )
     stream_url: Mapped[str | None] = mapped_column(String(2048))
     stream_duration_s: Mapped[int | None] = mapped_column(Integer)
+    # a relay of a station: its stream (and fallback) are the station's at each publish
+    station_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("relay_stations.id", ondelete="RESTRICT"), index=True
+    )
     gain_db: Mapped[float] = mapped_column(Float, default=0.0)
     lang: Mapped[str] = mapped_column(String(16), default="vi")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)

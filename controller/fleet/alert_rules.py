@@ -28,6 +28,7 @@ UNPRINTABLE = "printer.unprintable"
 PLAY_MISSED = "play.missed"
 PLAY_FAILED = "play.failed"
 DEAD_AIR = "stream.dead_air"  # a relayed stream connected but silent (broadcast.audio.relay)
+UNREACHABLE = "stream.unreachable"  # a relay's stream never came: its fallback aired, or none
 IDENTITY_DUPLICATE = "identity.duplicate"  # raised by controller/fleet/identity_rules.py
 KINDS = (
     OFFLINE,
@@ -39,6 +40,7 @@ KINDS = (
     PLAY_MISSED,
     PLAY_FAILED,
     DEAD_AIR,
+    UNREACHABLE,
     PRINTER_OFFLINE,
     PAPER_LOW,
     UNPRINTABLE,
@@ -117,6 +119,7 @@ def active_alerts(
     play_events = list(play_events)
     found += _plays(play_events, thresholds, now_ms)
     found += _dead_air(play_events, thresholds, now_ms)
+    found += _unreachable(play_events, thresholds, now_ms)
     return {a.key: a for a in found}
 
 
@@ -330,6 +333,44 @@ def _dead_air(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[A
                 f"{dev}: the relayed stream went silent {n} times in the last {w} min."
                 " Check the station's feed.",
                 {"count": n, "recent": recent},
+            )
+        )
+    return found
+
+
+def _unreachable(events: Iterable[PlayEvent], t: Thresholds, now_ms: int) -> list[AlertSpec]:
+    """A relay whose stream could not be reached: its fallback clip aired (audio.fault
+    ``unreachable``) or nothing did (play.missed ``stream_unreachable``)."""
+    since = now_ms - t.play_window_min * MINUTE_MS
+    by_device: dict[str, list[PlayEvent]] = {}
+    for e in events:
+        body = e.body
+        fell_back = isinstance(body, AudioFault) and body.reason == "unreachable"
+        missed = isinstance(body, PlayMissed) and body.reason == "stream_unreachable"
+        if (fell_back or missed) and since < e.received_ms <= now_ms:
+            by_device.setdefault(e.device_id, []).append(e)
+    found = []
+    for dev, evs in sorted(by_device.items()):
+        evs.sort(key=lambda e: e.received_ms)
+        n, w = len(evs), f"{t.play_window_min:.0f}"
+        fallback = sum(isinstance(e.body, AudioFault) for e in evs)
+        recent = [
+            {"event_id": e.event_id, "key": getattr(e.body, "key", None),
+             "received_ms": e.received_ms}
+            for e in evs[-PLAY_DETAILS_MAX:]
+        ]  # fmt: skip
+        found.append(
+            AlertSpec(
+                UNREACHABLE,
+                dev,
+                "warning",
+                f"{dev}: không kết nối được luồng tiếp sóng {n} lần trong {w} phút qua "
+                f"({fallback} lần đã phát tệp thay thế). Hãy kiểm tra địa chỉ luồng trong trang "
+                "«Đài tiếp sóng» và mạng của cụm loa.",
+                f"{dev}: the relayed stream could not be reached {n} times in the last {w} min "
+                f"(the fallback clip aired {fallback} times). Check the stream address on the "
+                "«Relayed stations» page and the speaker's network.",
+                {"count": n, "fallback": fallback, "recent": recent},
             )
         )
     return found

@@ -42,6 +42,10 @@ class PlayLogRow:
     played_ms: int  # what aired, all parts
     result: Result
     reason: str  # why it was cut, missed or failed ("" when completed)
+    # a stream relay: what of the stream itself aired, and the stretches that did not
+    relayed_ms: int | None = None  # None: not a relay (or a speaker too old to say)
+    gaps: int = 0
+    gap_ms: int = 0
 
 
 def play_log(
@@ -76,6 +80,7 @@ def _fold(
     starts = [b.actual_ms for b in records if isinstance(b, PlayFinished | PlayInterrupted)]
     actual = min((ms for ms in starts if ms is not None), default=None)
     result, reason = _result(last, played)
+    relayed, gaps, gap_ms = _relay(records)
     return PlayLogRow(
         device_id=device_id,
         groups=groups,
@@ -88,7 +93,21 @@ def _fold(
         played_ms=played,
         result=result,
         reason=reason,
+        relayed_ms=relayed,
+        gaps=gaps,
+        gap_ms=gap_ms,
     )
+
+
+def _relay(records: list[PlayRecord]) -> tuple[int | None, int, int]:
+    """A relay's account over its parts (a preempted relay that resumed is one play):
+    what of the stream aired, how many gaps and their length; None if not a relay."""
+    finished = [b for b in records if isinstance(b, PlayFinished) and b.relayed_ms is not None]
+    if not finished:
+        return None, 0, 0
+    gaps = [g for b in finished for g in b.gaps]
+    relayed = round(sum(b.relayed_ms or 0 for b in finished))
+    return relayed, len(gaps), sum(g.length_ms for g in gaps)
 
 
 def _played(body: Body) -> int:

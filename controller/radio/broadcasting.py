@@ -33,7 +33,7 @@ from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher
 from plumbing.clock import wall_ms
-from protocol.commands import BroadcastPlay, BroadcastStop, BroadcastStream, Strict
+from protocol.commands import BroadcastPlay, BroadcastStop, BroadcastStream, StreamRef, Strict
 from protocol.envelope import seal
 from protocol.uplink import Ack
 
@@ -194,6 +194,44 @@ class Broadcasting:
             clip_sha256=clip_sha256,
             stream_url=stream_url,
             label=label,
+            at=at,
+            now=now,
+            ttl_ms=at - now + COMMAND_TTL_MS,
+        )
+
+    def relay_now(
+        self,
+        targets: Sequence[Target],
+        stream: StreamRef,
+        *,
+        by: str,
+        level: Level,
+        label: str,
+        lead_ms: int | None = None,
+    ) -> BroadcastInfo:
+        """Relay a station's stream (controller.radio.relay_stations) on every speaker of
+        ``targets`` from one instant, its fallback clip with it."""
+        if level not in ("normal", "priority"):
+            raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
+        now = self.clock()
+        at = now + (self.lead_ms if lead_ms is None else lead_ms)
+        body = BroadcastStream(
+            url=stream.url,
+            duration_s=stream.duration_s,
+            priority=DEFAULT_PRIORITY[LEVELS[level]],
+            at=at,
+            label=label[:200],
+            fallback=stream.fallback,
+        )
+        return self._send(
+            "stream",
+            targets,
+            body,
+            by=by,
+            level=level,
+            clip_sha256=stream.fallback.sha256 if stream.fallback else None,
+            stream_url=stream.url,
+            label=body.label,
             at=at,
             now=now,
             ttl_ms=at - now + COMMAND_TTL_MS,

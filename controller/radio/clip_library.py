@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcast.audio.clip_preparation import Progress, prepare
 from broadcast.audio.clips import ClipSettings, PreparedClip
 from broadcast.audio.tts import EspeakEngine, SpeechEngine, speak_to_clip
-from controller.db.broadcast_tables import BulletinRow, ClipRow, ScheduleRow
+from controller.db.broadcast_tables import BulletinRow, ClipRow, RelayStationRow, ScheduleRow
 from plumbing.clock import wall_ms
 from protocol.commands import ClipRef
 
@@ -233,6 +233,17 @@ class ClipLibrary:
                 .select_from(BulletinRow)
                 .where(BulletinRow.clip_sha256 == sha256)
             )
+            by_station = session.scalar(
+                select(RelayStationRow.name).where(RelayStationRow.fallback_sha256 == sha256)
+            )
+            if by_station is not None:
+                raise Conflict(
+                    "clip_in_use",
+                    f"Tệp âm thanh đang là tệp phát thay khi mất sóng của đài «{by_station}»: "
+                    "đổi tệp của đài trước khi xoá",
+                    f"The clip is the fallback of station «{by_station}»: change the "
+                    "station's clip before deleting it",
+                )
             if used or used_by_bulletin:
                 raise Conflict(
                     "clip_in_use",

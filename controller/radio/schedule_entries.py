@@ -44,6 +44,7 @@ class EntryInput(BaseModel):
     clip_sha256: str | None = None
     stream_url: str | None = None
     stream_duration_s: int | None = None
+    station_id: int | None = None  # a relayed station: its stream, for stream_duration_s
     label: str = ""
     gain_db: float = 0.0
     lang: str = "vi"
@@ -71,6 +72,7 @@ class Entry:
     clip_sha256: str | None
     stream_url: str | None
     stream_duration_s: int | None
+    station_id: int | None
     gain_db: float
     lang: str
     enabled: bool
@@ -95,6 +97,7 @@ class Entry:
             row.clip_sha256,
             row.stream_url,
             row.stream_duration_s,
+            row.station_id,
             row.gain_db,
             row.lang,
             row.enabled,

@@ -25,6 +25,7 @@ from broadcast.levels import DEFAULT_PRIORITY, level_of
 from broadcast.schedule import Schedule
 from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
+from controller.radio.relay_stations import station_stream
 from controller.radio.schedule_entries import Entry, EntryInput, Published, check_timing
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
@@ -179,7 +180,17 @@ class Scheduling:
         row.rrule, row.dtstart, row.until = entry.rrule, entry.dtstart, entry.until
         row.exdates, row.tz = list(entry.exdates), entry.tz
         row.clip_sha256, row.stream_url = entry.clip_sha256, entry.stream_url
-        row.stream_duration_s = entry.stream_duration_s
+        row.stream_duration_s, row.station_id = entry.stream_duration_s, entry.station_id
+        if entry.station_id is not None:
+            if entry.clip_sha256 is not None or entry.stream_url is not None:
+                raise Invalid(
+                    "bad_source",
+                    "Chọn đúng một nguồn: tệp âm thanh hoặc đài tiếp sóng",
+                    "Give exactly one source: a clip or a station",
+                )
+            row.stream_url = station_stream(
+                session, entry.station_id, entry.stream_duration_s or 0, self.clip_base_url
+            ).url
         row.label, row.gain_db, row.lang = entry.label, entry.gain_db, entry.lang
         row.enabled, row.updated_ms = entry.enabled, now
         item = self._item(session, row)  # the wire schema's checks
@@ -213,7 +224,11 @@ class Scheduling:
                 duration_ms=found.duration_ms,
             ).model_dump()
         stream = None
-        if row.stream_url is not None or row.stream_duration_s is not None:
+        if row.station_id is not None:  # the station's stream as it is now
+            duration = row.stream_duration_s or 0
+            ref = station_stream(session, row.station_id, duration, self.clip_base_url)
+            stream = ref.model_dump()
+        elif row.stream_url is not None or row.stream_duration_s is not None:
             stream = {"url": row.stream_url, "duration_s": row.stream_duration_s}
         try:
             return ScheduleItem.model_validate(
@@ -306,6 +321,13 @@ class Scheduling:
         with self.sessions.begin() as session:
             mark_delivered(session, signed, self.clock())
         return Published(topic, signed.version, signed.envelope_id, items)
+
+    def republish_station(self, station_id: int) -> None:
+        """Send again the documents of every target with an entry relaying ``station_id``."""
+        with self.sessions() as session:
+            rows = session.scalars(select(ScheduleRow).where(ScheduleRow.station_id == station_id))
+            targets = dict.fromkeys(Target(r.target_kind, r.target_id) for r in rows)  # type: ignore[arg-type]
+        self._publish_targets(targets)
 
     def _publish_targets(self, targets: Iterable[Target]) -> None:
         if self.publisher is not None:

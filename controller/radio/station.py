@@ -31,6 +31,7 @@ from controller.fleet.ingest import Ingest, share_group_for
 from controller.radio.broadcasting import Broadcasting
 from controller.radio.bulletins import BulletinInbox
 from controller.radio.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
+from controller.radio.relay_stations import StationList
 from controller.radio.schedule_calendar import ScheduleCalendar
 from controller.radio.scheduling import Scheduling
 from controller.settings import ControllerSettings
@@ -115,6 +116,7 @@ class Station:
         self.clip_base_url = http.public_url or f"http://{http.host}:{http.port}"
         self.bus: Bus | None = None
         self.library = ClipLibrary(sessions, settings.clips_dir)
+        self.stations = StationList(sessions, self.library)
         self._lock = threading.Lock()
         self._services: Services | None = None
 

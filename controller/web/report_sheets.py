@@ -32,6 +32,9 @@ i18n.register(
         "log.col.played": ("Thời lượng đã phát (phút:giây)", "Aired (min:s)"),
         "log.col.result": ("Kết quả", "Result"),
         "log.col.reason": ("Lý do", "Reason"),
+        "log.col.relayed": ("Đã tiếp sóng (phút:giây)", "Relayed (min:s)"),
+        "log.col.gaps": ("Số lần gián đoạn", "Gaps"),
+        "log.col.gap_time": ("Thời gian gián đoạn (phút:giây)", "Gap time (min:s)"),
         "log.result.completed": ("Phát trọn vẹn", "Played in full"),
         "log.result.cut": ("Bị ngắt giữa chừng", "Cut short"),
         "log.result.missed": ("Không phát", "Not played"),
@@ -156,7 +159,8 @@ def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
     sheet = Sheet(
         t("log.title"),
         [t(f"log.col.{c}") for c in ("planned", "actual", "bulletin", "device", "groups",
-                                     "level", "played", "result", "reason")],
+                                     "level", "played", "result", "reason", "relayed",
+                                     "gaps", "gap_time")],
     )  # fmt: skip
     for r in rows:
         sheet.rows.append(
@@ -170,6 +174,9 @@ def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
                 dt.timedelta(milliseconds=r.played_ms),
                 t(f"log.result.{r.result}"),
                 reason_text(lang, r.reason),
+                None if r.relayed_ms is None else dt.timedelta(milliseconds=r.relayed_ms),
+                None if r.relayed_ms is None else r.gaps,
+                None if r.relayed_ms is None else dt.timedelta(milliseconds=r.gap_ms),
             ]
         )
     return sheet

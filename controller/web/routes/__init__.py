@@ -43,6 +43,7 @@ NAV: list[NavItem] = [
     NavItem("/console", "nav.console", Permission.MANAGE_DEVICES),
     NavItem("/schedules", "nav.schedules", Permission.VIEW_FLEET),
     NavItem("/clips", "nav.clips", Permission.MANAGE_CLIPS),
+    NavItem("/stations", "nav.stations", Permission.BROADCAST),
     NavItem("/bulletins", "nav.bulletins", Permission.MANAGE_SCHEDULES),
     NavItem("/users", "nav.users", Permission.MANAGE_USERS),
     NavItem("/tokens", "nav.tokens", Permission.MANAGE_USERS),

@@ -61,6 +61,7 @@ i18n.register(
         "alert.play.missed": ("Lượt phát bị bỏ lỡ", "Play missed"),
         "alert.play.failed": ("Lượt phát lỗi", "Play failed"),
         "alert.stream.dead_air": ("Tiếp sóng mất tiếng", "Relay dead air"),
+        "alert.stream.unreachable": ("Không kết nối được đài", "Station unreachable"),
         "alert.identity.duplicate": ("Hai máy chung danh tính", "Duplicate identity"),
     }
 )

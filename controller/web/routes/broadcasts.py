@@ -82,7 +82,7 @@ i18n.register(
 )
 
 
-def _audit_sent(db: DbSession, who: Principal, action: str, info: BroadcastInfo) -> None:
+def audit_sent(db: DbSession, who: Principal, action: str, info: BroadcastInfo) -> None:
     target = ",".join(f"{t.kind}:{t.id}" for t in info.targets)
     details: dict[str, Any] = {"broadcast": info.id, "level": info.level, "label": info.label}
     details |= {"clip": info.clip_sha256, "devices": [a.device for a in info.acks]}
@@ -115,7 +115,7 @@ def play(station: Station, db: DbSession, who: Principal, body: PlayIn) -> Broad
             gain_db=body.gain_db,
             repeat=body.repeat,
         )
-    _audit_sent(db, who, "broadcast.play", info)
+    audit_sent(db, who, "broadcast.play", info)
     return info
 
 
@@ -131,7 +131,7 @@ def emergency(
     precheck(station, targets, clip)
     with refused_as_http():
         info = station.broadcasting.emergency(targets, clip, by=who.name, label=label)
-    _audit_sent(db, who, "broadcast.emergency", info)
+    audit_sent(db, who, "broadcast.emergency", info)
     return info
 
 
@@ -141,7 +141,7 @@ def stop(
     precheck(station, targets)
     with refused_as_http():
         info = station.broadcasting.stop(targets, by=who.name, level=level)  # type: ignore[arg-type]
-    _audit_sent(db, who, "broadcast.stop", info)
+    audit_sent(db, who, "broadcast.stop", info)
     return info
 
 
@@ -231,6 +231,11 @@ def speaker_targets(station: Station) -> list[tuple[str, str]]:
     return [(f"group:{g}", g) for g in groups] + [(f"device:{d.id}", d.id) for d in speakers]
 
 
+def broadcasts_page_with(request: Request, station: Station, error: i18n.Refusal) -> HTMLResponse:
+    """The broadcasts page again, with why a send from it was refused."""
+    return _page(request, station, error.status, error)
+
+
 def _page(
     request: Request,
     station: Station,
@@ -247,6 +252,7 @@ def _page(
         connected=station.connected,
         targets=speaker_targets(station),
         clips=station.library.clips(),
+        stations=station.stations.stations(),
         broadcasts=station.broadcasting.recent(30),
     )
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
@@ -76,6 +76,9 @@ class PlayLogRowOut(BaseModel):
     played_ms: int
     result: Literal["completed", "cut", "missed", "failed"]
     reason: str
+    relayed_ms: int | None = Field(description="A relay: what of the stream itself aired")
+    gaps: int = Field(description="A relay: the stretches without the stream (drops, dead air)")
+    gap_ms: int
 
 
 @router.get(

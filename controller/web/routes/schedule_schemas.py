@@ -36,6 +36,9 @@ class EntryIn(BaseModel):
     clip_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     stream_url: StreamUrl | None = None
     stream_duration_s: Annotated[int, Field(ge=1, le=86_400)] | None = None
+    station_id: Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)] | None = Field(
+        None, description="Relay this station (GET /api/stations) for stream_duration_s"
+    )
     label: Annotated[str, Field(max_length=200)] = ""
     gain_db: Annotated[float, Field(ge=-60, le=20)] = 0.0
     lang: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")] = "vi"
@@ -68,6 +71,7 @@ class EntryOut(BaseModel):
     clip_sha256: str | None
     stream_url: str | None
     stream_duration_s: int | None
+    station_id: int | None
     gain_db: float
     lang: str
     enabled: bool

@@ -21,6 +21,7 @@ from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, app_state, require
 from controller.fleet.play_log import PlayLogRow, play_log
+from controller.radio.relay_stations import MAX_RELAY_MIN
 from controller.radio.schedule_calendar import DevicePlan, only_conflicts
 from controller.radio.schedule_entries import Entry, EntryInput
 from controller.radio.station import Station, invalid_input, refused_as_http
@@ -60,6 +61,8 @@ i18n.register(
         "sched.target": ("Nơi phát", "Where"),
         "sched.start": ("Bắt đầu (giờ địa phương)", "Starts (local time)"),
         "sched.repeat": ("Lặp lại", "Repeat"),
+        "sched.or_station": ("Hoặc tiếp sóng đài", "Or relay a station"),
+        "sched.relay_of": ("Tiếp sóng {name} ({minutes} phút)", "Relay of {name} ({minutes} min)"),
         "sched.repeat.once": ("Một lần", "Once"),
         "sched.repeat.daily": ("Hằng ngày", "Daily"),
         "sched.repeat.weekdays": ("Thứ Hai đến thứ Sáu", "Monday to Friday"),
@@ -154,6 +157,7 @@ def period(start: dt.date, days: int) -> tuple[int, int]:
 def _audit(db: DbSession, who: Principal, action: str, e: Entry) -> None:
     details = {"entry": e.id, "item_id": e.item_id, "label": e.label, "level": e.level}
     details |= {"rrule": e.rrule, "dtstart": e.dtstart, "clip": e.clip_sha256, "version": e.version}
+    details |= {"station": e.station_id}
     audit(db, who, action, f"{e.target.kind}:{e.target.id}", details)
     db.commit()
 
@@ -290,7 +294,7 @@ def _form_entry(form: dict[str, Any]) -> EntryIn:
     dtstart = str(form.get("dtstart", ""))
     if len(dtstart) == 16:  # datetime-local gives minutes only
         dtstart += ":00"
-    data = {
+    data: dict[str, Any] = {
         "target": {"kind": kind or "group", "id": ident},
         "clip_sha256": form.get("clip") or None,
         "level": form.get("level") or "normal",
@@ -298,6 +302,14 @@ def _form_entry(form: dict[str, Any]) -> EntryIn:
         "rrule": rrule,
         "label": form.get("label", ""),
     }
+    chosen = str(form.get("station") or "")
+    if chosen:  # a relay of a station instead of a clip, for a number of minutes
+        minutes = str(form.get("minutes") or "").strip()
+        if not chosen.isdigit():
+            raise i18n.Refusal(422, "st.no_station")
+        if not minutes.isdigit() or not 1 <= int(minutes) <= MAX_RELAY_MIN:
+            raise i18n.Refusal(422, "st.bad_minutes", max=MAX_RELAY_MIN)
+        data |= {"station_id": int(chosen), "stream_duration_s": int(minutes) * 60}
     try:
         return EntryIn.model_validate(data)
     except ValidationError as exc:
@@ -349,6 +361,8 @@ def _page(
         targets=speaker_targets(station),
         clips=station.library.clips(),
         clip_titles=by_id,
+        stations=station.stations.stations(),
+        station_names={s.id: s.name for s in station.stations.stations()},
         entries=station.scheduling.entries(),
         now_ms=now_ms,
         aired=aired,

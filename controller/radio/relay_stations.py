@@ -1,0 +1,241 @@
+"""The stations a commune relays ("Đài tiếp sóng"): VOV1 at 05:00, the province's radio.
+
+A station is a name, an http(s) stream URL, the level it plays at (normal or
+priority: a relay is never an emergency) and what airs when its stream cannot
+be reached or goes silent: a clip of the library, or nothing (the relay stops
+cleanly). Relays now (controller.radio.broadcasting) and schedule entries
+(controller.radio.scheduling) take their stream from ``stream_for``, and the
+URL a device pulls from ``relay_url_for``: the one place it is computed, so a
+stream server that pulls each station once and fans it out changes only that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.db.broadcast_tables import ClipRow, RelayStationRow, ScheduleRow
+from controller.radio.clip_library import ClipLibrary, Conflict, Invalid, NotFound, clip_url
+from controller.radio.targets import Clock
+from plumbing.clock import wall_ms
+from protocol.commands import ClipRef, StreamRef
+
+RELAY_LEVELS = ("normal", "priority")
+MAX_RELAY_MIN = 24 * 60  # what broadcast.stream's duration_s allows
+MAX_URL = 2048
+
+
+class StationInput(BaseModel):
+    """A station as a broadcaster writes it; ``check_station`` refuses what cannot work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    url: str
+    level: Literal["normal", "priority"] = "normal"
+    on_failure: Literal["fallback", "stop"] = "stop"
+    fallback_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class RadioStation:
+    id: int
+    name: str
+    url: str
+    level: str
+    on_failure: str
+    fallback_sha256: str | None
+    created_by: str
+    updated_ms: int
+
+    @classmethod
+    def of(cls, row: RelayStationRow) -> RadioStation:
+        return cls(
+            row.id,
+            row.name,
+            row.url,
+            row.level,
+            row.on_failure,
+            row.fallback_sha256,
+            row.created_by,
+            row.updated_ms,
+        )
+
+
+def check_url(url: str) -> str:
+    """The stream URL, trimmed, or a refusal that says what a good one looks like."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise Invalid(
+            "bad_stream_url",
+            "Địa chỉ luồng phát phải bắt đầu bằng http:// hoặc https:// và có tên máy chủ, "
+            "ví dụ https://str.vov.gov.vn/vov1",
+            "The stream address must start with http:// or https:// and name a server, "
+            "e.g. https://str.vov.gov.vn/vov1",
+        )
+    if len(url) > MAX_URL or any(not "!" <= c <= "~" for c in url):
+        raise Invalid(
+            "bad_stream_url",
+            f"Địa chỉ luồng phát có dấu cách hoặc ký tự lạ, hoặc dài quá {MAX_URL} ký tự: "
+            "chép lại đúng địa chỉ đài cung cấp",
+            f"The stream address has a space or an unusual character, or is over {MAX_URL} "
+            "characters: copy the address the station gives exactly",
+        )
+    return url
+
+
+def check_minutes(minutes: int) -> int:
+    """How long a relay lasts: whole minutes, 1 to a day."""
+    if not 1 <= minutes <= MAX_RELAY_MIN:
+        raise Invalid(
+            "bad_duration",
+            f"Thời lượng tiếp sóng phải từ 1 đến {MAX_RELAY_MIN} phút",
+            f"A relay lasts 1 to {MAX_RELAY_MIN} minutes",
+        )
+    return minutes
+
+
+def relay_url_for(station: RadioStation) -> str:
+    """The URL speakers pull for ``station``: for now the station's own."""
+    return station.url
+
+
+def station_not_found(station_id: int) -> NotFound:
+    return NotFound(
+        "station_not_found",
+        f"Không có đài tiếp sóng số {station_id}: tải lại trang rồi chọn lại",
+        f"No station {station_id}: reload the page and choose again",
+    )
+
+
+def station_stream(session: Session, station_id: int, duration_s: int, base_url: str) -> StreamRef:
+    """A schedule's relay of a station, read in the schedule's own transaction."""
+    row = session.get(RelayStationRow, station_id)
+    if row is None:
+        raise station_not_found(station_id)
+    if not 1 <= duration_s <= MAX_RELAY_MIN * 60:
+        check_minutes(0)
+    fallback = None
+    if row.on_failure == "fallback" and row.fallback_sha256 is not None:
+        clip = session.get(ClipRow, row.fallback_sha256)
+        if clip is not None:
+            fallback = ClipRef(
+                sha256=clip.sha256,
+                url=clip_url(base_url, clip.sha256),
+                bytes=clip.size_bytes,
+                duration_ms=clip.duration_ms,
+            )
+    return StreamRef(
+        url=relay_url_for(RadioStation.of(row)), duration_s=duration_s, fallback=fallback
+    )
+
+
+class StationList:
+    """CRUD of the relayed stations, and the stream a relay of one sends."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], library: ClipLibrary, *, clock: Clock = wall_ms
+    ) -> None:
+        self.sessions = sessions
+        self.library = library
+        self.clock = clock
+
+    def create(self, entry: StationInput, *, by: str) -> RadioStation:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = RelayStationRow(created_by=by, created_ms=now)
+            self._fill(session, row, entry, now)
+            session.add(row)
+            self._flush(session, row.name)
+            return RadioStation.of(row)
+
+    def update(self, station_id: int, entry: StationInput, *, by: str) -> RadioStation:
+        """Change a station; the schedules relaying it send the new stream at their next
+        publish (the caller republishes them)."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = self._row(session, station_id)
+            self._fill(session, row, entry, now)
+            self._flush(session, row.name)
+            return RadioStation.of(row)
+
+    def delete(self, station_id: int) -> RadioStation:
+        with self.sessions.begin() as session:
+            row = self._row(session, station_id)
+            used = session.scalar(
+                select(func.count())
+                .select_from(ScheduleRow)
+                .where(ScheduleRow.station_id == station_id)
+            )
+            if used:
+                raise Conflict(
+                    "station_in_use",
+                    f"Đài «{row.name}» đang có trong {used} lịch phát: xoá hoặc sửa các lịch "
+                    "đó trước khi xoá đài",
+                    f"Station «{row.name}» is in {used} schedule entries: delete or change "
+                    "them before deleting the station",
+                )
+            gone = RadioStation.of(row)
+            session.delete(row)
+            return gone
+
+    def get(self, station_id: int) -> RadioStation:
+        with self.sessions() as session:
+            return RadioStation.of(self._row(session, station_id))
+
+    def stations(self) -> list[RadioStation]:
+        with self.sessions() as session:
+            rows = session.scalars(select(RelayStationRow))
+            # sorted here, not by the database's collation (SQLite and PostgreSQL differ)
+            return sorted((RadioStation.of(r) for r in rows), key=lambda s: s.name.casefold())
+
+    def stream_for(self, station_id: int, duration_s: int, base_url: str) -> StreamRef:
+        """What a relay of the station for ``duration_s`` sends: its URL and fallback clip."""
+        with self.sessions() as session:
+            return station_stream(session, station_id, duration_s, base_url)
+
+    def _row(self, session: Session, station_id: int) -> RelayStationRow:
+        row = session.get(RelayStationRow, station_id)
+        if row is None:
+            raise station_not_found(station_id)
+        return row
+
+    def _fill(self, session: Session, row: RelayStationRow, entry: StationInput, now: int) -> None:
+        name = " ".join(entry.name.split())
+        if not 1 <= len(name) <= 100:
+            raise Invalid(
+                "bad_station_name",
+                "Đặt tên đài từ 1 đến 100 ký tự, ví dụ «VOV1» hoặc «Đài PT-TH tỉnh»",
+                "Give the station a name of 1 to 100 characters, e.g. «VOV1»",
+            )
+        fallback = entry.fallback_sha256 or None
+        if entry.on_failure == "fallback":
+            if fallback is None:
+                raise Invalid(
+                    "no_fallback",
+                    "Chọn tệp âm thanh phát thay khi mất sóng, hoặc chọn «dừng phát»",
+                    "Choose the clip that plays when the stream fails, or choose «stop»",
+                )
+            self.library.get(fallback)  # refused when it is not in the library
+        else:
+            fallback = None
+        row.name, row.url, row.level = name, check_url(entry.url), entry.level
+        row.on_failure, row.fallback_sha256, row.updated_ms = entry.on_failure, fallback, now
+
+    @staticmethod
+    def _flush(session: Session, name: str) -> None:
+        try:
+            session.flush()
+        except IntegrityError:
+            raise Conflict(
+                "station_name_taken",
+                f"Đã có đài tên «{name}»: chọn tên khác",
+                f"There is already a station named «{name}»: choose another name",
+            ) from None
