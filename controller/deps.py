@@ -35,6 +35,7 @@ from controller.auth.tokens import token_principal
 from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
 from controller.i18n import Refusal
+from controller.queue.bookings import Bookings
 from controller.radio.station import Station
 from controller.settings import ControllerSettings
 
@@ -60,6 +61,7 @@ class AppState:
     station: Station | None = None  # the broadcasting services (controller/radio/station.py)
     fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet/service.py)
     live: LiveFeed | None = None  # the live pages' one poll loop (fleet/live.py)
+    bookings: Bookings | None = None  # bookings ahead (queue/bookings.py)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
