@@ -120,6 +120,8 @@ class KioskSection(Section):
     session_hours: Annotated[float, Field(gt=0, le=24)] = 12.0
     pin_attempts: Annotated[int, Field(ge=1, le=20)] = 5  # wrong PINs in a row before a lockout
     pin_lockout_s: Annotated[float, Field(ge=1, le=900)] = 60.0  # doubles with each lockout
+    # a booked citizen later than this after their slot's start waits as a walk-in (kiosk/booked.py)
+    booking_grace_min: Annotated[float, Field(ge=0, le=120)] = 15.0
 
     @field_validator("tz")
     @classmethod

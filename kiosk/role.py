@@ -57,6 +57,7 @@ def attach(
         player=player,
         serve=serve_pages,
     )
+    host.on_document("bookings.set", kiosk.bookings.apply)  # booked ahead on the controller
     host.add_telemetry(kiosk.telemetry)
     host.add_health(kiosk.alive)
     host.on_start(kiosk.start)
