@@ -37,6 +37,7 @@ from controller.deps import LANG_COOKIE, AppState
 from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
 from controller.fleet.shared_pages import SharedPages
+from controller.queue.bookings import Bookings, Wire
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.resends import Resends
 from controller.radio.resends import policy as resend_policy
@@ -48,6 +49,7 @@ from controller.web.routes import (
     ErrorBody,
     alerts,
     audit,
+    booking,
     broadcasts,
     bulletins,
     clips,
@@ -65,6 +67,7 @@ from controller.web.routes import (
     users,
     webhook_deliveries,
 )
+from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.r
 ROUTERS += [clips.router, schedules.router, broadcasts.router, bulletins.router, reports.router]
 ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devices/new
 ROUTERS += [console.router, live.router, webhook_deliveries.router, stations.router]
+ROUTERS += [booking.router]
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.
@@ -114,11 +118,18 @@ def run_live(state: AppState) -> AbstractContextManager[None]:
     return state.live.running()
 
 
+def run_bookings(state: AppState) -> AbstractContextManager[None]:
+    """Each office's bookings sent again when not delivered, and each morning (queue/)."""
+    assert state.bookings is not None  # create_app builds it before the app starts
+    return state.bookings.running(state.settings.documents.check_every_s)
+
+
 SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
     run_station,
     run_fleet,
     run_resends,
     run_live,
+    run_bookings,
 ]
 
 SECURITY_HEADERS = {
@@ -135,6 +146,15 @@ SECURITY_HEADERS = {
 class Health(BaseModel):
     status: str
     database: str
+
+
+def booking_wire(station: Station) -> Wire:
+    """The kiosks' booking documents go out signed with the site's key, on its bus."""
+    return Wire(
+        key=station.site.signing_key,
+        topics=lambda: Topics(station.site.root),
+        publisher=station,
+    )
 
 
 def auth_config(settings: ControllerSettings) -> AuthConfig:
@@ -176,6 +196,9 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
     )
     writes = FleetWrites(engine)
     state.pages = SharedPages(lambda: writes.version, state.now_ms)
+    state.bookings = Bookings(
+        settings.booking, state.sessions, state.now_ms, booking_wire(state.station)
+    )
     metrics = Metrics()
 
     @asynccontextmanager

@@ -36,6 +36,7 @@ from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
 from controller.fleet.shared_pages import SharedPages
 from controller.i18n import Refusal
+from controller.queue.bookings import Bookings
 from controller.radio.station import Station
 from controller.settings import ControllerSettings
 
@@ -62,6 +63,7 @@ class AppState:
     fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet/service.py)
     live: LiveFeed | None = None  # the live pages' one poll loop (fleet/live.py)
     pages: SharedPages | None = None  # device-list pages shared by concurrent requests
+    bookings: Bookings | None = None  # bookings ahead (queue/bookings.py)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

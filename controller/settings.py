@@ -10,6 +10,7 @@ be shared or kept in version control.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 
 from plumbing.config_files import ConfigFileError, Section, read_toml, validate
+from protocol.commands import check_tz
+from protocol.topics import ID_PATTERN
 
 SECRET_BYTES = 32
 
@@ -159,6 +162,72 @@ class DocumentsSection(Section):
     backoff_max_s: Annotated[float, Field(ge=1, le=7 * 86400)] = 3600.0
 
 
+BOOKING_HOURS = (("07:00", "11:15"), ("13:15", "16:30"))
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+class BookingService(Section):
+    """A service of an office that takes bookings, as in its kiosk's ``[kiosk]`` section."""
+
+    code: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+    name_vi: Annotated[str, Field(min_length=1, max_length=100)]
+    name_en: Annotated[str, Field(min_length=1, max_length=100)]
+    hours: list[tuple[str, str]] = [list(h) for h in BOOKING_HOURS]  # type: ignore[misc]
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] = [0, 1, 2, 3, 4]  # 0 = Monday
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, hours: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not hours:
+            raise ValueError("a service needs at least one window of hours")
+        for start, end in hours:
+            if not (_HHMM.fullmatch(start) and _HHMM.fullmatch(end)):
+                raise ValueError(f"window {start}-{end}: use HH:MM, 24-hour clock, e.g. 07:30")
+            if start >= end:
+                raise ValueError(f"window {start}-{end} ends before it starts")
+        return hours
+
+
+class BookingOffice(Section):
+    """One office, named by the device id of the kiosk that issues its numbers."""
+
+    kiosk: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+    name: Annotated[str, Field(min_length=1, max_length=120)]
+    tz: str = "Asia/Ho_Chi_Minh"
+    slot_min: Annotated[int, Field(ge=5, le=120)] = 15
+    capacity: Annotated[int, Field(ge=1, le=50)] = 2  # citizens per slot and service
+    services: Annotated[list[BookingService], Field(min_length=1, max_length=26)]
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return check_tz(value)
+
+    def service(self, code: str) -> BookingService | None:
+        return next((s for s in self.services if s.code == code), None)
+
+
+class BookingSection(Section):
+    """``[booking]``: the offices whose citizens may book a number ahead (controller/queue/)."""
+
+    offices: list[BookingOffice] = []
+    days_ahead: Annotated[int, Field(ge=1, le=30)] = 7
+    per_phone_per_day: Annotated[int, Field(ge=1, le=10)] = 2  # Hà Nội's iHanoi rule
+    # the public page: attempts (booked or refused, and cancels) per address in a window
+    attempts_per_ip: Annotated[int, Field(ge=1, le=10_000)] = 20
+    attempt_window_min: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
+
+    @model_validator(mode="after")
+    def _unique_kiosks(self) -> BookingSection:
+        kiosks = [o.kiosk for o in self.offices]
+        if len(kiosks) != len(set(kiosks)):
+            raise ValueError("each kiosk may be named by one office only")
+        return self
+
+    def office(self, kiosk: str) -> BookingOffice | None:
+        return next((o for o in self.offices if o.kiosk == kiosk), None)
+
+
 class ControllerSettings(Section):
     site: SiteSection = SiteSection()
     database: DatabaseSection = DatabaseSection()
@@ -169,6 +238,7 @@ class ControllerSettings(Section):
     telemetry: TelemetrySection = TelemetrySection()
     documents: DocumentsSection = DocumentsSection()
     upward: UpwardSection = UpwardSection()
+    booking: BookingSection = BookingSection()  # bookings ahead (controller/queue/)
     # The directory relative paths are taken from; set by `load_settings`.
     base_dir: Path = Path()
 

@@ -128,6 +128,8 @@ class KioskSection(Section):
     queue_kiosks: Annotated[
         list[Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]], Field(max_length=9)
     ] = []
+    # a booked citizen later than this after their slot's start waits as a walk-in (kiosk/booked.py)
+    booking_grace_min: Annotated[float, Field(ge=0, le=120)] = 15.0
 
     @field_validator("tz")
     @classmethod

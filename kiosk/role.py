@@ -72,6 +72,7 @@ def attach(
         serve=serve_pages,
         shared=shared,
     )
+    host.on_document("bookings.set", kiosk.bookings.apply)  # booked ahead on the controller
     host.add_telemetry(kiosk.telemetry)
     host.add_health(kiosk.alive)
     host.on_start(kiosk.start)

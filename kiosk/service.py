@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kiosk.bookings import KioskBookings
 from kiosk.numbering import RATINGS, QueuePolicy
 from kiosk.office import KioskError, Office, OfficeSettings, counter_services
 from kiosk.officers import Officers
@@ -131,6 +132,7 @@ class Kiosk:
             replica=replica,
         )
         self._replica = replica
+        self.bookings = KioskBookings(self.office, int(cfg.booking_grace_min * 60_000))
         self.profile = profile_of(cfg)
         self.printer = PrintWorker(
             open_printer
@@ -329,6 +331,31 @@ class Kiosk:
             "printing": can_print(status),
         }
 
+    def redeem_booking(self, code: object) -> dict[str, Any]:
+        """A booked citizen's code: a number now, called at their slot (kiosk/booked.py)."""
+        now = self.now_ms()
+        booking = self.bookings.find(code, now)
+        issued = self.issue(booking.service)
+        self.bookings.record(self.office.ticket(issued["ticket_id"]), booking, now)
+        self.changes.bump()
+        slot = self.office.local_time(booking.slot_ms)
+        return {**issued, "booked": True, "slot_ms": booking.slot_ms, "slot_local": slot}
+
+    def _call_next(self, counter: int, now: int, officer: str | None) -> Ticket | None:
+        """ "Next" with the booked citizens in their places; plain "next" when none is booked."""
+        office = self.office
+        if not self.bookings.slots_today(now):
+            return office.call_next(counter, now, officer)
+        office.check_counter(counter)
+        chosen = self.bookings.next_for(counter, now)
+        if chosen is not None:
+            return office.call_number(counter, chosen.number, now, officer)
+        if counter in office.store.paused_counters():
+            return office.call_next(counter, now, officer)  # its own refusal
+        if office.current(counter, now) is not None:
+            office.served(counter, now, officer)
+        return None
+
     def counter(
         self,
         counter: int,
@@ -346,7 +373,7 @@ class Kiosk:
             self.changes.bump()
         ticket: Ticket | None
         if action == "next":
-            ticket = office.call_next(counter, now, officer)
+            ticket = self._call_next(counter, now, officer)
         elif action == "call":
             ticket = office.call_number(counter, number or "", now, officer)
         elif action == "recall":

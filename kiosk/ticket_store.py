@@ -400,6 +400,16 @@ class TicketStore:
                 (ticket_id, action, counter, officer, at_ms, note),
             )
 
+    def notes_of_day(self, action: str, day: date) -> list[tuple[Ticket, str | None]]:
+        """Today's tickets with one kind of action, and its note (a redeemed booking's)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.ticket_id, a.note FROM ticket_action a JOIN ticket t ON t.id ="
+                " a.ticket_id WHERE a.action = ? AND t.day = ? ORDER BY a.seq",
+                (action, day.isoformat()),
+            ).fetchall()
+            return [(self._get(self._db, tid), note) for tid, note in rows]
+
     def actions(self, ticket_id: str) -> list[Action]:
         with self._lock:
             rows = self._db.execute(

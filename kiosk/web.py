@@ -73,6 +73,10 @@ class TicketIn(Body):
     priority: bool = False
 
 
+class BookingCodeIn(Body):
+    code: Annotated[str, Field(max_length=32)]  # typed, or from the QR scanner
+
+
 class CounterIn(Body):
     service: ServiceCode | None = None  # for a transfer
     note: Annotated[str, Field(max_length=NOTE_MAX)] | None = None  # for a transfer
@@ -234,6 +238,11 @@ def create_app(kiosk: Kiosk) -> FastAPI:
     @app.post("/api/tickets", status_code=201)
     def issue(body: TicketIn) -> dict[str, Any]:
         return kiosk.issue(body.service, body.priority)
+
+    @app.post("/api/bookings/redeem", status_code=201)
+    def redeem(body: BookingCodeIn) -> dict[str, Any]:
+        """ "Đã đặt lịch": a booked citizen's code gives a number called at their slot."""
+        return kiosk.redeem_booking(body.code)
 
     @app.get("/api/tickets/{ticket_id}")
     def ticket(ticket_id: Annotated[str, Field(max_length=64)]) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class QuietHours(Strict):
         return value
 
 
-def _check_tz(value: str) -> str:
+def check_tz(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -115,7 +115,7 @@ class ConfigSet(Strict):
     @field_validator("tz")
     @classmethod
     def _tz(cls, value: str) -> str:
-        return _check_tz(value)
+        return check_tz(value)
 
 
 class StreamRef(Strict):
@@ -293,13 +293,42 @@ class ScheduleSet(Strict):
     @field_validator("tz")
     @classmethod
     def _tz(cls, value: str) -> str:
-        return _check_tz(value)
+        return check_tz(value)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ScheduleSet:
         ids = [item.id for item in self.items]
         if len(ids) != len(set(ids)):
             raise ValueError("schedule item ids must be unique")
+        return self
+
+
+BOOKING_CODE = r"^[2-9A-HJ-NP-Z]{6}$"  # six of 32 letters and digits, none read as another
+
+
+class Booking(Strict):
+    """One citizen booked at a kiosk's office: the code they type, the slot they hold.
+
+    No name or phone number: the kiosk needs only to recognise the code."""
+
+    code: Annotated[str, Field(pattern=BOOKING_CODE)]
+    service: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+    slot_ms: EpochMs  # the slot's start
+    slot_min: Annotated[int, Field(ge=5, le=120)]
+
+
+class BookingsSet(Strict):
+    """A kiosk's booked citizens from today on: each new version replaces the last, and the
+    kiosk keeps the last one it accepted, so it redeems codes with no network."""
+
+    version: DocVersion
+    bookings: Annotated[list[Booking], Field(max_length=20_000)] = []
+
+    @model_validator(mode="after")
+    def _unique_codes(self) -> BookingsSet:
+        codes = [b.code for b in self.bookings]
+        if len(codes) != len(set(codes)):
+            raise ValueError("booking codes must be unique")
         return self
 
 
@@ -315,10 +344,12 @@ COMMAND_BODIES: dict[str, type[Strict]] = {
 DOCUMENT_BODIES: dict[str, type[Strict]] = {
     "config.set": ConfigSet,
     "schedule.set": ScheduleSet,
+    "bookings.set": BookingsSet,
 }
-DOCUMENT_TOPIC_LEAF: dict[str, Literal["config", "schedule"]] = {
+DOCUMENT_TOPIC_LEAF: dict[str, Literal["config", "schedule", "bookings"]] = {
     "config.set": "config",
     "schedule.set": "schedule",
+    "bookings.set": "bookings",
 }
 
 

@@ -36,7 +36,7 @@ class Target(BaseModel):
 
     scope: Literal["dev", "grp"]
     id: DeviceOrGroupId
-    leaf: Literal["cmd", "config", "schedule"]
+    leaf: Literal["cmd", "config", "schedule", "bookings"]
 
     @classmethod
     def of(cls, to: TopicRef | str) -> Target:

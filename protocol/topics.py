@@ -14,10 +14,20 @@ DEFAULT_ROOT = "xaso"
 
 Scope = Literal["dev", "grp"]
 DEVICE_LEAVES = (
-    "status", "telemetry", "event", "calls", "office", "ack", "cmd", "config", "schedule",
-)  # fmt: skip
+    "status",
+    "telemetry",
+    "event",
+    "calls",
+    "office",
+    "ack",
+    "cmd",
+    "config",
+    "schedule",
+    "bookings",
+)
 GROUP_LEAVES = ("cmd", "schedule")
-INBOUND_LEAVES = ("cmd", "config", "schedule")  # what the controller signs, and a target names
+# what the controller signs, and a target names (bookings: a kiosk's booked citizens)
+INBOUND_LEAVES = ("cmd", "config", "schedule", "bookings")
 
 
 def check_id(value: str, what: str = "device id") -> str:
@@ -95,7 +105,7 @@ class Topics:
 
     def device_inbound(self, device_id: str, groups: list[str] | tuple[str, ...]) -> list[str]:
         """Every topic a device subscribes to: its own and its groups' commands and documents."""
-        topics = [self.dev(device_id, leaf) for leaf in ("cmd", "config", "schedule")]
+        topics = [self.dev(device_id, leaf) for leaf in ("cmd", "config", "schedule", "bookings")]
         for group in groups:
             topics += [self.grp(group, leaf) for leaf in GROUP_LEAVES]
         return topics

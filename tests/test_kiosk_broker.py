@@ -141,3 +141,37 @@ def test_the_kiosk_works_with_no_network(fleet: Fleet, virtual_printer: VirtualP
     finally:
         db.close()
     assert {"printer.status", "ticket.issued"} <= {p["type"] for p in payloads}
+
+
+def test_a_booking_list_from_the_controller_reaches_the_kiosk_agent_and_its_code_redeems(
+    fleet: Fleet, probe: Probe, virtual_printer: VirtualPrinter
+) -> None:
+    """The signed retained bookings.set on the kiosk's own topic: verified, kept, used."""
+    port = free_port()
+    kiosk = {
+        "printer_url": virtual_printer.path,
+        "voice": "off",
+        "web_host": "127.0.0.1",
+        "web_port": port,
+        **open_now(),
+    }
+    fleet.spawn("kiosk-1", sections={"kiosk": kiosk})
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/api/state")
+    now_ms = time.time_ns() // 1_000_000
+    topic = "xaso/dev/kiosk-1/bookings"
+    body = {
+        "version": now_ms,
+        "bookings": [{"code": "K7M2QX", "service": "ho-tich", "slot_ms": now_ms, "slot_min": 15}],
+    }
+    payload = fleet.seal("bookings.set", body, to=topic, cmd_id="bookings-1")
+    probe.client.publish(topic, payload, qos=1, retain=True)
+    ack = probe.wait_for(
+        lambda m: m.topic == "xaso/dev/kiosk-1/ack" and m.json().get("cmd") == "bookings-1"
+    ).json()
+    assert ack["ok"] is True, ack
+    status, answer = http(f"{base}/api/bookings/redeem", {"code": "k7m2qx"})
+    assert status == 201, answer
+    assert json.loads(answer)["booked"] is True
+    status, again = http(f"{base}/api/bookings/redeem", {"code": "K7M2QX"})
+    assert status == 409 and "đã được dùng" in json.loads(again)["vi"]

@@ -38,6 +38,7 @@ def test_topics_are_spelled_once():
         "xaso/dev/loa-1/cmd",
         "xaso/dev/loa-1/config",
         "xaso/dev/loa-1/schedule",
+        "xaso/dev/loa-1/bookings",
         "xaso/grp/thon-2/cmd",
         "xaso/grp/thon-2/schedule",
     ]

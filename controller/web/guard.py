@@ -51,7 +51,10 @@ from controller.i18n import Refusal
 log = logging.getLogger(__name__)
 
 SMALL_CAP = 64 * 1024  # any form or JSON body of the app fits many times over
-PUBLIC_WITH_BODY = frozenset({"/login"})  # no session yet; small cap only
+# no session yet (the login's CSRF is its own), or none ever (a citizen booking): small cap only
+PUBLIC_WITH_BODY = frozenset(
+    {"/login", "/dat-lich", "/dat-lich/huy", "/api/public/bookings", "/api/public/bookings/cancel"}
+)
 
 Answer = Callable[[Request, Refusal], Response]
 

@@ -1,0 +1,1 @@
+"""The queue as the controller keeps it: bookings ahead for the kiosks' offices."""
