@@ -44,6 +44,7 @@ NAV: list[NavItem] = [
     NavItem("/schedules", "nav.schedules", Permission.VIEW_FLEET),
     NavItem("/clips", "nav.clips", Permission.MANAGE_CLIPS),
     NavItem("/bulletins", "nav.bulletins", Permission.MANAGE_SCHEDULES),
+    NavItem("/approvals", "nav.approvals", Permission.VIEW_FLEET),
     NavItem("/users", "nav.users", Permission.MANAGE_USERS),
     NavItem("/tokens", "nav.tokens", Permission.MANAGE_USERS),
     NavItem("/audit", "nav.audit", Permission.VIEW_AUDIT),
