@@ -171,8 +171,8 @@ def held_out(db: DbSession, who: Principal, held: Held) -> HeldOut:
 
 
 def _audit_decision(db: DbSession, who: Principal, action: str, item: ApprovalItem) -> None:
-    details: dict[str, Any] = {"kind": item.kind, "label": item.label}
-    details |= {"prepared_by": item.prepared_by, "prepared_ms": item.prepared_ms}
+    details: dict[str, Any] = {"label": item.label, "prepared_by": item.prepared_by}
+    details["prepared_at"] = at_minute(item.prepared_ms)  # as the page says it
     if item.reason:
         details["reason"] = item.reason
     if item.broadcast_id:
