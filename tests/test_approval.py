@@ -19,6 +19,7 @@ from controller.db.broadcast_tables import PublishedDocumentRow
 from controller.radio.approval_gate import ApprovalGate, Ruling, ruling
 from controller.radio.approvals import ApprovalDesk
 from controller.radio.broadcasting import BroadcastInfo, Held
+from controller.radio.bulletins import BulletinInbox
 from controller.radio.clip_library import Conflict, Invalid, NotFound
 from controller.radio.schedule_entries import EntryInput
 from controller.radio.scheduling import Scheduling
@@ -209,3 +210,38 @@ def test_unknown_own_and_deleted_items_are_refused_in_words(
     with pytest.raises(Conflict) as gone:
         desk.approve(waiting.id, by="lanh-dao")
     assert gone.value.code == "already_decided"
+
+
+def test_a_bulletin_put_on_air_by_a_broadcaster_waits_but_one_from_above_does_not(
+    gated: tuple[Station, ApprovalGate, ApprovalDesk], probe: Any
+) -> None:
+    station, _gate, desk = gated
+    inbox = BulletinInbox(station.scheduling.sessions, station.scheduling, station.broadcasting)
+    clip = add_clip(station.scheduling.sessions, "tinh", 5_000)
+    thon_1 = Target("group", "thon-1")
+
+    def receive(external_id: str, level: str) -> int:
+        got = inbox.receive(
+            source="stt-tinh",
+            external_id=external_id,
+            title=f"Bản tin {level}",
+            level=level,  # type: ignore[arg-type]
+            targets=[thon_1],
+            clip_sha256=clip,
+        )
+        return got.id
+
+    # from above: a priority bulletin airs at once, approval or not (Circular 39)
+    aired = inbox.get(receive("BT-1", "priority"))
+    assert aired.state == "aired" and aired.broadcast_id is not None
+    probe.wait_for(lambda m: m.topic == "xaso/grp/thon-1/cmd")
+    # what a broadcaster makes of a normal one waits: into the schedule, or to play now
+    scheduled = inbox.accept(receive("BT-2", "normal"), by="bt", dtstart="2030-01-06T06:30:00")
+    assert scheduled.state == "accepted" and scheduled.schedule_id is not None
+    assert station.scheduling.get(scheduled.schedule_id).approval == "pending"
+    played = inbox.accept(receive("BT-3", "normal"), by="bt", play_now=True)
+    assert played.state == "accepted" and played.broadcast_id is None
+    assert sorted(i.kind for i in desk.waiting()) == ["play", "schedule"]
+    assert [b.id for b in station.broadcasting.recent()] == [aired.broadcast_id]
+    with station.scheduling.sessions() as session:
+        assert session.get(PublishedDocumentRow, "xaso/grp/thon-1/schedule") is None
