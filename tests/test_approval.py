@@ -210,6 +210,14 @@ def test_unknown_own_and_deleted_items_are_refused_in_words(
     with pytest.raises(Conflict) as gone:
         desk.approve(waiting.id, by="lanh-dao")
     assert gone.value.code == "already_decided"
+    # an emergency entry airs at once, and waits to be reviewed
+    urgent = scheduling.create(
+        entry("group:all", clip, "2030-01-06T06:30:00", level="emergency", label="Lũ"), by="bt"
+    )
+    assert urgent.approval == "approved"
+    (flagged,) = desk.waiting()
+    assert (flagged.kind, flagged.state, flagged.schedule_id) == ("emergency", "review", urgent.id)
+    assert desk.mark_reviewed(flagged.id, by="lanh-dao").state == "reviewed"
 
 
 def test_a_bulletin_put_on_air_by_a_broadcaster_waits_but_one_from_above_does_not(

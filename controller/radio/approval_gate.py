@@ -119,11 +119,20 @@ class ApprovalGate:
         )
 
     def flag_emergency(
-        self, session: Session, broadcast_id: str, *, by: str, label: str, targets: Sequence[Target]
+        self,
+        session: Session,
+        *,
+        by: str,
+        label: str,
+        targets: Sequence[Target],
+        broadcast_id: str | None = None,
+        schedule_id: int | None = None,
     ) -> ApprovalRow:
+        """An emergency aired without approval (a broadcast, or an emergency entry):
+        a leader reviews it afterwards."""
         return self._add(
             session, "emergency", "review", by=by, label=label, targets=targets,
-            broadcast_id=broadcast_id,
+            broadcast_id=broadcast_id, schedule_id=schedule_id,
         )  # fmt: skip
 
     def _add(

@@ -187,7 +187,9 @@ class Broadcasting:
         info = self._play(request, by=by, lead_ms=lead_ms)
         if decision is Ruling.REVIEW and self.gate is not None:
             with self.sessions.begin() as session:
-                self.gate.flag_emergency(session, info.id, by=by, label=label, targets=targets)
+                self.gate.flag_emergency(
+                    session, by=by, label=label, targets=targets, broadcast_id=info.id
+                )
         return info
 
     def send_approved(self, request: dict[str, Any], *, by: str) -> BroadcastInfo:

@@ -157,6 +157,9 @@ class Scheduling:
             return True
         row.approval = "approved"
         self.gate.withdraw_entry(session, row.id)
+        if decision is Ruling.REVIEW:
+            self.gate.flag_emergency(session, by=by, label=row.label or row.item_id,
+                                     targets=[target], schedule_id=row.id)  # fmt: skip
         return False
 
     def decide(self, entry_id: int, approval: str, *, expected_version: int) -> Entry:
@@ -178,7 +181,12 @@ class Scheduling:
             if approval == "approved":
                 self._check_target(session, target)
         if approval == "approved":
-            self._publish_targets([target])
+            try:
+                self._publish_targets([target])
+            except Exception:  # not sent: it waits again, for the leader to retry
+                with self.sessions.begin() as session:
+                    self._row(session, entry_id, lock=True).approval = "pending"
+                raise
         return result
 
     def get(self, entry_id: int) -> Entry:
