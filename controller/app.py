@@ -48,6 +48,7 @@ from controller.web.metrics import Metrics, metrics_router
 from controller.web.routes import (
     ErrorBody,
     alerts,
+    approvals,
     audit,
     booking,
     broadcasts,
@@ -79,6 +80,7 @@ ROUTERS += [clips.router, schedules.router, broadcasts.router, bulletins.router,
 ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devices/new
 ROUTERS += [console.router, live.router, webhook_deliveries.router, stations.router]
 ROUTERS += [booking.router]
+ROUTERS += [approvals.router]
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.

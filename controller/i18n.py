@@ -110,6 +110,7 @@ register(
         "role.broadcaster": ("Phát thanh viên", "Broadcaster"),
         "role.technician": ("Kỹ thuật viên", "Technician"),
         "role.officer": ("Cán bộ", "Officer"),
+        "role.leader": ("Lãnh đạo", "Leader"),
         "field.username": ("Tên đăng nhập", "Username"),
         "field.display_name": ("Họ và tên", "Full name"),
         "field.password": ("Mật khẩu", "Password"),

@@ -307,17 +307,19 @@ def test_bad_input_gets_a_clear_bilingual_refusal(api: Api, case: tuple[Any, ...
     assert body["code"] == code and body["vi"] and body["en"] and body["vi"] != body["en"]
 
 
-# route, what every role gets (admin, broadcaster, technician, officer)
+# route, what every role gets (admin, broadcaster, technician, officer, leader)
 ROUTES: list[tuple[tuple[str, str, dict[str, Any]], tuple[int, ...]]] = [
-    (("GET", "/api/devices", {}), (200, 200, 200, 200)),
-    (("GET", "/api/alerts", {}), (200, 200, 200, 200)),
-    (("GET", "/api/reports/plays?start_ms=0&end_ms=1", {}), (200, 200, 200, 200)),
-    (("GET", "/api/reports/queue?start_ms=0&end_ms=1", {}), (200, 200, 200, 200)),
-    (("GET", "/api/keys", {}), (200, 403, 200, 403)),
+    (("GET", "/api/devices", {}), (200, 200, 200, 200, 200)),
+    (("GET", "/api/alerts", {}), (200, 200, 200, 200, 200)),
+    (("GET", "/api/reports/plays?start_ms=0&end_ms=1", {}), (200, 200, 200, 200, 200)),
+    (("GET", "/api/reports/queue?start_ms=0&end_ms=1", {}), (200, 200, 200, 200, 200)),
+    (("GET", "/api/keys", {}), (200, 403, 200, 403, 403)),
     # allowed, then refused for want of an MQTT session (no station runs here)
-    (("PUT", "/api/devices/loa-1/groups", {"json": {"groups": ["thon-1"]}}), (503, 403, 503, 403)),
-    (("POST", "/api/devices", {"json": {"id": "x-1", "roles": ["kiosk"]}}), (409, 403, 409, 403)),
-    (("DELETE", "/api/devices/nope-1", {}), (404, 403, 404, 403)),
+    (("PUT", "/api/devices/loa-1/groups", {"json": {"groups": ["thon-1"]}}),
+     (503, 403, 503, 403, 403)),
+    (("POST", "/api/devices", {"json": {"id": "x-1", "roles": ["kiosk"]}}),
+     (409, 403, 409, 403, 403)),
+    (("DELETE", "/api/devices/nope-1", {}), (404, 403, 404, 403, 403)),
 ]  # fmt: skip
 
 

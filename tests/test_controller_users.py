@@ -31,12 +31,15 @@ def test_roles_matrix() -> None:
                            "view_reports"},
         Role.TECHNICIAN: {"view_fleet", "manage_devices", "view_reports"},
         Role.OFFICER: {"view_fleet", "view_reports"},
+        Role.LEADER: {"view_fleet", "view_reports", "approve"},
     }  # fmt: skip
     for role, permissions in expected.items():
         assert PERMISSIONS[role] == {Permission(p) for p in permissions}
     assert not allows(Role.TECHNICIAN, Permission.BROADCAST)
     assert not allows(Role.OFFICER, Permission.MANAGE_SCHEDULES)
     assert not allows(Role.BROADCASTER, Permission.MANAGE_USERS)
+    assert not allows(Role.BROADCASTER, Permission.APPROVE)
+    assert not allows(Role.LEADER, Permission.BROADCAST)
     # A token never does more than its owner may now.
     assert token_permissions(Role.ADMIN, Role.OFFICER) == PERMISSIONS[Role.OFFICER]
     assert token_permissions(Role.BROADCASTER, Role.ADMIN) == PERMISSIONS[Role.BROADCASTER]

@@ -17,6 +17,7 @@ class Role(StrEnum):
     BROADCASTER = "broadcaster"
     TECHNICIAN = "technician"
     OFFICER = "officer"
+    LEADER = "leader"  # lãnh đạo: approves what the commune airs
 
 
 class Permission(StrEnum):
@@ -28,6 +29,7 @@ class Permission(StrEnum):
     VIEW_REPORTS = "view_reports"  # proof of play, queue statistics
     MANAGE_USERS = "manage_users"  # users, roles, API tokens
     VIEW_AUDIT = "view_audit"
+    APPROVE = "approve"  # approve or reject what waits to air; review emergencies
 
 
 _ALL = frozenset(Permission)
@@ -47,6 +49,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         {Permission.VIEW_FLEET, Permission.MANAGE_DEVICES, Permission.VIEW_REPORTS}
     ),
     Role.OFFICER: frozenset({Permission.VIEW_FLEET, Permission.VIEW_REPORTS}),
+    Role.LEADER: frozenset({Permission.VIEW_FLEET, Permission.VIEW_REPORTS, Permission.APPROVE}),
 }
 
 

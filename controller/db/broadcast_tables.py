@@ -96,6 +96,8 @@ class ScheduleRow(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+    # approved | pending | rejected: only an approved entry is in its target's document
+    approval: Mapped[str] = mapped_column(String(16), default="approved", server_default="approved")
 
 
 class PublishedDocumentRow(Base):
@@ -182,3 +184,47 @@ class BulletinRow(Base):
     broadcast_id: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("broadcasts.id", ondelete="SET NULL")
     )
+
+
+class CommuneSettingRow(Base):
+    """A setting the commune's administrator changes on a page, such as approval_required.
+
+    Keyed by commune: today one controller is one commune (``LOCAL_COMMUNE``)."""
+
+    __tablename__ = "commune_settings"
+
+    commune: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(140))
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApprovalRow(Base):
+    """What waits for a leader before it airs, or an emergency that aired to be reviewed.
+
+    kind: schedule (a schedule entry, ``schedule_id``), play (a play-now broadcast, kept
+    whole in ``request`` and sent on approval), emergency (sent at once, ``broadcast_id``).
+    state: pending -> approved | rejected | withdrawn; review -> reviewed.
+    """
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    commune: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    schedule_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("schedules.id", ondelete="SET NULL"), index=True
+    )
+    broadcast_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("broadcasts.id", ondelete="SET NULL")
+    )
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prepared_by: Mapped[str] = mapped_column(String(140))
+    prepared_ms: Mapped[int] = mapped_column(BigInteger)
+    decided_by: Mapped[str | None] = mapped_column(String(140))
+    decided_ms: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(500), default="")

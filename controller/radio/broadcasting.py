@@ -10,6 +10,10 @@ between an emergency and its speakers. Each ack makes its device's row:
 ingest's writer hands each batch of acks to ``record_acks_in``, in the
 batch's own transaction, which adds them to the counts; ``wait_acks`` waits
 for the answers.
+
+Approval (controller.radio.approval_gate): with the commune's approval on, a
+play-now whose author may not approve is kept whole as ``Held`` and sent only
+when a leader approves it; an emergency is sent at once and flagged for review.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, event, select, update
@@ -28,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
 from controller.db.fleet_tables import dialect_insert
+from controller.radio.approval_gate import ApprovalGate, Ruling, ruling
 from controller.radio.clip_library import ClipLibrary, Invalid, NotFound
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
@@ -59,6 +64,15 @@ class DeviceAck:
     error: str | None
     detail: str | None
     acked_ms: int | None
+
+
+@dataclass(frozen=True)
+class Held:
+    """A play-now that waits for a leader's approval; nothing was sent."""
+
+    approval_id: int
+    label: str
+    targets: list[Target]
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,7 @@ class Broadcasting:
         *,
         clip_base_url: str,
         lead_ms: int = DEFAULT_LEAD_MS,
+        gate: ApprovalGate | None = None,
         clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
@@ -126,6 +141,7 @@ class Broadcasting:
         self.publisher = publisher
         self.clip_base_url = clip_base_url
         self.lead_ms = lead_ms
+        self.gate = gate
         self.clock = clock
         self._answered = threading.Condition()
 
@@ -142,8 +158,68 @@ class Broadcasting:
         gain_db: float = 0.0,
         repeat: int = 1,
         lead_ms: int | None = None,
+        approved: bool = False,
+    ) -> BroadcastInfo | Held:
+        """Play a clip (or relay a stream) on every speaker of ``targets`` at one instant.
+
+        Unless ``approved`` (its author may approve, it came from above, or a leader
+        approved it), the approval gate may hold it back: then nothing is sent."""
+        request = {
+            "targets": [{"kind": t.kind, "id": t.id} for t in targets],
+            "clip_sha256": clip_sha256, "stream_url": stream_url,
+            "stream_duration_s": stream_duration_s, "level": level, "label": label,
+            "gain_db": gain_db, "repeat": repeat,
+        }  # fmt: skip
+        decision = Ruling.AIR
+        if self.gate is not None:
+            decision = ruling(required=self.gate.required(), level=level, approved=approved)
+        if decision is Ruling.HOLD and self.gate is not None:
+            self._command(request, at=self.clock())  # bad input is refused, not kept
+            if not targets:
+                raise Invalid("no_target", "Chưa chọn nơi phát", "No target chosen")
+            for target in targets:
+                self.fleet.members(target)
+            with self.sessions.begin() as session:
+                row = self.gate.hold_play(
+                    session, by=by, label=label, targets=targets, request=request
+                )
+                return Held(row.id, label, list(targets))
+        info = self._play(request, by=by, lead_ms=lead_ms)
+        if decision is Ruling.REVIEW and self.gate is not None:
+            with self.sessions.begin() as session:
+                self.gate.flag_emergency(
+                    session, by=by, label=label, targets=targets, broadcast_id=info.id
+                )
+        return info
+
+    def send_approved(self, request: dict[str, Any], *, by: str) -> BroadcastInfo:
+        """A held play-now, once a leader approved it: sent now, in its author's name."""
+        return self._play(request, by=by)
+
+    def _play(
+        self, request: dict[str, Any], *, by: str, lead_ms: int | None = None
     ) -> BroadcastInfo:
-        """Play a clip (or relay a stream) on every speaker of ``targets`` at one instant."""
+        now = self.clock()
+        at = now + (self.lead_ms if lead_ms is None else lead_ms)
+        kind, body = self._command(request, at=at)
+        return self._send(
+            kind,
+            [Target(t["kind"], t["id"]) for t in request["targets"]],
+            body,
+            by=by,
+            level=request["level"],
+            clip_sha256=request["clip_sha256"],
+            stream_url=request["stream_url"],
+            label=request["label"],
+            at=at,
+            now=now,
+            ttl_ms=at - now + COMMAND_TTL_MS,
+        )
+
+    def _command(self, request: dict[str, Any], *, at: int) -> tuple[str, Strict]:
+        """The command a play-now request sends, checked by the wire schema."""
+        clip_sha256, stream_url = request["clip_sha256"], request["stream_url"]
+        level, label, gain_db = request["level"], request["label"], request["gain_db"]
         if (clip_sha256 is None) == (stream_url is None):
             raise Invalid(
                 "bad_source",
@@ -152,22 +228,25 @@ class Broadcasting:
             )
         if level not in LEVELS:
             raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
-        now = self.clock()
-        at = now + (self.lead_ms if lead_ms is None else lead_ms)
         priority = DEFAULT_PRIORITY[LEVELS[level]]
         body: Strict
         try:
             if clip_sha256 is not None:
                 clip = self.library.ref(clip_sha256, self.clip_base_url)
                 body = BroadcastPlay(
-                    clip=clip, priority=priority, gain_db=gain_db, repeat=repeat, at=at, label=label
+                    clip=clip,
+                    priority=priority,
+                    gain_db=gain_db,
+                    repeat=request["repeat"],
+                    at=at,
+                    label=label,
                 )
                 kind = "play"
             else:
                 body = BroadcastStream.model_validate(
                     {
                         "url": stream_url,
-                        "duration_s": stream_duration_s,
+                        "duration_s": request["stream_duration_s"],
                         "priority": priority,
                         "gain_db": gain_db,
                         "at": at,
@@ -185,19 +264,7 @@ class Broadcasting:
                 f"Lệnh phát không hợp lệ ({where}): {err['msg']}",
                 f"Invalid broadcast ({where}): {err['msg']}",
             ) from None
-        return self._send(
-            kind,
-            targets,
-            body,
-            by=by,
-            level=level,
-            clip_sha256=clip_sha256,
-            stream_url=stream_url,
-            label=label,
-            at=at,
-            now=now,
-            ttl_ms=at - now + COMMAND_TTL_MS,
-        )
+        return kind, body
 
     def relay_now(
         self,
@@ -240,10 +307,14 @@ class Broadcasting:
     def emergency(
         self, targets: Sequence[Target], clip_sha256: str, *, by: str, label: str = ""
     ) -> BroadcastInfo:
-        """Khẩn cấp: interrupts whatever plays and ignores quiet hours (Circular 39)."""
-        return self.play_now(
+        """Khẩn cấp: interrupts whatever plays and ignores quiet hours (Circular 39).
+
+        Never held back; with approval on, a leader reviews it afterwards."""
+        info = self.play_now(
             targets, by=by, clip_sha256=clip_sha256, level="emergency", label=label
         )
+        assert isinstance(info, BroadcastInfo)  # the gate never holds an emergency
+        return info
 
     def stop(
         self, targets: Sequence[Target], *, by: str, level: Level = "emergency"

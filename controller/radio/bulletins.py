@@ -5,7 +5,9 @@ emergency bulletin (khẩn cấp) plays at once wherever it is addressed, and a
 priority one (ưu tiên) goes on air at once ahead of normal items, neither with
 an acceptance step; a normal one (thông thường) waits in the inbox until the
 commune operator accepts it (into the schedule, or to play now) or declines
-it. The same bulletin sent twice (same source and id) is received once.
+it. The same bulletin sent twice (same source and id) is received once. What
+comes from above owes no approval; what an operator makes of a normal bulletin
+passes the commune's approval gate like anything else they prepare.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db.broadcast_tables import BulletinRow, ClipRow
-from controller.radio.broadcasting import BroadcastInfo, Broadcasting
+from controller.radio.broadcasting import BroadcastInfo, Broadcasting, Held
 from controller.radio.clip_library import Conflict, Invalid, NotFound
 from controller.radio.schedule_entries import EntryInput
 from controller.radio.scheduling import Scheduling
@@ -181,7 +183,7 @@ class BulletinInbox:
             bulletin_id = row.id
         if level == "normal":
             return self.get(bulletin_id)
-        sent = self._air(self.get(bulletin_id), by=f"auto:{source}")
+        sent = self._air(self.get(bulletin_id), by=f"auto:{source}", approved=True)
         return self._decide(bulletin_id, "aired", by=f"auto:{source}", broadcast=sent)
 
     def accept(
@@ -194,12 +196,16 @@ class BulletinInbox:
         rrule: str = "FREQ=DAILY;COUNT=1",
         until: str | None = None,
         targets: Sequence[Target] | None = None,
+        approved: bool = False,
     ) -> Bulletin:
         """Put a pending bulletin on air: now, or into the schedule from ``dtstart``
-        (local time) with ``rrule``; ``targets`` narrows or changes where."""
+        (local time) with ``rrule``; ``targets`` narrows or changes where.
+
+        Unless ``approved`` (the operator may approve), the approval gate may hold
+        the broadcast or the entry back until a leader approves it."""
         bulletin = self._pending(bulletin_id)
         if play_now:
-            sent = self._air(bulletin, by=by, targets=targets)
+            sent = self._air(bulletin, by=by, targets=targets, approved=approved)
             return self._decide(bulletin_id, "accepted", by=by, broadcast=sent)
         if dtstart is None:
             raise Invalid(
@@ -229,6 +235,7 @@ class BulletinInbox:
                 lang=bulletin.lang,
             ),
             by=by,
+            approved=approved,
         )
         return self._decide(bulletin_id, "accepted", by=by, schedule_id=entry.id)
 
@@ -266,8 +273,13 @@ class BulletinInbox:
         return bulletin
 
     def _air(
-        self, bulletin: Bulletin, *, by: str, targets: Sequence[Target] | None = None
-    ) -> BroadcastInfo:
+        self,
+        bulletin: Bulletin,
+        *,
+        by: str,
+        targets: Sequence[Target] | None = None,
+        approved: bool = False,
+    ) -> BroadcastInfo | Held:
         return self.broadcasting.play_now(
             list(targets or bulletin.targets),
             by=by,
@@ -276,6 +288,7 @@ class BulletinInbox:
             stream_duration_s=bulletin.stream_duration_s,
             level=bulletin.level,  # type: ignore[arg-type]
             label=bulletin.title,
+            approved=approved,
         )
 
     def _decide(
@@ -284,7 +297,7 @@ class BulletinInbox:
         state: str,
         *,
         by: str,
-        broadcast: BroadcastInfo | None = None,
+        broadcast: BroadcastInfo | Held | None = None,
         schedule_id: int | None = None,
         note: str = "",
     ) -> Bulletin:
@@ -298,6 +311,6 @@ class BulletinInbox:
                     f"The bulletin was already handled ({row.state})",
                 )
             row.state, row.decided_by, row.decided_ms, row.note = state, by, self.clock(), note
-            row.broadcast_id = broadcast.id if broadcast else None
+            row.broadcast_id = broadcast.id if isinstance(broadcast, BroadcastInfo) else None
             row.schedule_id = schedule_id
             return Bulletin.of(row)

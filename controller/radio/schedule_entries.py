@@ -79,6 +79,7 @@ class Entry:
     version: int
     created_by: str
     updated_ms: int
+    approval: str  # approved | pending | rejected: only approved is on air
 
     @classmethod
     def of(cls, row: ScheduleRow) -> Entry:
@@ -104,6 +105,7 @@ class Entry:
             row.version,
             row.created_by,
             row.updated_ms,
+            row.approval or "approved",
         )
 
 

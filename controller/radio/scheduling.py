@@ -10,6 +10,10 @@ so nothing the controller accepts is refused by a speaker.
 The entries' values are controller.radio.schedule_entries', their targets
 controller.radio.targets'; the calendar and the conflict preview are
 controller.radio.schedule_calendar's.
+
+Approval (controller.radio.approval_gate): with the commune's approval on, a
+new or changed entry whose author may not approve is kept as ``pending`` and
+left out of its target's document until a leader approves it (``approve``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from broadcast.schedule import Schedule
 from controller.db.broadcast_tables import ClipRow, ScheduleRow
+from controller.radio.approval_gate import ApprovalGate, Ruling
 from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
 from controller.radio.relay_stations import station_stream
 from controller.radio.schedule_entries import Entry, EntryInput, Published, check_timing
@@ -68,6 +73,7 @@ class Scheduling:
         *,
         clip_base_url: str,
         publisher: Publisher | None = None,
+        gate: ApprovalGate | None = None,
         clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
@@ -75,12 +81,15 @@ class Scheduling:
         self.site = site
         self.clip_base_url = clip_base_url
         self.publisher = publisher
+        self.gate = gate
         self.clock = clock
 
     # entries
 
-    def create(self, entry: EntryInput, *, by: str) -> Entry:
-        """Keep a new entry and publish its target's document."""
+    def create(self, entry: EntryInput, *, by: str, approved: bool = False) -> Entry:
+        """Keep a new entry and publish its target's document (unless it waits for approval).
+
+        ``approved``: its author may approve, so it owes no approval."""
         now = self.clock()
         with self.sessions.begin() as session:
             row = ScheduleRow(created_by=by, created_ms=now, version=1)
@@ -88,14 +97,24 @@ class Scheduling:
             session.add(row)
             self._check_target(session, entry.target)
             session.flush()
+            held = self._consult_gate(session, row, by=by, approved=approved)
             result = Entry.of(row)
-        self._publish_targets([entry.target])
+        if not held:
+            self._publish_targets([entry.target])
         return result
 
     def update(
-        self, entry_id: int, entry: EntryInput, *, by: str, expected_version: int | None = None
+        self,
+        entry_id: int,
+        entry: EntryInput,
+        *,
+        by: str,
+        expected_version: int | None = None,
+        approved: bool = False,
     ) -> Entry:
-        """Replace an entry; ``expected_version`` refuses an edit made on a stale copy."""
+        """Replace an entry; ``expected_version`` refuses an edit made on a stale copy.
+
+        With approval on, an edit waits again: the entry leaves the air until approved."""
         now = self.clock()
         with self.sessions.begin() as session:
             row = self._row(session, entry_id, lock=True)
@@ -108,6 +127,7 @@ class Scheduling:
             before = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
             self.fill(session, row, entry, now, entry_id=entry_id)
             row.version += 1
+            self._consult_gate(session, row, by=by, approved=approved)
             self._check_target(session, entry.target)
             if before != entry.target:
                 self._check_target(session, before)
@@ -119,8 +139,56 @@ class Scheduling:
         with self.sessions.begin() as session:
             row = self._row(session, entry_id, lock=True)
             target = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+            if self.gate is not None:
+                self.gate.withdraw_entry(session, entry_id)
             session.delete(row)
         self._publish_targets([target])
+
+    def _consult_gate(self, session: Session, row: ScheduleRow, *, by: str, approved: bool) -> bool:
+        """Mark ``row`` as the gate rules; True when it is held back for approval."""
+        if self.gate is None:
+            row.approval = "approved"
+            return False
+        decision = self.gate.rule(session, level=row.level, approved=approved)
+        target = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+        if decision is Ruling.HOLD:
+            row.approval = "pending"
+            label = row.label or row.item_id
+            self.gate.hold_entry(session, row.id, row.version, by=by, label=label, target=target)
+            return True
+        row.approval = "approved"
+        self.gate.withdraw_entry(session, row.id)
+        if decision is Ruling.REVIEW:
+            self.gate.flag_emergency(session, by=by, label=row.label or row.item_id,
+                                     targets=[target], schedule_id=row.id)  # fmt: skip
+        return False
+
+    def decide(self, entry_id: int, approval: str, *, expected_version: int) -> Entry:
+        """A leader's decision on a pending entry: ``approved`` puts it on air.
+
+        ``expected_version`` is the version the leader saw: an entry edited since
+        is refused, so nobody approves what they did not read."""
+        with self.sessions.begin() as session:
+            row = self._row(session, entry_id, lock=True)
+            if row.approval != "pending" or row.version != expected_version:
+                raise Conflict(
+                    "already_decided",
+                    "Mục này đã được duyệt, từ chối hoặc sửa lại: tải lại trang để xem",
+                    "This item was already decided or changed: reload the page to see it",
+                )
+            row.approval = approval
+            result = Entry.of(row)
+            target = result.target
+            if approval == "approved":
+                self._check_target(session, target)
+        if approval == "approved":
+            try:
+                self._publish_targets([target])
+            except Exception:  # not sent: it waits again, for the leader to retry
+                with self.sessions.begin() as session:
+                    self._row(session, entry_id, lock=True).approval = "pending"
+                raise
+        return result
 
     def get(self, entry_id: int) -> Entry:
         with self.sessions() as session:
@@ -259,6 +327,7 @@ class Scheduling:
                 ScheduleRow.target_kind == target.kind,
                 ScheduleRow.target_id == target.id,
                 ScheduleRow.enabled.is_(True),
+                ScheduleRow.approval == "approved",
             )
             .order_by(ScheduleRow.item_id)
         ).all()

@@ -1,9 +1,9 @@
 """The broadcasting station inside the web app: the MQTT bus and the services routes call.
 
 `create_app` builds one `Station` (clip library, scheduling, its calendar,
-broadcasting, bulletin inbox) before the app serves anything, so every route
-works with no broker: reading answers from the database, sending answers a
-bilingual 503.
+broadcasting, bulletin inbox, the approval gate and the leaders' desk) before
+the app serves anything, so every route works with no broker: reading answers
+from the database, sending answers a bilingual 503.
 `Station.running` (in the app's `SERVICES`) connects the bus in the background
 for as long as the app runs: it keeps trying until the broker answers. Ingest
 (controller/fleet/ingest.py) is subscribed before the bus connects, since the
@@ -28,6 +28,8 @@ from broadcast.audio.clips import ClipError
 from controller import i18n
 from controller.bus import Bus, BusError
 from controller.fleet.ingest import Ingest, share_group_for
+from controller.radio.approval_gate import ApprovalGate
+from controller.radio.approvals import ApprovalDesk
 from controller.radio.broadcasting import Broadcasting
 from controller.radio.bulletins import BulletinInbox
 from controller.radio.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPT_S = 3.0
 RETRY_S = 2.0
-Services = tuple[Scheduling, Broadcasting, BulletinInbox, ScheduleCalendar]
+Services = tuple[Scheduling, Broadcasting, BulletinInbox, ScheduleCalendar, ApprovalDesk]
 
 i18n.register(
     {
@@ -117,6 +119,7 @@ class Station:
         self.bus: Bus | None = None
         self.library = ClipLibrary(sessions, settings.clips_dir)
         self.stations = StationList(sessions, self.library)
+        self.gate = ApprovalGate(sessions)
         self._lock = threading.Lock()
         self._services: Services | None = None
 
@@ -126,7 +129,11 @@ class Station:
             if self._services is None:
                 self.check_site()
                 scheduling = Scheduling(
-                    self.sessions, self.site, clip_base_url=self.clip_base_url, publisher=self
+                    self.sessions,
+                    self.site,
+                    clip_base_url=self.clip_base_url,
+                    publisher=self,
+                    gate=self.gate,
                 )
                 broadcasting = Broadcasting(
                     self.sessions,
@@ -134,10 +141,12 @@ class Station:
                     self.library,
                     self,
                     clip_base_url=self.clip_base_url,
+                    gate=self.gate,
                 )
                 inbox = BulletinInbox(self.sessions, scheduling, broadcasting)
                 calendar = ScheduleCalendar(scheduling)
-                self._services = (scheduling, broadcasting, inbox, calendar)
+                desk = ApprovalDesk(self.sessions, scheduling, broadcasting)
+                self._services = (scheduling, broadcasting, inbox, calendar, desk)
             return self._services
 
     @property
@@ -155,6 +164,10 @@ class Station:
     @property
     def calendar(self) -> ScheduleCalendar:
         return self._built()[3]
+
+    @property
+    def approvals(self) -> ApprovalDesk:
+        return self._built()[4]
 
     @property
     def connected(self) -> bool:

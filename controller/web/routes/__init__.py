@@ -45,6 +45,7 @@ NAV: list[NavItem] = [
     NavItem("/clips", "nav.clips", Permission.MANAGE_CLIPS),
     NavItem("/stations", "nav.stations", Permission.BROADCAST),
     NavItem("/bulletins", "nav.bulletins", Permission.MANAGE_SCHEDULES),
+    NavItem("/approvals", "nav.approvals", Permission.VIEW_FLEET),
     NavItem("/users", "nav.users", Permission.MANAGE_USERS),
     NavItem("/tokens", "nav.tokens", Permission.MANAGE_USERS),
     NavItem("/audit", "nav.audit", Permission.VIEW_AUDIT),

@@ -11,17 +11,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
-from controller.radio.broadcasting import BROADCAST_KINDS, BroadcastInfo
+from controller.radio.broadcasting import BROADCAST_KINDS, BroadcastInfo, Held
 from controller.radio.station import Station, refused_as_http
 from controller.radio.targets import Target
 from controller.site.directory import ProvisioningError
 from controller.web.routes import error_responses, render
+from controller.web.routes.approvals import HeldOut, held_out
 from controller.web.routes.broadcast_schemas import (
     BroadcastOut,
     BroadcastSentOut,
@@ -101,7 +102,8 @@ def precheck(station: Station, targets: list[Target], clip: str | None = None) -
     station.check_can_send()
 
 
-def play(station: Station, db: DbSession, who: Principal, body: PlayIn) -> BroadcastInfo:
+def play(station: Station, db: DbSession, who: Principal, body: PlayIn) -> BroadcastInfo | HeldOut:
+    """Sent, or held back for a leader's approval (and audited as prepared)."""
     precheck(station, [t.target() for t in body.targets], body.clip_sha256)
     with refused_as_http():
         info = station.broadcasting.play_now(
@@ -114,7 +116,10 @@ def play(station: Station, db: DbSession, who: Principal, body: PlayIn) -> Broad
             label=body.label,
             gain_db=body.gain_db,
             repeat=body.repeat,
+            approved=who.can(Permission.APPROVE),
         )
+    if isinstance(info, Held):
+        return held_out(db, who, info)
     audit_sent(db, who, "broadcast.play", info)
     return info
 
@@ -146,15 +151,21 @@ def stop(
 
 
 @router.post(
-    "/api/broadcasts", response_model=BroadcastSentOut, status_code=201, responses=SEND_ERRORS
+    "/api/broadcasts",
+    response_model=BroadcastSentOut,
+    status_code=201,
+    responses={**SEND_ERRORS, 202: {"model": HeldOut, "description": "Waits for approval"}},
 )
-def api_play(
-    body: PlayIn, station: StationDep, db: DbSession, who: Broadcaster
-) -> BroadcastSentOut:
+def api_play(body: PlayIn, station: StationDep, db: DbSession, who: Broadcaster) -> Response:
     """Play a clip (or relay a stream) now on every speaker of the targets, all together.
 
-    The answer counts the speakers; `GET /api/broadcasts/{id}` lists their answers."""
-    return BroadcastSentOut.of(play(station, db, who, body))
+    The answer counts the speakers; `GET /api/broadcasts/{id}` lists their answers.
+    With the commune's approval on, a broadcaster's play waits for a leader: 202, and
+    nothing is sent until `POST /api/approvals/{approval_id}/approve`."""
+    info = play(station, db, who, body)
+    if isinstance(info, HeldOut):
+        return JSONResponse(info.model_dump(), status_code=202)
+    return JSONResponse(BroadcastSentOut.of(info).model_dump(), status_code=201)
 
 
 @router.post(
@@ -289,6 +300,8 @@ def page_play(
         return _page(request, station, refused.status, refused)
     except ValueError:
         return _page(request, station, 422, i18n.Refusal(422, "bc.no_clip"))
+    if isinstance(info, HeldOut):
+        return RedirectResponse("/broadcasts?held=1", status_code=303)
     return RedirectResponse(f"/broadcasts?sent={info.id}", status_code=303)
 
 

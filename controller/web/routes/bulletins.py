@@ -21,6 +21,7 @@ from controller.deps import DbSession, StationDep, require
 from controller.radio.bulletins import Bulletin
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.web.routes import error_responses, render
+from controller.web.routes.approvals import audit_held
 from controller.web.routes.broadcast_schemas import StreamUrl, TargetIn, TargetOut
 from controller.web.routes.broadcasts import SEND_ERRORS, precheck
 from controller.web.routes.schedule_schemas import LocalTime
@@ -159,8 +160,14 @@ def accept(
             rrule=body.rrule,
             until=body.until,
             targets=[t.target() for t in body.targets] if body.targets else None,
+            approved=who.can(Permission.APPROVE),
         )
     _audit(db, who, "bulletin.accept", bulletin)
+    if bulletin.schedule_id is not None:
+        with refused_as_http():
+            entry = station.scheduling.get(bulletin.schedule_id)
+        if entry.approval == "pending":
+            audit_held(db, who, "schedule", str(entry.id), entry.label)
     return bulletin
 
 

@@ -78,6 +78,9 @@ class EntryOut(BaseModel):
     version: int
     created_by: str
     updated_ms: int
+    approval: Literal["approved", "pending", "rejected"] = Field(
+        description="Only an approved entry is sent to the speakers (approval before air)"
+    )
 
     @classmethod
     def of(cls, e: Entry) -> EntryOut:

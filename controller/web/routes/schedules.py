@@ -27,6 +27,7 @@ from controller.radio.schedule_entries import Entry, EntryInput
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.web.report_sheets import reason_text
 from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
+from controller.web.routes.approvals import audit_held
 from controller.web.routes.broadcasts import SEND_ERRORS, speaker_targets
 from controller.web.routes.schedule_schemas import (
     EntryIn,
@@ -160,6 +161,8 @@ def _audit(db: DbSession, who: Principal, action: str, e: Entry) -> None:
     details |= {"station": e.station_id}
     audit(db, who, action, f"{e.target.kind}:{e.target.id}", details)
     db.commit()
+    if e.approval == "pending" and action != "schedule.delete":
+        audit_held(db, who, "schedule", str(e.id), e.label or e.item_id)
 
 
 def _validate(station: Station, entry: EntryInput) -> None:
@@ -176,7 +179,7 @@ def create(station: Station, db: DbSession, who: Principal, body: EntryIn) -> En
     entry = body.to_input()
     _validate(station, entry)
     with refused_as_http():
-        made = station.scheduling.create(entry, by=who.name)
+        made = station.scheduling.create(entry, by=who.name, approved=who.can(Permission.APPROVE))
     _audit(db, who, "schedule.create", made)
     return made
 
@@ -190,7 +193,11 @@ def update(
     _validate(station, entry.model_copy(update={"item_id": None}))
     with refused_as_http():
         changed = station.scheduling.update(
-            entry_id, entry, by=who.name, expected_version=body.expected_version
+            entry_id,
+            entry,
+            by=who.name,
+            expected_version=body.expected_version,
+            approved=who.can(Permission.APPROVE),
         )
     _audit(db, who, "schedule.update", changed)
     return changed
@@ -390,10 +397,11 @@ def page_create(
     form: Annotated[dict[str, Any], Depends(_form)],
 ) -> Response:
     try:
-        create(station, db, who, _form_entry(form))
+        made = create(station, db, who, _form_entry(form))
     except i18n.Refusal as refused:
         return _page(request, station, status_code=refused.status, error=refused, form=form)
-    return RedirectResponse("/schedules?done=saved", status_code=303)
+    done = "held" if made.approval == "pending" else "saved"
+    return RedirectResponse(f"/schedules?done={done}", status_code=303)
 
 
 @router.post("/schedules/preview", include_in_schema=False)
