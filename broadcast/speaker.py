@@ -22,7 +22,7 @@ from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 from broadcast.cache import ClipCache, ClipUnavailable
-from broadcast.fetch import HttpFetcher
+from broadcast.fetch import HttpFetcher, basic_authorization
 from broadcast.levels import ignores_quiet_hours
 from broadcast.play_marks import PlayMarks, boot_id
 from broadcast.recurrence import Occurrence
@@ -233,12 +233,18 @@ class Speaker:
                 priority=body.priority,
                 duration_ms=body.duration_s * 1000,
                 stream_url=body.url,
+                stream_auth=basic_authorization(*self.host.http_credentials())
+                if body.device_auth
+                else None,
                 gain_db=body.gain_db,
                 at_ms=body.at,
                 label=body.label,
             )
         )
         return {"queued": True}
+
+    def _stream_auth(self) -> str:
+        return basic_authorization(*self.host.http_credentials())
 
     def _stop_cmd(self, opened: Opened) -> dict[str, Any]:
         assert isinstance(opened.body, BroadcastStop)

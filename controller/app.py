@@ -39,6 +39,7 @@ from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.resends import Resends
 from controller.radio.resends import policy as resend_policy
 from controller.radio.station import Station
+from controller.radio.streams import configured_stream_server, listener_auth_router
 from controller.settings import ControllerSettings, load_secret
 from controller.web.guard import BodyGuard, Cap
 from controller.web.metrics import Metrics, metrics_router
@@ -170,6 +171,7 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         offline_after_ms=int(settings.alerts.offline_after_min * 60_000),
         clock_ms=state.now_ms,
     )
+    state.streams = configured_stream_server(settings)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -219,6 +221,7 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         tags=["clips"],
         responses=error_responses(401, 404, 422),
     )
+    app.include_router(listener_auth_router(site_authenticator(settings.site_dir)))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _document_body_cap(app)
     return app

@@ -36,6 +36,7 @@ from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
 from controller.i18n import Refusal
 from controller.radio.station import Station
+from controller.radio.streams import StreamServer
 from controller.settings import ControllerSettings
 
 SESSION_COOKIE = "xaso_session"
@@ -60,6 +61,7 @@ class AppState:
     station: Station | None = None  # the broadcasting services (controller/radio/station.py)
     fleet: FleetService | None = None  # alerts, retention, registry mirror (fleet/service.py)
     live: LiveFeed | None = None  # the live pages' one poll loop (fleet/live.py)
+    streams: StreamServer | None = None  # live voice's Icecast (radio/streams.py), if any
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

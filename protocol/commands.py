@@ -59,6 +59,9 @@ class BroadcastStream(Strict):
     gain_db: GainDb = 0.0
     at: EpochMs | None = None
     label: Annotated[str, Field(max_length=200)] = ""
+    # The site's own stream server: pull with the device's credentials, as for clips.
+    # False for anyone else's (a province's radio): they are never sent there.
+    device_auth: bool = False
 
 
 class BroadcastStop(Strict):
