@@ -55,6 +55,7 @@ from controller.web.routes import (
     error_responses,
     fleet,
     live,
+    live_voice,
     render,
     reports,
     schedules,
@@ -71,7 +72,7 @@ STATIC = Path(__file__).resolve().parent / "web" / "static"
 ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.router]
 ROUTERS += [clips.router, schedules.router, broadcasts.router, bulletins.router, reports.router]
 ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devices/new
-ROUTERS += [console.router, live.router]
+ROUTERS += [console.router, live.router, live_voice.router]
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.

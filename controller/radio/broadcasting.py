@@ -142,6 +142,7 @@ class Broadcasting:
         gain_db: float = 0.0,
         repeat: int = 1,
         lead_ms: int | None = None,
+        device_auth: bool = False,
     ) -> BroadcastInfo:
         """Play a clip (or relay a stream) on every speaker of ``targets`` at one instant."""
         if (clip_sha256 is None) == (stream_url is None):
@@ -172,6 +173,7 @@ class Broadcasting:
                         "gain_db": gain_db,
                         "at": at,
                         "label": label,
+                        "device_auth": device_auth,
                     }
                 )
                 kind = "stream"
