@@ -14,14 +14,18 @@ from pathlib import Path
 CHUNK = 64 * 1024
 
 
+def basic_authorization(username: str, password: str | None) -> str:
+    """The device's own credentials as an HTTP Basic ``Authorization`` value."""
+    return "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+
+
 class FetchError(Exception):
     """A download that did not complete; what is on disk is kept for a resume."""
 
 
 class HttpFetcher:
     def __init__(self, username: str, password: str | None, *, timeout_s: float = 30.0) -> None:
-        token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
-        self._auth = f"Basic {token}"
+        self._auth = basic_authorization(username, password)
         self._timeout_s = timeout_s
 
     def fetch(self, url: str, part: Path, expected_bytes: int) -> None:

@@ -23,7 +23,7 @@ from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 from broadcast.cache import ClipCache, ClipUnavailable
-from broadcast.fetch import HttpFetcher
+from broadcast.fetch import HttpFetcher, basic_authorization
 from broadcast.levels import ignores_quiet_hours
 from broadcast.play_marks import PlayMarks, boot_id
 from broadcast.recurrence import Occurrence
@@ -237,6 +237,7 @@ class Speaker:
                     priority=body.priority,
                     duration_ms=body.duration_s * 1000,
                     stream_url=body.url,
+                    stream_auth=self._stream_auth() if body.device_auth else None,
                     gain_db=body.gain_db,
                     at_ms=body.at,
                     label=body.label,
@@ -268,6 +269,9 @@ class Speaker:
             then(path)
 
         threading.Thread(target=work, name=f"fallback-{key[:8]}", daemon=True).start()
+
+    def _stream_auth(self) -> str:
+        return basic_authorization(*self.host.http_credentials())
 
     def _stop_cmd(self, opened: Opened) -> dict[str, Any]:
         assert isinstance(opened.body, BroadcastStop)

@@ -42,6 +42,7 @@ from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.resends import Resends
 from controller.radio.resends import policy as resend_policy
 from controller.radio.station import Station
+from controller.radio.streams import configured_stream_server, listener_auth_router
 from controller.settings import ControllerSettings, load_secret
 from controller.web.guard import BodyGuard, Cap
 from controller.web.metrics import Metrics, metrics_router
@@ -59,6 +60,7 @@ from controller.web.routes import (
     error_responses,
     fleet,
     live,
+    live_voice,
     render,
     reports,
     schedules,
@@ -81,6 +83,7 @@ ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devi
 ROUTERS += [console.router, live.router, webhook_deliveries.router, stations.router]
 ROUTERS += [booking.router]
 ROUTERS += [approvals.router]
+ROUTERS += [live_voice.router]
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.
@@ -201,6 +204,7 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
     state.bookings = Bookings(
         settings.booking, state.sessions, state.now_ms, booking_wire(state.station)
     )
+    state.streams = configured_stream_server(settings)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -250,6 +254,7 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         tags=["clips"],
         responses=error_responses(401, 404, 422),
     )
+    app.include_router(listener_auth_router(site_authenticator(settings.site_dir)))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _document_body_cap(app)
     return app

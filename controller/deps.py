@@ -38,6 +38,7 @@ from controller.fleet.shared_pages import SharedPages
 from controller.i18n import Refusal
 from controller.queue.bookings import Bookings
 from controller.radio.station import Station
+from controller.radio.streams import StreamServer
 from controller.settings import ControllerSettings
 
 SESSION_COOKIE = "xaso_session"
@@ -64,6 +65,7 @@ class AppState:
     live: LiveFeed | None = None  # the live pages' one poll loop (fleet/live.py)
     pages: SharedPages | None = None  # device-list pages shared by concurrent requests
     bookings: Bookings | None = None  # bookings ahead (queue/bookings.py)
+    streams: StreamServer | None = None  # live voice's Icecast (radio/streams.py), if any
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -64,6 +64,15 @@ class HttpSection(Section):
     public_url: Annotated[str, Field(pattern=r"^(https?://[!-~]+)?$", max_length=200)] = ""
 
 
+class StreamSection(Section):
+    """The stream server (Icecast) live voice goes through (controller/radio/streams.py)."""
+
+    # Where devices pull and the controller sources, http://host:port; empty: no live voice.
+    url: Annotated[str, Field(pattern=r"^(http://[!-~]+)?$", max_length=200)] = ""
+    # The Icecast source password, alone in this file (mode 0600), known to no device.
+    source_password_file: Path = Path("icecast.source")
+
+
 class MqttSection(Section):
     host: str = "127.0.0.1"
     port: Port = 1883
@@ -239,6 +248,7 @@ class ControllerSettings(Section):
     documents: DocumentsSection = DocumentsSection()
     upward: UpwardSection = UpwardSection()
     booking: BookingSection = BookingSection()  # bookings ahead (controller/queue/)
+    stream: StreamSection = StreamSection()
     # The directory relative paths are taken from; set by `load_settings`.
     base_dir: Path = Path()
 

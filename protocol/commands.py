@@ -61,6 +61,9 @@ class BroadcastStream(Strict):
     label: Annotated[str, Field(max_length=200)] = ""
     # airs while the stream cannot be reached or is dead air; none: the relay stops
     fallback: ClipRef | None = None
+    # The site's own stream server: pull with the device's credentials, as for clips.
+    # False for anyone else's (a province's radio): they are never sent there.
+    device_auth: bool = False
 
 
 class BroadcastStop(Strict):

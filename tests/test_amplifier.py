@@ -112,6 +112,18 @@ def test_short_notice_moves_the_start_back_by_the_preroll(factory: MockFactory, 
     assert amp.on_at(later) == later
 
 
+def test_a_preroll_longer_than_the_hold_stays_on_until_the_first_sample(
+    factory: MockFactory, make: Make
+) -> None:
+    """Short notice: the start moves back by the pre-roll, and the amplifier is held
+    from that start, not from the one asked for (a live stream's relay met this)."""
+    amp, changes = make(preroll_ms=800, hold_s=0.2)
+    ready = amp.on_at(now_ms())
+    (_, on, _), (off_ms, off, reason) = changes.wait(2)
+    assert (on, off, reason) == (True, False, "idle")
+    assert off_ms >= ready + 200  # on through the first sample, then the hold
+
+
 def test_off_after_the_hold_once_nothing_plays(factory: MockFactory, make: Make) -> None:
     amp, changes = make(preroll_ms=0, hold_s=0.3)
     amp.on_at(now_ms())

@@ -67,12 +67,15 @@ class Amplifier:
                     self._on_from = on_time
                 self._cond.notify()
                 return start_ms
-            self._until = max(self._until, start_ms)
             if self._on_since is None:
                 self._switch(True, "preroll")
-                self._cond.notify()
             assert self._on_since is not None
-            return max(start_ms, self._on_since + self.preroll_ms)
+            start = max(start_ms, self._on_since + self.preroll_ms)
+            # held until the first sample, not the start asked for: with a hold shorter
+            # than the pre-roll it went off just before the audio came
+            self._until = max(self._until, start)
+            self._cond.notify()
+            return start
 
     def need(self, until_ms: float) -> None:
         """Audio plays until ``until_ms``; the relay stays on ``hold_s`` longer."""

@@ -437,6 +437,7 @@ class Player:
         return StreamRelay(
             req.stream_url,
             req.duration_ms - skip_ms,
+            authorization=req.stream_auth,
             gain_db=gain_db,
             on_fault=fault,
             chunk_ms=self.chunk_ms,

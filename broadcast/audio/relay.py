@@ -84,6 +84,7 @@ class StreamRelay:
         duration_ms: float,
         *,
         gain_db: float = 0.0,
+        authorization: str | None = None,
         on_fault: Callable[[str, str], None] = lambda reason, detail: None,
         ffmpeg: str = "ffmpeg",
         chunk_ms: float = 20,
@@ -94,6 +95,7 @@ class StreamRelay:
         self.url = url
         self.duration_ms = duration_ms
         self.gain_db = gain_db
+        self.authorization = authorization
         self.policy = policy or RelayPolicy()
         self._on_fault = on_fault
         self._ffmpeg = ffmpeg
@@ -151,6 +153,8 @@ class StreamRelay:
         net = ["-rw_timeout", str(int(STALL_TIMEOUT_S * 1e6))]
         if self.url.startswith(("http://", "https://")):  # resumes a cut response with a length
             net += ["-reconnect", "1", "-reconnect_delay_max", "5"]
+            if self.authorization:
+                net += ["-headers", f"Authorization: {self.authorization}\r\n"]
         # a little over what is left: the relay itself stops at the exact sample
         seconds = f"{bytes_to_ms(self.remaining_bytes) / 1000 + 0.5:.3f}"
         volume = f"volume={volume_arg(self.gain_db)}"
@@ -305,6 +309,7 @@ class StreamRelay:
             self.url,
             bytes_to_ms(self.remaining_bytes),
             gain_db=gain_db,
+            authorization=self.authorization,
             on_fault=self._on_fault,
             ffmpeg=self._ffmpeg,
             chunk_ms=bytes_to_ms(self._chunk),

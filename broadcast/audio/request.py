@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +17,8 @@ class PlayRequest:
     duration_ms: int  # of one pass of the clip, or how long to relay the stream
     clip_path: Path | None = None  # a prepared, hash-checked file from the clip cache
     stream_url: str | None = None
+    # an Authorization header for the stream's server; kept out of logs
+    stream_auth: str | None = field(default=None, repr=False)
     gain_db: float = 0.0
     repeat: int = 1
     at_ms: int | None = None  # planned start, epoch ms; None: as soon as possible

@@ -158,6 +158,7 @@ class Broadcasting:
         gain_db: float = 0.0,
         repeat: int = 1,
         lead_ms: int | None = None,
+        device_auth: bool = False,
         approved: bool = False,
     ) -> BroadcastInfo | Held:
         """Play a clip (or relay a stream) on every speaker of ``targets`` at one instant.
@@ -168,7 +169,7 @@ class Broadcasting:
             "targets": [{"kind": t.kind, "id": t.id} for t in targets],
             "clip_sha256": clip_sha256, "stream_url": stream_url,
             "stream_duration_s": stream_duration_s, "level": level, "label": label,
-            "gain_db": gain_db, "repeat": repeat,
+            "gain_db": gain_db, "repeat": repeat, "device_auth": device_auth,
         }  # fmt: skip
         decision = Ruling.AIR
         if self.gate is not None:
@@ -251,6 +252,7 @@ class Broadcasting:
                         "gain_db": gain_db,
                         "at": at,
                         "label": label,
+                        "device_auth": request.get("device_auth", False),
                     }
                 )
                 kind = "stream"

@@ -12,7 +12,8 @@ a state-changing method, in this order, from the headers alone:
 
 1. `Authorization`: a valid API token, else 401 (a bad token never gets in).
 2. The session cookie: a live session, else 401, unless the path is public
-   (`/login`, whose own CSRF is a signed cookie). With a live session the
+   (`/login`, whose own CSRF is a signed cookie). Icecast's listener check
+   carries the listener's Basic credentials and is let through to its route. With a live session the
    `X-CSRF-Token` header, when sent, must match (403); with no header the body
    must be a form (403 otherwise), whose `csrf_token` field the dependency
    checks after reading it under the small cap.
@@ -47,6 +48,7 @@ from controller.deps import (
     header_principal,
 )
 from controller.i18n import Refusal
+from controller.radio.streams import LISTENER_AUTH_PATH
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ SMALL_CAP = 64 * 1024  # any form or JSON body of the app fits many times over
 PUBLIC_WITH_BODY = frozenset(
     {"/login", "/dat-lich", "/dat-lich/huy", "/api/public/bookings", "/api/public/bookings/cancel"}
 )
+# Icecast asking about a listener: it forwards the listener's own Basic
+# credentials, which are no API token; the route checks them as a device's.
+DEVICE_CHECKED = frozenset({LISTENER_AUTH_PATH})
 
 Answer = Callable[[Request, Refusal], Response]
 
@@ -125,6 +130,8 @@ class BodyGuard:
 
     def _admit(self, request: Request) -> bool:
         """Raise the Refusal for a body that may not come in; True if it may be large."""
+        if request.url.path in DEVICE_CHECKED:
+            return False
         with app_state(request).sessions() as db:
             who = header_principal(request, db)
         if who is not None and who.kind == "token":

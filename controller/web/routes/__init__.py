@@ -40,6 +40,7 @@ NAV: list[NavItem] = [
     NavItem("/alerts", "alerts.title", Permission.VIEW_FLEET),
     NavItem("/reports", "reports.title", Permission.VIEW_REPORTS),
     NavItem("/broadcasts", "nav.broadcasts", Permission.BROADCAST),
+    NavItem("/live-voice", "nav.live_voice", Permission.BROADCAST),
     NavItem("/console", "nav.console", Permission.MANAGE_DEVICES),
     NavItem("/schedules", "nav.schedules", Permission.VIEW_FLEET),
     NavItem("/clips", "nav.clips", Permission.MANAGE_CLIPS),

@@ -1,0 +1,232 @@
+"""Live voice: the browser's microphone, encoded once, on every chosen speaker.
+
+The browser records WebM/Opus (MediaRecorder) and sends it in small chunks
+over a WebSocket. One ffmpeg decodes it and encodes Opus in Ogg once; its
+output goes, byte for byte, to a second ffmpeg that only copies it to an
+Icecast mount (the ``icecast://`` protocol sets the content type Icecast
+needs to keep the Ogg headers for late joiners) and to a recording that
+becomes a clip in the library. The speakers are told ``broadcast.stream``
+with ``device_auth``, so they pull the mount with their own credentials.
+
+A session ends when the broadcaster stops, the socket closes, or no audio
+has come for ``silence_s`` (a browser that hangs): then ``broadcast.stop``
+goes to the same speakers at the session's level, and the mount ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.radio.broadcasting import BroadcastInfo, Broadcasting
+from controller.radio.clip_library import ClipInfo, ClipLibrary, ServiceError
+from controller.radio.streams import StreamServer
+from controller.radio.targets import Target
+
+log = logging.getLogger(__name__)
+
+MAX_SESSION_S = 2 * 3600  # what the speakers are told; a stop ends it sooner
+SILENCE_S = 3.0  # no audio from the browser this long: the session ends
+LEAD_MS = 1500  # the speakers connect and switch their amplifiers on before the voice
+OPUS_BITRATE = "48k"
+PAGE_US = 100_000  # an Ogg page every 100 ms: Icecast passes pages, not packets
+_CLOSE_TIMEOUT_S = 30
+
+
+class LiveVoiceError(Exception):
+    """The live session could not start; the message is for the operator's log."""
+
+
+def _encoder_argv(ffmpeg: str) -> list[str]:
+    argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer"]
+    argv += ["-probesize", "32768", "-analyzeduration", "0", "-f", "matroska", "-i", "pipe:0"]
+    argv += ["-map", "0:a:0", "-ac", "1", "-ar", "48000", "-c:a", "libopus"]
+    argv += ["-b:a", OPUS_BITRATE, "-application", "voip", "-frame_duration", "20"]
+    argv += ["-page_duration", str(PAGE_US), "-flush_packets", "1", "-f", "ogg", "pipe:1"]
+    return argv
+
+
+def _source_argv(ffmpeg: str, url: str) -> list[str]:
+    argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer"]
+    argv += ["-probesize", "32768", "-analyzeduration", "0", "-f", "ogg", "-i", "pipe:0"]
+    argv += ["-map", "0:a:0", "-c", "copy", "-page_duration", str(PAGE_US)]
+    argv += ["-flush_packets", "1", "-content_type", "audio/ogg", "-f", "ogg", url]
+    return argv
+
+
+class LiveEncoder:
+    """Browser chunks in; one Opus/Ogg encode out to a mount and to ``recording``."""
+
+    def __init__(
+        self, streams: StreamServer, mount: str, recording: Path, ffmpeg: str = "ffmpeg"
+    ) -> None:
+        self.recording = recording
+        self._encoder = subprocess.Popen(
+            _encoder_argv(ffmpeg),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._source = subprocess.Popen(
+            _source_argv(ffmpeg, streams.source_url(mount)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.bytes_in = 0
+        self._pump = threading.Thread(target=self._tee, name=f"live-{mount}", daemon=True)
+        self._pump.start()
+
+    def _tee(self) -> None:
+        """Copy the encoded audio to the recording and to the source, as it comes."""
+        assert self._encoder.stdout is not None and self._source.stdin is not None
+        with self.recording.open("wb") as out:
+            while chunk := os.read(self._encoder.stdout.fileno(), 4096):
+                out.write(chunk)
+                out.flush()
+                try:
+                    self._source.stdin.write(chunk)
+                    self._source.stdin.flush()
+                except OSError:  # Icecast went away: the recording goes on
+                    pass
+        with contextlib.suppress(OSError):
+            self._source.stdin.close()
+
+    def feed(self, chunk: bytes) -> None:
+        assert self._encoder.stdin is not None
+        self._encoder.stdin.write(chunk)
+        self._encoder.stdin.flush()
+        self.bytes_in += len(chunk)
+
+    def close(self) -> None:
+        """End the input; the encoder drains, the mount ends, the recording is complete."""
+        assert self._encoder.stdin is not None
+        with contextlib.suppress(OSError):
+            self._encoder.stdin.close()
+        for proc in (self._encoder, self._source):
+            try:
+                proc.wait(_CLOSE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._pump.join(_CLOSE_TIMEOUT_S)
+        for proc, what in ((self._encoder, "encoder"), (self._source, "source")):
+            if proc.returncode and proc.stderr is not None:
+                log.warning("live %s: %s", what, proc.stderr.read().decode(errors="replace"))
+
+
+@dataclass
+class LiveSession:
+    """One broadcaster talking to ``targets`` until ``end``; audited by the route."""
+
+    broadcasting: Broadcasting
+    library: ClipLibrary
+    streams: StreamServer
+    targets: Sequence[Target]
+    level: str
+    by: str
+    work_dir: Path
+    label: str
+    silence_s: float = SILENCE_S
+    on_end: Callable[[LiveSession], None] = lambda session: None
+    started: BroadcastInfo | None = None
+    stopped: BroadcastInfo | None = None
+    clip: ClipInfo | None = None
+    mount: str = ""
+    ended_by: str = ""
+    principal: Any = None  # who started it, for the route's audit
+    _encoder: LiveEncoder | None = None
+    _last_audio: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _finished: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        """The mount and its encoder; the speakers come with the first audio (``announce``)."""
+        self.mount = self.streams.new_mount()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        recording = self.work_dir / f"{self.mount.strip('/')}"
+        self._encoder = LiveEncoder(self.streams, self.mount, recording)
+        self._last_audio = time.monotonic()
+        threading.Thread(target=self._watch, name="live-watch", daemon=True).start()
+
+    def announce(self) -> BroadcastInfo:
+        """Tell the speakers, once audio flows: Icecast has the mount only from then on
+        (ffmpeg connects its source once it has probed its input)."""
+        started = self.broadcasting.play_now(
+            self.targets,
+            by=self.by,
+            stream_url=self.streams.listener_url(self.mount),
+            stream_duration_s=MAX_SESSION_S,
+            device_auth=True,
+            level=self.level,  # type: ignore[arg-type]
+            label=self.label,
+            lead_ms=LEAD_MS,
+            approved=True,  # a live voice cannot wait for a leader; the audit log has it
+        )
+        assert isinstance(started, BroadcastInfo)  # approved: never held
+        self.started = started
+        return started
+
+    def feed(self, chunk: bytes) -> None:
+        with self._lock:
+            if self._encoder is None or self._done.is_set():
+                return
+            self._last_audio = time.monotonic()
+            try:
+                self._encoder.feed(chunk)
+            except OSError:
+                log.warning("live %s: the encoder stopped taking audio", self.mount)
+
+    def _watch(self) -> None:
+        """End a session whose browser went quiet (hung, or its network is gone)."""
+        while not self._done.wait(0.25):
+            if time.monotonic() - self._last_audio > self.silence_s:
+                self.end("silence")
+                return
+
+    def end(self, why: str) -> None:
+        """Stop the speakers, end the mount, keep the recording as a clip (once)."""
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._done.set()
+            self.ended_by = why
+        try:
+            if self.started is not None:
+                self.stopped = self.broadcasting.stop(
+                    self.targets,
+                    by=self.by,
+                    level=self.level,  # type: ignore[arg-type]
+                )
+        finally:
+            if self._encoder is not None:
+                self._encoder.close()
+                self.clip = self._keep(self._encoder.recording)
+            self.on_end(self)
+            self._finished.set()
+
+    def _keep(self, recording: Path) -> ClipInfo | None:
+        if not recording.exists() or recording.stat().st_size == 0:
+            return None
+        try:
+            return self.library.upload(
+                recording, title=self.label, created_by=self.by, filename="live.ogg"
+            )
+        except ServiceError as exc:
+            log.warning("live %s: the recording was not kept: %s", self.mount, exc.message_en)
+            return None
+        finally:
+            recording.unlink(missing_ok=True)
+
+    def wait_ended(self, timeout_s: float) -> bool:
+        """Until the speakers are told to stop and the recording is kept."""
+        return self._finished.wait(timeout_s)
