@@ -58,6 +58,7 @@ from controller.web.routes import (
     reports,
     schedules,
     session,
+    targets,
     tokens,
     users,
 )
@@ -70,7 +71,7 @@ STATIC = Path(__file__).resolve().parent / "web" / "static"
 ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.router]
 ROUTERS += [clips.router, schedules.router, broadcasts.router, bulletins.router, reports.router]
 ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devices/new
-ROUTERS += [console.router, live.router]
+ROUTERS += [console.router, live.router, targets.router]
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.

@@ -188,8 +188,7 @@ def check_targets(targets: list[Target]) -> None:
         raise Invalid(
             "too_many_targets",
             f"Một mục lịch phát tới tối đa {MAX_TARGETS} nơi; chọn «Toàn xã» hoặc một nhóm",
-            f"An entry reaches at most {MAX_TARGETS} targets; choose the whole commune or a "
-            "group",
+            f"An entry reaches at most {MAX_TARGETS} targets; choose the whole commune or a group",
         )
 
 

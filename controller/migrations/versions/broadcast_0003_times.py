@@ -12,9 +12,8 @@ Downgrading keeps each entry's first target and its first time of day.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op

@@ -20,7 +20,6 @@ from controller.deps import DbSession, StationDep, require
 from controller.radio.broadcasting import BROADCAST_KINDS, BroadcastInfo
 from controller.radio.station import Station, refused_as_http
 from controller.radio.targets import Target
-from controller.site.directory import ProvisioningError
 from controller.web.routes import error_responses, render
 from controller.web.routes.broadcast_schemas import (
     BroadcastOut,
@@ -29,6 +28,7 @@ from controller.web.routes.broadcast_schemas import (
     PlayIn,
     StopIn,
 )
+from controller.web.routes.targets import target_choices
 
 router = APIRouter(tags=["broadcasts"])
 Broadcaster = Annotated[Principal, Depends(require(Permission.BROADCAST))]
@@ -221,16 +221,6 @@ def form_targets(values: list[str]) -> list[Target]:
     return targets
 
 
-def speaker_targets(station: Station) -> list[tuple[str, str]]:
-    """Every group and speaker of the site, as (form value, i18n key of its label)."""
-    try:
-        speakers = station.scheduling.fleet.speakers()
-    except (OSError, ProvisioningError, i18n.Refusal):  # no site yet: nothing to choose
-        return []
-    groups = sorted({g for d in speakers for g in d.groups})
-    return [(f"group:{g}", g) for g in groups] + [(f"device:{d.id}", d.id) for d in speakers]
-
-
 def _page(
     request: Request,
     station: Station,
@@ -245,7 +235,7 @@ def _page(
         error=error,
         sent=sent,
         connected=station.connected,
-        targets=speaker_targets(station),
+        choices=target_choices(station, request, "/broadcasts"),
         clips=station.library.clips(),
         broadcasts=station.broadcasting.recent(30),
     )
