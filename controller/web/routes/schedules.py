@@ -353,10 +353,15 @@ def _page(
         day = dt.datetime.now(LOCAL_TZ).date()
     span = "week" if query.get("span") == "week" else "day"
     first, end = period(day, 7 if span == "week" else 1)
+    shown = page_number(query.get("cpage"))  # the calendar, a page of speakers at a time
     try:
-        plans = station.calendar.plans(first, end)
+        speakers = [d.id for d in station.scheduling.fleet.speakers()]
+        shown = clamp(shown, PER_PAGE, len(speakers))
+        some = speakers[(shown - 1) * PER_PAGE : shown * PER_PAGE]
+        plans = station.calendar.plans(first, end, devices=some) if some else []
     except (i18n.Refusal, OSError, ValueError):  # no site yet
-        plans = []
+        speakers, plans = [], []
+    kept = tuple(query.items())
     by_id = {c.sha256: c.title for c in station.library.clips()}
     now_ms = app_state(request).now_ms()
     aired: dict[tuple[str, str], PlayLogRow] = {}
@@ -387,7 +392,8 @@ def _page(
         clips=station.library.clips(),
         clip_titles=by_id,
         entries=entries,
-        pager=Pager(page, PER_PAGE, total, tuple(query.items()), path="/schedules"),
+        pager=Pager(page, PER_PAGE, total, kept, path="/schedules"),
+        calendar_pager=Pager(shown, PER_PAGE, len(speakers), kept, "cpage", "/schedules"),
         today=dt.datetime.now(LOCAL_TZ).strftime("%d/%m/%Y"),
         now_ms=now_ms,
         aired=aired,
