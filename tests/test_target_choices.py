@@ -1,4 +1,5 @@
-"""Targets at 10,000 speakers: the groups listed, speakers found by a paginated search.
+"""Targets at 10,000 speakers: the groups listed, speakers found by a paginated search;
+and the long lists (clips, entries, the calendar's speakers) paged on the server.
 
 The real app on SQLite and PostgreSQL, a registry of 10,000 speakers in 100
 villages (bench/broadcasts_page.py writes it). The broadcasts page was 3.3 MB
@@ -16,6 +17,7 @@ import pytest
 
 from bench.broadcasts_page import many_speakers
 from cli.brokers.mosquitto import free_port
+from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.site.directory import Site
 from tests.broadcast_api_helpers import Ctl, make_app, refused
 
@@ -89,3 +91,33 @@ def test_the_targets_api_pages_its_search_and_refuses_bad_input_in_both_language
     for params in ({"page": 0}, {"page": "hai"}, {"q": "x" * 49}):
         refused(big.call("officer", "GET", "/api/targets", params=params), 422)
     assert big.client.get("/api/targets").status_code == 401
+
+
+def test_long_lists_of_clips_and_entries_are_paged_with_a_vietnamese_pager(big: Ctl) -> None:
+    with big.app.state.xaso.sessions.begin() as db:
+        for n in range(120):
+            db.add(ClipRow(sha256=f"{n:064x}", title=f"Bản tin {n}", duration_ms=1000,
+                           format="mp3", size_bytes=10, source="upload", lang="vi",
+                           created_by="lan", created_ms=n))  # fmt: skip
+        db.flush()
+        for n in range(60):
+            db.add(ScheduleRow(item_id=f"muc-{n}", target_kind="group", target_id="thon-001",
+                               label=f"Mục {n}", level="normal", priority=2, rrule="FREQ=DAILY",
+                               tz="Asia/Ho_Chi_Minh", dtstart="2030-01-07T06:30:00", exdates=[],
+                               clip_sha256=f"{n:064x}", created_by="lan", created_ms=n,
+                               updated_ms=n))  # fmt: skip
+    clips = big.call("admin", "GET", "/clips")
+    assert clips.text.count("<tr data-sha256=") == 50 and "Bản tin 119" in clips.text
+    assert "Trang 1/3 · Đang xem 1–50 trong tổng số 120" in clips.text
+    assert 'href="/clips?page=2"' in clips.text and "Trang sau ›" in clips.text
+    last = big.call("admin", "GET", "/clips", params={"page": 3})
+    assert last.text.count("<tr data-sha256=") == 20 and "Bản tin 0<" in last.text
+    assert "‹ Trang trước" in last.text and "Trang sau" not in last.text
+    entries = big.call("officer", "GET", "/schedules", params={"page": 2})
+    assert entries.text.count('<tr data-id="') == 10 and "Mục 9<" in entries.text
+    assert "Trang 2/2 · Đang xem 51–60 trong tổng số 60" in entries.text
+    calendar = big.call("officer", "GET", "/schedules", params={"cpage": 200})
+    assert calendar.text.count('<table class="plan"') == 50
+    assert 'data-device="loa-09999"' in calendar.text and "Trang 200/200" in calendar.text
+    english = big.call("admin", "GET", "/clips", params={"page": 2, "lang": "en"})
+    assert "Page 2 of 3 · Showing 51–100 of 120" in english.text
