@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from sqlalchemy import text
 
 from controller.db.broadcast_tables import ScheduleRow
 from controller.db.engine import alembic_config, make_engine, session_factory, upgrade
+from controller.db.fleet_tables import EventRecord
+from controller.fleet.play_log import play_log
 from controller.radio.schedule_entries import MAX_TIMES, Entry
 from controller.radio.targets import Target
 from controller.site.directory import Site
@@ -29,6 +32,7 @@ from protocol.signing import Keyring
 from tests.audio_helpers import tone_file
 from tests.broadcast_api_helpers import Ctl, make_app, refused
 from tests.conftest import Fleet
+from tests.test_scheduling import TZ, local_ms
 
 WEEKDAYS = "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"
 THON = [{"kind": "group", "id": "thon-1"}, {"kind": "group", "id": "thon-2"}]
@@ -137,6 +141,7 @@ def test_one_entry_with_two_times_reaches_both_groups_speakers_and_an_edit_drops
         ({"targets": [*THON, {"kind": "group", "id": "thon-9"}]}, "unknown_target",
          "Không có nhóm loa 'thon-9'"),
         ({"targets": []}, "no_target", "Chọn ít nhất một nơi phát"),
+        ({"item_id": "m" * 44}, "item_id_too_long", "quá dài cho một mục có giờ phát"),
         ({"targets": [{"kind": "device", "id": f"loa-{n}"} for n in range(51)]},
          "too_many_targets", "tối đa 50 nơi"),
     ],
@@ -210,3 +215,37 @@ def test_broadcast_0003_keeps_existing_entries_and_downgrades_to_the_first_time(
         )
     engine.dispose()
     upgrade(database_url)
+
+
+def test_plays_of_each_time_are_told_apart_in_the_calendar_and_the_play_log(app: Ctl) -> None:
+    clip = _clip(app)
+    yesterday = (datetime.now(TZ) - timedelta(days=1)).date()
+    made = app.call(
+        "broadcaster",
+        "POST",
+        "/api/schedules",
+        json=_body(clip, dtstart=f"{yesterday}T00:00:00", rrule="FREQ=DAILY"),
+    )
+    assert made.status_code == 201, made.text  # fmt: skip
+    item = made.json()["item_id"]
+    at = local_ms(f"{yesterday}T06:30:00")
+    played = {"key": f"{item}-0630@{yesterday}T06:30:00", "origin": "schedule", "priority": 2,
+              "planned_ms": at, "label": "Bản tin thôn", "item_id": f"{item}-0630",
+              "actual_ms": at + 30, "outcome": "completed", "played_ms": 1_000}  # fmt: skip
+    with app.app.state.xaso.sessions.begin() as db:
+        db.add(EventRecord(device_id="loa-1", event_id="p1", type="play.finished",
+                           ts_ms=at + 1030, received_ms=at + 2000, body=played))  # fmt: skip
+    with app.app.state.xaso.sessions() as db:
+        (row,) = play_log(db, at - 1, at + 86_400_000)
+    assert (row.device_id, row.item_id, row.label, row.result) == (
+        "loa-1",
+        f"{item}-0630",
+        "Bản tin thôn",
+        "completed",
+    )
+    page = app.call("officer", "GET", "/schedules", params={"day": str(yesterday)}).text
+    loa_1 = page[page.index('data-device="loa-1"') :]
+    loa_1 = loa_1[: loa_1.index("</table>")]
+    morning, evening = (loa_1[loa_1.index(f"{when}:00") :] for when in ("06:30", "17:00"))
+    assert morning[: morning.index("</tr>")].count("Phát trọn vẹn") == 1
+    assert "Chưa có báo cáo từ cụm loa" in evening[: evening.index("</tr>")]

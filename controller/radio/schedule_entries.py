@@ -150,11 +150,19 @@ def _when(moment: datetime) -> str:
 
 MAX_TIMES = 12  # a loudspeaker programme has a few slots a day, not dozens
 MAX_TARGETS = 50
+MAX_ITEM_ID = 48  # protocol.topics.ID_PATTERN: each time's item adds "-HHMM"
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
-def check_times(times: list[str], name: str) -> list[str]:
+def check_times(times: list[str], name: str, item_id: str) -> list[str]:
     """The times of day of entry ``name``, in order; refused in the broadcaster's words."""
+    if times and len(item_id) > MAX_ITEM_ID - len("-HHMM"):
+        raise Invalid(
+            "item_id_too_long",
+            f"Mã mục «{item_id}» quá dài cho một mục có giờ phát: tối đa {MAX_ITEM_ID - 5} ký tự",
+            f"Item id «{item_id}» is too long for an entry with times: at most "
+            f"{MAX_ITEM_ID - 5} characters",
+        )
     if len(times) > MAX_TIMES:
         raise Invalid(
             "too_many_times",

@@ -178,7 +178,7 @@ class Scheduling:
         for target in targets:
             self.fleet.members(target)
         item_id = entry.item_id or row.item_id or f"muc-{uuid.uuid4().hex[:10]}"
-        times = check_times(entry.times, entry.label or item_id)
+        times = check_times(entry.times, entry.label or item_id, item_id)
         for other in session.scalars(select(ScheduleRow).where(ScheduleRow.item_id == item_id)):
             shared = [t for t in targets_of(other) if t in targets]
             if shared and other.id != entry_id:
