@@ -66,6 +66,7 @@ from controller.web.routes import (
     schedules,
     session,
     stations,
+    targets,
     tokens,
     users,
     webhook_deliveries,
@@ -84,6 +85,7 @@ ROUTERS += [console.router, live.router, webhook_deliveries.router, stations.rou
 ROUTERS += [booking.router]
 ROUTERS += [approvals.router]
 ROUTERS += [live_voice.router]
+ROUTERS += [targets.router]
 
 # Background work tied to the app's life: each is called with the app's state
 # when it starts and returns a context manager that is left when it stops.

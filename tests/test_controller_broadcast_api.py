@@ -212,8 +212,8 @@ def test_the_calendar_says_what_will_play_and_what_did(online: Ctl) -> None:
     assert "Toàn xã (mọi cụm loa)" in mine and "Nhóm all" not in mine
 
     # the future: "will play", and a clash says why
-    online.call(bt, "POST", "/api/schedules", json=entry(sha))  # 2030-01-06 06:30, daily
-    form = {"target": "device:loa-1", "clip": sha, "dtstart": "2030-01-06T06:30:01",
+    online.call(bt, "POST", "/api/schedules", json=entry(sha, dtstart="2030-01-06T06:29:59"))
+    form = {"target": "device:loa-1", "clip": sha, "from_day": "06/01/2030", "times": "06:30",
             "repeat": "once", "level": "priority", "label": "Tin khẩn thôn 1"}  # fmt: skip
     future = online.call("officer", "GET", "/schedules", params={"day": "2030-01-06"})
     assert "Sẽ phát trọn vẹn" in _plan(future.text, "loa-1")

@@ -94,9 +94,10 @@ def test_upload_schedule_and_send_an_emergency_through_the_pages(
     # schedule it for thôn 1: preview the conflicts first, then save
     page.click("nav >> text=Lịch phát")
     form = page.locator("#new-entry")
-    form.locator("select[name=target]").select_option("group:thon-1")
+    form.locator("input[value='group:thon-1']").check()
     form.locator("select[name=clip]").select_option(label="Cảnh báo bão (2.0 s)")
-    form.locator("input[name=dtstart]").fill("2030-01-06T06:30:00")
+    form.locator("input[name=from_day]").fill("06/01/2030")
+    form.locator("input[name=times]").fill("06:30")
     form.locator("select[name=repeat]").select_option("daily")
     form.locator("input[name=label]").fill("Bản tin sáng")
     page.click("#preview-button")
@@ -166,3 +167,59 @@ def test_deleting_and_stopping_ask_first(page: Page, tmp_path: Path) -> None:
     stop.locator("button[type=submit]").click()
     assert asked[-1].startswith("Dừng phát trên các nơi đã chọn?")
     expect(page.locator(".ok")).to_have_count(0)  # dismissed: no stop was sent
+
+
+def test_weekdays_at_two_times_for_two_villages_in_one_form_and_a_speaker_found_by_search(
+    page: Page, tmp_path: Path
+) -> None:
+    """One form makes «Thứ 2–Thứ 6 lúc 06:30 và 17:00 cho thôn 1 và thôn 2»; on the
+    broadcasts page a speaker is found by typing part of its id, and played to."""
+    tone = tone_file(tmp_path / "ban-tin.wav", 660, 1.0)
+    page.set_input_files("input[name=file]", str(tone))
+    page.fill("#upload input[name=title]", "Bản tin xã")
+    page.click("#upload button[type=submit]")
+    expect(page.locator("#clips tbody tr", has_text="Bản tin xã")).to_have_count(1)
+
+    page.click("nav >> text=Lịch phát")
+    form = page.locator("#new-entry")
+    form.locator("input[value='group:thon-1']").check()
+    form.locator("input[value='group:thon-2']").check()
+    form.locator("select[name=clip]").select_option(label="Bản tin xã (1.0 s)")
+    form.locator("select[name=repeat]").select_option("weekdays")
+    form.locator("input[name=from_day]").fill("07/01/2030")
+    form.locator("input[name=times]").fill("06:30, 17:00")
+    form.locator("input[name=label]").fill("Bản tin thôn")
+    page.click("#new-entry button[type=submit] >> nth=0")
+    expect(page.locator(".ok")).to_have_text("Đã lưu và gửi lịch phát.")
+    entries = page.locator("#entries tbody tr")
+    expect(entries).to_have_count(1)  # one entry, not four
+    expect(entries.first).to_contain_text("Nhóm thon-1, Nhóm thon-2")
+    expect(entries.first.locator(".times")).to_have_text("06:30, 17:00")
+    page.goto(page.url.split("?")[0] + "?day=2030-01-11&span=week")  # Friday to Thursday
+    for device in ("loa-1", "loa-2", "loa-3"):
+        plan = page.locator(f"#calendar table[data-device={device}]")
+        expect(plan.locator("tbody tr", has_text="Bản tin thôn")).to_have_count(2 * 5)
+        expect(plan).to_contain_text("11/01/2030 06:30:00")
+        expect(plan).to_contain_text("11/01/2030 17:00:00")
+        expect(plan).not_to_contain_text("12/01/2030")  # Saturday: nothing
+
+    page.click("nav >> text=Phát thanh")
+    play = page.locator("#play")
+    expect(play.locator("input[value='device:loa-1']")).to_have_count(1)  # the first page
+    page.locator("#target-search input[name=q]").fill("LOA-2")
+    expect(play.locator("input[value='device:loa-1']")).to_have_count(0)
+    expect(page.locator("#target-search [data-target-count]")).to_have_text("Tìm thấy 1 cụm loa")
+    play.locator("input[value='device:loa-2']").check()
+    page.locator("#target-search input[name=q]").fill("khong-co")
+    expect(page.locator("#target-search [data-target-count]")).to_contain_text(
+        "Không tìm thấy cụm loa nào"
+    )
+    expect(play.locator("input[value='device:loa-2']")).to_be_checked()  # a tick stays
+    play.locator("select[name=clip]").select_option(label="Bản tin xã (1.0 s)")
+    play.locator("input[name=label]").fill("Thông báo loa 2")
+    play.locator("button[type=submit]").click()
+    expect(page.locator(".ok")).to_contain_text("Đã gửi lệnh")
+    latest = page.locator("#recent tbody tr").first
+    expect(latest).to_contain_text("Thông báo loa 2")
+    expect(latest).to_contain_text("Cụm loa loa-2")
+    expect(latest).not_to_contain_text("loa-1")

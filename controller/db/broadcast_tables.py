@@ -63,7 +63,9 @@ class RelayStationRow(Base):
 
 
 class ScheduleRow(Base):
-    """One recurring item of a group's or a device's schedule document."""
+    """One entry of the groups' and devices' schedule documents: an item per time of day
+    (``times``; none: the time of ``dtstart``) in the document of each of its targets
+    (the first in ``target_kind``/``target_id``, the others in ``more_targets``)."""
 
     __tablename__ = "schedules"
     __table_args__ = (UniqueConstraint("target_kind", "target_id", "item_id"),)
@@ -98,6 +100,10 @@ class ScheduleRow(Base):
     updated_ms: Mapped[int] = mapped_column(BigInteger)
     # approved | pending | rejected: only an approved entry is in its target's document
     approval: Mapped[str] = mapped_column(String(16), default="approved", server_default="approved")
+    times: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    more_targets: Mapped[list[dict[str, str]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
 
 
 class PublishedDocumentRow(Base):

@@ -207,6 +207,18 @@ class ClipLibrary:
             rows = session.scalars(select(ClipRow).order_by(ClipRow.created_ms.desc()))
             return [ClipInfo.of(row) for row in rows]
 
+    def page(self, page: int, per_page: int) -> tuple[list[ClipInfo], int]:
+        """One page of the clips, newest first, and how many there are in all."""
+        with self.sessions() as session:
+            total = session.scalar(select(func.count()).select_from(ClipRow)) or 0
+            rows = session.scalars(
+                select(ClipRow)
+                .order_by(ClipRow.created_ms.desc(), ClipRow.sha256)
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            )
+            return [ClipInfo.of(row) for row in rows], total
+
     def ref(self, sha256: str, base_url: str) -> ClipRef:
         """The clip as a command or a schedule names it."""
         clip = self.get(sha256)

@@ -19,7 +19,7 @@ from broadcast.local_rules import BroadcastRules
 from broadcast.schedule import Schedule
 from controller.db.broadcast_tables import ScheduleRow
 from controller.radio.clip_library import Invalid
-from controller.radio.schedule_entries import EntryInput
+from controller.radio.schedule_entries import EntryInput, targets_of
 from controller.radio.scheduling import Scheduling
 from controller.radio.targets import Target
 from protocol.commands import DEFAULT_TZ, QuietHours, ScheduleSet
@@ -175,12 +175,12 @@ class ScheduleCalendar:
         scheduling = self.scheduling
         with scheduling.sessions() as session:
             rows = session.scalars(select(ScheduleRow)).all()
-            targets = {Target(r.target_kind, r.target_id) for r in rows}  # type: ignore[arg-type]
+            targets = {t for r in rows for t in targets_of(r)}
             if proposed is not None:
                 row = ScheduleRow(created_by="", created_ms=0, version=1)
                 scheduling.fill(session, row, proposed, scheduling.clock())
                 session.add(row)
-                targets.add(proposed.target)
+                targets.update(proposed.targets)
             docs = {t: scheduling.document(session, t) for t in targets}
             session.rollback()
         return docs

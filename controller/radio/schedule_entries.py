@@ -7,9 +7,10 @@ broadcaster's words before the wire schema says them in its own.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -50,17 +51,23 @@ class EntryInput(BaseModel):
     lang: str = "vi"
     enabled: bool = True
     item_id: str | None = None  # the same id on a device replaces its group's item
+    times: list[str] = []  # local "HH:MM", one item each; none: the time of dtstart
+    more_targets: list[Target] = []  # beyond the first; each gets every item
 
     @property
     def target(self) -> Target:
         return Target(self.target_kind, self.target_id)
+
+    @property
+    def targets(self) -> list[Target]:
+        return list(dict.fromkeys([self.target, *self.more_targets]))
 
 
 @dataclass(frozen=True)
 class Entry:
     id: int
     item_id: str
-    target: Target
+    target: Target  # the first of targets
     level: str
     priority: int
     label: str
@@ -80,13 +87,15 @@ class Entry:
     created_by: str
     updated_ms: int
     approval: str  # approved | pending | rejected: only approved is on air
+    times: list[str]
+    targets: list[Target]
 
     @classmethod
     def of(cls, row: ScheduleRow) -> Entry:
         return cls(
             row.id,
             row.item_id,
-            Target(row.target_kind, row.target_id),  # type: ignore[arg-type]
+            targets_of(row)[0],
             row.level,
             row.priority,
             row.label,
@@ -106,7 +115,30 @@ class Entry:
             row.created_by,
             row.updated_ms,
             row.approval or "approved",
+            list(row.times),
+            targets_of(row),
         )
+
+
+def targets_of(row: ScheduleRow) -> list[Target]:
+    """Every target of a stored entry: its first in columns, the others in ``more_targets``."""
+    first = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+    more = [Target(t["kind"], t["id"]) for t in row.more_targets or []]  # type: ignore[arg-type]
+    return [first, *more]
+
+
+def more_targets_value(entry: EntryInput) -> list[dict[str, Any]]:
+    return [{"kind": t.kind, "id": t.id} for t in entry.targets[1:]]
+
+
+def item_times(item_id: str, dtstart: str, times: list[str]) -> list[tuple[str, str]]:
+    """The wire items of an entry, as (item id, local start): one per time of day, each
+    with a stable id ``<entry item>-<HHMM>`` so plays stay keyed to their time; an
+    entry without times is its one item, as before times existed."""
+    if not times:
+        return [(item_id, dtstart)]
+    day = dtstart[:10]
+    return [(f"{item_id}-{at.replace(':', '')}", f"{day}T{at}:00") for at in times]
 
 
 @dataclass(frozen=True)
@@ -119,6 +151,58 @@ class Published:
 
 def _when(moment: datetime) -> str:
     return moment.strftime("%d/%m/%Y %H:%M")
+
+
+MAX_TIMES = 12  # a loudspeaker programme has a few slots a day, not dozens
+MAX_TARGETS = 50
+MAX_ITEM_ID = 48  # protocol.topics.ID_PATTERN: each time's item adds "-HHMM"
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def check_times(times: list[str], name: str, item_id: str) -> list[str]:
+    """The times of day of entry ``name``, in order; refused in the broadcaster's words."""
+    if times and len(item_id) > MAX_ITEM_ID - len("-HHMM"):
+        raise Invalid(
+            "item_id_too_long",
+            f"Mã mục «{item_id}» quá dài cho một mục có giờ phát: tối đa {MAX_ITEM_ID - 5} ký tự",
+            f"Item id «{item_id}» is too long for an entry with times: at most "
+            f"{MAX_ITEM_ID - 5} characters",
+        )
+    if len(times) > MAX_TIMES:
+        raise Invalid(
+            "too_many_times",
+            f"Mục «{name}» có {len(times)} giờ phát: tối đa {MAX_TIMES} giờ một mục, "
+            "hãy tách thành nhiều mục",
+            f"Entry «{name}» has {len(times)} times: at most {MAX_TIMES} an entry, "
+            "split it into several entries",
+        )
+    for at in times:
+        if not _HHMM.match(at):
+            shown = at[:8]
+            raise Invalid(
+                "bad_time",
+                f"Giờ phát «{shown}» không hợp lệ: ghi theo 24 giờ, từ 00:00 đến 23:59 "
+                "(ví dụ 06:30 hoặc 17:00)",
+                f"«{shown}» is not a time of day: write it in 24-hour form, from 00:00 to "
+                "23:59 (such as 06:30 or 17:00)",
+            )
+    twice = sorted({at for at in times if times.count(at) > 1})
+    if twice:
+        raise Invalid(
+            "duplicate_time",
+            f"Giờ phát {', '.join(twice)} được nhập hai lần trong mục «{name}»: bỏ bớt một",
+            f"The time {', '.join(twice)} is given twice in entry «{name}»: remove one",
+        )
+    return sorted(times)
+
+
+def check_targets(targets: list[Target]) -> None:
+    if len(targets) > MAX_TARGETS:
+        raise Invalid(
+            "too_many_targets",
+            f"Một mục lịch phát tới tối đa {MAX_TARGETS} nơi; chọn «Toàn xã» hoặc một nhóm",
+            f"An entry reaches at most {MAX_TARGETS} targets; choose the whole commune or a group",
+        )
 
 
 def check_timing(entry: EntryInput, name: str) -> None:

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
@@ -31,7 +31,17 @@ from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.radio.approval_gate import ApprovalGate, Ruling
 from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
 from controller.radio.relay_stations import station_stream
-from controller.radio.schedule_entries import Entry, EntryInput, Published, check_timing
+from controller.radio.schedule_entries import (
+    Entry,
+    EntryInput,
+    Published,
+    check_targets,
+    check_times,
+    check_timing,
+    item_times,
+    more_targets_value,
+    targets_of,
+)
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher, mark_delivered, sign_next
@@ -95,12 +105,13 @@ class Scheduling:
             row = ScheduleRow(created_by=by, created_ms=now, version=1)
             self.fill(session, row, entry, now)
             session.add(row)
-            self._check_target(session, entry.target)
             session.flush()
+            for target in entry.targets:
+                self._check_target(session, target)
             held = self._consult_gate(session, row, by=by, approved=approved)
             result = Entry.of(row)
         if not held:
-            self._publish_targets([entry.target])
+            self._publish_targets(entry.targets)
         return result
 
     def update(
@@ -124,25 +135,25 @@ class Scheduling:
                     "Lịch phát đã bị người khác sửa: tải lại rồi sửa lại",
                     "Someone else changed this entry: reload it and edit again",
                 )
-            before = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+            touched = dict.fromkeys([*targets_of(row), *entry.targets])  # a dropped one too
             self.fill(session, row, entry, now, entry_id=entry_id)
             row.version += 1
+            session.flush()
             self._consult_gate(session, row, by=by, approved=approved)
-            self._check_target(session, entry.target)
-            if before != entry.target:
-                self._check_target(session, before)
+            for target in touched:
+                self._check_target(session, target)
             result = Entry.of(row)
-        self._publish_targets(dict.fromkeys([before, entry.target]))
+        self._publish_targets(touched)
         return result
 
     def delete(self, entry_id: int, *, by: str) -> None:
         with self.sessions.begin() as session:
             row = self._row(session, entry_id, lock=True)
-            target = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+            targets = targets_of(row)
             if self.gate is not None:
                 self.gate.withdraw_entry(session, entry_id)
             session.delete(row)
-        self._publish_targets([target])
+        self._publish_targets(targets)
 
     def _consult_gate(self, session: Session, row: ScheduleRow, *, by: str, approved: bool) -> bool:
         """Mark ``row`` as the gate rules; True when it is held back for approval."""
@@ -150,7 +161,7 @@ class Scheduling:
             row.approval = "approved"
             return False
         decision = self.gate.rule(session, level=row.level, approved=approved)
-        target = Target(row.target_kind, row.target_id)  # type: ignore[arg-type]
+        target = targets_of(row)[0]
         if decision is Ruling.HOLD:
             row.approval = "pending"
             label = row.label or row.item_id
@@ -160,7 +171,7 @@ class Scheduling:
         self.gate.withdraw_entry(session, row.id)
         if decision is Ruling.REVIEW:
             self.gate.flag_emergency(session, by=by, label=row.label or row.item_id,
-                                     targets=[target], schedule_id=row.id)  # fmt: skip
+                                     targets=targets_of(row), schedule_id=row.id)  # fmt: skip
         return False
 
     def decide(self, entry_id: int, approval: str, *, expected_version: int) -> Entry:
@@ -178,12 +189,12 @@ class Scheduling:
                 )
             row.approval = approval
             result = Entry.of(row)
-            target = result.target
             if approval == "approved":
-                self._check_target(session, target)
+                for target in result.targets:
+                    self._check_target(session, target)
         if approval == "approved":
             try:
-                self._publish_targets([target])
+                self._publish_targets(result.targets)
             except Exception:  # not sent: it waits again, for the leader to retry
                 with self.sessions.begin() as session:
                     self._row(session, entry_id, lock=True).approval = "pending"
@@ -196,12 +207,20 @@ class Scheduling:
 
     def entries(self, target: Target | None = None) -> list[Entry]:
         with self.sessions() as session:
-            query = select(ScheduleRow).order_by(ScheduleRow.id)
-            if target is not None:
-                query = query.where(
-                    ScheduleRow.target_kind == target.kind, ScheduleRow.target_id == target.id
-                )
-            return [Entry.of(row) for row in session.scalars(query)]
+            rows = session.scalars(select(ScheduleRow).order_by(ScheduleRow.id))
+            return [Entry.of(r) for r in rows if target is None or target in targets_of(r)]
+
+    def page(self, page: int, per_page: int) -> tuple[list[Entry], int]:
+        """One page of the entries, newest first, and how many there are in all."""
+        with self.sessions() as session:
+            total = session.scalar(select(func.count()).select_from(ScheduleRow)) or 0
+            rows = session.scalars(
+                select(ScheduleRow)
+                .order_by(ScheduleRow.id.desc())
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            )
+            return [Entry.of(row) for row in rows], total
 
     def _row(self, session: Session, entry_id: int, *, lock: bool = False) -> ScheduleRow:
         row = session.get(ScheduleRow, entry_id, with_for_update=lock)
@@ -223,27 +242,28 @@ class Scheduling:
     ) -> None:
         """Check ``entry`` and copy it into ``row``; the calendar's preview fills an unsaved
         row the same way, so a previewed entry is checked as saving would check it."""
-        self.fleet.members(entry.target)
+        targets = entry.targets
+        check_targets(targets)
+        for target in targets:
+            self.fleet.members(target)
         item_id = entry.item_id or row.item_id or f"muc-{uuid.uuid4().hex[:10]}"
-        taken = session.scalar(
-            select(ScheduleRow.id).where(
-                ScheduleRow.target_kind == entry.target_kind,
-                ScheduleRow.target_id == entry.target_id,
-                ScheduleRow.item_id == item_id,
-            )
-        )
-        if taken is not None and taken != entry_id:
-            raise Conflict(
-                "item_id_taken",
-                f"Mã mục {item_id!r} đã có trong lịch của {entry.target_id}",
-                f"Item id {item_id!r} is already in the schedule of {entry.target_id}",
-            )
-        timing = (entry.rrule, entry.dtstart, entry.until, list(entry.exdates), entry.tz)
-        retimed = timing != (row.rrule, row.dtstart, row.until, row.exdates, row.tz)
+        times = check_times(entry.times, entry.label or item_id, item_id)
+        for other in session.scalars(select(ScheduleRow).where(ScheduleRow.item_id == item_id)):
+            shared = [t for t in targets_of(other) if t in targets]
+            if shared and other.id != entry_id:
+                raise Conflict(
+                    "item_id_taken",
+                    f"Mã mục {item_id!r} đã có trong lịch của {shared[0].id}",
+                    f"Item id {item_id!r} is already in the schedule of {shared[0].id}",
+                )
+        timing = (entry.rrule, entry.dtstart, entry.until, list(entry.exdates), entry.tz, times)
+        retimed = timing != (row.rrule, row.dtstart, row.until, row.exdates, row.tz, row.times)
         if retimed:
-            check_timing(entry, entry.label or item_id)
+            for _wire_id, dtstart in item_times(item_id, entry.dtstart, times):
+                check_timing(entry.model_copy(update={"dtstart": dtstart}), entry.label or item_id)
         row.item_id = item_id
         row.target_kind, row.target_id = entry.target_kind, entry.target_id
+        row.more_targets, row.times = more_targets_value(entry), times
         row.level, row.priority = entry.level, _priority(entry.level, entry.priority)
         row.rrule, row.dtstart, row.until = entry.rrule, entry.dtstart, entry.until
         row.exdates, row.tz = list(entry.exdates), entry.tz
@@ -261,9 +281,9 @@ class Scheduling:
             ).url
         row.label, row.gain_db, row.lang = entry.label, entry.gain_db, entry.lang
         row.enabled, row.updated_ms = entry.enabled, now
-        item = self._item(session, row)  # the wire schema's checks
+        items = self._items(session, row)  # the wire schema's checks
         try:
-            doc = ScheduleSet(version=1, tz=row.tz, items=[item])
+            doc = ScheduleSet(version=1, tz=row.tz, items=items)
         except ValidationError as exc:
             raise _invalid(exc) from None
         topic = entry.target.topic(self.fleet.topics, "schedule")
@@ -275,7 +295,8 @@ class Scheduling:
                 "This entry would never play again (its times are past or used up)",
             )
 
-    def _item(self, session: Session, row: ScheduleRow) -> ScheduleItem:
+    def _items(self, session: Session, row: ScheduleRow) -> list[ScheduleItem]:
+        """The entry's items on the wire: one per time of day (schedule_entries.item_times)."""
         clip = None
         if row.clip_sha256 is not None:
             found = session.get(ClipRow, row.clip_sha256)
@@ -299,21 +320,24 @@ class Scheduling:
         elif row.stream_url is not None or row.stream_duration_s is not None:
             stream = {"url": row.stream_url, "duration_s": row.stream_duration_s}
         try:
-            return ScheduleItem.model_validate(
-                {
-                    "id": row.item_id,
-                    "label": row.label,
-                    "clip": clip,
-                    "stream": stream,
-                    "priority": row.priority,
-                    "gain_db": row.gain_db,
-                    "rrule": row.rrule,
-                    "dtstart": row.dtstart,
-                    "until": row.until,
-                    "exdates": row.exdates,
-                    "lang": row.lang,
-                }
-            )
+            return [
+                ScheduleItem.model_validate(
+                    {
+                        "id": wire_id,
+                        "label": row.label,
+                        "clip": clip,
+                        "stream": stream,
+                        "priority": row.priority,
+                        "gain_db": row.gain_db,
+                        "rrule": row.rrule,
+                        "dtstart": dtstart,
+                        "until": row.until,
+                        "exdates": row.exdates,
+                        "lang": row.lang,
+                    }
+                )
+                for wire_id, dtstart in item_times(row.item_id, row.dtstart, list(row.times))
+            ]
         except ValidationError as exc:
             raise _invalid(exc) from None
 
@@ -321,16 +345,15 @@ class Scheduling:
 
     def document(self, session: Session, target: Target, version: int = 1) -> ScheduleSet:
         """The whole schedule of one target, as its retained document carries it."""
-        rows = session.scalars(
-            select(ScheduleRow)
-            .where(
-                ScheduleRow.target_kind == target.kind,
-                ScheduleRow.target_id == target.id,
-                ScheduleRow.enabled.is_(True),
-                ScheduleRow.approval == "approved",
+        rows = [
+            row
+            for row in session.scalars(
+                select(ScheduleRow)
+                .where(ScheduleRow.enabled.is_(True), ScheduleRow.approval == "approved")
+                .order_by(ScheduleRow.id)
             )
-            .order_by(ScheduleRow.item_id)
-        ).all()
+            if target in targets_of(row)
+        ]
         zones = {row.tz for row in rows}
         if len(zones) > 1:
             raise Invalid(
@@ -338,7 +361,7 @@ class Scheduling:
                 f"Các mục lịch của {target.id} phải cùng một múi giờ (đang có {sorted(zones)})",
                 f"The entries of {target.id} must share one time zone (found {sorted(zones)})",
             )
-        items = [self._item(session, row) for row in rows]
+        items = sorted((i for row in rows for i in self._items(session, row)), key=lambda i: i.id)
         try:
             return ScheduleSet(
                 version=version, tz=zones.pop() if zones else DEFAULT_TZ, items=items

@@ -43,6 +43,23 @@ class Fleet:
     def speakers(self) -> list[DeviceEntry]:
         return [d for d in self.site.devices() if "speaker" in d.roles]
 
+    def groups(self) -> list[str]:
+        """The speakers' groups: "all" (the whole commune) first, then by name."""
+        found = {g for d in self.speakers() for g in d.groups}
+        return sorted(found, key=lambda g: (g != "all", g))
+
+    def find(self, query: str, page: int, per_page: int) -> tuple[list[DeviceEntry], int]:
+        """One page of the speakers whose id or name holds ``query`` (any case), and how
+        many there are in all; an empty query finds every speaker."""
+        wanted = query.strip().casefold()
+        found = [
+            d
+            for d in self.speakers()
+            if not wanted or wanted in d.id.casefold() or wanted in d.name.casefold()
+        ]
+        start = (page - 1) * per_page
+        return found[start : start + per_page], len(found)
+
     def members(self, target: Target) -> list[str]:
         """Speakers a target reaches; an unknown target is refused."""
         if target.kind not in ("group", "device"):

@@ -30,6 +30,7 @@ from controller.web.routes.broadcast_schemas import (
     PlayIn,
     StopIn,
 )
+from controller.web.routes.targets import target_choices
 
 router = APIRouter(tags=["broadcasts"])
 Broadcaster = Annotated[Principal, Depends(require(Permission.BROADCAST))]
@@ -261,7 +262,7 @@ def _page(
         error=error,
         sent=sent,
         connected=station.connected,
-        targets=speaker_targets(station),
+        choices=target_choices(station, request, "/broadcasts"),
         clips=station.library.clips(),
         stations=station.stations.stations(),
         broadcasts=station.broadcasting.recent(30),

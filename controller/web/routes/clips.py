@@ -25,6 +25,7 @@ from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
 from controller.radio.clip_library import ClipInfo
 from controller.radio.station import Station, refused_as_http
+from controller.web.paging import PER_PAGE, Pager, clamp, page_number
 from controller.web.routes import ErrorBody, error_responses, render
 
 router = APIRouter(tags=["clips"])
@@ -216,13 +217,19 @@ def _page(
     error: i18n.Refusal | None = None,
     done: str = "",
 ) -> HTMLResponse:
+    page = page_number(request.query_params.get("page"))
+    clips, total = station.library.page(page, PER_PAGE)
+    if not clips and total:
+        page = clamp(page, PER_PAGE, total)
+        clips, total = station.library.page(page, PER_PAGE)
     return render(
         request,
         "clips.html",
         status_code=status_code,
         error=error,
         done=done,
-        clips=station.library.clips(),
+        clips=clips,
+        pager=Pager(page, PER_PAGE, total, tuple(request.query_params.items()), path="/clips"),
         max_mb=station.library.settings.max_input_bytes // 1_000_000,
     )
 

@@ -28,7 +28,8 @@ from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.radio.targets import Target
 from controller.web.routes import error_responses, render
 from controller.web.routes.broadcast_schemas import AckOut, TargetOut, Targets
-from controller.web.routes.broadcasts import form_targets, precheck, speaker_targets
+from controller.web.routes.broadcasts import form_targets, precheck
+from controller.web.routes.targets import target_choices
 from protocol.commands import DeviceTestTone, DeviceVolume, Empty, Strict
 from protocol.errors import RefusalReason
 from protocol.topics import ID_PATTERN
@@ -285,7 +286,7 @@ def console_page(request: Request, station: StationDep, who: Technician) -> Resp
         request,
         "console.html",
         connected=station.connected,
-        targets=speaker_targets(station),
+        choices=target_choices(station, request, "/console"),
         commands=commands,
         sent=request.query_params.get("sent") == "1",
         ack_text=ack_text,

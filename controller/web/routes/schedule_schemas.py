@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.radio.clip_library import Invalid
 from controller.radio.schedule_calendar import DevicePlan
 from controller.radio.schedule_entries import Entry, EntryInput
 from controller.web.routes.broadcast_schemas import StreamUrl, TargetIn
@@ -19,11 +20,20 @@ LocalTime = Annotated[str, Field(min_length=10, max_length=32)]
 
 
 class EntryIn(BaseModel):
-    """A schedule entry: what, where, at which level, and when (RFC 5545 in local time)."""
+    """A schedule entry: what, where, at which level, and when (RFC 5545 in local time).
+
+    Where: ``target``, or several in ``targets`` (both may be given). When: the
+    rule from ``dtstart``, at each of ``times`` (local "HH:MM") if given, each a
+    wire item ``<item_id>-<HHMM>``; without ``times`` at the time of ``dtstart``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    target: TargetIn
+    target: TargetIn | None = None
+    targets: Annotated[list[TargetIn], Field(max_length=1000)] = []
+    times: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=1000)] = Field(
+        [], examples=[["06:30", "17:00"]]
+    )
     rrule: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
         examples=["FREQ=DAILY;BYDAY=MO,TU,WE,TH,FR"]
     )
@@ -46,8 +56,23 @@ class EntryIn(BaseModel):
     item_id: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")] | None = None
 
     def to_input(self) -> EntryInput:
-        fields = self.model_dump(exclude={"target"})
-        return EntryInput(target_kind=self.target.kind, target_id=self.target.id, **fields)
+        """The entry for the services; no target at all is refused in the user's words."""
+        chosen = list(
+            dict.fromkeys(
+                t.target() for t in [*([self.target] if self.target else []), *self.targets]
+            )
+        )
+        if not chosen:
+            raise Invalid(
+                "no_target",
+                "Chọn ít nhất một nơi phát (một nhóm, «Toàn xã» hoặc một cụm loa)",
+                "Choose at least one target (a group, the whole commune or a speaker)",
+            )
+        fields = self.model_dump(exclude={"target", "targets"})
+        first = chosen[0]
+        return EntryInput(
+            target_kind=first.kind, target_id=first.id, more_targets=chosen[1:], **fields
+        )
 
 
 class EntryUpdate(EntryIn):
@@ -81,11 +106,14 @@ class EntryOut(BaseModel):
     approval: Literal["approved", "pending", "rejected"] = Field(
         description="Only an approved entry is sent to the speakers (approval before air)"
     )
+    times: list[str]
+    targets: list[TargetIn] = Field(description="Every target; `target` is the first")
 
     @classmethod
     def of(cls, e: Entry) -> EntryOut:
-        data = {k: v for k, v in vars(e).items() if k != "target"}
-        return cls(target=TargetIn(kind=e.target.kind, id=e.target.id), **data)
+        data = {k: v for k, v in vars(e).items() if k not in ("target", "targets")}
+        every = [TargetIn(kind=t.kind, id=t.id) for t in e.targets]
+        return cls(target=every[0], targets=every, **data)
 
 
 class RowOut(BaseModel):

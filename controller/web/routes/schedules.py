@@ -10,6 +10,7 @@ sees what plays where; changing needs manage_schedules.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -25,10 +26,11 @@ from controller.radio.relay_stations import MAX_RELAY_MIN
 from controller.radio.schedule_calendar import DevicePlan, only_conflicts
 from controller.radio.schedule_entries import Entry, EntryInput
 from controller.radio.station import Station, invalid_input, refused_as_http
+from controller.web.paging import PER_PAGE, Pager, clamp, page_number
 from controller.web.report_sheets import reason_text
 from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
 from controller.web.routes.approvals import audit_held
-from controller.web.routes.broadcasts import SEND_ERRORS, speaker_targets
+from controller.web.routes.broadcasts import SEND_ERRORS, form_targets
 from controller.web.routes.schedule_schemas import (
     EntryIn,
     EntryOut,
@@ -36,6 +38,7 @@ from controller.web.routes.schedule_schemas import (
     PlanOut,
     PreviewIn,
 )
+from controller.web.routes.targets import target_choices
 from protocol.topics import ID_PATTERN
 
 router = APIRouter(tags=["schedules"])
@@ -61,6 +64,20 @@ i18n.register(
         "sched.preview": ("Xem trước xung đột", "Preview conflicts"),
         "sched.target": ("Nơi phát", "Where"),
         "sched.start": ("Bắt đầu (giờ địa phương)", "Starts (local time)"),
+        "sched.from_day": ("Từ ngày (ngày/tháng/năm)", "From (day/month/year)"),
+        "sched.times": (
+            "Giờ phát (24 giờ, cách nhau bởi dấu phẩy)",
+            "Times of day (24-hour, separated by commas)",
+        ),
+        "sched.times_col": ("Giờ phát", "Times"),
+        "sched.no_time": (
+            "Nhập ít nhất một giờ phát, ví dụ 06:30 hoặc 06:30, 17:00.",
+            "Give at least one time of day, such as 06:30 or 06:30, 17:00.",
+        ),
+        "sched.bad_from_day": (
+            "Ngày bắt đầu «{day}» không hợp lệ: ghi theo ngày/tháng/năm, ví dụ 01/12/2026.",
+            "«{day}» is not a start day: write it as day/month/year, such as 01/12/2026.",
+        ),
         "sched.repeat": ("Lặp lại", "Repeat"),
         "sched.or_station": ("Hoặc tiếp sóng đài", "Or relay a station"),
         "sched.relay_of": ("Tiếp sóng {name} ({minutes} phút)", "Relay of {name} ({minutes} min)"),
@@ -133,15 +150,19 @@ i18n.register(
 )
 
 
-def check_rrule(rrule: str) -> None:
-    """Refuse rules that fire more than MAX_PER_DAY times a day: no loudspeaker needs
-    them, and every speaker and the calendar would expand each occurrence."""
+def check_rrule(rrule: str, times: int = 1) -> None:
+    """Refuse rules that fire more than MAX_PER_DAY times a day at ``times`` times of day:
+    no loudspeaker needs them, and every speaker and the calendar would expand each."""
     rule = rrule.upper().removeprefix("RRULE:")
     parts = dict(p.split("=", 1) for p in rule.split(";") if "=" in p)
     freq = parts.get("FREQ", "")
     hours = len(parts["BYHOUR"].split(",")) if "BYHOUR" in parts else 24 if freq == "HOURLY" else 1
     minutes = len(parts["BYMINUTE"].split(",")) if "BYMINUTE" in parts else 1
-    if freq in ("SECONDLY", "MINUTELY") or "BYSECOND" in parts or hours * minutes > MAX_PER_DAY:
+    if (
+        freq in ("SECONDLY", "MINUTELY")
+        or "BYSECOND" in parts
+        or hours * minutes * times > MAX_PER_DAY
+    ):
         raise i18n.Refusal(422, "sched.too_frequent", max=MAX_PER_DAY)
 
 
@@ -167,7 +188,7 @@ def _audit(db: DbSession, who: Principal, action: str, e: Entry) -> None:
 
 def _validate(station: Station, entry: EntryInput) -> None:
     """Check an entry as saving would, without saving: bad input before a missing broker."""
-    check_rrule(entry.rrule)
+    check_rrule(entry.rrule, len(entry.times) or 1)
     station.check_site()
     now = station.scheduling.clock()
     with refused_as_http():
@@ -176,7 +197,8 @@ def _validate(station: Station, entry: EntryInput) -> None:
 
 
 def create(station: Station, db: DbSession, who: Principal, body: EntryIn) -> Entry:
-    entry = body.to_input()
+    with refused_as_http():
+        entry = body.to_input()
     _validate(station, entry)
     with refused_as_http():
         made = station.scheduling.create(entry, by=who.name, approved=who.can(Permission.APPROVE))
@@ -187,8 +209,8 @@ def create(station: Station, db: DbSession, who: Principal, body: EntryIn) -> En
 def update(
     station: Station, db: DbSession, who: Principal, entry_id: int, body: EntryUpdate
 ) -> Entry:
-    entry = EntryIn.model_validate(body.model_dump(exclude={"expected_version"})).to_input()
     with refused_as_http():
+        entry = EntryIn.model_validate(body.model_dump(exclude={"expected_version"})).to_input()
         station.scheduling.get(entry_id)
     _validate(station, entry.model_copy(update={"item_id": None}))
     with refused_as_http():
@@ -285,7 +307,7 @@ def api_calendar(
 @router.post("/api/schedules/preview", response_model=list[PlanOut], responses=READ_ERRORS)
 def api_preview(body: PreviewIn, station: StationDep, who: Scheduler) -> list[PlanOut]:
     """The conflict preview of an entry not yet saved: what it would cut, delay or lose."""
-    check_rrule(body.entry.rrule)
+    check_rrule(body.entry.rrule, len(body.entry.times) or 1)
     first, end = period(body.start, body.days)
     with refused_as_http():
         plans = station.calendar.conflicts(first, end, proposed=body.entry.to_input())
@@ -296,31 +318,44 @@ def api_preview(body: PreviewIn, station: StationDep, who: Scheduler) -> list[Pl
 
 
 def _form_entry(form: dict[str, Any]) -> EntryIn:
-    kind, _, ident = str(form.get("target", "")).partition(":")
+    """The page's form: targets ticked, a first day (dd/mm/yyyy), times of day, a repeat."""
+    chosen = form_targets(list(form.get("target", [])))
+    times = [at for at in re.split(r"[\s,;]+", str(form.get("times", ""))) if at]
+    if not times:
+        raise i18n.Refusal(422, "sched.no_time")
     rrule = str(form.get("rrule") or "").strip() or REPEATS.get(str(form.get("repeat")), "")
-    dtstart = str(form.get("dtstart", ""))
-    if len(dtstart) == 16:  # datetime-local gives minutes only
-        dtstart += ":00"
     data: dict[str, Any] = {
-        "target": {"kind": kind or "group", "id": ident},
+        "targets": [vars(t) for t in chosen],
+        "times": times,
         "clip_sha256": form.get("clip") or None,
         "level": form.get("level") or "normal",
-        "dtstart": dtstart,
+        "dtstart": f"{form_day(str(form.get('from_day', ''))).isoformat()}T00:00:00",
         "rrule": rrule,
         "label": form.get("label", ""),
     }
-    chosen = str(form.get("station") or "")
-    if chosen:  # a relay of a station instead of a clip, for a number of minutes
+    relayed = str(form.get("station") or "")
+    if relayed:  # a relay of a station instead of a clip, for a number of minutes
         minutes = str(form.get("minutes") or "").strip()
-        if not chosen.isdigit():
+        if not relayed.isdigit():
             raise i18n.Refusal(422, "st.no_station")
         if not minutes.isdigit() or not 1 <= int(minutes) <= MAX_RELAY_MIN:
             raise i18n.Refusal(422, "st.bad_minutes", max=MAX_RELAY_MIN)
-        data |= {"station_id": int(chosen), "stream_duration_s": int(minutes) * 60}
+        data |= {"station_id": int(relayed), "stream_duration_s": int(minutes) * 60}
     try:
         return EntryIn.model_validate(data)
     except ValidationError as exc:
         raise invalid_input(exc) from None
+
+
+def form_day(text: str) -> dt.date:
+    """A day as people write it here (dd/mm/yyyy), or as a date picker sends it."""
+    text = text.strip()
+    for layout in ("%d/%m/%Y", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text, layout).date()
+        except ValueError:
+            continue
+    raise i18n.Refusal(422, "sched.bad_from_day", day=text[:20])
 
 
 def _page(
@@ -341,10 +376,15 @@ def _page(
         day = dt.datetime.now(LOCAL_TZ).date()
     span = "week" if query.get("span") == "week" else "day"
     first, end = period(day, 7 if span == "week" else 1)
+    shown = page_number(query.get("cpage"))  # the calendar, a page of speakers at a time
     try:
-        plans = station.calendar.plans(first, end)
+        speakers = [d.id for d in station.scheduling.fleet.speakers()]
+        shown = clamp(shown, PER_PAGE, len(speakers))
+        some = speakers[(shown - 1) * PER_PAGE : shown * PER_PAGE]
+        plans = station.calendar.plans(first, end, devices=some) if some else []
     except (i18n.Refusal, OSError, ValueError):  # no site yet
-        plans = []
+        speakers, plans = [], []
+    kept = tuple(query.items())
     by_id = {c.sha256: c.title for c in station.library.clips()}
     now_ms = app_state(request).now_ms()
     aired: dict[tuple[str, str], PlayLogRow] = {}
@@ -353,6 +393,11 @@ def _page(
             for row in play_log(db, first, min(end, now_ms + 1)):
                 aired[(row.device_id, row.key)] = row
     lang = lang_of(request)
+    page = page_number(query.get("page"))
+    entries, total = station.scheduling.page(page, PER_PAGE)
+    if not entries and total:
+        page = clamp(page, PER_PAGE, total)
+        entries, total = station.scheduling.page(page, PER_PAGE)
     return render(
         request,
         "schedules.html",
@@ -365,12 +410,16 @@ def _page(
         preview=preview,
         form=form or {},
         repeats=list(REPEATS),
-        targets=speaker_targets(station),
+        choices=target_choices(station, request, "/schedules"),
+        checked=(form or {}).get("target", []),
         clips=station.library.clips(),
         clip_titles=by_id,
         stations=station.stations.stations(),
         station_names={s.id: s.name for s in station.stations.stations()},
-        entries=station.scheduling.entries(),
+        entries=entries,
+        pager=Pager(page, PER_PAGE, total, kept, path="/schedules"),
+        calendar_pager=Pager(shown, PER_PAGE, len(speakers), kept, "cpage", "/schedules"),
+        today=dt.datetime.now(LOCAL_TZ).strftime("%d/%m/%Y"),
         now_ms=now_ms,
         aired=aired,
         labels={r.key: r.label or r.item_id for p in plans + (named or []) for r in p.rows},
@@ -384,8 +433,13 @@ def schedules_page(request: Request, station: StationDep, who: Viewer) -> Respon
 
 
 async def _form(request: Request) -> dict[str, Any]:
+    """The form's fields, ``target`` as the list of every box ticked."""
     form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= 1000}
+    fields: dict[str, Any] = {
+        k: v for k, v in form.items() if isinstance(v, str) and len(v) <= 1000
+    }
+    fields["target"] = [v for v in form.getlist("target") if isinstance(v, str) and len(v) <= 60]
+    return fields
 
 
 @router.post("/schedules", include_in_schema=False)
@@ -413,7 +467,7 @@ def page_preview(
 ) -> Response:
     try:
         entry = _form_entry(form)
-        check_rrule(entry.rrule)
+        check_rrule(entry.rrule, len(entry.times))
         start = dt.date.fromisoformat(entry.dtstart[:10])
         first, end = period(start, 7)
         with refused_as_http():
