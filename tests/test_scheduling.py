@@ -134,13 +134,15 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     def rows(device: str) -> list[tuple[Any, ...]]:
         return [(r.item_id, r.outcome, r.start_ms, r.end_ms) for r in plans[device].rows]
 
-    # loa-1: its own priority item cuts the village bulletin; the "all" item then plays
+    # loa-1: its own priority item cuts the village bulletin, whose rest plays after it
+    # (resume_preempted); the "all" item then has too little left and is missed
     assert rows("loa-1") == [
         ("a", "preempted", at("2026-12-01T07:00:00"), at("2026-12-01T07:05:00")),
         ("b", "completed", at("2026-12-01T07:05:00"), at("2026-12-01T07:07:00")),
-        ("c", "completed", at("2026-12-01T07:08:00"), at("2026-12-01T07:13:00")),
+        ("c", "missed", None, None),
     ]
     assert plans["loa-1"].rows[0].preempted_by == "b@2026-12-01T07:05:00"
+    assert plans["loa-1"].rows[0].rests == ((at("2026-12-01T07:07:00"), at("2026-12-01T07:12:00")),)
     assert plans["loa-1"].rows[1].source == "xaso/dev/loa-1/schedule"
     # loa-3 (thon-1, no own item): the "all" item waits for the village bulletin, then
     # is joined two minutes in, so it still ends at 07:13 (broadcast.audio.lateness)
@@ -155,14 +157,17 @@ def test_calendar_and_conflict_preview_for_a_hand_checked_morning(
     conflicts = {
         p.device: [r.key for r in p.rows] for p in calendar.conflicts(day, day + 86_400_000)
     }
-    assert conflicts == {"loa-1": ["a@2026-12-01T07:00:00"], "loa-3": ["c@2026-12-01T07:08:00"]}
+    assert conflicts == {
+        "loa-1": ["a@2026-12-01T07:00:00", "c@2026-12-01T07:08:00"],
+        "loa-3": ["c@2026-12-01T07:08:00"],
+    }
     # the preview of an entry not saved yet: an emergency at 07:01 for loa-3
     proposed = entry("device:loa-3", one, "2026-12-01T07:01:00", item_id="d", level="emergency")
     preview = calendar.plans(day, day + 86_400_000, devices=["loa-3"], proposed=proposed)
     assert [(r.item_id, r.outcome, r.end_ms) for r in preview[0].rows] == [
-        ("a", "preempted", at("2026-12-01T07:01:00")),
+        ("a", "preempted", at("2026-12-01T07:01:00")),  # its rest: 07:02 to 07:11
         ("d", "completed", at("2026-12-01T07:02:00")),
-        ("c", "completed", at("2026-12-01T07:13:00")),
+        ("c", "missed", None),
     ]
     assert len(scheduling.entries()) == 3  # the preview wrote nothing
     # local rules (DOMAIN.md): at most one session of 5 minutes a day
