@@ -20,7 +20,6 @@ from controller.deps import DbSession, StationDep, require
 from controller.radio.broadcasting import BROADCAST_KINDS, BroadcastInfo, Held
 from controller.radio.station import Station, refused_as_http
 from controller.radio.targets import Target
-from controller.site.directory import ProvisioningError
 from controller.web.routes import error_responses, render
 from controller.web.routes.approvals import HeldOut, held_out
 from controller.web.routes.broadcast_schemas import (
@@ -231,16 +230,6 @@ def form_targets(values: list[str]) -> list[Target]:
     if not targets:
         raise i18n.Refusal(422, "bc.no_target")
     return targets
-
-
-def speaker_targets(station: Station) -> list[tuple[str, str]]:
-    """Every group and speaker of the site, as (form value, i18n key of its label)."""
-    try:
-        speakers = station.scheduling.fleet.speakers()
-    except (OSError, ProvisioningError, i18n.Refusal):  # no site yet: nothing to choose
-        return []
-    groups = sorted({g for d in speakers for g in d.groups})
-    return [(f"group:{g}", g) for g in groups] + [(f"device:{d.id}", d.id) for d in speakers]
 
 
 def broadcasts_page_with(request: Request, station: Station, error: i18n.Refusal) -> HTMLResponse:

@@ -28,7 +28,8 @@ from controller.deps import LANG_COOKIE, SESSION_COOKIE, AppState, StationDep
 from controller.radio.live_voice import LEAD_MS, LiveSession
 from controller.radio.station import Station
 from controller.web.routes import local_time, render
-from controller.web.routes.broadcasts import Broadcaster, form_targets, precheck, speaker_targets
+from controller.web.routes.broadcasts import Broadcaster, form_targets, precheck
+from controller.web.routes.targets import target_choices
 
 router = APIRouter(tags=["live"])
 MAX_CHUNK_BYTES = 256 * 1024  # MediaRecorder sends a few kB every 100 ms
@@ -82,7 +83,7 @@ def live_page(request: Request, station: StationDep, who: Broadcaster) -> Respon
         "live_voice.html",
         connected=station.connected,
         configured=request.app.state.xaso.streams is not None,
-        targets=speaker_targets(station),
+        choices=target_choices(station, request, "/live-voice"),
         levels=LIVE_LEVELS,
         lead_ms=LEAD_MS,
     )
