@@ -180,7 +180,9 @@ def test_bad_input_is_refused_in_vietnamese_and_changes_nothing(online: Ctl) -> 
     for bad_id in ("0", "abc", str(2**31)):
         refused(online.call("leader", "POST", f"/api/approvals/{bad_id}/approve"), 422)
     refused(online.call("leader", "POST", f"{path}/reviewed"), 409, "already_decided")
-    for bad in ({}, {"approval_required": "có"}, {"approval_required": True, "x": 1}):
+    flag = "approval_required"
+    bad_settings = ({}, {flag: "có"}, {flag: 0}, {flag: "true"}, {flag: True, "x": 1})
+    for bad in bad_settings:
         refused(online.call("admin", "PUT", "/api/settings/approval", json=bad), 422)
     assert online.call("leader", "GET", "/api/approvals").json() == [item]  # nothing changed
     assert online.call("leader", "POST", f"{path}/approve").status_code == 200

@@ -156,7 +156,7 @@ class RejectIn(BaseModel):
 class ApprovalSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    approval_required: bool
+    approval_required: Annotated[bool, Field(strict=True)]  # true or false, not 0 or "yes"
 
 
 def audit_held(db: DbSession, who: Principal, kind: str, ident: str, label: str) -> None:
