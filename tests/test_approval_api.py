@@ -260,3 +260,38 @@ def test_the_approvals_page_is_vietnamese_and_its_forms_refuse_bad_input(online:
     assert "approval_required" not in bad.text.split("<main", 1)[-1].split("<form", 1)[0]
     users = admin.get("/users", headers=html).text
     assert '<option value="leader">Lãnh đạo</option>' in users
+
+
+def test_a_broadcasters_relay_waits_for_a_leader_then_starts_with_its_fallback(
+    online: Ctl, probe: Any
+) -> None:
+    sha = setup(online)
+    vov = {"name": "VOV1", "url": "https://str.vov.gov.vn/vov1", "level": "priority",
+           "on_failure": "fallback", "fallback_sha256": sha}  # fmt: skip
+    made = online.call("broadcaster", "POST", "/api/stations", json=vov)
+    assert made.status_code == 201, made.text
+    relay = f"/api/stations/{made.json()['id']}/relay"
+    held = online.call("broadcaster", "POST", relay,
+                       json={"targets": group("thon-1"), "minutes": 30})  # fmt: skip
+    assert held.status_code == 202, held.text
+    assert held.json()["label"] == "VOV1"
+    assert online.call("officer", "GET", "/api/broadcasts").json() == []  # nothing sent
+    (waiting,) = online.call("leader", "GET", "/api/approvals").json()
+    assert waiting["kind"] == "play" and waiting["id"] == held.json()["approval_id"]
+    assert probe.on("xaso/grp/thon-1/cmd") == []
+    refused(online.call("broadcaster", "POST", f"/api/approvals/{waiting['id']}/approve"),
+            403, "error.forbidden")  # fmt: skip
+
+    approved = online.call("leader", "POST", f"/api/approvals/{waiting['id']}/approve")
+    assert approved.status_code == 200, approved.text
+    cmd = probe.wait_for(lambda m: m.topic == "xaso/grp/thon-1/cmd").json()
+    assert cmd["id"] == approved.json()["broadcast_id"] and cmd["type"] == "broadcast.stream"
+    body = cmd["body"]
+    assert body["url"] == vov["url"] and body["duration_s"] == 1800 and body["priority"] == 5
+    assert body["fallback"]["sha256"] == sha
+    sent = online.call("officer", "GET", "/api/broadcasts").json()
+    assert [b["kind"] for b in sent] == ["stream"]
+    assert sent[0]["created_by"].startswith("broadcaster")  # in its author's name
+    # an admin, who may approve, relays at once
+    direct = online.call("admin", "POST", relay, json={"targets": group("thon-2"), "minutes": 5})
+    assert direct.status_code == 201 and direct.json()["kind"] == "stream"

@@ -194,7 +194,20 @@ class Broadcasting:
         return info
 
     def send_approved(self, request: dict[str, Any], *, by: str) -> BroadcastInfo:
-        """A held play-now, once a leader approved it: sent now, in its author's name."""
+        """A held play-now or relay, once a leader approved it: sent now, in its author's
+        name."""
+        if "relay" in request:
+            relay = request["relay"]
+            sent = self.relay_now(
+                [Target(t["kind"], t["id"]) for t in request["targets"]],
+                StreamRef.model_validate(relay["stream"]),
+                by=by,
+                level=relay["level"],
+                label=relay["label"],
+                approved=True,
+            )
+            assert isinstance(sent, BroadcastInfo)  # approved: never held
+            return sent
         return self._play(request, by=by)
 
     def _play(
@@ -277,11 +290,32 @@ class Broadcasting:
         level: Level,
         label: str,
         lead_ms: int | None = None,
-    ) -> BroadcastInfo:
+        approved: bool = False,
+    ) -> BroadcastInfo | Held:
         """Relay a station's stream (controller.radio.relay_stations) on every speaker of
-        ``targets`` from one instant, its fallback clip with it."""
+        ``targets`` from one instant, its fallback clip with it.
+
+        A station's URL is anyone's to type in, so a relay owes approval as a play-now
+        does: held whole, it starts when a leader approves it, for its full length."""
         if level not in ("normal", "priority"):
             raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
+        if self.gate is not None and not approved:
+            decision = ruling(required=self.gate.required(), level=level, approved=approved)
+            if decision is Ruling.HOLD:
+                if not targets:
+                    raise Invalid("no_target", "Chưa chọn nơi phát", "No target chosen")
+                for target in targets:
+                    self.fleet.members(target)
+                request = {
+                    "targets": [{"kind": t.kind, "id": t.id} for t in targets],
+                    "relay": {"stream": stream.model_dump(mode="json"), "level": level,
+                              "label": label},
+                }  # fmt: skip
+                with self.sessions.begin() as session:
+                    row = self.gate.hold_play(
+                        session, by=by, label=label, targets=targets, request=request
+                    )
+                    return Held(row.id, label, list(targets))
         now = self.clock()
         at = now + (self.lead_ms if lead_ms is None else lead_ms)
         body = BroadcastStream(

@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Path, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
-from controller.radio.broadcasting import BroadcastInfo
+from controller.radio.broadcasting import BroadcastInfo, Held
 from controller.radio.relay_stations import (
     MAX_RELAY_MIN,
     RadioStation,
@@ -28,6 +28,7 @@ from controller.radio.relay_stations import (
 )
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.web.routes import error_responses, render
+from controller.web.routes.approvals import HeldOut, held_out
 from controller.web.routes.broadcast_schemas import BroadcastSentOut, ClipSha, Label, Targets
 from controller.web.routes.broadcasts import (
     audit_sent,
@@ -156,7 +157,8 @@ def delete(station: Station, db: DbSession, who: Principal, station_id: int) -> 
 
 def relay(
     station: Station, db: DbSession, who: Principal, station_id: int, body: RelayIn
-) -> BroadcastInfo:
+) -> BroadcastInfo | HeldOut:
+    """Relayed now, or held back for a leader's approval (and audited as prepared)."""
     targets = [t.target() for t in body.targets]
     with refused_as_http():
         chosen = station.stations.get(station_id)
@@ -170,7 +172,10 @@ def relay(
             by=who.name,
             level=chosen.level,  # type: ignore[arg-type]
             label=body.label or chosen.name,
+            approved=who.can(Permission.APPROVE),
         )
+    if isinstance(info, Held):
+        return held_out(db, who, info)
     audit_sent(db, who, "broadcast.relay", info)
     return info
 
@@ -207,14 +212,21 @@ def api_delete(
     "/api/stations/{station_id}/relay",
     response_model=BroadcastSentOut,
     status_code=201,
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses={
+        **error_responses(401, 403, 404, 409, 422, 503),
+        202: {"model": HeldOut, "description": "Waits for approval"},
+    },
 )
 def api_relay(
     station_id: StationId, body: RelayIn, station: StationDep, db: DbSession, who: Broadcaster
-) -> BroadcastSentOut:
+) -> BroadcastSentOut | JSONResponse:
     """Relay the station now on every speaker of the targets, for `minutes`; stop it with
-    POST /api/broadcasts/stop."""
-    return BroadcastSentOut.of(relay(station, db, who, station_id, body))
+    POST /api/broadcasts/stop. With the commune's approval on, a broadcaster's relay waits
+    for a leader: 202, and it starts, for its full length, once approved."""
+    info = relay(station, db, who, station_id, body)
+    if isinstance(info, HeldOut):
+        return JSONResponse(info.model_dump(), status_code=202)
+    return BroadcastSentOut.of(info)
 
 
 # pages
@@ -355,4 +367,6 @@ def page_relay(
         info = relay(station, db, who, int(station_id), body)
     except i18n.Refusal as refused:
         return broadcasts_page_with(request, station, refused)
+    if isinstance(info, HeldOut):
+        return RedirectResponse("/broadcasts?held=1", status_code=303)
     return RedirectResponse(f"/broadcasts?sent={info.id}", status_code=303)
