@@ -300,6 +300,15 @@ class Bus:
         if not self._pubacks.wait(info.mid, timeout_s):
             raise BusError(f"the broker did not acknowledge {topic} within {timeout_s} s")
 
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1) -> bool:
+        """Hand a message to paho without waiting for its PUBACK (ingest's receipts, sent
+        from the writer thread); False when paho cannot take it. While disconnected
+        paho keeps a QoS 1 message and sends it after the reconnect."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES} for {topic}")
+        info = self._client.publish(topic, payload, qos=qos)
+        return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+
     # paho's network thread
 
     def _arm_backoff(self) -> None:
