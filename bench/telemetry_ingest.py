@@ -91,11 +91,15 @@ def _publish(  # noqa: PLR0917 - a process target takes its arguments by positio
     client.loop_start()
     topics = [f"xaso/dev/dev-{n:04d}/telemetry" for n in devices]
     count = len(topics)
-    payload = _payload(devices.start)
+    # each sample its own ts: ingest stores one sample per (device, ts)
+    head, tail = _payload(devices.start).split(b'"ts":', 1)
+    tail = tail.split(b",", 1)[1]
+    base_ms = time.time_ns() // 1_000_000
     tick_s, sent, started = 0.01, 0, time.monotonic()
     while not stop.is_set():
         due = int((time.monotonic() - started) * rate)
         while sent < due:
+            payload = b'%s"ts":%d,%s' % (head, base_ms + sent, tail)
             client.publish(topics[sent % count], payload, qos=qos)
             sent += 1
         time.sleep(tick_s)

@@ -93,6 +93,11 @@ class LocalStore:
         with self._lock:
             self._db.close()
 
+    def rows_written(self) -> int:
+        """Rows inserted, changed or deleted since the file was opened (bench/receipts.py)."""
+        with self._lock:
+            return self._db.total_changes
+
     # outbox
 
     def outbox_put(
