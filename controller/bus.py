@@ -93,14 +93,27 @@ class _AckWaits:
         self._lock = threading.Lock()
         self._waiting: dict[int, threading.Event] = {}
         self._early: set[int] = set()
+        self._unwatched: set[int] = set()  # sent without a wait: their acks are dropped
 
     def arrived(self, mid: int) -> None:
         with self._lock:
+            if mid in self._unwatched:
+                self._unwatched.discard(mid)
+                return
             done = self._waiting.pop(mid, None)
             if done is None:
                 self._early.add(mid)
         if done is not None:
             done.set()
+
+    def unwatched(self, mid: int) -> None:
+        """Nobody waits for ``mid``: drop its ack, even one that came already, so it
+        never counts for a later message with the same (reused) id."""
+        with self._lock:
+            if mid in self._early:
+                self._early.discard(mid)
+            else:
+                self._unwatched.add(mid)
 
     def wait(self, mid: int, timeout_s: float) -> bool:
         """True once ``mid`` is acked. On a timeout the wait stays registered, so
@@ -307,7 +320,10 @@ class Bus:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES} for {topic}")
         info = self._client.publish(topic, payload, qos=qos)
-        return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+        taken = info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+        if taken and qos > 0:
+            self._pubacks.unwatched(info.mid)
+        return taken
 
     # paho's network thread
 

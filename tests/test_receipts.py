@@ -344,3 +344,19 @@ def test_the_migration_keeps_one_copy_of_each_sample_stored_before(database_url:
         assert rows == [("loa-1", 1, 10), ("loa-1", 2, 12), ("loa-2", 1, 13)]
     engine.dispose()
     command.downgrade(alembic_config(database_url), "fleet_0005_upward")
+
+
+def test_acks_of_receipts_are_not_kept_for_a_later_publish(site: Any, broker: Any) -> None:
+    """A receipt's PUBACK must not be taken for a later message's: the message-id
+    space wraps, and an ack kept as "early" would end a later publish's wait."""
+    user, password = site.controller_credentials()
+    bus = Bus(broker.host, broker.port, user, password, client_id="receipts-acks")
+    bus.start()
+    try:
+        for n in range(500):
+            assert bus.publish_nowait("xaso/dev/loa-1/receipt", b'{"ids":["e%d"],"ts":1}' % n)
+        bus.publish("xaso/dev/loa-1/receipt", b'{"ids":["last"],"ts":1}')  # waits for its own
+        acks = bus._pubacks
+        eventually(lambda: not acks._early and not acks._unwatched, what="no ack left over")
+    finally:
+        bus.close()
