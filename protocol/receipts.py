@@ -9,6 +9,7 @@ it is not signed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from typing import Annotated
 
@@ -32,7 +33,7 @@ class Receipt(BaseModel):
 
 def receipts_for(ids: Iterable[str], now_ms: int) -> Iterator[bytes]:
     """The receipts of one device's stored events, in as few messages as fit."""
-    unique = list(dict.fromkeys(ids))
+    unique = list(dict.fromkeys(ids))  # ids ingest validated already: no model on this path
     for start in range(0, len(unique), RECEIPT_MAX_IDS):
         chunk = unique[start : start + RECEIPT_MAX_IDS]
-        yield Receipt(ids=chunk, ts=now_ms).model_dump_json().encode()
+        yield json.dumps({"ids": chunk, "ts": now_ms}, separators=(",", ":")).encode()
