@@ -213,6 +213,41 @@ def test_with_receipts_off_a_row_goes_on_the_brokers_puback(fleet: Any, probe: P
         agent.close()
 
 
+def _outbox_ids(state: Path) -> list[str]:
+    """The event ids in an agent's outbox file, read beside the running agent (WAL)."""
+    db = sqlite3.connect(state)
+    try:
+        return [e for (e,) in db.execute("SELECT event_id FROM outbox WHERE event_id IS NOT NULL")]
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_records_waiting_for_receipts_survive_kill9_and_go_once_receipted(
+    fleet: Any, probe: Probe, tmp_path: Path
+) -> None:
+    written = tmp_path / "written.log"
+    writer = fleet.event_writer("loa-1", written, 0.0, 20, receipt_timeout_s=1.0)
+    writer.start()
+    eventually(lambda: written.exists() and "done" in written.read_text(), what="20 written")
+    ids = [line for line in written.read_text().splitlines() if line != "done"]
+    probe.wait_until(lambda _: set(ids) <= set(_events(probe)), 60)
+    writer.kill9()  # every one PUBACKed, none receipted
+    state = tmp_path / "state" / "loa-1" / "agent.sqlite3"
+    assert set(ids) <= set(_outbox_ids(state))
+
+    fleet.spawn("loa-1", receipt_timeout_s=1.0)  # the same identity and state file, again
+    seen = len(probe.messages)
+    probe.wait_until(lambda ms: set(ids) <= set(_events_in(ms[seen:])), 60)  # sent again
+    receipt = Receipt(ids=list(dict.fromkeys(_events(probe))), ts=NOW)
+    probe.publish("xaso/dev/loa-1/receipt", receipt.model_dump_json().encode())
+    eventually(lambda: not set(ids) & set(_outbox_ids(state)), what="the receipted rows gone")
+
+
+def _events_in(messages: list[Any]) -> list[str]:
+    return [json.loads(m.payload)["id"] for m in messages if m.topic == "xaso/dev/loa-1/event"]
+
+
 # the controller
 
 
