@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from edge.store import LocalStore
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # Publishes one row: its message id, None when the client cannot take it now,
 # ValueError when it never will.
 PublishFn = Callable[[str, bytes, int], int | None]
+RESEND_CHECK_S = 1.0
 
 
 class Outbox:
@@ -51,6 +53,7 @@ class Outbox:
         self._timeout_max_ms = int(receipt_timeout_max_s * 1000)
         self.resent = 0  # rows sent again for want of a receipt, since start
         self._reconnected = False
+        self._next_check = 0.0  # monotonic: when to look for rows due again
         # mid -> (seq, kept until a receipt); touched by the worker only
         self._inflight: dict[int, tuple[int, bool]] = {}
         self._cursor = 0  # highest seq handed to the client
@@ -100,6 +103,8 @@ class Outbox:
     # the worker
 
     def start(self) -> None:
+        if not self.receipts:  # rows a run with receipts left waiting: sent once more, as new
+            self._store.outbox_forget_receipts()
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self._thread.start()
 
@@ -178,10 +183,16 @@ class Outbox:
             self._cursor = row.seq
 
     def _resend_due(self) -> None:
-        """Send again, with the same event id, what no receipt named in time."""
-        if self._reconnected:
-            self._reconnected = False
+        """Send again, with the same event id, what no receipt named in time. At most
+        once a second (the query reads every row waiting), and at once after a reconnect."""
+        if not self.receipts:
+            return
+        reconnected, self._reconnected = self._reconnected, False
+        if reconnected:
             self._store.outbox_reset_tries()
+        elif time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + RESEND_CHECK_S
         room = self._window - len(self._inflight)
         if room <= 0:
             return
@@ -198,6 +209,8 @@ class Outbox:
             started.append(row.seq)
         # marked now, so the next turn does not pick them again before their PUBACK
         self._store.outbox_sent(started, now, resent=True)
+        if len(started) == room:
+            self._next_check = 0.0  # more may be due: go on at the next turn
         self.resent += len(started)
         if started:
             log.info("sent %d record(s) again: no receipt from the controller yet", len(started))

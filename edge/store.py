@@ -156,6 +156,15 @@ class LocalStore:
         with self._lock:
             self._db.execute("UPDATE outbox SET tries = 0 WHERE tries > 0")
 
+    def outbox_forget_receipts(self) -> None:
+        """Receipts switched off: rows waiting for one become new rows, sent once more and
+        deleted on PUBACK."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET event_id = NULL, sent_ms = NULL, tries = 0"
+                " WHERE event_id IS NOT NULL OR sent_ms IS NOT NULL"
+            )
+
     def outbox_receipted(self, event_ids: Iterable[str]) -> int:
         """Delete the rows of these events, now stored by the controller; how many went."""
         batch = [(e,) for e in event_ids]

@@ -395,3 +395,23 @@ def test_acks_of_receipts_are_not_kept_for_a_later_publish(site: Any, broker: An
         eventually(lambda: not acks._early and not acks._unwatched, what="no ack left over")
     finally:
         bus.close()
+
+
+def test_rows_left_waiting_go_once_receipts_are_switched_off(fleet: Any, probe: Probe) -> None:
+    """A run with receipts left rows waiting; the next run, without, sends them once more
+    and deletes them on PUBACK, rather than keeping them for ever."""
+    first = Agent(load_config(fleet.config("loa-1")))
+    first.start()
+    try:
+        event_id = first.emit(PlayMissed(key="k1", reason="test")).id
+        assert first.outbox.wait_sent(60)
+    finally:
+        first.close()
+    seen = len(probe.messages)
+    second = Agent(load_config(fleet.config("loa-1", receipts=False)))
+    second.start()
+    try:
+        assert second.outbox.wait_empty(60)
+        probe.wait_until(lambda ms: event_id in _events_in(ms[seen:]), 60)
+    finally:
+        second.close()
