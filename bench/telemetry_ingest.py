@@ -81,7 +81,7 @@ def _no_delay(client: paho.Client) -> None:
 
 
 def _publish(  # noqa: PLR0917 - a process target takes its arguments by position
-    host: str, port: int, devices: range, rate: float, stop: Any, qos: int
+    host: str, port: int, devices: range, rate: float, stop: Any, qos: int, ready: Any
 ) -> None:
     """One publisher process: ``devices`` (as dev-NNNN), ``rate`` messages/s."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
@@ -91,11 +91,16 @@ def _publish(  # noqa: PLR0917 - a process target takes its arguments by positio
     client.loop_start()
     topics = [f"xaso/dev/dev-{n:04d}/telemetry" for n in devices]
     count = len(topics)
-    payload = _payload(devices.start)
+    # each sample its own ts: ingest stores one sample per (device, ts)
+    head, tail = _payload(devices.start).split(b'"ts":', 1)
+    tail = tail.split(b",", 1)[1]
+    base_ms = time.time_ns() // 1_000_000
+    ready.set()  # a spawned process takes seconds to start on a loaded machine
     tick_s, sent, started = 0.01, 0, time.monotonic()
     while not stop.is_set():
         due = int((time.monotonic() - started) * rate)
         while sent < due:
+            payload = b'%s"ts":%d,%s' % (head, base_ms + sent, tail)
             client.publish(topics[sent % count], payload, qos=qos)
             sent += 1
         time.sleep(tick_s)
@@ -107,6 +112,7 @@ def _measure(count: Callable[[], int], host: str, port: int, args: argparse.Name
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     share = DEVICES // args.publishers
+    readies = [ctx.Event() for _ in range(args.publishers)]
     procs = [
         ctx.Process(
             target=_publish,
@@ -117,12 +123,15 @@ def _measure(count: Callable[[], int], host: str, port: int, args: argparse.Name
                 args.rate / args.publishers,
                 stop,
                 args.qos,
+                readies[p],
             ),
         )
         for p in range(args.publishers)
     ]
     for p in procs:
         p.start()
+    if not all(r.wait(120) for r in readies):
+        raise RuntimeError("a publisher did not start")
     time.sleep(WARMUP_S)
     c1, t1 = count(), time.monotonic()
     time.sleep(args.seconds)

@@ -93,14 +93,27 @@ class _AckWaits:
         self._lock = threading.Lock()
         self._waiting: dict[int, threading.Event] = {}
         self._early: set[int] = set()
+        self._unwatched: set[int] = set()  # sent without a wait: their acks are dropped
 
     def arrived(self, mid: int) -> None:
         with self._lock:
+            if mid in self._unwatched:
+                self._unwatched.discard(mid)
+                return
             done = self._waiting.pop(mid, None)
             if done is None:
                 self._early.add(mid)
         if done is not None:
             done.set()
+
+    def unwatched(self, mid: int) -> None:
+        """Nobody waits for ``mid``: drop its ack, even one that came already, so it
+        never counts for a later message with the same (reused) id."""
+        with self._lock:
+            if mid in self._early:
+                self._early.discard(mid)
+            else:
+                self._unwatched.add(mid)
 
     def wait(self, mid: int, timeout_s: float) -> bool:
         """True once ``mid`` is acked. On a timeout the wait stays registered, so
@@ -299,6 +312,18 @@ class Bus:
             raise BusError(f"cannot publish to {topic}: {paho.error_string(info.rc)}")
         if not self._pubacks.wait(info.mid, timeout_s):
             raise BusError(f"the broker did not acknowledge {topic} within {timeout_s} s")
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1) -> bool:
+        """Hand a message to paho without waiting for its PUBACK (ingest's receipts, sent
+        from the writer thread); False when paho cannot take it. While disconnected
+        paho keeps a QoS 1 message and sends it after the reconnect."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES} for {topic}")
+        info = self._client.publish(topic, payload, qos=qos)
+        taken = info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+        if taken and qos > 0:
+            self._pubacks.unwatched(info.mid)
+        return taken
 
     # paho's network thread
 

@@ -31,6 +31,7 @@ from protocol.commands import ConfigSet, DeviceVolume, Strict
 from protocol.envelope import Opened
 from protocol.events import AgentStarted, Body, new_event
 from protocol.host import BrokerLogin
+from protocol.receipts import Receipt
 from protocol.signing import Keyring
 from protocol.topics import Topics
 from protocol.uplink import Event, Status, Telemetry
@@ -119,7 +120,17 @@ class Agent:
             on_message=self._received,
             on_published=self._published,
         )
-        self.outbox = Outbox(self.store, self.link.publish, now_ms)
+        mqtt = config.mqtt
+        self.outbox = Outbox(
+            self.store,
+            self.link.publish,
+            now_ms,
+            receipts=mqtt.receipts,
+            receipt_timeout_s=mqtt.receipt_timeout_s,
+            receipt_timeout_max_s=mqtt.receipt_timeout_max_s,
+        )
+        if mqtt.receipts:
+            self.listen(self.topics.receipt(self.device_id), self._receipt)
         # its own retained status, to see another run of this identity (docs/broker-security.md)
         self.listen(self.topics.status(self.device_id), self._own_status)
         self._register_builtin_handlers()
@@ -233,8 +244,18 @@ class Agent:
     def emit(self, body: Body) -> Event:
         """Record an event durably; it reaches the controller when the network allows."""
         event = new_event(body, self.now_ms())
-        self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1)
+        self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1, event_id=event.id)
         return event
+
+    def _receipt(self, payload: bytes) -> None:
+        """The controller stored these events: their outbox rows go."""
+        try:
+            receipt = Receipt.model_validate_json(payload)
+        except ValidationError as exc:
+            self.dispatcher.refused["bad_receipt"] += 1
+            log.warning("ignored a receipt that does not fit: %s", str(exc).splitlines()[0])
+            return
+        self.outbox.receipted(receipt.ids)
 
     def _own_status(self, payload: bytes) -> None:
         """The device's status by another run: on a reconnect, a clone's doing. (What the
@@ -294,6 +315,8 @@ class Agent:
                 "schedule_version": versions.get(own + "schedule", 0),
                 "documents": versions,
                 "outbox_len": self.store.outbox_len(),
+                "outbox_awaiting": self.store.outbox_awaiting(),
+                "outbox_resent": self.outbox.resent,
                 "refused": dict(self.dispatcher.refused),
                 "volume_pct": self.volume_pct,
                 "agent": __version__,

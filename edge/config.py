@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from broadcast.config import SpeakerSection
 from kiosk.config import KioskSection
@@ -53,6 +53,12 @@ class MqttSection(Section):
     takeover_stable_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
     takeover_hold_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     takeover_hold_max_s: Annotated[float, Field(gt=0, le=86400)] = 1800.0
+    # Keep each event until the controller's receipt names it, sending it again after
+    # receipt_timeout_s, doubling up to receipt_timeout_max_s (docs/delivery.md). Off only
+    # for a controller older than receipts, which would let the outbox grow for ever.
+    receipts: StrictBool = True
+    receipt_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
+    receipt_timeout_max_s: Annotated[float, Field(ge=1, le=604800)] = 3600.0
 
     @field_validator("root")
     @classmethod
@@ -70,6 +76,8 @@ class MqttSection(Section):
             raise ValueError("'reconnect_max_s' must be at least 'reconnect_min_s'")
         if self.takeover_hold_max_s < self.takeover_hold_s:
             raise ValueError("'takeover_hold_max_s' must be at least 'takeover_hold_s'")
+        if self.receipt_timeout_max_s < self.receipt_timeout_s:
+            raise ValueError("'receipt_timeout_max_s' must be at least 'receipt_timeout_s'")
         return self
 
 

@@ -20,7 +20,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    event_id TEXT,
+    sent_ms INTEGER,
+    tries INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS seen_command (
     id TEXT PRIMARY KEY,
@@ -41,12 +44,18 @@ CREATE TABLE IF NOT EXISTS setting (
 """
 
 
+# Columns added for receipts (docs/delivery.md) to an outbox made by an older agent.
+_OUTBOX_COLUMNS = {"event_id": "TEXT", "sent_ms": "INTEGER", "tries": "INTEGER NOT NULL DEFAULT 0"}
+_RECEIPT_INDEX = "CREATE INDEX IF NOT EXISTS outbox_event_id ON outbox (event_id)"
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     seq: int
     topic: str
     payload: bytes
     qos: int
+    event_id: str | None = None  # kept after PUBACK until the controller's receipt names it
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,15 @@ class LocalStore:
         self.path = path
         self._db = open_durable(path, _SCHEMA, "state file")
         self._lock = threading.Lock()
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add what a newer agent keeps to a state file an older one made."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        for name, kind in _OUTBOX_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
+        self._db.execute(_RECEIPT_INDEX)
 
     def journal_mode(self) -> str:
         with self._lock:
@@ -75,25 +93,90 @@ class LocalStore:
         with self._lock:
             self._db.close()
 
+    def rows_written(self) -> int:
+        """Rows inserted, changed or deleted since the file was opened (bench/receipts.py)."""
+        with self._lock:
+            return self._db.total_changes
+
     # outbox
 
-    def outbox_put(self, topic: str, payload: bytes, qos: int, now_ms: int) -> int:
+    def outbox_put(
+        self, topic: str, payload: bytes, qos: int, now_ms: int, event_id: str | None = None
+    ) -> int:
+        """Store a row; one with an ``event_id`` stays until a receipt names that id."""
         with self._lock:
             cur = self._db.execute(
-                "INSERT INTO outbox (topic, payload, qos, created_ms) VALUES (?, ?, ?, ?)",
-                (topic, payload, qos, now_ms),
+                "INSERT INTO outbox (topic, payload, qos, created_ms, event_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (topic, payload, qos, now_ms, event_id),
             )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     def outbox_batch(self, after_seq: int, limit: int) -> list[OutboxRow]:
-        """The oldest rows after ``after_seq`` (rows up to it are already with the client)."""
+        """The oldest rows never sent after ``after_seq`` (those up to it are with the client)."""
+        return self._rows(
+            "SELECT seq, topic, payload, qos, event_id FROM outbox"
+            " WHERE seq > ? AND sent_ms IS NULL ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+
+    def outbox_due(self, now_ms: int, timeout_ms: int, max_ms: int, limit: int) -> list[OutboxRow]:
+        """Rows the broker took but no receipt named in time: ``timeout_ms`` after the
+        PUBACK, doubled for each resend so far, at most ``max_ms``."""
+        return self._rows(
+            "SELECT seq, topic, payload, qos, event_id FROM outbox"
+            " WHERE sent_ms IS NOT NULL AND sent_ms + MIN(? << MIN(tries, 20), ?) <= ?"
+            " ORDER BY seq LIMIT ?",
+            (timeout_ms, max_ms, now_ms, limit),
+        )
+
+    def _rows(self, sql: str, args: tuple[int, ...]) -> list[OutboxRow]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, topic, payload, qos FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-        return [OutboxRow(seq, topic, bytes(payload), qos) for seq, topic, payload, qos in rows]
+            rows = self._db.execute(sql, args).fetchall()
+        return [OutboxRow(seq, t, bytes(p), qos, e) for seq, t, p, qos, e in rows]
+
+    def outbox_sent(self, seqs: Iterable[int], now_ms: int, *, resent: bool = False) -> None:
+        """The broker has these rows (or a resend of them starts): wait for their receipt."""
+        batch = [(now_ms, s) for s in seqs]
+        if not batch:
+            return
+        sql = (
+            "UPDATE outbox SET sent_ms = ?, tries = tries + 1 WHERE seq = ?"
+            if resent
+            else "UPDATE outbox SET sent_ms = ? WHERE seq = ?"
+        )
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(sql, batch)
+            self._db.execute("COMMIT")
+
+    def outbox_reset_tries(self) -> None:
+        """After a reconnect: every row past its first timeout is sent again at once."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET tries = 0 WHERE tries > 0")
+
+    def outbox_forget_receipts(self) -> None:
+        """Receipts switched off: rows waiting for one become new rows, sent once more and
+        deleted on PUBACK."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET event_id = NULL, sent_ms = NULL, tries = 0"
+                " WHERE event_id IS NOT NULL OR sent_ms IS NOT NULL"
+            )
+
+    def outbox_receipted(self, event_ids: Iterable[str]) -> int:
+        """Delete the rows of these events, now stored by the controller; how many went."""
+        batch = [(e,) for e in event_ids]
+        if not batch:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN")
+            before = self._db.total_changes
+            self._db.executemany("DELETE FROM outbox WHERE event_id = ?", batch)
+            gone = self._db.total_changes - before
+            self._db.execute("COMMIT")
+        return gone
 
     def outbox_delete(self, seqs: Iterable[int]) -> None:
         batch = [(s,) for s in seqs]
@@ -107,6 +190,14 @@ class LocalStore:
     def outbox_len(self) -> int:
         with self._lock:
             (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(count)
+
+    def outbox_awaiting(self) -> int:
+        """Rows the broker has and no receipt has named yet."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NOT NULL"
+            ).fetchone()
         return int(count)
 
     # replay protection

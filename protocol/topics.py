@@ -24,6 +24,7 @@ DEVICE_LEAVES = (
     "config",
     "schedule",
     "bookings",
+    "receipt",
 )
 GROUP_LEAVES = ("cmd", "schedule")
 # what the controller signs, and a target names (bookings: a kiosk's booked citizens)
@@ -99,6 +100,10 @@ class Topics:
 
     def ack(self, device_id: str) -> str:
         return self.dev(device_id, "ack")
+
+    def receipt(self, device_id: str) -> str:
+        """The controller's receipts of a device's events, once stored (docs/delivery.md)."""
+        return self.dev(device_id, "receipt")
 
     def cmd(self, device_id: str) -> str:
         return self.dev(device_id, "cmd")

@@ -88,5 +88,7 @@ class Telemetry(Open):
     volume_pct: int | None = None
     clip_cache: dict[str, int] = {}
     outbox_len: int = 0
+    outbox_awaiting: int = 0  # of outbox_len: with the broker, waiting for a receipt
+    outbox_resent: int = 0  # rows sent again for want of a receipt, since the agent started
     refused: dict[str, int] = {}
     agent: str = ""

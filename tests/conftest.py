@@ -75,15 +75,21 @@ class Fleet:
         self.processes.append(proc)
         return proc
 
-    def event_writer(self, device: str, written: Path) -> AgentProcess:
+    def event_writer(
+        self, device: str, written: Path, *pace: float | int, **mqtt: Any
+    ) -> AgentProcess:
+        """An agent writing events (tests/drivers/write_events.py); ``pace``: seconds
+        between events, and how many to write."""
+        config = self.config(device, **mqtt)
         argv = [
             sys.executable,
             "-m",
             "tests.drivers.write_events",
-            str(self.config(device)),
+            str(config),
             str(written),
+            *map(str, pace),
         ]
-        proc = AgentProcess(self.config(device), self.tmp / f"{device}-writer.log", argv)
+        proc = AgentProcess(config, self.tmp / f"{device}-writer.log", argv)
         self.processes.append(proc)
         return proc
 

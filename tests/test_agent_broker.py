@@ -289,7 +289,9 @@ def test_broker_outage_of_30s_loses_nothing_and_duplicates_nothing(fleet, probe,
         fleet.seal("config.set", {"version": 1}, cmd_id="cfg-1", to=cfg_topic),
         retain=True,
     )
-    agent = Agent(load_config(fleet.config("loa-1", reconnect_min_s=0.5, reconnect_max_s=4)))
+    # no controller here to send receipts: the outbox's PUBACK path alone
+    config = fleet.config("loa-1", reconnect_min_s=0.5, reconnect_max_s=4, receipts=False)
+    agent = Agent(load_config(config))
     agent.start()
     try:
         probe.ack_for("loa-1", "cfg-1")

@@ -85,6 +85,7 @@ def test_acl_text() -> None:
         "pattern read xaso/dev/%u/config",
         "pattern read xaso/dev/%u/schedule",
         "pattern read xaso/dev/%u/bookings",
+        "pattern read xaso/dev/%u/receipt",
         "pattern read xaso/dev/%u/status",
         "user loa-1",
         "topic read xaso/grp/thon-1/cmd",

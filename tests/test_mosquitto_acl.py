@@ -69,7 +69,7 @@ def test_device_writes_its_uplink_and_reads_its_commands(site, clients) -> None:
     controller = as_controller(clients, site)
     ingest = Collector(controller, "xaso/#")
     a = as_device(clients, site, "loa-a")
-    inbox = Collector(a, ["xaso/dev/loa-a/cmd", "xaso/dev/loa-a/config"])
+    inbox = Collector(a, ["xaso/dev/loa-a/cmd", "xaso/dev/loa-a/config", "xaso/dev/loa-a/receipt"])
     for leaf in DEVICE_WRITES:
         publish(a, f"xaso/dev/loa-a/{leaf}", leaf.encode(), retain=leaf == "status")
         ingest.wait_topic(f"xaso/dev/loa-a/{leaf}", leaf.encode())
@@ -77,6 +77,8 @@ def test_device_writes_its_uplink_and_reads_its_commands(site, clients) -> None:
     publish(controller, "xaso/dev/loa-a/cmd", b"ping")
     inbox.wait_topic("xaso/dev/loa-a/cmd", b"ping")
     inbox.wait_topic("xaso/dev/loa-a/config", b"doc")
+    publish(controller, "xaso/dev/loa-a/receipt", b"stored")
+    inbox.wait_topic("xaso/dev/loa-a/receipt", b"stored")
 
 
 def test_device_cannot_write_under_another_device(site, clients) -> None:
@@ -84,6 +86,7 @@ def test_device_cannot_write_under_another_device(site, clients) -> None:
     a = as_device(clients, site, "loa-a")
     forbidden = [f"xaso/dev/loa-b/{leaf}" for leaf in (*DEVICE_WRITES, *DEVICE_READS)]
     forbidden += ["xaso/dev/loa-a/cmd", "xaso/dev/loa-a/config", "xaso/grp/thon-1/cmd", "xaso/x"]
+    forbidden += ["xaso/dev/loa-a/receipt"]  # its own receipts come from the controller only
     for topic in forbidden:
         publish(a, topic, b"forged")  # mosquitto acknowledges and drops it
     publish(a, "xaso/dev/loa-a/event", b"control")

@@ -132,11 +132,14 @@ class BehindDevice(Base):
 class TelemetrySample(Base):
     """One telemetry message at full resolution; deleted after the raw retention.
 
-    Read only by time (roll-ups, pruning), so its one index is ``received_ms``:
-    a second on ``(device_id, received_ms)`` cost a third of the table's bytes.
+    Read only by time (roll-ups, pruning), so its one index for reading is
+    ``received_ms``: a second on ``(device_id, received_ms)`` cost a third of the
+    table's bytes. ``(device_id, ts_ms)`` is unique, which costs as much, so that
+    a sample delivered twice is stored once (docs/delivery.md).
     """
 
     __tablename__ = "telemetry_samples"
+    __table_args__ = (Index("ux_telemetry_samples_sample", "device_id", "ts_ms", unique=True),)
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(ID)

@@ -26,12 +26,23 @@ class RawRows:
     one per row: ``VALUES (...), (...)`` of up to MULTIROW rows on SQLite (one
     step, one GIL release per chunk), one array per column through
     ``unnest`` on PostgreSQL (psycopg splits a long query text in Python).
+
+    ``suffix``: SQL appended to every statement, the same in both dialects
+    (``ON CONFLICT (...) DO NOTHING``), made of names from our code only.
     """
 
-    def __init__(self, stmt: ClauseElement, keys: Sequence[str], *, multirow: bool = False) -> None:
+    def __init__(
+        self,
+        stmt: ClauseElement,
+        keys: Sequence[str],
+        *,
+        multirow: bool = False,
+        suffix: str = "",
+    ) -> None:
         self.stmt = stmt
         self.keys = tuple(keys)
         self.multirow = multirow
+        self.suffix = f" {suffix}" if suffix else ""
         self._compiled: dict[str, tuple[str, Callable[[tuple[Any, ...]], Any]]] = {}
 
     def _compile(self, dialect: Dialect) -> tuple[str, Callable[[tuple[Any, ...]], Any]]:
@@ -56,18 +67,20 @@ class RawRows:
         conn = session.connection()
         if self.multirow and conn.dialect.name == "postgresql":
             conn.exec_driver_sql(
-                self._unnest(conn.dialect), tuple(map(list, zip(*rows, strict=True)))
+                self._unnest(conn.dialect) + self.suffix,
+                tuple(map(list, zip(*rows, strict=True))),
             )
             return
         sql, pick = self._compile(conn.dialect)
         if not self.multirow:
-            conn.exec_driver_sql(sql, [pick(r) for r in rows])
+            conn.exec_driver_sql(sql + self.suffix, [pick(r) for r in rows])
             return
         head, values = sql.split(" VALUES ", 1)
         for start in range(0, len(rows), MULTIROW):
             chunk = rows[start : start + MULTIROW]
             params = tuple(chain.from_iterable(map(pick, chunk)))
-            conn.exec_driver_sql(f"{head} VALUES {', '.join([values] * len(chunk))}", params)
+            text = f"{head} VALUES {', '.join([values] * len(chunk))}{self.suffix}"
+            conn.exec_driver_sql(text, params)
 
     def _unnest(self, dialect: Dialect) -> str:
         """PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column)."""

@@ -35,6 +35,15 @@ read none of them: a device that joined "ingest" would silently take its
 share of the whole fleet's records away from the controller. A device's
 credentials do not tell it the controller's group.
 
+After each commit the writer sends every device of the batch one receipt
+listing the ids of its events that are now in the database, those that were
+there already included (a resend after a lost receipt), and then settles the
+batch with the broker. The edge keeps each event until a receipt names it, so
+a broker that crashes before its snapshot loses nothing (docs/delivery.md).
+A replica receipts what it committed; on a shared subscription each event
+reaches one replica, and a copy that reaches two is receipted twice, which
+the edge ignores.
+
 What each batch writes, and how, is in controller/fleet/ingest_writes.py.
 Retention and downsampling are in controller/fleet/rollups.py.
 """
@@ -60,6 +69,7 @@ from controller.fleet.ingest_writes import AckHook, Item, SeenDevices, write_bat
 from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
 from protocol.events import read_body
+from protocol.receipts import receipts_for
 from protocol.topics import Topics
 from protocol.uplink import Ack, Event, Status, Telemetry
 
@@ -106,6 +116,8 @@ class IngestStats:
     batches: int = 0
     dropped: int = 0  # messages the database refused on their own, WRITE_RETRIES times
     write_errors: int = 0  # failed attempts to write a batch
+    receipts: int = 0  # receipt messages handed to the bus
+    receipt_errors: int = 0  # receipts paho would not take (the edge sends again)
 
 
 class Ingest:
@@ -123,6 +135,7 @@ class Ingest:
         batch_interval_s: float = BATCH_INTERVAL_S,
         max_pending: int = MAX_PENDING,
         on_acks: AckHook | None = None,
+        receipts: bool = True,
     ) -> None:
         self.bus = bus
         self.sessions = sessions
@@ -133,6 +146,7 @@ class Ingest:
         self.batch_interval_s = batch_interval_s
         self.max_pending = max_pending
         self.on_acks = on_acks
+        self.receipts = receipts
         self.stats = IngestStats()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -255,6 +269,7 @@ class Ingest:
 
     def _write_with_retries(self, batch: list[Item]) -> None:
         counts = self._write(batch)
+        stored: list[Item] = []  # the events now in the database: each gets a receipt
         if counts is None:  # refused for what it holds: find the message(s) at fault
             counts = Counter()
             for item in batch:
@@ -267,6 +282,12 @@ class Ingest:
                     )
                     alone = Counter({"dropped": 1})
                 counts.update(alone)
+                if "dropped" not in alone and item.leaf == "event":
+                    stored.append(item)
+        else:
+            stored = [item for item in batch if item.leaf == "event"]
+        if self.receipts:
+            self._send_receipts(stored)
         for item in batch:
             if item.done is not None:
                 item.done()
@@ -277,6 +298,27 @@ class Ingest:
             self.stats.stored.update(counts)
             self._pending -= len(batch)
             self._idle.notify_all()
+
+    def _send_receipts(self, events: list[Item]) -> None:
+        """One receipt per device for its events of a committed batch, handed to paho
+        without waiting: a receipt lost on the way costs only a resend, stored once."""
+        by_device: dict[str, list[str]] = {}
+        for item in events:
+            by_device.setdefault(item.device, []).append(item.msg.id)
+        sent = failed = 0
+        now = self.clock()
+        for device in sorted(by_device):
+            topic = self.topics.receipt(device)
+            for payload in receipts_for(by_device[device], now):
+                try:
+                    ok = self.bus.publish_nowait(topic, payload, qos=1)
+                except Exception:  # never let a receipt stop the settling of a batch
+                    log.exception("cannot send a receipt to %s", device)
+                    ok = False
+                sent, failed = sent + ok, failed + (not ok)
+        with self._lock:
+            self.stats.receipts += sent
+            self.stats.receipt_errors += failed
 
     def _write(self, batch: list[Item]) -> Counter[str] | None:
         """Write one transaction; None once the database refused it WRITE_RETRIES

@@ -83,10 +83,13 @@ class SeenDevices:
 
 
 SAMPLE_KEYS = ("device_id", "ts_ms", "received_ms", *TELEMETRY_METRICS)
+# A sample is the device's at its ts: one delivered twice (a broker's redelivery, two
+# replicas) is stored once.
 INSERT_SAMPLES = RawRows(
     insert(TelemetrySample).values({k: bindparam(k) for k in SAMPLE_KEYS}),
     SAMPLE_KEYS,
     multirow=True,
+    suffix="ON CONFLICT (device_id, ts_ms) DO NOTHING",
 )
 STATE_KEYS = (
     "b_device",

@@ -23,7 +23,7 @@ SALT_BYTES = 12  # the only salt length mosquitto 2.0 accepts
 BROKER_GROUP = "mosquitto"
 # The device topics of PROTOCOL.md by direction: a device writes the first, reads the second.
 DEVICE_WRITES = ("status", "telemetry", "event", "calls", "ack")
-DEVICE_READS = ("cmd", "config", "schedule", "bookings")
+DEVICE_READS = ("cmd", "config", "schedule", "bookings", "receipt")
 QUEUE_LEAVES = ("office",)  # written and read only by the kiosks of one office queue
 
 
