@@ -34,6 +34,8 @@ from fastapi import FastAPI
 
 from cli.demo.devices import simulated_kiosk
 from controller.radio.clip_server import clip_router, site_authenticator
+from protocol.receipts import receipts_for
+from protocol.topics import Topics
 from tests.fleet import AgentProcess, Probe
 from tests.http_helpers import serve
 from tests.lossy_link import LossyLink, plan
@@ -57,11 +59,14 @@ KEEPALIVE_S = 5  # the agents' MQTT keepalive: a stalled connection is found in 
 SETTLE_S = 120
 KINDS = ("play.", "ticket.")
 SPEAKER, KIOSK = "loa-1", "kiosk-1"
+TOPICS = Topics()  # the fleet's root
 
 
 @dataclass
 class Witness(Probe):
-    """A probe that also notes when each message arrived (wall clock, ms)."""
+    """A probe that also notes when each message arrived (wall clock, ms), and gives each
+    event its receipt as the controller's ingest does once it is stored, so the agents
+    keep an event until then (docs/delivery.md)."""
 
     arrived_ms: list[int] = field(default_factory=list)
 
@@ -69,6 +74,11 @@ class Witness(Probe):
         with self._cond:  # reentrant: the two lists grow together
             self.arrived_ms.append(time.time_ns() // 1_000_000)
             super()._on_message(c, ud, msg)
+        if msg.topic.endswith("/event"):
+            ref = TOPICS.parse(msg.topic)
+            now = time.time_ns() // 1_000_000
+            for receipt in receipts_for([json.loads(msg.payload)["id"]], now):
+                c.publish(TOPICS.receipt(ref.id), receipt, qos=1)
 
     def records(self) -> list[tuple[str, dict[str, Any], int]]:
         """(device, event, arrival) of every play.* and ticket.* event delivered, duplicates
