@@ -24,6 +24,7 @@ import pytest
 from controller.radio.relay_stations import StationInput, mount_station
 from controller.radio.schedule_entries import EntryInput
 from controller.radio.station_pulls import Window, due, schedule_windows
+from controller.radio.targets import Target
 from controller.site.directory import Site
 from protocol.commands import ScheduleSet
 from tests.audio_helpers import dominant_hz, read_samples
@@ -167,3 +168,22 @@ def test_the_stations_due_are_those_whose_relay_starts_within_the_lead_or_is_on_
     assert [mount_station(u) for u in ("http://h/station-12.ogg", "http://h/station-012.ogg",
                                        "http://h/live-1.ogg", "http://h/station-x.ogg")] == [
         12, None, None, None]  # fmt: skip
+
+
+def test_a_relay_now_waits_for_its_mount_and_the_pull_lasts_its_length(
+    rig: StreamRig, fleet: Any, probe: Any, vov: LoopbackStation, tmp_path: Path
+) -> None:
+    station = rig.app.state.xaso.station
+    made = station.stations.create(StationInput(name="VOV1", url=vov.url), by="bt")
+    _spawn(fleet, probe, tmp_path)
+    stream = station.stations.stream_for(made.id, 60, station.clip_base_url)
+    stream = stream.model_copy(update={"duration_s": 15})
+    info = station.broadcasting.relay_now(
+        [Target("group", "all")], stream, by="bt", level="normal", label="VOV1", approved=True
+    )
+    assert station.pulls.mounted(made.id)  # served before the speakers were told
+    for device in SPEAKERS:
+        body = _event(probe, device, "play.finished", info.id, timeout=90)
+        assert body["outcome"] == "completed" and body["gaps"] == [], (device, body)
+        assert abs(_pitch(tmp_path, device) - 440) < 10
+    assert vov.most_listening == 1 and vov.with_credentials == 0

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,6 +83,7 @@ def pull_argv(ffmpeg: str, station_url: str, source_url: str) -> list[str]:
     """Pull a station, whatever it sends (MP3, AAC, Ogg), and encode it once to the mount."""
     argv = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
     argv += ["-rw_timeout", "10000000", "-i", station_url, "-map", "0:a:0", "-vn"]
+    argv += ["-progress", "pipe:1", "-stats_period", "0.5"]  # tells when audio goes out
     return [*argv, *opus_ogg_args("audio"), *icecast_output_args(source_url)]
 
 
@@ -109,6 +109,7 @@ class StationPull:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.attempts = 0
+        self.on_air = threading.Event()  # audio is going out to the mount
         self._thread = threading.Thread(target=self._run, name=f"pull-{station_id}", daemon=True)
         self._thread.start()
 
@@ -117,15 +118,22 @@ class StationPull:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._proc = subprocess.Popen(
+                self._proc = proc = subprocess.Popen(
                     self._argv,
                     stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                 )
                 self.attempts += 1
             began = time.monotonic()
-            _, err = self._proc.communicate()
+            assert proc.stdout is not None and proc.stderr is not None
+            for line in proc.stdout:  # ffmpeg's progress: bytes out means the mount is up
+                key, _, value = line.decode(errors="replace").strip().partition("=")
+                if key == "total_size" and value.isdigit() and int(value) > 0:
+                    self.on_air.set()
+            err = proc.stderr.read()
+            proc.wait()
+            self.on_air.clear()
             if self._stop.is_set():
                 return
             if time.monotonic() - began > RAN_WELL_S:
@@ -217,26 +225,17 @@ class StationPulls:
                     )  # fmt: skip
 
     def mounted(self, station_id: int) -> bool:
-        """Whether Icecast serves the station's mount now (its status page lists it)."""
-        try:
-            resp = httpx.get(self.streams.url.rstrip("/") + "/status-json.xsl", timeout=5)
-            stats = resp.json()
-        except (httpx.HTTPError, ValueError):
-            return False
-        if not isinstance(stats, dict):
-            return False
-        sources = stats.get("icestats", {}).get("source") or []
-        if isinstance(sources, dict):
-            sources = [sources]
-        mount = station_mount(station_id)
-        return any(str(s.get("listenurl", "")).endswith(mount) for s in sources)
+        """Whether the station's pull is sending audio to its mount now."""
+        with self._lock:
+            pull = self.pulls.get(station_id)
+        return pull is not None and pull.on_air.is_set()
 
     def wait_mounted(self, station_id: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while not self.mounted(station_id):
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.2)
+            time.sleep(0.1)
         return True
 
     def close(self) -> None:
