@@ -338,10 +338,13 @@ class Speaker:
             self._missed(occ, "device_down")
         elif occ.clip is None:
             fallback = occ.stream.fallback if occ.stream is not None else None
+            own = occ.stream is not None and occ.stream.device_auth  # the site's mount
             self._with_fallback(
                 fallback,
                 lambda p: self.player.submit(
-                    occ.play_request(fallback_path=p, stream_auth=self._stream_auth())
+                    occ.play_request(
+                        fallback_path=p, stream_auth=self._stream_auth() if own else None
+                    )
                 ),
                 key=occ.key,
             )

@@ -23,7 +23,8 @@ import pytest
 
 from controller.radio.relay_stations import StationInput, mount_station
 from controller.radio.schedule_entries import EntryInput
-from controller.radio.station_pulls import Window, due, schedule_windows
+from controller.radio.station_pulls import StationPull, Window, due, schedule_windows
+from controller.radio.streams import StreamServer
 from controller.radio.targets import Target
 from controller.site.directory import Site
 from protocol.commands import ScheduleSet
@@ -187,3 +188,15 @@ def test_a_relay_now_waits_for_its_mount_and_the_pull_lasts_its_length(
         assert body["outcome"] == "completed" and body["gaps"] == [], (device, body)
         assert abs(_pitch(tmp_path, device) - 440) < 10
     assert vov.most_listening == 1 and vov.with_credentials == 0
+
+
+def test_a_pull_without_ffmpeg_keeps_trying_with_backoff_and_stops_when_told() -> None:
+    streams = StreamServer("http://127.0.0.1:9", "nguon")
+    pull = StationPull(3, "http://127.0.0.1:9/vov.mp3", streams, ffmpeg="/no/such/ffmpeg",
+                       retry_base_s=0.05, retry_cap_s=0.1)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while pull.attempts < 3:
+        assert time.monotonic() < deadline, "the pull stopped trying"
+        time.sleep(0.05)
+    pull.stop()
+    assert not pull.on_air.is_set() and not pull._thread.is_alive()

@@ -118,13 +118,20 @@ class StationPull:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._proc = proc = subprocess.Popen(
-                    self._argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                )
+                try:
+                    self._proc = proc = subprocess.Popen(
+                        self._argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                    )
+                except OSError as exc:  # no ffmpeg: said, and tried again later
+                    log.error("station %d pull: cannot run ffmpeg: %s", self.station_id, exc)
+                    self._proc = None
                 self.attempts += 1
+            if self._proc is None:
+                self._stop.wait(self._backoff.next_delay())
+                continue
             began = time.monotonic()
             assert proc.stdout is not None and proc.stderr is not None
             for line in proc.stdout:  # ffmpeg's progress: bytes out means the mount is up
