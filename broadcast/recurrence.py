@@ -89,12 +89,17 @@ class Occurrence:
         return self.end_ms - self.start_ms
 
     def play_request(
-        self, clip_path: Path | None = None, fallback_path: Path | None = None
+        self,
+        clip_path: Path | None = None,
+        fallback_path: Path | None = None,
+        stream_auth: str | None = None,
     ) -> PlayRequest:
         """The player's request; ``clip_path`` is the clip's file in the cache (clips only),
-        ``fallback_path`` a relay's fallback clip's."""
+        ``fallback_path`` a relay's fallback clip's, ``stream_auth`` the device's
+        Authorization for a stream with ``device_auth`` (the site's own server)."""
         if self.clip is not None and clip_path is None:
             raise ValueError(f"{self.key} plays clip {self.clip.sha256}: give its cached path")
+        authorized = self.stream is not None and self.stream.device_auth
         return PlayRequest(
             key=self.key,
             origin="schedule",
@@ -102,6 +107,8 @@ class Occurrence:
             duration_ms=self.duration_ms,
             clip_path=clip_path if self.clip is not None else None,
             stream_url=self.stream.url if self.stream is not None else None,
+            stream_auth=stream_auth if authorized else None,
+            direct_url=self.stream.direct_url if self.stream is not None else None,
             gain_db=self.gain_db,
             at_ms=self.start_ms,
             label=self.label,

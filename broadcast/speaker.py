@@ -238,6 +238,7 @@ class Speaker:
                     duration_ms=body.duration_s * 1000,
                     stream_url=body.url,
                     stream_auth=self._stream_auth() if body.device_auth else None,
+                    direct_url=body.direct_url,
                     gain_db=body.gain_db,
                     at_ms=body.at,
                     label=body.label,
@@ -337,9 +338,14 @@ class Speaker:
             self._missed(occ, "device_down")
         elif occ.clip is None:
             fallback = occ.stream.fallback if occ.stream is not None else None
+            own = occ.stream is not None and occ.stream.device_auth  # the site's mount
             self._with_fallback(
                 fallback,
-                lambda p: self.player.submit(occ.play_request(fallback_path=p)),
+                lambda p: self.player.submit(
+                    occ.play_request(
+                        fallback_path=p, stream_auth=self._stream_auth() if own else None
+                    )
+                ),
                 key=occ.key,
             )
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -125,6 +125,13 @@ def run_live(state: AppState) -> AbstractContextManager[None]:
     return state.live.running()
 
 
+def run_pulls(state: AppState) -> AbstractContextManager[None]:
+    """One pull per station on air, into its mount (controller/radio/station_pulls.py)."""
+    assert state.station is not None  # create_app builds it before the app starts
+    pulls = state.station.pulls
+    return pulls.running() if pulls is not None else nullcontext()
+
+
 def run_bookings(state: AppState) -> AbstractContextManager[None]:
     """Each office's bookings sent again when not delivered, and each morning (queue/)."""
     assert state.bookings is not None  # create_app builds it before the app starts
@@ -137,6 +144,7 @@ SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
     run_resends,
     run_live,
     run_bookings,
+    run_pulls,
 ]
 
 SECURITY_HEADERS = {
@@ -194,7 +202,8 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         secret=load_secret(settings),
         clock=clock,
     )
-    state.station = Station(settings, state.sessions)
+    state.streams = configured_stream_server(settings)
+    state.station = Station(settings, state.sessions, state.streams)
     state.fleet = FleetService(settings, state.sessions, clock)
     state.live = LiveFeed(
         state.sessions,
@@ -206,7 +215,6 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
     state.bookings = Bookings(
         settings.booking, state.sessions, state.now_ms, booking_wire(state.station)
     )
-    state.streams = configured_stream_server(settings)
     metrics = Metrics()
 
     @asynccontextmanager

@@ -64,6 +64,9 @@ class BroadcastStream(Strict):
     # The site's own stream server: pull with the device's credentials, as for clips.
     # False for anyone else's (a province's radio): they are never sent there.
     device_auth: bool = False
+    # A relayed station's own URL, pulled (without credentials) when the site's mount
+    # of it cannot be had: the controller or its pull is down (relay_stations).
+    direct_url: Url | None = None
 
 
 class BroadcastStop(Strict):
@@ -125,6 +128,8 @@ class StreamRef(Strict):
     url: Url
     duration_s: Annotated[int, Field(ge=1, le=24 * 3600)]
     fallback: ClipRef | None = None  # as BroadcastStream's
+    device_auth: bool = False  # as BroadcastStream's
+    direct_url: Url | None = None  # as BroadcastStream's
 
 
 def _local_datetime(value: str) -> datetime:

@@ -46,6 +46,9 @@ class Station:
         self.mode = "tone"  # tone | silent | off
         self.requests = 0
         self.refused = 0
+        self.listening = 0  # connections being served now
+        self.most_listening = 0  # the most at once since ``reset_most``
+        self.with_credentials = 0  # requests that carried an Authorization header
         self._cond = threading.Condition()
         station = self
 
@@ -70,10 +73,26 @@ class Station:
     def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         with self._cond:
             self.requests += 1
+            if handler.headers.get("Authorization"):
+                self.with_credentials += 1
             if self.mode == "off":
                 self.refused += 1
                 handler.send_error(404, "no source on this mount")
                 return
+        with self._cond:
+            self.listening += 1
+            self.most_listening = max(self.most_listening, self.listening)
+        try:
+            self._stream(handler)
+        finally:
+            with self._cond:
+                self.listening -= 1
+
+    def reset_most(self) -> None:
+        with self._cond:
+            self.most_listening = self.listening
+
+    def _stream(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "audio/mpeg")
         handler.end_headers()

@@ -279,3 +279,27 @@ def test_a_speaker_relays_a_commanded_stream_through_a_drop_and_reports_it(
     assert gap["reason"] == "dropped" and gap["length_ms"] > 2_000
     assert abs(finished["relayed_ms"] + gap["length_ms"] - finished["played_ms"]) < 100
     assert wait_event(probe, "audio.fault", "vov")["reason"] == "stream_dropped"
+
+
+def test_a_relay_whose_mount_is_down_pulls_the_station_itself_without_credentials(
+    tmp_path: Path, station: Station
+) -> None:
+    """The controller's mount of a station cannot be had (its pull is down): after two
+    failed attempts the speaker asks the station's own URL, and airs it, with a gap for
+    the attempts; the device's credentials never go to the station's server."""
+    rig = relay_rig(tmp_path)
+    req = PlayRequest(
+        "vov", "command", 2, 12_000,
+        stream_url="http://127.0.0.1:9/station-1.ogg", stream_auth="Basic bG9hLTE6eA==",
+        direct_url=station.url,
+    )  # fmt: skip
+    try:
+        rig.player.submit(req)
+        finished = rig.events.wait("play.finished", "vov", timeout_s=60)
+    finally:
+        rig.player.close()
+    assert finished["outcome"] == "completed"
+    assert finished["relayed_ms"] > 8_000, finished  # the station aired
+    assert station.requests >= 1 and station.with_credentials == 0
+    _, x = rig.recording("vov")
+    assert abs(dominant_hz(stretch(x, 2, len(x) / RATE - 0.5)) - 440) < 5

@@ -438,6 +438,7 @@ class Player:
             req.stream_url,
             req.duration_ms - skip_ms,
             authorization=req.stream_auth,
+            direct_url=req.direct_url,
             gain_db=gain_db,
             on_fault=fault,
             chunk_ms=self.chunk_ms,

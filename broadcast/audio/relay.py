@@ -12,6 +12,14 @@ why) with the time the stream really aired, for the proof of play.
 The player asks ``prefetch`` until audio has come (so that an unreachable
 stream switches no amplifier on and reports no start), and only then plays.
 
+A relayed station comes through the site's own mount of it (the controller
+pulls each station once, controller/radio/station_pulls.py) with the station's
+own URL as ``direct_url``: after ``DIRECT_AFTER`` failed attempts in a row on
+the mount (the controller or its pull is down), the relay asks the station
+itself, without the device's credentials, and goes back to the mount when that
+connection fails or ends. So a relay airs while the controller is away, and a
+province's speakers return to the one pull as soon as it is back.
+
 ffmpeg's ``-reconnect_streamed`` is left off on purpose: it hides drops from
 the proof of play, and it restarts its own backoff on every read, so a server
 that accepts and soon closes is asked again at once, forever (seen here: 15
@@ -49,6 +57,7 @@ DROPPED = "dropped"
 DEAD_AIR = "dead_air"
 UNREACHABLE = "unreachable"  # no audio came for dead_air_s from the start: the fallback airs
 FALLBACK_PASSES = 1000  # the fallback clip loops for as long as a gap lasts
+DIRECT_AFTER = 2  # failed attempts in a row on the site's mount before the station's own URL
 
 
 class DeadAir(DecodeError):
@@ -85,6 +94,7 @@ class StreamRelay:
         *,
         gain_db: float = 0.0,
         authorization: str | None = None,
+        direct_url: str | None = None,
         on_fault: Callable[[str, str], None] = lambda reason, detail: None,
         ffmpeg: str = "ffmpeg",
         chunk_ms: float = 20,
@@ -96,6 +106,9 @@ class StreamRelay:
         self.duration_ms = duration_ms
         self.gain_db = gain_db
         self.authorization = authorization
+        self.direct_url = direct_url
+        self.on_direct = False  # pulling ``direct_url`` now, not ``url``
+        self._failed_in_a_row = 0  # attempts on ``url`` that gave no audio
         self.policy = policy or RelayPolicy()
         self._on_fault = on_fault
         self._ffmpeg = ffmpeg
@@ -149,16 +162,21 @@ class StreamRelay:
         """Relay ``ms`` less: its start waited for the stream, and its end stays put."""
         self.duration_ms = max(0.0, self.duration_ms - ms)
 
+    @property
+    def current_url(self) -> str:
+        return self.direct_url if self.on_direct and self.direct_url else self.url
+
     def _args(self) -> list[str]:
         net = ["-rw_timeout", str(int(STALL_TIMEOUT_S * 1e6))]
-        if self.url.startswith(("http://", "https://")):  # resumes a cut response with a length
+        url = self.current_url
+        if url.startswith(("http://", "https://")):  # resumes a cut response with a length
             net += ["-reconnect", "1", "-reconnect_delay_max", "5"]
-            if self.authorization:
+            if self.authorization and not self.on_direct:  # never to the station's server
                 net += ["-headers", f"Authorization: {self.authorization}\r\n"]
         # a little over what is left: the relay itself stops at the exact sample
         seconds = f"{bytes_to_ms(self.remaining_bytes) / 1000 + 0.5:.3f}"
         volume = f"volume={volume_arg(self.gain_db)}"
-        return [*net, "-i", self.url, "-t", seconds, "-af", volume, *PCM_ARGS]
+        return [*net, "-i", url, "-t", seconds, "-af", volume, *PCM_ARGS]
 
     def start(self) -> None:
         if self._ff is None and time.monotonic() >= self._retry_at and self.remaining_bytes:
@@ -250,13 +268,26 @@ class StreamRelay:
 
     def _reconnect_later(self, why: str) -> None:
         assert self._ff is not None
+        self._choose_url()
         self.last_error = why
         self._ff.close()
         self._ff = None
         self._silent = 0
         delay = self._backoff.next_delay()
         self._retry_at = time.monotonic() + delay
-        log.warning("stream %s: %s; again in %.2f s", self.url, why, delay)
+        log.warning("stream %s: %s; again in %.2f s", self.current_url, why, delay)
+
+    def _choose_url(self) -> None:
+        """After a failure: the station's own URL once the mount failed ``DIRECT_AFTER``
+        times in a row, and the mount again after any failure or end of the direct pull."""
+        if self.direct_url is None:
+            return
+        if self.on_direct:
+            self.on_direct, self._failed_in_a_row = False, 0
+            return
+        self._failed_in_a_row = 0 if self._got_audio else self._failed_in_a_row + 1
+        if self._failed_in_a_row >= DIRECT_AFTER:
+            self.on_direct, self._failed_in_a_row = True, 0
 
     def _filler(self, want: int) -> bytes:
         """What airs in a gap: the fallback clip in dead air, if there is one, else silence."""
@@ -310,6 +341,7 @@ class StreamRelay:
             bytes_to_ms(self.remaining_bytes),
             gain_db=gain_db,
             authorization=self.authorization,
+            direct_url=self.direct_url,
             on_fault=self._on_fault,
             ffmpeg=self._ffmpeg,
             chunk_ms=bytes_to_ms(self._chunk),

@@ -19,6 +19,8 @@ class PlayRequest:
     stream_url: str | None = None
     # an Authorization header for the stream's server; kept out of logs
     stream_auth: str | None = field(default=None, repr=False)
+    # a relayed station's own URL, pulled without credentials when ``stream_url`` fails
+    direct_url: str | None = None
     gain_db: float = 0.0
     repeat: int = 1
     at_ms: int | None = None  # planned start, epoch ms; None: as soon as possible

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -144,6 +144,8 @@ class Broadcasting:
         self.gate = gate
         self.clock = clock
         self._answered = threading.Condition()
+        # told of each relay sent (its stream, its start): the station pulls hold its mount
+        self.on_relay: Callable[[StreamRef, int], None] = lambda stream, at_ms: None
 
     def play_now(
         self,
@@ -325,7 +327,10 @@ class Broadcasting:
             at=at,
             label=label[:200],
             fallback=stream.fallback,
+            device_auth=stream.device_auth,
+            direct_url=stream.direct_url,
         )
+        self.on_relay(stream, at)  # the pull starts before the speakers connect
         return self._send(
             "stream",
             targets,

@@ -28,7 +28,12 @@ from typing import Any
 
 from controller.radio.broadcasting import BroadcastInfo, Broadcasting
 from controller.radio.clip_library import ClipInfo, ClipLibrary, ServiceError
-from controller.radio.streams import StreamServer
+from controller.radio.streams import (
+    PAGE_US,
+    StreamServer,
+    icecast_output_args,
+    opus_ogg_args,
+)
 from controller.radio.targets import Target
 
 log = logging.getLogger(__name__)
@@ -36,8 +41,6 @@ log = logging.getLogger(__name__)
 MAX_SESSION_S = 2 * 3600  # what the speakers are told; a stop ends it sooner
 SILENCE_S = 3.0  # no audio from the browser this long: the session ends
 LEAD_MS = 1500  # the speakers connect and switch their amplifiers on before the voice
-OPUS_BITRATE = "48k"
-PAGE_US = 100_000  # an Ogg page every 100 ms: Icecast passes pages, not packets
 _CLOSE_TIMEOUT_S = 30
 
 
@@ -48,18 +51,14 @@ class LiveVoiceError(Exception):
 def _encoder_argv(ffmpeg: str) -> list[str]:
     argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer"]
     argv += ["-probesize", "32768", "-analyzeduration", "0", "-f", "matroska", "-i", "pipe:0"]
-    argv += ["-map", "0:a:0", "-ac", "1", "-ar", "48000", "-c:a", "libopus"]
-    argv += ["-b:a", OPUS_BITRATE, "-application", "voip", "-frame_duration", "20"]
-    argv += ["-page_duration", str(PAGE_US), "-flush_packets", "1", "-f", "ogg", "pipe:1"]
-    return argv
+    return [*argv, "-map", "0:a:0", *opus_ogg_args(), "-f", "ogg", "pipe:1"]
 
 
 def _source_argv(ffmpeg: str, url: str) -> list[str]:
     argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer"]
     argv += ["-probesize", "32768", "-analyzeduration", "0", "-f", "ogg", "-i", "pipe:0"]
     argv += ["-map", "0:a:0", "-c", "copy", "-page_duration", str(PAGE_US)]
-    argv += ["-flush_packets", "1", "-content_type", "audio/ogg", "-f", "ogg", url]
-    return argv
+    return [*argv, "-flush_packets", "1", *icecast_output_args(url)]
 
 
 class LiveEncoder:

@@ -5,8 +5,11 @@ priority: a relay is never an emergency) and what airs when its stream cannot
 be reached or goes silent: a clip of the library, or nothing (the relay stops
 cleanly). Relays now (controller.radio.broadcasting) and schedule entries
 (controller.radio.scheduling) take their stream from ``stream_for``, and the
-URL a device pulls from ``relay_url_for``: the one place it is computed, so a
-stream server that pulls each station once and fans it out changes only that.
+stream a device pulls from ``relay_stream_for``: with a stream server, the
+site's mount of the station (``station_mount``), which the controller pulls
+once and fans out (controller/radio/station_pulls.py), with the station's own
+URL as ``direct_url`` for when the mount cannot be had; without one, the
+station's own URL.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db.broadcast_tables import ClipRow, RelayStationRow, ScheduleRow
 from controller.radio.clip_library import ClipLibrary, Conflict, Invalid, NotFound, clip_url
+from controller.radio.streams import StreamServer
 from controller.radio.targets import Clock
 from plumbing.clock import wall_ms
 from protocol.commands import ClipRef, StreamRef
@@ -102,9 +106,33 @@ def check_minutes(minutes: int) -> int:
     return minutes
 
 
-def relay_url_for(station: RadioStation) -> str:
-    """The URL speakers pull for ``station``: for now the station's own."""
-    return station.url
+def station_mount(station_id: int) -> str:
+    """The site's mount of a station: one per station, so every relay of it shares it."""
+    return f"/station-{station_id}.ogg"
+
+
+def mount_station(url: str) -> int | None:
+    """The station whose mount ``url`` is (any stream server's), or None."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    number = name.removeprefix("station-").removesuffix(".ogg")
+    if name == f"station-{number}.ogg" and number.isdigit() and number == str(int(number)):
+        return int(number)
+    return None
+
+
+def relay_stream_for(
+    station: RadioStation, streams: StreamServer | None
+) -> tuple[str, bool, str | None]:
+    """What speakers pull for ``station``: (url, device_auth, direct_url). Through the
+    site's stream server when there is one, the station's own URL to fall back on."""
+    if streams is None:
+        return station.url, False, None
+    return streams.listener_url(station_mount(station.id)), True, station.url
+
+
+def relay_url_for(station: RadioStation, streams: StreamServer | None = None) -> str:
+    """The URL speakers pull first for ``station``."""
+    return relay_stream_for(station, streams)[0]
 
 
 def station_not_found(station_id: int) -> NotFound:
@@ -115,7 +143,13 @@ def station_not_found(station_id: int) -> NotFound:
     )
 
 
-def station_stream(session: Session, station_id: int, duration_s: int, base_url: str) -> StreamRef:
+def station_stream(
+    session: Session,
+    station_id: int,
+    duration_s: int,
+    base_url: str,
+    streams: StreamServer | None = None,
+) -> StreamRef:
     """A schedule's relay of a station, read in the schedule's own transaction."""
     row = session.get(RelayStationRow, station_id)
     if row is None:
@@ -132,8 +166,13 @@ def station_stream(session: Session, station_id: int, duration_s: int, base_url:
                 bytes=clip.size_bytes,
                 duration_ms=clip.duration_ms,
             )
+    url, device_auth, direct_url = relay_stream_for(RadioStation.of(row), streams)
     return StreamRef(
-        url=relay_url_for(RadioStation.of(row)), duration_s=duration_s, fallback=fallback
+        url=url,
+        duration_s=duration_s,
+        fallback=fallback,
+        device_auth=device_auth,
+        direct_url=direct_url,
     )
 
 
@@ -141,10 +180,16 @@ class StationList:
     """CRUD of the relayed stations, and the stream a relay of one sends."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], library: ClipLibrary, *, clock: Clock = wall_ms
+        self,
+        sessions: sessionmaker[Session],
+        library: ClipLibrary,
+        *,
+        streams: StreamServer | None = None,
+        clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
         self.library = library
+        self.streams = streams
         self.clock = clock
 
     def create(self, entry: StationInput, *, by: str) -> RadioStation:
@@ -199,7 +244,7 @@ class StationList:
     def stream_for(self, station_id: int, duration_s: int, base_url: str) -> StreamRef:
         """What a relay of the station for ``duration_s`` sends: its URL and fallback clip."""
         with self.sessions() as session:
-            return station_stream(session, station_id, duration_s, base_url)
+            return station_stream(session, station_id, duration_s, base_url, self.streams)
 
     def _row(self, session: Session, station_id: int) -> RelayStationRow:
         row = session.get(RelayStationRow, station_id)

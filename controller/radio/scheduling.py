@@ -42,6 +42,7 @@ from controller.radio.schedule_entries import (
     more_targets_value,
     targets_of,
 )
+from controller.radio.streams import StreamServer
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher, mark_delivered, sign_next
@@ -84,9 +85,11 @@ class Scheduling:
         clip_base_url: str,
         publisher: Publisher | None = None,
         gate: ApprovalGate | None = None,
+        streams: StreamServer | None = None,
         clock: Clock = wall_ms,
     ) -> None:
         self.sessions = sessions
+        self.streams = streams  # relays of a station go through its mount there
         self.fleet = Fleet(site)
         self.site = site
         self.clip_base_url = clip_base_url
@@ -277,7 +280,11 @@ class Scheduling:
                     "Give exactly one source: a clip or a station",
                 )
             row.stream_url = station_stream(
-                session, entry.station_id, entry.stream_duration_s or 0, self.clip_base_url
+                session,
+                entry.station_id,
+                entry.stream_duration_s or 0,
+                self.clip_base_url,
+                self.streams,
             ).url
         row.label, row.gain_db, row.lang = entry.label, entry.gain_db, entry.lang
         row.enabled, row.updated_ms = entry.enabled, now
@@ -315,7 +322,9 @@ class Scheduling:
         stream = None
         if row.station_id is not None:  # the station's stream as it is now
             duration = row.stream_duration_s or 0
-            ref = station_stream(session, row.station_id, duration, self.clip_base_url)
+            ref = station_stream(
+                session, row.station_id, duration, self.clip_base_url, self.streams
+            )
             stream = ref.model_dump()
         elif row.stream_url is not None or row.stream_duration_s is not None:
             stream = {"url": row.stream_url, "duration_s": row.stream_duration_s}

@@ -36,8 +36,11 @@ from controller.radio.clip_library import ClipLibrary, Conflict, NotFound, Servi
 from controller.radio.relay_stations import StationList
 from controller.radio.schedule_calendar import ScheduleCalendar
 from controller.radio.scheduling import Scheduling
+from controller.radio.station_pulls import StationPulls, relay_documents
+from controller.radio.streams import StreamServer
 from controller.settings import ControllerSettings
 from controller.site.directory import ProvisioningError, Site, open_site
+from protocol.commands import ScheduleSet
 from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -110,15 +113,25 @@ def refused_as_http() -> Iterator[None]:
 class Station:
     """The services over one database and site, publishing through the current bus."""
 
-    def __init__(self, settings: ControllerSettings, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        sessions: sessionmaker[Session],
+        streams: StreamServer | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.streams = streams  # relays of a station go through its mount there
         self.site = Site(settings.site_dir)  # read on use: the site may be set up later
         http = settings.http
         self.clip_base_url = http.public_url or f"http://{http.host}:{http.port}"
         self.bus: Bus | None = None
         self.library = ClipLibrary(sessions, settings.clips_dir)
-        self.stations = StationList(sessions, self.library)
+        self.stations = StationList(sessions, self.library, streams=streams)
+        # one pull per station on air, into its mount (none without a stream server)
+        self.pulls = (
+            StationPulls(sessions, streams, self._relay_documents) if streams is not None else None
+        )
         self.gate = ApprovalGate(sessions)
         self._lock = threading.Lock()
         self._services: Services | None = None
@@ -134,6 +147,7 @@ class Station:
                     clip_base_url=self.clip_base_url,
                     publisher=self,
                     gate=self.gate,
+                    streams=self.streams,
                 )
                 broadcasting = Broadcasting(
                     self.sessions,
@@ -143,11 +157,21 @@ class Station:
                     clip_base_url=self.clip_base_url,
                     gate=self.gate,
                 )
+                if self.pulls is not None:
+                    broadcasting.on_relay = self.pulls.hold
                 inbox = BulletinInbox(self.sessions, scheduling, broadcasting)
                 calendar = ScheduleCalendar(scheduling)
                 desk = ApprovalDesk(self.sessions, scheduling, broadcasting)
                 self._services = (scheduling, broadcasting, inbox, calendar, desk)
             return self._services
+
+    def _relay_documents(self, session: Session) -> list[tuple[str, ScheduleSet]]:
+        """The documents relaying a station, for the pulls; none before the site exists."""
+        try:
+            scheduling = self.scheduling
+        except i18n.Refusal:
+            return []
+        return relay_documents(scheduling)(session)
 
     @property
     def scheduling(self) -> Scheduling:

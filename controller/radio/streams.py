@@ -18,9 +18,25 @@ from fastapi import APIRouter, Request, Response
 from controller.radio.clip_server import Authenticate
 from controller.settings import ControllerSettings, SettingsError
 
+OPUS_BITRATE = "48k"
+PAGE_US = 100_000  # an Ogg page every 100 ms: Icecast passes pages, not packets
 LISTENER_AUTH_PATH = "/api/streams/listener-auth"
 ADMIT_HEADER = "icecast-auth-user"  # Icecast's ``auth_header`` option, answered "1"
 MAX_AUTH_BODY = 8192  # Icecast posts a few short fields
+
+
+def opus_ogg_args(application: str = "voip") -> list[str]:
+    """The one Opus/Ogg encoding every mount carries (live voice, station pulls): mono,
+    48 kHz, 20 ms frames, a page every 100 ms, flushed as it comes."""
+    argv = ["-ac", "1", "-ar", "48000", "-c:a", "libopus", "-b:a", OPUS_BITRATE]
+    argv += ["-application", application, "-frame_duration", "20"]
+    return [*argv, "-page_duration", str(PAGE_US), "-flush_packets", "1"]
+
+
+def icecast_output_args(source_url: str) -> list[str]:
+    """Ogg to an Icecast mount: the content type makes Icecast keep the Ogg headers for
+    listeners who join late."""
+    return ["-content_type", "audio/ogg", "-f", "ogg", source_url]
 
 
 class StreamServerError(Exception):
