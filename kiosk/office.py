@@ -22,7 +22,6 @@ from kiosk.numbering import (
     RATINGS,
     QueuePolicy,
     Service,
-    estimate_wait_s,
     local_day,
     people_ahead,
 )
@@ -41,6 +40,7 @@ from protocol.events import (
     TicketSkipped,
     TicketTransferred,
 )
+from protocol.queue_wait import Wait, estimate_wait_s, recent_service_times_s, ticket_wait
 
 OnEvent = Callable[[Body], None]
 LAST_CALLS = 8
@@ -198,7 +198,7 @@ class Office:
             vi, en = exc.refusal.message.split(" / ", 1)
             raise KioskError(exc.refusal.reason, vi, en, 409) from None
         ahead = self.people_ahead(t)
-        wait = self.wait_s(t, ahead)
+        wait = self.wait_s(t, ahead, now_ms)
         self._on_event(
             TicketIssued(**ticket_fields(t), issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait)
         )
@@ -214,14 +214,24 @@ class Office:
         since = self.store.normal_since_priority((t.queue,), t.day)
         return people_ahead(t, waiting, self.settings.policy, since)
 
-    def wait_s(self, t: Ticket, ahead: int) -> float | None:
+    def wait_s(self, t: Ticket, ahead: int, now_ms: int) -> float | None:
+        """What the ticket prints and ``ticket.issued`` carries: None without history."""
+        return estimate_wait_s(ahead, self._recent(t, now_ms), self._open_for(t.queue))
+
+    def wait(self, t: Ticket, now_ms: int) -> Wait:
+        """What the ticket's status page says (the default pace without history)."""
+        return ticket_wait(self.people_ahead(t), self._recent(t, now_ms), self._open_for(t.queue))
+
+    def _recent(self, t: Ticket, now_ms: int) -> list[float]:
+        return recent_service_times_s(self.store.service_times(t.queue, t.day), now_ms)
+
+    def _open_for(self, queue: str) -> int:
         paused = self.store.paused_counters()
-        open_counters = sum(
+        return sum(
             1
             for c in range(1, self.settings.counters + 1)
-            if c not in paused and t.queue in self.services_of(c)
+            if c not in paused and queue in self.services_of(c)
         )
-        return estimate_wait_s(ahead, self.store.service_times_s(t.queue, t.day), open_counters)
 
     def to_rate(self, counter: int, now_ms: int) -> Ticket | None:
         """The ticket a counter's rating device rates: the one served last there, if unrated."""

@@ -298,7 +298,7 @@ class Kiosk:
     def render(self, ticket: Ticket) -> bytes:
         service = self.office.service(ticket.service)
         ahead = self.office.people_ahead(ticket)
-        wait_s = self.office.wait_s(ticket, ahead)
+        wait_s = self.office.wait_s(ticket, ahead, self.now_ms())
         content = TicketContent(
             office=self.cfg.office,
             service_vi=service.name_vi,
@@ -415,7 +415,7 @@ class Kiosk:
             "printed": t.printed,
             "priority": t.priority,
             "issued_local": self.office.local_time(t.issued_ms),
-            "people_ahead": self.office.people_ahead(t),
+            **self.office.wait(t, self.now_ms()).view(),
         }
 
     def printer_view(self) -> dict[str, Any]:

@@ -478,12 +478,15 @@ class TicketStore:
             rows = self._db.execute("SELECT counter FROM counter_state WHERE paused = 1")
             return {int(r[0]) for r in rows.fetchall()}
 
-    def service_times_s(self, service_code: str, day: date, limit: int = 20) -> list[float]:
-        """The latest service times (call to done) of one service: for estimate_wait_s."""
+    def service_times(
+        self, service_code: str, day: date, limit: int = 20
+    ) -> list[tuple[int, float]]:
+        """The latest services (served_ms, seconds from call to done) of one queue, for the
+        wait (protocol.queue_wait)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT (served_ms - called_ms) / 1000.0 FROM ticket WHERE day = ? AND queue = ?"
-                " AND state = 'served' ORDER BY served_ms DESC LIMIT ?",
+                "SELECT served_ms, (served_ms - called_ms) / 1000.0 FROM ticket WHERE day = ?"
+                " AND queue = ? AND state = 'served' ORDER BY served_ms DESC LIMIT ?",
                 (day.isoformat(), service_code, limit),
             ).fetchall()
-        return [float(r[0]) for r in rows]
+        return [(int(r[0]), float(r[1])) for r in rows]
