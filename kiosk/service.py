@@ -91,15 +91,16 @@ class Kiosk:
         open_printer: Callable[[], TicketPrinter] | None = None,
         serve: Callable[[Kiosk], Pages] | None = None,
         shared: SharedQueue | None = None,
+        device_id: str | None = None,
     ) -> None:
         """``serve`` starts the pages (kiosk.role gives the web server); None: no pages.
-        ``shared``: the queue of the office's kiosks, which the kiosk then owns."""
+        ``shared``: the queue of the office's kiosks, which the kiosk then owns.
+        ``device_id``: this agent's, for a QR code to the controller's page."""
         self.cfg = cfg
         self._emit = emit
         self.now_ms = now_ms
         self.changes = Changes()
-        # a kiosk on every interface with no address was refused by the agent's config check
-        self.public_url = cfg.ticket_base_url or f"http://127.0.0.1:{cfg.web_port}"
+        self.device_id = device_id  # the controller's ticket page names the kiosk
         self.store = TicketStore(state_dir / "tickets.sqlite3")
         self.shared = shared
         replica = None
@@ -306,7 +307,7 @@ class Kiosk:
             number=ticket.number,
             issued_local=self.office.local_time(ticket.issued_ms),
             people_ahead=ahead,
-            status_url=f"{self.public_url}/ve/{ticket.id}",
+            status_url=self.cfg.status_url(self.device_id, ticket.id),
             priority=ticket.priority,
             wait_min=None if not wait_s else max(1, math.ceil(wait_s / 60)),
         )

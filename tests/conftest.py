@@ -244,7 +244,7 @@ def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
         extra.update(
             {
                 k: settings.pop(k)
-                for k in ("pin_factory", "player", "serve", "clock")
+                for k in ("pin_factory", "player", "serve", "clock", "device_id")
                 if k in settings
             }
         )
