@@ -25,7 +25,7 @@ from kiosk.numbering import (
     local_day,
     people_ahead,
 )
-from kiosk.ticket_store import IssueRefused, Ticket, TicketError, TicketStore
+from kiosk.ticket_store import IssueRefused, Ticket, TicketError, TicketStore, booked_note
 
 if TYPE_CHECKING:
     from kiosk.replica import Replica
@@ -183,15 +183,29 @@ class Office:
 
     # the citizen's side
 
-    def issue(self, code: str, now_ms: int, *, priority: bool = False) -> Issued:
-        """A new number, durable before this returns (printing comes after)."""
+    def issue(
+        self,
+        code: str,
+        now_ms: int,
+        *,
+        priority: bool = False,
+        booking: tuple[str, int] | None = None,
+    ) -> Issued:
+        """A new number, durable before this returns (printing comes after). ``booking``:
+        a booked citizen's code and slot start, kept as the ticket's ``booked`` action
+        (and in the office's shared log) so that "next" calls it at its slot."""
         service = self.service(code)
         try:
             with self._shared() as shared:
                 if shared is None:
                     t = self.store.issue(service, now_ms, self.settings.tz, priority=priority)
                 else:
-                    ticket_id = shared.issue(service, now_ms, self.settings.tz, priority).id
+                    tz = self.settings.tz
+                    ticket_id = shared.issue(service, now_ms, tz, priority, booking).id
+                if booking is not None:
+                    ticket_id = t.id if shared is None else ticket_id
+                    note = booked_note(*booking)
+                    self.store.record_action(ticket_id, "booked", now_ms, note=note)
             if shared is not None:
                 t = self.store.ticket(ticket_id)
         except IssueRefused as exc:
@@ -199,8 +213,11 @@ class Office:
             raise KioskError(exc.refusal.reason, vi, en, 409) from None
         ahead = self.people_ahead(t)
         wait = self.wait_s(t, ahead, now_ms)
+        booked = {} if booking is None else {"booked_slot_ms": booking[1]}  # a walk-in: absent
         self._on_event(
-            TicketIssued(**ticket_fields(t), issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait)
+            TicketIssued(
+                **ticket_fields(t), issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait, **booked
+            )
         )
         return Issued(t, ahead, wait)
 

@@ -315,10 +315,12 @@ class Kiosk:
 
     # what the buttons and the pages do
 
-    def issue(self, service: str, priority: bool = False) -> dict[str, Any]:
+    def issue(
+        self, service: str, priority: bool = False, booking: tuple[str, int] | None = None
+    ) -> dict[str, Any]:
         """A number for a citizen: durable first, then queued for the printer."""
         try:
-            issued = self.office.issue(service, self.now_ms(), priority=priority)
+            issued = self.office.issue(service, self.now_ms(), priority=priority, booking=booking)
         except KioskError as exc:
             if exc.code not in ("closed", "limit"):
                 raise
@@ -336,8 +338,7 @@ class Kiosk:
         """A booked citizen's code: a number now, called at their slot (kiosk/booked.py)."""
         now = self.now_ms()
         booking = self.bookings.find(code, now)
-        issued = self.issue(booking.service)
-        self.bookings.record(self.office.ticket(issued["ticket_id"]), booking, now)
+        issued = self.issue(booking.service, booking=(booking.code, booking.slot_ms))
         self.changes.bump()
         slot = self.office.local_time(booking.slot_ms)
         return {**issued, "booked": True, "slot_ms": booking.slot_ms, "slot_local": slot}

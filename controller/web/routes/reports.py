@@ -127,9 +127,10 @@ def api_queue(
     who: Reader,
     start_ms: EpochMs,
     end_ms: EpochMs,
-    by: Literal["service", "counter", "officer"] = "service",
+    by: Literal["service", "counter", "officer", "booking"] = "service",
 ) -> list[QueueRowOut]:
-    """Queue statistics per service or counter for ticket events in [start_ms, end_ms)."""
+    """Queue statistics per service, counter, officer, or booked against walk-in ("booked",
+    "walk_in"), for ticket events in [start_ms, end_ms)."""
     _check_period(start_ms, end_ms)
     return [QueueRowOut(**vars(row)) for row in queue_stats(db, start_ms, end_ms, by)]
 
@@ -280,7 +281,7 @@ def queue_page(
     who: Reader,
     start: Day = None,
     end: Day = None,
-    by: Literal["service", "counter", "officer"] = "service",
+    by: Literal["service", "counter", "officer", "booking"] = "service",
     format: Format = "html",
     sep: Sep = "comma",
 ) -> Response:
@@ -301,5 +302,5 @@ def queue_page(
         first=first,
         last=last,
         by=by,
-        bys=("service", "counter", "officer"),
+        bys=("service", "counter", "officer", "booking"),
     )
