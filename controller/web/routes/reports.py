@@ -291,8 +291,9 @@ def queue_page(
     sheet = queue_sheet(lang, by, rows)
     if format != "html":
         return _file(sheet, format, sep, name=f"lay-so_{by}", first=first, last=last)
-    chart = bar_chart(
-        [(r.key, r.issued or r.called) for r in rows], i18n.t(lang, "reports.col.issued")
+    chart = bar_chart(  # labelled as the sheet's first column ("Đặt lịch trước", not "booked")
+        [(str(line[0]), r.issued or r.called) for line, r in zip(sheet.rows, rows, strict=True)],
+        i18n.t(lang, "reports.col.issued"),
     )
     return _page(
         request,
