@@ -6,8 +6,10 @@ process), on a SQLite file or a private PostgreSQL holding one office's day: 300
 tickets issued on ``kiosk-1`` over the last two hours, 250 of them called and served
 (the events the ingest would have stored). The phones are asyncio tasks with httpx,
 spread over ``--procs`` client processes; all of them start together and each makes
-``--rounds`` requests one after another (no pause: every phone reloads at once, far
-worse than a hall reloading every 15 s). Routes, one after another:
+``--rounds`` requests one after another: with no pause (a saturation test, every phone
+reloading at once), or with ``--pace-s 15`` one every 15 s, the phones spread over the
+first interval (what a hall of phones on the page's own refresh asks). Routes, one after
+another:
 
 1. ``GET /healthz`` (one ``SELECT 1``) and ``GET /static/public.css`` (a file): the
    baseline of HTTP, the middlewares and the event loop under this many connections;
@@ -16,10 +18,11 @@ worse than a hall reloading every 15 s). Routes, one after another:
 3. ``GET /dat-lich/kiosk-1/ho-tich``: the booking page (the days, each slot's places
    from the database, the template).
 
-p50, p99 and max over every request of every phone, requests per second, failures.
+p50, p99 and max over every request of every phone, requests per second, failures and
+what they were (an HTTP status, or httpx's exception).
 
     .venv/bin/python -m bench.public_pages [--postgres] [--phones 1000] [--rounds 3]
-        [--procs 4]
+        [--procs 4] [--pace-s 0]
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -102,32 +108,52 @@ def populate(url: str, now_ms: int) -> list[str]:
     return waiting
 
 
-async def _phones(base: str, paths: list[str], phones: int, rounds: int, start_at: float):
-    limits = httpx.Limits(max_connections=phones, max_keepalive_connections=phones)
+@dataclass(frozen=True)
+class Plan:
+    """What each client process does: its phones, their requests, when they start."""
+
+    phones: int
+    rounds: int
+    start_at: float  # epoch s
+    pace_s: float  # 0: back to back
+
+
+async def _phones(base: str, paths: list[str], plan: Plan) -> tuple[list[float], Counter[str]]:
+    phones, rounds, start_at, pace_s = plan.phones, plan.rounds, plan.start_at, plan.pace_s
+    # paced, a phone opens a new connection for each reload (as after 15 s a browser's
+    # would: uvicorn closes an idle one after 5 s, and reusing it races the close)
+    keep = 0 if plan.pace_s else phones
+    limits = httpx.Limits(max_connections=phones, max_keepalive_connections=keep)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
         await asyncio.sleep(max(0.0, start_at - time.time()))
 
-        async def phone(i: int) -> tuple[list[float], int]:
-            took, failed = [], 0
+        async def phone(i: int) -> tuple[list[float], Counter[str]]:
+            took: list[float] = []
+            failed: Counter[str] = Counter()
+            rng = random.Random(i)
+            if pace_s:
+                await asyncio.sleep(rng.uniform(0, pace_s))  # phones spread over the interval
             for r in range(rounds):
                 path = paths[(i + r) % len(paths)]
                 t0 = time.perf_counter()
                 try:
                     answer = await client.get(path)
-                    ok = answer.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    if answer.status_code != 200:
+                        failed[str(answer.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    failed[type(exc).__name__] += 1
                 took.append((time.perf_counter() - t0) * 1000)
-                failed += not ok
+                if pace_s:
+                    await asyncio.sleep(max(0.0, pace_s - (time.perf_counter() - t0)))
             return took, failed
 
         results = await asyncio.gather(*(phone(i) for i in range(phones)))
-    return [t for took, _ in results for t in took], sum(f for _, f in results)
+    return [t for took, _ in results for t in took], sum((f for _, f in results), Counter())
 
 
-def client_process(base: str, paths: list[str], phones: int, rounds: int, start_at: float):
+def client_process(base: str, paths: list[str], plan: Plan) -> tuple[list[float], Counter[str]]:
     raise_nofile()
-    return asyncio.run(_phones(base, paths, phones, rounds, start_at))
+    return asyncio.run(_phones(base, paths, plan))
 
 
 def warm(_: int) -> None:
@@ -136,13 +162,16 @@ def warm(_: int) -> None:
 
 def measure(
     pool: ProcessPoolExecutor, base: str, paths: list[str], args: argparse.Namespace
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], Counter[str], float]:
     per = [args.phones // args.procs + (i < args.phones % args.procs) for i in range(args.procs)]
     start_at = time.time() + 1.0  # every process connected and waiting
-    futures = [pool.submit(client_process, base, paths, n, args.rounds, start_at) for n in per]
+    futures = [
+        pool.submit(client_process, base, paths, Plan(n, args.rounds, start_at, args.pace_s))
+        for n in per
+    ]
     done = [f.result() for f in futures]
     wall = time.time() - start_at
-    return [t for took, _ in done for t in took], sum(f for _, f in done), wall
+    return [t for took, _ in done for t in took], sum((f for _, f in done), Counter()), wall
 
 
 def run(args: argparse.Namespace, url: str, tmp: Path) -> None:
@@ -184,8 +213,9 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> None:
         ]
         kind = "postgresql" if url.startswith("postgresql") else "sqlite"
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        how = f"one every {args.pace_s:g} s" if args.pace_s else "back to back"
         print(f"{kind}: {args.phones} phones in {args.procs} client processes, {args.rounds} "
-              f"requests each back to back; the controller in its own process, {os.cpu_count()} "
+              f"requests each, {how}; the controller in its own process, {os.cpu_count()} "
               f"cores; {TICKETS} tickets today, {TICKETS - SERVED} waiting")  # fmt: skip
         print(f"  {'':34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>7} {'failed':>7}")
         pool = ProcessPoolExecutor(args.procs, mp_context=get_context("spawn"))
@@ -193,8 +223,9 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> None:
         for name, paths in routes:
             took, failed, wall = measure(pool, base, paths, args)
             q = statistics.quantiles(took, n=100)
+            why = ", ".join(f"{k} {n}" for k, n in failed.most_common())
             print(f"  {name:34} {q[49]:8.1f} {q[98]:8.1f} {max(took):8.1f} "
-                  f"{len(took) / wall:7.0f} {failed:7d}")  # fmt: skip
+                  f"{len(took) / wall:7.0f} {failed.total():7d} {why}")  # fmt: skip
         print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         pool.shutdown()
     finally:
@@ -209,6 +240,9 @@ def main() -> None:
     parser.add_argument("--phones", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument(
+        "--pace-s", type=float, default=0.0, help="each phone's reload interval (0: none)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.postgres:
