@@ -16,7 +16,9 @@ another:
 2. ``GET /ve/kiosk-1/{ticket}``: a waiting ticket's status page (a replay of the day's
    events shared by concurrent requests for ``CACHE_S``, the wait rule, the template);
 3. ``GET /dat-lich/kiosk-1/ho-tich``: the booking page (the days, each slot's places
-   from the database, the template).
+   from the database, the template);
+4. ``GET /healthz`` again: on a shared machine the load drifts over a run, and a
+   baseline at both ends shows how much.
 
 p50, p99 and max over every request of every phone, requests per second, failures and
 what they were (an HTTP status, or httpx's exception).
@@ -210,6 +212,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> None:
             ("GET /static/public.css", ["/static/public.css"]),
             ("GET /ve/{kiosk}/{ticket}", [f"/ve/kiosk-1/{t}" for t in waiting]),
             ("GET /dat-lich/{kiosk}/{service}", ["/dat-lich/kiosk-1/ho-tich"]),
+            ("GET /healthz (again, last)", ["/healthz"]),  # the machine's drift over the run
         ]
         kind = "postgresql" if url.startswith("postgresql") else "sqlite"
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
