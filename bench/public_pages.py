@@ -8,8 +8,9 @@ tickets issued on ``kiosk-1`` over the last two hours, 250 of them called and se
 spread over ``--procs`` client processes; all of them start together and each makes
 ``--rounds`` requests one after another: with no pause (a saturation test, every phone
 reloading at once), or with ``--pace-s 15`` one every 15 s, the phones spread over the
-first interval (what a hall of phones on the page's own refresh asks). Routes, one after
-another:
+first interval (what a hall of phones on the page's own refresh asks). The controller is
+given ``--settle-s`` after it answers, then every route is warmed with 200 phones (not
+counted). Routes, one after another:
 
 1. ``GET /healthz`` (one ``SELECT 1``) and ``GET /static/public.css`` (a file): the
    baseline of HTTP, the middlewares and the event loop under this many connections;
@@ -24,7 +25,7 @@ p50, p99 and max over every request of every phone, requests per second, failure
 what they were (an HTTP status, or httpx's exception).
 
     .venv/bin/python -m bench.public_pages [--postgres] [--phones 1000] [--rounds 3]
-        [--procs 4] [--pace-s 0]
+        [--procs 4] [--pace-s 0] [--settle-s 30]
 """
 
 from __future__ import annotations
@@ -223,6 +224,12 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> None:
         print(f"  {'':34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>7} {'failed':>7}")
         pool = ProcessPoolExecutor(args.procs, mp_context=get_context("spawn"))
         list(pool.map(warm, range(args.procs)))
+        # the first minute after start measured up to 100 times slower (the services
+        # starting, first renders): settle, and warm every route, before measuring
+        time.sleep(args.settle_s)
+        warm_up = argparse.Namespace(phones=200, procs=args.procs, rounds=2, pace_s=0.0)
+        for _name, paths in routes:
+            measure(pool, base, paths, warm_up)
         for name, paths in routes:
             took, failed, wall = measure(pool, base, paths, args)
             q = statistics.quantiles(took, n=100)
@@ -243,6 +250,7 @@ def main() -> None:
     parser.add_argument("--phones", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--settle-s", type=float, default=30.0, help="after start")
     parser.add_argument(
         "--pace-s", type=float, default=0.0, help="each phone's reload interval (0: none)"
     )
