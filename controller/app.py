@@ -38,12 +38,14 @@ from controller.fleet.live import LiveFeed
 from controller.fleet.service import FleetService
 from controller.fleet.shared_pages import SharedPages
 from controller.queue.bookings import Bookings, Wire
+from controller.queue.ticket_status import TicketStatuses, ViewLimit
 from controller.radio.clip_server import clip_router, site_authenticator
 from controller.radio.resends import Resends
 from controller.radio.resends import policy as resend_policy
 from controller.radio.station import Station
 from controller.radio.streams import configured_stream_server, listener_auth_router
 from controller.settings import ControllerSettings, load_secret
+from controller.site.directory import ProvisioningError, Site
 from controller.web.guard import BodyGuard, Cap
 from controller.web.metrics import Metrics, metrics_router
 from controller.web.routes import (
@@ -67,6 +69,7 @@ from controller.web.routes import (
     session,
     stations,
     targets,
+    ticket_status,
     tokens,
     users,
     webhook_deliveries,
@@ -82,7 +85,7 @@ ROUTERS: list[APIRouter] = [session.router, users.router, tokens.router, audit.r
 ROUTERS += [clips.router, schedules.router, broadcasts.router, bulletins.router, reports.router]
 ROUTERS += [devices.router, fleet.router, alerts.router]  # devices first: /devices/new
 ROUTERS += [console.router, live.router, webhook_deliveries.router, stations.router]
-ROUTERS += [booking.router]
+ROUTERS += [booking.router, ticket_status.router]
 ROUTERS += [approvals.router]
 ROUTERS += [live_voice.router]
 ROUTERS += [targets.router]
@@ -187,6 +190,20 @@ def auth_config(settings: ControllerSettings) -> AuthConfig:
     )
 
 
+def queue_peers(site: Site) -> Callable[[str], list[str]]:
+    """A kiosk's office queue, from the device registry: its kiosks, itself alone if none."""
+
+    def peers(kiosk: str) -> list[str]:
+        try:
+            devices = site.devices()
+        except ProvisioningError:
+            return [kiosk]
+        queue = next((d.queue for d in devices if d.id == kiosk), "")
+        return [d.id for d in devices if queue and d.queue == queue] or [kiosk]
+
+    return peers
+
+
 def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.time) -> FastAPI:
     """The controller's app for `settings`; `clock` (epoch seconds) can be given in tests."""
     if settings.database.migrate_at_start:
@@ -215,6 +232,8 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
     state.bookings = Bookings(
         settings.booking, state.sessions, state.now_ms, booking_wire(state.station)
     )
+    state.tickets = TicketStatuses(state.sessions, queue_peers(state.station.site))
+    state.ticket_views = ViewLimit(settings.booking.status_views_per_ip_per_min)
     metrics = Metrics()
 
     @asynccontextmanager

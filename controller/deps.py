@@ -37,6 +37,7 @@ from controller.fleet.service import FleetService
 from controller.fleet.shared_pages import SharedPages
 from controller.i18n import Refusal
 from controller.queue.bookings import Bookings
+from controller.queue.ticket_status import TicketStatuses, ViewLimit
 from controller.radio.station import Station
 from controller.radio.streams import StreamServer
 from controller.settings import ControllerSettings
@@ -66,6 +67,8 @@ class AppState:
     pages: SharedPages | None = None  # device-list pages shared by concurrent requests
     bookings: Bookings | None = None  # bookings ahead (queue/bookings.py)
     streams: StreamServer | None = None  # live voice's Icecast (radio/streams.py), if any
+    tickets: TicketStatuses | None = None  # citizens' ticket pages (queue/ticket_status.py)
+    ticket_views: ViewLimit | None = None  # their views per caller's address
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

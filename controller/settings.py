@@ -225,6 +225,8 @@ class BookingSection(Section):
     # the public page: attempts (booked or refused, and cancels) per address in a window
     attempts_per_ip: Annotated[int, Field(ge=1, le=10_000)] = 20
     attempt_window_min: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
+    # the ticket status page (/ve/...): views per address a minute; a phone reloads every 15 s
+    status_views_per_ip_per_min: Annotated[int, Field(ge=1, le=1_000_000)] = 240
 
     @model_validator(mode="after")
     def _unique_kiosks(self) -> BookingSection:

@@ -2,8 +2,9 @@
 
 The list is the last ``bookings.set`` the agent accepted: it keeps it in its store and hands
 it over again at start, so codes are redeemed with no network. A redeemed code is a
-``booked`` action on the ticket it gave (kiosk.ticket_store), so it is used once, and its
-slot is known to "next" after a restart. Who is called when is kiosk.booked's rule.
+``booked`` action on the ticket it gave (kiosk.office.Office.issue; a peer kiosk's, mirrored
+from the office's shared log), so it is used once, and its slot is known to "next" after a
+restart and at every kiosk of the office. Who is called when is kiosk.booked's rule.
 """
 
 from __future__ import annotations
@@ -86,10 +87,6 @@ class KioskBookings:
             if isinstance(code, str):
                 found.append((ticket, code))
         return found
-
-    def record(self, ticket: Ticket, booking: Booking, now_ms: int) -> None:
-        note = json.dumps({"code": booking.code, "slot_ms": booking.slot_ms})
-        self.office.store.record_action(ticket.id, "booked", now_ms, note=note)
 
     def slots_today(self, now_ms: int) -> dict[str, int]:
         """Today's booked numbers and their slots' starts."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kiosk.numbering import DEFAULT_TZ, SERVICE_CODE, Service
 from kiosk.officers import check_pin_hash
@@ -107,6 +107,11 @@ class KioskSection(Section):
     # office network: office_address, or web_host when it is one address (ticket_base_url)
     public_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=200)] | None = None
     office_address: Annotated[str, Field(pattern=HOST)] | None = None
+    # the controller's public address: when set, the QR code opens the ticket's page there
+    # (/ve/<device>/<ticket>, from the events it holds), reachable off the office Wi-Fi
+    controller_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=200)] | None = (
+        None
+    )
     # the hall TV: one announcement line under the numbers, Vietnamese text as it is to be read
     hall_notice: Annotated[str, Field(max_length=300)] = ""
     # the hall speaker: on this device's audio out ("alsa", "wav"), another device ("remote":
@@ -144,17 +149,17 @@ class KioskSection(Section):
             ) from None
         return value
 
-    @field_validator("public_url")
+    @field_validator("public_url", "controller_url")
     @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
+    def _public_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         host = urlsplit(value).hostname or ""
         if _unreachable(host):
             raise ValueError(
-                f"public_url {value!r} cannot be reached from a citizen's phone: give the "
+                f"{info.field_name} {value!r} cannot be reached from a citizen's phone: give the "
                 "address phones open, such as 'http://192.168.1.10:8080' or the controller's "
-                "public address, or remove public_url"
+                f"public address, or remove {info.field_name}"
             )
         return value.rstrip("/")
 
@@ -184,15 +189,24 @@ class KioskSection(Section):
             return None
         return f"http://{_url_host(host)}:{self.web_port}"
 
+    def status_url(self, device_id: str | None, ticket_id: str) -> str:
+        """The ticket's page for its QR code: on the controller when its address is given
+        (and the kiosk knows its device id), else on the office network (ticket_base_url)."""
+        if self.controller_url is not None and device_id is not None:
+            return f"{self.controller_url}/ve/{device_id}/{ticket_id}"
+        base = self.ticket_base_url or f"http://127.0.0.1:{self.web_port}"
+        return f"{base}/ve/{ticket_id}"
+
     def check_ticket_address(self) -> None:
         """Refuses a kiosk whose tickets would carry a QR code no phone can open."""
-        if self.ticket_base_url is None:
+        if self.ticket_base_url is None and self.controller_url is None:
             raise ValueError(
                 f"[kiosk] web_host = {self.web_host!r} listens on every interface, so the "
                 "ticket's QR code has no address to link to: set [kiosk] office_address to "
                 "this kiosk's address on the office network (e.g. '192.168.1.10', fixed in "
-                "the router), or [kiosk] public_url to an address phones reach "
-                "(e.g. 'https://tanphu.xaso.vn'), or web_host to that one address"
+                "the router), or [kiosk] controller_url to the controller's public address "
+                "(e.g. 'https://tanphu.xaso.vn'), or [kiosk] public_url to an address "
+                "phones reach, or web_host to that one address"
             )
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
 """Queue numbers at the one-stop office (bộ phận một cửa): services, issuing
-hours, daily limits, who is called next and how long the wait is.
+hours, daily limits and who is called next (the wait: protocol.queue_wait).
 
 Pure: no I/O and no clock. Every instant is passed in as epoch milliseconds
 (UTC) with the office's time zone, so the kiosk, the counter pages and the
@@ -20,7 +20,6 @@ durable side (which numbers exist); this module holds the rules:
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -226,20 +225,3 @@ def people_ahead(
         if t.number == ticket.number and t.issued_ms == ticket.issued_ms:
             return i
     raise ValueError(f"ticket {ticket.number} is not among the waiting tickets")
-
-
-def estimate_wait_s(
-    people_ahead: int, recent_service_times_s: Sequence[float], counters_open: int
-) -> float | None:
-    """Median recent service time × people ahead ÷ open counters.
-
-    The median, not the mean: one long land case should not frighten the whole
-    hall. None without history or without an open counter: no honest guess.
-    """
-    if people_ahead < 0:
-        raise ValueError(f"people_ahead must be >= 0, not {people_ahead}")
-    if any(t < 0 for t in recent_service_times_s):
-        raise ValueError("service times must be >= 0")
-    if not recent_service_times_s or counters_open <= 0:
-        return None
-    return statistics.median(recent_service_times_s) * people_ahead / counters_open

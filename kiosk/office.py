@@ -22,11 +22,10 @@ from kiosk.numbering import (
     RATINGS,
     QueuePolicy,
     Service,
-    estimate_wait_s,
     local_day,
     people_ahead,
 )
-from kiosk.ticket_store import IssueRefused, Ticket, TicketError, TicketStore
+from kiosk.ticket_store import IssueRefused, Ticket, TicketError, TicketStore, booked_note
 
 if TYPE_CHECKING:
     from kiosk.replica import Replica
@@ -41,6 +40,7 @@ from protocol.events import (
     TicketSkipped,
     TicketTransferred,
 )
+from protocol.queue_wait import Wait, estimate_wait_s, recent_service_times_s, ticket_wait
 
 OnEvent = Callable[[Body], None]
 LAST_CALLS = 8
@@ -183,24 +183,41 @@ class Office:
 
     # the citizen's side
 
-    def issue(self, code: str, now_ms: int, *, priority: bool = False) -> Issued:
-        """A new number, durable before this returns (printing comes after)."""
+    def issue(
+        self,
+        code: str,
+        now_ms: int,
+        *,
+        priority: bool = False,
+        booking: tuple[str, int] | None = None,
+    ) -> Issued:
+        """A new number, durable before this returns (printing comes after). ``booking``:
+        a booked citizen's code and slot start, kept as the ticket's ``booked`` action
+        (and in the office's shared log) so that "next" calls it at its slot."""
         service = self.service(code)
         try:
             with self._shared() as shared:
                 if shared is None:
                     t = self.store.issue(service, now_ms, self.settings.tz, priority=priority)
                 else:
-                    ticket_id = shared.issue(service, now_ms, self.settings.tz, priority).id
+                    tz = self.settings.tz
+                    ticket_id = shared.issue(service, now_ms, tz, priority, booking).id
+                if booking is not None:
+                    ticket_id = t.id if shared is None else ticket_id
+                    note = booked_note(*booking)
+                    self.store.record_action(ticket_id, "booked", now_ms, note=note)
             if shared is not None:
                 t = self.store.ticket(ticket_id)
         except IssueRefused as exc:
             vi, en = exc.refusal.message.split(" / ", 1)
             raise KioskError(exc.refusal.reason, vi, en, 409) from None
         ahead = self.people_ahead(t)
-        wait = self.wait_s(t, ahead)
+        wait = self.wait_s(t, ahead, now_ms)
+        booked = {} if booking is None else {"booked_slot_ms": booking[1]}  # a walk-in: absent
         self._on_event(
-            TicketIssued(**ticket_fields(t), issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait)
+            TicketIssued(
+                **ticket_fields(t), issued_ms=t.issued_ms, people_ahead=ahead, wait_s=wait, **booked
+            )
         )
         return Issued(t, ahead, wait)
 
@@ -214,14 +231,24 @@ class Office:
         since = self.store.normal_since_priority((t.queue,), t.day)
         return people_ahead(t, waiting, self.settings.policy, since)
 
-    def wait_s(self, t: Ticket, ahead: int) -> float | None:
+    def wait_s(self, t: Ticket, ahead: int, now_ms: int) -> float | None:
+        """What the ticket prints and ``ticket.issued`` carries: None without history."""
+        return estimate_wait_s(ahead, self._recent(t, now_ms), self._open_for(t.queue))
+
+    def wait(self, t: Ticket, now_ms: int) -> Wait:
+        """What the ticket's status page says (the default pace without history)."""
+        return ticket_wait(self.people_ahead(t), self._recent(t, now_ms), self._open_for(t.queue))
+
+    def _recent(self, t: Ticket, now_ms: int) -> list[float]:
+        return recent_service_times_s(self.store.service_times(t.queue, t.day), now_ms)
+
+    def _open_for(self, queue: str) -> int:
         paused = self.store.paused_counters()
-        open_counters = sum(
+        return sum(
             1
             for c in range(1, self.settings.counters + 1)
-            if c not in paused and t.queue in self.services_of(c)
+            if c not in paused and queue in self.services_of(c)
         )
-        return estimate_wait_s(ahead, self.store.service_times_s(t.queue, t.day), open_counters)
 
     def to_rate(self, counter: int, now_ms: int) -> Ticket | None:
         """The ticket a counter's rating device rates: the one served last there, if unrated."""

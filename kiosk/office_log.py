@@ -61,6 +61,8 @@ class Entry:
     counter: int = 0
     queue: str = ""
     officer: str = ""
+    booking: str = ""  # an issue for a booked citizen: the code and the slot's start
+    slot_ms: int = 0
 
     @property
     def key(self) -> tuple[str, int]:
@@ -87,6 +89,8 @@ class QueuedTicket:
     state: str = "waiting"
     counter: int = 0
     called_ms: int = 0
+    booking: str = ""  # booked ahead: its code and slot (kiosk/booked.py calls it then)
+    slot_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,8 +255,9 @@ class Replay:
                 self.conflicts.append(Conflict(e, tickets[e.ticket].state, last_call.get(e.ticket)))
                 return
             tickets[e.ticket] = QueuedTicket(
-                e.ticket, e.day, e.service, e.service, e.n, e.number, e.priority, e.at_ms, e.kiosk
-            )
+                e.ticket, e.day, e.service, e.service, e.n, e.number, e.priority, e.at_ms, e.kiosk,
+                booking=e.booking, slot_ms=e.slot_ms,
+            )  # fmt: skip
             return
         t = tickets.get(e.ticket)
         if not allows(t, e.kind, e.counter):

@@ -45,7 +45,8 @@ class Replica:
         mine = self.shared.kiosk
         self.store.mirror([
             Mirrored(t.id, t.service, t.queue, t.day, t.n, t.number, t.priority, t.issued_ms,
-                     t.state, t.counter, t.called_ms, own=t.kiosk == mine)
+                     t.state, t.counter, t.called_ms, own=t.kiosk == mine, booking=t.booking,
+                     slot_ms=t.slot_ms)
             for t in changed
         ])  # fmt: skip
         self._seen.update((t.id, t) for t in changed)

@@ -71,6 +71,7 @@ def attach(
         player=player,
         serve=serve_pages,
         shared=shared,
+        device_id=host.device_id,
     )
     host.on_document("bookings.set", kiosk.bookings.apply)  # booked ahead on the controller
     host.add_telemetry(kiosk.telemetry)

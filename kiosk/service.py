@@ -91,15 +91,16 @@ class Kiosk:
         open_printer: Callable[[], TicketPrinter] | None = None,
         serve: Callable[[Kiosk], Pages] | None = None,
         shared: SharedQueue | None = None,
+        device_id: str | None = None,
     ) -> None:
         """``serve`` starts the pages (kiosk.role gives the web server); None: no pages.
-        ``shared``: the queue of the office's kiosks, which the kiosk then owns."""
+        ``shared``: the queue of the office's kiosks, which the kiosk then owns.
+        ``device_id``: this agent's, for a QR code to the controller's page."""
         self.cfg = cfg
         self._emit = emit
         self.now_ms = now_ms
         self.changes = Changes()
-        # a kiosk on every interface with no address was refused by the agent's config check
-        self.public_url = cfg.ticket_base_url or f"http://127.0.0.1:{cfg.web_port}"
+        self.device_id = device_id  # the controller's ticket page names the kiosk
         self.store = TicketStore(state_dir / "tickets.sqlite3")
         self.shared = shared
         replica = None
@@ -298,7 +299,7 @@ class Kiosk:
     def render(self, ticket: Ticket) -> bytes:
         service = self.office.service(ticket.service)
         ahead = self.office.people_ahead(ticket)
-        wait_s = self.office.wait_s(ticket, ahead)
+        wait_s = self.office.wait_s(ticket, ahead, self.now_ms())
         content = TicketContent(
             office=self.cfg.office,
             service_vi=service.name_vi,
@@ -306,7 +307,7 @@ class Kiosk:
             number=ticket.number,
             issued_local=self.office.local_time(ticket.issued_ms),
             people_ahead=ahead,
-            status_url=f"{self.public_url}/ve/{ticket.id}",
+            status_url=self.cfg.status_url(self.device_id, ticket.id),
             priority=ticket.priority,
             wait_min=None if not wait_s else max(1, math.ceil(wait_s / 60)),
         )
@@ -314,10 +315,12 @@ class Kiosk:
 
     # what the buttons and the pages do
 
-    def issue(self, service: str, priority: bool = False) -> dict[str, Any]:
+    def issue(
+        self, service: str, priority: bool = False, booking: tuple[str, int] | None = None
+    ) -> dict[str, Any]:
         """A number for a citizen: durable first, then queued for the printer."""
         try:
-            issued = self.office.issue(service, self.now_ms(), priority=priority)
+            issued = self.office.issue(service, self.now_ms(), priority=priority, booking=booking)
         except KioskError as exc:
             if exc.code not in ("closed", "limit"):
                 raise
@@ -335,8 +338,7 @@ class Kiosk:
         """A booked citizen's code: a number now, called at their slot (kiosk/booked.py)."""
         now = self.now_ms()
         booking = self.bookings.find(code, now)
-        issued = self.issue(booking.service)
-        self.bookings.record(self.office.ticket(issued["ticket_id"]), booking, now)
+        issued = self.issue(booking.service, booking=(booking.code, booking.slot_ms))
         self.changes.bump()
         slot = self.office.local_time(booking.slot_ms)
         return {**issued, "booked": True, "slot_ms": booking.slot_ms, "slot_local": slot}
@@ -415,7 +417,7 @@ class Kiosk:
             "printed": t.printed,
             "priority": t.priority,
             "issued_local": self.office.local_time(t.issued_ms),
-            "people_ahead": self.office.people_ahead(t),
+            **self.office.wait(t, self.now_ms()).view(),
         }
 
     def printer_view(self) -> dict[str, Any]:

@@ -134,9 +134,15 @@ class SharedQueue:
             return dict(self._log)
 
     def issue(
-        self, service: Service, now_ms: int, tz: str = DEFAULT_TZ, priority: bool = False
+        self,
+        service: Service,
+        now_ms: int,
+        tz: str = DEFAULT_TZ,
+        priority: bool = False,
+        booking: tuple[str, int] | None = None,
     ) -> QueuedTicket:
-        """A new number of this kiosk's own, on disk before this returns; raises IssueRefused."""
+        """A new number of this kiosk's own, on disk before this returns; raises IssueRefused.
+        ``booking``: a booked citizen's code and slot, in the log for every kiosk's counters."""
         day = _local_day(now_ms, tz).isoformat()
         with self._lock:
             key = (service.code, day)
@@ -150,7 +156,8 @@ class SharedQueue:
             e = self._append_locked(
                 now_ms, "issue", f"{self.queue}:{self.kiosk}:{seq}", day=day,
                 service=service.code, n=n, number=format_number(service.prefix, n, service.digits),
-                priority=priority,
+                priority=priority, booking=booking[0] if booking else "",
+                slot_ms=booking[1] if booking else 0,
             )  # fmt: skip
             ticket = self._settled.tickets[e.ticket]
         self._publish(e)

@@ -120,6 +120,11 @@ class Ticket:
     rating: int | None
 
 
+def booked_note(code: str, slot_ms: int) -> str:
+    """The note of a redeemed booking's ``booked`` action (kiosk/bookings.py reads it)."""
+    return json.dumps({"code": code, "slot_ms": slot_ms})
+
+
 def _ticket(row: Sequence[Any]) -> Ticket:
     return Ticket(
         row[0], row[1], row[2], date.fromisoformat(row[3]), row[4], row[5], bool(row[6]),
@@ -155,6 +160,8 @@ class Mirrored:
     counter: int
     called_ms: int
     own: bool
+    booking: str = ""  # booked ahead at a peer: recorded here as its "booked" action
+    slot_ms: int = 0
 
 
 @dataclass
@@ -254,6 +261,16 @@ class TicketStore:
                     for m in tickets
                 ],
             )  # fmt: skip
+            db.executemany(
+                "INSERT INTO ticket_action (ticket_id, action, at_ms, note)"
+                " SELECT ?, 'booked', ?, ? WHERE NOT EXISTS (SELECT 1 FROM ticket_action"
+                " WHERE ticket_id = ? AND action = 'booked')",
+                [
+                    (m.id, m.issued_ms, booked_note(m.booking, m.slot_ms), m.id)
+                    for m in tickets
+                    if m.booking and not m.own
+                ],
+            )
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -478,12 +495,16 @@ class TicketStore:
             rows = self._db.execute("SELECT counter FROM counter_state WHERE paused = 1")
             return {int(r[0]) for r in rows.fetchall()}
 
-    def service_times_s(self, service_code: str, day: date, limit: int = 20) -> list[float]:
-        """The latest service times (call to done) of one service: for estimate_wait_s."""
+    def service_times(
+        self, service_code: str, day: date, limit: int = 20
+    ) -> list[tuple[int, float]]:
+        """The latest services (served_ms, seconds from call to done) of one queue, for the
+        wait (protocol.queue_wait)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT (served_ms - called_ms) / 1000.0 FROM ticket WHERE day = ? AND queue = ?"
-                " AND state = 'served' ORDER BY served_ms DESC LIMIT ?",
+                "SELECT served_ms, (served_ms - called_ms) / 1000.0 FROM ticket WHERE day = ?"
+                " AND queue = ? AND state = 'served' AND served_ms IS NOT NULL AND called_ms IS NOT"
+                " NULL ORDER BY served_ms DESC LIMIT ?",  # a peer's service time stays there
                 (day.isoformat(), service_code, limit),
             ).fetchall()
-        return [float(r[0]) for r in rows]
+        return [(int(r[0]), float(r[1])) for r in rows]

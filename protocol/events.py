@@ -169,6 +169,9 @@ class TicketIssued(TicketRecord):
     issued_ms: EpochMs
     people_ahead: Annotated[int, Field(ge=0)]
     wait_s: Annotated[float, Field(ge=0)] | None  # null without history
+    # a booked citizen's ticket: the booked slot's start; absent for a walk-in, and from
+    # older agents
+    booked_slot_ms: EpochMs | None = None
 
 
 class TicketCalled(TicketRecord):

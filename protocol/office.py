@@ -52,6 +52,10 @@ class OfficeEntry(_Strict):
     counter: Annotated[int, Field(ge=0, le=99)] = 0
     queue: Annotated[str, Field(max_length=40)] = ""
     officer: Short = ""
+    # a booked citizen's issue: the booking's code and its slot's start (kiosk/booked.py);
+    # sent only when set, so a walk-in's entry reads the same to an older kiosk
+    booking: Annotated[str, Field(max_length=16)] = ""
+    slot_ms: Annotated[int, Field(ge=0, le=2**53)] = 0
 
     @model_validator(mode="after")
     def _complete(self) -> OfficeEntry:
@@ -85,7 +89,7 @@ OfficeMessage = OfficeEntries | OfficeSync
 
 def office_entries(office: str, kiosk: str, entries: list[OfficeEntry]) -> bytes:
     msg = OfficeEntries(v=1, type="office.entries", office=office, kiosk=kiosk, entries=entries)
-    return msg.model_dump_json().encode()
+    return msg.model_dump_json(exclude_defaults=True).encode()
 
 
 def office_sync(office: str, kiosk: str, have: dict[str, int]) -> bytes:

@@ -18,6 +18,7 @@ MONDAY_9_S = datetime(2026, 11, 23, 9, tzinfo=HN).timestamp()  # as tests/confte
 OFFICE = """
 [booking]
 attempts_per_ip = {attempts}
+status_views_per_ip_per_min = {views}
 
 [[booking.offices]]
 kiosk = "kiosk-1"
@@ -45,6 +46,7 @@ def booking_app(
     site_dir: Path | None = None,
     mqtt_port: int = 1,
     attempts: int = 1000,
+    views: int = 1000,
     clock: Clock | None = None,
 ) -> FastAPI:
     """The controller with the office above; no broker unless ``mqtt_port`` has one."""
@@ -56,7 +58,7 @@ def booking_app(
         "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"
         f'[site]\ndir = "{site_dir or tmp / "site"}"\n'
         f'[database]\nurl = "{database_url}"\n[mqtt]\nport = {mqtt_port}\n'
-        "[documents]\ncheck_every_s = 0.5\n" + OFFICE.format(attempts=attempts),
+        "[documents]\ncheck_every_s = 0.5\n" + OFFICE.format(attempts=attempts, views=views),
         encoding="utf-8",
     )
     return create_app(load_settings(config), clock=clock)

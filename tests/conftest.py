@@ -250,15 +250,16 @@ def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
         extra.update(
             {
                 k: settings.pop(k)
-                for k in ("pin_factory", "player", "serve", "clock")
+                for k in ("pin_factory", "player", "serve", "clock", "device_id")
                 if k in settings
             }
         )
         record = events if events is not None else []
+        emit = settings.pop("emit", None) or (lambda body: record.append((body.TYPE, body.wire())))
         kiosk = Kiosk(
             KioskSection.model_validate(settings),
             tmp_path / "kiosk-state",
-            lambda body: record.append((body.TYPE, body.wire())),
+            emit,
             extra.pop("clock", None) or KioskClock(),
             **extra,
         )

@@ -205,6 +205,16 @@ def test_reports_as_json_pages_and_csv_for_excel(api: Api) -> None:
     assert "power_loss" not in page and "offline" not in page
     assert plays[0]["relay_gaps"] == 1 and plays[0]["relay_gap_ms"] == 12_000
     assert "Gián đoạn tiếp sóng" in page and "0:12" in page  # what a relay lost
+    kinds = api.get(
+        "/api/reports/queue", params={"start_ms": T0, "end_ms": T0 + MIN, "by": "booking"}
+    ).json()
+    assert [(k["key"], k["issued"], k["called"]) for k in kinds] == [("walk_in", 1, 1)]
+    sheet = api.get("/reports/queue", params={"by": "booking", "start": "23/11/2026"}).text
+    assert "Đến trực tiếp" in sheet and "walk_in" not in sheet.split("<main")[1]
+    xlsx = api.get(
+        "/reports/queue", params={"by": "booking", "start": "23/11/2026", "format": "xlsx"}
+    )
+    assert xlsx.status_code == 200 and xlsx.content.startswith(b"PK")
 
 
 def test_provisioning_from_the_api_reloads_the_real_broker(api: Api, fleet: Fleet) -> None:

@@ -1,7 +1,8 @@
 """Issue 15: the ticket's QR code links to an address a citizen's phone can open.
 
-public_url first, else the kiosk on the office network (office_address, or
-web_host when it is one address); a kiosk on every interface with neither is
+controller_url first (the controller's page, /ve/<device>/<ticket>), then public_url,
+else the kiosk on the office network (office_address, or web_host when it is one
+address); a kiosk on every interface with none of them is
 refused when the agent's configuration is read, saying what to set.
 """
 
@@ -113,4 +114,31 @@ def test_the_printed_qr_code_links_to_the_office_address(
     issued = kiosk.issue("ho-tich")
     (ticket,) = virtual_printer.wait_tickets(1)
     expected = f"http://192.168.1.10:{kiosk.cfg.web_port}/ve/{issued['ticket_id']}"
+    assert qr_data(ticket.items) == expected.encode()
+
+
+def test_the_controllers_address_takes_the_qr_code_with_the_office_as_fallback() -> None:
+    cfg = KioskSection.model_validate({
+        "controller_url": "https://tanphu.xaso.vn/",
+        "office_address": "192.168.1.10",
+    })  # fmt: skip
+    assert cfg.status_url("kiosk-1", "t1") == "https://tanphu.xaso.vn/ve/kiosk-1/t1"
+    assert cfg.status_url(None, "t1") == "http://192.168.1.10:8080/ve/t1"  # no device id known
+    assert KioskSection().status_url("kiosk-1", "t1") == "http://127.0.0.1:8080/ve/t1"
+    KioskSection(controller_url="https://tanphu.xaso.vn").check_ticket_address()  # reachable
+    with pytest.raises(ValidationError, match=r"controller_url .* cannot"):
+        KioskSection(controller_url="http://127.0.0.1:8000")
+    with pytest.raises(ValueError, match=r"\[kiosk\] controller_url"):
+        KioskSection().check_ticket_address()
+
+
+def test_the_printed_qr_code_opens_the_controllers_page(
+    make_kiosk: Callable[..., Kiosk], virtual_printer: VirtualPrinter
+) -> None:
+    kiosk = make_kiosk(
+        web_host="0.0.0.0", controller_url="https://tanphu.xaso.vn", device_id="kiosk-1"
+    )
+    issued = kiosk.issue("ho-tich")
+    (ticket,) = virtual_printer.wait_tickets(1)
+    expected = f"https://tanphu.xaso.vn/ve/kiosk-1/{issued['ticket_id']}"
     assert qr_data(ticket.items) == expected.encode()

@@ -292,3 +292,30 @@ def test_a_transfer_note_reaches_the_next_counter_and_not_the_hall(client: TestC
     assert "Ghi chú của quầy trước" in page and "bản sao sổ đỏ &lt;b&gt;" in page
     assert "sổ đỏ" not in client.get("/api/state").text + client.get("/display").text
     assert 'id="handover" class="notice warn hidden"' in client.get("/counter/1", headers=one).text
+
+
+def test_the_status_page_tells_the_wait_and_when_the_turn_is_near(
+    make_kiosk: Callable[..., Kiosk],
+) -> None:
+    from tests.conftest import KioskClock
+
+    clock = KioskClock()
+    kiosk = make_kiosk(officers=OFFICERS, clock=clock, counters=1)
+    tickets = [kiosk.issue("ho-tich") for _ in range(6)]
+    with TestClient(create_app(kiosk), raise_server_exceptions=False) as client:
+        last = f"/ve/{tickets[-1]['ticket_id']}"
+        page = client.get(last).text  # no service yet today: the usual 5 minutes each
+        assert "khoảng 25 phút" in page and "ước tính sơ bộ" in page and "Sắp đến lượt" not in page
+        for _ in range(2):  # two citizens served in 2 minutes each
+            kiosk.counter(1, "next")
+            clock.ms += 120_000
+            kiosk.counter(1, "served")
+        view = client.get(f"/api/tickets/{tickets[-1]['ticket_id']}").json()
+        assert view["people_ahead"] == 3 and view["wait_min"] == 6 and not view["near"]
+        kiosk.counter(1, "next")
+        page = client.get(last).text
+        assert "Sắp đến lượt" in page and "khoảng 4 phút" in page and "sơ bộ" not in page
+        english = client.get(last + "?lang=en").text
+        assert "Your turn is near" in english and "about 4 min" in english
+        kiosk.counter(1, "pause")
+        assert "chưa ước tính được" in client.get(last + "?lang=vi").text

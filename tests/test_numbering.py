@@ -19,7 +19,6 @@ from kiosk.numbering import (
     Service,
     call_order,
     can_issue,
-    estimate_wait_s,
     format_number,
     local_day,
     next_ticket,
@@ -228,18 +227,3 @@ def test_every_ticket_is_called_exactly_once_fifo_within_class(
         assert mine == sorted(mine)
     # the whole order at once is the same as calling one by one
     assert numbers(called) == numbers(call_order(waiting, policy, since))
-
-
-# wait estimates
-
-
-def test_wait_estimate_uses_the_median() -> None:
-    times = [300.0, 240.0, 360.0, 3600.0]  # one long land case
-    assert estimate_wait_s(4, times, 2) == pytest.approx(330.0 * 4 / 2)
-    assert estimate_wait_s(0, times, 1) == 0
-    assert estimate_wait_s(3, [], 2) is None
-    assert estimate_wait_s(3, times, 0) is None
-    with pytest.raises(ValueError):
-        estimate_wait_s(-1, times, 1)
-    with pytest.raises(ValueError):
-        estimate_wait_s(1, [-5.0], 1)

@@ -672,3 +672,75 @@ def test_the_counter_page_says_when_its_call_lost_to_another_kiosks_counter(
     finally:
         for thing in reversed(opened):
             thing.close()
+
+
+def test_a_booked_ticket_goes_into_the_shared_queue_and_is_called_at_its_slot_by_either_kiosk(
+    office_site: Site, office_broker: Mosquitto, tmp_path: Path
+) -> None:
+    from protocol.commands import BookingsSet
+
+    clock = KioskClock()  # Monday 23/11/2026 09:00
+    slot = clock.ms + 30 * 60_000  # booked for 09:30
+    booked = BookingsSet.model_validate({"version": 1, "bookings": [
+        {"code": "K7M2QX", "service": "ho-tich", "slot_ms": slot, "slot_min": 15}]})  # fmt: skip
+    made: list[tuple[Kiosk, LossyLink, VirtualPrinter]] = []
+    events: dict[str, list[dict[str, object]]] = {"kiosk-a": [], "kiosk-b": []}
+    try:
+        for device in ("kiosk-a", "kiosk-b"):
+            printer = VirtualPrinter(tmp_path / device / "printed").start()
+            link = LossyLink(office_broker.host, office_broker.port, seed=2, latency_ms=None)
+            link.start()
+            mqtt = kiosk_config(office_site, device)["mqtt"]
+            shared = SharedQueue(
+                tmp_path / device / "office.sqlite", queue="tanphu", kiosk=device,
+                kiosks=["kiosk-a", "kiosk-b"], topics=Topics(),
+            )  # fmt: skip
+            cfg = KioskSection.model_validate(
+                {"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
+                 "web_host": "127.0.0.1", "queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-b"]}
+            )  # fmt: skip
+            (tmp_path / device / "state").mkdir(parents=True)
+            record = events[device]
+            kiosk = Kiosk(cfg, tmp_path / device / "state",
+                          lambda b, r=record: r.append(b.wire()), clock, shared=shared)  # fmt: skip
+            kiosk.start()
+            shared.connect("127.0.0.1", link.port, mqtt["username"], mqtt["password"])
+            assert shared.wait_link(up=True, timeout_s=WAIT_S)
+            made.append((kiosk, link, printer))
+        (a, _, _), (b, _, _) = made
+        a.bookings.apply("", booked)
+        seen_a, seen_b = Mirrored(a), Mirrored(b)
+        assert a.issue("ho-tich")["number"] == "A001"  # walk-ins at both doors
+        seen_b.wait(lambda ts: len(ts) == 1)
+        clock.ms += 60_000
+        assert b.issue("ho-tich")["number"] == "A002"
+        clock.ms += 60_000
+        redeemed = a.redeem_booking("k7m2qx")  # typed at kiosk a, 09:02
+        assert redeemed["number"] == "A003" and redeemed["booked"]
+        issued = [e for e in events["kiosk-a"] if e.get("number") == "A003"]
+        assert issued and issued[0]["booked_slot_ms"] == slot  # for the controller's reports
+        walk_in = next(e for e in events["kiosk-a"] if e.get("number") == "A001")
+        assert "booked_slot_ms" not in walk_in
+        seen_b.wait(lambda ts: len(ts) == 3)
+        assert b.bookings.slots_today(clock.ms) == {"A003": slot}  # b knows the slot from the log
+        b.bookings.apply("", booked)  # were b given the list too, the code is used
+        with pytest.raises(KioskError) as used:
+            b.redeem_booking("K7M2QX")
+        assert used.value.code == "booking_used"
+        clock.ms += 60_000
+        assert b.issue("ho-tich")["number"] == "A004"
+        # kiosk b's counter calls the walk-ins, not the booked citizen before the slot
+        calls = []
+        for _ in range(2):
+            clock.ms += 60_000
+            calls.append(b.counter(1, "next")["ticket"]["number"])
+        assert calls == ["A001", "A002"]
+        clock.ms = slot + 60_000  # 09:31: due, before A004 who came earlier
+        assert b.counter(1, "next")["ticket"]["number"] == "A003"
+        seen_a.wait(lambda ts: by_number(ts)["A003"].counter == 1)
+        assert a.counter(2, "next")["ticket"]["number"] == "A004"
+    finally:
+        for kiosk, link, printer in made:
+            kiosk.close()
+            link.close()
+            printer.close()

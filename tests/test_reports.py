@@ -290,3 +290,51 @@ def test_queue_statistics_per_officer(sessions):
     assert (minh.called, minh.no_shows, minh.avg_wait_s, minh.ratings) == (1, 1, 120.0, 0)
     header = queue_sheet("vi", "officer", list(by.values())).headers[0]
     assert header == "Cán bộ"
+
+
+def test_booked_against_walk_in_counts_waits_and_service_times_and_the_xlsx(sessions):
+    import openpyxl
+
+    from controller.web.spreadsheets import to_xlsx
+
+    def ticket(number: str, **extra: Any) -> dict[str, Any]:
+        base = {"ticket_id": number, "number": number, "service": "ho-tich", "queue": "ho-tich",
+                "day": "2025-11-22", "priority": False}  # fmt: skip
+        return base | extra
+
+    def issued(number: str, **extra: Any) -> dict[str, Any]:
+        return ticket(number, issued_ms=T0, people_ahead=0, wait_s=None, **extra)
+
+    def called(number: str, waited_ms: int) -> dict[str, Any]:
+        return ticket(number, counter=1, recall=0, waited_ms=waited_ms)
+
+    store(
+        sessions,
+        [
+            ("kiosk-1", "ticket.issued", T0, issued("A001")),  # an older agent: no field
+            ("kiosk-1", "ticket.issued", T0 + 1, issued("A002", booked_slot_ms=T0 + 600_000)),
+            ("kiosk-1", "ticket.issued", T0 + 2, issued("A003")),
+            ("kiosk-1", "ticket.called", T0 + 3, called("A001", 300_000)),
+            ("kiosk-1", "ticket.served", T0 + 4, ticket("A001", counter=1, service_ms=400_000)),
+            ("kiosk-1", "ticket.called", T0 + 5, called("A002", 60_000)),
+            ("kiosk-1", "ticket.served", T0 + 6, ticket("A002", counter=1, service_ms=200_000)),
+            ("kiosk-1", "ticket.called", T0 + 7, called("A003", 500_000)),
+            ("kiosk-1", "ticket.skipped", T0 + 8, ticket("A003", counter=1, reason="no_show")),
+        ],
+    )
+    with sessions() as s:
+        rows = {r.key: r for r in queue_stats(s, T0, T0 + DAY, by="booking")}
+    booked, walk_in = rows["booked"], rows["walk_in"]
+    assert (booked.issued, booked.called, booked.served, booked.no_shows) == (1, 1, 1, 0)
+    assert (booked.avg_wait_s, booked.avg_service_s) == (60.0, 200.0)
+    assert (walk_in.issued, walk_in.served, walk_in.no_shows) == (2, 1, 1)
+    assert (walk_in.avg_wait_s, walk_in.max_wait_s, walk_in.avg_service_s) == (400.0, 500.0, 400.0)
+
+    sheet = queue_sheet("vi", "booking", list(rows.values()))
+    book = openpyxl.load_workbook(io.BytesIO(to_xlsx(sheet)))
+    cells = [[c.value for c in row] for row in book.active.iter_rows()]
+    assert cells[0][0] == "Đặt lịch / đến trực tiếp"
+    assert [r[0] for r in cells[1:]] == ["Đặt lịch trước", "Đến trực tiếp"]
+    assert cells[1][1] == 1 and cells[2][1] == 2
+    text = to_csv(queue_sheet("en", "booking", list(rows.values()))).decode("utf-8-sig")
+    assert "Booked ahead" in text and "Walk-in" in text and "walk_in" not in text

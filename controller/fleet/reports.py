@@ -33,6 +33,7 @@ from protocol.events import (
     PlayInterrupted,
     PlayMissed,
     TicketCalled,
+    TicketIssued,
     TicketRated,
     TicketRecord,
     TicketServed,
@@ -130,20 +131,32 @@ def queue_stats(
     session: Session,
     start_ms: int,
     end_ms: int,
-    by: Literal["service", "counter", "officer"] = "service",
+    by: Literal["service", "counter", "officer", "booking"] = "service",
     device: str | None = None,
 ) -> list[QueueRow]:
     """Tickets, waiting and service times, no-shows and ratings, per service or counter.
+
+    By booking: "booked" (a citizen who booked ahead: ``ticket.issued`` carries the slot)
+    against "walk_in"; a ticket issued before the period counts as a walk-in.
 
     Issued tickets have no counter yet: by counter, ``issued`` stays 0. By officer:
     the officer signed in at the counter who called, served or skipped, and the one
     who served the citizen a rating is for; records made with no sign-in are left out.
     """
     acc: dict[str, _QueueAcc] = {}
-    for _e, body in events(session, TICKET_TYPES, start_ms, end_ms, device):
+    found = events(session, TICKET_TYPES, start_ms, end_ms, device)
+    booked = {
+        b.ticket_id
+        for _e, b in found
+        if isinstance(b, TicketIssued) and b.booked_slot_ms is not None
+    }
+    for _e, body in found:
         if not isinstance(body, TicketRecord):
             continue
-        raw = body.service if by == "service" else getattr(body, by, None)
+        if by == "booking":
+            raw: object = "booked" if body.ticket_id in booked else "walk_in"
+        else:
+            raw = body.service if by == "service" else getattr(body, by, None)
         if raw is None:
             continue
         acc.setdefault(str(raw), _QueueAcc()).add(body)

@@ -117,6 +117,9 @@ i18n.register(
         "reports.by.service": ("Dịch vụ", "Service"),
         "reports.by.counter": ("Quầy", "Counter"),
         "reports.by.officer": ("Cán bộ", "Officer"),
+        "reports.by.booking": ("Đặt lịch / đến trực tiếp", "Booked / walk-in"),
+        "reports.kind.booked": ("Đặt lịch trước", "Booked ahead"),
+        "reports.kind.walk_in": ("Đến trực tiếp", "Walk-in"),
         "reports.col.plays": ("Số lượt phát", "Plays"),
         "reports.col.missed": ("Bỏ lỡ", "Missed"),
         "reports.col.failed": ("Lỗi", "Failed"),
@@ -231,7 +234,7 @@ def queue_sheet(lang: i18n.Lang, by: str, rows: Sequence[QueueRow]) -> Sheet:
     for r in rows:
         sheet.rows.append(
             [
-                r.key,
+                t(f"reports.kind.{r.key}") if by == "booking" else r.key,
                 r.issued,
                 r.called,
                 r.served,

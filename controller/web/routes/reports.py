@@ -127,9 +127,10 @@ def api_queue(
     who: Reader,
     start_ms: EpochMs,
     end_ms: EpochMs,
-    by: Literal["service", "counter", "officer"] = "service",
+    by: Literal["service", "counter", "officer", "booking"] = "service",
 ) -> list[QueueRowOut]:
-    """Queue statistics per service or counter for ticket events in [start_ms, end_ms)."""
+    """Queue statistics per service, counter, officer, or booked against walk-in ("booked",
+    "walk_in"), for ticket events in [start_ms, end_ms)."""
     _check_period(start_ms, end_ms)
     return [QueueRowOut(**vars(row)) for row in queue_stats(db, start_ms, end_ms, by)]
 
@@ -280,7 +281,7 @@ def queue_page(
     who: Reader,
     start: Day = None,
     end: Day = None,
-    by: Literal["service", "counter", "officer"] = "service",
+    by: Literal["service", "counter", "officer", "booking"] = "service",
     format: Format = "html",
     sep: Sep = "comma",
 ) -> Response:
@@ -290,8 +291,9 @@ def queue_page(
     sheet = queue_sheet(lang, by, rows)
     if format != "html":
         return _file(sheet, format, sep, name=f"lay-so_{by}", first=first, last=last)
-    chart = bar_chart(
-        [(r.key, r.issued or r.called) for r in rows], i18n.t(lang, "reports.col.issued")
+    chart = bar_chart(  # labelled as the sheet's first column ("Đặt lịch trước", not "booked")
+        [(str(line[0]), r.issued or r.called) for line, r in zip(sheet.rows, rows, strict=True)],
+        i18n.t(lang, "reports.col.issued"),
     )
     return _page(
         request,
@@ -301,5 +303,5 @@ def queue_page(
         first=first,
         last=last,
         by=by,
-        bys=("service", "counter", "officer"),
+        bys=("service", "counter", "officer", "booking"),
     )
