@@ -106,6 +106,7 @@ def total_plays(tmp: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # on a loaded machine each restart of the controller takes longer
 def test_three_controller_kills_lose_no_play_and_no_ticket(
     tmp_path: Path, controller: tuple[ControllerProcess, str], database_url: str, fleet: Any
 ) -> None:
@@ -149,23 +150,25 @@ def test_three_controller_kills_lose_no_play_and_no_ticket(
     until("the kiosk serves its pages", lambda: httpx.get(kiosk.url + "/api/state").is_success)
     citizens = Citizens(kiosk.url)
     citizens.thread.start()
+    every_play = SLOTS * len(SPEAKERS)
     try:
         for kill in range(KILLS):
             until(
                 f"plays before kill {kill + 1}",
-                lambda k=kill: total_plays(tmp_path) >= 2 + 8 * k,
+                lambda k=kill: total_plays(tmp_path) >= min(2 + 8 * k, every_play),
             )
             ctl.kill9()
             plays, issued = total_plays(tmp_path), citizens.issued
-            # while it is down, the speakers play a slot and citizens take numbers
+            # while it is down, the speakers play a slot (unless a slow restart let the
+            # schedule run out) and citizens take numbers
             until(
                 "plays and tickets while the controller is down",
                 lambda p=plays, i=issued: (
-                    total_plays(tmp_path) >= p + 2 and citizens.issued >= i + 2
+                    total_plays(tmp_path) >= min(p + 2, every_play) and citizens.issued >= i + 2
                 ),
             )
             ctl.start()
-        until("every slot played", lambda: total_plays(tmp_path) == SLOTS * len(SPEAKERS))
+        until("every slot played", lambda: total_plays(tmp_path) == every_play)
     finally:
         citizens.stop.set()
         citizens.thread.join(30)

@@ -110,6 +110,13 @@ def test_demo_runs_a_fleet_the_controller_shows_and_stops_on_ctrl_c(tmp_path: Pa
         )
         assert all(rows[s]["missed"] == 0 and rows[s]["failed"] == 0 for s in speakers)
         until("a ticket called", lambda: "ticket.called A001" in log.read_text(), demo, log)
+        hall = tmp_path / "d" / "played" / "kiosk-mot-cua-1" / "played.jsonl"
+        until(  # the call's record is written when it has played: Ctrl-C must not cut it
+            "the call of A001 heard in the hall",
+            lambda: hall.exists() and '"A001 → quầy 1"' in hall.read_text("utf-8"),
+            demo,
+            log,
+        )
         until("a ping round", lambda: "ping:" in log.read_text(), demo, log)
         until(
             "the narrated bulletin", lambda: f"{BULLETIN} completed" in log.read_text(), demo, log

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broadcast.audio.clips import ClipError
 from controller.radio.broadcasting import BroadcastInfo, Broadcasting
 from controller.radio.clip_library import ClipInfo, ClipLibrary, ServiceError
 from controller.radio.streams import (
@@ -51,7 +52,11 @@ class LiveVoiceError(Exception):
 def _encoder_argv(ffmpeg: str) -> list[str]:
     argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer"]
     argv += ["-probesize", "32768", "-analyzeduration", "0", "-f", "matroska", "-i", "pipe:0"]
-    return [*argv, "-map", "0:a:0", *opus_ogg_args(), "-f", "ogg", "pipe:1"]
+    # the browser's timestamps may jump when its chunks come late (a busy PC, a slow
+    # link); counted from the samples instead, the recording is as long as what aired
+    # and its Ogg granules agree with its audio (else the library refuses it as cut)
+    argv += ["-map", "0:a:0", "-af", "asetpts=N/SR/TB"]
+    return [*argv, *opus_ogg_args(), "-f", "ogg", "pipe:1"]
 
 
 def _source_argv(ffmpeg: str, url: str) -> list[str]:
@@ -220,7 +225,7 @@ class LiveSession:
             return self.library.upload(
                 recording, title=self.label, created_by=self.by, filename="live.ogg"
             )
-        except ServiceError as exc:
+        except (ServiceError, ClipError) as exc:  # the session has ended all the same
             log.warning("live %s: the recording was not kept: %s", self.mount, exc.message_en)
             return None
         finally:
