@@ -172,6 +172,7 @@ def booking_wire(station: Station) -> Wire:
         key=station.site.signing_key,
         topics=lambda: Topics(station.site.root),
         publisher=station,
+        peers=queue_peers(station.site),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from controller.site.devices import add_device
 from controller.site.directory import Site
 from tests.booking_helpers import booking_app
 from tests.broadcast_api_helpers import refused
@@ -275,3 +276,23 @@ def test_each_booking_and_cancel_reaches_the_kiosk_as_a_signed_retained_document
 
 def _codes(message: Any) -> list[str]:
     return [b["code"] for b in message.json()["body"]["bookings"]]
+
+
+def test_every_kiosk_of_the_office_queue_gets_the_bookings(
+    tmp_path: Path, database_url: str, site: Site, fleet: Fleet
+):
+    """Two touchscreens in one hall share a queue: a code is typed at whichever is free."""
+    for kiosk in ("kiosk-1", "kiosk-2"):
+        add_device(site.dir, kiosk, ["kiosk"], broker_host="127.0.0.1", force=True,
+                   broker_port=fleet.broker.port, office_address="192.168.1.21",
+                   queue="tan-lap")  # fmt: skip
+    probe = fleet.probe(subscribe="xaso/dev/+/bookings")
+    app = booking_app(tmp_path, database_url, site_dir=site.dir, mqtt_port=fleet.broker.port)
+    with TestClient(app) as client:
+        until("the controller is connected", lambda: app.state.xaso.station.connected)
+        code = book(client, "0912345678").json()["code"]
+        for kiosk in ("kiosk-1", "kiosk-2"):
+            topic = f"xaso/dev/{kiosk}/bookings"
+            got = probe.wait_for(lambda m, t=topic: m.topic == t and _codes(m) == [code])
+            assert got.json()["to"]["id"] == kiosk  # signed for that kiosk
+    app.state.xaso.engine.dispose()

@@ -73,13 +73,22 @@ class Booked:
     day: date
 
 
+def _alone(kiosk: str) -> list[str]:
+    return [kiosk]
+
+
 @dataclass(frozen=True)
 class Wire:
-    """How a document reaches the kiosks: the site's key and root, and the bus."""
+    """How a document reaches the kiosks: the site's key and root, and the bus.
+
+    ``peers`` gives the kiosks of a kiosk's office queue (itself among them): each
+    gets the office's bookings, so a code is typed at whichever touchscreen is free,
+    and the office's shared log uses it once (docs/kiosk.md)."""
 
     key: Callable[[], SigningKey]
     topics: Callable[[], Topics]
     publisher: Publisher
+    peers: Callable[[str], list[str]] = _alone
 
 
 class Bookings:
@@ -239,9 +248,10 @@ class Bookings:
 
     # the kiosk's document
 
-    def _topic(self, office: BookingOffice) -> str:
-        topics = self.wire.topics() if self.wire is not None else Topics()
-        return topics.dev(office.kiosk, "bookings")
+    def _kiosks(self, office: BookingOffice) -> list[str]:
+        """Every kiosk of the office's queue, the office's own first."""
+        peers = self.wire.peers(office.kiosk) if self.wire is not None else []
+        return list(dict.fromkeys([office.kiosk, *peers]))
 
     def document(self, db: Session, office: BookingOffice, version: int) -> BookingsSet:
         today = local_day(self.now_ms(), office.tz).isoformat()
@@ -263,28 +273,32 @@ class Bookings:
         )
 
     def publish(self, office: BookingOffice) -> bool:
-        """Sign the office's bookings at a new version and send them; False if not sent now."""
+        """Sign the office's bookings at a new version and send them to each kiosk of its
+        queue; False if one was not sent now."""
         if self.wire is None:
             return False
         wire = self.wire
-        try:
-            key = wire.key()
+        sent = True
+        for kiosk in self._kiosks(office):
+            try:
+                key, topic = wire.key(), wire.topics().dev(kiosk, "bookings")
+                with self.sessions.begin() as db:
+                    signed = sign_next(
+                        db,
+                        topic,
+                        "bookings.set",
+                        build=lambda version, _last: self.document(db, office, version),
+                        key=key,
+                        now_ms=self.now_ms(),
+                    )
+                wire.publisher.publish(signed.topic, signed.payload, qos=1, retain=True)
+            except Exception as exc:  # no site or no broker yet: the database keeps the truth
+                log.warning("bookings of %s not sent now (%s); sent again later", kiosk, exc)
+                sent = False
+                continue
             with self.sessions.begin() as db:
-                signed = sign_next(
-                    db,
-                    self._topic(office),
-                    "bookings.set",
-                    build=lambda version, _last: self.document(db, office, version),
-                    key=key,
-                    now_ms=self.now_ms(),
-                )
-            wire.publisher.publish(signed.topic, signed.payload, qos=1, retain=True)
-        except Exception as exc:  # no site or no broker yet: the database keeps the truth
-            log.warning("bookings of %s not sent now (%s); sent again later", office.kiosk, exc)
-            return False
-        with self.sessions.begin() as db:
-            mark_delivered(db, signed, self.now_ms())
-        return True
+                mark_delivered(db, signed, self.now_ms())
+        return sent
 
     def resend_due(self) -> int:
         """Send each office's document again when the last was not delivered or is of an
@@ -299,14 +313,19 @@ class Bookings:
         sent = 0
         for office in self.section.offices:
             with self.sessions() as db:
-                row = db.get(PublishedDocumentRow, topics.dev(office.kiosk, "bookings"))
-                stale = row is None or row.delivered_ms is None
-                if row is not None and not stale:
-                    signed_day = local_day(row.signed_ms, office.tz)
-                    stale = signed_day != local_day(self.now_ms(), office.tz)
+                stale = any(
+                    self._stale(db.get(PublishedDocumentRow, topics.dev(kiosk, "bookings")), office)
+                    for kiosk in self._kiosks(office)
+                )
             if stale and self.publish(office):
                 sent += 1
         return sent
+
+    def _stale(self, row: PublishedDocumentRow | None, office: BookingOffice) -> bool:
+        """Never delivered, or signed on an earlier day (its past bookings are dropped)."""
+        if row is None or row.delivered_ms is None:
+            return True
+        return local_day(row.signed_ms, office.tz) != local_day(self.now_ms(), office.tz)
 
     def running(self, every_s: float) -> AbstractContextManager[None]:
         return repeating("booking-documents", self.resend_due, every_s)
