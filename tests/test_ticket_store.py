@@ -89,7 +89,7 @@ def test_a_ticket_through_the_counter(store: TicketStore) -> None:
     assert store.recall(t.id).recalls == 1
     done = store.serve_done(t.id, at(23, 9, 9))
     assert done.state == "served"
-    assert store.service_times_s("ho-tich", date(2026, 11, 23)) == [240.0]
+    assert store.service_times("ho-tich", date(2026, 11, 23)) == [(at(23, 9, 9), 240.0)]
     assert store.rate(t.id, 5).rating == 5
     with pytest.raises(TicketError, match="already rated"):
         store.rate(t.id, 1)
