@@ -32,6 +32,7 @@ from tests.audio_helpers import dominant_hz, read_samples
 from tests.stream_helpers import StreamRig
 from tests.stream_station import Station as LoopbackStation
 from tests.test_scheduling import TZ
+from tests.test_station_relays_e2e import play_event
 
 SPEAKERS = ("loa-1", "loa-2", "loa-3")
 RELAY = {"relay_retry_max_s": 1.5, "relay_dead_air_s": 3}
@@ -57,19 +58,6 @@ def vov(tmp_path: Path) -> Iterator[LoopbackStation]:
     s = LoopbackStation(tmp_path / "radio")
     yield s
     s.close()
-
-
-def _event(probe: Any, device: str, kind: str, key: str, timeout: float = 90) -> dict[str, Any]:
-    msg = probe.wait_for(
-        lambda m: (
-            m.topic == f"xaso/dev/{device}/event"
-            and m.json()["type"] == kind
-            and m.json()["body"].get("key") == key
-        ),
-        timeout,
-    )
-    body: dict[str, Any] = msg.json()["body"]
-    return body
 
 
 def _spawn(fleet: Any, probe: Any, tmp: Path) -> None:
@@ -108,7 +96,7 @@ def test_three_speakers_relay_a_station_through_one_pull_and_ride_its_drop(
     _spawn(fleet, probe, tmp_path)
     key = _schedule(rig, made.id, 25, 40)
     for device in SPEAKERS:
-        _event(probe, device, "play.started", key)
+        play_event(probe, device, "play.started", key)
     pull = station.pulls.pulls[made.id]
     vov.reset_most()
     time.sleep(6)  # three speakers on air
@@ -117,7 +105,7 @@ def test_three_speakers_relay_a_station_through_one_pull_and_ride_its_drop(
     vov.set("off")  # the station drops for 10 s
     time.sleep(10)
     vov.set("tone")
-    finished = {d: _event(probe, d, "play.finished", key, timeout=120) for d in SPEAKERS}
+    finished = {d: play_event(probe, d, "play.finished", key, timeout=120) for d in SPEAKERS}
     for device, body in finished.items():
         assert body["outcome"] == "completed", (device, body)
         dropped = [g for g in body["gaps"] if g["reason"] == "dropped"]
@@ -142,7 +130,7 @@ def test_with_the_pull_down_the_speakers_relay_the_station_from_its_own_url(
     _spawn(fleet, probe, tmp_path)
     key = _schedule(rig, made.id, 8, 20)
     for device in SPEAKERS:
-        body = _event(probe, device, "play.finished", key, timeout=120)
+        body = play_event(probe, device, "play.finished", key, timeout=120)
         assert body["outcome"] == "completed" and body["relayed_ms"] > 8_000, (device, body)
         assert abs(_pitch(tmp_path, device) - 440) < 10
     assert not pulls.pulls and vov.with_credentials == 0
@@ -184,7 +172,7 @@ def test_a_relay_now_waits_for_its_mount_and_the_pull_lasts_its_length(
     )
     assert station.pulls.mounted(made.id)  # served before the speakers were told
     for device in SPEAKERS:
-        body = _event(probe, device, "play.finished", info.id, timeout=90)
+        body = play_event(probe, device, "play.finished", info.id, timeout=90)
         assert body["outcome"] == "completed" and body["gaps"] == [], (device, body)
         assert abs(_pitch(tmp_path, device) - 440) < 10
     assert vov.most_listening == 1 and vov.with_credentials == 0

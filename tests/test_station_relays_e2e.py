@@ -46,7 +46,8 @@ def radio(tmp_path: Path) -> Iterator[LoopbackStation]:
     s.close()
 
 
-def _event(probe: Any, device: str, kind: str, key: str, timeout: float = 90) -> dict[str, Any]:
+def play_event(probe: Any, device: str, kind: str, key: str, timeout: float = 90) -> dict[str, Any]:
+    """The body of ``device``'s first ``kind`` event for the play ``key``."""
     msg = probe.wait_for(
         lambda m: (
             m.topic == f"xaso/dev/{device}/event"
@@ -101,20 +102,20 @@ def test_a_scheduled_relay_on_three_agents_rides_a_drop_and_reports_dead_air(
     )  # fmt: skip
     key = f"{made.item_id}@{start.isoformat()}"
     for device in SPEAKERS:
-        _event(probe, device, "play.started", key)
+        play_event(probe, device, "play.started", key)
     radio.set("off")  # the station drops for 10 s
     time.sleep(10)
     answered = radio.requests - radio.refused  # none answered while off
     radio.set("tone")
     for device in SPEAKERS:  # each speaker got it back, and told of the drop once
-        assert _event(probe, device, "audio.fault", key)["reason"] == "stream_dropped"
+        assert play_event(probe, device, "audio.fault", key)["reason"] == "stream_dropped"
     # back on air everywhere: each speaker asked again and was answered
     deadline = time.monotonic() + 30
     while radio.requests - radio.refused < answered + len(SPEAKERS):
         assert time.monotonic() < deadline, "the speakers did not come back to the station"
         time.sleep(0.1)
     radio.set("silent")  # dead air: connected, nothing on it
-    finished = {d: _event(probe, d, "play.finished", key, timeout=120) for d in SPEAKERS}
+    finished = {d: play_event(probe, d, "play.finished", key, timeout=120) for d in SPEAKERS}
     for device, body in finished.items():
         assert body["outcome"] == "completed", (device, body)
         reasons = [g["reason"] for g in body["gaps"]]
@@ -170,10 +171,10 @@ def test_an_unreachable_station_relayed_now_airs_its_fallback_and_raises_an_aler
     info = station.broadcasting.relay_now(
         [Target("device", "loa-1")], stream, by="bt", level="priority", label="Đài tỉnh"
     )
-    fault = _event(probe, "loa-1", "audio.fault", info.id)
+    fault = play_event(probe, "loa-1", "audio.fault", info.id)
     assert fault["reason"] == "stream_dropped"  # the first attempt, then the fallback
-    started = _event(probe, "loa-1", "play.started", info.id)
-    finished = _event(probe, "loa-1", "play.finished", info.id)
+    started = play_event(probe, "loa-1", "play.started", info.id)
+    finished = play_event(probe, "loa-1", "play.finished", info.id)
     assert started["priority"] == 5 and finished["outcome"] == "completed"
     (gap,) = finished["gaps"]
     assert gap["reason"] == "unreachable" and finished["relayed_ms"] == 0
