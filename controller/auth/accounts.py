@@ -297,6 +297,7 @@ def session_principal(
         permissions=PERMISSIONS[role],
         ip=ip,
         csrf_token=row.csrf_token,
+        commune=user.commune,
     )
 
 
