@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "user": "controller.cli",
     "keys": "controller.site.cli",
     "device": "controller.site.cli",
+    "commune": "controller.site.cli",
     "demo": "cli.demo.run",
     "clip": "broadcast.clip_cli",
 }

@@ -41,6 +41,7 @@ from controller.queue.ticket_status import TicketStatuses, ViewLimit
 from controller.radio.station import Station
 from controller.radio.streams import StreamServer
 from controller.settings import ControllerSettings
+from controller.site.directory import ProvisioningError
 
 SESSION_COOKIE = "xaso_session"
 LOGIN_COOKIE = "xaso_login"
@@ -173,3 +174,15 @@ def get_station(request: Request) -> Station:
 
 
 StationDep = Annotated[Station, Depends(get_station)]
+
+
+def commune_names(request: Request) -> dict[str, str]:
+    """The site's communes, id to name; none (one commune runs the controller, or no
+    site yet) is an empty dict."""
+    try:
+        return {c.id: c.name for c in get_station(request).site.communes()}
+    except (ProvisioningError, OSError):
+        return {}
+
+
+Communes = Annotated[dict[str, str], Depends(commune_names)]

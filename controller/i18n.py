@@ -232,6 +232,17 @@ register(
             "Tên mã truy cập cần 1-100 ký tự.",
             "The token name needs 1-100 characters.",
         ),
+        "error.bad_commune": (
+            "Không có xã {commune}: chọn một xã trong danh sách.",
+            "No commune {commune}: choose one from the list.",
+        ),
+        "error.other_commune": (
+            "Bạn chỉ quản lý người dùng của xã mình: chọn xã của bạn.",
+            "You manage only your own commune's users: choose your commune.",
+        ),
+        "field.commune": ("Xã", "Commune"),
+        "commune.province": ("Cấp tỉnh (mọi xã)", "The province (every commune)"),
+        "users.save_commune": ("Đổi xã", "Change commune"),
         "error.last_admin": (
             "Không thể khóa hoặc hạ quyền quản trị viên đang hoạt động cuối cùng.",
             "The last active administrator cannot be deactivated or given another role.",

@@ -233,3 +233,39 @@ def test_fleet_0003_moves_the_rollups_into_wide_rows_and_back(database_url: str)
         ("loa-1", "cpu_temp_c", 3600): (120, 39.0, 44.0, 51.0),
         ("loa-2", "disk_free_mb", 300): (9, 1.5, 2.0, 2.5),
     }
+
+
+def test_the_communes_revisions_leave_every_existing_user_province_wide_and_go_back(
+    database_url: str,
+) -> None:
+    config = alembic_config(database_url)
+    for before in ("auth_0001", "fleet_0006_receipts", "broadcast_0003_times"):
+        command.upgrade(config, before)
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO users (username, display_name, password_hash, role, active, created_ms)"
+            " VALUES ('bt', 'Bien Tap', 'x', 'broadcaster', true, 1)"
+        ))  # fmt: skip
+        conn.execute(text("INSERT INTO devices (id, name, roles, registered, created_ms)"
+                          " VALUES ('loa-1', '', '[]', true, 1)"))  # fmt: skip
+    engine.dispose()
+    applied = upgrade(database_url)
+    assert {"auth_0002_communes", "fleet_0007_communes", "broadcast_0004_communes"} <= set(applied)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT username, commune FROM users")).all() == [("bt", None)]
+        assert conn.execute(text("SELECT id, commune FROM devices")).all() == [("loa-1", None)]
+        for table in ("users", "devices", "groups", "broadcasts"):
+            names = {i["name"] for i in inspect(conn).get_indexes(table)}
+            assert f"ix_{table}_commune" in names
+        assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    for before in ("auth_0001", "fleet_0006_receipts", "broadcast_0003_times"):
+        command.downgrade(config, before)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        for table in ("users", "devices", "groups", "broadcasts"):
+            assert "commune" not in {c["name"] for c in inspect(conn).get_columns(table)}
+        assert conn.execute(text("SELECT username FROM users")).scalars().all() == ["bt"]
+    engine.dispose()

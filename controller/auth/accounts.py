@@ -9,18 +9,26 @@ replica a request reaches. Every function takes the time; none reads a clock.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from controller.auth import tenancy
 from controller.auth.passwords import Passwords, password_problem
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.security import LoginPolicy, digest, new_secret
 from controller.db.auth_tables import LoginAttempt, User, WebSession
 from controller.i18n import Refusal
 
+
+class Unchanged:
+    """A change not asked for (None is a value: the province)."""
+
+
+UNCHANGED = Unchanged()
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
 LAST_SEEN_EVERY_MS = 60_000  # a session's last_seen is written at most once a minute
 
@@ -63,16 +71,33 @@ def check_password(password: str) -> str:
     return password
 
 
-def find_user(db: Session, username: str) -> User:
+def check_commune(actor: str | None, wanted: str | None, known: Collection[str]) -> str | None:
+    """The commune a user is given: one of ``known``, or None (the province's).
+
+    A commune admin gives only their own (and cannot make a province user)."""
+    wanted = wanted or None
+    if wanted is not None and wanted not in known:
+        raise Refusal(422, "error.bad_commune", commune=wanted[:48])
+    if not tenancy.may_manage_user(actor, wanted):
+        raise Refusal(403, "error.other_commune")
+    return wanted
+
+
+def find_user(db: Session, username: str, scope: str | None = None) -> User:
+    """The user of that name, if within ``scope`` (a commune: its users only)."""
     name = username.strip().lower()
     user = db.scalar(select(User).where(User.username == name)) if USERNAME.match(name) else None
-    if user is None:
+    if user is None or not tenancy.may_manage_user(scope, user.commune):
         raise Refusal(404, "error.no_user", username=name[:40])
     return user
 
 
-def list_users(db: Session) -> list[User]:
-    return list(db.scalars(select(User).order_by(User.username)))
+def list_users(db: Session, scope: str | None = None) -> list[User]:
+    """Every user, or a commune's only."""
+    query = select(User).order_by(User.username)
+    if scope is not None:
+        query = query.where(User.commune == scope)
+    return list(db.scalars(query))
 
 
 def create_user(
@@ -84,8 +109,12 @@ def create_user(
     role: str,
     password: str,
     now_ms: int,
+    commune: str | None = None,
 ) -> User:
-    """A new active user; the caller commits (and writes the audit entry)."""
+    """A new active user; the caller commits (and writes the audit entry).
+
+    ``commune`` is the one it acts within (None: the province), checked by the
+    caller (``check_commune``)."""
     name = check_username(username)
     display = check_display_name(display_name or name)
     checked_role = parse_role(role).value
@@ -99,6 +128,7 @@ def create_user(
         password_hash=passwords.hash(password),
         active=True,
         created_ms=now_ms,
+        commune=commune or None,
     )
     db.add(user)
     try:
@@ -126,16 +156,21 @@ def update_user(
     active: bool | None = None,
     display_name: str | None = None,
     password: str | None = None,
+    commune: str | Unchanged | None = UNCHANGED,
 ) -> dict[str, object]:
     """Apply the changes given; return what changed, for the audit log.
 
     Nobody demotes or deactivates themselves, and the last active
     administrator stays one: the controller can never be left without one.
+    ``commune`` (checked by the caller, ``check_commune``) moves the user to
+    another commune, or to the province (None).
     """
     changes: dict[str, object] = {}
     new_role = parse_role(role).value if role is not None else user.role
     new_active = user.active if active is None else active
-    if (new_role != user.role or not new_active) and user.id == actor.user_id:
+    new_commune = user.commune if isinstance(commune, Unchanged) else commune
+    moved = new_commune != user.commune
+    if (new_role != user.role or not new_active or moved) and user.id == actor.user_id:
         raise Refusal(409, "error.self_lockout")
     losing_admin = user.role == "admin" and user.active and (new_role != "admin" or not new_active)
     if losing_admin and _active_admins(db) <= 1:
@@ -143,6 +178,10 @@ def update_user(
     if new_role != user.role:
         changes["role"] = [user.role, new_role]
         user.role = new_role
+    if moved:
+        changes["commune"] = [user.commune, new_commune]
+        user.commune = new_commune
+        db.execute(delete(WebSession).where(WebSession.user_id == user.id))
     if new_active != user.active:
         changes["active"] = new_active
         user.active = new_active
@@ -297,6 +336,7 @@ def session_principal(
         permissions=PERMISSIONS[role],
         ip=ip,
         csrf_token=row.csrf_token,
+        commune=user.commune,
     )
 
 

@@ -76,6 +76,9 @@ class Principal:
     token_id: int | None = None
     token_name: str = ""
     csrf_token: str = ""  # empty for tokens: they are not sent by browsers
+    # the commune it acts within (a token: its owner's); None: the whole province, as every
+    # user of a site without communes is (controller/auth/tenancy.py decides what it sees)
+    commune: str | None = None
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions

@@ -92,4 +92,5 @@ def token_principal(db: Session, token: str, ip: str, now_ms: int) -> Principal 
         ip=ip,
         token_id=row.id,
         token_name=row.name,
+        commune=owner.commune,
     )

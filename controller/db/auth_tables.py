@@ -25,6 +25,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # the commune (tenant) whose user this is; None: the province's (controller/auth/tenancy.py)
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)
 
 
 class WebSession(Base):

@@ -144,6 +144,8 @@ class BroadcastRow(Base):
     devices: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     answered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     answered_ok: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the commune it was made for: its author's (None: the province's); lists filter on it
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)
 
 
 class BroadcastAckRow(Base):

@@ -62,6 +62,9 @@ class Device(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     first_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
     last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # its commune in the registry (None: the province's, or a site without communes), so
+    # that a commune's pages and APIs filter in SQL (controller/auth/tenancy.py)
+    commune: Mapped[str | None] = mapped_column(ID, index=True)
 
 
 class Group(Base):
@@ -71,6 +74,9 @@ class Group(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    # the commune of its devices (the registry refuses a group spanning two); None for
+    # "all" and for a group of the province's devices
+    commune: Mapped[str | None] = mapped_column(ID, index=True)
 
 
 class DeviceGroup(Base):

@@ -35,7 +35,7 @@ from controller.db.fleet_tables import (
 )
 from controller.db.raw_rows import RawRows
 from controller.fleet.identity_rules import Sighting, remember
-from controller.site.directory import Site
+from controller.site.directory import DeviceEntry, Site
 from protocol.errors import ProtocolError
 from protocol.events import PrinterStatus, read_body
 from protocol.uplink import Ack, Status, Telemetry
@@ -370,6 +370,8 @@ def sync_devices_from_site(site: Site, session: Session, now_ms: int) -> None:
             .on_conflict_do_nothing(index_elements=["id"]),
             [{"id": g} for g in groups],
         )
+        for group in session.scalars(select(Group).where(Group.id.in_(groups))):
+            group.commune = _group_commune(group.id, entries.values())
     known = {d.id: d for d in session.scalars(select(Device).with_for_update())}
     for entry in entries.values():
         device = known.get(entry.id)
@@ -378,6 +380,7 @@ def sync_devices_from_site(site: Site, session: Session, now_ms: int) -> None:
             session.add(device)
         device.name, device.roles = entry.name, list(entry.roles)
         device.registered, device.created_ms = True, entry.created_ms
+        device.commune = entry.commune or None
     for gone in set(known) - set(entries):
         known[gone].registered = False
     session.flush()
@@ -386,6 +389,15 @@ def sync_devices_from_site(site: Site, session: Session, now_ms: int) -> None:
     if links:
         session.execute(dialect_insert(session, DeviceGroup).on_conflict_do_nothing(), links)
     _ensure_states(session, entries, now_ms)
+
+
+def _group_commune(group: str, entries: Iterable[DeviceEntry]) -> str | None:
+    """The one commune of a group's devices; None for "all", the province's, or a mix
+    (which the registry refuses, controller/site/communes.py)."""
+    if group == "all":
+        return None
+    found = {d.commune for d in entries if group in d.groups}
+    return (found.pop() or None) if len(found) == 1 else None
 
 
 def _ensure_states(session: Session, devices: Iterable[str], now_ms: int) -> None:

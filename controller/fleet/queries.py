@@ -64,6 +64,7 @@ class DeviceQuery:
     role: str = ""
     q: str = ""  # the start of the id or of the name
     id: str = ""  # exactly this device
+    commune: str | None = None  # a commune's devices only; None: every device (the province)
     limit: int = 100
     offset: int = 0
 
@@ -117,6 +118,8 @@ def _filtered(stmt: Select[Any], f: DeviceQuery, state: Any, *, join: bool = Tru
         stmt = stmt.where(cast(Device.roles, Text).contains(f'"{f.role}"'))
     if f.id:
         stmt = stmt.where(Device.id == f.id)
+    if f.commune is not None:
+        stmt = stmt.where(Device.commune == f.commune)
     if f.q:
         stmt = stmt.where(or_(Device.id.startswith(f.q), Device.name.startswith(f.q)))
     if f.state == "alerting":
@@ -178,8 +181,11 @@ def get_device(
     offline_after_ms: int,
     device_id: str,
     topics: Topics | None = None,
+    *,
+    commune: str | None = None,
 ) -> DeviceRow | None:
-    one = DeviceQuery(id=device_id, limit=1)
+    """The device, if it is within ``commune`` (None: any)."""
+    one = DeviceQuery(id=device_id, limit=1, commune=commune)
     _, rows = list_devices(session, now_ms, offline_after_ms, one, topics)
     return rows[0] if rows else None
 
@@ -258,8 +264,11 @@ def _attach_behind(
             r.resends, r.resent_ms = known.resends, known.resent_ms
 
 
-def state_counts(session: Session, now_ms: int, offline_after_ms: int) -> dict[str, int]:
-    """How many devices are online, offline, unknown, and have an open alert."""
+def state_counts(
+    session: Session, now_ms: int, offline_after_ms: int, commune: str | None = None
+) -> dict[str, int]:
+    """How many devices are online, offline, unknown, and have an open alert (of
+    ``commune``; None: of every commune)."""
     state = _state_expr(now_ms, offline_after_ms).label("state")
     stmt = (
         select(state, func.count())
@@ -267,15 +276,32 @@ def state_counts(session: Session, now_ms: int, offline_after_ms: int) -> dict[s
         .outerjoin(DeviceState, DeviceState.device_id == Device.id)
         .group_by(state)
     )
+    alerting = select(func.count(func.distinct(Alert.device_id))).where(Alert.cleared_ms.is_(None))
+    if commune is not None:
+        stmt = stmt.where(Device.commune == commune)
+        alerting = alerting.where(Alert.device_id.in_(in_commune(commune)))
     counts = {"online": 0, "offline": 0, "unknown": 0}
     counts.update({s: n for s, n in session.execute(stmt)})
-    alerting = select(func.count(func.distinct(Alert.device_id))).where(Alert.cleared_ms.is_(None))
     counts["alerting"] = session.scalar(alerting) or 0
     return counts
 
 
-def group_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(DeviceGroup.group_id).distinct().order_by("group_id")))
+def in_commune(commune: str) -> Select[Any]:
+    """The ids of a commune's devices, for ``.in_()`` (devices.commune is indexed)."""
+    return select(Device.id).where(Device.commune == commune)
+
+
+def group_ids(session: Session, commune: str | None = None) -> list[str]:
+    """The groups in use; a commune's: those of its devices, never "all" (the province)."""
+    if commune is None:
+        return list(session.scalars(select(DeviceGroup.group_id).distinct().order_by("group_id")))
+    mine = (
+        select(DeviceGroup.group_id)
+        .where(DeviceGroup.device_id.in_(in_commune(commune)), DeviceGroup.group_id != "all")
+        .distinct()
+        .order_by("group_id")
+    )
+    return list(session.scalars(mine))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,13 @@ ingest's writer hands each batch of acks to ``record_acks_in``, in the
 batch's own transaction, which adds them to the counts; ``wait_acks`` waits
 for the answers.
 
+Communes (controller/auth/tenancy.py): each send takes the ``commune`` its
+author acts within (None: the province). A commune's targets must reach its
+own speakers only; the row records the commune; a commune's emergency goes
+one priority below the province's and its stop is capped below it, so a
+province emergency plays through; a commune's stop while one is on air on
+its speakers is refused.
+
 Approval (controller.radio.approval_gate): with the commune's approval on, a
 play-now whose author may not approve is kept whole as ``Held`` and sent only
 when a leader approves it; an emergency is sent at once and flagged for review.
@@ -30,10 +37,11 @@ from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
-from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow
+from controller.auth import tenancy
+from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow, ClipRow
 from controller.db.fleet_tables import dialect_insert
 from controller.radio.approval_gate import ApprovalGate, Ruling, ruling
-from controller.radio.clip_library import ClipLibrary, Invalid, NotFound
+from controller.radio.clip_library import ClipLibrary, Invalid, NotFound, OutOfScope
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher
@@ -44,6 +52,9 @@ from protocol.uplink import Ack
 
 DEFAULT_LEAD_MS = 3_000
 COMMAND_TTL_MS = 60_000  # after ``at``: a device that gets it later refuses it as expired
+# how far back a commune's stop looks for a province emergency still on air (a clip of
+# unknown length counts as on air that long)
+ON_AIR_LOOKBACK_MS = 2 * 3_600_000
 Level = Literal["normal", "priority", "emergency"]
 # a row's kind and the command it sent; the technician's console sends the device.* ones
 MSG_TYPES = {
@@ -92,6 +103,7 @@ class BroadcastInfo:
     acks: list[DeviceAck]  # one per speaker reached, by device id
     answered_count: int
     ok_count: int
+    commune: str | None = None  # the commune it was made for; None: the province
 
     @property
     def reached(self) -> int:
@@ -162,17 +174,23 @@ class Broadcasting:
         lead_ms: int | None = None,
         device_auth: bool = False,
         approved: bool = False,
+        commune: str | None = None,
     ) -> BroadcastInfo | Held:
         """Play a clip (or relay a stream) on every speaker of ``targets`` at one instant.
 
         Unless ``approved`` (its author may approve, it came from above, or a leader
-        approved it), the approval gate may hold it back: then nothing is sent."""
+        approved it), the approval gate may hold it back: then nothing is sent.
+        ``commune``: the one its author acts within (None: the province)."""
         request = {
             "targets": [{"kind": t.kind, "id": t.id} for t in targets],
             "clip_sha256": clip_sha256, "stream_url": stream_url,
             "stream_duration_s": stream_duration_s, "level": level, "label": label,
             "gain_db": gain_db, "repeat": repeat, "device_auth": device_auth,
         }  # fmt: skip
+        if commune is not None:
+            request["commune"] = commune
+            for target in targets:
+                self.fleet.members_within(target, commune)
         decision = Ruling.AIR
         if self.gate is not None:
             decision = ruling(required=self.gate.required(), level=level, approved=approved)
@@ -218,6 +236,7 @@ class Broadcasting:
         now = self.clock()
         at = now + (self.lead_ms if lead_ms is None else lead_ms)
         kind, body = self._command(request, at=at)
+        commune = request.get("commune")
         return self._send(
             kind,
             [Target(t["kind"], t["id"]) for t in request["targets"]],
@@ -230,6 +249,7 @@ class Broadcasting:
             at=at,
             now=now,
             ttl_ms=at - now + COMMAND_TTL_MS,
+            commune=commune,
         )
 
     def _command(self, request: dict[str, Any], *, at: int) -> tuple[str, Strict]:
@@ -245,6 +265,8 @@ class Broadcasting:
         if level not in LEVELS:
             raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
         priority = DEFAULT_PRIORITY[LEVELS[level]]
+        if level == "emergency":
+            priority = tenancy.emergency_priority(request.get("commune"))
         body: Strict
         try:
             if clip_sha256 is not None:
@@ -346,24 +368,50 @@ class Broadcasting:
         )
 
     def emergency(
-        self, targets: Sequence[Target], clip_sha256: str, *, by: str, label: str = ""
+        self,
+        targets: Sequence[Target],
+        clip_sha256: str,
+        *,
+        by: str,
+        label: str = "",
+        commune: str | None = None,
     ) -> BroadcastInfo:
         """Khẩn cấp: interrupts whatever plays and ignores quiet hours (Circular 39).
 
-        Never held back; with approval on, a leader reviews it afterwards."""
+        Never held back; with approval on, a leader reviews it afterwards. The
+        province's (``commune`` None) preempts a commune's."""
         info = self.play_now(
-            targets, by=by, clip_sha256=clip_sha256, level="emergency", label=label
+            targets,
+            by=by,
+            clip_sha256=clip_sha256,
+            level="emergency",
+            label=label,
+            commune=commune,
         )
         assert isinstance(info, BroadcastInfo)  # the gate never holds an emergency
         return info
 
     def stop(
-        self, targets: Sequence[Target], *, by: str, level: Level = "emergency"
+        self,
+        targets: Sequence[Target],
+        *,
+        by: str,
+        level: Level = "emergency",
+        commune: str | None = None,
     ) -> BroadcastInfo:
-        """Stop what plays at or below ``level`` (all of it by default)."""
+        """Stop what plays at or below ``level`` (all of it by default).
+
+        A commune's stop (``commune``) is refused while a province emergency is on
+        air on one of its speakers, and is capped below the province's emergency
+        priority anyway, so the speaker keeps playing it (controller/auth/tenancy.py)."""
         if level not in LEVELS:
             raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
+        now = self.clock()
+        if commune is not None:
+            devices = {d for t in targets for d in self.fleet.members_within(t, commune)}
+            self._refuse_stopping_the_province(devices, commune, level, now)
         priority_max = max(p for p in range(10) if level_of(p) <= LEVELS[level])
+        priority_max = tenancy.stop_cap(commune, priority_max)
         body = BroadcastStop(priority_max=priority_max)
         return self._send(
             "stop",
@@ -371,19 +419,60 @@ class Broadcasting:
             body,
             by=by,
             level=level,
-            now=self.clock(),
+            now=now,
             ttl_ms=COMMAND_TTL_MS,
             priority=priority_max,
+            commune=commune,
         )
 
+    def _refuse_stopping_the_province(
+        self, devices: set[str], commune: str, level: str, now: int
+    ) -> None:
+        """Refuse a commune's stop that would reach a broadcast it may not stop
+        (``tenancy.may_stop``) still on air on one of ``devices``: sent, and its clip's
+        length not yet over."""
+        if level != "emergency":
+            return  # a stop below the emergency level never reaches one
+        with self.sessions() as session:
+            rows = session.execute(
+                select(BroadcastRow, ClipRow.duration_ms)
+                .outerjoin(ClipRow, ClipRow.sha256 == BroadcastRow.clip_sha256)
+                .where(
+                    BroadcastRow.kind.in_(("play", "stream")),
+                    BroadcastRow.level == "emergency",
+                    BroadcastRow.commune.is_(None),
+                    BroadcastRow.created_ms >= now - ON_AIR_LOOKBACK_MS,
+                )
+            ).all()
+        for row, duration_ms in rows:
+            ends = (row.at_ms or row.created_ms) + (duration_ms or ON_AIR_LOOKBACK_MS)
+            if ends < now or not devices & set(row.devices):
+                continue
+            if not tenancy.may_stop(commune, row.commune, row.level):
+                raise OutOfScope(
+                    "province_emergency",
+                    f"Đang phát bản tin khẩn cấp của tỉnh «{row.label}» trên cụm loa của xã: "
+                    "chỉ cán bộ cấp tỉnh mới dừng được. Liên hệ tỉnh nếu cần dừng.",
+                    f"The province's emergency broadcast «{row.label}» is on air on the "
+                    "commune's speakers: only a province user can stop it. Contact the "
+                    "province if it must stop.",
+                )
+
     def device_command(
-        self, kind: str, targets: Sequence[Target], body: Strict, *, by: str, priority: int = 0
+        self,
+        kind: str,
+        targets: Sequence[Target],
+        body: Strict,
+        *,
+        by: str,
+        priority: int = 0,
+        commune: str | None = None,
     ) -> BroadcastInfo:
         """A device.* command (volume, test tone, restart) to speakers, its acks kept as a
         broadcast's are, so the console shows them the same way."""
         return self._send(
             kind, targets, body, by=by, level="normal", now=self.clock(),
-            ttl_ms=COMMAND_TTL_MS, priority=priority,
+            ttl_ms=COMMAND_TTL_MS, priority=priority, commune=commune,
         )  # fmt: skip
 
     def _send(
@@ -401,10 +490,11 @@ class Broadcasting:
         label: str = "",
         at: int | None = None,
         priority: int | None = None,
+        commune: str | None = None,
     ) -> BroadcastInfo:
         if not targets:
             raise Invalid("no_target", "Chưa chọn nơi phát", "No target chosen")
-        devices = sorted({d for t in targets for d in self.fleet.members(t)})
+        devices = sorted({d for t in targets for d in self.fleet.members_within(t, commune)})
         command_id = uuid.uuid4().hex
         # one envelope per target topic, all with one id: each names the topic it is
         # signed for, and a speaker in two targeted groups refuses the second as a replay
@@ -436,7 +526,10 @@ class Broadcasting:
             devices=devices,
             answered=0,
             answered_ok=0,
+            commune=tenancy.broadcast_commune(commune),
         )
+        if kind in ("play", "stream") and level == "emergency":
+            row.priority = tenancy.emergency_priority(commune)
         info = _info(row, {})
         with self.sessions.begin() as session:
             # the row first: an ack may come back before publish() returns
@@ -549,14 +642,19 @@ class Broadcasting:
             return _info(row, {a.device: a for a in acks})
 
     def recent(
-        self, limit: int = 50, kinds: Sequence[str] = BROADCAST_KINDS
+        self,
+        limit: int = 50,
+        kinds: Sequence[str] = BROADCAST_KINDS,
+        *,
+        commune: str | None = None,
     ) -> list[BroadcastInfo]:
+        """The newest first; those made for ``commune`` only (None: every one)."""
         with self.sessions() as session:
+            query = select(BroadcastRow).where(BroadcastRow.kind.in_(kinds))
+            if commune is not None:
+                query = query.where(BroadcastRow.commune == commune)
             rows = session.scalars(
-                select(BroadcastRow)
-                .where(BroadcastRow.kind.in_(kinds))
-                .order_by(BroadcastRow.created_ms.desc())
-                .limit(limit)
+                query.order_by(BroadcastRow.created_ms.desc()).limit(limit)
             ).all()
             return [self.get(row.id) for row in rows]
 
@@ -585,4 +683,5 @@ def _info(row: BroadcastRow, acks: dict[str, BroadcastAckRow]) -> BroadcastInfo:
         ],
         answered_count=row.answered,
         ok_count=row.answered_ok,
+        commune=row.commune,
     )

@@ -57,6 +57,10 @@ class Invalid(ServiceError):
     pass
 
 
+class OutOfScope(ServiceError):
+    """Outside the caller's commune (controller/auth/tenancy.py): 403."""
+
+
 def clip_not_found(sha256: str) -> NotFound:
     return NotFound(
         "clip_not_found",

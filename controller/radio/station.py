@@ -32,7 +32,13 @@ from controller.radio.approval_gate import ApprovalGate
 from controller.radio.approvals import ApprovalDesk
 from controller.radio.broadcasting import Broadcasting
 from controller.radio.bulletins import BulletinInbox
-from controller.radio.clip_library import ClipLibrary, Conflict, NotFound, ServiceError
+from controller.radio.clip_library import (
+    ClipLibrary,
+    Conflict,
+    NotFound,
+    OutOfScope,
+    ServiceError,
+)
 from controller.radio.relay_stations import StationList
 from controller.radio.schedule_calendar import ScheduleCalendar
 from controller.radio.scheduling import Scheduling
@@ -84,8 +90,10 @@ class ServiceRefusal(i18n.Refusal):
 
 
 def refusal(exc: ServiceError | ClipError) -> i18n.Refusal:
-    """NotFound 404, Conflict 409, anything else a service refuses 422."""
+    """NotFound 404, Conflict 409, OutOfScope 403, anything else a service refuses 422."""
     status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
+    if isinstance(exc, OutOfScope):
+        status = 403
     if exc.code == "no_broker":
         return i18n.Refusal(503, "station.no_broker")
     return ServiceRefusal(status, exc.code, exc.message_vi, exc.message_en)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from broadcast.levels import Level
-from controller.radio.clip_library import Invalid
+from controller.auth import tenancy
+from controller.radio.clip_library import Invalid, OutOfScope
 from controller.site.directory import DeviceEntry, Site
 from protocol.errors import ProtocolError
 from protocol.topics import Topics, check_id
@@ -40,21 +41,32 @@ class Fleet:
         self.site = site
         self.topics = Topics(site.root)
 
-    def speakers(self) -> list[DeviceEntry]:
-        return [d for d in self.site.devices() if "speaker" in d.roles]
+    def speakers(self, commune: str | None = None) -> list[DeviceEntry]:
+        """Every speaker, or a commune's (``commune``: a commune user's scope)."""
+        return [
+            d
+            for d in self.site.devices()
+            if "speaker" in d.roles and (commune is None or d.commune == commune)
+        ]
 
-    def groups(self) -> list[str]:
-        """The speakers' groups: "all" (the whole commune) first, then by name."""
-        found = {g for d in self.speakers() for g in d.groups}
-        return sorted(found, key=lambda g: (g != "all", g))
+    def groups(self, commune: str | None = None) -> list[str]:
+        """The speakers' groups: "all" (the whole site) first, then the communes' own
+        groups, then by name. A commune's: its own group first, never "all"."""
+        found = {g for d in self.speakers(commune) for g in d.groups}
+        if commune is not None:
+            found.discard("all")
+        communes = {c.id for c in self.site.communes()}
+        return sorted(found, key=lambda g: (g != "all", g not in communes, g))
 
-    def find(self, query: str, page: int, per_page: int) -> tuple[list[DeviceEntry], int]:
+    def find(
+        self, query: str, page: int, per_page: int, commune: str | None = None
+    ) -> tuple[list[DeviceEntry], int]:
         """One page of the speakers whose id or name holds ``query`` (any case), and how
-        many there are in all; an empty query finds every speaker."""
+        many there are in all; an empty query finds every speaker (of ``commune``)."""
         wanted = query.strip().casefold()
         found = [
             d
-            for d in self.speakers()
+            for d in self.speakers(commune)
             if not wanted or wanted in d.id.casefold() or wanted in d.name.casefold()
         ]
         start = (page - 1) * per_page
@@ -83,5 +95,26 @@ class Fleet:
                 "unknown_target",
                 f"Không có {what_vi} {target.id!r} trong hệ thống",
                 f"No speaker {target.kind} {target.id!r} at this site",
+            )
+        return found
+
+    def members_within(self, target: Target, commune: str | None) -> list[str]:
+        """The speakers a target reaches, refused unless every one is in ``commune``'s
+        scope (controller/auth/tenancy.py: None, the province, reaches any)."""
+        found = self.members(target)
+        if commune is None:
+            return found
+        of = {d.id: d.commune or None for d in self.speakers()}
+        if not tenancy.target_allowed(commune, [of.get(d) for d in found]):
+            names = {c.id: c.name for c in self.site.communes()}
+            where = names.get(commune, commune)
+            what_vi = "Cụm loa" if target.kind == "device" else "Nhóm"
+            what_en = "Speaker" if target.kind == "device" else "Group"
+            raise OutOfScope(
+                "outside_commune",
+                f"{what_vi} {target.id} có cụm loa ngoài {where}: chỉ chọn nhóm hoặc cụm loa "
+                f"của {where}",
+                f"{what_en} {target.id} reaches speakers outside {where}: choose only groups "
+                f"or speakers of {where}",
             )
         return found

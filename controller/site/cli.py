@@ -1,4 +1,4 @@
-"""Operator subcommands of `xaso`: signing keys and device provisioning in a site directory.
+"""Operator subcommands of `xaso`: signing keys, communes and devices in a site directory.
 
 Each handler returns an exit code; a refusal is one line on stderr and exit
 code 2, never a traceback.
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from controller.site.communes import add_commune, list_communes
 from controller.site.devices import DEFAULT_STATE_DIR, add_device, list_devices, remove_device
 from controller.site.directory import ProvisioningError, open_site
 from controller.site.keys import init_site, new_key
@@ -99,6 +100,7 @@ def _device_add(args: argparse.Namespace) -> int:
         calls_from=args.calls_from or [],
         office_address=args.office_address,
         queue=args.queue,
+        commune=args.commune,
     )
     print(
         f"Device {args.id} {'has a new password' if args.force else 'added'}; "
@@ -126,7 +128,36 @@ def _device_list(args: argparse.Namespace) -> int:
     for d in devices:
         created = dt.datetime.fromtimestamp(d.created_ms / 1000, dt.UTC).strftime("%Y-%m-%d")
         groups = ",".join(d.groups) or "-"
-        print(f"{d.id:<24} {','.join(d.roles):<14} {groups:<32} {created}  {d.name}".rstrip())
+        line = f"{d.id:<24} {','.join(d.roles):<14} {groups:<32} {created}"
+        if d.commune:
+            line += f"  [{d.commune}]"
+        print(f"{line}  {d.name}".rstrip())
+    return 0
+
+
+@_refusals
+def _commune_add(args: argparse.Namespace) -> int:
+    commune = add_commune(_site_dir(args), args.id, args.name)
+    print(
+        f"Xã {commune.id} ({commune.name}) đã có trong hệ thống; thêm cụm loa bằng "
+        f"`xaso device add ... --commune {commune.id}`. / Commune {commune.id} "
+        f"({commune.name}) is in the site; add its devices with "
+        f"`xaso device add ... --commune {commune.id}`."
+    )
+    return 0
+
+
+@_refusals
+def _commune_list(args: argparse.Namespace) -> int:
+    directory = _site_dir(args)
+    communes = list_communes(directory)
+    if not communes:
+        print(f"Chưa có xã nào trong {directory}: hệ thống phục vụ một xã. / No communes in "
+              f"{directory}: the controller serves one commune.")  # fmt: skip
+    devices = list_devices(directory) if communes else []
+    for c in communes:
+        count = sum(d.commune == c.id for d in devices)
+        print(f"{c.id:<24} {count:>5}  {c.name}")
     return 0
 
 
@@ -138,7 +169,7 @@ def _device_remove(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `keys new|list` and `device add|list|remove` to the `xaso` command."""
+    """Add `keys new|list`, `commune add|list` and `device add|list|remove` to `xaso`."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--site", help=f"the site directory (default: $XASO_SITE, else ./{DEFAULT_SITE})"
@@ -153,6 +184,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     keys_sub.add_parser("list", parents=[common], help="list the keys").set_defaults(
         func=_keys_list
     )
+
+    commune = subparsers.add_parser("commune", help="the province's communes (tenants)")
+    commune_sub = commune.add_subparsers(dest="commune_command", required=True, metavar="ACTION")
+    cadd = commune_sub.add_parser(
+        "add", parents=[common], help="add a commune (or rename one already added)"
+    )
+    cadd.add_argument("id", help="its id, also its MQTT group: lower case, e.g. phu-an")
+    cadd.add_argument("--name", required=True, help='its name, e.g. "Xã Phú An"')
+    cadd.set_defaults(func=_commune_add)
+    commune_sub.add_parser(
+        "list", parents=[common], help="list the communes and their device counts"
+    ).set_defaults(func=_commune_list)
 
     device = subparsers.add_parser("device", help="device credentials and configurations")
     device_sub = device.add_subparsers(dest="device_command", required=True, metavar="ACTION")
@@ -188,6 +231,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="OFFICE",
         help="a kiosk sharing one number series and queue with the other kiosks given the "
         "same OFFICE id (e.g. tanphu-mot-cua)",
+    )
+    add.add_argument(
+        "--commune",
+        default="",
+        metavar="COMMUNE",
+        help="the commune it belongs to (see `xaso commune list`); it joins that "
+        "commune's group too",
     )
     add.add_argument("--name", default="", help="shown to people in the controller's UI")
     add.add_argument(

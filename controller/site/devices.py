@@ -17,6 +17,7 @@ from typing import Any
 import tomli_w
 
 from controller.site.broker_files import mosquitto_hash, write_broker_files
+from controller.site.communes import check_groups, checked_commune, with_commune_group
 from controller.site.directory import (
     DeviceEntry,
     ProvisioningError,
@@ -50,6 +51,7 @@ def add_device(
     calls_from: Sequence[str] = (),
     office_address: str = "",
     queue: str = "",
+    commune: str = "",
 ) -> Path:
     """Register a device with a new password and write its agent configuration; return its path.
 
@@ -85,7 +87,10 @@ def add_device(
             entry,
             calls_from=_checked_calls_from(entry, calls_from, devices),
             queue=_checked_queue(entry, queue),
+            commune=checked_commune(site, commune),
         )
+        entry = replace(entry, groups=with_commune_group(entry))
+        check_groups(entry, devices, (c.id for c in site.communes()))
         old = devices.get(device_id)
         if old is not None and not force:
             raise ProvisioningError(
@@ -158,6 +163,8 @@ def set_groups(directory: Path, device_id: str, groups: Sequence[str]) -> None:
         if old is None:
             raise ProvisioningError(f"no device {device_id!r} in {site.dir}")
         entry = replace(old, groups=_checked_entry(device_id, old.roles, groups, old.name).groups)
+        entry = replace(entry, groups=with_commune_group(entry))
+        check_groups(entry, devices, (c.id for c in site.communes()))
         devices[device_id] = entry
         rewrite_config(site, device_id, lambda doc: doc["device"].update(groups=entry.groups))
         _write_registry(site, devices.values())
@@ -239,7 +246,11 @@ def _write_queue_members(site: Site, devices: Iterable[DeviceEntry], queues: set
 
 
 def _write_registry(site: Site, devices: Iterable[DeviceEntry]) -> None:
-    rows = [asdict(d) for d in sorted(devices, key=lambda d: d.id)]
+    # a device of no commune is written as before communes existed
+    rows = [
+        {k: v for k, v in asdict(d).items() if k != "commune" or v}
+        for d in sorted(devices, key=lambda d: d.id)
+    ]
     write_json(site.dir / "devices.json", {"version": 1, "devices": rows})
 
 

@@ -12,6 +12,7 @@ password and ACL files).
       controller.password the controller's MQTT password (0600)
       keys/<kid>.pem      Ed25519 signing keys: the active one and retired ones (0600)
       devices.json        the device registry (0600)
+      communes.json       the province's communes, the tenants (absent: one commune, as before)
       devices/<id>.toml   one agent configuration per device, password included (0600)
       broker/passwd       mosquitto password file, from site.json and the registry
       broker/acl          mosquitto ACL file, from the registry
@@ -51,6 +52,16 @@ class DeviceEntry:
     created_ms: int = 0
     calls_from: tuple[str, ...] = ()  # a hall speaker: the kiosks whose calls it plays
     queue: str = ""  # a kiosk: the office queue it shares with the other kiosks of that office
+    commune: str = ""  # the commune (tenant) it belongs to; "": the province's, or no communes
+
+
+@dataclass(frozen=True)
+class Commune:
+    """A tenant of the province's controller: an MQTT id (``phu-an``) and its name."""
+
+    id: str
+    name: str  # as people say it: "Xã Phú An"
+    created_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,20 @@ class Site:
             ]
         except (TypeError, KeyError) as exc:
             raise ProvisioningError(f"{self.dir / 'devices.json'}: damaged: {exc}") from None
+
+    def communes(self) -> list[Commune]:
+        """The province's communes by id; none (no file) is a site run by one commune."""
+        path = self.dir / "communes.json"
+        return list(self._cached("communes", (path,), self._read_communes))
+
+    def _read_communes(self) -> list[Commune]:
+        path = self.dir / "communes.json"
+        if not path.exists():
+            return []
+        try:
+            return [Commune(**c) for c in read_json(path)["communes"]]
+        except (TypeError, KeyError) as exc:
+            raise ProvisioningError(f"{path}: damaged: {exc}") from None
 
     def device_config_path(self, device_id: str) -> Path:
         return self.devices_dir / f"{device_id}.toml"

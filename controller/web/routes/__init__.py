@@ -10,6 +10,7 @@ a `NavItem` added to `NAV` below; its JSON routes declare `responses=ERRORS`
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
+from controller.site.directory import ProvisioningError
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -91,11 +93,24 @@ def local_time(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
 
 
-def target_name(lang: i18n.Lang, kind: str, ident: str) -> str:
-    """A group or a speaker as people say it: the group every speaker is in is the commune."""
+def target_name(
+    lang: i18n.Lang, kind: str, ident: str, communes: Mapping[str, str] | None = None
+) -> str:
+    """A group or a speaker as people say it: the group every speaker is in is the commune
+    (with ``communes``, the site's, it is the province, and a commune's group its name)."""
     if kind == "group" and ident == "all":
-        return i18n.t(lang, "target.all")
+        return i18n.t(lang, "target.province" if communes else "target.all")
+    if kind == "group" and communes and ident in communes:
+        return i18n.t(lang, "target.commune", name=communes[ident])
     return i18n.t(lang, f"target.{kind}", id=ident)
+
+
+def _commune_names(request: Request) -> dict[str, str]:
+    station = getattr(getattr(request.app.state, "xaso", None), "station", None)
+    try:
+        return {c.id: c.name for c in station.site.communes()} if station else {}
+    except (ProvisioningError, OSError):
+        return {}
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -107,6 +122,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     def t(key: str, **params: object) -> str:
         return i18n.t(lang, key, **params)
 
+    communes = _commune_names(request)
     other = "en" if lang == "vi" else "vi"
     if request.method == "GET":
         switch = f"{request.url.path}?{urlencode({**request.query_params, 'lang': other})}"
@@ -124,7 +140,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             "csrf": who.csrf_token if who else "",
             "nav": nav,
             "local_time": local_time,
-            "target": lambda kind, ident: target_name(lang, kind, ident),
+            "target": lambda kind, ident: target_name(lang, kind, ident, communes),
             **context,
         },
         status_code=status_code,

@@ -18,12 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import i18n
+from controller.auth import tenancy
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.db.auth_tables import AuditEntry
-from controller.db.fleet_tables import Alert
+from controller.db.fleet_tables import Alert, Device
 from controller.deps import DbSession, app_state, require
 from controller.fleet.alert_rules import KINDS
+from controller.fleet.queries import in_commune
 from controller.web.routes import ERRORS, error_responses, render
 from controller.web.routes.webhook_deliveries import undelivered_count
 from protocol.topics import ID_PATTERN
@@ -99,9 +101,19 @@ def _acks(db: Session, alerts: list[Alert]) -> dict[int, Acknowledgement]:
 
 
 def _listed(
-    db: Session, now_ms: int, *, status: str, device: str, kind: str, limit: int
+    db: Session,
+    now_ms: int,
+    *,
+    status: str,
+    device: str,
+    kind: str,
+    limit: int,
+    commune: str | None = None,
 ) -> list[AlertOut]:
+    """The alerts asked for, of ``commune``'s devices only (None: every one)."""
     stmt = select(Alert)
+    if commune is not None:
+        stmt = stmt.where(Alert.device_id.in_(in_commune(commune)))
     if status == "open":
         stmt = stmt.where(Alert.cleared_ms.is_(None))
     elif status == "cleared":
@@ -151,8 +163,9 @@ def api_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[AlertOut]:
     """Newest first: open alerts, and those cleared in the last 7 days; both languages."""
+    now = app_state(request).now_ms()
     return _listed(
-        db, app_state(request).now_ms(), status=status, device=device, kind=kind, limit=limit
+        db, now, status=status, device=device, kind=kind, limit=limit, commune=who.commune
     )
 
 
@@ -168,9 +181,18 @@ def api_acknowledge(request: Request, db: DbSession, who: Viewer, alert_id: Aler
     return _acknowledge(request, db, who, alert_id)
 
 
+def _within(db: Session, who: Principal, alert: Alert) -> bool:
+    """Whether the alert's device is in the principal's commune (an alert of no device
+    is the province's)."""
+    if who.commune is None:
+        return True
+    device = db.get(Device, alert.device_id) if alert.device_id else None
+    return tenancy.sees(who.commune, device.commune if device else None)
+
+
 def _acknowledge(request: Request, db: Session, who: Principal, alert_id: int) -> AlertOut:
     alert = db.get(Alert, alert_id)
-    if alert is None:
+    if alert is None or not _within(db, who, alert):
         raise i18n.Refusal(404, "alerts.no_alert", id=alert_id)
     audit(
         db,
@@ -189,7 +211,7 @@ def alerts_page(
     *, request: Request, db: DbSession, who: Viewer, device: DeviceFilter = ""
 ) -> Response:
     now = app_state(request).now_ms()
-    listed = _listed(db, now, status="all", device=device, kind="", limit=500)
+    listed = _listed(db, now, status="all", device=device, kind="", limit=500, commune=who.commune)
     undelivered = undelivered_count(db) if who.can(Permission.MANAGE_DEVICES) else 0
     return render(
         request,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from controller import i18n
+from controller.auth import tenancy
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
@@ -74,6 +75,8 @@ i18n.register(
         "level.emergency": ("Khẩn cấp", "Emergency"),
         "target.group": ("Nhóm {id}", "Group {id}"),
         "target.all": ("Toàn xã (mọi cụm loa)", "The whole commune (every speaker)"),
+        "target.province": ("Toàn tỉnh (mọi xã)", "The whole province (every commune)"),
+        "target.commune": ("Toàn xã: {name}", "The whole commune: {name}"),
         "target.device": ("Cụm loa {id}", "Speaker {id}"),
         "status.sent": ("Đã gửi", "Sent"),
         "status.acked": ("Đã nhận đủ", "All answered"),
@@ -91,12 +94,15 @@ def audit_sent(db: DbSession, who: Principal, action: str, info: BroadcastInfo) 
     db.commit()
 
 
-def precheck(station: Station, targets: list[Target], clip: str | None = None) -> None:
-    """Bad input is told as such (4xx) before a missing broker (503)."""
+def precheck(
+    station: Station, targets: list[Target], clip: str | None = None, commune: str | None = None
+) -> None:
+    """Bad input is told as such (4xx) before a missing broker (503); so is a target
+    outside the caller's commune (403)."""
     station.check_site()
     with refused_as_http():
         for target in targets:
-            station.scheduling.fleet.members(target)
+            station.scheduling.fleet.members_within(target, commune)
         if clip is not None:
             station.library.get(clip)
     station.check_can_send()
@@ -104,7 +110,7 @@ def precheck(station: Station, targets: list[Target], clip: str | None = None) -
 
 def play(station: Station, db: DbSession, who: Principal, body: PlayIn) -> BroadcastInfo | HeldOut:
     """Sent, or held back for a leader's approval (and audited as prepared)."""
-    precheck(station, [t.target() for t in body.targets], body.clip_sha256)
+    precheck(station, [t.target() for t in body.targets], body.clip_sha256, who.commune)
     with refused_as_http():
         info = station.broadcasting.play_now(
             [t.target() for t in body.targets],
@@ -117,6 +123,7 @@ def play(station: Station, db: DbSession, who: Principal, body: PlayIn) -> Broad
             gain_db=body.gain_db,
             repeat=body.repeat,
             approved=who.can(Permission.APPROVE),
+            commune=who.commune,
         )
     if isinstance(info, Held):
         return held_out(db, who, info)
@@ -133,9 +140,11 @@ def emergency(
     clip: str,
     label: str,
 ) -> BroadcastInfo:
-    precheck(station, targets, clip)
+    precheck(station, targets, clip, who.commune)
     with refused_as_http():
-        info = station.broadcasting.emergency(targets, clip, by=who.name, label=label)
+        info = station.broadcasting.emergency(
+            targets, clip, by=who.name, label=label, commune=who.commune
+        )
     audit_sent(db, who, "broadcast.emergency", info)
     return info
 
@@ -143,9 +152,14 @@ def emergency(
 def stop(
     station: Station, db: DbSession, who: Principal, targets: list[Target], level: str
 ) -> BroadcastInfo:
-    precheck(station, targets)
+    precheck(station, targets, commune=who.commune)
     with refused_as_http():
-        info = station.broadcasting.stop(targets, by=who.name, level=level)  # type: ignore[arg-type]
+        info = station.broadcasting.stop(
+            targets,
+            by=who.name,
+            level=level,  # type: ignore[arg-type]
+            commune=who.commune,
+        )
     audit_sent(db, who, "broadcast.stop", info)
     return info
 
@@ -202,8 +216,9 @@ def api_stop(
 def api_recent(
     station: StationDep, who: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[BroadcastOut]:
-    """The newest broadcasts first, each with every reached speaker's answer."""
-    return [BroadcastOut.of(b) for b in station.broadcasting.recent(limit)]
+    """The newest broadcasts first, each with every reached speaker's answer (a commune
+    user: those made for their commune)."""
+    return [BroadcastOut.of(b) for b in station.broadcasting.recent(limit, commune=who.commune)]
 
 
 @router.get("/api/broadcasts/{broadcast_id}", response_model=BroadcastOut, responses=SEND_ERRORS)
@@ -212,6 +227,8 @@ def api_get(broadcast_id: BroadcastId, station: StationDep, who: Viewer) -> Broa
     with refused_as_http():
         info = station.broadcasting.get(broadcast_id)
     if info.kind not in BROADCAST_KINDS:  # a console command: GET /api/commands/{id}
+        raise i18n.Refusal(404, "error.not_found")
+    if not tenancy.sees(who.commune, info.commune):  # another commune's: not seen
         raise i18n.Refusal(404, "error.not_found")
     return BroadcastOut.of(info)
 
@@ -237,6 +254,11 @@ def broadcasts_page_with(request: Request, station: Station, error: i18n.Refusal
     return _page(request, station, error.status, error)
 
 
+def _commune_of(request: Request) -> str | None:
+    who: Principal | None = getattr(request.state, "principal", None)
+    return who.commune if who is not None else None
+
+
 def _page(
     request: Request,
     station: Station,
@@ -244,6 +266,7 @@ def _page(
     error: i18n.Refusal | None = None,
     sent: str = "",
 ) -> HTMLResponse:
+    commune = _commune_of(request)
     return render(
         request,
         "broadcasts.html",
@@ -251,10 +274,10 @@ def _page(
         error=error,
         sent=sent,
         connected=station.connected,
-        choices=target_choices(station, request, "/broadcasts"),
+        choices=target_choices(station, request, "/broadcasts", commune=commune),
         clips=station.library.clips(),
         stations=station.stations.stations(),
-        broadcasts=station.broadcasting.recent(30),
+        broadcasts=station.broadcasting.recent(30, commune=commune),
     )
 
 
@@ -314,7 +337,8 @@ def page_emergency(
             chosen = station.library.get(clip) if clip else None
             if chosen is None:
                 raise i18n.Refusal(422, "bc.no_clip")
-            devices = sorted({d for t in targets for d in station.scheduling.fleet.members(t)})
+            fleet = station.scheduling.fleet
+            devices = sorted({d for t in targets for d in fleet.members_within(t, who.commune)})
         if confirmed != "yes":
             return render(
                 request,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from controller import i18n
+from controller.auth import tenancy
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.db.broadcast_tables import BroadcastRow
@@ -196,9 +197,11 @@ def send(
     body: Strict,
 ) -> BroadcastInfo:
     """Checked (bad input first, then the broker), sent, audited."""
-    precheck(station, targets)
+    precheck(station, targets, commune=who.commune)
     with refused_as_http():
-        info = station.broadcasting.device_command(kind, targets, body, by=who.name)
+        info = station.broadcasting.device_command(
+            kind, targets, body, by=who.name, commune=who.commune
+        )
     details: dict[str, Any] = {"command": info.id, **body.model_dump()}
     details["devices"] = [a.device for a in info.acks]
     audit(db, who, ACTIONS[kind], ",".join(f"{t.kind}:{t.id}" for t in targets), details)
@@ -244,7 +247,8 @@ def api_recent(
 ) -> list[CommandOut]:
     """The console's newest commands first, each with every reached speaker's answer."""
     station.check_site()
-    return [CommandOut.of(c) for c in station.broadcasting.recent(limit, kinds=KINDS)]
+    recent = station.broadcasting.recent(limit, kinds=KINDS, commune=who.commune)
+    return [CommandOut.of(c) for c in recent]
 
 
 @router.get("/api/commands/{command_id}", response_model=CommandOut, responses=SEND_ERRORS)
@@ -253,7 +257,7 @@ def api_get(command_id: CommandId, station: StationDep, who: Viewer) -> CommandO
     station.check_site()
     with refused_as_http():
         info = station.broadcasting.get(command_id)
-    if info.kind not in KINDS:
+    if info.kind not in KINDS or not tenancy.sees(who.commune, info.commune):
         raise i18n.Refusal(404, "error.not_found")
     return CommandOut.of(info)
 
@@ -279,14 +283,14 @@ def device_commands(db: DbSession, station: Station, device_id: str, limit: int 
 @router.get("/console", response_class=HTMLResponse, include_in_schema=False)
 def console_page(request: Request, station: StationDep, who: Technician) -> Response:
     try:
-        commands = station.broadcasting.recent(30, kinds=KINDS)
+        commands = station.broadcasting.recent(30, kinds=KINDS, commune=who.commune)
     except i18n.Refusal:  # no site yet: nothing sent, nothing to send to
         commands = []
     return render(
         request,
         "console.html",
         connected=station.connected,
-        choices=target_choices(station, request, "/console"),
+        choices=target_choices(station, request, "/console", commune=who.commune),
         commands=commands,
         sent=request.query_params.get("sent") == "1",
         ack_text=ack_text,

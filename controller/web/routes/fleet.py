@@ -224,9 +224,10 @@ def _pages(request: Request) -> SharedPages:
     return pages
 
 
-def _device(request: Request, db: DbSession, device_id: str) -> DeviceRow:
+def _device(request: Request, db: DbSession, device_id: str, who: Principal) -> DeviceRow:
+    """The device, if the principal's commune has it (another commune's: 404, unseen)."""
     now, topics = app_state(request).now_ms(), _topics(request)
-    row = get_device(db, now, _offline_ms(request), device_id, topics)
+    row = get_device(db, now, _offline_ms(request), device_id, topics, commune=who.commune)
     if row is None:
         raise i18n.Refusal(404, "fleet.no_device", id=device_id)
     return row
@@ -244,7 +245,7 @@ def api_devices(
 ) -> Response:
     """Devices ordered by id with their latest state and open alerts. `state` is online,
     offline, unknown (never heard from) or alerting; `q` matches the start of id or name."""
-    query = DeviceQuery(**{**vars(f), "limit": limit, "offset": offset})
+    query = DeviceQuery(**{**vars(f), "limit": limit, "offset": offset, "commune": who.commune})
 
     def build() -> bytes:
         now = app_state(request).now_ms()
@@ -264,7 +265,7 @@ def api_devices(
 )
 def api_device(request: Request, db: DbSession, who: Viewer, device_id: DeviceId) -> DeviceDetail:
     """One device, with its whole latest telemetry sample and printer status."""
-    row = _device(request, db, device_id)
+    row = _device(request, db, device_id, who)
     state = db.get(DeviceState, device_id)
     return DeviceDetail(
         **_fields(row),
@@ -287,7 +288,7 @@ def api_health(
     span: Annotated[Span, Query(alias="range")] = "24h",
 ) -> Health:
     """min/avg/max of each health metric: 5-minute buckets over 24 h, hourly over 7 d."""
-    _device(request, db, device_id)
+    _device(request, db, device_id, who)
     series = health_series(db, device_id, app_state(request).now_ms(), span)
     return Health(
         device_id=device_id,
@@ -306,12 +307,12 @@ def dashboard(
     f: Filters,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
-    query = DeviceQuery(**{**vars(f), "limit": PAGE, "offset": offset})
+    query = DeviceQuery(**{**vars(f), "limit": PAGE, "offset": offset, "commune": who.commune})
     lang = lang_of(request)
 
     def summary() -> tuple[list[str], dict[str, int]]:
         now, off = app_state(request).now_ms(), _offline_ms(request)
-        return group_ids(db), state_counts(db, now, off)
+        return group_ids(db, who.commune), state_counts(db, now, off, who.commune)
 
     def table() -> str:
         now = app_state(request).now_ms()
@@ -327,7 +328,7 @@ def dashboard(
         )
 
     pages = _pages(request)
-    groups, counts = pages.get(("summary",), summary)
+    groups, counts = pages.get(("summary", who.commune), summary)
     return render(
         request,
         "dashboard.html",
@@ -347,7 +348,7 @@ def device_page(
     device_id: DeviceId,
     span: Annotated[Span, Query(alias="range")] = "24h",
 ) -> Response:
-    row = _device(request, db, device_id)
+    row = _device(request, db, device_id, who)
     now = app_state(request).now_ms()
     start = now - RANGES[span][0]
     lang = lang_of(request)

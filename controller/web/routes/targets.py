@@ -54,20 +54,22 @@ class TargetChoices:
     path: str  # the page, where its search goes
 
 
-def target_choices(station: Station, request: Request | None, path: str) -> TargetChoices:
+def target_choices(
+    station: Station, request: Request | None, path: str, *, commune: str | None = None
+) -> TargetChoices:
     """The choices of the page at ``path``, from its ``q`` and ``tpage`` parameters (the
-    page's own list may be paged by ``page``)."""
+    page's own list may be paged by ``page``); a commune user's: their commune's only."""
     params = request.query_params if request is not None else {}
     q = str(params.get("q", ""))[:48]
     page = page_number(params.get("tpage"))
     kept = tuple((k, v) for k, v in params.items() if k != "tpage")
     try:
         fleet = station.scheduling.fleet
-        groups = fleet.groups()
-        found, total = fleet.find(q, page, SEARCH_PER_PAGE)
+        groups = fleet.groups(commune)
+        found, total = fleet.find(q, page, SEARCH_PER_PAGE, commune)
         if not found and total:
             page = clamp(page, SEARCH_PER_PAGE, total)
-            found, total = fleet.find(q, page, SEARCH_PER_PAGE)
+            found, total = fleet.find(q, page, SEARCH_PER_PAGE, commune)
     except (OSError, ProvisioningError, i18n.Refusal):  # no site yet: nothing to choose
         groups, found, total = [], [], 0
     pager = Pager(page, SEARCH_PER_PAGE, total, kept, param="tpage", path=path)
@@ -97,9 +99,10 @@ def api_targets(
     q: Annotated[str, Query(max_length=48)] = "",
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> TargetPageOut:
-    """Speakers whose id or name holds `q` (any case), 20 a page; no `q`: every speaker."""
+    """Speakers whose id or name holds `q` (any case), 20 a page; no `q`: every speaker
+    (a commune user's: of their commune)."""
     try:
-        found, total = station.scheduling.fleet.find(q, page, SEARCH_PER_PAGE)
+        found, total = station.scheduling.fleet.find(q, page, SEARCH_PER_PAGE, who.commune)
     except (OSError, ProvisioningError):
         found, total = [], 0
     lang = lang_of(request)

@@ -1,4 +1,8 @@
-"""Users: the admin page (create, set role, deactivate) and the JSON API."""
+"""Users: the admin page (create, set role and commune, deactivate) and the JSON API.
+
+A commune admin sees and manages only their commune's users; a province admin,
+everyone (controller/auth/tenancy.py). A user's commune is shown by its name.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,21 @@ from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from controller.auth.accounts import create_user, find_user, list_users, update_user
+from controller.auth.accounts import (
+    UNCHANGED,
+    check_commune,
+    create_user,
+    find_user,
+    list_users,
+    update_user,
+)
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal, Role
 from controller.db.auth_tables import User
-from controller.deps import DbSession, app_state, require
+from controller.deps import Communes, DbSession, app_state, commune_names, require
 from controller.i18n import Refusal
 from controller.web.routes import ERRORS, error_responses, render
+from protocol.topics import ID_PATTERN
 
 router = APIRouter()
 Admin = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
@@ -28,16 +40,23 @@ class UserOut(BaseModel):
     role: Role
     active: bool
     created_ms: int
+    commune: str | None = Field(description="The commune's id; null: the province")
+    commune_name: str | None = Field(description='The commune\'s name ("Xã Phú An")')
 
     @classmethod
-    def of(cls, user: User) -> UserOut:
+    def of(cls, user: User, names: dict[str, str] | None = None) -> UserOut:
         return cls(
             username=user.username,
             display_name=user.display_name,
             role=Role(user.role),
             active=user.active,
             created_ms=user.created_ms,
+            commune=user.commune,
+            commune_name=(names or {}).get(user.commune or "", user.commune),
         )
+
+
+CommuneId = Annotated[str, Field(pattern=f"^({ID_PATTERN})?$", max_length=48)]
 
 
 class UserCreate(BaseModel):
@@ -45,6 +64,11 @@ class UserCreate(BaseModel):
     display_name: Annotated[str, Field(max_length=100)] = ""
     role: Role
     password: Annotated[str, Field(min_length=10, max_length=256)]
+    commune: CommuneId | None = Field(
+        None,
+        description="The commune it acts within; omitted: the creator's (a province "
+        "admin's: the province)",
+    )
 
 
 class UserPatch(BaseModel):
@@ -52,17 +76,25 @@ class UserPatch(BaseModel):
     role: Role | None = None
     active: bool | None = None
     password: Annotated[str, Field(min_length=10, max_length=256)] | None = None
+    commune: CommuneId | None = Field(None, description='"": the province; omitted: unchanged')
 
 
 def _users_page(
-    request: Request, db: DbSession, status_code: int = 200, error: Refusal | None = None
+    request: Request,
+    db: DbSession,
+    who: Principal,
+    status_code: int = 200,
+    error: Refusal | None = None,
 ) -> HTMLResponse:
+    names = commune_names(request)
     return render(
         request,
         "users.html",
         status_code=status_code,
-        users=list_users(db),
+        users=list_users(db, who.commune),
         roles=list(Role),
+        communes=names,
+        mine=who.commune,
         error=error,
         created=request.query_params.get("created", "")[:32],
         updated=request.query_params.get("updated", "")[:32],
@@ -71,7 +103,7 @@ def _users_page(
 
 @router.get("/users", response_class=HTMLResponse, include_in_schema=False)
 def users_page(request: Request, db: DbSession, who: Admin) -> Response:
-    return _users_page(request, db)
+    return _users_page(request, db, who)
 
 
 @router.post("/users", include_in_schema=False)
@@ -84,6 +116,7 @@ def users_create(
     display_name: Annotated[str, Form()] = "",
     role: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
+    commune: Annotated[str, Form()] = "",
 ) -> Response:
     state = app_state(request)
     try:
@@ -95,11 +128,12 @@ def users_create(
             role=role,
             password=password,
             now_ms=state.now_ms(),
+            commune=check_commune(who.commune, commune or who.commune, commune_names(request)),
         )
     except Refusal as refusal:
         db.rollback()
-        return _users_page(request, db, refusal.status, refusal)
-    audit(db, who, "user.create", f"user:{user.username}", {"role": user.role})
+        return _users_page(request, db, who, refusal.status, refusal)
+    audit(db, who, "user.create", f"user:{user.username}", _created(user))
     db.commit()
     return RedirectResponse(f"/users?created={user.username}", status_code=303)
 
@@ -112,14 +146,20 @@ def _change(
     *,
     role: str | None = None,
     active: bool | None = None,
+    commune: str | None = None,
 ) -> Response:
     try:
-        user = find_user(db, username)
+        user = find_user(db, username, who.commune)
         passwords = app_state(request).auth.passwords
-        done = update_user(db, passwords, who, user, role=role, active=active)
+        moved = (
+            UNCHANGED
+            if commune is None
+            else check_commune(who.commune, commune, commune_names(request))
+        )
+        done = update_user(db, passwords, who, user, role=role, active=active, commune=moved)
     except Refusal as refusal:
         db.rollback()
-        return _users_page(request, db, refusal.status, refusal)
+        return _users_page(request, db, who, refusal.status, refusal)
     if done:
         audit(db, who, "user.update", f"user:{user.username}", done)
         db.commit()
@@ -133,6 +173,17 @@ def users_set_role(
     return _change(request, db, who, username, role=role)
 
 
+@router.post("/users/{username}/commune", include_in_schema=False)
+def users_set_commune(
+    request: Request,
+    db: DbSession,
+    who: Admin,
+    username: str,
+    commune: Annotated[str, Form()] = "",
+) -> Response:
+    return _change(request, db, who, username, commune=commune)
+
+
 @router.post("/users/{username}/active", include_in_schema=False)
 def users_set_active(
     request: Request,
@@ -142,14 +193,15 @@ def users_set_active(
     active: Annotated[str, Form()] = "",
 ) -> Response:
     if active not in ("true", "false"):
-        return _users_page(request, db, 422, Refusal(422, "error.invalid", problems="active"))
+        refused = Refusal(422, "error.invalid", problems="active")
+        return _users_page(request, db, who, 422, refused)
     return _change(request, db, who, username, active=active == "true")
 
 
 @router.get("/api/users", response_model=list[UserOut], tags=["users"], responses=ERRORS)
-def api_users(db: DbSession, who: Admin) -> list[UserOut]:
-    """Every user, active or not."""
-    return [UserOut.of(u) for u in list_users(db)]
+def api_users(db: DbSession, who: Admin, names: Communes) -> list[UserOut]:
+    """Every user, active or not (a commune admin: their commune's)."""
+    return [UserOut.of(u, names) for u in list_users(db, who.commune)]
 
 
 @router.post(
@@ -159,9 +211,14 @@ def api_users(db: DbSession, who: Admin) -> list[UserOut]:
     tags=["users"],
     responses=error_responses(401, 403, 409, 422),
 )
-def api_create_user(request: Request, db: DbSession, who: Admin, body: UserCreate) -> UserOut:
-    """Add a user with a role; the password is stored only as an argon2id hash."""
+def api_create_user(
+    request: Request, db: DbSession, who: Admin, body: UserCreate, names: Communes
+) -> UserOut:
+    """Add a user with a role; the password is stored only as an argon2id hash.
+
+    A commune admin adds users of their commune only (403 for another)."""
     state = app_state(request)
+    wanted = who.commune if body.commune is None else body.commune
     user = create_user(
         db,
         state.auth.passwords,
@@ -170,10 +227,18 @@ def api_create_user(request: Request, db: DbSession, who: Admin, body: UserCreat
         role=body.role.value,
         password=body.password,
         now_ms=state.now_ms(),
+        commune=check_commune(who.commune, wanted, names),
     )
-    audit(db, who, "user.create", f"user:{user.username}", {"role": user.role})
+    audit(db, who, "user.create", f"user:{user.username}", _created(user))
     db.commit()
-    return UserOut.of(user)
+    return UserOut.of(user, names)
+
+
+def _created(user: User) -> dict[str, object]:
+    done: dict[str, object] = {"role": user.role}
+    if user.commune:
+        done["commune"] = user.commune
+    return done
 
 
 @router.patch(
@@ -183,13 +248,21 @@ def api_create_user(request: Request, db: DbSession, who: Admin, body: UserCreat
     responses=error_responses(401, 403, 404, 409, 422),
 )
 def api_update_user(
-    request: Request, db: DbSession, who: Admin, username: Username, body: UserPatch
+    *,
+    request: Request,
+    db: DbSession,
+    who: Admin,
+    username: Username,
+    body: UserPatch,
+    names: Communes,
 ) -> UserOut:
-    """Change a user's role, name, password or whether they may sign in.
+    """Change a user's role, name, password, commune or whether they may sign in.
 
-    Deactivating a user or changing their password ends their sessions.
+    Deactivating a user or changing their password or commune ends their sessions.
+    A commune admin sees only their commune's users (another's: 404).
     """
-    user = find_user(db, username)
+    user = find_user(db, username, who.commune)
+    moved = UNCHANGED if body.commune is None else check_commune(who.commune, body.commune, names)
     done = update_user(
         db,
         app_state(request).auth.passwords,
@@ -199,8 +272,9 @@ def api_update_user(
         active=body.active,
         display_name=body.display_name,
         password=body.password,
+        commune=moved,
     )
     if done:
         audit(db, who, "user.update", f"user:{user.username}", done)
         db.commit()
-    return UserOut.of(user)
+    return UserOut.of(user, names)

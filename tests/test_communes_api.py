@@ -1,0 +1,185 @@
+"""Two communes on one controller, over the API and the pages (both databases): a role ×
+commune matrix in which neither commune sees or touches the other's devices, alerts,
+broadcasts or users, while the province admin sees all; and bad input refused in both
+languages, changing nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from cli.brokers.mosquitto import free_port
+from controller.auth.accounts import create_user
+from controller.auth.roles import PERMISSIONS, Principal, Role
+from controller.auth.tokens import create_token
+from controller.db.auth_tables import User
+from controller.db.broadcast_tables import BroadcastRow
+from controller.db.fleet_tables import Alert
+from controller.site.communes import add_commune
+from controller.site.devices import add_device
+from controller.site.directory import Site
+from tests.broadcast_api_helpers import PASSWORD, make_app, refused
+
+COMMUNES = {"phu-an": "Xã Phú An", "tan-binh": "Xã Tân Bình"}
+DEVICES = {"loa-an-1": ("phu-an", "an-thon-1"), "loa-binh-1": ("tan-binh", "binh-thon-1")}
+OWN = {"phu-an": "loa-an-1", "tan-binh": "loa-binh-1"}
+ROLES = ("broadcaster", "admin", "technician")
+CLIP = "0" * 64
+OTHER = {"phu-an": "tan-binh", "tan-binh": "phu-an"}
+
+
+class Two:
+    """The app, a token per (commune, role) and the province admin's."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.tokens: dict[tuple[str | None, str], str] = {}
+        state = app.state.xaso
+        people: list[tuple[str | None, str]] = [(c, r) for c in COMMUNES for r in ROLES]
+        with state.sessions() as db:
+            for commune, role in [*people, (None, "admin")]:
+                name = f"{role}-{commune or 'tinh'}"
+                user = create_user(db, state.auth.passwords, username=name, display_name=name,
+                                   role=role, password=PASSWORD, now_ms=state.now_ms(),
+                                   commune=commune)  # fmt: skip
+                owner = Principal("user", user.id, name, name, Role(role), PERMISSIONS[Role(role)],
+                                  commune=commune)  # fmt: skip
+                self.tokens[commune, role], _ = create_token(db, owner, name, role, 1)
+            for device, (commune, _village) in DEVICES.items():
+                db.add(Alert(kind="device.offline", device_id=device, severity="critical",
+                             raised_ms=state.now_ms(), message_vi="Mất kết nối",
+                             message_en="Offline", details={}))  # fmt: skip
+                db.add(BroadcastRow(id=broadcast_id(commune),
+                                    kind="play", targets=[{"kind": "group", "id": commune}],
+                                    level="normal", priority=2, label=f"Tin {commune}",
+                                    created_by="x", created_ms=1, status="sent",
+                                    devices=[device], commune=commune))  # fmt: skip
+            db.commit()
+        state.fleet.sync_registry(force=True)
+        self.client = TestClient(app)
+
+    def call(self, who: tuple[str | None, str], method: str, path: str, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
+        return self.client.request(method, path, headers=headers, **kw)
+
+
+def broadcast_id(commune: str) -> str:
+    return ("a" if commune == "phu-an" else "b") * 32
+
+
+@pytest.fixture
+def two(tmp_path: Path, database_url: str, site: Site) -> Iterator[Two]:
+    for commune, name in COMMUNES.items():
+        add_commune(site.dir, commune, name)
+    for device, (commune, village) in DEVICES.items():
+        add_device(site.dir, device, ["speaker"], [village, "all"], broker_host="127.0.0.1",
+                   broker_port=1883, commune=commune)  # fmt: skip
+    app = make_app(tmp_path, database_url, site, free_port())  # no broker: nothing is sent
+    yield Two(app)
+    app.state.xaso.engine.dispose()
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("commune", list(COMMUNES))
+def test_a_commune_sees_only_its_own_devices_alerts_and_broadcasts(
+    two: Two, commune: str, role: str
+) -> None:
+    me, mine, theirs = (commune, role), OWN[commune], OWN[OTHER[commune]]
+    devices = two.call(me, "GET", "/api/devices").json()
+    assert [d["id"] for d in devices["devices"]] == [mine] and devices["total"] == 1
+    assert two.call(me, "GET", f"/api/devices/{mine}").status_code == 200
+    refused(two.call(me, "GET", f"/api/devices/{theirs}"), 404)
+    refused(two.call(me, "GET", f"/api/devices/{theirs}/health"), 404)
+    alerts = two.call(me, "GET", "/api/alerts").json()
+    assert [a["device_id"] for a in alerts] == [mine]
+    theirs_alert = next(a for a in two.call((None, "admin"), "GET", "/api/alerts").json()
+                        if a["device_id"] == theirs)  # fmt: skip
+    refused(two.call(me, "POST", f"/api/alerts/{theirs_alert['id']}/acknowledge"), 404)
+    listed = two.call(me, "GET", "/api/broadcasts").json()
+    assert [b["id"] for b in listed] == [broadcast_id(commune)]
+    refused(two.call(me, "GET", f"/api/broadcasts/{broadcast_id(OTHER[commune])}"), 404)
+    targets = two.call(me, "GET", "/api/targets").json()
+    assert [d["id"] for d in targets["devices"]] == [mine]
+    for page in ("/", "/alerts", f"/devices/{mine}", "/broadcasts", "/console"):
+        html = two.call(me, "GET", page)
+        if html.status_code == 403:  # a page the role has not: nothing of anyone's
+            continue
+        assert html.status_code == 200, (page, html.text[:300])
+        assert theirs not in html.text and OTHER[commune] + "-thon" not in html.text, page
+    assert two.call(me, "GET", f"/devices/{theirs}").status_code == 404
+
+
+def test_the_province_admin_sees_both_communes(two: Two) -> None:
+    province = (None, "admin")
+    devices = two.call(province, "GET", "/api/devices").json()["devices"]
+    assert [d["id"] for d in devices] == sorted(DEVICES)
+    assert {b["id"] for b in two.call(province, "GET", "/api/broadcasts").json()} == {
+        broadcast_id(c) for c in COMMUNES
+    }
+    html = two.call(province, "GET", "/broadcasts").text
+    assert "Toàn xã: Xã Phú An" in html
+    assert "Toàn xã: Xã Tân Bình" in html and "Toàn tỉnh" in html
+
+
+@pytest.mark.parametrize("commune", list(COMMUNES))
+def test_a_commune_broadcaster_cannot_reach_the_other_commune(two: Two, commune: str) -> None:
+    me, other = (commune, "broadcaster"), OTHER[commune]
+    for target in (
+        {"kind": "group", "id": other},  # the other's whole commune
+        {"kind": "group", "id": "all"},  # the province
+        {"kind": "device", "id": OWN[other]},
+        {"kind": "group", "id": f"{'binh' if other == 'tan-binh' else 'an'}-thon-1"},
+    ):
+        for path, extra in (
+            ("/api/broadcasts", {}),
+            ("/api/broadcasts/emergency", {"confirm": True}),
+            ("/api/broadcasts/stop", None),
+        ):
+            body: dict[str, Any] = {"targets": [target]}
+            if extra is not None:
+                body |= {"clip_sha256": CLIP, **extra}
+            answer = refused(two.call(me, "POST", path, json=body), 403, "outside_commune")
+            assert "chỉ chọn nhóm hoặc cụm loa của" in answer["vi"], answer
+    # its own commune passes the scope (and meets the missing broker: nothing was sent)
+    own = {"targets": [{"kind": "group", "id": commune}]}
+    assert two.call(me, "POST", "/api/broadcasts/stop", json=own).status_code == 503
+    technician = (commune, "technician")
+    tone = {"targets": [{"kind": "device", "id": OWN[other]}], "frequency_hz": 1000,
+            "duration_s": 1}  # fmt: skip
+    refused(two.call(technician, "POST", "/api/commands/test-tone", json=tone), 403)
+    with two.app.state.xaso.sessions() as db:
+        assert db.scalar(sa.select(sa.func.count()).select_from(BroadcastRow)) == 2  # ours
+
+
+def test_users_carry_a_commune_and_a_commune_admin_manages_only_its_own(two: Two) -> None:
+    an_admin, province = ("phu-an", "admin"), (None, "admin")
+    listed = two.call(an_admin, "GET", "/api/users").json()
+    assert {u["commune"] for u in listed} == {"phu-an"} and len(listed) == 3
+    assert {u["commune_name"] for u in listed} == {"Xã Phú An"}
+    made = two.call(an_admin, "POST", "/api/users", json={
+        "username": "bt-moi", "role": "broadcaster", "password": PASSWORD})  # fmt: skip
+    assert made.status_code == 201 and made.json()["commune"] == "phu-an"
+    refused(two.call(an_admin, "POST", "/api/users", json={
+        "username": "bt-khac", "role": "broadcaster", "password": PASSWORD,
+        "commune": "tan-binh"}), 403, "error.other_commune")  # fmt: skip
+    refused(two.call(an_admin, "POST", "/api/users", json={
+        "username": "bt-tinh", "role": "broadcaster", "password": PASSWORD,
+        "commune": ""}), 403, "error.other_commune")  # fmt: skip
+    refused(two.call(an_admin, "PATCH", "/api/users/broadcaster-tan-binh",
+                     json={"role": "officer"}), 404)  # fmt: skip
+    refused(two.call(province, "POST", "/api/users", json={
+        "username": "bt-la", "role": "broadcaster", "password": PASSWORD,
+        "commune": "nope"}), 422, "error.bad_commune")  # fmt: skip
+    moved = two.call(province, "PATCH", "/api/users/bt-moi", json={"commune": "tan-binh"})
+    assert moved.json()["commune_name"] == "Xã Tân Bình"
+    assert len(two.call(province, "GET", "/api/users").json()) == 8
+    html = two.call(province, "GET", "/users").text
+    assert "Xã Tân Bình" in html and "Cấp tỉnh (mọi xã)" in html
+    with two.app.state.xaso.sessions() as db:
+        names = set(db.scalars(sa.select(User.username)))
+    assert "bt-khac" not in names and "bt-tinh" not in names and "bt-la" not in names

@@ -1,0 +1,75 @@
+"""The one scope rule (controller/auth/tenancy.py): who sees, targets and stops what."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broadcast.levels import Level, level_of, preempts
+from controller.auth import tenancy
+
+communes = st.sampled_from(["phu-an", "tan-binh", "my-loc"])
+whoever = st.none() | communes  # None: the province
+levels = st.sampled_from(["normal", "priority", "emergency"])
+
+
+@given(whoever, st.lists(communes, unique=True))
+def test_the_province_sees_every_commune_and_a_commune_its_own(
+    principal: str | None, known: list[str]
+) -> None:
+    seen = tenancy.visible_communes(principal, known)
+    if principal is None:
+        assert seen == sorted(known)
+    else:
+        assert seen == ([principal] if principal in known else [])
+
+
+@given(whoever, st.none() | communes | st.just(""))
+def test_a_principal_sees_its_communes_things_and_the_province_everything(
+    principal: str | None, owner: str | None
+) -> None:
+    assert tenancy.sees(principal, owner) == (principal is None or (owner or None) == principal)
+    assert tenancy.may_manage_user(principal, owner) == tenancy.sees(principal, owner)
+
+
+@given(whoever, st.lists(st.none() | communes, max_size=6))
+def test_a_target_is_allowed_only_if_every_speaker_it_reaches_is_in_scope(
+    principal: str | None, reached: list[str | None]
+) -> None:
+    allowed = tenancy.target_allowed(principal, reached)
+    if principal is None:
+        assert allowed
+    else:
+        assert allowed == (bool(reached) and set(reached) == {principal})
+
+
+def test_a_commune_user_may_not_target_a_province_speaker_or_nothing() -> None:
+    assert not tenancy.target_allowed("phu-an", [None])
+    assert not tenancy.target_allowed("phu-an", [])
+    assert not tenancy.target_allowed("phu-an", ["phu-an", "tan-binh"])
+    assert tenancy.target_allowed("phu-an", ["phu-an", "phu-an"])
+
+
+@given(whoever, st.none() | communes, levels)
+def test_only_the_province_stops_a_province_emergency(
+    principal: str | None, made_for: str | None, level: str
+) -> None:
+    may = tenancy.may_stop(principal, made_for, level)
+    if made_for is None and level == "emergency":
+        assert may == (principal is None)
+    else:
+        assert may == tenancy.sees(principal, made_for)
+
+
+@given(communes, st.integers(0, 9))
+def test_a_communes_stop_never_reaches_a_province_emergency_on_the_speaker(
+    commune: str, asked: int
+) -> None:
+    province = tenancy.emergency_priority(None)
+    own = tenancy.emergency_priority(commune)
+    assert level_of(province) is level_of(own) is Level.EMERGENCY  # both ignore quiet hours
+    assert preempts(province, own) and not preempts(own, province)
+    cap = tenancy.stop_cap(commune, asked)
+    assert cap < province and cap <= asked  # the player stops priorities <= cap only
+    assert tenancy.stop_cap(None, asked) == asked
+    assert tenancy.broadcast_commune(commune) == commune and tenancy.broadcast_commune(None) is None
