@@ -628,18 +628,22 @@ class Broadcasting:
                 self._answered.wait(min(left, 0.5))
 
     def get(self, broadcast_id: str) -> BroadcastInfo:
+        """The row and its acks in one statement, so one snapshot: read apart, an ack batch
+        committed between the two reads showed every answer under a status still "sent"."""
         with self.sessions() as session:
-            row = session.get(BroadcastRow, broadcast_id)
-            if row is None:
+            found = session.execute(
+                select(BroadcastRow, BroadcastAckRow)
+                .outerjoin(BroadcastAckRow, BroadcastAckRow.broadcast_id == BroadcastRow.id)
+                .where(BroadcastRow.id == broadcast_id)
+            ).all()
+            if not found:
                 raise NotFound(
                     "broadcast_not_found",
                     f"Không có lệnh phát {broadcast_id}",
                     f"No broadcast {broadcast_id}",
                 )
-            acks = session.scalars(
-                select(BroadcastAckRow).where(BroadcastAckRow.broadcast_id == broadcast_id)
-            ).all()
-            return _info(row, {a.device: a for a in acks})
+            acks = {a.device: a for _, a in found if a is not None}
+            return _info(found[0][0], acks)
 
     def recent(
         self,
