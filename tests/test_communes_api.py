@@ -18,7 +18,7 @@ from controller.auth.accounts import create_user
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
 from controller.db.auth_tables import User
-from controller.db.broadcast_tables import BroadcastRow
+from controller.db.broadcast_tables import BroadcastAckRow, BroadcastCommuneRow, BroadcastRow
 from controller.db.fleet_tables import Alert
 from controller.site.communes import add_commune
 from controller.site.devices import add_device
@@ -124,6 +124,35 @@ def test_the_province_admin_sees_both_communes(two: Two) -> None:
     html = two.call(province, "GET", "/broadcasts").text
     assert "Toàn xã: Xã Phú An" in html
     assert "Toàn xã: Xã Tân Bình" in html and "Toàn tỉnh" in html
+
+
+def test_a_province_broadcast_is_seen_by_each_commune_it_reached_with_its_own_speakers(
+    two: Two,
+) -> None:
+    province = "c" * 32
+    with two.app.state.xaso.sessions() as db:
+        db.add(BroadcastRow(id=province, kind="play", targets=[{"kind": "group", "id": "all"}],
+                            level="emergency", priority=9, label="Bão số 5", created_by="tinh",
+                            created_ms=2, status="partial", devices=sorted(DEVICES),
+                            answered=2, answered_ok=1, commune=None))  # fmt: skip
+        db.flush()
+        db.add_all(BroadcastCommuneRow(broadcast_id=province, commune=c) for c in COMMUNES)
+        db.add(BroadcastAckRow(broadcast_id=province, device="loa-an-1", ok=True, acked_ms=3))
+        db.add(BroadcastAckRow(broadcast_id=province, device="loa-binh-1", ok=False,
+                               error="busy", acked_ms=3))  # fmt: skip
+        db.commit()
+    for commune, status in (("phu-an", "acked"), ("tan-binh", "refused")):
+        me, mine, theirs = (commune, "broadcaster"), OWN[commune], OWN[OTHER[commune]]
+        listed = two.call(me, "GET", "/api/broadcasts").json()
+        assert [b["id"] for b in listed] == [province, broadcast_id(commune)]
+        seen = two.call(me, "GET", f"/api/broadcasts/{province}").json()
+        assert [a["device"] for a in seen["acks"]] == [mine]
+        assert seen["targets"] == [{"kind": "group", "id": commune}]
+        assert (seen["reached"], seen["answered"], seen["status"]) == (1, 1, status)
+        html = two.call(me, "GET", "/broadcasts").text
+        assert "Bão số 5" in html and theirs not in html and "Toàn tỉnh" not in html
+    whole = two.call((None, "admin"), "GET", f"/api/broadcasts/{province}").json()
+    assert whole["reached"] == 2 and whole["status"] == "partial"
 
 
 @pytest.mark.parametrize("commune", list(COMMUNES))

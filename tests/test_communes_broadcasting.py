@@ -92,7 +92,13 @@ def test_a_province_emergency_reaches_both_communes_and_only_the_province_stops_
     assert one["key"] == two["key"] == sent.id
     assert one["samples"] / one["rate"] > TONE_S - 0.5, (whole, one)  # played through
     assert two["samples"] / two["rate"] < TONE_S - 1.0, (cut, two)  # cut by the province
-    # the lists: each commune's own, the province's everything
-    assert [b.id for b in station.broadcasting.recent(commune="phu-an")] == [capped.id]
-    assert station.broadcasting.recent(commune="tan-binh") == []
+    # the lists: each commune's own and the province's that reached it, with its own
+    # speakers only; the province's everything
+    an, binh = (station.broadcasting.recent(commune=c) for c in ("phu-an", "tan-binh"))
+    assert [b.id for b in an] == [capped.id, sent.id]
+    assert [b.id for b in binh] == [stopped.id, sent.id]
+    for seen, device, commune in ((an[1], "loa-1", "phu-an"), (binh[1], "loa-2", "tan-binh")):
+        assert [a.device for a in seen.acks] == [device] and seen.communes == (commune,)
+        assert seen.targets == [Target("group", commune)]
+    assert station.broadcasting.get(sent.id).communes == ("phu-an", "tan-binh")
     assert {b.id for b in station.broadcasting.recent()} == {sent.id, capped.id, stopped.id}

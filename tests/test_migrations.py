@@ -251,7 +251,8 @@ def test_the_communes_revisions_leave_every_existing_user_province_wide_and_go_b
                           " VALUES ('loa-1', '', '[]', true, 1)"))  # fmt: skip
     engine.dispose()
     applied = upgrade(database_url)
-    assert {"auth_0002_communes", "fleet_0007_communes", "broadcast_0004_communes"} <= set(applied)
+    assert {"auth_0002_communes", "fleet_0007_communes", "broadcast_0004_communes",
+            "broadcast_0005_reached"} <= set(applied)  # fmt: skip
     engine = make_engine(database_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT username, commune FROM users")).all() == [("bt", None)]

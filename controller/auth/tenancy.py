@@ -51,6 +51,12 @@ def sees(principal: Commune, owner: Commune) -> bool:
     return principal is None or (owner or None) == principal
 
 
+def sees_broadcast(principal: Commune, made_for: Commune, reached: Iterable[str]) -> bool:
+    """A broadcast is seen by the province, by the commune it was made for, and by every
+    commune whose speakers it reached (a province bulletin: read-only there)."""
+    return sees(principal, made_for) or principal in set(reached)
+
+
 def may_manage_user(principal: Commune, user_commune: Commune) -> bool:
     """A province admin manages any user; a commune admin only their commune's."""
     return sees(principal, user_commune)

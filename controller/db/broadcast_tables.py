@@ -148,6 +148,18 @@ class BroadcastRow(Base):
     commune: Mapped[str | None] = mapped_column(String(48), index=True)
 
 
+class BroadcastCommuneRow(Base):
+    """A commune a broadcast reached: a province broadcast is seen by every commune it
+    played in (read-only), not only by the one it was made for."""
+
+    __tablename__ = "broadcast_communes"
+
+    broadcast_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    commune: Mapped[str] = mapped_column(String(48), primary_key=True, index=True)
+
+
 class BroadcastAckRow(Base):
     """One device's answer to a broadcast, made by its first ack (none: no answer yet)."""
 

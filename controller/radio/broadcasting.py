@@ -33,12 +33,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import bindparam, event, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.auth import tenancy
-from controller.db.broadcast_tables import BroadcastAckRow, BroadcastRow, ClipRow
+from controller.db.broadcast_tables import (
+    BroadcastAckRow,
+    BroadcastCommuneRow,
+    BroadcastRow,
+    ClipRow,
+)
 from controller.db.fleet_tables import dialect_insert
 from controller.radio.approval_gate import ApprovalGate, Ruling, ruling
 from controller.radio.clip_library import ClipLibrary, Invalid, NotFound, OutOfScope
@@ -104,6 +109,7 @@ class BroadcastInfo:
     answered_count: int
     ok_count: int
     commune: str | None = None  # the commune it was made for; None: the province
+    communes: tuple[str, ...] = ()  # the communes whose speakers it reached
 
     @property
     def reached(self) -> int:
@@ -530,10 +536,14 @@ class Broadcasting:
         )
         if kind in ("play", "stream") and level == "emergency":
             row.priority = tenancy.emergency_priority(commune)
-        info = _info(row, {})
+        of = {d.id: d.commune for d in self.fleet.speakers()}
+        reached = sorted({c for d in devices if (c := of.get(d))})
+        info = replace(_info(row, {}), communes=tuple(reached))
         with self.sessions.begin() as session:
             # the row first: an ack may come back before publish() returns
             session.add(row)
+            session.flush()
+            session.add_all(BroadcastCommuneRow(broadcast_id=row.id, commune=c) for c in reached)
         for topic, payload in payloads.items():
             self.publisher.publish(topic, payload, qos=1)
         return info
@@ -643,7 +653,34 @@ class Broadcasting:
                     f"No broadcast {broadcast_id}",
                 )
             acks = {a.device: a for _, a in found if a is not None}
-            return _info(found[0][0], acks)
+            reached = session.scalars(
+                select(BroadcastCommuneRow.commune)
+                .where(BroadcastCommuneRow.broadcast_id == broadcast_id)
+                .order_by(BroadcastCommuneRow.commune)
+            ).all()
+            return replace(_info(found[0][0], acks), communes=tuple(reached))
+
+    def seen_by(self, info: BroadcastInfo, commune: str | None) -> BroadcastInfo | None:
+        """``info`` as ``commune``'s users see it (controller/auth/tenancy.py), or None
+        if they do not. Another's broadcast that reached the commune (the province's)
+        shows only the commune's own speakers, and its targets as the commune."""
+        if not tenancy.sees_broadcast(commune, info.commune, info.communes):
+            return None
+        if commune is None or tenancy.sees(commune, info.commune):
+            return info
+        mine = {d.id for d in self.fleet.speakers(commune)}
+        acks = [a for a in info.acks if a.device in mine]
+        answered = [a for a in acks if a.ok is not None]
+        ok = sum(1 for a in answered if a.ok)
+        return replace(
+            info,
+            targets=[Target("group", commune)],
+            acks=acks,
+            answered_count=len(answered),
+            ok_count=ok,
+            status=_status(len(acks), len(answered), ok),
+            communes=(commune,),
+        )
 
     def recent(
         self,
@@ -652,15 +689,22 @@ class Broadcasting:
         *,
         commune: str | None = None,
     ) -> list[BroadcastInfo]:
-        """The newest first; those made for ``commune`` only (None: every one)."""
+        """The newest first (None: every one); a commune's: its own and those that reached
+        its speakers, as it sees them (``seen_by``)."""
         with self.sessions() as session:
             query = select(BroadcastRow).where(BroadcastRow.kind.in_(kinds))
-            if commune is not None:
-                query = query.where(BroadcastRow.commune == commune)
+            if commune is not None:  # its own, and those that reached it (the province's)
+                reached = select(BroadcastCommuneRow.broadcast_id).where(
+                    BroadcastCommuneRow.commune == commune
+                )
+                query = query.where(
+                    or_(BroadcastRow.commune == commune, BroadcastRow.id.in_(reached))
+                )
             rows = session.scalars(
                 query.order_by(BroadcastRow.created_ms.desc()).limit(limit)
             ).all()
-            return [self.get(row.id) for row in rows]
+            seen = (self.seen_by(self.get(row.id), commune) for row in rows)
+            return [info for info in seen if info is not None]
 
 
 def _info(row: BroadcastRow, acks: dict[str, BroadcastAckRow]) -> BroadcastInfo:

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from controller import i18n
-from controller.auth import tenancy
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
@@ -66,6 +65,9 @@ i18n.register(
         "bc.level": ("Mức", "Level"),
         "bc.label": ("Tiêu đề", "Label"),
         "bc.kind": ("Loại", "Kind"),
+        "bc.kind.play": ("Phát bản tin", "Clip"),
+        "bc.kind.stream": ("Tiếp sóng", "Relay"),
+        "bc.kind.stop": ("Dừng phát", "Stop"),
         "bc.acks": ("Xác nhận của cụm loa", "Speaker answers"),
         "bc.no_broker": ("Chưa kết nối máy chủ MQTT", "No MQTT connection"),
         "bc.no_target": ("Chọn ít nhất một nơi phát.", "Choose at least one target."),
@@ -217,7 +219,8 @@ def api_recent(
     station: StationDep, who: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[BroadcastOut]:
     """The newest broadcasts first, each with every reached speaker's answer (a commune
-    user: those made for their commune)."""
+    user: their commune's, and the province's that reached its speakers, with its own
+    speakers' answers only)."""
     return [BroadcastOut.of(b) for b in station.broadcasting.recent(limit, commune=who.commune)]
 
 
@@ -228,9 +231,10 @@ def api_get(broadcast_id: BroadcastId, station: StationDep, who: Viewer) -> Broa
         info = station.broadcasting.get(broadcast_id)
     if info.kind not in BROADCAST_KINDS:  # a console command: GET /api/commands/{id}
         raise i18n.Refusal(404, "error.not_found")
-    if not tenancy.sees(who.commune, info.commune):  # another commune's: not seen
+    seen = station.broadcasting.seen_by(info, who.commune)
+    if seen is None:  # another commune's: not seen
         raise i18n.Refusal(404, "error.not_found")
-    return BroadcastOut.of(info)
+    return BroadcastOut.of(seen)
 
 
 # pages

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from controller import i18n
-from controller.auth import tenancy
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.db.broadcast_tables import BroadcastRow
@@ -257,9 +256,10 @@ def api_get(command_id: CommandId, station: StationDep, who: Viewer) -> CommandO
     station.check_site()
     with refused_as_http():
         info = station.broadcasting.get(command_id)
-    if info.kind not in KINDS or not tenancy.sees(who.commune, info.commune):
+    seen = station.broadcasting.seen_by(info, who.commune) if info.kind in KINDS else None
+    if seen is None:
         raise i18n.Refusal(404, "error.not_found")
-    return CommandOut.of(info)
+    return CommandOut.of(seen)
 
 
 # pages
