@@ -244,8 +244,10 @@ register(
         "commune.province": ("Cấp tỉnh (mọi xã)", "The province (every commune)"),
         "users.save_commune": ("Đổi xã", "Change commune"),
         "error.last_admin": (
-            "Không thể khóa hoặc hạ quyền quản trị viên đang hoạt động cuối cùng.",
-            "The last active administrator cannot be deactivated or given another role.",
+            "Không thể khóa, hạ quyền hoặc chuyển về một xã quản trị viên cấp tỉnh cuối cùng: "
+            "hãy tạo hoặc chỉ định một quản trị viên cấp tỉnh khác trước.",
+            "The last active province administrator cannot be deactivated, given another role "
+            "or moved into a commune: make another user a province administrator first.",
         ),
         "error.self_lockout": (
             "Bạn không thể tự khóa hoặc tự hạ quyền của mình.",

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from cli.brokers.mosquitto import free_port
-from controller.auth.accounts import create_user
+from controller import i18n
+from controller.auth.accounts import create_user, update_user
 from controller.auth.roles import PERMISSIONS, Principal, Role
 from controller.auth.tokens import create_token
 from controller.db.auth_tables import User
@@ -212,3 +213,24 @@ def test_users_carry_a_commune_and_a_commune_admin_manages_only_its_own(two: Two
     with two.app.state.xaso.sessions() as db:
         names = set(db.scalars(sa.select(User.username)))
     assert "bt-khac" not in names and "bt-tinh" not in names and "bt-la" not in names
+
+
+def test_the_last_province_admin_stays_one_whatever_the_communes_admins(two: Two) -> None:
+    province = (None, "admin")
+    made = two.call(province, "POST", "/api/users", json={
+        "username": "qt-tinh-2", "role": "admin", "password": PASSWORD})  # fmt: skip
+    assert made.status_code == 201, made.text
+    # two province admins: one may go into a commune
+    moved = two.call(province, "PATCH", "/api/users/qt-tinh-2", json={"commune": "phu-an"})
+    assert moved.status_code == 200 and moved.json()["commune"] == "phu-an"
+    # then the first is the last: the communes' admins do not count, whatever the change
+    with two.app.state.xaso.sessions() as db:
+        lone = db.scalars(sa.select(User).where(User.username == "admin-tinh")).one()
+        actor = Principal("user", 0, "qt", "qt", Role.ADMIN, PERMISSIONS[Role.ADMIN])
+        for change in ({"role": "officer"}, {"active": False}, {"commune": "tan-binh"}):
+            with pytest.raises(i18n.Refusal) as refusal:
+                update_user(db, two.app.state.xaso.auth.passwords, actor, lone, **change)
+            assert refusal.value.key == "error.last_admin", change
+        db.rollback()
+    users = {u["username"]: u for u in two.call(province, "GET", "/api/users").json()}
+    assert (users["admin-tinh"]["role"], users["admin-tinh"]["commune"]) == ("admin", None)

@@ -139,11 +139,11 @@ def create_user(
     return user
 
 
-def _active_admins(db: Session) -> int:
-    return (
-        db.scalar(select(func.count()).select_from(User).where(User.role == "admin", User.active))
-        or 0
-    )
+def _active_province_admins(db: Session) -> int:
+    """Active administrators of the province (every one, on a site of one commune): only
+    they manage every commune, so the last of them must stay."""
+    query = select(func.count()).select_from(User)
+    return db.scalar(query.where(User.role == "admin", User.active, User.commune.is_(None))) or 0
 
 
 def update_user(
@@ -160,8 +160,9 @@ def update_user(
 ) -> dict[str, object]:
     """Apply the changes given; return what changed, for the audit log.
 
-    Nobody demotes or deactivates themselves, and the last active
-    administrator stays one: the controller can never be left without one.
+    Nobody demotes or deactivates themselves, and the last active province
+    administrator stays one (not demoted, deactivated or moved into a commune):
+    the controller can never be left without someone who manages every commune.
     ``commune`` (checked by the caller, ``check_commune``) moves the user to
     another commune, or to the province (None).
     """
@@ -172,8 +173,9 @@ def update_user(
     moved = new_commune != user.commune
     if (new_role != user.role or not new_active or moved) and user.id == actor.user_id:
         raise Refusal(409, "error.self_lockout")
-    losing_admin = user.role == "admin" and user.active and (new_role != "admin" or not new_active)
-    if losing_admin and _active_admins(db) <= 1:
+    province_admin = user.role == "admin" and user.active and user.commune is None
+    losing = new_role != "admin" or not new_active or new_commune is not None
+    if province_admin and losing and _active_province_admins(db) <= 1:
         raise Refusal(409, "error.last_admin")
     if new_role != user.role:
         changes["role"] = [user.role, new_role]
