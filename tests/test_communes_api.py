@@ -234,3 +234,35 @@ def test_the_last_province_admin_stays_one_whatever_the_communes_admins(two: Two
         db.rollback()
     users = {u["username"]: u for u in two.call(province, "GET", "/api/users").json()}
     assert (users["admin-tinh"]["role"], users["admin-tinh"]["commune"]) == ("admin", None)
+
+
+@pytest.mark.parametrize("commune", list(COMMUNES))
+def test_a_commune_technician_provisions_only_within_its_commune(two: Two, commune: str) -> None:
+    me, theirs = (commune, "technician"), OWN[OTHER[commune]]
+    made = two.call(me, "POST", "/api/devices", json={"id": "loa-moi", "roles": ["speaker"],
+                                                      "groups": []})  # fmt: skip
+    assert made.status_code == 201, made.text
+    assert f'"{commune}"' in made.json()["config_toml"]  # in its commune's group
+    registry = Site(two.app.state.xaso.settings.site_dir)
+    assert {d.id: d.commune for d in registry.devices()}["loa-moi"] == commune
+    for body in ({"commune": OTHER[commune]}, {"commune": ""}):
+        answer = two.call(me, "POST", "/api/devices", json={"id": "loa-khac", "roles": ["speaker"],
+                                                            **body})  # fmt: skip
+        if body["commune"]:
+            refused(answer, 403, "devices.other_commune")
+        else:  # empty: its own commune, as by default
+            assert answer.status_code == 201 and f'"{commune}"' in answer.json()["config_toml"]
+            assert two.call(me, "DELETE", "/api/devices/loa-khac").status_code == 200
+    refused(two.call(me, "DELETE", f"/api/devices/{theirs}"), 404)
+    refused(two.call(me, "PUT", f"/api/devices/{theirs}/groups", json={"groups": ["x"]}), 404)
+    for path in ("/api/keys", "/keys"):
+        refused(two.call(me, "GET", path), 403, "keys.province_only")
+    refused(two.call(me, "POST", "/api/keys/stage"), 403, "keys.province_only")
+    assert two.call((None, "admin"), "GET", "/api/keys").status_code == 200
+    page = two.call(me, "GET", "/devices/new").text
+    assert COMMUNES[commune] in page and COMMUNES[OTHER[commune]] not in page
+    assert "Cụm loa truyền thanh" in page
+    province_page = two.call((None, "admin"), "GET", "/devices/new").text
+    assert all(name in province_page for name in COMMUNES.values())
+    # the other commune's device is still there, unchanged
+    assert {d.id: d.commune for d in registry.devices()}[theirs] == OTHER[commune]

@@ -1,6 +1,9 @@
 """Changing the fleet from the web: add and remove devices, edit groups, rotate signing keys.
 
-All of it needs `manage_devices` (technicians and admins), is written to the
+All of it needs `manage_devices` (technicians and admins), within the
+principal's commune (controller/auth/tenancy.py): a commune's technician adds
+devices to their commune only, and changes or removes only its devices; the
+signing keys are the province's. It is written to the
 site directory by controller/site/devices.py, reloads the broker
 (controller/site/admin.py), mirrors the registry into the database at once,
 and is audited. A new device's agent configuration holds its MQTT password:
@@ -17,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from controller import i18n
+from controller.auth import tenancy
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
@@ -66,6 +70,18 @@ i18n.register(
             "Hãy đánh dấu ô xác nhận trước khi xóa.",
             "Tick the confirmation box before removing.",
         ),
+        "devices.role.speaker": ("Cụm loa truyền thanh", "Loudspeaker cluster"),
+        "devices.role.kiosk": ("Máy lấy số (bộ phận một cửa)", "Queue kiosk (one-stop office)"),
+        "devices.other_commune": (
+            "Bạn chỉ thêm thiết bị cho xã mình: chọn xã của bạn.",
+            "You add devices to your own commune only: choose your commune.",
+        ),
+        "keys.province_only": (
+            "Khóa ký dùng chung cho cả tỉnh: chỉ quản trị viên hoặc kỹ thuật viên cấp tỉnh "
+            "đổi được. Liên hệ tỉnh nếu cần.",
+            "The signing keys are the whole province's: only a province administrator or "
+            "technician changes them. Contact the province if needed.",
+        ),
         "keys.title": ("Khóa ký", "Signing keys"),
         "keys.active": ("Khóa đang dùng", "Active key"),
         "keys.staged": ("Khóa mới đang chờ", "Staged key"),
@@ -91,6 +107,8 @@ class DeviceCreate(BaseModel):
     roles: Annotated[list[Literal["speaker", "kiosk"]], Field(min_length=1, max_length=2)]
     groups: Groups = []
     name: Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+    commune: Annotated[str, Field(max_length=48, description="Its commune (a commune user's own "
+                                  "by default; empty: the province's)")] = ""  # fmt: skip
 
 
 class DeviceAdded(BaseModel):
@@ -127,9 +145,25 @@ def _changed(request: Request) -> None:
         fleet.sync_registry(force=True)
 
 
+def _within(request: Request, who: Principal, device_id: str) -> None:
+    """A device the principal may change: one of the site's, and of their commune."""
+    site = admin.site_of(app_state(request).settings)
+    entry = next((d for d in site.devices() if d.id == device_id), None)
+    if entry is None or not tenancy.sees(who.commune, entry.commune):
+        raise i18n.Refusal(404, "fleet.no_device", id=device_id)
+
+
+def _province_only(who: Principal) -> None:
+    if not tenancy.is_province(who.commune):
+        raise i18n.Refusal(403, "keys.province_only")
+
+
 def _add(request: Request, db: DbSession, who: Principal, body: DeviceCreate) -> DeviceAdded:
     settings = app_state(request).settings
     admin.site_of(settings)
+    commune = body.commune or who.commune or ""
+    if not tenancy.sees(who.commune, commune):
+        raise i18n.Refusal(403, "devices.other_commune")
     try:
         path = add_device(
             settings.site_dir,
@@ -140,11 +174,13 @@ def _add(request: Request, db: DbSession, who: Principal, body: DeviceCreate) ->
             broker_port=settings.mqtt.port,
             name=body.name,
             tls=settings.mqtt.tls,
+            commune=commune,
         )
     except ProvisioningError as exc:
         raise admin.refusal(exc) from None
     _changed(request)
-    audit(db, who, "device.add", f"device:{body.id}", body.model_dump(exclude={"id"}))
+    details = body.model_dump(exclude={"id", "commune"}) | ({"commune": commune} if commune else {})
+    audit(db, who, "device.add", f"device:{body.id}", details)
     db.commit()
     reload = admin.reload_broker(settings)
     return DeviceAdded(
@@ -154,7 +190,7 @@ def _add(request: Request, db: DbSession, who: Principal, body: DeviceCreate) ->
 
 def _remove(request: Request, db: DbSession, who: Principal, device_id: str) -> DeviceChanged:
     settings = app_state(request).settings
-    admin.site_of(settings)
+    _within(request, who, device_id)
     try:
         remove_device(settings.site_dir, device_id)
     except ProvisioningError as exc:
@@ -172,8 +208,7 @@ def _set_groups(
     state = app_state(request)
     settings = state.settings
     site = admin.site_of(settings)
-    if device_id not in {d.id for d in site.devices()}:
-        raise i18n.Refusal(404, "fleet.no_device", id=device_id)
+    _within(request, who, device_id)
     # the running agent learns its groups from a signed config.set: refuse the change
     # whole rather than leave the ACL and the agent's subscriptions disagreeing
     assert state.station is not None
@@ -220,7 +255,9 @@ def api_groups(
 
 @router.get("/devices/new", response_class=HTMLResponse, include_in_schema=False)
 def add_page(request: Request, who: Technician) -> Response:
-    return render(request, "device_new.html")
+    site = admin.site_of(app_state(request).settings)
+    communes = [c for c in site.communes() if tenancy.sees(who.commune, c.id)]
+    return render(request, "device_new.html", communes=communes, province=who.commune is None)
 
 
 @router.post("/devices/new", response_class=HTMLResponse, include_in_schema=False)
@@ -233,6 +270,7 @@ def add_form(
     roles: Annotated[list[str], Form(max_length=4)],
     groups: Annotated[str, Form(max_length=1600)] = "",
     name: Annotated[str, Form(max_length=400)] = "",
+    commune: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     try:
         body = DeviceCreate.model_validate(
@@ -241,6 +279,7 @@ def add_form(
                 "roles": roles,
                 "groups": _words(groups),
                 "name": name.strip(),
+                "commune": commune.strip(),
             }
         )
     except ValidationError as exc:
@@ -296,12 +335,14 @@ def _keys(request: Request, db: DbSession) -> KeysOut:
 @router.get("/api/keys", response_model=KeysOut, responses=error_responses(401, 403))
 def api_keys(request: Request, db: DbSession, who: Technician) -> KeysOut:
     """The active key, the staged one if any, and what each device answered to the check."""
+    _province_only(who)
     return _keys(request, db)
 
 
 @router.post("/api/keys/stage", response_model=KeysOut, responses=CHANGE_ERRORS)
 def api_stage(request: Request, db: DbSession, who: Technician) -> KeysOut:
     """Rotation step 1: a new key every generated device configuration now trusts."""
+    _province_only(who)
     kid = admin.stage_key(app_state(request).settings)
     audit(db, who, "key.stage", f"key:{kid}")
     db.commit()
@@ -313,6 +354,7 @@ def api_stage(request: Request, db: DbSession, who: Technician) -> KeysOut:
 )
 def api_check(request: Request, db: DbSession, who: Technician) -> KeysOut:
     """Rotation step 3: ping every device with the staged key; answers arrive as acks."""
+    _province_only(who)
     state = app_state(request)
     site = admin.site_of(state.settings)
     try:
@@ -329,6 +371,7 @@ def api_check(request: Request, db: DbSession, who: Technician) -> KeysOut:
 @router.post("/api/keys/activate", response_model=KeysOut, responses=CHANGE_ERRORS)
 def api_activate(request: Request, db: DbSession, who: Technician, body: KeyIn) -> KeysOut:
     """Rotation step 4: the staged key signs from now on; the old one stays trusted."""
+    _province_only(who)
     admin.activate_key(app_state(request).settings, body.kid)
     audit(db, who, "key.activate", f"key:{body.kid}")
     db.commit()
@@ -337,6 +380,7 @@ def api_activate(request: Request, db: DbSession, who: Technician, body: KeyIn) 
 
 @router.get("/keys", response_class=HTMLResponse, include_in_schema=False)
 def keys_page(request: Request, db: DbSession, who: Technician) -> Response:
+    _province_only(who)
     site = admin.site_of(app_state(request).settings)
     return render(request, "keys.html", keys=_keys(request, db), devices=site.devices())
 
