@@ -269,7 +269,8 @@ def test_key_rotation_stages_trusts_then_activates(api: Api, fleet: Fleet) -> No
     assert open_site(fleet.site.dir).active_kid() == before["active"]
     assert api.send("POST", "/api/keys/stage").json()["staged"] == staged  # idempotent
     wrong = api.send("POST", "/api/keys/activate", json={"kid": before["active"]})
-    assert wrong.status_code == 409 and wrong.json()["code"] == "fleet.provisioning"
+    assert wrong.status_code == 409 and wrong.json()["code"] == "site.key_not_staged"
+    assert "--force" not in wrong.text and str(fleet.site.dir) not in wrong.text
     done = api.send("POST", "/api/keys/activate", json={"kid": staged}).json()
     assert done["active"] == staged and done["staged"] is None
     assert set(done["trusted"]) == {before["active"], staged}
@@ -299,12 +300,12 @@ BAD = [
     ("POST", "/api/devices", {"json": {"id": "loa-7", "roles": ["speaker"], "name": "n" * 201}},
      422, "error.invalid"),
     ("POST", "/api/devices", {"json": {"id": "loa-1", "roles": ["speaker"]}}, 409,
-     "fleet.provisioning"),
+     "site.device_exists"),
     ("PUT", "/api/devices/nope-1/groups", {"json": {"groups": []}}, 404, "fleet.no_device"),
     ("PUT", "/api/devices/loa-1/groups", {"json": {"groups": ["g"] * 33}}, 422, "error.invalid"),
     ("DELETE", "/api/devices/nope-1", {}, 404, "fleet.no_device"),
     ("POST", "/api/keys/activate", {"json": {"kid": "zz"}}, 422, "error.invalid"),
-    ("POST", "/api/keys/check", {}, 409, "fleet.provisioning"),
+    ("POST", "/api/keys/check", {}, 409, "site.no_staged_key"),
 ]  # fmt: skip
 
 
@@ -315,6 +316,7 @@ def test_bad_input_gets_a_clear_bilingual_refusal(api: Api, case: tuple[Any, ...
     assert answer.status_code == status, answer.text
     body = answer.json()
     assert body["code"] == code and body["vi"] and body["en"] and body["vi"] != body["en"]
+    assert "--" not in answer.text and "/tmp/" not in answer.text  # no CLI option, no path
 
 
 # route, what every role gets (admin, broadcaster, technician, officer, leader)

@@ -44,8 +44,25 @@ KEYCHECK = "keycheck-"  # command ids of trust checks: keycheck-<kid>-<random>
 i18n.register(
     {
         "fleet.provisioning": (
-            "Không thực hiện được trên thư mục hệ thống: {detail}",
-            "The site directory refused it: {detail}",
+            "Không thực hiện được: {detail}",
+            "This cannot be done: {detail}",
+        ),
+        "fleet.provisioning_said": ("{vi}", "{en}"),
+        "site.device_exists": (
+            "Đã có thiết bị {id}: chọn mã khác, hoặc xóa thiết bị cũ trước.",
+            "Device {id} already exists: choose another id, or remove the old one first.",
+        ),
+        "site.reserved_id": (
+            "{id} là tên đăng nhập MQTT của máy chủ điều khiển: chọn mã khác.",
+            "{id} is the controller's MQTT user name: choose another id.",
+        ),
+        "site.no_staged_key": (
+            "Chưa có khóa mới đang chờ: hãy tạo khóa mới trước.",
+            "No key is staged: stage a new key first.",
+        ),
+        "site.key_not_staged": (
+            "Khóa {kid} không phải khóa mới đang chờ: hãy tạo khóa mới trước.",
+            "Key {kid} is not the staged key: stage a new key first.",
         ),
         "fleet.reload_failed": (
             "Đã ghi tệp mật khẩu và ACL nhưng máy chủ MQTT chưa nạp lại: {detail}. "
@@ -60,6 +77,14 @@ Reload = Literal["signal", "command", "manual"]
 
 
 def refusal(exc: ProvisioningError, status: int = 409) -> i18n.Refusal:
+    """What the web says of a site refusal: its own words for one it knows by code, the
+    two languages of one written "vi / en", else the message (never a path: those
+    the web can meet have codes)."""
+    if exc.code:
+        return i18n.Refusal(status, f"site.{exc.code}", None, **exc.params)
+    vi, said, en = str(exc).partition(" / ")
+    if said:
+        return i18n.Refusal(status, "fleet.provisioning_said", vi=vi, en=en)
     return i18n.Refusal(status, "fleet.provisioning", detail=str(exc))
 
 
@@ -98,7 +123,7 @@ def staged_key_check(site: Site, now_ms: int) -> list[tuple[str, bytes]]:
     """One `device.ping` per registered device, signed with the staged key: (topic, payload)."""
     status = key_status(site)
     if status.staged is None:
-        raise ProvisioningError("no key is staged: stage one first")
+        raise ProvisioningError("no key is staged: stage one first", "no_staged_key")
     key = site.signing_keys()[status.staged]
     topics = Topics(site.root)
     return [

@@ -81,7 +81,11 @@ def add_device(
         if root is not None and root != site.root:
             raise ProvisioningError(f"{site.dir} uses the topic root {site.root!r}, not {root!r}")
         if device_id in site.meta()["users"]:
-            raise ProvisioningError(f"{device_id!r} is the controller's user name: pick another id")
+            raise ProvisioningError(
+                f"{device_id!r} is the controller's user name: pick another id",
+                "reserved_id",
+                id=device_id,
+            )
         devices = {d.id: d for d in site.devices()}
         entry = replace(
             entry,
@@ -95,7 +99,9 @@ def add_device(
         if old is not None and not force:
             raise ProvisioningError(
                 f"device {device_id!r} already exists in {site.dir}: use --force to rewrite "
-                "its configuration with a new password"
+                "its configuration with a new password",
+                "device_exists",
+                id=device_id,
             )
         password = secrets.token_urlsafe(24)
         entry = replace(

@@ -39,7 +39,17 @@ T = TypeVar("T")
 
 
 class ProvisioningError(Exception):
-    """A site operation that cannot be done; the message says why and what to do."""
+    """A site operation that cannot be done; the message says why and what to do.
+
+    The message is for the command line (it may name the site directory and
+    options such as --force). One that the web can meet also has a ``code``
+    and its ``params``, which the web app says in words of its own
+    (controller/site/admin.py ``refusal``)."""
+
+    def __init__(self, message: str, code: str = "", **params: object) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,9 @@ def activate_key(directory: Path, kid: str) -> None:
     with locked(site.dir):
         meta = site.meta()
         if meta.get("staged_key") != kid or kid not in site.signing_keys():
-            raise ProvisioningError(f"key {kid!r} is not the staged key: stage a key first")
+            raise ProvisioningError(
+                f"key {kid!r} is not the staged key: stage a key first", "key_not_staged", kid=kid
+            )
         meta.pop("staged_key")
         write_json(site.dir / "site.json", {**meta, "active_key": kid})
 
