@@ -123,6 +123,9 @@ REJECTIONS = SchemathesisConfig.from_dict(
 
 @pytest.fixture
 def api_schema(api: tuple[FastAPI, str]) -> Any:
+    # built once here, with no deadline: schemathesis reads it with a 10 s one, which a
+    # loaded machine's first build of the whole app's schema could miss
+    api[0].openapi()
     return schemathesis.openapi.from_asgi("/openapi.json", api[0], config=REJECTIONS)
 
 

@@ -89,7 +89,7 @@ def assert_truth(kiosk: Kiosk, events: Events, state: str, alerts: set[str]) -> 
         view, body = kiosk.printer_view(), last_status(events)
         return view["state"] == body["state"] == state and view["pending"] == body["pending"]
 
-    until(agree)  # a reprint between reading one and the other is not a disagreement
+    until(agree, 60)  # a reprint between reading one and the other is not a disagreement
     view, body = kiosk.printer_view(), last_status(events)
     assert view["can_print"] is (state in ("ready", "near_end"))
     if state == "offline":  # never "paper ok" from a printer that does not answer
