@@ -252,7 +252,7 @@ def test_the_communes_revisions_leave_every_existing_user_province_wide_and_go_b
     engine.dispose()
     applied = upgrade(database_url)
     assert {"auth_0002_communes", "fleet_0007_communes", "broadcast_0004_communes",
-            "broadcast_0005_reached"} <= set(applied)  # fmt: skip
+            "broadcast_0006_reached"} <= set(applied)  # fmt: skip
     engine = make_engine(database_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT username, commune FROM users")).all() == [("bt", None)]
@@ -269,4 +269,43 @@ def test_the_communes_revisions_leave_every_existing_user_province_wide_and_go_b
         for table in ("users", "devices", "groups", "broadcasts"):
             assert "commune" not in {c["name"] for c in inspect(conn).get_columns(table)}
         assert conn.execute(text("SELECT username FROM users")).scalars().all() == ["bt"]
+    engine.dispose()
+
+
+def test_the_radio_communes_revisions_leave_every_clip_station_and_entry_the_provinces(
+    database_url: str,
+) -> None:
+    config = alembic_config(database_url)
+    for before in ("auth_0002_communes", "broadcast_0004_communes"):
+        command.upgrade(config, before)
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO clips (sha256, title, duration_ms, format, size_bytes, source, lang,"
+            " created_by, created_ms) VALUES (:sha, 'Tin', 1, 'opus', 1, 'upload', 'vi', 'bt', 1)"
+        ), {"sha": "a" * 64})  # fmt: skip
+        conn.execute(text(
+            "INSERT INTO audit_log (at_ms, actor_kind, actor_name, action, target, details, ip)"
+            " VALUES (1, 'user', 'bt', 'clip.upload', 'clip:a', '{}', '')"
+        ))  # fmt: skip
+    engine.dispose()
+    applied = upgrade(database_url)
+    assert {"auth_0003_audit_communes", "broadcast_0005_communes"} <= set(applied)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT commune FROM clips")).all() == [(None,)]
+        assert conn.execute(text("SELECT commune FROM audit_log")).all() == [(None,)]
+        for table in ("clips", "relay_stations", "schedules", "audit_log", "clip_shares"):
+            names = {i["name"] for i in inspect(conn).get_indexes(table)}
+            assert f"ix_{table}_commune" in names
+        assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    for before in ("auth_0002_communes", "broadcast_0004_communes"):
+        command.downgrade(config, before)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        for table in ("clips", "relay_stations", "schedules", "audit_log"):
+            assert "commune" not in {c["name"] for c in inspect(conn).get_columns(table)}
+        assert "clip_shares" not in inspect(conn).get_table_names()
+        assert conn.execute(text("SELECT title FROM clips")).scalars().all() == ["Tin"]
     engine.dispose()

@@ -73,3 +73,42 @@ def test_a_communes_stop_never_reaches_a_province_emergency_on_the_speaker(
     assert cap < province and cap <= asked  # the player stops priorities <= cap only
     assert tenancy.stop_cap(None, asked) == asked
     assert tenancy.broadcast_commune(commune) == commune and tenancy.broadcast_commune(None) is None
+
+
+@given(whoever, st.none() | communes | st.just(""))
+def test_the_provinces_clips_and_stations_are_every_communes_to_use_not_to_change(
+    principal: str | None, owner: str | None
+) -> None:
+    reads = tenancy.reads(principal, owner)
+    assert reads == (principal is None or not owner or owner == principal)
+    assert tenancy.sees(principal, owner) <= reads  # who may change it may read it
+    if principal is not None and not owner:
+        assert reads and not tenancy.sees(principal, owner)  # the province's: read-only
+
+
+@given(whoever, st.lists(st.none() | communes, max_size=4))
+def test_a_clip_held_by_several_communes_is_read_by_each_holder(
+    principal: str | None, holders: list[str | None]
+) -> None:
+    assert tenancy.reads_any(principal, holders) == any(
+        tenancy.reads(principal, h) for h in holders
+    )
+    assert not tenancy.reads_any("phu-an", ["tan-binh", "my-loc"])
+
+
+@given(whoever, st.none() | communes, st.lists(st.none() | communes, max_size=4))
+def test_a_commune_sees_its_entries_and_the_provinces_that_reach_its_speakers(
+    principal: str | None, owner: str | None, reached: list[str | None]
+) -> None:
+    shown = tenancy.shows_in_calendar(principal, owner, reached)
+    if principal is None or owner == principal:
+        assert shown
+    elif owner is None:
+        assert shown == (principal in reached)
+    else:  # another commune's entry, wherever it plays
+        assert not shown
+
+
+def test_a_communes_setting_is_its_own_and_the_provinces_the_site_wide_one() -> None:
+    assert tenancy.setting_key(None, "local") == "local"
+    assert tenancy.setting_key("phu-an", "local") == "phu-an"

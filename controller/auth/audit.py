@@ -34,8 +34,10 @@ def audit(
     at_ms: int | None = None,
     ip: str = "",
     actor_name: str = "",
+    commune: str | None = None,
 ) -> AuditEntry:
-    """Record one change; `principal` None means the system itself (or an anonymous caller)."""
+    """Record one change; `principal` None means the system itself (or an anonymous caller,
+    such as one signing in: ``commune`` is then theirs, given)."""
     entry = AuditEntry(
         at_ms=wall_ms() if at_ms is None else at_ms,
         actor_kind=principal.kind if principal else "system",
@@ -46,6 +48,7 @@ def audit(
         target=target[:200],
         details=dict(details or {}),
         ip=(principal.ip if principal else ip)[:45],
+        commune=principal.commune if principal else commune,
     )
     db.add(entry)
     return entry
@@ -58,9 +61,13 @@ def audit_entries(
     before_id: int | None = None,
     action: str | None = None,
     actor: str | None = None,
+    commune: str | None = None,
 ) -> list[AuditEntry]:
-    """The newest entries first; page on with `before_id` (the last id seen)."""
+    """The newest entries first; page on with `before_id` (the last id seen). ``commune``:
+    a commune admin's, the entries of their commune's users only (None: every entry)."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if commune is not None:
+        query = query.where(AuditEntry.commune == commune)
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
     if action:

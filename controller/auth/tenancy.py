@@ -94,3 +94,32 @@ def stop_cap(principal: Commune, priority_max: int) -> int:
     if principal is None:
         return priority_max
     return min(priority_max, COMMUNE_EMERGENCY_PRIORITY)
+
+
+def reads(principal: Commune, owner: Commune) -> bool:
+    """Whether a principal may read (list, play, schedule) something the province or a
+    commune offers: a clip, a relay station. The province's are every commune's to use
+    (a province bulletin is played locally, VOV is defined once); a commune's are its
+    own. Changing or deleting it stays ``sees``: the province's are the province's."""
+    return principal is None or (owner or None) is None or (owner or None) == principal
+
+
+def reads_any(principal: Commune, holders: Iterable[Commune]) -> bool:
+    """``reads`` for something several communes hold one entry of each (a clip uploaded
+    by two communes is one file, with a library entry for each)."""
+    return any(reads(principal, h) for h in holders)
+
+
+def shows_in_calendar(principal: Commune, owner: Commune, reached: Sequence[Commune]) -> bool:
+    """Whether a schedule entry of ``owner``'s, reaching speakers of ``reached``, shows in
+    a principal's calendar: their own entries, and (read-only, so that a commune sees
+    what will air on its speakers) the province's entries reaching one of theirs."""
+    if sees(principal, owner):
+        return True
+    return (owner or None) is None and any((c or None) == principal for c in reached)
+
+
+def setting_key(commune: Commune, single: str) -> str:
+    """The row a commune's setting (such as approval_required) is kept under; the
+    province's, and a site of one commune's, is ``single`` (the site-wide one as before)."""
+    return single if commune is None else commune

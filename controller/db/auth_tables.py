@@ -91,3 +91,5 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     ip: Mapped[str] = mapped_column(String(45), default="")
+    # the actor's commune (None: the province, or the system): a commune admin reads its own
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)

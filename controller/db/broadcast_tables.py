@@ -41,6 +41,23 @@ class ClipRow(Base):
     lang: Mapped[str] = mapped_column(String(16), default="vi")
     created_by: Mapped[str] = mapped_column(String(64))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # the commune whose library it is in (None: the province's, every commune's to play)
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)
+
+
+class ClipShareRow(Base):
+    """Another commune's library entry for a clip already stored: the same audio uploaded
+    by a second commune is one file (named by its sha256), with that commune's own title."""
+
+    __tablename__ = "clip_shares"
+
+    sha256: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clips.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    commune: Mapped[str] = mapped_column(String(48), primary_key=True, index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class RelayStationRow(Base):
@@ -60,6 +77,8 @@ class RelayStationRow(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+    # the commune that relays it (None: the province's, such as VOV, every commune's)
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)
 
 
 class ScheduleRow(Base):
@@ -104,6 +123,8 @@ class ScheduleRow(Base):
     more_targets: Mapped[list[dict[str, str]]] = mapped_column(
         JSON, default=list, server_default="[]"
     )
+    # its author's commune (None: the province's); it may target only that commune
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)
 
 
 class PublishedDocumentRow(Base):

@@ -6,6 +6,10 @@ publishes it; approving a play-now sends it then, in its author's name. A
 rejection needs a reason, which its author reads. An emergency, sent at once,
 waits here to be marked reviewed. A decision is claimed first (``pending`` to
 ``deciding``) so two leaders cannot send one play twice.
+
+Each item is its commune's (``approvals.commune``, the gate's key): a commune's
+leader lists and decides only their commune's items (another's is not found);
+the province's leaders see every commune's.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.auth import tenancy
 from controller.db.broadcast_tables import ApprovalRow
+from controller.radio.approval_gate import LOCAL_COMMUNE
 from controller.radio.broadcasting import Broadcasting
 from controller.radio.clip_library import Conflict, Invalid, NotFound
 from controller.radio.scheduling import Scheduling
@@ -64,6 +70,10 @@ class ApprovalItem:
         )
 
 
+def _key(commune: str | None) -> str:
+    return tenancy.setting_key(commune, LOCAL_COMMUNE)
+
+
 def _already(state: str) -> Conflict:
     return Conflict(
         "already_decided",
@@ -88,18 +98,23 @@ class ApprovalDesk:
         self.broadcasting = broadcasting
         self.clock = clock
 
-    def waiting(self, limit: int = 200) -> list[ApprovalItem]:
-        """What waits for a leader, oldest first: approvals, then emergencies to review."""
+    def waiting(self, limit: int = 200, commune: str | None = None) -> list[ApprovalItem]:
+        """What waits for a leader, oldest first: approvals, then emergencies to review
+        (``commune``'s only; None: every commune's)."""
         with self.sessions() as session:
-            rows = session.scalars(
+            query = (
                 select(ApprovalRow)
                 .where(ApprovalRow.state.in_(("pending", "review")))
                 .order_by(ApprovalRow.prepared_ms, ApprovalRow.id)
                 .limit(limit)
             )
-            return [ApprovalItem.of(r) for r in rows]
+            if commune is not None:
+                query = query.where(ApprovalRow.commune == _key(commune))
+            return [ApprovalItem.of(r) for r in session.scalars(query)]
 
-    def decided(self, limit: int = 50, author: str | None = None) -> list[ApprovalItem]:
+    def decided(
+        self, limit: int = 50, author: str | None = None, commune: str | None = None
+    ) -> list[ApprovalItem]:
         """The latest decisions, newest first; ``author``'s own only, when given."""
         with self.sessions() as session:
             query = (
@@ -110,13 +125,17 @@ class ApprovalDesk:
             )
             if author is not None:
                 query = query.where(ApprovalRow.prepared_by == author)
+            if commune is not None:
+                query = query.where(ApprovalRow.commune == _key(commune))
             return [ApprovalItem.of(r) for r in session.scalars(query)]
 
-    def get(self, approval_id: int) -> ApprovalItem:
+    def get(self, approval_id: int, commune: str | None = None) -> ApprovalItem:
         with self.sessions() as session:
-            return ApprovalItem.of(self._row(session, approval_id))
+            return ApprovalItem.of(self._row(session, approval_id, commune))
 
-    def approve(self, approval_id: int, *, by: str) -> ApprovalItem:
+    def approve(self, approval_id: int, *, by: str, commune: str | None = None) -> ApprovalItem:
+        """``commune``: the leader's; another commune's item is not found."""
+        self.get(approval_id, commune)
         item = self._claim(approval_id, "pending", by=by)
         try:
             broadcast_id = self._release(approval_id, item)
@@ -125,7 +144,10 @@ class ApprovalDesk:
             raise
         return self._close(approval_id, "approved", by=by, broadcast_id=broadcast_id)
 
-    def reject(self, approval_id: int, *, by: str, reason: str) -> ApprovalItem:
+    def reject(
+        self, approval_id: int, *, by: str, reason: str, commune: str | None = None
+    ) -> ApprovalItem:
+        self.get(approval_id, commune)
         cleaned = " ".join(reason.split())
         if not cleaned or len(cleaned) > MAX_REASON:
             raise Invalid(
@@ -146,7 +168,10 @@ class ApprovalDesk:
             raise
         return self._close(approval_id, "rejected", by=by, reason=cleaned)
 
-    def mark_reviewed(self, approval_id: int, *, by: str) -> ApprovalItem:
+    def mark_reviewed(
+        self, approval_id: int, *, by: str, commune: str | None = None
+    ) -> ApprovalItem:
+        self.get(approval_id, commune)
         self._claim(approval_id, "review", by=by, own_ok=True)
         return self._close(approval_id, "reviewed", by=by)
 
@@ -167,9 +192,9 @@ class ApprovalDesk:
         with self.sessions() as session:
             return int(self._row(session, approval_id).request.get("version", 0))
 
-    def _row(self, session: Session, approval_id: int) -> ApprovalRow:
+    def _row(self, session: Session, approval_id: int, commune: str | None = None) -> ApprovalRow:
         row = session.get(ApprovalRow, approval_id)
-        if row is None:
+        if row is None or (commune is not None and row.commune != _key(commune)):
             raise NotFound(
                 "approval_not_found",
                 f"Không có việc chờ duyệt số {approval_id}: có thể đã bị xoá; tải lại trang",

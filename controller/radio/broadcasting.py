@@ -199,7 +199,8 @@ class Broadcasting:
                 self.fleet.members_within(target, commune)
         decision = Ruling.AIR
         if self.gate is not None:
-            decision = ruling(required=self.gate.required(), level=level, approved=approved)
+            required = self.gate.required(commune=commune)
+            decision = ruling(required=required, level=level, approved=approved)
         if decision is Ruling.HOLD and self.gate is not None:
             self._command(request, at=self.clock())  # bad input is refused, not kept
             if not targets:
@@ -208,15 +209,17 @@ class Broadcasting:
                 self.fleet.members(target)
             with self.sessions.begin() as session:
                 row = self.gate.hold_play(
-                    session, by=by, label=label, targets=targets, request=request
-                )
+                    session, by=by, label=label, targets=targets, request=request,
+                    commune=commune,
+                )  # fmt: skip
                 return Held(row.id, label, list(targets))
         info = self._play(request, by=by, lead_ms=lead_ms)
         if decision is Ruling.REVIEW and self.gate is not None:
             with self.sessions.begin() as session:
                 self.gate.flag_emergency(
-                    session, by=by, label=label, targets=targets, broadcast_id=info.id
-                )
+                    session, by=by, label=label, targets=targets, broadcast_id=info.id,
+                    commune=commune,
+                )  # fmt: skip
         return info
 
     def send_approved(self, request: dict[str, Any], *, by: str) -> BroadcastInfo:
@@ -231,6 +234,7 @@ class Broadcasting:
                 level=relay["level"],
                 label=relay["label"],
                 approved=True,
+                commune=request.get("commune"),
             )
             assert isinstance(sent, BroadcastInfo)  # approved: never held
             return sent
@@ -321,16 +325,23 @@ class Broadcasting:
         label: str,
         lead_ms: int | None = None,
         approved: bool = False,
+        commune: str | None = None,
     ) -> BroadcastInfo | Held:
         """Relay a station's stream (controller.radio.relay_stations) on every speaker of
         ``targets`` from one instant, its fallback clip with it.
 
         A station's URL is anyone's to type in, so a relay owes approval as a play-now
-        does: held whole, it starts when a leader approves it, for its full length."""
+        does: held whole, it starts when a leader approves it, for its full length.
+        ``commune``: its author's, whose speakers only it may reach and whose approval
+        setting holds it."""
         if level not in ("normal", "priority"):
             raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
+        if commune is not None:
+            for target in targets:
+                self.fleet.members_within(target, commune)
         if self.gate is not None and not approved:
-            decision = ruling(required=self.gate.required(), level=level, approved=approved)
+            required = self.gate.required(commune=commune)
+            decision = ruling(required=required, level=level, approved=approved)
             if decision is Ruling.HOLD:
                 if not targets:
                     raise Invalid("no_target", "Chưa chọn nơi phát", "No target chosen")
@@ -341,10 +352,13 @@ class Broadcasting:
                     "relay": {"stream": stream.model_dump(mode="json"), "level": level,
                               "label": label},
                 }  # fmt: skip
+                if commune is not None:
+                    request["commune"] = commune
                 with self.sessions.begin() as session:
                     row = self.gate.hold_play(
-                        session, by=by, label=label, targets=targets, request=request
-                    )
+                        session, by=by, label=label, targets=targets, request=request,
+                        commune=commune,
+                    )  # fmt: skip
                     return Held(row.id, label, list(targets))
         now = self.clock()
         at = now + (self.lead_ms if lead_ms is None else lead_ms)
@@ -371,6 +385,7 @@ class Broadcasting:
             at=at,
             now=now,
             ttl_ms=at - now + COMMAND_TTL_MS,
+            commune=commune,
         )
 
     def emergency(

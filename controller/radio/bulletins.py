@@ -197,15 +197,17 @@ class BulletinInbox:
         until: str | None = None,
         targets: Sequence[Target] | None = None,
         approved: bool = False,
+        commune: str | None = None,
     ) -> Bulletin:
         """Put a pending bulletin on air: now, or into the schedule from ``dtstart``
         (local time) with ``rrule``; ``targets`` narrows or changes where.
 
         Unless ``approved`` (the operator may approve), the approval gate may hold
-        the broadcast or the entry back until a leader approves it."""
+        the broadcast or the entry back until a leader approves it. ``commune``: the
+        operator's; what they accept is their commune's, for their speakers only."""
         bulletin = self._pending(bulletin_id)
         if play_now:
-            sent = self._air(bulletin, by=by, targets=targets, approved=approved)
+            sent = self._air(bulletin, by=by, targets=targets, approved=approved, commune=commune)
             return self._decide(bulletin_id, "accepted", by=by, broadcast=sent)
         if dtstart is None:
             raise Invalid(
@@ -236,6 +238,7 @@ class BulletinInbox:
             ),
             by=by,
             approved=approved,
+            commune=commune,
         )
         return self._decide(bulletin_id, "accepted", by=by, schedule_id=entry.id)
 
@@ -279,6 +282,7 @@ class BulletinInbox:
         by: str,
         targets: Sequence[Target] | None = None,
         approved: bool = False,
+        commune: str | None = None,
     ) -> BroadcastInfo | Held:
         return self.broadcasting.play_now(
             list(targets or bulletin.targets),
@@ -289,6 +293,7 @@ class BulletinInbox:
             level=bulletin.level,  # type: ignore[arg-type]
             label=bulletin.title,
             approved=approved,
+            commune=commune,
         )
 
     def _decide(

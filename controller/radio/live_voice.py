@@ -140,6 +140,7 @@ class LiveSession:
     work_dir: Path
     label: str
     silence_s: float = SILENCE_S
+    commune: str | None = None  # its author's: only their speakers, their library
     on_end: Callable[[LiveSession], None] = lambda session: None
     started: BroadcastInfo | None = None
     stopped: BroadcastInfo | None = None
@@ -175,6 +176,7 @@ class LiveSession:
             label=self.label,
             lead_ms=LEAD_MS,
             approved=True,  # a live voice cannot wait for a leader; the audit log has it
+            commune=self.commune,
         )
         assert isinstance(started, BroadcastInfo)  # approved: never held
         self.started = started
@@ -210,6 +212,7 @@ class LiveSession:
                     self.targets,
                     by=self.by,
                     level=self.level,  # type: ignore[arg-type]
+                    commune=self.commune,
                 )
         finally:
             if self._encoder is not None:
@@ -223,7 +226,11 @@ class LiveSession:
             return None
         try:
             return self.library.upload(
-                recording, title=self.label, created_by=self.by, filename="live.ogg"
+                recording,
+                title=self.label,
+                created_by=self.by,
+                filename="live.ogg",
+                commune=self.commune,
             )
         except (ServiceError, ClipError) as exc:  # the session has ended all the same
             log.warning("live %s: the recording was not kept: %s", self.mount, exc.message_en)

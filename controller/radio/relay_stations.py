@@ -10,6 +10,11 @@ site's mount of the station (``station_mount``), which the controller pulls
 once and fans out (controller/radio/station_pulls.py), with the station's own
 URL as ``direct_url`` for when the mount cannot be had; without one, the
 station's own URL.
+
+A station belongs to a commune (``commune``; None: the province's). The
+province's (VOV, defined once) are every commune's to relay and the province's
+to change; a commune's are its own (controller/auth/tenancy.py: ``reads``,
+``sees``). Names stay unique across the site.
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.auth import tenancy
 from controller.db.broadcast_tables import ClipRow, RelayStationRow, ScheduleRow
-from controller.radio.clip_library import ClipLibrary, Conflict, Invalid, NotFound, clip_url
+from controller.radio.clip_library import (
+    ClipLibrary,
+    Conflict,
+    Invalid,
+    NotFound,
+    OutOfScope,
+    clip_url,
+)
 from controller.radio.streams import StreamServer
 from controller.radio.targets import Clock
 from plumbing.clock import wall_ms
@@ -57,6 +70,7 @@ class RadioStation:
     fallback_sha256: str | None
     created_by: str
     updated_ms: int
+    commune: str | None = None  # whose it is (None: the province's, every commune's)
 
     @classmethod
     def of(cls, row: RelayStationRow) -> RadioStation:
@@ -69,6 +83,7 @@ class RadioStation:
             row.fallback_sha256,
             row.created_by,
             row.updated_ms,
+            row.commune,
         )
 
 
@@ -143,16 +158,29 @@ def station_not_found(station_id: int) -> NotFound:
     )
 
 
+def province_station(name: str) -> OutOfScope:
+    return OutOfScope(
+        "province_station",
+        f"Đài «{name}» do cấp tỉnh khai báo: xã được tiếp sóng nhưng không được sửa hoặc xoá; "
+        "liên hệ cấp tỉnh",
+        f"Station «{name}» is the province's: a commune may relay it but not change or "
+        "delete it; contact the province",
+    )
+
+
 def station_stream(
     session: Session,
     station_id: int,
     duration_s: int,
     base_url: str,
     streams: StreamServer | None = None,
+    *,
+    commune: str | None = None,
 ) -> StreamRef:
-    """A schedule's relay of a station, read in the schedule's own transaction."""
+    """A schedule's relay of a station, read in the schedule's own transaction; a station
+    ``commune`` may not relay is not found."""
     row = session.get(RelayStationRow, station_id)
-    if row is None:
+    if row is None or not tenancy.reads(commune, row.commune):
         raise station_not_found(station_id)
     if not 1 <= duration_s <= MAX_RELAY_MIN * 60:
         check_minutes(0)
@@ -192,28 +220,32 @@ class StationList:
         self.streams = streams
         self.clock = clock
 
-    def create(self, entry: StationInput, *, by: str) -> RadioStation:
+    def create(self, entry: StationInput, *, by: str, commune: str | None = None) -> RadioStation:
+        """A station of ``commune`` (its author's; None: the province's)."""
         now = self.clock()
         with self.sessions.begin() as session:
-            row = RelayStationRow(created_by=by, created_ms=now)
+            row = RelayStationRow(created_by=by, created_ms=now, commune=commune)
             self._fill(session, row, entry, now)
             session.add(row)
             self._flush(session, row.name)
             return RadioStation.of(row)
 
-    def update(self, station_id: int, entry: StationInput, *, by: str) -> RadioStation:
+    def update(
+        self, station_id: int, entry: StationInput, *, by: str, commune: str | None = None
+    ) -> RadioStation:
         """Change a station; the schedules relaying it send the new stream at their next
-        publish (the caller republishes them)."""
+        publish (the caller republishes them). Only its own commune (or the province)
+        changes it."""
         now = self.clock()
         with self.sessions.begin() as session:
-            row = self._row(session, station_id)
+            row = self._row(session, station_id, commune, change=True)
             self._fill(session, row, entry, now)
             self._flush(session, row.name)
             return RadioStation.of(row)
 
-    def delete(self, station_id: int) -> RadioStation:
+    def delete(self, station_id: int, commune: str | None = None) -> RadioStation:
         with self.sessions.begin() as session:
-            row = self._row(session, station_id)
+            row = self._row(session, station_id, commune, change=True)
             used = session.scalar(
                 select(func.count())
                 .select_from(ScheduleRow)
@@ -231,25 +263,46 @@ class StationList:
             session.delete(row)
             return gone
 
-    def get(self, station_id: int) -> RadioStation:
+    def get(self, station_id: int, commune: str | None = None) -> RadioStation:
         with self.sessions() as session:
-            return RadioStation.of(self._row(session, station_id))
+            return RadioStation.of(self._row(session, station_id, commune))
 
-    def stations(self) -> list[RadioStation]:
+    def stations(self, commune: str | None = None) -> list[RadioStation]:
+        """The stations ``commune`` may relay: its own and the province's (None: all)."""
         with self.sessions() as session:
-            rows = session.scalars(select(RelayStationRow))
+            query = select(RelayStationRow)
+            if commune is not None:
+                query = query.where(
+                    or_(RelayStationRow.commune.is_(None), RelayStationRow.commune == commune)
+                )
+            rows = session.scalars(query)
             # sorted here, not by the database's collation (SQLite and PostgreSQL differ)
             return sorted((RadioStation.of(r) for r in rows), key=lambda s: s.name.casefold())
 
-    def stream_for(self, station_id: int, duration_s: int, base_url: str) -> StreamRef:
+    def stream_for(
+        self, station_id: int, duration_s: int, base_url: str, commune: str | None = None
+    ) -> StreamRef:
         """What a relay of the station for ``duration_s`` sends: its URL and fallback clip."""
         with self.sessions() as session:
-            return station_stream(session, station_id, duration_s, base_url, self.streams)
+            return station_stream(
+                session, station_id, duration_s, base_url, self.streams, commune=commune
+            )
 
-    def _row(self, session: Session, station_id: int) -> RelayStationRow:
+    def _row(
+        self,
+        session: Session,
+        station_id: int,
+        commune: str | None = None,
+        *,
+        change: bool = False,
+    ) -> RelayStationRow:
+        """The station, if ``commune`` may relay it (another commune's is not found) and,
+        to ``change`` it, if it is theirs (the province's: 403)."""
         row = session.get(RelayStationRow, station_id)
-        if row is None:
+        if row is None or not tenancy.reads(commune, row.commune):
             raise station_not_found(station_id)
+        if change and not tenancy.sees(commune, row.commune):
+            raise province_station(row.name)
         return row
 
     def _fill(self, session: Session, row: RelayStationRow, entry: StationInput, now: int) -> None:
@@ -268,7 +321,7 @@ class StationList:
                     "Chọn tệp âm thanh phát thay khi mất sóng, hoặc chọn «dừng phát»",
                     "Choose the clip that plays when the stream fails, or choose «stop»",
                 )
-            self.library.get(fallback)  # refused when it is not in the library
+            self.library.get(fallback, row.commune)  # refused when the commune has it not
         else:
             fallback = None
         row.name, row.url, row.level = name, check_url(entry.url), entry.level

@@ -122,11 +122,15 @@ class ScheduleCalendar:
         *,
         devices: Sequence[str] | None = None,
         proposed: EntryInput | None = None,
+        commune: str | None = None,
     ) -> list[DevicePlan]:
         """What each speaker plays in [start_ms, end_ms), collisions resolved as it will.
 
         ``proposed``: an entry not yet saved, included as if it were (the
-        preview before saving); it is checked as saving would check it.
+        preview before saving); it is checked as saving would check it, as
+        ``commune``'s. ``commune``: only that commune's speakers, so a commune sees
+        its own entries and the province's that reach it (tenancy.shows_in_calendar),
+        and no other commune's speaker or entry.
         """
         if not 0 < end_ms - start_ms <= MAX_CALENDAR_MS:
             raise Invalid(
@@ -135,7 +139,7 @@ class ScheduleCalendar:
                 "The period must be longer than 0 and at most 31 days",
             )
         fleet = self.scheduling.fleet
-        speakers = fleet.speakers()
+        speakers = fleet.speakers(commune)
         if devices is not None:
             unknown = sorted(set(devices) - {d.id for d in speakers})
             if unknown:
@@ -145,7 +149,7 @@ class ScheduleCalendar:
                     f"No speaker {', '.join(unknown)} at this site",
                 )
             speakers = [d for d in speakers if d.id in devices]
-        docs = self._documents(proposed)
+        docs = self._documents(proposed, commune)
         plans = []
         for device in speakers:
             mine = [Target("device", device.id)] + [Target("group", g) for g in device.groups]
@@ -165,19 +169,24 @@ class ScheduleCalendar:
         *,
         devices: Sequence[str] | None = None,
         proposed: EntryInput | None = None,
+        commune: str | None = None,
     ) -> list[DevicePlan]:
         """The conflict preview: per speaker, only what is cut, missed or delayed, and
         the local rules broken; speakers with nothing to show are left out."""
-        return only_conflicts(self.plans(start_ms, end_ms, devices=devices, proposed=proposed))
+        return only_conflicts(
+            self.plans(start_ms, end_ms, devices=devices, proposed=proposed, commune=commune)
+        )
 
-    def _documents(self, proposed: EntryInput | None) -> dict[Target, ScheduleSet]:
+    def _documents(
+        self, proposed: EntryInput | None, commune: str | None = None
+    ) -> dict[Target, ScheduleSet]:
         """Every target's document, with ``proposed`` added; nothing is written."""
         scheduling = self.scheduling
         with scheduling.sessions() as session:
             rows = session.scalars(select(ScheduleRow)).all()
             targets = {t for r in rows for t in targets_of(r)}
             if proposed is not None:
-                row = ScheduleRow(created_by="", created_ms=0, version=1)
+                row = ScheduleRow(created_by="", created_ms=0, version=1, commune=commune)
                 scheduling.fill(session, row, proposed, scheduling.clock())
                 session.add(row)
                 targets.update(proposed.targets)

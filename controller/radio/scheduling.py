@@ -14,6 +14,14 @@ controller.radio.schedule_calendar's.
 Approval (controller.radio.approval_gate): with the commune's approval on, a
 new or changed entry whose author may not approve is kept as ``pending`` and
 left out of its target's document until a leader approves it (``approve``).
+
+Communes (controller/auth/tenancy.py): an entry is its author's commune's
+(``schedules.commune``; None: the province's). A commune user's entry may
+target only their commune's speakers (``Fleet.members_within``) and name only
+clips and stations their commune may play; they list, change and delete only
+their commune's entries (another's is not found; a province entry, which they
+see in the calendar where it reaches their speakers, is read-only: 403). Their
+commune's approval setting holds it, for their commune's leaders.
 """
 
 from __future__ import annotations
@@ -27,9 +35,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from broadcast.schedule import Schedule
+from controller.auth import tenancy
 from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.radio.approval_gate import ApprovalGate, Ruling
-from controller.radio.clip_library import Conflict, Invalid, NotFound, ServiceError, clip_url
+from controller.radio.clip_library import (
+    ClipLibrary,
+    Conflict,
+    Invalid,
+    NotFound,
+    OutOfScope,
+    ServiceError,
+    clip_not_found,
+    clip_url,
+)
 from controller.radio.relay_stations import station_stream
 from controller.radio.schedule_entries import (
     Entry,
@@ -99,13 +117,16 @@ class Scheduling:
 
     # entries
 
-    def create(self, entry: EntryInput, *, by: str, approved: bool = False) -> Entry:
+    def create(
+        self, entry: EntryInput, *, by: str, approved: bool = False, commune: str | None = None
+    ) -> Entry:
         """Keep a new entry and publish its target's document (unless it waits for approval).
 
-        ``approved``: its author may approve, so it owes no approval."""
+        ``approved``: its author may approve, so it owes no approval. ``commune``: its
+        author's, whose speakers only it may reach."""
         now = self.clock()
         with self.sessions.begin() as session:
-            row = ScheduleRow(created_by=by, created_ms=now, version=1)
+            row = ScheduleRow(created_by=by, created_ms=now, version=1, commune=commune)
             self.fill(session, row, entry, now)
             session.add(row)
             session.flush()
@@ -125,13 +146,15 @@ class Scheduling:
         by: str,
         expected_version: int | None = None,
         approved: bool = False,
+        commune: str | None = None,
     ) -> Entry:
         """Replace an entry; ``expected_version`` refuses an edit made on a stale copy.
 
-        With approval on, an edit waits again: the entry leaves the air until approved."""
+        With approval on, an edit waits again: the entry leaves the air until approved.
+        ``commune``: the editor's; only their commune's entries are theirs to change."""
         now = self.clock()
         with self.sessions.begin() as session:
-            row = self._row(session, entry_id, lock=True)
+            row = self._row(session, entry_id, lock=True, commune=commune, change=True)
             if expected_version is not None and row.version != expected_version:
                 raise Conflict(
                     "stale_entry",
@@ -149,9 +172,9 @@ class Scheduling:
         self._publish_targets(touched)
         return result
 
-    def delete(self, entry_id: int, *, by: str) -> None:
+    def delete(self, entry_id: int, *, by: str, commune: str | None = None) -> None:
         with self.sessions.begin() as session:
-            row = self._row(session, entry_id, lock=True)
+            row = self._row(session, entry_id, lock=True, commune=commune, change=True)
             targets = targets_of(row)
             if self.gate is not None:
                 self.gate.withdraw_entry(session, entry_id)
@@ -163,18 +186,21 @@ class Scheduling:
         if self.gate is None:
             row.approval = "approved"
             return False
-        decision = self.gate.rule(session, level=row.level, approved=approved)
+        commune = row.commune
+        decision = self.gate.rule(session, level=row.level, approved=approved, commune=commune)
         target = targets_of(row)[0]
         if decision is Ruling.HOLD:
             row.approval = "pending"
             label = row.label or row.item_id
-            self.gate.hold_entry(session, row.id, row.version, by=by, label=label, target=target)
+            self.gate.hold_entry(session, row.id, row.version, by=by, label=label, target=target,
+                                 commune=commune)  # fmt: skip
             return True
         row.approval = "approved"
         self.gate.withdraw_entry(session, row.id)
         if decision is Ruling.REVIEW:
             self.gate.flag_emergency(session, by=by, label=row.label or row.item_id,
-                                     targets=targets_of(row), schedule_id=row.id)  # fmt: skip
+                                     targets=targets_of(row), schedule_id=row.id,
+                                     commune=commune)  # fmt: skip
         return False
 
     def decide(self, entry_id: int, approval: str, *, expected_version: int) -> Entry:
@@ -204,29 +230,61 @@ class Scheduling:
                 raise
         return result
 
-    def get(self, entry_id: int) -> Entry:
+    def get(self, entry_id: int, commune: str | None = None) -> Entry:
+        """An entry ``commune`` sees: its own, or a province entry reaching its speakers
+        (read-only); another commune's is not found."""
         with self.sessions() as session:
-            return Entry.of(self._row(session, entry_id))
+            return Entry.of(self._row(session, entry_id, commune=commune))
 
-    def entries(self, target: Target | None = None) -> list[Entry]:
+    def entries(self, target: Target | None = None, commune: str | None = None) -> list[Entry]:
+        """Every entry, or a target's; ``commune``: that commune's own entries only."""
         with self.sessions() as session:
-            rows = session.scalars(select(ScheduleRow).order_by(ScheduleRow.id))
+            query = select(ScheduleRow).order_by(ScheduleRow.id)
+            if commune is not None:
+                query = query.where(ScheduleRow.commune == commune)
+            rows = session.scalars(query)
             return [Entry.of(r) for r in rows if target is None or target in targets_of(r)]
 
-    def page(self, page: int, per_page: int) -> tuple[list[Entry], int]:
-        """One page of the entries, newest first, and how many there are in all."""
+    def page(self, page: int, per_page: int, commune: str | None = None) -> tuple[list[Entry], int]:
+        """One page of the entries (``commune``'s own), newest first, and how many there
+        are in all."""
         with self.sessions() as session:
-            total = session.scalar(select(func.count()).select_from(ScheduleRow)) or 0
+            count = select(func.count()).select_from(ScheduleRow)
+            query = select(ScheduleRow)
+            if commune is not None:
+                count = count.where(ScheduleRow.commune == commune)
+                query = query.where(ScheduleRow.commune == commune)
+            total = session.scalar(count) or 0
             rows = session.scalars(
-                select(ScheduleRow)
-                .order_by(ScheduleRow.id.desc())
-                .offset((page - 1) * per_page)
-                .limit(per_page)
+                query.order_by(ScheduleRow.id.desc()).offset((page - 1) * per_page).limit(per_page)
             )
             return [Entry.of(row) for row in rows], total
 
-    def _row(self, session: Session, entry_id: int, *, lock: bool = False) -> ScheduleRow:
+    def _row(
+        self,
+        session: Session,
+        entry_id: int,
+        *,
+        lock: bool = False,
+        commune: str | None = None,
+        change: bool = False,
+    ) -> ScheduleRow:
+        """The entry, if ``commune`` sees it (tenancy.shows_in_calendar) and, to ``change``
+        it, if it is theirs: a province entry is read-only to a commune (403)."""
         row = session.get(ScheduleRow, entry_id, with_for_update=lock)
+        if row is not None and commune is not None and not tenancy.sees(commune, row.commune):
+            of = {d.id: d.commune for d in self.fleet.speakers()}
+            reached = [of.get(d) for t in targets_of(row) for d in self._reach(t)]
+            if not tenancy.shows_in_calendar(commune, row.commune, reached):
+                row = None
+            elif change:
+                raise OutOfScope(
+                    "province_entry",
+                    f"Lịch phát số {entry_id} do cấp tỉnh lập: xã xem được nhưng không sửa "
+                    "hoặc xoá; liên hệ cấp tỉnh",
+                    f"Schedule entry {entry_id} is the province's: a commune sees it but "
+                    "may not change or delete it; contact the province",
+                )
         if row is None:
             raise NotFound(
                 "entry_not_found",
@@ -234,6 +292,12 @@ class Scheduling:
                 f"No schedule entry {entry_id}",
             )
         return row
+
+    def _reach(self, target: Target) -> list[str]:
+        try:
+            return self.fleet.members(target)
+        except ServiceError:  # a target gone from the registry reaches nothing now
+            return []
 
     def fill(
         self,
@@ -248,7 +312,8 @@ class Scheduling:
         targets = entry.targets
         check_targets(targets)
         for target in targets:
-            self.fleet.members(target)
+            self.fleet.members_within(target, row.commune)
+        self._check_sources(session, entry, row.commune)
         item_id = entry.item_id or row.item_id or f"muc-{uuid.uuid4().hex[:10]}"
         times = check_times(entry.times, entry.label or item_id, item_id)
         for other in session.scalars(select(ScheduleRow).where(ScheduleRow.item_id == item_id)):
@@ -285,6 +350,7 @@ class Scheduling:
                 entry.stream_duration_s or 0,
                 self.clip_base_url,
                 self.streams,
+                commune=row.commune,
             ).url
         row.label, row.gain_db, row.lang = entry.label, entry.gain_db, entry.lang
         row.enabled, row.updated_ms = entry.enabled, now
@@ -301,6 +367,19 @@ class Scheduling:
                 "Lịch phát này sẽ không bao giờ phát nữa (đã qua hoặc hết số lần)",
                 "This entry would never play again (its times are past or used up)",
             )
+
+    @staticmethod
+    def _check_sources(session: Session, entry: EntryInput, commune: str | None) -> None:
+        """A commune's entry plays only clips its commune may: its own and the province's
+        (another commune's is not found, as in the library; stations: ``station_stream``)."""
+        if commune is None:
+            return
+        if entry.clip_sha256 is not None:
+            clip = session.get(ClipRow, entry.clip_sha256)
+            if clip is not None and not tenancy.reads(commune, clip.commune):
+                holders = ClipLibrary.holders(session, entry.clip_sha256)
+                if not tenancy.reads_any(commune, holders):
+                    raise clip_not_found(entry.clip_sha256)
 
     def _items(self, session: Session, row: ScheduleRow) -> list[ScheduleItem]:
         """The entry's items on the wire: one per time of day (schedule_entries.item_times)."""

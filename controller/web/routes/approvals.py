@@ -13,14 +13,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.deps import DbSession, StationDep, require
+from controller.deps import Communes, DbSession, StationDep, commune_names, require
 from controller.radio.approvals import ApprovalItem
 from controller.radio.broadcasting import Held
 from controller.radio.station import Station, refused_as_http
@@ -35,6 +35,13 @@ DECIDE_ERRORS = error_responses(401, 403, 404, 409, 422, 503)
 
 i18n.register(
     {
+        "appr.other_commune": (
+            "Bạn chỉ đặt chế độ duyệt cho xã mình: bỏ chọn xã khác.",
+            "You set approval for your own commune only: do not name another commune.",
+        ),
+        "appr.per_commune": ("Chế độ duyệt của từng xã", "Approval, commune by commune"),
+        "appr.commune_on": ("Đang bật", "On"),
+        "appr.commune_off": ("Đang tắt", "Off"),
         "nav.approvals": ("Chờ duyệt", "Approvals"),
         "appr.title": ("Chờ duyệt", "Waiting for approval"),
         "appr.intro.on": (
@@ -184,11 +191,11 @@ def _audit_decision(db: DbSession, who: Principal, action: str, item: ApprovalIt
 
 def approve(station: Station, db: DbSession, who: Principal, approval_id: int) -> ApprovalItem:
     with refused_as_http():
-        item = station.approvals.get(approval_id)
+        item = station.approvals.get(approval_id, who.commune)
     if item.state == "pending":  # a decided one is refused as such, broker or not
         station.check_can_send()
     with refused_as_http():
-        done = station.approvals.approve(approval_id, by=who.name)
+        done = station.approvals.approve(approval_id, by=who.name, commune=who.commune)
     _audit_decision(db, who, "approval.approve", done)
     return done
 
@@ -197,28 +204,46 @@ def reject(
     station: Station, db: DbSession, who: Principal, approval_id: int, reason: str
 ) -> ApprovalItem:
     with refused_as_http():
-        done = station.approvals.reject(approval_id, by=who.name, reason=reason)
+        done = station.approvals.reject(
+            approval_id, by=who.name, reason=reason, commune=who.commune
+        )
     _audit_decision(db, who, "approval.reject", done)
     return done
 
 
 def review(station: Station, db: DbSession, who: Principal, approval_id: int) -> ApprovalItem:
     with refused_as_http():
-        done = station.approvals.mark_reviewed(approval_id, by=who.name)
+        done = station.approvals.mark_reviewed(approval_id, by=who.name, commune=who.commune)
     _audit_decision(db, who, "approval.review", done)
     return done
 
 
-def set_setting(station: Station, db: DbSession, who: Principal, on: bool) -> None:
-    if station.gate.set_required(db, on, by=who.name):
-        audit(db, who, "approval.setting", "commune:approval_required", {"on": on})
+def setting_commune(who: Principal, communes: Communes, asked: str | None) -> str | None:
+    """The commune whose approval setting a request reads or sets: a commune user's own
+    (another's: 403); the province's own (None) or, when it names one, that commune's."""
+    if not asked:
+        return who.commune
+    if who.commune is not None and asked != who.commune:
+        raise i18n.Refusal(403, "appr.other_commune")
+    if asked not in communes:
+        raise i18n.Refusal(422, "error.bad_commune", commune=asked[:48])
+    return asked
+
+
+def set_setting(
+    station: Station, db: DbSession, who: Principal, on: bool, commune: str | None = None
+) -> None:
+    if station.gate.set_required(db, on, by=who.name, commune=commune):
+        where = f"commune:{commune}" if commune else "commune:approval_required"
+        audit(db, who, "approval.setting", where, {"on": on})
     db.commit()
 
 
 @router.get("/api/approvals", response_model=list[ApprovalOut], responses=DECIDE_ERRORS)
 def api_waiting(station: StationDep, who: Viewer) -> list[ApprovalOut]:
-    """What waits for a leader (`pending`) and emergencies to review (`review`), oldest first."""
-    return [ApprovalOut.of(i) for i in station.approvals.waiting()]
+    """What waits for a leader (`pending`) and emergencies to review (`review`), oldest first
+    (a commune user: their commune's)."""
+    return [ApprovalOut.of(i) for i in station.approvals.waiting(commune=who.commune)]
 
 
 @router.post(
@@ -251,18 +276,34 @@ def api_reviewed(
     return ApprovalOut.of(review(station, db, who, approval_id))
 
 
+CommuneQuery = Annotated[str, Query(max_length=48, pattern=r"^[a-z0-9-]*$")]
+
+
 @router.get("/api/settings/approval", response_model=ApprovalSetting, responses=DECIDE_ERRORS)
-def api_get_setting(station: StationDep, db: DbSession, who: Viewer) -> ApprovalSetting:
-    return ApprovalSetting(approval_required=station.gate.required(db))
+def api_get_setting(
+    station: StationDep, db: DbSession, who: Viewer, communes: Communes, commune: CommuneQuery = ""
+) -> ApprovalSetting:
+    """The approval setting of the caller's commune (the province: its own, or the
+    commune named by `commune`)."""
+    where = setting_commune(who, communes, commune)
+    return ApprovalSetting(approval_required=station.gate.required(db, commune=where))
 
 
 @router.put("/api/settings/approval", response_model=ApprovalSetting, responses=DECIDE_ERRORS)
 def api_put_setting(
-    body: ApprovalSetting, station: StationDep, db: DbSession, who: Admin
+    *,
+    body: ApprovalSetting,
+    station: StationDep,
+    db: DbSession,
+    who: Admin,
+    communes: Communes,
+    commune: CommuneQuery = "",
 ) -> ApprovalSetting:
-    """Turn approval before air on or off for the commune (off by default)."""
-    set_setting(station, db, who, body.approval_required)
-    return ApprovalSetting(approval_required=station.gate.required(db))
+    """Turn approval before air on or off for the commune (off by default): a commune
+    admin for their own, the province for its own or, with `commune`, for that one."""
+    where = setting_commune(who, communes, commune)
+    set_setting(station, db, who, body.approval_required, where)
+    return ApprovalSetting(approval_required=station.gate.required(db, commune=where))
 
 
 # pages
@@ -284,18 +325,27 @@ def _page(
     error: i18n.Refusal | None = None,
     done: str = "",
 ) -> HTMLResponse:
-    waiting = station.approvals.waiting()
+    waiting = station.approvals.waiting(commune=who.commune)
     mine = station.approvals.decided(author=who.name)
+    names = commune_names(request)
     return render(
         request,
         "approvals.html",
         status_code=status_code,
         error=error,
         done=done,
-        required=station.gate.required(db),
+        required=station.gate.required(db, commune=who.commune),
+        # the province sets each commune's; a commune only its own (above)
+        commune_settings=[
+            (c, name, station.gate.required(db, commune=c)) for c, name in sorted(names.items())
+        ]
+        if who.commune is None
+        else [],
         pending=[i for i in waiting if i.state == "pending"],
         review=[i for i in waiting if i.state == "review"],
-        decided=station.approvals.decided() if who.can(Permission.APPROVE) else [],
+        decided=station.approvals.decided(commune=who.commune)
+        if who.can(Permission.APPROVE)
+        else [],
         mine=mine,
         at_minute=at_minute,
     )
@@ -359,16 +409,21 @@ def page_reviewed(
 
 @router.post("/approvals/setting", include_in_schema=False)
 def page_setting(
+    *,
     request: Request,
     station: StationDep,
     db: DbSession,
     who: Admin,
+    communes: Communes,
     approval_required: Annotated[str, Form()] = "",
+    commune: Annotated[str, Form(max_length=48)] = "",
 ) -> Response:
     if approval_required not in ("on", "off"):
         refused = i18n.Refusal(422, "appr.bad_setting")
         return _page(request, station, db, who, status_code=422, error=refused)
-    return _after(
-        request, station, db, who, done="setting_saved",
-        action=lambda: set_setting(station, db, who, approval_required == "on"),
-    )  # fmt: skip
+
+    def save() -> None:
+        where = setting_commune(who, communes, commune)
+        set_setting(station, db, who, approval_required == "on", where)
+
+    return _after(request, station, db, who, done="setting_saved", action=save)

@@ -89,6 +89,7 @@ class AuditOut(BaseModel):
     target: str
     details: dict[str, Any]
     ip: str
+    commune: str | None = None  # the actor's (None: the province, or the system)
 
     @classmethod
     def of(cls, e: AuditEntry) -> AuditOut:
@@ -101,6 +102,7 @@ class AuditOut(BaseModel):
             target=e.target,
             details=e.details,
             ip=e.ip,
+            commune=e.commune,
         )
 
 
@@ -115,8 +117,10 @@ def api_audit(
     actor: Annotated[str, Query(pattern=ACTOR)] = "",
 ) -> list[AuditOut]:
     """Newest first. Page on with `before_id` = the last id of the previous page;
-    `action` and `actor` match the start (`user.` gives every user change)."""
-    entries = audit_entries(db, limit=limit, before_id=before_id, action=action, actor=actor)
+    `action` and `actor` match the start (`user.` gives every user change). A commune
+    admin reads the entries of their commune's users only; the province, every entry."""
+    entries = audit_entries(db, limit=limit, before_id=before_id, action=action, actor=actor,
+                            commune=who.commune)  # fmt: skip
     return [AuditOut.of(e) for e in entries]
 
 
@@ -130,7 +134,8 @@ def audit_page(
     action: Annotated[str, Query(pattern=ACTION)] = "",
     actor: Annotated[str, Query(pattern=ACTOR)] = "",
 ) -> Response:
-    entries = audit_entries(db, limit=PAGE, before_id=before_id, action=action, actor=actor)
+    entries = audit_entries(db, limit=PAGE, before_id=before_id, action=action, actor=actor,
+                            commune=who.commune)  # fmt: skip
     lang = lang_of(request)
     return render(
         request,

@@ -106,7 +106,7 @@ def precheck(
         for target in targets:
             station.scheduling.fleet.members_within(target, commune)
         if clip is not None:
-            station.library.get(clip)
+            station.library.get(clip, commune)
     station.check_can_send()
 
 
@@ -279,8 +279,8 @@ def _page(
         sent=sent,
         connected=station.connected,
         choices=target_choices(station, request, "/broadcasts", commune=commune),
-        clips=station.library.clips(),
-        stations=station.stations.stations(),
+        clips=station.library.clips(commune),
+        stations=station.stations.stations(commune),
         broadcasts=station.broadcasting.recent(30, commune=commune),
     )
 
@@ -338,7 +338,7 @@ def page_emergency(
     try:
         targets = form_targets(target)
         with refused_as_http():
-            chosen = station.library.get(clip) if clip else None
+            chosen = station.library.get(clip, who.commune) if clip else None
             if chosen is None:
                 raise i18n.Refusal(422, "bc.no_clip")
             fleet = station.scheduling.fleet

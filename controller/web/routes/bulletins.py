@@ -161,6 +161,7 @@ def accept(
             until=body.until,
             targets=[t.target() for t in body.targets] if body.targets else None,
             approved=who.can(Permission.APPROVE),
+            commune=who.commune,
         )
     _audit(db, who, "bulletin.accept", bulletin)
     if bulletin.schedule_id is not None:

@@ -53,6 +53,10 @@ i18n.register(
         "clips.listen": ("Nghe thử", "Listen"),
         "clips.delete": ("Xoá", "Delete"),
         "clips.empty": ("Thư viện chưa có tệp nào.", "The library is empty."),
+        "clips.of_province": (
+            "Của cấp tỉnh: xã được phát, không xoá",
+            "The province's: yours to play, not to delete",
+        ),
         "clips.added": ("Đã thêm «{title}».", "«{title}» added."),
         "clips.deleted": ("Đã xoá tệp âm thanh.", "The clip was deleted."),
         "clips.too_large": (
@@ -104,6 +108,7 @@ class ClipOut(BaseModel):
     lang: str
     created_by: str
     created_ms: int
+    commune: str | None = None  # whose library entry (None: the province's, every commune's)
 
     @classmethod
     def of(cls, clip: ClipInfo) -> ClipOut:
@@ -127,7 +132,11 @@ def upload(
 ) -> ClipInfo:
     with refused_as_http():
         clip = station.library.upload(
-            file.file, title=title, created_by=who.name, filename=file.filename
+            file.file,
+            title=title,
+            created_by=who.name,
+            filename=file.filename,
+            commune=who.commune,
         )
     _audit(db, who, "clip.upload", clip)
     return clip
@@ -135,15 +144,17 @@ def upload(
 
 def say(station: Station, db: DbSession, who: Principal, body: SayIn) -> ClipInfo:
     with refused_as_http():
-        clip = station.library.say(body.text, created_by=who.name, title=body.title, lang=body.lang)
+        clip = station.library.say(
+            body.text, created_by=who.name, title=body.title, lang=body.lang, commune=who.commune
+        )
     _audit(db, who, "clip.say", clip)
     return clip
 
 
 def delete(station: Station, db: DbSession, who: Principal, sha256: str) -> ClipInfo:
     with refused_as_http():
-        clip = station.library.get(sha256)
-        station.library.delete(sha256)
+        clip = station.library.get(sha256, who.commune)
+        station.library.delete(sha256, who.commune)
     _audit(db, who, "clip.delete", clip)
     return clip
 
@@ -168,8 +179,9 @@ async def _upload_form(request: Request, station: Station) -> tuple[UploadFile, 
 
 @router.get("/api/clips", response_model=list[ClipOut], responses=error_responses(401, 403))
 def api_clips(station: StationDep, who: Editor) -> list[ClipOut]:
-    """Every clip of the library, newest first."""
-    return [ClipOut.of(c) for c in station.library.clips()]
+    """Every clip of the library, newest first (a commune user: their commune's and the
+    province's, which every commune may play)."""
+    return [ClipOut.of(c) for c in station.library.clips(who.commune)]
 
 
 @router.post(
@@ -203,7 +215,8 @@ def api_say(body: SayIn, station: StationDep, db: DbSession, who: Editor) -> Cli
     responses=error_responses(401, 403, 404, 409, 422),
 )
 def api_delete(sha256: Sha, station: StationDep, db: DbSession, who: Editor) -> ClipOut:
-    """Delete a clip that no schedule entry or bulletin uses (409 otherwise)."""
+    """Delete a clip that no schedule entry or bulletin uses (409 otherwise). A commune
+    user removes their commune's entry; a province clip is the province's (403)."""
     return ClipOut.of(delete(station, db, who, sha256))
 
 
@@ -217,11 +230,13 @@ def _page(
     error: i18n.Refusal | None = None,
     done: str = "",
 ) -> HTMLResponse:
+    who: Principal | None = getattr(request.state, "principal", None)
+    commune = who.commune if who is not None else None
     page = page_number(request.query_params.get("page"))
-    clips, total = station.library.page(page, PER_PAGE)
+    clips, total = station.library.page(page, PER_PAGE, commune)
     if not clips and total:
         page = clamp(page, PER_PAGE, total)
-        clips, total = station.library.page(page, PER_PAGE)
+        clips, total = station.library.page(page, PER_PAGE, commune)
     return render(
         request,
         "clips.html",
@@ -231,6 +246,7 @@ def _page(
         clips=clips,
         pager=Pager(page, PER_PAGE, total, tuple(request.query_params.items()), path="/clips"),
         max_mb=station.library.settings.max_input_bytes // 1_000_000,
+        viewer_commune=commune,
     )
 
 
@@ -243,7 +259,7 @@ def clips_page(request: Request, station: StationDep, who: Editor) -> Response:
 def clip_audio(sha256: Sha, station: StationDep, who: Editor) -> Response:
     """The prepared file, for the page's player (Range works, as for devices)."""
     with refused_as_http():
-        clip = station.library.get(sha256)
+        clip = station.library.get(sha256, who.commune)
     matches = sorted(station.library.clip_dir.glob(f"{sha256}.*"))
     if not matches:
         raise i18n.Refusal(404, "error.not_found")

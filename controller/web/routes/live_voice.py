@@ -83,7 +83,7 @@ def live_page(request: Request, station: StationDep, who: Broadcaster) -> Respon
         "live_voice.html",
         connected=station.connected,
         configured=request.app.state.xaso.streams is not None,
-        choices=target_choices(station, request, "/live-voice"),
+        choices=target_choices(station, request, "/live-voice", commune=who.commune),
         levels=LIVE_LEVELS,
         lead_ms=LEAD_MS,
     )
@@ -138,7 +138,7 @@ def _begin(state: AppState, station: Station, who: Principal, first: Any) -> Liv
     level = first.get("level")
     if level not in LIVE_LEVELS:
         raise i18n.Refusal(422, "lv.bad_level")
-    precheck(station, targets)
+    precheck(station, targets, commune=who.commune)
     assert state.streams is not None
     session = LiveSession(
         station.broadcasting,
@@ -149,6 +149,7 @@ def _begin(state: AppState, station: Station, who: Principal, first: Any) -> Liv
         who.name,
         Path(state.settings.clips_dir) / ".live",
         label=f"Phát trực tiếp {local_time(state.now_ms())}",
+        commune=who.commune,
     )
     session.start()
     return session

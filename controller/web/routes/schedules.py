@@ -186,22 +186,24 @@ def _audit(db: DbSession, who: Principal, action: str, e: Entry) -> None:
         audit_held(db, who, "schedule", str(e.id), e.label or e.item_id)
 
 
-def _validate(station: Station, entry: EntryInput) -> None:
+def _validate(station: Station, entry: EntryInput, commune: str | None = None) -> None:
     """Check an entry as saving would, without saving: bad input before a missing broker."""
     check_rrule(entry.rrule, len(entry.times) or 1)
     station.check_site()
     now = station.scheduling.clock()
     with refused_as_http():
-        station.calendar.plans(now, now + 1, devices=[], proposed=entry)
+        station.calendar.plans(now, now + 1, devices=[], proposed=entry, commune=commune)
     station.check_can_send()
 
 
 def create(station: Station, db: DbSession, who: Principal, body: EntryIn) -> Entry:
     with refused_as_http():
         entry = body.to_input()
-    _validate(station, entry)
+    _validate(station, entry, who.commune)
     with refused_as_http():
-        made = station.scheduling.create(entry, by=who.name, approved=who.can(Permission.APPROVE))
+        made = station.scheduling.create(
+            entry, by=who.name, approved=who.can(Permission.APPROVE), commune=who.commune
+        )
     _audit(db, who, "schedule.create", made)
     return made
 
@@ -211,8 +213,8 @@ def update(
 ) -> Entry:
     with refused_as_http():
         entry = EntryIn.model_validate(body.model_dump(exclude={"expected_version"})).to_input()
-        station.scheduling.get(entry_id)
-    _validate(station, entry.model_copy(update={"item_id": None}))
+        station.scheduling.get(entry_id, who.commune)
+    _validate(station, entry.model_copy(update={"item_id": None}), who.commune)
     with refused_as_http():
         changed = station.scheduling.update(
             entry_id,
@@ -220,6 +222,7 @@ def update(
             by=who.name,
             expected_version=body.expected_version,
             approved=who.can(Permission.APPROVE),
+            commune=who.commune,
         )
     _audit(db, who, "schedule.update", changed)
     return changed
@@ -227,10 +230,10 @@ def update(
 
 def delete(station: Station, db: DbSession, who: Principal, entry_id: int) -> Entry:
     with refused_as_http():
-        gone = station.scheduling.get(entry_id)
+        gone = station.scheduling.get(entry_id, who.commune)
     station.check_can_send()
     with refused_as_http():
-        station.scheduling.delete(entry_id, by=who.name)
+        station.scheduling.delete(entry_id, by=who.name, commune=who.commune)
     _audit(db, who, "schedule.delete", gone)
     return gone
 
@@ -242,8 +245,9 @@ def api_entries(
     target_kind: Literal["group", "device"] | None = None,
     target_id: Annotated[str, Query(pattern=f"^{ID_PATTERN}$")] | None = None,
 ) -> list[EntryOut]:
-    """Every entry, or a target's (give both target_kind and target_id)."""
-    entries = station.scheduling.entries()
+    """Every entry, or a target's (give both target_kind and target_id); a commune user's
+    commune's own (the province's that reach them are in the calendar)."""
+    entries = station.scheduling.entries(commune=who.commune)
     if target_kind is not None:
         entries = [e for e in entries if e.target.kind == target_kind]
     if target_id is not None:
@@ -265,7 +269,7 @@ def api_create(body: EntryIn, station: StationDep, db: DbSession, who: Scheduler
 def api_entry(entry_id: EntryId, station: StationDep, who: Viewer) -> EntryOut:
     """One entry."""
     with refused_as_http():
-        return EntryOut.of(station.scheduling.get(entry_id))
+        return EntryOut.of(station.scheduling.get(entry_id, who.commune))
 
 
 @router.put(
@@ -301,7 +305,8 @@ def api_calendar(
     first, end = period(start, days)
     ask = station.calendar.conflicts if conflicts_only else station.calendar.plans
     with refused_as_http():
-        return [PlanOut.of(p) for p in ask(first, end, devices=device or None)]
+        plans = ask(first, end, devices=device or None, commune=who.commune)
+        return [PlanOut.of(p) for p in plans]
 
 
 @router.post("/api/schedules/preview", response_model=list[PlanOut], responses=READ_ERRORS)
@@ -310,7 +315,9 @@ def api_preview(body: PreviewIn, station: StationDep, who: Scheduler) -> list[Pl
     check_rrule(body.entry.rrule, len(body.entry.times) or 1)
     first, end = period(body.start, body.days)
     with refused_as_http():
-        plans = station.calendar.conflicts(first, end, proposed=body.entry.to_input())
+        plans = station.calendar.conflicts(
+            first, end, proposed=body.entry.to_input(), commune=who.commune
+        )
     return [PlanOut.of(p) for p in plans]
 
 
@@ -369,6 +376,8 @@ def _page(
     named: list[DevicePlan] | None = None,
 ) -> HTMLResponse:
     """The page; ``named``: plans whose items a preview's rows may refer to."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    commune = who.commune if who is not None else None
     query = request.query_params
     try:
         day = dt.date.fromisoformat(query.get("day", ""))
@@ -378,14 +387,15 @@ def _page(
     first, end = period(day, 7 if span == "week" else 1)
     shown = page_number(query.get("cpage"))  # the calendar, a page of speakers at a time
     try:
-        speakers = [d.id for d in station.scheduling.fleet.speakers()]
+        speakers = [d.id for d in station.scheduling.fleet.speakers(commune)]
         shown = clamp(shown, PER_PAGE, len(speakers))
         some = speakers[(shown - 1) * PER_PAGE : shown * PER_PAGE]
-        plans = station.calendar.plans(first, end, devices=some) if some else []
+        plans = station.calendar.plans(first, end, devices=some, commune=commune) if some else []
     except (i18n.Refusal, OSError, ValueError):  # no site yet
         speakers, plans = [], []
     kept = tuple(query.items())
-    by_id = {c.sha256: c.title for c in station.library.clips()}
+    clips = station.library.clips(commune)
+    by_id = {c.sha256: c.title for c in clips}
     now_ms = app_state(request).now_ms()
     aired: dict[tuple[str, str], PlayLogRow] = {}
     if first < now_ms:  # the past says what happened, from the speakers' reports
@@ -394,10 +404,11 @@ def _page(
                 aired[(row.device_id, row.key)] = row
     lang = lang_of(request)
     page = page_number(query.get("page"))
-    entries, total = station.scheduling.page(page, PER_PAGE)
+    entries, total = station.scheduling.page(page, PER_PAGE, commune)
     if not entries and total:
         page = clamp(page, PER_PAGE, total)
-        entries, total = station.scheduling.page(page, PER_PAGE)
+        entries, total = station.scheduling.page(page, PER_PAGE, commune)
+    stations = station.stations.stations(commune)
     return render(
         request,
         "schedules.html",
@@ -410,12 +421,12 @@ def _page(
         preview=preview,
         form=form or {},
         repeats=list(REPEATS),
-        choices=target_choices(station, request, "/schedules"),
+        choices=target_choices(station, request, "/schedules", commune=commune),
         checked=(form or {}).get("target", []),
-        clips=station.library.clips(),
+        clips=clips,
         clip_titles=by_id,
-        stations=station.stations.stations(),
-        station_names={s.id: s.name for s in station.stations.stations()},
+        stations=stations,
+        station_names={s.id: s.name for s in stations},
         entries=entries,
         pager=Pager(page, PER_PAGE, total, kept, path="/schedules"),
         calendar_pager=Pager(shown, PER_PAGE, len(speakers), kept, "cpage", "/schedules"),
@@ -471,7 +482,9 @@ def page_preview(
         start = dt.date.fromisoformat(entry.dtstart[:10])
         first, end = period(start, 7)
         with refused_as_http():
-            everything = station.calendar.plans(first, end, proposed=entry.to_input())
+            everything = station.calendar.plans(
+                first, end, proposed=entry.to_input(), commune=who.commune
+            )
     except i18n.Refusal as refused:
         return _page(request, station, status_code=refused.status, error=refused, form=form)
     except ValueError:

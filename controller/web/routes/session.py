@@ -105,6 +105,7 @@ def login(
         at_ms=state.now_ms(),
         ip=ip,
         actor_name=user.username,
+        commune=user.commune,
     )
     db.commit()
     response = RedirectResponse(_safe_next(next), status_code=303)

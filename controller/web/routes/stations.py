@@ -44,6 +44,10 @@ ERRORS = error_responses(401, 403, 404, 409, 422)
 
 i18n.register(
     {
+        "st.of_province": (
+            "Của cấp tỉnh: xã được tiếp sóng, không sửa hoặc xoá",
+            "The province's: yours to relay, not to change or delete",
+        ),
         "nav.stations": ("Đài tiếp sóng", "Relayed stations"),
         "st.title": ("Đài tiếp sóng", "Relayed stations"),
         "st.intro": (
@@ -105,6 +109,7 @@ class StationOut(BaseModel):
     fallback_sha256: str | None
     created_by: str
     updated_ms: int
+    commune: str | None = None  # whose it is (None: the province's, every commune's)
 
     @classmethod
     def of(cls, s: RadioStation) -> StationOut:
@@ -139,9 +144,11 @@ def save(
 ) -> RadioStation:
     with refused_as_http():
         if station_id is None:
-            saved = station.stations.create(body.to_input(), by=who.name)
+            saved = station.stations.create(body.to_input(), by=who.name, commune=who.commune)
         else:
-            saved = station.stations.update(station_id, body.to_input(), by=who.name)
+            saved = station.stations.update(
+                station_id, body.to_input(), by=who.name, commune=who.commune
+            )
     _audit(db, who, "station.create" if station_id is None else "station.update", saved)
     if station_id is not None:
         _republish(station, station_id)
@@ -150,7 +157,7 @@ def save(
 
 def delete(station: Station, db: DbSession, who: Principal, station_id: int) -> RadioStation:
     with refused_as_http():
-        gone = station.stations.delete(station_id)
+        gone = station.stations.delete(station_id, who.commune)
     _audit(db, who, "station.delete", gone)
     return gone
 
@@ -161,11 +168,13 @@ def relay(
     """Relayed now, or held back for a leader's approval (and audited as prepared)."""
     targets = [t.target() for t in body.targets]
     with refused_as_http():
-        chosen = station.stations.get(station_id)
+        chosen = station.stations.get(station_id, who.commune)
         minutes = check_minutes(body.minutes)
-    precheck(station, targets, chosen.fallback_sha256)
+    precheck(station, targets, chosen.fallback_sha256, who.commune)
     with refused_as_http():
-        stream = station.stations.stream_for(chosen.id, minutes * 60, station.clip_base_url)
+        stream = station.stations.stream_for(
+            chosen.id, minutes * 60, station.clip_base_url, who.commune
+        )
         info = station.broadcasting.relay_now(
             targets,
             stream,
@@ -173,6 +182,7 @@ def relay(
             level=chosen.level,  # type: ignore[arg-type]
             label=body.label or chosen.name,
             approved=who.can(Permission.APPROVE),
+            commune=who.commune,
         )
     if isinstance(info, Held):
         return held_out(db, who, info)
@@ -182,8 +192,9 @@ def relay(
 
 @router.get("/api/stations", response_model=list[StationOut], responses=ERRORS)
 def api_list(station: StationDep, who: Broadcaster) -> list[StationOut]:
-    """Every relayed station, by name."""
-    return [StationOut.of(s) for s in station.stations.stations()]
+    """Every relayed station, by name (a commune user: their commune's and the province's,
+    which every commune relays)."""
+    return [StationOut.of(s) for s in station.stations.stations(who.commune)]
 
 
 @router.post("/api/stations", response_model=StationOut, status_code=201, responses=ERRORS)
@@ -239,14 +250,17 @@ def _page(
     error: i18n.Refusal | None = None,
     done: str = "",
 ) -> HTMLResponse:
+    who: Principal | None = getattr(request.state, "principal", None)
+    commune = who.commune if who is not None else None
     return render(
         request,
         "stations.html",
         status_code=status_code,
         error=error,
         done=done,
-        stations=station.stations.stations(),
-        clips=station.library.clips(),
+        stations=station.stations.stations(commune),
+        clips=station.library.clips(commune),
+        viewer_commune=commune,
     )
 
 

@@ -1,7 +1,7 @@
 """Broadcast: broadcast_communes, the communes a broadcast reached
 
-Revision ID: broadcast_0005_reached
-Revises: broadcast_0004_communes
+Revision ID: broadcast_0006_reached
+Revises: broadcast_0005_communes
 
 A province broadcast is seen, read-only, by every commune whose speakers it
 reached, not only by the one it was made for. Broadcasts sent before have
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "broadcast_0005_reached"
-down_revision: str | Sequence[str] | None = "broadcast_0004_communes"
+revision: str = "broadcast_0006_reached"
+down_revision: str | Sequence[str] | None = "broadcast_0005_communes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
