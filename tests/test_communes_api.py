@@ -219,6 +219,10 @@ def test_a_commune_technician_provisions_only_within_its_commune(two: Two, commu
     page = two.call(me, "GET", "/devices/new").text
     assert COMMUNES[commune] in page and COMMUNES[OTHER[commune]] not in page
     assert "Cụm loa truyền thanh" in page
+    stranger = {"id": "loa-la", "roles": ["speaker"], "commune": "khong-co"}
+    unknown = two.call((None, "admin"), "POST", "/api/devices", json=stranger)
+    assert unknown.status_code == 409 and "khong-co" in refused(unknown, 409)["vi"]
+    assert "loa-la" not in {d.id for d in registry.devices()}  # nothing written
     province_page = two.call((None, "admin"), "GET", "/devices/new").text
     assert all(name in province_page for name in COMMUNES.values())
     # the other commune's device is still there, unchanged

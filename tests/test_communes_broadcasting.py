@@ -14,24 +14,12 @@ from controller.site.communes import add_commune
 from controller.site.devices import add_device
 from tests import test_scheduling as harness
 from tests.test_scheduling import Station
+from tests.test_station_relays_e2e import play_event
 
 sessions, station = harness.sessions, harness.station  # the fixtures, shared
 
 TONE_S = 6.0
 COMMUNES = {"loa-1": ("phu-an", "phu-an-thon-1"), "loa-2": ("tan-binh", "tan-binh-thon-1")}
-
-
-def event_of(probe: Any, device: str, kind: str, key: str, timeout: float = 60) -> dict[str, Any]:
-    msg = probe.wait_for(
-        lambda m: (
-            m.topic == f"xaso/dev/{device}/event"
-            and m.json()["type"] == kind
-            and m.json()["body"].get("key") == key
-        ),
-        timeout,
-    )
-    body: dict[str, Any] = msg.json()["body"]
-    return body
 
 
 @pytest.fixture
@@ -66,7 +54,7 @@ def test_a_province_emergency_reaches_both_communes_and_only_the_province_stops_
     assert sent.commune is None and sent.priority == 9
     assert [a.device for a in sent.acks] == ["loa-1", "loa-2"]
     for device in COMMUNES:
-        event_of(probe, device, "play.started", sent.id)
+        play_event(probe, device, "play.started", sent.id)
 
     # Phú An's stop: refused while the province's emergency is on air there
     with pytest.raises(OutOfScope, match="only a province user can stop it"):
@@ -85,8 +73,8 @@ def test_a_province_emergency_reaches_both_communes_and_only_the_province_stops_
     stopped = station.broadcasting.stop([Target("group", "tan-binh")], by="tinh")
     assert stopped.priority == 9 and probe.ack_for("loa-2", stopped.id)["ok"]
 
-    whole = event_of(probe, "loa-1", "play.finished", sent.id)
-    cut = event_of(probe, "loa-2", "play.finished", sent.id)
+    whole = play_event(probe, "loa-1", "play.finished", sent.id)
+    cut = play_event(probe, "loa-2", "play.finished", sent.id)
     (one,) = station.wait_recordings("loa-1", 1)
     (two,) = station.wait_recordings("loa-2", 1)
     assert one["key"] == two["key"] == sent.id
