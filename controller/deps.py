@@ -186,3 +186,17 @@ def commune_names(request: Request) -> dict[str, str]:
 
 
 Communes = Annotated[dict[str, str], Depends(commune_names)]
+
+
+def asked_commune(
+    who: Principal, communes: dict[str, str], asked: str | None, other: str
+) -> str | None:
+    """The commune a request is about: a commune user's own (naming another is a 403 with
+    the message ``other``); the province's own (None), or the one it names."""
+    if not asked:
+        return who.commune
+    if who.commune is not None and asked != who.commune:
+        raise Refusal(403, other)
+    if asked not in communes:
+        raise Refusal(422, "error.bad_commune", commune=asked[:48])
+    return asked

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.fleet_tables import DeviceGroup
-from controller.fleet.reports import PLAY_TYPES, events
+from controller.fleet.reports import PLAY_TYPES, communes_of_devices, events
 from protocol.events import Body, PlayFinished, PlayInterrupted, PlayMissed, PlayRecord
 
 Result = Literal["completed", "cut", "missed", "failed"]
@@ -46,24 +46,34 @@ class PlayLogRow:
     relayed_ms: int | None = None  # None: not a relay (or a speaker too old to say)
     gaps: int = 0
     gap_ms: int = 0
+    commune: str | None = None  # the cluster's commune; None: the province's
 
 
 def play_log(
-    session: Session, start_ms: int, end_ms: int, device: str | None = None
+    session: Session,
+    start_ms: int,
+    end_ms: int,
+    device: str | None = None,
+    *,
+    commune: str | None = None,
 ) -> list[PlayLogRow]:
-    """Each play planned in [start, end), in order of its planned start, then cluster."""
+    """Each play planned in [start, end), in order of its planned start, then cluster;
+    with ``commune``, on that commune's clusters only."""
     groups_of: dict[str, list[str]] = defaultdict(list)
     for link in session.scalars(select(DeviceGroup)):
         groups_of[link.device_id].append(link.group_id)
+    commune_of = communes_of_devices(session)
     parts: dict[tuple[str, str], list[PlayRecord]] = defaultdict(list)
     first_ts: dict[tuple[str, str], int] = {}
-    for e, body in events(session, PLAY_TYPES, start_ms, end_ms + LATE_RECORDS_MS, device):
+    late_end = end_ms + LATE_RECORDS_MS
+    for e, body in events(session, PLAY_TYPES, start_ms, late_end, device=device, commune=commune):
         if isinstance(body, PlayRecord):
             parts[(e.device_id, body.key)].append(body)
             first_ts.setdefault((e.device_id, body.key), e.ts_ms)
     rows = []
     for (device_id, key), records in parts.items():
-        row = _fold(device_id, tuple(sorted(groups_of.get(device_id, ()))), key, records)
+        groups = tuple(sorted(groups_of.get(device_id, ())))
+        row = _fold(device_id, groups, key, records, commune_of.get(device_id))
         placed = row.planned_ms if row.planned_ms is not None else first_ts[(device_id, key)]
         if start_ms <= placed < end_ms:
             rows.append(row)
@@ -72,7 +82,11 @@ def play_log(
 
 
 def _fold(
-    device_id: str, groups: tuple[str, ...], key: str, records: list[PlayRecord]
+    device_id: str,
+    groups: tuple[str, ...],
+    key: str,
+    records: list[PlayRecord],
+    commune: str | None,
 ) -> PlayLogRow:
     """One play from its records, in the order they were made."""
     last = records[-1]
@@ -96,6 +110,7 @@ def _fold(
         relayed_ms=relayed,
         gaps=gaps,
         gap_ms=gap_ms,
+        commune=commune,
     )
 
 

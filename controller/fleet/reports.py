@@ -25,7 +25,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.fleet_tables import DeviceGroup, EventRecord
+from controller.db.fleet_tables import Device, DeviceGroup, EventRecord
 from protocol.errors import Refusal
 from protocol.events import (
     Body,
@@ -51,7 +51,8 @@ TICKET_TYPES = ("ticket.issued", "ticket.called", "ticket.served", "ticket.skipp
 class PlayRow:
     """Proof of play for one device or group over a period."""
 
-    key: str  # device id or group id
+    key: str  # device id, group id, or commune id ("": the province's own devices)
+    commune: str | None = None  # the device's or group's commune; None: the province's
     plays: int = 0  # plays that reached the speaker (not failed); a resumed rest is not another
     completed: int = 0
     total_played_ms: int = 0
@@ -71,19 +72,34 @@ def proof_of_play(
     session: Session,
     start_ms: int,
     end_ms: int,
-    by: Literal["device", "group"] = "device",
+    by: Literal["device", "group", "commune"] = "device",
+    commune: str | None = None,
 ) -> list[PlayRow]:
-    """Plays, their total duration, missed and failed, per device or group in [start, end)."""
+    """Plays, their total duration, missed and failed, per device, group or commune in
+    [start, end); with ``commune``, of that commune's devices only."""
     groups_of: dict[str, list[str]] = defaultdict(list)
     if by == "group":
         for link in session.scalars(select(DeviceGroup)):
             groups_of[link.device_id].append(link.group_id)
+    commune_of = communes_of_devices(session)
     rows: dict[str, PlayRow] = {}
-    for e, body in events(session, PLAY_TYPES, start_ms, end_ms):
-        keys = [e.device_id] if by == "device" else groups_of.get(e.device_id, [])
+    for e, body in events(session, PLAY_TYPES, start_ms, end_ms, commune=commune):
+        home = commune_of.get(e.device_id)
+        if by == "device":
+            keys = [e.device_id]
+        elif by == "group":
+            keys = groups_of.get(e.device_id, [])
+        else:
+            keys = [home or ""]
         for key in keys:
-            _count_play(rows.setdefault(key, PlayRow(key)), body)
+            _count_play(rows.setdefault(key, PlayRow(key, commune=home)), body)
     return [rows[k] for k in sorted(rows)]
+
+
+def communes_of_devices(session: Session) -> dict[str, str]:
+    """Each device of a commune, to its commune (the province's devices are left out)."""
+    found = session.execute(select(Device.id, Device.commune).where(Device.commune.is_not(None)))
+    return {device: commune for device, commune in found if commune}
 
 
 def _count_play(row: PlayRow, body: Body | None) -> None:
@@ -132,7 +148,9 @@ def queue_stats(
     start_ms: int,
     end_ms: int,
     by: Literal["service", "counter", "officer", "booking"] = "service",
+    *,
     device: str | None = None,
+    commune: str | None = None,
 ) -> list[QueueRow]:
     """Tickets, waiting and service times, no-shows and ratings, per service or counter.
 
@@ -144,7 +162,7 @@ def queue_stats(
     who served the citizen a rating is for; records made with no sign-in are left out.
     """
     acc: dict[str, _QueueAcc] = {}
-    found = events(session, TICKET_TYPES, start_ms, end_ms, device)
+    found = events(session, TICKET_TYPES, start_ms, end_ms, device=device, commune=commune)
     booked = {
         b.ticket_id
         for _e, b in found
@@ -216,9 +234,12 @@ def events(
     types: Iterable[str],
     start_ms: int,
     end_ms: int,
+    *,
     device: str | None = None,
+    commune: str | None = None,
 ) -> list[tuple[EventRecord, Body | None]]:
-    """The events of ``types`` in [start, end), each with its body read as its model."""
+    """The events of ``types`` in [start, end), each with its body read as its model;
+    with ``commune``, only its devices' (controller/auth/tenancy.py decides who asks)."""
     query = select(EventRecord).where(
         EventRecord.type.in_(tuple(types)),
         EventRecord.ts_ms >= start_ms,
@@ -226,6 +247,10 @@ def events(
     )
     if device is not None:
         query = query.where(EventRecord.device_id == device)
+    if commune is not None:
+        query = query.where(
+            EventRecord.device_id.in_(select(Device.id).where(Device.commune == commune))
+        )
     read = []
     for e in session.scalars(query.order_by(EventRecord.ts_ms, EventRecord.id)):
         try:

@@ -9,7 +9,7 @@ know yet is shown as "khác" with its code, so that nothing is hidden.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from broadcast.levels import level_of
@@ -27,6 +27,8 @@ i18n.register(
         "log.col.actual": ("Giờ phát thực tế", "Actual start"),
         "log.col.bulletin": ("Bản tin", "Bulletin"),
         "log.col.device": ("Cụm loa", "Cluster"),
+        "log.col.commune": ("Xã", "Commune"),
+        "log.province": ("Cấp tỉnh", "Province"),
         "log.col.groups": ("Nhóm", "Groups"),
         "log.col.level": ("Mức độ", "Level"),
         "log.col.played": ("Thời lượng đã phát (phút:giây)", "Aired (min:s)"),
@@ -114,6 +116,13 @@ i18n.register(
         "reports.none": ("Không có số liệu trong khoảng này.", "No figures in this period."),
         "reports.by.device": ("Thiết bị", "Device"),
         "reports.by.group": ("Nhóm", "Group"),
+        "reports.by.commune": ("Xã", "Commune"),
+        "reports.commune": ("Xã", "Commune"),
+        "reports.all_communes": ("Tất cả các xã", "Every commune"),
+        "reports.other_commune": (
+            "Bạn chỉ xem được báo cáo của xã mình. Hãy bỏ chọn xã khác.",
+            "You see your own commune's reports only. Do not choose another commune.",
+        ),
         "reports.by.service": ("Dịch vụ", "Service"),
         "reports.by.counter": ("Quầy", "Counter"),
         "reports.by.officer": ("Cán bộ", "Officer"),
@@ -155,23 +164,35 @@ def level_text(lang: i18n.Lang, priority: int | None) -> str:
     return i18n.t(lang, f"level.{name}") if i18n.has(f"level.{name}") else str(priority)
 
 
-def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
+def commune_text(lang: i18n.Lang, commune: str | None, communes: Mapping[str, str]) -> str:
+    """A commune by its name ("Xã Phú An"); the province's own clusters as the province."""
+    if commune is None:
+        return i18n.t(lang, "log.province")
+    return communes.get(commune, commune)
+
+
+def play_log_sheet(
+    lang: i18n.Lang, rows: Sequence[PlayLogRow], communes: Mapping[str, str] = {}
+) -> Sheet:
+    """With ``communes`` (a province's site), a "Xã" column after the cluster."""
+
     def t(key: str) -> str:
         return i18n.t(lang, key)
 
-    sheet = Sheet(
-        t("log.title"),
-        [t(f"log.col.{c}") for c in ("planned", "actual", "bulletin", "device", "groups",
-                                     "level", "played", "result", "reason", "relayed",
-                                     "gaps", "gap_time")],
-    )  # fmt: skip
+    columns = ["planned", "actual", "bulletin", "device", "groups", "level", "played",
+               "result", "reason", "relayed", "gaps", "gap_time"]  # fmt: skip
+    if communes:
+        columns.insert(4, "commune")
+    sheet = Sheet(t("log.title"), [t(f"log.col.{c}") for c in columns])
     for r in rows:
+        where = [commune_text(lang, r.commune, communes)] if communes else []
         sheet.rows.append(
             [
                 local(r.planned_ms),
                 local(r.actual_ms),
                 r.label or t("log.unnamed"),
                 r.device_id,
+                *where,
                 ", ".join(r.groups),
                 level_text(lang, r.priority),
                 dt.timedelta(milliseconds=r.played_ms),
@@ -185,22 +206,32 @@ def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
     return sheet
 
 
-def plays_sheet(lang: i18n.Lang, by: str, rows: Sequence[PlayRow]) -> Sheet:
+def plays_sheet(
+    lang: i18n.Lang, by: str, rows: Sequence[PlayRow], communes: Mapping[str, str] = {}
+) -> Sheet:
+    """With ``communes`` (a province's site), a device's or group's row says its commune;
+    by commune, each row is one, by name."""
+
     def t(key: str) -> str:
         return i18n.t(lang, key)
 
+    where = [t("log.col.commune")] if communes and by != "commune" else []
     sheet = Sheet(
         t("reports.plays"),
-        [t(f"reports.by.{by}"), t("reports.col.plays"), t("reports.col.completed"),
+        [t(f"reports.by.{by}"), *where, t("reports.col.plays"), t("reports.col.completed"),
          t("log.col.played"), t("reports.col.missed"), t("reports.col.missed_why"),
          t("reports.col.failed"), t("reports.col.interrupted"), t("reports.col.interrupted_why"),
          t("reports.col.interrupted_aired"), t("reports.col.relay_gaps"),
          t("reports.col.relay_gap_time")],
     )  # fmt: skip
     for r in rows:
+        if by == "commune":
+            first = [commune_text(lang, r.key or None, communes)]
+        else:
+            first = [r.key, commune_text(lang, r.commune, communes)] if communes else [r.key]
         sheet.rows.append(
             [
-                r.key,
+                *first,
                 r.plays,
                 r.completed,
                 dt.timedelta(milliseconds=r.total_played_ms),

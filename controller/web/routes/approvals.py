@@ -20,7 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.deps import Communes, DbSession, StationDep, commune_names, require
+from controller.deps import (
+    Communes,
+    DbSession,
+    StationDep,
+    asked_commune,
+    commune_names,
+    require,
+)
 from controller.radio.approvals import ApprovalItem
 from controller.radio.broadcasting import Held
 from controller.radio.station import Station, refused_as_http
@@ -219,15 +226,8 @@ def review(station: Station, db: DbSession, who: Principal, approval_id: int) ->
 
 
 def setting_commune(who: Principal, communes: Communes, asked: str | None) -> str | None:
-    """The commune whose approval setting a request reads or sets: a commune user's own
-    (another's: 403); the province's own (None) or, when it names one, that commune's."""
-    if not asked:
-        return who.commune
-    if who.commune is not None and asked != who.commune:
-        raise i18n.Refusal(403, "appr.other_commune")
-    if asked not in communes:
-        raise i18n.Refusal(422, "error.bad_commune", commune=asked[:48])
-    return asked
+    """The commune whose approval setting a request reads or sets."""
+    return asked_commune(who, communes, asked, "appr.other_commune")
 
 
 def set_setting(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
-from controller.deps import DbSession, app_state, require
+from controller.deps import Communes, DbSession, app_state, asked_commune, require
 from controller.fleet.play_log import play_log
 from controller.fleet.reports import proof_of_play, queue_stats
 from controller.web.charts import bar_chart
@@ -32,10 +33,25 @@ from controller.web.spreadsheets import XLSX_TYPE, Sheet, cell_text, to_csv, to_
 router = APIRouter(tags=["reports"])
 Reader = Annotated[Principal, Depends(require(Permission.VIEW_REPORTS))]
 EpochMs = Annotated[int, Query(ge=0, le=2**53)]
+CommuneQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="One commune's devices only (a commune user: their own, always)",
+    ),
+]
+PlaysBy = Literal["device", "group", "commune"]
+
+
+def _scope(who: Principal, communes: Communes, asked: str | None) -> str | None:
+    """Whose devices a report counts: a commune user's commune, or the one a province
+    user asks for (None: every device)."""
+    return asked_commune(who, communes, asked, "reports.other_commune")
 
 
 class PlayRowOut(BaseModel):
     key: str
+    commune: str | None = Field(description="The device's or group's commune; null: the province")
     plays: int
     completed: int
     total_played_ms: int
@@ -53,15 +69,19 @@ class PlayRowOut(BaseModel):
     "/api/reports/plays", response_model=list[PlayRowOut], responses=error_responses(401, 403, 422)
 )
 def api_plays(
+    *,
     db: DbSession,
     who: Reader,
+    communes: Communes,
     start_ms: EpochMs,
     end_ms: EpochMs,
-    by: Literal["device", "group"] = "device",
+    by: PlaysBy = "device",
+    commune: CommuneQuery = None,
 ) -> list[PlayRowOut]:
-    """Proof of play per device or group for events in [start_ms, end_ms)."""
+    """Proof of play per device, group or commune for events in [start_ms, end_ms)."""
     _check_period(start_ms, end_ms)
-    return [PlayRowOut(**vars(row)) for row in proof_of_play(db, start_ms, end_ms, by)]
+    scope = _scope(who, communes, commune)
+    return [PlayRowOut(**vars(row)) for row in proof_of_play(db, start_ms, end_ms, by, scope)]
 
 
 class PlayLogRowOut(BaseModel):
@@ -79,22 +99,28 @@ class PlayLogRowOut(BaseModel):
     relayed_ms: int | None = Field(description="A relay: what of the stream itself aired")
     gaps: int = Field(description="A relay: the stretches without the stream (drops, dead air)")
     gap_ms: int
+    commune: str | None = Field(description="The cluster's commune; null: the province")
 
 
 @router.get(
     "/api/reports/log", response_model=list[PlayLogRowOut], responses=error_responses(401, 403, 422)
 )
 def api_log(
+    *,
     db: DbSession,
     who: Reader,
+    communes: Communes,
     start_ms: EpochMs,
     end_ms: EpochMs,
     device: Annotated[str | None, Query(max_length=64)] = None,
+    commune: CommuneQuery = None,
 ) -> list[PlayLogRowOut]:
     """Each play planned in [start_ms, end_ms) on each cluster: bulletin, planned and actual
     start, what aired, and whether it completed, was cut, missed or failed, and why."""
     _check_period(start_ms, end_ms)
-    return [PlayLogRowOut(**vars(row)) for row in play_log(db, start_ms, end_ms, device)]
+    scope = _scope(who, communes, commune)
+    rows = play_log(db, start_ms, end_ms, device, commune=scope)
+    return [PlayLogRowOut(**vars(row)) for row in rows]
 
 
 MAX_PERIOD_MS = 366 * 86_400_000
@@ -123,16 +149,21 @@ class QueueRowOut(BaseModel):
     "/api/reports/queue", response_model=list[QueueRowOut], responses=error_responses(401, 403, 422)
 )
 def api_queue(
+    *,
     db: DbSession,
     who: Reader,
+    communes: Communes,
     start_ms: EpochMs,
     end_ms: EpochMs,
     by: Literal["service", "counter", "officer", "booking"] = "service",
+    commune: CommuneQuery = None,
 ) -> list[QueueRowOut]:
     """Queue statistics per service, counter, officer, or booked against walk-in ("booked",
     "walk_in"), for ticket events in [start_ms, end_ms)."""
     _check_period(start_ms, end_ms)
-    return [QueueRowOut(**vars(row)) for row in queue_stats(db, start_ms, end_ms, by)]
+    scope = _scope(who, communes, commune)
+    rows = queue_stats(db, start_ms, end_ms, by, commune=scope)
+    return [QueueRowOut(**vars(row)) for row in rows]
 
 
 Day = Annotated[str | None, Query(max_length=10, description="dd/mm/yyyy, or yyyy-mm-dd")]
@@ -192,6 +223,7 @@ def _page(
     chart: Any,
     first: dt.date,
     last: dt.date,
+    where: Where,
     **extra: Any,
 ) -> Response:
     return render(
@@ -203,7 +235,32 @@ def _page(
         chart=chart,
         start=first,
         end=last,
+        communes=where.choices,
+        commune=where.asked or "",
         **extra,
+    )
+
+
+@dataclass(frozen=True)
+class Where:
+    """A report page's commune: whose devices it counts (``scope``), what the province
+    may choose from (``choices``: empty for a commune user or a site of one commune), and
+    the names its sheet writes in a "Xã" column (empty: no such column)."""
+
+    scope: str | None
+    asked: str | None
+    choices: dict[str, str]
+    names: dict[str, str]
+
+
+def _where(who: Principal, communes: Communes, asked: str | None) -> Where:
+    scope = _scope(who, communes, asked)
+    province = who.commune is None
+    return Where(
+        scope=scope,
+        asked=asked or None,
+        choices=communes if province else {},
+        names=communes if province else {},
     )
 
 
@@ -218,17 +275,20 @@ def log_page(
     request: Request,
     db: DbSession,
     who: Reader,
+    communes: Communes,
     start: Day = None,
     end: Day = None,
     device: Annotated[str | None, Query(max_length=64)] = None,
+    commune: CommuneQuery = None,
     format: Format = "html",
     sep: Sep = "comma",
 ) -> Response:
     """Each play of each bulletin on each cluster: what an officer shows upward."""
     start_ms, end_ms, first, last = _period(request, start, end)
-    rows = play_log(db, start_ms, end_ms, device or None)
+    where = _where(who, communes, commune)
+    rows = play_log(db, start_ms, end_ms, device or None, commune=where.scope)
     lang = lang_of(request)
-    sheet = play_log_sheet(lang, rows)
+    sheet = play_log_sheet(lang, rows, where.names)
     if format != "html":
         return _file(sheet, format, sep, name="nhat-ky-phat", first=first, last=last)
     aired: Counter[str] = Counter(r.result for r in rows)
@@ -243,6 +303,7 @@ def log_page(
         chart=chart,
         first=first,
         last=last,
+        where=where,
         by=None,
         bys=(),
         device=device or "",
@@ -255,21 +316,30 @@ def plays_page(
     request: Request,
     db: DbSession,
     who: Reader,
+    communes: Communes,
     start: Day = None,
     end: Day = None,
-    by: Literal["device", "group"] = "device",
+    by: PlaysBy = "device",
+    commune: CommuneQuery = None,
     format: Format = "html",
     sep: Sep = "comma",
 ) -> Response:
     start_ms, end_ms, first, last = _period(request, start, end)
-    rows = proof_of_play(db, start_ms, end_ms, by)
+    where = _where(who, communes, commune)
+    if by == "commune" and not where.names:
+        by = "device"  # a commune's own report, or a site of one commune, has no communes
+    rows = proof_of_play(db, start_ms, end_ms, by, where.scope)
     lang = lang_of(request)
-    sheet = plays_sheet(lang, by, rows)
+    sheet = plays_sheet(lang, by, rows, where.names)
     if format != "html":
         return _file(sheet, format, sep, name=f"phat-thanh_{by}", first=first, last=last)
-    chart = bar_chart([(r.key, r.plays) for r in rows], i18n.t(lang, "reports.col.plays"))
+    chart = bar_chart(  # labelled as the sheet's first column: a commune by its name
+        [(str(line[0]), r.plays) for line, r in zip(sheet.rows, rows, strict=True)],
+        i18n.t(lang, "reports.col.plays"),
+    )
+    bys = ("device", "group", "commune") if where.names else ("device", "group")
     return _page(
-        request, "plays", sheet, chart=chart, first=first, last=last, by=by, bys=("device", "group")
+        request, "plays", sheet, chart=chart, first=first, last=last, where=where, by=by, bys=bys
     )
 
 
@@ -279,14 +349,17 @@ def queue_page(
     request: Request,
     db: DbSession,
     who: Reader,
+    communes: Communes,
     start: Day = None,
     end: Day = None,
     by: Literal["service", "counter", "officer", "booking"] = "service",
+    commune: CommuneQuery = None,
     format: Format = "html",
     sep: Sep = "comma",
 ) -> Response:
     start_ms, end_ms, first, last = _period(request, start, end)
-    rows = queue_stats(db, start_ms, end_ms, by)
+    where = _where(who, communes, commune)
+    rows = queue_stats(db, start_ms, end_ms, by, commune=where.scope)
     lang = lang_of(request)
     sheet = queue_sheet(lang, by, rows)
     if format != "html":
@@ -302,6 +375,7 @@ def queue_page(
         chart=chart,
         first=first,
         last=last,
+        where=where,
         by=by,
         bys=("service", "counter", "officer", "booking"),
     )
