@@ -9,13 +9,14 @@ know yet is shown as "khác" with its code, so that nothing is hidden.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from broadcast.levels import level_of
 from controller import i18n
 from controller.fleet.play_log import PlayLogRow
 from controller.fleet.reports import PlayRow, QueueRow
+from controller.web.names import group_name
 from controller.web.spreadsheets import Sheet
 
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -155,7 +156,11 @@ def level_text(lang: i18n.Lang, priority: int | None) -> str:
     return i18n.t(lang, f"level.{name}") if i18n.has(f"level.{name}") else str(priority)
 
 
-def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
+def play_log_sheet(
+    lang: i18n.Lang, rows: Sequence[PlayLogRow], communes: Mapping[str, str] | None = None
+) -> Sheet:
+    """``communes``: the site's, by id, so that a commune's group reads as its name."""
+
     def t(key: str) -> str:
         return i18n.t(lang, key)
 
@@ -172,7 +177,7 @@ def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
                 local(r.actual_ms),
                 r.label or t("log.unnamed"),
                 r.device_id,
-                ", ".join(r.groups),
+                ", ".join(group_name(lang, g, communes) for g in r.groups),
                 level_text(lang, r.priority),
                 dt.timedelta(milliseconds=r.played_ms),
                 t(f"log.result.{r.result}"),
@@ -185,7 +190,9 @@ def play_log_sheet(lang: i18n.Lang, rows: Sequence[PlayLogRow]) -> Sheet:
     return sheet
 
 
-def plays_sheet(lang: i18n.Lang, by: str, rows: Sequence[PlayRow]) -> Sheet:
+def plays_sheet(
+    lang: i18n.Lang, by: str, rows: Sequence[PlayRow], communes: Mapping[str, str] | None = None
+) -> Sheet:
     def t(key: str) -> str:
         return i18n.t(lang, key)
 
@@ -200,7 +207,7 @@ def plays_sheet(lang: i18n.Lang, by: str, rows: Sequence[PlayRow]) -> Sheet:
     for r in rows:
         sheet.rows.append(
             [
-                r.key,
+                group_name(lang, r.key, communes) if by == "group" else r.key,
                 r.plays,
                 r.completed,
                 dt.timedelta(milliseconds=r.total_played_ms),

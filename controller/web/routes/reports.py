@@ -26,7 +26,7 @@ from controller.fleet.play_log import play_log
 from controller.fleet.reports import proof_of_play, queue_stats
 from controller.web.charts import bar_chart
 from controller.web.report_sheets import play_log_sheet, plays_sheet, queue_sheet
-from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
+from controller.web.routes import LOCAL_TZ, commune_names, error_responses, lang_of, render
 from controller.web.spreadsheets import XLSX_TYPE, Sheet, cell_text, to_csv, to_xlsx
 
 router = APIRouter(tags=["reports"])
@@ -228,7 +228,7 @@ def log_page(
     start_ms, end_ms, first, last = _period(request, start, end)
     rows = play_log(db, start_ms, end_ms, device or None)
     lang = lang_of(request)
-    sheet = play_log_sheet(lang, rows)
+    sheet = play_log_sheet(lang, rows, commune_names(request))
     if format != "html":
         return _file(sheet, format, sep, name="nhat-ky-phat", first=first, last=last)
     aired: Counter[str] = Counter(r.result for r in rows)
@@ -264,10 +264,13 @@ def plays_page(
     start_ms, end_ms, first, last = _period(request, start, end)
     rows = proof_of_play(db, start_ms, end_ms, by)
     lang = lang_of(request)
-    sheet = plays_sheet(lang, by, rows)
+    sheet = plays_sheet(lang, by, rows, commune_names(request))
     if format != "html":
         return _file(sheet, format, sep, name=f"phat-thanh_{by}", first=first, last=last)
-    chart = bar_chart([(r.key, r.plays) for r in rows], i18n.t(lang, "reports.col.plays"))
+    chart = bar_chart(  # labelled as the sheet's first column ("Toàn xã", not "all")
+        [(str(line[0]), r.plays) for line, r in zip(sheet.rows, rows, strict=True)],
+        i18n.t(lang, "reports.col.plays"),
+    )
     return _page(
         request, "plays", sheet, chart=chart, first=first, last=last, by=by, bys=("device", "group")
     )
