@@ -72,11 +72,15 @@ class Ctl:
             return list(db.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)))
 
 
-def make_app(tmp: Path, database_url: str, site: Site, mqtt_port: int) -> FastAPI:
+def make_app(
+    tmp: Path, database_url: str, site: Site, mqtt_port: int, http_port: int | None = None
+) -> FastAPI:
+    """``http_port``: where agents download clips from, the port it is then served on."""
+    http = f"[http]\nport = {http_port}\n" if http_port else ""
     config = tmp / "controller.toml"
     config.write_text(
         f'{CHEAP}[site]\ndir = "{site.dir}"\nclips_dir = "{tmp / "clips"}"\n'
-        f'[database]\nurl = "{database_url}"\n[mqtt]\nport = {mqtt_port}\n',
+        f'[database]\nurl = "{database_url}"\n[mqtt]\nport = {mqtt_port}\n{http}',
         encoding="utf-8",
     )
     return create_app(load_settings(config))

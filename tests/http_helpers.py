@@ -17,8 +17,9 @@ from cli.brokers.mosquitto import free_port
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    port = free_port()
+def serve(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """``app`` under uvicorn on ``port`` (a free one if None); its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

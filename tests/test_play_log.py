@@ -117,6 +117,7 @@ def test_each_play_is_one_row_with_what_aired_and_why(sessions):
     ]
     assert sheet.rows[0][0] == dt.datetime(2025, 12, 3, 6, 30, tzinfo=LOCAL_TZ)
     assert sheet.rows[0][5] == "Thông thường"
+    assert sheet.rows[0][4] == "Toàn xã, thon-1"  # the group of every speaker, by what it is
 
 
 def test_xlsx_keeps_types_and_csv_reads_in_vietnamese_excel():

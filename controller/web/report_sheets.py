@@ -16,6 +16,7 @@ from broadcast.levels import level_of
 from controller import i18n
 from controller.fleet.play_log import PlayLogRow
 from controller.fleet.reports import PlayRow, QueueRow
+from controller.web.names import group_name
 from controller.web.spreadsheets import Sheet
 
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -172,20 +173,27 @@ def commune_text(lang: i18n.Lang, commune: str | None, communes: Mapping[str, st
 
 
 def play_log_sheet(
-    lang: i18n.Lang, rows: Sequence[PlayLogRow], communes: Mapping[str, str] = {}
+    lang: i18n.Lang,
+    rows: Sequence[PlayLogRow],
+    communes: Mapping[str, str] | None = None,
+    *,
+    column: bool = False,
 ) -> Sheet:
-    """With ``communes`` (a province's site), a "Xã" column after the cluster."""
+    """``communes``: the site's, by id, so that a commune's group reads as its name;
+    ``column`` (the province's report on a site of communes): a "Xã" column after the
+    cluster."""
 
     def t(key: str) -> str:
         return i18n.t(lang, key)
 
+    names = communes or {}
     columns = ["planned", "actual", "bulletin", "device", "groups", "level", "played",
                "result", "reason", "relayed", "gaps", "gap_time"]  # fmt: skip
-    if communes:
+    if column:
         columns.insert(4, "commune")
     sheet = Sheet(t("log.title"), [t(f"log.col.{c}") for c in columns])
     for r in rows:
-        where = [commune_text(lang, r.commune, communes)] if communes else []
+        where = [commune_text(lang, r.commune, names)] if column else []
         sheet.rows.append(
             [
                 local(r.planned_ms),
@@ -193,7 +201,7 @@ def play_log_sheet(
                 r.label or t("log.unnamed"),
                 r.device_id,
                 *where,
-                ", ".join(r.groups),
+                ", ".join(group_name(lang, g, communes) for g in r.groups),
                 level_text(lang, r.priority),
                 dt.timedelta(milliseconds=r.played_ms),
                 t(f"log.result.{r.result}"),
@@ -207,15 +215,22 @@ def play_log_sheet(
 
 
 def plays_sheet(
-    lang: i18n.Lang, by: str, rows: Sequence[PlayRow], communes: Mapping[str, str] = {}
+    lang: i18n.Lang,
+    by: str,
+    rows: Sequence[PlayRow],
+    communes: Mapping[str, str] | None = None,
+    *,
+    column: bool = False,
 ) -> Sheet:
-    """With ``communes`` (a province's site), a device's or group's row says its commune;
-    by commune, each row is one, by name."""
+    """``communes`` names a commune's group; with ``column`` (the province's report on a
+    site of communes) a device's or group's row says its commune. By commune, each row
+    is one, by name."""
 
     def t(key: str) -> str:
         return i18n.t(lang, key)
 
-    where = [t("log.col.commune")] if communes and by != "commune" else []
+    names = communes or {}
+    where = [t("log.col.commune")] if column and by != "commune" else []
     sheet = Sheet(
         t("reports.plays"),
         [t(f"reports.by.{by}"), *where, t("reports.col.plays"), t("reports.col.completed"),
@@ -226,9 +241,10 @@ def plays_sheet(
     )  # fmt: skip
     for r in rows:
         if by == "commune":
-            first = [commune_text(lang, r.key or None, communes)]
+            first = [commune_text(lang, r.key or None, names)]
         else:
-            first = [r.key, commune_text(lang, r.commune, communes)] if communes else [r.key]
+            key = group_name(lang, r.key, communes) if by == "group" else r.key
+            first = [key, commune_text(lang, r.commune, names)] if column else [key]
         sheet.rows.append(
             [
                 *first,

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from controller import i18n
 from controller.auth.roles import Permission, Principal
 from controller.site.directory import ProvisioningError
+from controller.web.names import group_name
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -105,7 +106,8 @@ def target_name(
     return i18n.t(lang, f"target.{kind}", id=ident)
 
 
-def _commune_names(request: Request) -> dict[str, str]:
+def commune_names(request: Request) -> dict[str, str]:
+    """The site's communes by id, for the names of their groups; none on a one-commune site."""
     station = getattr(getattr(request.app.state, "xaso", None), "station", None)
     try:
         return {c.id: c.name for c in station.site.communes()} if station else {}
@@ -122,7 +124,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     def t(key: str, **params: object) -> str:
         return i18n.t(lang, key, **params)
 
-    communes = _commune_names(request)
+    communes = commune_names(request)
     other = "en" if lang == "vi" else "vi"
     if request.method == "GET":
         switch = f"{request.url.path}?{urlencode({**request.query_params, 'lang': other})}"
@@ -141,6 +143,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             "nav": nav,
             "local_time": local_time,
             "target": lambda kind, ident: target_name(lang, kind, ident, communes),
+            "group": lambda ident: group_name(lang, ident, communes),
             **context,
         },
         status_code=status_code,

@@ -50,6 +50,8 @@ i18n.register(
         "clips.say": ("Tạo bản đọc", "Make the spoken clip"),
         "clips.duration": ("Thời lượng", "Duration"),
         "clips.source": ("Nguồn", "Source"),
+        "clips.source.upload": ("Tệp tải lên", "Uploaded file"),
+        "clips.source.tts": ("Đọc từ văn bản", "Text to speech"),
         "clips.listen": ("Nghe thử", "Listen"),
         "clips.delete": ("Xoá", "Delete"),
         "clips.empty": ("Thư viện chưa có tệp nào.", "The library is empty."),

@@ -34,9 +34,11 @@ from controller.fleet.queries import (
 from controller.fleet.shared_pages import SharedPages
 from controller.site.directory import ProvisioningError, Site
 from controller.web.charts import line_chart
+from controller.web.names import group_name
 from controller.web.routes import (
     ERRORS,
     TEMPLATES,
+    commune_names,
     error_responses,
     lang_of,
     local_time,
@@ -309,6 +311,7 @@ def dashboard(
 ) -> Response:
     query = DeviceQuery(**{**vars(f), "limit": PAGE, "offset": offset, "commune": who.commune})
     lang = lang_of(request)
+    communes = commune_names(request)
 
     def summary() -> tuple[list[str], dict[str, int]]:
         now, off = app_state(request).now_ms(), _offline_ms(request)
@@ -320,6 +323,7 @@ def dashboard(
         return TEMPLATES.get_template("_device_table.html").render(
             t=lambda key, **params: i18n.t(lang, key, **params),
             local_time=local_time,
+            group=lambda ident: group_name(lang, ident, communes),
             devices=rows,
             total=total,
             offset=offset,

@@ -245,12 +245,14 @@ def _page(
 class Where:
     """A report page's commune: whose devices it counts (``scope``), what the province
     may choose from (``choices``: empty for a commune user or a site of one commune), and
-    the names its sheet writes in a "Xã" column (empty: no such column)."""
+    the site's communes by name (``names``), and whether its sheet has a "Xã" column
+    (the province's, on a site of communes)."""
 
     scope: str | None
     asked: str | None
     choices: dict[str, str]
     names: dict[str, str]
+    column: bool
 
 
 def _where(who: Principal, communes: Communes, asked: str | None) -> Where:
@@ -260,7 +262,8 @@ def _where(who: Principal, communes: Communes, asked: str | None) -> Where:
         scope=scope,
         asked=asked or None,
         choices=communes if province else {},
-        names=communes if province else {},
+        names=communes,
+        column=province and bool(communes),
     )
 
 
@@ -288,7 +291,7 @@ def log_page(
     where = _where(who, communes, commune)
     rows = play_log(db, start_ms, end_ms, device or None, commune=where.scope)
     lang = lang_of(request)
-    sheet = play_log_sheet(lang, rows, where.names)
+    sheet = play_log_sheet(lang, rows, where.names, column=where.column)
     if format != "html":
         return _file(sheet, format, sep, name="nhat-ky-phat", first=first, last=last)
     aired: Counter[str] = Counter(r.result for r in rows)
@@ -326,18 +329,18 @@ def plays_page(
 ) -> Response:
     start_ms, end_ms, first, last = _period(request, start, end)
     where = _where(who, communes, commune)
-    if by == "commune" and not where.names:
+    if by == "commune" and not where.column:
         by = "device"  # a commune's own report, or a site of one commune, has no communes
     rows = proof_of_play(db, start_ms, end_ms, by, where.scope)
     lang = lang_of(request)
-    sheet = plays_sheet(lang, by, rows, where.names)
+    sheet = plays_sheet(lang, by, rows, where.names, column=where.column)
     if format != "html":
         return _file(sheet, format, sep, name=f"phat-thanh_{by}", first=first, last=last)
-    chart = bar_chart(  # labelled as the sheet's first column: a commune by its name
+    chart = bar_chart(  # labelled as the sheet's first column: "Toàn xã", a commune's name
         [(str(line[0]), r.plays) for line, r in zip(sheet.rows, rows, strict=True)],
         i18n.t(lang, "reports.col.plays"),
     )
-    bys = ("device", "group", "commune") if where.names else ("device", "group")
+    bys = ("device", "group", "commune") if where.column else ("device", "group")
     return _page(
         request, "plays", sheet, chart=chart, first=first, last=last, where=where, by=by, bys=bys
     )
