@@ -142,6 +142,14 @@ def test_the_provinces_sheets_and_files_name_each_commune(two: Two) -> None:
     assert lines[0][:2] == ["Xã", "Số lượt phát"]
     assert [line[:2] for line in lines[1:]] == [["Cấp tỉnh", "1"], ["Xã Phú An", "1"],
                                                 ["Xã Tân Bình", "1"]]  # fmt: skip
+    by_group = two.call(province, "GET", f"/reports/plays?{PAGE}&by=group&format=csv")
+    lines = list(csv.reader(io.StringIO(by_group.content.decode("utf-8-sig"))))
+    assert lines[0][:3] == ["Nhóm", "Xã", "Số lượt phát"]
+    assert sorted(tuple(line[:3]) for line in lines[1:]) == [
+        ("Toàn tỉnh", "Cấp tỉnh", "3"), ("Xã Phú An", "Xã Phú An", "1"),
+        ("Xã Tân Bình", "Xã Tân Bình", "1"), ("an-thon-1", "Xã Phú An", "1"),
+        ("binh-thon-1", "Xã Tân Bình", "1"),
+    ]  # fmt: skip
     english = two.call(province, "GET", f"/reports/plays?{PAGE}&by=commune&format=csv&lang=en")
     assert english.content.decode("utf-8-sig").splitlines()[0].startswith("Commune,Plays")
 

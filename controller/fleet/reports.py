@@ -25,7 +25,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.fleet_tables import Device, DeviceGroup, EventRecord
+from controller.db.fleet_tables import Device, DeviceGroup, EventRecord, Group
 from protocol.errors import Refusal
 from protocol.events import (
     Body,
@@ -78,21 +78,23 @@ def proof_of_play(
     """Plays, their total duration, missed and failed, per device, group or commune in
     [start, end); with ``commune``, of that commune's devices only."""
     groups_of: dict[str, list[str]] = defaultdict(list)
+    group_commune: dict[str, str | None] = {}
     if by == "group":
         for link in session.scalars(select(DeviceGroup)):
             groups_of[link.device_id].append(link.group_id)
+        group_commune = {g: c for g, c in session.execute(select(Group.id, Group.commune))}
     commune_of = communes_of_devices(session)
     rows: dict[str, PlayRow] = {}
     for e, body in events(session, PLAY_TYPES, start_ms, end_ms, commune=commune):
         home = commune_of.get(e.device_id)
         if by == "device":
-            keys = [e.device_id]
-        elif by == "group":
-            keys = groups_of.get(e.device_id, [])
+            keys = [(e.device_id, home)]
+        elif by == "group":  # a group's commune is its own ("all": the province's)
+            keys = [(g, group_commune.get(g)) for g in groups_of.get(e.device_id, [])]
         else:
-            keys = [home or ""]
-        for key in keys:
-            _count_play(rows.setdefault(key, PlayRow(key, commune=home)), body)
+            keys = [(home or "", home)]
+        for key, where in keys:
+            _count_play(rows.setdefault(key, PlayRow(key, commune=where)), body)
     return [rows[k] for k in sorted(rows)]
 
 
