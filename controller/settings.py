@@ -144,7 +144,9 @@ class UpwardSection(Section):
 
     url: str = ""  # its base address; empty: nothing is sent upward
     token: str = ""  # the Bearer token it gave this commune
-    commune: str = ""  # the commune's code in its records (MaXa)
+    commune: str = ""  # the site's code in its records (MaXa); its communes' are below
+    # a commune's code in the province's records, by commune id (one not listed: its id)
+    commune_codes: dict[str, str] = Field(default_factory=dict)
     ping_every_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     retry_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # the first retry's bound
