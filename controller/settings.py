@@ -106,7 +106,9 @@ class AlertsSection(Section):
     offline_after_min: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 10.0
     temp_high_c: Annotated[float, Field(gt=0, le=150)] = 75.0
     disk_low_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
-    webhook_url: str = ""
+    webhook_url: str = ""  # the province's receiver: every alert
+    # a commune's receiver, by commune id: that commune's devices' alerts only
+    commune_webhooks: dict[str, str] = Field(default_factory=dict)
     webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
     webhook_max_attempts: Annotated[int, Field(ge=1, le=100)] = 10  # then marked failed
     webhook_retry_s: Annotated[float, Field(gt=0, le=3600)] = 10.0  # the first retry's bound
@@ -118,6 +120,16 @@ class AlertsSection(Section):
     def _webhook(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("give an http:// or https:// URL, or leave it empty")
+        return value
+
+    @field_validator("commune_webhooks")
+    @classmethod
+    def _commune_webhooks(cls, value: dict[str, str]) -> dict[str, str]:
+        for commune, url in value.items():
+            if not re.fullmatch(ID_PATTERN, commune):
+                raise ValueError(f"{commune!r} is not a commune id (such as phu-an)")
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"give {commune} an http:// or https:// URL")
         return value
 
     @model_validator(mode="after")
@@ -132,7 +144,9 @@ class UpwardSection(Section):
 
     url: str = ""  # its base address; empty: nothing is sent upward
     token: str = ""  # the Bearer token it gave this commune
-    commune: str = ""  # the commune's code in its records (MaXa)
+    commune: str = ""  # the site's code in its records (MaXa); its communes' are below
+    # a commune's code in the province's records, by commune id (one not listed: its id)
+    commune_codes: dict[str, str] = Field(default_factory=dict)
     ping_every_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     retry_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # the first retry's bound

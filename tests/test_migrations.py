@@ -309,3 +309,65 @@ def test_the_radio_communes_revisions_leave_every_clip_station_and_entry_the_pro
         assert "clip_shares" not in inspect(conn).get_table_names()
         assert conn.execute(text("SELECT title FROM clips")).scalars().all() == ["Tin"]
     engine.dispose()
+
+
+def test_bulletin_communes_leave_every_bulletin_the_provinces_and_go_back(
+    database_url: str,
+) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "broadcast_0006_reached")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO bulletins (source, external_id, title, level, stream_url,"
+            " stream_duration_s, lang, targets, received_ms, state, note) VALUES ('stt',"
+            " 'BT-1', 'Tin', 'normal', 'https://x.example/a', 60, 'vi', '[]', 1, 'pending', '')"
+        ))  # fmt: skip
+    engine.dispose()
+    assert "broadcast_0007_bulletin_communes" in upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT external_id, commune FROM bulletins")).all() == [
+            ("BT-1", None)
+        ]
+        names = {i["name"] for i in inspect(conn).get_indexes("bulletins")}
+        assert "ix_bulletins_commune" in names
+        assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    command.downgrade(config, "broadcast_0006_reached")
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert "commune" not in {c["name"] for c in inspect(conn).get_columns("bulletins")}
+        assert conn.execute(text("SELECT title FROM bulletins")).scalars().all() == ["Tin"]
+    engine.dispose()
+
+
+def test_webhook_communes_leave_every_delivery_the_provinces_and_go_back(
+    database_url: str,
+) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "fleet_0007_communes")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO webhook_deliveries (key, alert_id, action, payload, status, attempts,"
+            " due_ms, created_ms) VALUES ('k-1', 1, 'raised', '{}', 'pending', 0, 1, 1)"
+        ))  # fmt: skip
+    engine.dispose()
+    assert "fleet_0008_webhook_communes" in upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT key, commune FROM webhook_deliveries")).all()
+        assert rows == [("k-1", None)]
+        assert "ix_webhook_deliveries_commune" in {
+            i["name"] for i in inspect(conn).get_indexes("webhook_deliveries")
+        }
+        assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    command.downgrade(config, "fleet_0007_communes")
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("webhook_deliveries")}
+        assert "commune" not in columns
+        assert conn.execute(text("SELECT key FROM webhook_deliveries")).scalars().all() == ["k-1"]
+    engine.dispose()

@@ -112,3 +112,15 @@ def test_a_commune_sees_its_entries_and_the_provinces_that_reach_its_speakers(
 def test_a_communes_setting_is_its_own_and_the_provinces_the_site_wide_one() -> None:
     assert tenancy.setting_key(None, "local") == "local"
     assert tenancy.setting_key("phu-an", "local") == "phu-an"
+
+
+@given(whoever, st.none() | communes)
+def test_a_bulletin_is_for_the_commune_it_names_and_a_sender_addresses_only_its_own(
+    sender: str | None, named: str | None
+) -> None:
+    addressed = tenancy.bulletin_for(sender, named)
+    assert addressed == (named if named is not None else sender)
+    allowed = tenancy.sees(sender, addressed)
+    assert allowed == (sender is None or named in (None, sender))
+    if sender is not None and allowed:
+        assert addressed == sender  # a commune's token sends for its commune only

@@ -267,3 +267,25 @@ def test_the_controller_reports_upward_on_its_own_thread(tmp_path: Path, databas
             while len(ref.of("ping")) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
         assert {p.body["CumLoaID"] for p in ref.of("ping")} == set(SPEAKERS)
+
+
+def test_each_ping_and_play_log_carries_its_clusters_commune(sessions):
+    """A province's controller: loa-1 is Phú An's (a code of its own in the province's
+    records), loa-2 Tân Bình's (none given: its id), the new loa-3 the province's own."""
+    with sessions.begin() as s:
+        s.get(Device, "loa-1").commune = "phu-an"
+        s.get(Device, "loa-2").commune = "tan-binh"
+        s.add(Device(id="loa-3", name="Cụm tỉnh", roles=["speaker"]))
+    clock = Clock(T0)
+    with Reference() as ref:
+        up = Upward(sessions, settings(ref, commune_codes={"phu-an": "25123"}), clock)
+        for d in ("loa-1", "loa-2", "loa-3"):
+            record(sessions, d, "play.finished", T0, **finished(f"tin-{d}@x", T0, 10_000))
+        clock.ms = T0 + LAG_MS
+        assert up.produce(clock.ms) == 3 + 3
+        assert up.send_due(clock.ms) == 6
+        assert not ref.refused  # every field valid
+        pings, plays = ref.of("ping"), ref.of("play")
+    expected = {"loa-1": "25123", "loa-2": "tan-binh", "loa-3": "xa-hoa-binh"}
+    assert {p.body["CumLoaID"]: p.body["MaXa"] for p in pings} == expected
+    assert {p.body["CumLoaID"]: p.body["MaXa"] for p in plays} == expected

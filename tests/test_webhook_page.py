@@ -80,7 +80,8 @@ def test_only_those_who_manage_devices_see_or_resend_webhooks(offline: Ctl):
 def test_a_retry_of_no_such_webhook_is_refused_clearly(offline: Ctl, bad: str):
     answer = offline.call("technician", "POST", f"/api/webhooks/{bad}/retry")
     assert answer.status_code == 422 and answer.json()["vi"]
-    assert refused(offline.call("technician", "POST", "/api/webhooks/999/retry"), 409)["vi"]
+    assert refused(offline.call("technician", "POST", "/api/webhooks/999/retry"), 404,
+                   "webhooks.not_found")["vi"]  # fmt: skip
 
 
 def test_an_unreachable_receiver_is_told_as_such_and_a_retrying_one_shows_its_next_attempt(

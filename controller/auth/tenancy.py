@@ -123,3 +123,10 @@ def setting_key(commune: Commune, single: str) -> str:
     """The row a commune's setting (such as approval_required) is kept under; the
     province's, and a site of one commune's, is ``single`` (the site-wide one as before)."""
     return single if commune is None else commune
+
+
+def bulletin_for(sender: Commune, named: Commune) -> Commune:
+    """The commune a bulletin from above is for: the one it names, else its sender's
+    (a province sender's: the province, every commune's). Whether the sender may
+    address it is ``sees(sender, ...)``: a commune's token only its own commune."""
+    return named if named is not None else sender

@@ -3,7 +3,9 @@
 A token is `xaso_` and 43 random characters; only its SHA-256 is kept, with
 its first characters so people can tell tokens apart in a list. A token may
 do what its role allows and what its owner still may (`token_permissions`),
-and stops working when its owner is deactivated.
+and stops working when its owner is deactivated. Tokens are listed and revoked
+like their owners are managed (controller/auth/tenancy.py): a commune admin, their
+commune's users' tokens only; the province, every one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.auth import tenancy
 from controller.auth.roles import Principal, Role, token_permissions
 from controller.auth.security import API_TOKEN_PREFIX, digest, new_api_token
 from controller.db.auth_tables import ApiToken, User
@@ -45,19 +48,20 @@ def create_token(
     return token, row
 
 
-def list_tokens(db: Session) -> list[tuple[ApiToken, str]]:
-    """Every token with its owner's username, newest first."""
-    rows = db.execute(
-        select(ApiToken, User.username)
-        .join(User, User.id == ApiToken.owner_id)
-        .order_by(ApiToken.id.desc())
-    ).all()
+def list_tokens(db: Session, scope: str | None = None) -> list[tuple[ApiToken, User]]:
+    """Every token with its owner, newest first; ``scope``: a commune's users' only."""
+    query = select(ApiToken, User).join(User, User.id == ApiToken.owner_id)
+    if scope is not None:
+        query = query.where(User.commune == scope)
+    rows = db.execute(query.order_by(ApiToken.id.desc())).all()
     return [(tok, owner) for tok, owner in rows]
 
 
-def revoke_token(db: Session, token_id: int, now_ms: int) -> ApiToken:
+def revoke_token(db: Session, token_id: int, now_ms: int, scope: str | None = None) -> ApiToken:
+    """Revoke a token whose owner ``scope`` manages (another commune's: no such token)."""
     row = db.get(ApiToken, token_id)
-    if row is None:
+    owner = db.get(User, row.owner_id) if row is not None else None
+    if row is None or owner is None or not tenancy.may_manage_user(scope, owner.commune):
         raise Refusal(404, "error.no_token", id=token_id)
     if row.revoked_ms is None:
         row.revoked_ms = now_ms

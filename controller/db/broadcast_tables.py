@@ -225,6 +225,8 @@ class BulletinRow(Base):
     broadcast_id: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("broadcasts.id", ondelete="SET NULL")
     )
+    # the commune it is for (None: the province, every commune's to see)
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)
 
 
 class CommuneSettingRow(Base):

@@ -312,6 +312,8 @@ class WebhookDelivery(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     done_ms: Mapped[int | None] = mapped_column(BigInteger)  # sent, or given up
     last_error: Mapped[str | None] = mapped_column(Text)
+    # whose receiver: a commune's webhook (its devices' alerts only), None the province's
+    commune: Mapped[str | None] = mapped_column(ID, index=True)
 
 
 class UpwardRecord(Base):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,10 +53,13 @@ class AlertEngine:
         thresholds: Thresholds | None = None,
         *,
         webhooks: bool = False,
+        commune_webhooks: Collection[str] = (),
     ) -> None:
         self.sessions = sessions
         self.thresholds = thresholds or Thresholds()
-        self.webhooks = webhooks  # queue a delivery with each raise and clear
+        # the receivers each raise and clear is queued for: the province's, the communes'
+        self.receivers: list[str | None] = ([None] if webhooks else []) + sorted(commune_webhooks)
+        self.webhooks = bool(self.receivers)
 
     def run(self, now_ms: int) -> Changes:
         """Raise and clear what the rules say at `now_ms`; the controller calls it periodically."""
@@ -181,7 +185,7 @@ class AlertEngine:
         alert = session.get(Alert, alert_id)
         assert alert is not None  # inserted above, in this transaction
         if self.webhooks:
-            enqueue(session, alert, "raised", now_ms)
+            enqueue(session, alert, "raised", now_ms, self.receivers)
         return alert
 
     def _clear(self, session: Session, alert_id: int, now_ms: int) -> Alert | None:
@@ -196,7 +200,7 @@ class AlertEngine:
         alert = session.get(Alert, alert_id)
         assert alert is not None  # updated above, in this transaction
         if self.webhooks:
-            enqueue(session, alert, "cleared", now_ms)
+            enqueue(session, alert, "cleared", now_ms, self.receivers)
         return alert
 
 

@@ -62,18 +62,24 @@ class FleetService:
         self.sessions = sessions
         self.clock = clock
         a = settings.alerts
-        self.engine = AlertEngine(sessions, thresholds(settings), webhooks=bool(a.webhook_url))
+        self.engine = AlertEngine(
+            sessions,
+            thresholds(settings),
+            webhooks=bool(a.webhook_url),
+            commune_webhooks=set(a.commune_webhooks),
+        )
         self.webhooks = (
             WebhookSender(
                 sessions,
                 a.webhook_url,
                 self.now_ms,
+                commune_urls=a.commune_webhooks,
                 timeout_s=a.webhook_timeout_s,
                 max_attempts=a.webhook_max_attempts,
                 retry_s=a.webhook_retry_s,
                 retry_max_s=a.webhook_retry_max_s,
             )
-            if a.webhook_url
+            if a.webhook_url or a.commune_webhooks
             else None
         )
         self.upward = (

@@ -3,6 +3,10 @@
 The producer queues, the sender posts; neither runs on a thread anything else
 waits for, so an unreachable province never holds up ingest, alerts or pages.
 
+- **Communes.** Each body's ``MaXa`` is its cluster's commune's code
+  (``upward_fields.commune_code``): a province's communes report as
+  themselves; the province's own clusters, and a site without communes, as
+  ``[upward] commune``.
 - **Pings.** Every ``ping_every_s`` each speaker's state, as the controller
   knows it, is queued (``upward_fields.ping``). The interval's number is in
   the record's key, so replicas queue each ping once.
@@ -79,6 +83,9 @@ class Upward:
         """Queue what is due: this interval's pings and the plays that ended; how many."""
         return self._pings(now_ms) + self._plays(now_ms)
 
+    def _code(self, commune: str | None) -> str:
+        return fields.commune_code(commune, self.settings.commune, self.settings.commune_codes)
+
     def _pings(self, now_ms: int) -> int:
         slot = now_ms // int(self.settings.ping_every_s * 1000)
         with self.sessions.begin() as session:
@@ -88,7 +95,7 @@ class Upward:
                 {
                     "kind": "ping",
                     "dedupe": f"ping:{c.device_id}:{slot}",
-                    "payload": fields.ping(c, self.settings.commune, now_ms),
+                    "payload": fields.ping(c, self._code(c.commune), now_ms),
                     "created_ms": now_ms,
                 }
                 for c in _clusters(session)
@@ -113,11 +120,12 @@ class Upward:
             if not events or not _advance(session, "events", events[-1].id, start):
                 return 0
             volumes = _volumes(session)
+            communes = dict(session.execute(select(Device.id, Device.commune)).tuples().all())
             rows = []
             for e in events:
                 record = _play(session, e, volumes.get(e.device_id))
                 if record is not None:
-                    payload = fields.play(record, self.settings.commune)
+                    payload = fields.play(record, self._code(communes.get(e.device_id)))
                     rows.append(
                         {
                             "kind": "play",
@@ -282,6 +290,7 @@ def _clusters(session: Session) -> list[fields.Cluster]:
                 agent=state.agent if state is not None else "",
                 playing_label=playing.get("label") or None,
                 playing_since_ms=playing.get("actual_ms"),
+                commune=device.commune,
             )
         )
     return clusters

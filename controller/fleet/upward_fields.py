@@ -11,9 +11,12 @@ module, not the queue or the sender.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from controller.auth import tenancy
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 VENDOR = "Xaso"
@@ -34,6 +37,16 @@ def local_iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return dt.datetime.fromtimestamp(ms / 1000, VN).isoformat(timespec="seconds")
+
+
+def commune_code(commune: str | None, site: str, codes: Mapping[str, str]) -> str:
+    """MaXa for a cluster of ``commune`` (controller/auth/tenancy.py): a commune's code in
+    the province's records (``codes``, else its id); the province's own clusters, and
+    every cluster of a site without communes, the site's (``[upward] commune``)."""
+    if tenancy.is_province(commune or None):
+        return site
+    assert commune is not None
+    return codes.get(commune, commune)
 
 
 def level(priority: int | None) -> int:
@@ -57,6 +70,7 @@ class Cluster:
     playing_since_ms: int | None
     lat: float | None = None
     lon: float | None = None
+    commune: str | None = None  # its commune in the registry (None: the province's)
 
 
 def ping(cluster: Cluster, commune: str, now_ms: int) -> dict[str, Any]:

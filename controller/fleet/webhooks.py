@@ -19,6 +19,11 @@ alerts, so a slow or hung receiver delays only other webhooks:
 `undelivered` and `retry` are what the alerts page shows a technician: what
 has not reached the receiver, why in words, and a way to send a failed one
 again once the receiver is fixed.
+
+Receivers are keyed by commune (controller/auth/tenancy.py): the province's
+webhook (``commune`` None) gets every alert, a commune's only its devices'
+alerts. Each receiver has its own delivery, in its own order, and a commune's
+technician sees only theirs undelivered.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +41,8 @@ import httpx
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from controller.db.fleet_tables import Alert, WebhookDelivery
+from controller.auth import tenancy
+from controller.db.fleet_tables import Alert, Device, WebhookDelivery
 from plumbing.backoff import Backoff
 from plumbing.repeating import repeating
 
@@ -45,12 +51,13 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often an idle sender looks for due rows (a local change wakes it at once)
 
 
-def alert_json(alert: Alert) -> dict[str, Any]:
-    """What the webhook says about an alert (Vietnamese first)."""
+def alert_json(alert: Alert, commune: str | None = None) -> dict[str, Any]:
+    """What the webhook says about an alert (Vietnamese first); ``commune``: its device's."""
     return {
         "id": alert.id,
         "kind": alert.kind,
         "device_id": alert.device_id,
+        "commune": commune,
         "severity": alert.severity,
         "raised_ms": alert.raised_ms,
         "cleared_ms": alert.cleared_ms,
@@ -60,20 +67,35 @@ def alert_json(alert: Alert) -> dict[str, Any]:
     }
 
 
-def enqueue(session: Session, alert: Alert, action: str, now_ms: int) -> WebhookDelivery:
-    """Queue the webhook of `alert`'s `action` (raised | cleared) in the caller's transaction."""
-    delivery = WebhookDelivery(
-        key=str(uuid.uuid4()),
-        alert_id=alert.id,
-        action=action,
-        payload={"action": action, "alert": alert_json(alert)},
-        status="pending",
-        attempts=0,
-        due_ms=now_ms,
-        created_ms=now_ms,
-    )
-    session.add(delivery)
-    return delivery
+def enqueue(
+    session: Session,
+    alert: Alert,
+    action: str,
+    now_ms: int,
+    receivers: Iterable[str | None] = (None,),
+) -> list[WebhookDelivery]:
+    """Queue the webhook of `alert`'s `action` (raised | cleared) in the caller's transaction,
+    one delivery per receiver whose commune sees the alert (None: the province's)."""
+    device = session.get(Device, alert.device_id)
+    commune = device.commune if device is not None else None
+    payload = {"action": action, "alert": alert_json(alert, commune)}
+    deliveries = [
+        WebhookDelivery(
+            key=str(uuid.uuid4()),
+            alert_id=alert.id,
+            action=action,
+            payload=payload,
+            status="pending",
+            attempts=0,
+            due_ms=now_ms,
+            created_ms=now_ms,
+            commune=receiver,
+        )
+        for receiver in receivers
+        if tenancy.sees(receiver, commune)
+    ]
+    session.add_all(deliveries)
+    return deliveries
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,7 @@ class Claim:
     payload: dict[str, Any]
     attempts: int
     lease: str
+    commune: str | None  # whose receiver: None, the province's
 
 
 class WebhookSender:
@@ -94,6 +117,7 @@ class WebhookSender:
         url: str,
         clock_ms: Callable[[], int],
         *,
+        commune_urls: Mapping[str, str] | None = None,
         timeout_s: float = 5.0,
         max_attempts: int = 10,
         retry_s: float = 10.0,
@@ -104,7 +128,9 @@ class WebhookSender:
             raise ValueError("need max_attempts >= 1 and timeout_s > 0")
         Backoff(retry_s, retry_max_s)  # refuses a bad pair now, not at the first failure
         self.sessions = sessions
-        self.url = url
+        self.urls: dict[str | None, str] = {c: u for c, u in (commune_urls or {}).items() if u}
+        if url:
+            self.urls[None] = url  # the province's receiver
         self.clock_ms = clock_ms
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
@@ -132,15 +158,23 @@ class WebhookSender:
         return sent
 
     def claim(self, now_ms: int) -> Claim | None:
-        """Lease the oldest due delivery whose alert has nothing older still owed."""
+        """Lease the oldest due delivery, to a receiver configured here, whose alert has
+        nothing older still owed to the same receiver."""
         token = uuid.uuid4().hex
         row = aliased(WebhookDelivery)
         earlier = aliased(WebhookDelivery)
         waits = exists().where(
-            earlier.alert_id == row.alert_id, earlier.id < row.id, earlier.status == "pending"
+            earlier.alert_id == row.alert_id,
+            earlier.id < row.id,
+            earlier.status == "pending",
+            earlier.commune.is_not_distinct_from(row.commune),
         )
+        communes = [c for c in self.urls if c is not None]
+        ours: Any = row.commune.in_(communes)
+        if None in self.urls:
+            ours = or_(ours, row.commune.is_(None))
         with self.sessions.begin() as session:
-            pick = select(row.id).where(_due(row, now_ms), ~waits).order_by(row.id).limit(1)
+            pick = select(row.id).where(_due(row, now_ms), ours, ~waits).order_by(row.id).limit(1)
             if session.get_bind().dialect.name == "postgresql":
                 pick = pick.with_for_update(skip_locked=True, of=row)
             d = WebhookDelivery
@@ -152,16 +186,18 @@ class WebhookSender:
                     leased_until_ms=now_ms + self.lease_ms,
                     attempts=d.attempts + 1,
                 )
-                .returning(d.id, d.key, d.payload, d.attempts)
+                .returning(d.id, d.key, d.payload, d.attempts, d.commune)
                 .execution_options(synchronize_session=False)
             ).first()
-        return None if got is None else Claim(got.id, got.key, got.payload, got.attempts, token)
+        if got is None:
+            return None
+        return Claim(got.id, got.key, got.payload, got.attempts, token, got.commune)
 
     def _post(self, http: httpx.Client, claim: Claim) -> int:
         error = None
         try:
             response = http.post(
-                self.url, json=claim.payload, headers={"Idempotency-Key": claim.key}
+                self.urls[claim.commune], json=claim.payload, headers={"Idempotency-Key": claim.key}
             )
             if not response.is_success:
                 error = f"HTTP {response.status_code}"
@@ -220,6 +256,7 @@ class Undelivered:
     action: str
     alert_kind: str
     device_id: str
+    commune: str | None  # whose receiver it is owed to (None: the province's)
     status: str  # pending | failed
     attempts: int
     created_ms: int
@@ -227,16 +264,22 @@ class Undelivered:
     last_error: str
 
 
-def undelivered(session: Session, limit: int = 200) -> list[Undelivered]:
-    """Failed deliveries and pending ones that have failed at least once, newest first."""
+def undelivered(
+    session: Session, limit: int = 200, commune: str | None = None
+) -> list[Undelivered]:
+    """Failed deliveries and pending ones that have failed at least once, newest first;
+    ``commune``: only those owed to its receiver (None: the province sees all)."""
     d = WebhookDelivery
-    rows = session.execute(
+    query = (
         select(d.id, d.alert_id, d.action, d.payload, d.status, d.attempts, d.created_ms)
-        .add_columns(d.due_ms, d.last_error)
+        .add_columns(d.due_ms, d.last_error, d.commune)
         .where((d.status == "failed") | ((d.status == "pending") & (d.last_error.is_not(None))))
         .order_by(d.id.desc())
         .limit(limit)
     )
+    if commune is not None:
+        query = query.where(d.commune == commune)
+    rows = session.execute(query)
     return [
         Undelivered(
             r.id,
@@ -244,6 +287,7 @@ def undelivered(session: Session, limit: int = 200) -> list[Undelivered]:
             r.action,
             str(r.payload.get("alert", {}).get("kind", "")),
             str(r.payload.get("alert", {}).get("device_id", "")),
+            r.commune,
             r.status,
             r.attempts,
             r.created_ms,
@@ -252,6 +296,14 @@ def undelivered(session: Session, limit: int = 200) -> list[Undelivered]:
         )
         for r in rows
     ]
+
+
+def owed_to(session: Session, delivery_id: int) -> tuple[bool, str | None]:
+    """Whether a delivery exists, and the commune of its receiver (None: the province's)."""
+    commune = session.execute(
+        select(WebhookDelivery.commune).where(WebhookDelivery.id == delivery_id)
+    ).first()
+    return (commune is not None, commune[0] if commune is not None else None)
 
 
 def retry(session: Session, delivery_id: int, now_ms: int) -> bool:

@@ -8,6 +8,11 @@ commune operator accepts it (into the schedule, or to play now) or declines
 it. The same bulletin sent twice (same source and id) is received once. What
 comes from above owes no approval; what an operator makes of a normal bulletin
 passes the commune's approval gate like anything else they prepare.
+
+Each bulletin is for a commune, or for the province (None: every commune's to
+see, the province's to decide), and asks controller/auth/tenancy.py like clips
+do: a commune reads its own and the province's, decides only its own, and never
+sees another commune's.
 """
 
 from __future__ import annotations
@@ -16,13 +21,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.auth import tenancy
 from controller.db.broadcast_tables import BulletinRow, ClipRow
 from controller.radio.broadcasting import BroadcastInfo, Broadcasting, Held
-from controller.radio.clip_library import Conflict, Invalid, NotFound
+from controller.radio.clip_library import (
+    ClipLibrary,
+    Conflict,
+    Invalid,
+    NotFound,
+    OutOfScope,
+)
 from controller.radio.schedule_entries import EntryInput
 from controller.radio.scheduling import Scheduling
 from controller.radio.targets import LEVELS, Clock, Target
@@ -51,6 +63,7 @@ class Bulletin:
     note: str
     schedule_id: int | None
     broadcast_id: str | None
+    commune: str | None  # the commune it is for (None: the province, every commune's)
 
     @classmethod
     def of(cls, row: BulletinRow) -> Bulletin:
@@ -72,6 +85,7 @@ class Bulletin:
             row.note,
             row.schedule_id,
             row.broadcast_id,
+            row.commune,
         )
 
 
@@ -112,12 +126,18 @@ class BulletinInbox:
         stream_url: str | None = None,
         stream_duration_s: int | None = None,
         lang: str = "vi",
+        commune: str | None = None,
+        sender: str | None = None,
     ) -> Bulletin:
-        """Take a bulletin from an integration (``source`` is its API token's name).
+        """Take a bulletin from an integration (``source`` is its API token's name,
+        ``sender`` its owner's commune) for ``commune`` (None: the sender's).
 
         The audio comes first through the clip library (``clip_sha256``), or
-        is a stream to relay. Emergency and priority bulletins go on air here.
+        is a stream to relay. Emergency and priority bulletins go on air here, as
+        the sender's: a province system's emergency is the province's, which no
+        commune stops (tenancy.may_stop).
         """
+        commune = self._addressed(sender, commune)
         if level not in LEVELS:
             raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
         if (clip_sha256 is None) == (stream_url is None):
@@ -133,7 +153,7 @@ class BulletinInbox:
                 "A stream needs its duration in seconds",
             )
         for target in targets:
-            self.scheduling.fleet.members(target)
+            self.scheduling.fleet.members_within(target, commune)
         if not targets:
             raise Invalid("no_target", "Bản tin chưa có nơi phát", "The bulletin names no target")
         row = BulletinRow(
@@ -149,6 +169,7 @@ class BulletinInbox:
             received_ms=self.clock(),
             state="pending",
             note="",
+            commune=commune,
         )
         with self.sessions() as session:
             seen = session.scalar(
@@ -158,7 +179,7 @@ class BulletinInbox:
             )
             if seen is not None:
                 return Bulletin.of(seen)
-            if clip_sha256 is not None and session.get(ClipRow, clip_sha256) is None:
+            if clip_sha256 is not None and not self._readable(session, clip_sha256, commune):
                 raise Invalid(
                     "unknown_clip",
                     f"Không có tệp âm thanh {clip_sha256[:12]} trong thư viện",
@@ -179,11 +200,13 @@ class BulletinInbox:
                     stream_url=stream_url,
                     stream_duration_s=stream_duration_s,
                     lang=lang,
+                    commune=commune,
+                    sender=sender,
                 )
             bulletin_id = row.id
         if level == "normal":
             return self.get(bulletin_id)
-        sent = self._air(self.get(bulletin_id), by=f"auto:{source}", approved=True)
+        sent = self._air(self.get(bulletin_id), by=f"auto:{source}", approved=True, commune=sender)
         return self._decide(bulletin_id, "aired", by=f"auto:{source}", broadcast=sent)
 
     def accept(
@@ -204,8 +227,9 @@ class BulletinInbox:
 
         Unless ``approved`` (the operator may approve), the approval gate may hold
         the broadcast or the entry back until a leader approves it. ``commune``: the
-        operator's; what they accept is their commune's, for their speakers only."""
-        bulletin = self._pending(bulletin_id)
+        operator's; what they accept is their commune's, for their speakers only, and
+        only a bulletin for their commune (the province's is the province's to decide)."""
+        bulletin = self._pending(bulletin_id, commune)
         if play_now:
             sent = self._air(bulletin, by=by, targets=targets, approved=approved, commune=commune)
             return self._decide(bulletin_id, "accepted", by=by, broadcast=sent)
@@ -242,14 +266,17 @@ class BulletinInbox:
         )
         return self._decide(bulletin_id, "accepted", by=by, schedule_id=entry.id)
 
-    def decline(self, bulletin_id: int, *, by: str, note: str = "") -> Bulletin:
-        self._pending(bulletin_id)
+    def decline(
+        self, bulletin_id: int, *, by: str, note: str = "", commune: str | None = None
+    ) -> Bulletin:
+        self._pending(bulletin_id, commune)
         return self._decide(bulletin_id, "declined", by=by, note=note[:500])
 
-    def get(self, bulletin_id: int) -> Bulletin:
+    def get(self, bulletin_id: int, commune: str | None = None) -> Bulletin:
+        """A bulletin ``commune`` may read: its own or the province's (another's: 404)."""
         with self.sessions() as session:
             row = session.get(BulletinRow, bulletin_id)
-            if row is None:
+            if row is None or not tenancy.reads(commune, row.commune):
                 raise NotFound(
                     "bulletin_not_found",
                     f"Không có bản tin số {bulletin_id}",
@@ -257,16 +284,59 @@ class BulletinInbox:
                 )
             return Bulletin.of(row)
 
-    def inbox(self, state: str | None = None, limit: int = 100) -> list[Bulletin]:
-        """Newest first; ``state="pending"`` is what waits for the operator."""
+    def inbox(
+        self, state: str | None = None, limit: int = 100, commune: str | None = None
+    ) -> list[Bulletin]:
+        """Newest first; ``state="pending"`` is what waits for the operator. A commune's:
+        the bulletins for it and for the province (tenancy.reads)."""
         with self.sessions() as session:
             query = select(BulletinRow).order_by(BulletinRow.received_ms.desc()).limit(limit)
             if state is not None:
                 query = query.where(BulletinRow.state == state)
+            if commune is not None:
+                query = query.where(
+                    or_(BulletinRow.commune.is_(None), BulletinRow.commune == commune)
+                )
             return [Bulletin.of(row) for row in session.scalars(query)]
 
-    def _pending(self, bulletin_id: int) -> Bulletin:
-        bulletin = self.get(bulletin_id)
+    @staticmethod
+    def _readable(session: Session, sha256: str, commune: str | None) -> bool:
+        """Whether the clip is in the library and the commune it is for may play it."""
+        if session.get(ClipRow, sha256) is None:
+            return False
+        return tenancy.reads_any(commune, ClipLibrary.holders(session, sha256))
+
+    def _addressed(self, sender: str | None, named: str | None) -> str | None:
+        """The commune a bulletin is for, refused if unknown or not the sender's."""
+        commune = tenancy.bulletin_for(sender, named)
+        if commune is not None and commune not in {
+            c.id for c in self.scheduling.fleet.site.communes()
+        }:
+            raise Invalid(
+                "bad_commune",
+                f"Không có xã {commune}: chọn một xã trong danh sách",
+                f"No commune {commune}: choose one from the list",
+            )
+        if not tenancy.sees(sender, commune):
+            raise OutOfScope(
+                "bulletin_other_commune",
+                "Mã truy cập của xã chỉ gửi bản tin cho chính xã đó: bỏ trường xã hoặc ghi "
+                "đúng xã của mình",
+                "A commune's token sends bulletins for its own commune only: leave the "
+                "commune out or name your own",
+            )
+        return commune
+
+    def _pending(self, bulletin_id: int, commune: str | None = None) -> Bulletin:
+        bulletin = self.get(bulletin_id, commune)
+        if not tenancy.sees(commune, bulletin.commune):
+            raise OutOfScope(
+                "province_bulletin",
+                f"Bản tin số {bulletin_id} gửi cho cấp tỉnh: xã xem được nhưng không xử lý; "
+                "liên hệ cấp tỉnh",
+                f"Bulletin {bulletin_id} is for the province: a commune sees it but does not "
+                "handle it; contact the province",
+            )
         if bulletin.state != "pending":
             raise Conflict(
                 "already_decided",

@@ -383,7 +383,8 @@ class ClipLibrary:
 
 def _refuse_in_use(session: Session, sha256: str, commune: str | None) -> None:
     """Refuse while schedule entries, bulletins or a station use the clip (``commune``:
-    only that commune's entries and stations count, for removing its entry alone)."""
+    only that commune's entries, bulletins and stations count, for removing its entry
+    alone)."""
     entries = select(func.count()).select_from(ScheduleRow).where(ScheduleRow.clip_sha256 == sha256)
     stations = select(RelayStationRow.name).where(RelayStationRow.fallback_sha256 == sha256)
     bulletins = (
@@ -392,8 +393,9 @@ def _refuse_in_use(session: Session, sha256: str, commune: str | None) -> None:
     if commune is not None:
         entries = entries.where(ScheduleRow.commune == commune)
         stations = stations.where(RelayStationRow.commune == commune)
+        bulletins = bulletins.where(BulletinRow.commune == commune)
     used = session.scalar(entries)
-    used_by_bulletin = session.scalar(bulletins) if commune is None else 0
+    used_by_bulletin = session.scalar(bulletins)
     by_station = session.scalar(stations.limit(1))
     if by_station is not None:
         raise Conflict(

@@ -212,7 +212,7 @@ def alerts_page(
 ) -> Response:
     now = app_state(request).now_ms()
     listed = _listed(db, now, status="all", device=device, kind="", limit=500, commune=who.commune)
-    undelivered = undelivered_count(db) if who.can(Permission.MANAGE_DEVICES) else 0
+    undelivered = undelivered_count(db, who.commune) if who.can(Permission.MANAGE_DEVICES) else 0
     return render(
         request,
         "alerts.html",

@@ -4,6 +4,8 @@ The province's source-information system holds an API token (Bearer) of a
 broadcaster role: it uploads the audio to POST /api/clips, then pushes the
 bulletin here. Normal bulletins wait for the operator on /bulletins; priority
 and emergency ones go on air on arrival (Circular 39, controller.radio.bulletins).
+A bulletin names the commune it is for, or none (the province, every commune's);
+a commune's operator reads its own and the province's, and decides its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
-from controller.deps import DbSession, StationDep, require
+from controller.deps import DbSession, StationDep, commune_names, require
 from controller.radio.bulletins import Bulletin
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.web.routes import error_responses, render
@@ -55,6 +57,11 @@ i18n.register(
         "bul.state.accepted": ("Đã chấp nhận", "Accepted"),
         "bul.state.declined": ("Đã từ chối", "Declined"),
         "bul.state.aired": ("Đã phát tự động", "Aired on arrival"),
+        "bul.for": ("Gửi cho", "For"),
+        "bul.of_province": (
+            "Gửi cho cấp tỉnh: xã xem được, cấp tỉnh xử lý",
+            "For the province: yours to see, the province's to handle",
+        ),
     }
 )
 
@@ -72,6 +79,11 @@ class BulletinIn(BaseModel):
     stream_url: StreamUrl | None = None
     stream_duration_s: Annotated[int, Field(ge=1, le=86_400)] | None = None
     lang: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")] = "vi"
+    commune: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")] | None = Field(
+        None,
+        description="The commune it is for (MaXa); none: the sender's (a province token's: "
+        "the province, every commune's inbox)",
+    )
 
 
 class AcceptIn(BaseModel):
@@ -108,6 +120,7 @@ class BulletinOut(BaseModel):
     note: str
     schedule_id: int | None
     broadcast_id: str | None
+    commune: str | None
 
     @classmethod
     def of(cls, b: Bulletin) -> BulletinOut:
@@ -127,7 +140,7 @@ def receive(station: Station, db: DbSession, who: Principal, body: BulletinIn) -
     if body.level == "normal":
         station.check_site()
     else:  # it goes on air now
-        precheck(station, targets, body.clip_sha256)
+        precheck(station, targets, body.clip_sha256, who.commune)
     with refused_as_http():
         bulletin = station.inbox.receive(
             source=who.token_name or who.username,
@@ -139,6 +152,8 @@ def receive(station: Station, db: DbSession, who: Principal, body: BulletinIn) -
             stream_url=body.stream_url,
             stream_duration_s=body.stream_duration_s,
             lang=body.lang,
+            commune=body.commune,
+            sender=who.commune,
         )
     _audit(db, who, "bulletin.receive", bulletin)
     return bulletin
@@ -148,7 +163,7 @@ def accept(
     station: Station, db: DbSession, who: Principal, bulletin_id: int, body: AcceptIn
 ) -> Bulletin:
     with refused_as_http():
-        station.inbox.get(bulletin_id)
+        station.inbox.get(bulletin_id, who.commune)
     check_rrule(body.rrule)
     station.check_can_send()
     with refused_as_http():
@@ -176,7 +191,7 @@ def decline(
     station: Station, db: DbSession, who: Principal, bulletin_id: int, note: str
 ) -> Bulletin:
     with refused_as_http():
-        bulletin = station.inbox.decline(bulletin_id, by=who.name, note=note)
+        bulletin = station.inbox.decline(bulletin_id, by=who.name, note=note, commune=who.commune)
     _audit(db, who, "bulletin.decline", bulletin)
     return bulletin
 
@@ -195,15 +210,16 @@ def api_inbox(
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[BulletinOut]:
-    """Newest first; `state=pending` is what waits for the operator."""
-    return [BulletinOut.of(b) for b in station.inbox.inbox(state, limit)]
+    """Newest first; `state=pending` is what waits for the operator. A commune user's:
+    those for their commune and for the province."""
+    return [BulletinOut.of(b) for b in station.inbox.inbox(state, limit, who.commune)]
 
 
 @router.get("/api/bulletins/{bulletin_id}", response_model=BulletinOut, responses=SEND_ERRORS)
 def api_bulletin(bulletin_id: BulletinId, station: StationDep, who: Operator) -> BulletinOut:
-    """One bulletin and what was decided."""
+    """One bulletin and what was decided (another commune's: 404)."""
     with refused_as_http():
-        return BulletinOut.of(station.inbox.get(bulletin_id))
+        return BulletinOut.of(station.inbox.get(bulletin_id, who.commune))
 
 
 @router.post(
@@ -234,9 +250,13 @@ def api_decline(
 
 
 def _page(
-    request: Request, station: Station, status_code: int = 200, error: i18n.Refusal | None = None
+    request: Request,
+    station: Station,
+    who: Principal,
+    status_code: int = 200,
+    error: i18n.Refusal | None = None,
 ) -> HTMLResponse:
-    everything = station.inbox.inbox(limit=200)
+    everything = station.inbox.inbox(limit=200, commune=who.commune)
     return render(
         request,
         "bulletins.html",
@@ -246,13 +266,15 @@ def _page(
         pending=[b for b in everything if b.state == "pending"],
         handled=[b for b in everything if b.state != "pending"],
         repeats=list(REPEATS),
-        clip_titles={c.sha256: c.title for c in station.library.clips()},
+        clip_titles={c.sha256: c.title for c in station.library.clips(who.commune)},
+        viewer_commune=who.commune,
+        commune_names=commune_names(request),
     )
 
 
 @router.get("/bulletins", response_class=HTMLResponse, include_in_schema=False)
 def bulletins_page(request: Request, station: StationDep, who: Operator) -> Response:
-    return _page(request, station)
+    return _page(request, station, who)
 
 
 @router.post("/bulletins/{bulletin_id}/accept", include_in_schema=False)
@@ -279,9 +301,9 @@ def page_accept(
         )
         accept(station, db, who, bulletin_id, body)
     except ValidationError as exc:
-        return _page(request, station, 422, invalid_input(exc))
+        return _page(request, station, who, 422, invalid_input(exc))
     except i18n.Refusal as refused:
-        return _page(request, station, refused.status, refused)
+        return _page(request, station, who, refused.status, refused)
     return RedirectResponse("/bulletins?done=1", status_code=303)
 
 
@@ -298,5 +320,5 @@ def page_decline(
     try:
         decline(station, db, who, bulletin_id, note)
     except i18n.Refusal as refused:
-        return _page(request, station, refused.status, refused)
+        return _page(request, station, who, refused.status, refused)
     return RedirectResponse("/bulletins?done=1", status_code=303)

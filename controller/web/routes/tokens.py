@@ -1,4 +1,5 @@
-"""API tokens: the admin page (create, shown once; revoke) and the JSON API."""
+"""API tokens: the admin page (create, shown once; revoke) and the JSON API. A commune
+admin lists and revokes their commune's users' tokens; the province's, every one."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pydantic import BaseModel, Field
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal, Role
 from controller.auth.tokens import create_token, list_tokens, revoke_token
-from controller.db.auth_tables import ApiToken
-from controller.deps import DbSession, app_state, require
+from controller.db.auth_tables import ApiToken, User
+from controller.deps import DbSession, app_state, commune_names, require
 from controller.i18n import Refusal
 from controller.web.routes import ERRORS, error_responses, render
 
@@ -27,18 +28,20 @@ class TokenOut(BaseModel):
     prefix: str
     role: Role
     owner: str
+    commune: str | None = Field(description="Its owner's commune (none: the province)")
     created_ms: int
     last_used_ms: int | None
     revoked_ms: int | None
 
     @classmethod
-    def of(cls, row: ApiToken, owner: str) -> TokenOut:
+    def of(cls, row: ApiToken, owner: User) -> TokenOut:
         return cls(
             id=row.id,
             name=row.name,
             prefix=row.prefix,
             role=Role(row.role),
-            owner=owner,
+            owner=owner.username,
+            commune=owner.commune,
             created_ms=row.created_ms,
             last_used_ms=row.last_used_ms,
             revoked_ms=row.revoked_ms,
@@ -57,6 +60,8 @@ class TokenCreated(TokenOut):
 def _tokens_page(
     request: Request,
     db: DbSession,
+    who: Principal,
+    *,
     status_code: int = 200,
     error: Refusal | None = None,
     new_token: str = "",
@@ -65,7 +70,8 @@ def _tokens_page(
         request,
         "tokens.html",
         status_code=status_code,
-        tokens=list_tokens(db),
+        tokens=list_tokens(db, who.commune),
+        commune_names=commune_names(request) if who.commune is None else {},
         roles=list(Role),
         error=error,
         new_token=new_token,
@@ -74,7 +80,7 @@ def _tokens_page(
 
 @router.get("/tokens", response_class=HTMLResponse, include_in_schema=False)
 def tokens_page(request: Request, db: DbSession, who: Admin) -> Response:
-    return _tokens_page(request, db)
+    return _tokens_page(request, db, who)
 
 
 @router.post("/tokens", response_class=HTMLResponse, include_in_schema=False)
@@ -89,10 +95,10 @@ def tokens_create(
         token, row = create_token(db, who, name, role, app_state(request).now_ms())
     except Refusal as refusal:
         db.rollback()
-        return _tokens_page(request, db, refusal.status, refusal)
+        return _tokens_page(request, db, who, status_code=refusal.status, error=refusal)
     audit(db, who, "token.create", f"token:{row.id}", {"name": row.name, "role": row.role})
     db.commit()
-    response = _tokens_page(request, db, 201, new_token=token)
+    response = _tokens_page(request, db, who, status_code=201, new_token=token)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -100,9 +106,9 @@ def tokens_create(
 @router.post("/tokens/{token_id}/revoke", include_in_schema=False)
 def tokens_revoke(request: Request, db: DbSession, who: Admin, token_id: str) -> Response:
     try:
-        row = revoke_token(db, _token_id(token_id), app_state(request).now_ms())
+        row = revoke_token(db, _token_id(token_id), app_state(request).now_ms(), who.commune)
     except Refusal as refusal:
-        return _tokens_page(request, db, refusal.status, refusal)
+        return _tokens_page(request, db, who, status_code=refusal.status, error=refusal)
     audit(db, who, "token.revoke", f"token:{row.id}", {"name": row.name})
     db.commit()
     return RedirectResponse("/tokens", status_code=303)
@@ -116,8 +122,9 @@ def _token_id(text: str) -> int:
 
 @router.get("/api/tokens", response_model=list[TokenOut], tags=["tokens"], responses=ERRORS)
 def api_tokens(db: DbSession, who: Admin) -> list[TokenOut]:
-    """Every API token, newest first; never the tokens themselves."""
-    return [TokenOut.of(row, owner) for row, owner in list_tokens(db)]
+    """Every API token the caller manages (a commune admin: their commune's users'), newest
+    first; never the tokens themselves."""
+    return [TokenOut.of(row, owner) for row, owner in list_tokens(db, who.commune)]
 
 
 @router.post(
@@ -134,7 +141,9 @@ def api_create_token(
     token, row = create_token(db, who, body.name, body.role.value, app_state(request).now_ms())
     audit(db, who, "token.create", f"token:{row.id}", {"name": row.name, "role": row.role})
     db.commit()
-    return TokenCreated(**TokenOut.of(row, who.username).model_dump(), token=token)
+    owner = db.get(User, row.owner_id)
+    assert owner is not None  # the caller
+    return TokenCreated(**TokenOut.of(row, owner).model_dump(), token=token)
 
 
 @router.delete(
@@ -144,9 +153,10 @@ def api_create_token(
     responses=error_responses(401, 403, 404, 422),
 )
 def api_revoke_token(request: Request, db: DbSession, who: Admin, token_id: TokenId) -> TokenOut:
-    """Revoke a token at once; revoking it again changes nothing."""
-    row = revoke_token(db, token_id, app_state(request).now_ms())
+    """Revoke a token at once; revoking it again changes nothing. Another commune's: 404."""
+    row = revoke_token(db, token_id, app_state(request).now_ms(), who.commune)
     audit(db, who, "token.revoke", f"token:{row.id}", {"name": row.name})
     db.commit()
-    owner = next(o for r, o in list_tokens(db) if r.id == row.id)
+    owner = db.get(User, row.owner_id)
+    assert owner is not None  # checked by revoke_token
     return TokenOut.of(row, owner)

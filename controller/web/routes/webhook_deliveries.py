@@ -4,7 +4,9 @@ The sender (controller/fleet/webhooks.py) retries with backoff and gives up
 after its attempts; until now a given-up delivery was only a log line. This
 page lists what is still retrying and what was given up, says why in words,
 and sends a given-up one again (audited as `webhook.retry`) once the
-receiver is fixed.
+receiver is fixed. A commune's technician sees and sends again only what is
+owed to their commune's webhook (controller/auth/tenancy.py); the province's,
+everything.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from controller import i18n
+from controller.auth import tenancy
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
@@ -49,6 +52,10 @@ i18n.register(
             "Send this webhook to the receiver again?",
         ),
         "webhooks.link": ("{n} webhook chưa gửi được", "{n} webhooks not delivered"),
+        "webhooks.not_found": (
+            "Không có webhook số {id}.",
+            "No webhook {id}.",
+        ),
         "webhooks.not_failed": (
             "Webhook số {id} không ở trạng thái đã ngừng thử: không cần gửi lại.",
             "Webhook {id} has not been given up: there is nothing to send again.",
@@ -63,6 +70,7 @@ class UndeliveredOut(BaseModel):
     action: str
     alert_kind: str
     device_id: str
+    commune: str | None = Field(description="Whose webhook it is owed to (none: the province's)")
     status: str
     attempts: int
     created_ms: int
@@ -71,9 +79,9 @@ class UndeliveredOut(BaseModel):
     reason_en: str
 
 
-def _listed(db: Session) -> list[UndeliveredOut]:
+def _listed(db: Session, commune: str | None) -> list[UndeliveredOut]:
     out = []
-    for u in webhooks.undelivered(db):
+    for u in webhooks.undelivered(db, commune=commune):
         vi, en = webhooks.error_words(u.last_error)
         out.append(
             UndeliveredOut(
@@ -82,6 +90,7 @@ def _listed(db: Session) -> list[UndeliveredOut]:
                 action=u.action,
                 alert_kind=u.alert_kind,
                 device_id=u.device_id,
+                commune=u.commune,
                 status=u.status,
                 attempts=u.attempts,
                 created_ms=u.created_ms,
@@ -93,9 +102,9 @@ def _listed(db: Session) -> list[UndeliveredOut]:
     return out
 
 
-def undelivered_count(db: Session) -> int:
-    """For the alerts page's link."""
-    return len(webhooks.undelivered(db))
+def undelivered_count(db: Session, commune: str | None) -> int:
+    """For the alerts page's link: what ``commune``'s technician sees."""
+    return len(webhooks.undelivered(db, commune=commune))
 
 
 @router.get(
@@ -105,27 +114,31 @@ def undelivered_count(db: Session) -> int:
     responses=ERRORS,
 )
 def api_undelivered(db: DbSession, who: Technician) -> list[UndeliveredOut]:
-    """Deliveries still retrying after a failure, and those given up; newest first."""
-    return _listed(db)
+    """Deliveries still retrying after a failure, and those given up; newest first. A
+    commune user's: those owed to their commune's webhook."""
+    return _listed(db, who.commune)
 
 
 @router.post(
     "/api/webhooks/{delivery_id}/retry",
     response_model=list[UndeliveredOut],
     tags=["alerts"],
-    responses=error_responses(401, 403, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 def api_retry(
     request: Request, db: DbSession, who: Technician, delivery_id: DeliveryId
 ) -> list[UndeliveredOut]:
     """Send a given-up delivery again, from its first attempt; answers what is still owed."""
     _retry(request, db, who, delivery_id)
-    return _listed(db)
+    return _listed(db, who.commune)
 
 
 def _retry(request: Request, db: Session, who: Principal, delivery_id: int) -> None:
     state = app_state(request)
     now = state.now_ms()
+    found, commune = webhooks.owed_to(db, delivery_id)
+    if not found or not tenancy.sees(who.commune, commune):
+        raise i18n.Refusal(404, "webhooks.not_found", id=delivery_id)
     if not webhooks.retry(db, delivery_id, now):
         db.rollback()
         raise i18n.Refusal(409, "webhooks.not_failed", id=delivery_id)
@@ -138,7 +151,7 @@ def _retry(request: Request, db: Session, who: Principal, delivery_id: int) -> N
 
 @router.get("/alerts/webhooks", response_class=HTMLResponse, include_in_schema=False)
 def undelivered_page(request: Request, db: DbSession, who: Technician) -> Response:
-    return render(request, "webhooks.html", deliveries=_listed(db))
+    return render(request, "webhooks.html", deliveries=_listed(db, who.commune))
 
 
 @router.post("/alerts/webhooks/{delivery_id}/retry", include_in_schema=False)
