@@ -113,6 +113,7 @@ class Kiosk:
         # counter -> the number its call lost to another kiosk's counter during a cut, until
         # it calls again (shown on its page)
         self.taken: dict[int, dict[str, Any]] = {}
+        self._told_pending: list[str] = []  # the held tickets the last printer.status named
         self.officers = Officers(
             cfg.officers,
             cfg.counters,
@@ -147,7 +148,7 @@ class Kiosk:
             poll_s=cfg.status_poll_s,
             on_status=self._printer_status,
             on_activity=self._activity,
-            on_printed=lambda _t: self.changes.bump(),
+            on_printed=self._printed,
             on_unprintable=lambda _t, _why: self._printer_status(self.printer.status),
         )
         self.panel: ButtonPanel | None = None
@@ -266,17 +267,26 @@ class Kiosk:
         elif isinstance(body, TicketServed | TicketSkipped | TicketTransferred):
             self.caller.moved_on(body.ticket_id)  # its call, if not said yet, is not
 
+    def _printed(self, ticket: Ticket) -> None:
+        """A held ticket printed at last: told again, so that the controller does not go on
+        showing it as owed (the printer's state itself did not change)."""
+        if ticket.number in self._told_pending:
+            self._printer_status(self.printer.status)
+        else:
+            self.changes.bump()
+
     def _printer_status(self, status: PrinterStatus | None) -> None:
         if status is not None:
             extra: dict[str, Any] = {"fault": status.fault} if status.fault else {}
             if self.printer.unprintable:
                 extra["unprintable"] = list(self.printer.unprintable.values())
+            self._told_pending = [t.number for t in self.printer.pending()]
             self._emit(
                 PrinterStatusEvent(
                     online=status.online,
                     paper=status.paper,
                     cover=status.cover,
-                    pending=[t.number for t in self.printer.pending()],
+                    pending=self._told_pending,
                     state=status.state,
                     **extra,
                 )

@@ -77,7 +77,9 @@ class Probe:
             self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain)))
             self._cond.notify_all()
 
-    def wait_for(self, pred: Callable[[Received], bool], timeout: float = 20.0) -> Received:
+    # the waits' defaults are generous: they return at the message, and a shared 2-core CI
+    # machine under load can take tens of seconds to start an agent and hear from it
+    def wait_for(self, pred: Callable[[Received], bool], timeout: float = 60.0) -> Received:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -89,7 +91,7 @@ class Probe:
                     raise AssertionError(f"no matching message within {timeout} s")
                 self._cond.wait(left)
 
-    def wait_until(self, check: Callable[[list[Received]], bool], timeout: float = 30.0) -> None:
+    def wait_until(self, check: Callable[[list[Received]], bool], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not check(self.messages):
@@ -102,7 +104,7 @@ class Probe:
         with self._cond:
             return [m for m in self.messages if m.topic == topic]
 
-    def wait_on(self, topic: str, count: int, timeout: float = 30.0) -> list[Received]:
+    def wait_on(self, topic: str, count: int, timeout: float = 60.0) -> list[Received]:
         """What came on ``topic`` once at least ``count`` messages have: the probe's own
         delivery lags the controller's return on a loaded machine."""
         self.wait_until(lambda ms: sum(m.topic == topic for m in ms) >= count, timeout)
@@ -114,12 +116,12 @@ class Probe:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(10)
 
-    def ack_for(self, device: str, cmd_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    def ack_for(self, device: str, cmd_id: str, timeout: float = 60.0) -> dict[str, Any]:
         topic = f"xaso/dev/{device}/ack"
         msg = self.wait_for(lambda m: m.topic == topic and m.json().get("cmd") == cmd_id, timeout)
         return msg.json()  # type: ignore[no-any-return]
 
-    def status_is(self, device: str, state: str, after: int = 0, timeout: float = 20.0) -> None:
+    def status_is(self, device: str, state: str, after: int = 0, timeout: float = 60.0) -> None:
         topic = f"xaso/dev/{device}/status"
         self.wait_for(
             lambda m: m.topic == topic and m.json()["state"] == state and m.json()["ts"] >= after,

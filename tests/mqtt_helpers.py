@@ -48,7 +48,7 @@ def connect(
     password: str | None,
     client_id: str | None = None,
     *,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> paho.Client:
     """A connected client with its network loop running; close it with ``close``.
 
@@ -88,7 +88,7 @@ def publish(
     *,
     qos: int = 1,
     retain: bool = False,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> None:
     """Publish and wait for the broker's PUBACK (QoS 1): what follows is ordered after it."""
     info = client.publish(topic, payload, qos=qos, retain=retain)
@@ -111,7 +111,7 @@ class Collector:
         topics: str | Sequence[str],
         *,
         qos: int = 1,
-        timeout: float = 10.0,
+        timeout: float = 30.0,
     ) -> None:
         self.client = client
         self.topics = [topics] if isinstance(topics, str) else list(topics)
@@ -143,7 +143,7 @@ class Collector:
             self.messages.append(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
             self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[Message], bool], timeout: float = 10.0) -> Message:
+    def wait_for(self, predicate: Callable[[Message], bool], timeout: float = 30.0) -> Message:
         """The first recorded message that matches, waiting for it if need be."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -158,7 +158,7 @@ class Collector:
                 self._cond.wait(left)
 
     def wait_topic(
-        self, topic: str, payload: bytes | None = None, timeout: float = 10.0
+        self, topic: str, payload: bytes | None = None, timeout: float = 30.0
     ) -> Message:
         return self.wait_for(
             lambda m: m.topic == topic and (payload is None or m.payload == payload), timeout

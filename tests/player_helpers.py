@@ -73,7 +73,7 @@ class Events:
             return [b for t, b in self.items if t == event_type and key in (None, b.get("key"))]
 
     def wait(
-        self, event_type: str, key: str | None = None, count: int = 1, timeout_s: float = 10
+        self, event_type: str, key: str | None = None, count: int = 1, timeout_s: float = 30
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         with self._cond:

@@ -20,7 +20,7 @@ from kiosk.virtual_printer import VirtualPrinter
 Events = list[tuple[str, dict[str, Any]]]
 
 
-def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+def until(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
     """Wait for a condition the kiosk's threads bring about (never a timing assertion)."""
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -81,8 +81,10 @@ def test_paper_out_keeps_the_number_and_reprints_it(
     assert b"B001" in texts(ticket)
     until(lambda: kiosk.printer_view()["pending"] == [])
     back = [b for t, b in events if t == "printer.status"]
-    assert [b["paper"] for b in back] == ["ok", "out", "ok"]
+    assert [b["paper"] for b in back] == ["ok", "out", "ok", "ok"]
     assert back[1]["online"] is False
+    # paper back: told at once with B001 still owed, and again once it is printed
+    assert [b["pending"] for b in back[2:]] == [["B001"], []]
 
 
 def test_a_ticket_issued_before_a_restart_is_printed_at_start(

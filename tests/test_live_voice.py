@@ -204,7 +204,6 @@ def assert_voice(x: np.ndarray, min_tones: int) -> None:
     assert follows >= min_tones - 1, seq
 
 
-
 def ended(rig: StreamRig, timeout_s: float = 60) -> list[Any]:
     """The session's end in the audit log, once written: after the recording is kept,
     which a loaded machine may take a while to do after the page says it ended."""

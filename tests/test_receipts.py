@@ -301,8 +301,9 @@ def test_two_replicas_receipt_what_they_stored_and_a_duplicate_again(
         eventually(lambda d=device: set(receipted(d)) == set(sent[d]), what=f"{device} receipted")
         # each device reads its own receipts (its own connection: it may lag the witness)
         eventually(
-            lambda r=reader, d=device: {i for m in list(r.messages) for i in m.json()["ids"]}
-            == set(sent[d]),
+            lambda r=reader, d=device: (
+                {i for m in list(r.messages) for i in m.json()["ids"]} == set(sent[d])
+            ),
             what=f"{device} read its receipts",
         )
     assert all(r.stats.receipts > 0 for r in replicas)  # both replicas took a share

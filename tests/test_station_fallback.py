@@ -69,9 +69,11 @@ def test_an_unreachable_station_airs_its_fallback_then_the_stream_when_it_comes(
     assert changes[0] is True and not amp.is_on  # on for the fallback, off after
     assert started["skipped_ms"] >= QUICK.dead_air_s * 1000 - 100  # it waited for the stream
     assert finished["outcome"] == "completed"
-    (gap,) = finished["gaps"]
+    gap, *stalls = finished["gaps"]  # a loaded machine may stall the stream's decoder too
     assert gap["reason"] == UNREACHABLE and gap["offset_ms"] == 0 and gap["length_ms"] > 1_000
-    assert abs(finished["relayed_ms"] + gap["length_ms"] - finished["played_ms"]) < 100
+    assert all(s["offset_ms"] >= gap["offset_ms"] + gap["length_ms"] for s in stalls)
+    missing = sum(g["length_ms"] for g in finished["gaps"])
+    assert abs(finished["relayed_ms"] + missing - finished["played_ms"]) < 100
     assert finished["relayed_ms"] > 1_000  # the stream aired once it came
     _, x = rig.recording("vov")
     end = gap["length_ms"] / 1000
