@@ -278,6 +278,8 @@ class Player:
             try:
                 if gain != entry.gain_db:
                     self._regain(entry, gain)
+                if isinstance(entry.source, StreamRelay):
+                    entry.source.align(self._heard_at(entry))
                 chunk = entry.source.read(self.chunk_ms / 1000)
             except DecodeError as exc:
                 return "unreadable", str(exc)
@@ -296,6 +298,13 @@ class Player:
             if self.amp is not None and written_at - told_amp > AMP_NEED_MS / 2:
                 told_amp = written_at
                 self.amp.need(written_at + AMP_NEED_MS)
+
+    def _heard_at(self, entry: Entry) -> float:
+        """When the next sample written is heard: on the sink's own timeline (its first
+        write and the samples since) once it has begun, so the stream keeps to it."""
+        if entry.actual_ms is None:
+            return self._now() + self.sink.latency_ms
+        return entry.actual_ms + bytes_to_ms(entry.played_bytes) + self.sink.latency_ms
 
     def _finish(self, entry: Entry, outcome: str, detail: str) -> None:
         source = entry.source

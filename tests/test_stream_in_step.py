@@ -1,0 +1,206 @@
+"""Streams in step: every speaker plays one relayed stream's same sample at the same instant.
+
+The end-to-end test runs the real chain: a loopback station, the controller's
+one pull (paced and stamped, controller/radio/stream_source.py), a real
+Icecast, two real agents with WAV sinks, the second told seconds after the
+first. Their recordings are lined up on the sinks' own timestamps (the wall
+instant of each session's first sample, then the sample count), not on the
+test's clock. The pieces below it: Ogg pages and the epoch tag
+(protocol/ogg.py), the pacer, and where the speaker's decoder joins a stream.
+"""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from broadcast.audio.timed_stream import OggFeed
+from controller.radio.relay_stations import StationInput
+from controller.radio.stream_source import Pacer, TooLate
+from controller.radio.streams import opus_ogg_args
+from controller.radio.targets import Target
+from controller.site.directory import Site
+from protocol.ogg import PageReader, epoch_of, opus_pre_skip, sample_instant_ms, with_epoch
+from tests.audio_helpers import sink_timeline, skew_ms
+from tests.stream_helpers import StreamRig
+from tests.stream_station import Station as LoopbackStation
+from tests.test_station_relays_e2e import play_event
+
+SKEW_MS = 5.0  # each speaker keeps within 2 ms of the timeline (relay.STEP_TOLERANCE_MS)
+
+
+def _noise_ogg(path: Path, seconds: int = 6) -> bytes:
+    argv = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi"]
+    argv += ["-i", f"anoisesrc=d={seconds}:c=pink:r=48000:a=0.3", *opus_ogg_args("audio")]
+    subprocess.run([*argv, "-f", "ogg", str(path)], check=True, timeout=60)
+    return path.read_bytes()
+
+
+def _decode(ogg: bytes) -> np.ndarray:
+    argv = ["ffmpeg", "-nostdin", "-v", "error", "-f", "ogg", "-i", "pipe:0"]
+    out = subprocess.run([*argv, "-f", "s16le", "-ac", "1", "pipe:1"], input=ogg,
+                         capture_output=True, check=True, timeout=60).stdout  # fmt: skip
+    return np.frombuffer(out, dtype="<i2").astype(np.float64)
+
+
+def test_pages_read_back_as_written_and_the_epoch_rides_in_the_tags(tmp_path: Path) -> None:
+    raw = _noise_ogg(tmp_path / "n.ogg")
+    pages = PageReader().feed(b"junk" + raw)
+    assert b"".join(p.to_bytes() for p in pages) == raw  # byte for byte, CRCs and all
+    head, tags = pages[0], pages[1]
+    assert head.bos and opus_pre_skip(head.packets()[0]) == 312
+    assert epoch_of(tags.packets()[0]) is None
+    stamped = with_epoch(with_epoch(tags, 1), 1_765_000_000_123)
+    assert epoch_of(stamped.packets()[0]) == 1_765_000_000_123  # the earlier one replaced
+    again = PageReader().feed(head.to_bytes() + stamped.to_bytes())[1]
+    assert again == stamped  # its CRC is right: read back, not skipped
+    whole = _decode(raw)
+    with_tag = _decode(b"".join(p.to_bytes() for p in [head, stamped, *pages[2:]]))
+    assert np.array_equal(whole, with_tag)  # ffmpeg decodes the stamped stream the same
+    assert sample_instant_ms(1000, 48_000) == 2000
+
+
+def test_the_pacer_stamps_the_first_audio_page_as_now_and_holds_what_comes_early(
+    tmp_path: Path,
+) -> None:
+    raw = _noise_ogg(tmp_path / "n.ogg")
+    now = [10_000.0]
+    out: list[tuple[float, bytes]] = []
+
+    def sleep(s: float) -> None:
+        now[0] += s * 1000
+
+    pacer = Pacer(lambda b: out.append((now[0], b)), delay_ms=1000, clock=lambda: now[0],
+                  sleep=sleep)  # fmt: skip
+    pacer.feed(raw)  # all at once, as a station's burst: it leaves in real time
+    pages = PageReader().feed(b"".join(b for _, b in out))
+    first = pages[2].granule - 312
+    assert pacer.anchor_ms == 10_000 - first / 48
+    assert epoch_of(pages[1].packets()[0]) == round(pacer.anchor_ms + 1000)
+    sent = [t for t, b in out[1:]]
+    assert all(t == pytest.approx(pacer.anchor_ms + (p.granule - 312) / 48)
+               for t, p in zip(sent, pages[2:], strict=True))  # fmt: skip
+    late = Pacer(lambda b: None, late_ms=500, clock=lambda: now[0], sleep=sleep)
+    late.feed(raw[: len(raw) // 3])
+    now[0] += 2000  # the input stalls for two seconds
+    with pytest.raises(TooLate):
+        late.feed(raw[len(raw) // 3 :])
+
+
+class _Served:
+    """Bytes on loopback HTTP, once, as Icecast gives a late listener: headers, then a page."""
+
+    def __init__(self, body: bytes) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/ogg")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/live.ogg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_speaker_joining_mid_stream_knows_the_stream_sample_of_its_first_sample(
+    tmp_path: Path,
+) -> None:
+    raw = _noise_ogg(tmp_path / "n.ogg")
+    pages = PageReader().feed(raw)
+    head, tags = pages[0], with_epoch(pages[1], 5_000)
+    # joined at page 20: what came before it is unknown, so it starts at page 21
+    served = _Served(b"".join(p.to_bytes() for p in [head, tags, *pages[20:]]))
+    feed = OggFeed("ffmpeg", served.url, authorization="Basic eDp5", gain_db=0.0)
+    try:
+        deadline = time.monotonic() + 60
+        while not feed.eof:
+            assert time.monotonic() < deadline, "the feed did not end"
+            feed.fill(1 << 22, 1.0)
+        assert feed.epoch_ms == 5_000 and feed.first_sample == pages[20].granule
+        assert feed.instant_ms() == sample_instant_ms(5_000, pages[20].granule)
+        got = np.frombuffer(feed.take(1 << 22), dtype="<i2").astype(np.float64)
+    finally:
+        feed.close()
+        served.server.shutdown()
+    whole = _decode(raw)
+    start = feed.first_sample
+    assert start is not None and len(got) > 48_000
+    seg = got[9600 : 9600 + 24_000]  # past the decoder's first packets, which converge
+
+    def at(lag: int) -> np.ndarray:
+        return whole[start + 9600 + lag : start + 9600 + lag + 24_000]
+
+    scores = [float(np.dot(seg, at(lag))) for lag in range(-200, 201)]
+    assert int(np.argmax(scores)) - 200 == 0  # to the sample: where it says it is
+    assert np.corrcoef(seg, at(0))[0, 1] > 0.99
+    assert len(got) == len(whole) - start  # to the stream's last sample
+
+
+@pytest.fixture
+def rig(tmp_path: Path, site: Site, broker: Any, database_url: str) -> Iterator[StreamRig]:
+    r = StreamRig(tmp_path, database_url, site, broker.port)
+    state = r.app.state.xaso
+    state.fleet.sync_registry()
+    deadline = time.monotonic() + 30
+    while not state.station.connected:
+        assert time.monotonic() < deadline, "the station did not connect"
+        time.sleep(0.05)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def vov(tmp_path: Path) -> Iterator[LoopbackStation]:
+    (tmp_path / "radio").mkdir()
+    s = LoopbackStation(tmp_path / "radio", noise=True)
+    s.set("noise")
+    yield s
+    s.close()
+
+
+def test_two_speakers_play_one_relay_in_step_though_one_joins_seconds_later(
+    rig: StreamRig, fleet: Any, probe: Any, vov: LoopbackStation, tmp_path: Path
+) -> None:
+    station = rig.app.state.xaso.station
+    made = station.stations.create(StationInput(name="VOV1", url=vov.url), by="bt")
+    devices = ("loa-1", "loa-2")
+    for device in devices:
+        fleet.spawn(
+            device,
+            sections={"speaker": {"sink": "wav", "wav_dir": str(tmp_path / "played" / device)}},
+        )
+    for device in devices:
+        probe.status_is(device, "online")
+    stream = station.stations.stream_for(made.id, 60, station.clip_base_url)
+    keys = {}
+    for device, seconds in (("loa-1", 30), ("loa-2", 22)):
+        relay = stream.model_copy(update={"duration_s": seconds})
+        keys[device] = station.broadcasting.relay_now(
+            [Target("device", device)], relay, by="bt", level="normal", label="VOV1",
+            approved=True,
+        ).id  # fmt: skip
+        if device == "loa-1":
+            play_event(probe, device, "play.started", keys[device])
+            time.sleep(6)  # the second speaker is told seconds later, into the same pull
+    for device in devices:
+        body = play_event(probe, device, "play.finished", keys[device], timeout=120)
+        assert body["outcome"] == "completed" and body["relayed_ms"] > 15_000, (device, body)
+    assert vov.most_listening == 1  # one pull, one encode: one timeline
+    first, late = (sink_timeline(tmp_path / "played" / d) for d in devices)
+    assert late[0] - first[0] > 4_000  # it did join later
+    for second in (3, 8, 14):  # along the late one's play
+        lag, alike = skew_ms(first, late, late[0] + second * 1000)
+        assert alike > 0.9, (second, alike)  # the same audio there
+        assert abs(lag) <= SKEW_MS, (second, lag)
