@@ -150,7 +150,9 @@ def skew_ms(
     if i < 0 or j < 0 or i + n > len(a[1]) or j + n + 2 * reach > len(b[1]):
         raise ValueError(f"the sinks do not both hold {window_ms} ms around {at_ms}")
     ref, other = a[1][i : i + n], b[1][j : j + n + 2 * reach]
-    scores = np.correlate(other, ref, mode="valid")
+    size = 1 << (len(other) + n).bit_length()  # by FFT: a wide search stays cheap
+    spectrum = np.fft.rfft(other, size) * np.conj(np.fft.rfft(ref, size))
+    scores = np.fft.irfft(spectrum, size)[: len(other) - n + 1]
     best = int(np.argmax(scores))
     match = other[best : best + n]
     alike = float(scores[best] / (np.linalg.norm(ref) * np.linalg.norm(match) or 1.0))

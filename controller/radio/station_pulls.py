@@ -3,7 +3,9 @@
 While a relay of a station is on air (a relay now, or a schedule entry's
 occurrence) the controller runs one ffmpeg that pulls the station's own URL
 and encodes it once to Opus/Ogg (controller/radio/streams.py, as live voice
-does) into the site's mount of it (``relay_stations.station_mount``). The
+does) into the site's mount of it (``relay_stations.station_mount``), paced
+by the wall clock and stamped with the instant the speakers play it
+(controller/radio/stream_source.py), so that they play it in step. The
 speakers pull that mount with their own credentials, so a province's speakers
 open one connection to VOV, not one each. The pull starts ``PULL_LEAD_MS``
 before the occurrence (the speakers connect ahead of it) and is restarted,
