@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from broadcast.audio.relay import StreamRelay
 from broadcast.audio.timed_stream import OggFeed
 from controller.radio.relay_stations import StationInput
 from controller.radio.stream_source import Pacer, TooLate
@@ -146,6 +147,75 @@ def test_a_speaker_joining_mid_stream_knows_the_stream_sample_of_its_first_sampl
     assert int(np.argmax(scores)) - 200 == 0  # to the sample: where it says it is
     assert np.corrcoef(seg, at(0))[0, 1] > 0.99
     assert len(got) == len(whole) - start  # to the stream's last sample
+
+
+def _relay_of(served: _Served, faults: list[str]) -> StreamRelay:
+    """A relay of the served mount, connected and its timeline known."""
+    relay = StreamRelay(served.url, 3000, authorization="Basic eDp5",
+                        on_fault=lambda reason, detail: faults.append(reason))  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not relay.prefetch(200, 1.0):
+        assert time.monotonic() < deadline, relay.last_error
+    return relay
+
+
+def _played(relay: StreamRelay, heard_at: float, ms: float) -> np.ndarray:
+    """What the relay gives for ``ms`` when its first sample is heard at ``heard_at``, each
+    chunk told where the sink's timeline is, as the player does."""
+    out = b""
+    while len(out) < ms * 96:
+        relay.align(heard_at + len(out) / 96)
+        chunk = relay.read(5.0)
+        assert chunk is not None
+        out += chunk
+    return np.frombuffer(out, dtype="<i2").astype(np.float64)
+
+
+def _lag(got: np.ndarray, whole: np.ndarray, at: int) -> int:
+    """Where in ``whole`` the stretch of ``got`` from 0.2 s in is, less ``at`` + 0.2 s."""
+    seg = got[9600:33_600]
+    scores = [float(np.dot(seg, whole[at + 9600 + d : at + 33_600 + d])) for d in range(-480, 481)]
+    return int(np.argmax(scores)) - 480
+
+
+@pytest.mark.parametrize("heard_ms", [-100, 0, 400])
+def test_a_relay_gives_silence_up_to_the_streams_instant_and_drops_what_is_past(
+    tmp_path: Path, heard_ms: int
+) -> None:
+    raw = _noise_ogg(tmp_path / "n.ogg")
+    pages = PageReader().feed(raw)
+    served = _Served(b"".join(p.to_bytes() for p in [pages[0], with_epoch(pages[1], 5_000),
+                                                     *pages[20:]]))  # fmt: skip
+    faults: list[str] = []
+    relay = _relay_of(served, faults)
+    first = pages[20].granule  # the stream sample it starts at (page 20 skipped)
+    try:
+        got = _played(relay, sample_instant_ms(5_000, first) + heard_ms, 1500)
+    finally:
+        relay.close()
+        served.server.shutdown()
+    lead = max(0, -heard_ms) * 48
+    assert not got[:lead].any() and got[lead : lead + 480].any()  # silence, then the audio
+    want = first + max(0, heard_ms) * 48  # due when the first sample is heard
+    assert _lag(got[lead:], _decode(raw), want) == 0
+    assert faults == []
+
+
+def test_a_timeline_too_far_from_the_speakers_clock_plays_as_joined(tmp_path: Path) -> None:
+    raw = _noise_ogg(tmp_path / "n.ogg")
+    pages = PageReader().feed(raw)
+    served = _Served(b"".join(p.to_bytes() for p in [pages[0], with_epoch(pages[1], 5_000),
+                                                     *pages[20:]]))  # fmt: skip
+    faults: list[str] = []
+    relay = _relay_of(served, faults)
+    try:
+        far = sample_instant_ms(5_000, pages[20].granule) + 3_600_000  # an hour off
+        got = _played(relay, far, 1000)
+    finally:
+        relay.close()
+        served.server.shutdown()
+    assert faults == ["clock"]
+    assert _lag(got, _decode(raw), pages[20].granule) == 0  # from where it joined
 
 
 @pytest.fixture

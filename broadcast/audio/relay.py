@@ -66,6 +66,9 @@ UNREACHABLE = "unreachable"  # no audio came for dead_air_s from the start: the 
 FALLBACK_PASSES = 1000  # the fallback clip loops for as long as a gap lasts
 DIRECT_AFTER = 2  # failed attempts in a row on the site's mount before the station's own URL
 STEP_TOLERANCE_MS = 2.0  # further than this from the stream's timeline: dropped or padded
+# a timeline this far from the sink's at first sight is wrong (the controller's clock or
+# this speaker's): the stream plays as joined, and an ``audio.fault`` ``clock`` says why
+STEP_TRUST_MS = 15_000.0
 
 
 class DeadAir(DecodeError):
@@ -241,7 +244,8 @@ class StreamRelay:
         ff = self._ff
         if ff is None:
             return None
-        if isinstance(ff, OggFeed) and ff.instant_ms() is not None and self._heard_at is not None:
+        if self._keeps_step(ff):
+            assert isinstance(ff, OggFeed)
             self._buffering = False  # its buffer is the play-out delay before its instants
             data = self._in_step(ff, want, timeout_s)
             if data is not None:
@@ -259,6 +263,24 @@ class StreamRelay:
         elif not self._buffering:
             self._buffering = True  # ran dry: refill before playing on
         return None
+
+    def _keeps_step(self, ff: FfmpegPipe) -> bool:
+        """Whether ``ff`` plays on its timeline: it has one, and the clocks agree on it."""
+        if not isinstance(ff, OggFeed) or self._heard_at is None or ff.off_clock:
+            return False
+        instant = ff.instant_ms()
+        if instant is None:
+            return False
+        if not ff.clock_checked:
+            ff.clock_checked = True
+            off = self._heard_at - instant
+            if abs(off) > STEP_TRUST_MS:
+                ff.off_clock = True
+                why = f"the stream's timeline is {off / 1000:+.1f} s from this speaker's clock"
+                log.warning("stream %s: %s; played as joined", self.url, why)
+                self._on_fault("clock", why)
+                return False
+        return True
 
     def _aired(self, data: bytes) -> bytes | None:
         """The stream's audio as it airs, or None once it has been silent for ``dead_air_s``."""

@@ -40,6 +40,8 @@ class OggFeed(FfmpegPipe):
         self.epoch_ms: int | None = None
         self.first_sample: int | None = None  # the stream sample of the first PCM byte out
         self.error = ""
+        self.clock_checked = False  # the relay has compared the timeline with its sink's
+        self.off_clock = False  # ... and found it too far off to be right: played as joined
         self._taken = 0  # PCM bytes taken so far
         self._closing = False
         self._thread = threading.Thread(target=self._fetch, name="ogg-feed", daemon=True)
