@@ -9,6 +9,10 @@ own timestamps (first sample's wall instant, then the sample count) by
 cross-correlation, in 200 ms windows every 250 ms of their common stretch;
 the skew is the lag of best match.
 
+With ``--link-ms LOW HIGH`` each speaker reaches Icecast through its own
+tests/lossy_link.py proxy, every chunk held LOW to HIGH ms (a countryside 4G
+link; 0 0: straight to Icecast).
+
 Two modes in the same run: ``in step`` (the site's mount read by the speaker,
 broadcast/audio/timed_stream.py) and, as the baseline, ``as joined``: the same
 mount pulled by ffmpeg with the credentials in the URL, which is how a speaker
@@ -18,7 +22,7 @@ Clock sync: every speaker here runs on one host, one clock, so the figure is
 the method's own error. In the field each Pi adds its clock's offset from the
 others (chrony over a LAN: well under 1 ms; over 4G: a few ms).
 
-    .venv/bin/python -m bench.stream_skew --speakers 5 --seconds 20
+    .venv/bin/python -m bench.stream_skew --speakers 5 --seconds 20 --link-ms 100 600
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI
@@ -44,6 +49,7 @@ from controller.radio.streams import LISTENER_AUTH_PATH, StreamServer, listener_
 from protocol.events import Body
 from tests.audio_helpers import sink_timeline, skew_ms
 from tests.http_helpers import serve
+from tests.lossy_link import LossyLink
 from tests.stream_station import Station
 
 USER, PASSWORD = "loa-bench", "mat-khau-loa"
@@ -71,19 +77,36 @@ def mount(work: Path) -> Iterator[tuple[StreamServer, StationPull]]:
             station.close()
 
 
-def play(
-    work: Path, url: str, auth: str | None, *, n: int, stagger_s: float, seconds: float
-) -> None:
+@contextmanager
+def links(streams: StreamServer, n: int, link_ms: list[float]) -> Iterator[list[str]]:
+    """Each speaker's way to Icecast (host:port): its own delaying link, or none."""
+    server = urlsplit(streams.url)
+    assert server.hostname is not None and server.port is not None
+    if not any(link_ms):
+        yield [server.netloc] * n
+        return
+    made = [LossyLink(server.hostname, server.port, seed=i, latency_ms=(link_ms[0], link_ms[1]))
+            for i in range(n)]  # fmt: skip
+    try:
+        yield [f"127.0.0.1:{link.start().port}" for link in made]
+    finally:
+        for link in made:
+            link.close()
+
+
+def play(work: Path, urls: list[str], auth: str | None, stagger_s: float, seconds: float) -> None:
+    """Speaker ``i`` relays ``urls[i]``, told ``stagger_s`` after the one before; all end
+    together."""
     done = threading.Semaphore(0)
 
     def on_event(body: Body) -> None:
         if body.TYPE in ("play.finished", "play.missed"):
             done.release()
 
-    players = []
-    for i in range(n):
+    players, n = [], len(urls)
+    for i, url in enumerate(urls):
         player = Player(WavFileSink(work / f"loa-{i}"), on_event=on_event)
-        length_ms = int((seconds + (n - 1 - i) * stagger_s) * 1000)  # all end together
+        length_ms = int((seconds + (n - 1 - i) * stagger_s) * 1000)
         player.submit(PlayRequest(f"relay-{i}", "command", 2, length_ms, stream_url=url,
                                   stream_auth=auth))  # fmt: skip
         players.append(player)
@@ -94,17 +117,21 @@ def play(
         player.close()
 
 
-def skews(work: Path, n: int) -> list[float]:
+def skews(work: Path, n: int) -> tuple[list[float], int]:
+    """Every window's skew against the first speaker, and how many windows had no match
+    (a gap in either recording)."""
     lines = [sink_timeline(work / f"loa-{i}") for i in range(n)]
     start = max(t for t, _ in lines) + 2500  # into the last one's play, past the search
     end = min(t + len(s) / 48 for t, s in lines) - 2500
-    out = []
+    out, unmatched = [], 0
     for k in range(1, n):
         for at in np.arange(start, end - 200, 250):
             lag, alike = skew_ms(lines[0], lines[k], float(at), window_ms=200, search_ms=2000)
-            if alike > 0.5:  # the same audio (a gap in either: no match to read)
+            if alike > 0.5:
                 out.append(abs(lag))
-    return out
+            else:
+                unmatched += 1
+    return out, unmatched
 
 
 def main() -> None:
@@ -112,28 +139,25 @@ def main() -> None:
     parser.add_argument("--speakers", type=int, default=5)
     parser.add_argument("--stagger-s", type=float, default=1.5)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--link-ms", type=float, nargs=2, default=[100, 600])
     args = parser.parse_args()
     token = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    print(f"{'mode':10} {'windows':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    print(f"{'mode':10} {'windows':>7} {'no match':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "radio").mkdir()
-        with mount(work) as (streams, pull):
-            url = streams.listener_url(pull.mount)
-            plain = url.replace("http://", f"http://{USER}:{PASSWORD}@")
-            for mode, where, auth in (("in step", url, token), ("as joined", plain, None)):
+        with mount(work) as (streams, pull), links(streams, args.speakers, args.link_ms) as ways:
+            mount_url = streams.listener_url(pull.mount)
+            urls = [mount_url.replace(urlsplit(mount_url).netloc, way) for way in ways]
+            plain = [u.replace("http://", f"http://{USER}:{PASSWORD}@") for u in urls]
+            for mode, where, auth in (("in step", urls, token), ("as joined", plain, None)):
                 out = work / mode.replace(" ", "-")
-                play(
-                    out,
-                    where,
-                    auth,
-                    n=args.speakers,
-                    stagger_s=args.stagger_s,
-                    seconds=args.seconds,
-                )
-                lags = np.array(skews(out, args.speakers))
+                play(out, where, auth, args.stagger_s, args.seconds)
+                found, unmatched = skews(out, args.speakers)
+                lags = np.array(found)
                 p50, p99 = np.percentile(lags, [50, 99]) if len(lags) else (np.nan, np.nan)
-                print(f"{mode:10} {len(lags):7d} {p50:7.2f} {p99:7.2f} {lags.max():7.2f}")
+                figures = f"{p50:7.2f} {p99:7.2f} {lags.max():7.2f}"
+                print(f"{mode:10} {len(lags):7d} {unmatched:8d} {figures}")
 
 
 if __name__ == "__main__":
