@@ -3,10 +3,11 @@
 The end-to-end test runs the real chain: a loopback station, the controller's
 one pull (paced and stamped, controller/radio/stream_source.py), a real
 Icecast, two real agents with WAV sinks, the second told seconds after the
-first. Their recordings are lined up on the sinks' own timestamps (the wall
-instant of each session's first sample, then the sample count), not on the
-test's clock. The pieces below it: Ogg pages and the epoch tag
-(protocol/ogg.py), the pacer, and where the speaker's decoder joins a stream.
+first and reaching Icecast through a slow link. Their recordings are lined up
+on the sinks' own timestamps (the wall instant of each session's first
+sample, then the sample count), not on the test's clock. The pieces below
+it: Ogg pages and the epoch tag (protocol/ogg.py), the pacer, where the
+speaker's decoder joins a stream, and the relay's keeping to the timeline.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -31,6 +33,7 @@ from controller.radio.targets import Target
 from controller.site.directory import Site
 from protocol.ogg import PageReader, epoch_of, opus_pre_skip, sample_instant_ms, with_epoch
 from tests.audio_helpers import sink_timeline, skew_ms
+from tests.lossy_link import LossyLink
 from tests.stream_helpers import StreamRig
 from tests.stream_station import Station as LoopbackStation
 from tests.test_station_relays_e2e import play_event
@@ -254,9 +257,15 @@ def test_two_speakers_play_one_relay_in_step_though_one_joins_seconds_later(
     for device in devices:
         probe.status_is(device, "online")
     stream = station.stations.stream_for(made.id, 60, station.clip_base_url)
+    # the late one's link to Icecast holds every chunk 200-400 ms, as a 4G link: joined
+    # where it is, it would play that far behind (bench/stream_skew.py "as joined")
+    server = urlsplit(rig.streams.url)
+    assert server.hostname is not None and server.port is not None
+    link = LossyLink(server.hostname, server.port, seed=13, latency_ms=(200.0, 400.0)).start()
+    slow = stream.url.replace(server.netloc, f"127.0.0.1:{link.port}")
     keys = {}
-    for device, seconds in (("loa-1", 30), ("loa-2", 22)):
-        relay = stream.model_copy(update={"duration_s": seconds})
+    for device, seconds, url in (("loa-1", 30, stream.url), ("loa-2", 22, slow)):
+        relay = stream.model_copy(update={"duration_s": seconds, "url": url})
         keys[device] = station.broadcasting.relay_now(
             [Target("device", device)], relay, by="bt", level="normal", label="VOV1",
             approved=True,
@@ -264,9 +273,13 @@ def test_two_speakers_play_one_relay_in_step_though_one_joins_seconds_later(
         if device == "loa-1":
             play_event(probe, device, "play.started", keys[device])
             time.sleep(6)  # the second speaker is told seconds later, into the same pull
-    for device in devices:
-        body = play_event(probe, device, "play.finished", keys[device], timeout=120)
-        assert body["outcome"] == "completed" and body["relayed_ms"] > 15_000, (device, body)
+    try:
+        for device in devices:
+            body = play_event(probe, device, "play.finished", keys[device], timeout=120)
+            assert body["outcome"] == "completed" and body["relayed_ms"] > 15_000, (device, body)
+    finally:
+        link.close()
+    assert link.counts["accepted"] >= 1  # the late one came through its slow link
     assert vov.most_listening == 1  # one pull, one encode: one timeline
     first, late = (sink_timeline(tmp_path / "played" / d) for d in devices)
     assert late[0] - first[0] > 4_000  # it did join later
