@@ -246,13 +246,7 @@ class StreamRelay:
             return None
         if self._keeps_step(ff):
             assert isinstance(ff, OggFeed)
-            self._buffering = False  # its buffer is the play-out delay before its instants
-            data = self._in_step(ff, want, timeout_s)
-            if data is not None:
-                return self._aired(data)
-            if ff.eof and not ff.buffered:
-                self._dropped()
-            return None
+            return self._in_step(ff, want, timeout_s)
         ff.fill(self._jitter if self._buffering else want, 0 if self._buffering else timeout_s)
         if self._buffering and (ff.buffered >= min(self._jitter, self.remaining_bytes) or ff.eof):
             self._buffering = False
@@ -298,19 +292,32 @@ class StreamRelay:
 
     def _in_step(self, ff: OggFeed, want: int, timeout_s: float) -> bytes | None:
         """The stream's audio due at ``_heard_at``: what is past is dropped, and silence
-        leads up to what is not yet due; None if the audio due has not come."""
+        leads up to what is not yet due (not the stream's, so not its dead air); None if
+        the audio due has not come. Its buffer is the play-out delay before its instants."""
         assert self._heard_at is not None
+        self._buffering = False
         deadline = time.monotonic() + timeout_s
-        while (late := self._heard_at - (ff.instant_ms() or 0.0)) > STEP_TOLERANCE_MS:
-            behind = ms_to_bytes(late)
+        while (early := self._instant(ff) - self._heard_at) < -STEP_TOLERANCE_MS:
+            behind = ms_to_bytes(-early)
             ff.fill(behind, max(0.0, deadline - time.monotonic()))
             if not ff.buffered:
-                return None
+                break
             ff.take(behind)
-        if -late > STEP_TOLERANCE_MS:
-            return bytes(min(want, ms_to_bytes(-late)))
-        ff.fill(want, max(0.0, deadline - time.monotonic()))
-        return ff.take(want) or None
+        else:
+            if early > STEP_TOLERANCE_MS:
+                return bytes(min(want, ms_to_bytes(early)))
+            ff.fill(want, max(0.0, deadline - time.monotonic()))
+            if ff.buffered:
+                return self._aired(ff.take(want))
+        if ff.eof:
+            self._dropped()
+        return None
+
+    @staticmethod
+    def _instant(ff: OggFeed) -> float:
+        instant = ff.instant_ms()
+        assert instant is not None  # _keeps_step saw it
+        return instant
 
     def _went_dead(self, aired: int) -> None:
         """Silent for ``dead_air_s``: the gap began when the silence did (``aired`` bytes
