@@ -14,7 +14,7 @@ from wherever it is joined, as before.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 EPOCH_TAG = "XASO_EPOCH_MS"
 OPUS_RATE = 48_000  # granule positions of Opus are always 48 kHz
@@ -58,6 +58,7 @@ class Page:
     sequence: int
     segments: tuple[int, ...]  # the lacing values
     body: bytes
+    raw: bytes = field(default=b"", compare=False, repr=False)  # as read, CRC checked
 
     @property
     def bos(self) -> bool:
@@ -74,6 +75,8 @@ class Page:
         return out
 
     def to_bytes(self) -> bytes:
+        if self.raw:
+            return self.raw
         head = _HEADER.pack(
             CAPTURE, 0, self.header_type, self.granule, self.serial, self.sequence, 0,
             len(self.segments),
@@ -116,7 +119,7 @@ class PageReader:
                 del self._buf[:1]  # not a page after all: look for the next one
                 continue
             del self._buf[:end]
-            pages.append(Page(kind, granule, serial, seq, segments, raw[head:]))
+            pages.append(Page(kind, granule, serial, seq, segments, raw[head:], raw))
 
 
 def opus_pre_skip(head: bytes) -> int:
@@ -171,7 +174,7 @@ def with_epoch(tags_page: Page, epoch_ms: int) -> Page:
         body += struct.pack("<I", len(raw)) + raw
     if len(body) >= 255 * 255:
         raise OggError("the OpusTags packet is too long for one page")
-    return replace(tags_page, segments=lacing(len(body)), body=body)
+    return replace(tags_page, segments=lacing(len(body)), body=body, raw=b"")
 
 
 def sample_instant_ms(epoch_ms: float, sample: int) -> float:
