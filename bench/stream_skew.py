@@ -1,11 +1,14 @@
-"""Skew between speakers playing one relayed stream: in step, against joining where it is.
+"""Skew between speakers playing one stream, relayed or live: in step, against as joined.
 
-A loopback station (tests/stream_station.py, pink noise) is pulled once by the
-controller's own StationPull (paced, stamped with its epoch) into a real
-Icecast mount. ``--speakers`` Players, each on its own WavFileSink, relay the
-mount, told ``--stagger-s`` apart (each joins later than the one before).
-Every speaker's recording is lined up against the first one's on the sinks'
-own timestamps (first sample's wall instant, then the sample count) by
+``--streams relay``: a loopback station (tests/stream_station.py, pink noise)
+pulled once by the controller's own StationPull (paced, stamped with its
+epoch) into a real Icecast mount. ``--streams live``: WebM/Opus, what a
+browser's MediaRecorder sends, fed in real time in 100 ms pieces to the
+controller's own LiveEncoder (paced and stamped alike) on a mount of its own.
+``--speakers`` Players, each on its own WavFileSink, play the mount, told
+``--stagger-s`` apart (each joins later than the one before). Every
+speaker's recording is lined up against the first one's on the sinks' own
+timestamps (first sample's wall instant, then the sample count) by
 cross-correlation, in 200 ms windows every 250 ms of their common stretch;
 the skew is the lag of best match.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import subprocess
 import tempfile
 import threading
 import time
@@ -44,6 +48,7 @@ from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import WavFileSink
 from cli.brokers.icecast import Icecast
+from controller.radio.live_voice import LiveEncoder
 from controller.radio.station_pulls import StationPull
 from controller.radio.streams import LISTENER_AUTH_PATH, StreamServer, listener_auth_router
 from protocol.events import Body
@@ -56,25 +61,68 @@ USER, PASSWORD = "loa-bench", "mat-khau-loa"
 
 
 @contextmanager
-def mount(work: Path) -> Iterator[tuple[StreamServer, StationPull]]:
-    """The station pulled into ``/station-1.ogg`` on a real Icecast that admits USER."""
+def server(work: Path) -> Iterator[StreamServer]:
+    """A real Icecast whose mounts admit USER alone, as the controller's listener auth."""
     app = FastAPI()
     app.include_router(listener_auth_router(lambda u, p: (u, p) == (USER, PASSWORD)))
-    station = Station(work / "radio", noise=True)
-    station.set("noise")
     with serve(app) as base:
         icecast = Icecast(work / "icecast", base + LISTENER_AUTH_PATH)
         icecast.start()
-        streams = StreamServer(icecast.url, icecast.source_password)
-        pull = StationPull(1, station.url, streams)
         try:
-            if not pull.on_air.wait(30):
-                raise TimeoutError("the pull never went on air")
-            yield streams, pull
+            yield StreamServer(icecast.url, icecast.source_password)
         finally:
-            pull.stop()
             icecast.stop()
-            station.close()
+
+
+@contextmanager
+def relayed(work: Path, streams: StreamServer) -> Iterator[str]:
+    """The loopback station pulled once into its mount by the controller's StationPull."""
+    (work / "radio").mkdir()
+    station = Station(work / "radio", noise=True)
+    station.set("noise")
+    pull = StationPull(1, station.url, streams)
+    try:
+        if not pull.on_air.wait(30):
+            raise TimeoutError("the pull never went on air")
+        yield pull.mount
+    finally:
+        pull.stop()
+        station.close()
+
+
+@contextmanager
+def live(work: Path, streams: StreamServer, seconds: float) -> Iterator[str]:
+    """A live voice's mount: WebM/Opus (what a browser's MediaRecorder sends) fed to the
+    controller's LiveEncoder in 100 ms pieces, in real time, as the WebSocket does."""
+    webm = work / "voice.webm"
+    argv = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi"]
+    argv += ["-i", f"anoisesrc=d={seconds:.0f}:c=pink:r=48000:a=0.3", "-c:a", "libopus"]
+    subprocess.run([*argv, "-b:a", "32k", "-f", "webm", str(webm)], check=True, timeout=300)
+    data = webm.read_bytes()
+    mount = streams.new_mount()
+    encoder = LiveEncoder(streams, mount, work / "live.ogg")
+    stop = threading.Event()
+
+    def talk() -> None:
+        t0, pos, per_s = time.monotonic(), 0, len(data) / seconds
+        while pos < len(data) and not stop.wait(0.1):
+            due = min(len(data), int((time.monotonic() - t0 + 0.1) * per_s))
+            encoder.feed(data[pos:due])
+            pos = due
+
+    talker = threading.Thread(target=talk, daemon=True)
+    talker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not encoder.pacer.pages_out:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the live mount never went on air")
+            time.sleep(0.1)
+        yield mount
+    finally:
+        stop.set()
+        talker.join(5)
+        encoder.close()
 
 
 @contextmanager
@@ -140,24 +188,40 @@ def main() -> None:
     parser.add_argument("--stagger-s", type=float, default=1.5)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--link-ms", type=float, nargs=2, default=[100, 600])
+    parser.add_argument(
+        "--streams", nargs="+", choices=["relay", "live"], default=["relay", "live"]
+    )
     args = parser.parse_args()
     token = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    print(f"{'mode':10} {'windows':>7} {'no match':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    head = f"{'windows':>7} {'no match':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    print(f"{'stream':6} {'mode':10} {head}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "radio").mkdir()
-        with mount(work) as (streams, pull), links(streams, args.speakers, args.link_ms) as ways:
-            mount_url = streams.listener_url(pull.mount)
+        for kind in args.streams:
+            here = work / kind
+            here.mkdir()
+            for mode, lags, unmatched in measure(here, kind, args, token):
+                p50, p99 = np.percentile(lags, [50, 99]) if len(lags) else (np.nan, np.nan)
+                figures = f"{p50:7.2f} {p99:7.2f} {lags.max():7.2f}"
+                print(f"{kind:6} {mode:10} {len(lags):7d} {unmatched:8d} {figures}")
+
+
+def measure(
+    here: Path, kind: str, args: argparse.Namespace, token: str
+) -> Iterator[tuple[str, np.ndarray, int]]:
+    """Each mode's skews over one stream: (mode, skews, windows without a match)."""
+    with server(here) as streams:
+        length = 2 * (args.seconds + args.speakers * args.stagger_s + 15)  # both modes
+        source = relayed(here, streams) if kind == "relay" else live(here, streams, length)
+        with source as name, links(streams, args.speakers, args.link_ms) as ways:
+            mount_url = streams.listener_url(name)
             urls = [mount_url.replace(urlsplit(mount_url).netloc, way) for way in ways]
             plain = [u.replace("http://", f"http://{USER}:{PASSWORD}@") for u in urls]
             for mode, where, auth in (("in step", urls, token), ("as joined", plain, None)):
-                out = work / mode.replace(" ", "-")
+                out = here / mode.replace(" ", "-")
                 play(out, where, auth, args.stagger_s, args.seconds)
                 found, unmatched = skews(out, args.speakers)
-                lags = np.array(found)
-                p50, p99 = np.percentile(lags, [50, 99]) if len(lags) else (np.nan, np.nan)
-                figures = f"{p50:7.2f} {p99:7.2f} {lags.max():7.2f}"
-                print(f"{mode:10} {len(lags):7d} {unmatched:8d} {figures}")
+                yield mode, np.array(found), unmatched
 
 
 if __name__ == "__main__":
