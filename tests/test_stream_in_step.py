@@ -25,13 +25,18 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from broadcast.audio.player import Player
 from broadcast.audio.relay import StreamRelay
+from broadcast.audio.request import PlayRequest
+from broadcast.audio.sinks import WavFileSink
 from broadcast.audio.timed_stream import OggFeed
 from controller.radio.relay_stations import StationInput
 from controller.radio.stream_source import Pacer, TooLate
 from controller.radio.streams import opus_ogg_args
 from controller.radio.targets import Target
 from controller.site.directory import Site
+from plumbing.clock import wall_ms
+from protocol.events import Body
 from protocol.ogg import PageReader, epoch_of, opus_pre_skip, sample_instant_ms, with_epoch
 from tests.audio_helpers import sink_timeline, skew_ms
 from tests.lossy_link import LossyLink
@@ -222,6 +227,37 @@ def test_a_timeline_too_far_from_the_speakers_clock_plays_as_joined(tmp_path: Pa
         served.server.shutdown()
     assert faults == ["clock"]
     assert _lag(got, _decode(raw), pages[20].granule) == 0  # from where it joined
+
+
+def test_a_stream_keeps_to_its_timeline_on_a_card_whose_clock_drifts(tmp_path: Path) -> None:
+    raw = _noise_ogg(tmp_path / "n.ogg", seconds=40)
+    pages = PageReader().feed(raw)
+    first = pages[20].granule
+    epoch = wall_ms() + 1500 - first / 48  # its first sample is due in 1.5 s
+    served = _Served(b"".join(p.to_bytes() for p in [pages[0], with_epoch(pages[1], round(epoch)),
+                                                     *pages[20:]]))  # fmt: skip
+    ppm = 5000.0  # far more than a card's 20-50: the test's 25 s show it as an hour would
+    ends: list[Body] = []
+    sink = WavFileSink(tmp_path / "played", drift_ppm=ppm)
+    player = Player(sink, on_event=ends.append, drift_window_s=3)
+    try:
+        player.submit(PlayRequest("relay", "command", 2, 25_000, stream_url=served.url,
+                                  stream_auth="Basic eDp5"))  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not any(b.TYPE in ("play.finished", "play.missed") for b in ends):
+            assert time.monotonic() < deadline, "the relay did not end"
+            time.sleep(0.2)
+    finally:
+        player.close()
+        served.server.shutdown()
+    started, got = sink_timeline(tmp_path / "played")
+    whole = _decode(raw)
+    per_ms = 48 * (1 - ppm / 1e6)  # the card's real pace: samples per ms of wall clock
+    heard = started + 22_000  # near the end: uncorrected, 110 ms off by now
+    i, j = round((heard - started) * per_ms), round((heard - epoch) * 48)
+    seg, near = got[i : i + 9600], whole[j - 9600 : j + 19_200]
+    lag_ms = (int(np.argmax(np.correlate(near, seg, mode="valid"))) - 9600) / 48
+    assert abs(lag_ms) < 30, lag_ms  # what it plays then is what is due then, give or take
 
 
 @pytest.fixture
