@@ -8,6 +8,7 @@ BS.1770, not asked of ffmpeg's loudnorm.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -119,3 +120,40 @@ def lufs(samples: np.ndarray, rate: int = 48000) -> float:
     relative = -0.691 + 10 * np.log10(np.mean(gated)) - 10
     kept = powers[(loud > -70) & (loud > relative)]
     return float(-0.691 + 10 * np.log10(np.mean(kept)))
+
+
+def sink_timeline(wav_dir: Path) -> tuple[float, np.ndarray]:
+    """A WAV sink's one session: the wall instant of its first sample (ms) and its samples."""
+    lines = (wav_dir / "played.jsonl").read_text("utf-8").splitlines()
+    (played,) = [json.loads(line) for line in lines]
+    _, samples = read_samples(wav_dir / played["file"])
+    return float(played["started_ms"]), samples
+
+
+def skew_ms(
+    a: tuple[float, np.ndarray],
+    b: tuple[float, np.ndarray],
+    at_ms: float,
+    *,
+    window_ms: float = 1000,
+    search_ms: float = 100,
+    rate: int = 48000,
+) -> tuple[float, float]:
+    """How much later ``b`` plays what ``a`` plays at ``at_ms`` (ms, on the sinks' own
+    timestamps, to a sample), and how alike the two are there (1.0: the same audio)."""
+
+    def index(start_ms: float, at: float) -> int:
+        return round((at - start_ms) * rate / 1000)
+
+    n, reach = round(window_ms * rate / 1000), round(search_ms * rate / 1000)
+    i, j = index(a[0], at_ms), index(b[0], at_ms) - reach
+    if i < 0 or j < 0 or i + n > len(a[1]) or j + n + 2 * reach > len(b[1]):
+        raise ValueError(f"the sinks do not both hold {window_ms} ms around {at_ms}")
+    ref, other = a[1][i : i + n], b[1][j : j + n + 2 * reach]
+    size = 1 << (len(other) + n).bit_length()  # by FFT: a wide search stays cheap
+    spectrum = np.fft.rfft(other, size) * np.conj(np.fft.rfft(ref, size))
+    scores = np.fft.irfft(spectrum, size)[: len(other) - n + 1]
+    best = int(np.argmax(scores))
+    match = other[best : best + n]
+    alike = float(scores[best] / (np.linalg.norm(ref) * np.linalg.norm(match) or 1.0))
+    return (best - reach) * 1000 / rate, alike

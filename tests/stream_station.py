@@ -3,8 +3,9 @@
 Like an Icecast mount: each listener gets a short burst, then the stream at
 its own pace, with no length. A test takes the station off air (every
 connection is cut and new ones get 404, as while the studio reconnects),
-brings it back, makes it silent (dead air: connected, but nothing on it), or
-shuts it down (nothing listens on the port). Audio is CBR MP3 made by ffmpeg,
+brings it back, makes it silent (dead air: connected, but nothing on it),
+plays pink noise (``noise``: two speakers' recordings of it line up at one lag
+only), or shuts it down (nothing listens on the port). Audio is CBR MP3 made by ffmpeg,
 64 kb/s at 48 kHz, whose frames are 192 bytes each, so the tone and the
 silence can be swapped between frames mid-stream.
 """
@@ -37,12 +38,14 @@ def mp3(path: Path, source: str) -> bytes:
 
 
 class Station:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, noise: bool = False) -> None:
         # -12 dBFS RMS, as the player's tone clips
         self._audio = {
             "tone": mp3(tmp / "tone.mp3", "aevalsrc=0.355*sin(2*PI*440*t):s=48000"),
             "silent": mp3(tmp / "silent.mp3", "anullsrc=r=48000:cl=mono"),
         }
+        if noise:  # no period: two recordings of it line up at one lag only
+            self._audio["noise"] = mp3(tmp / "noise.mp3", "anoisesrc=c=pink:r=48000:a=0.3")
         self.mode = "tone"  # tone | silent | off
         self.requests = 0
         self.refused = 0

@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from controller.db.auth_tables import AuditEntry
 from controller.site.directory import Site
+from tests.audio_helpers import skew_ms
 from tests.broadcast_api_helpers import PASSWORD, Ctl
 from tests.lossy_link import LossyLink
 from tests.player_helpers import dominant_hz, samples
@@ -234,7 +235,7 @@ def test_a_live_session_from_the_browser_plays_on_three_speakers_and_is_kept(
     finished = wait_events(probe, "play.finished", key)
     amp_off = wait_amp_off(probe, min(f["ts"] for f in finished.values()))
 
-    recordings = {}
+    recordings, began = {}, {}
     for device in SPEAKERS:
         amp = events(probe, device, "amp.state")
         on = [a["ts"] for a in amp if a["on"]]
@@ -243,10 +244,20 @@ def test_a_live_session_from_the_browser_plays_on_three_speakers_and_is_kept(
         assert amp[-1]["on"] is False
         (entry,) = [e for e in json.loads(_log(speakers[device])) if e["key"] == key]
         recordings[device] = samples(speakers[device] / entry["file"])
+        began[device] = entry["started_ms"]
         assert finished[device]["relayed_ms"] > TALK_MS - 4000, finished[device]
     for device, x in recordings.items():
         assert len(x) > (TALK_MS - 4000) / 1000 * RATE, device
         assert_voice(x, min_tones=7)
+    # in step: the same voice at the same instant, on the sinks' own timestamps; a 3 s
+    # window holds a change of tone, so the match is at one lag only
+    first, *others = SPEAKERS
+    at = max(began.values()) + 2000
+    for device in others:
+        for k in range(3):
+            a, b = (began[first], recordings[first]), (began[device], recordings[device])
+            lag, alike = skew_ms(a, b, at + 4000 * k, window_ms=3000, search_ms=200)
+            assert alike > 0.9 and abs(lag) <= 5.0, (device, k, lag, alike)
 
     clips = rig.app.state.xaso.station.library.clips()
     (kept,) = [c for c in clips if c.title.startswith("Phát trực tiếp")]

@@ -34,6 +34,7 @@ from broadcast.audio.preemption import JOIN_LEAD_MS, PREPARE_MS, Entry, best, gi
 from broadcast.audio.proof_of_play import MISSED_REASONS, OnEvent, ProofOfPlay, record
 from broadcast.audio.relay import RelayPolicy, StreamRelay
 from broadcast.audio.request import PlayRequest
+from broadcast.audio.sink_clock import SinkClock
 from broadcast.audio.sinks import Sink, SinkError, wall_ms
 from broadcast.audio.sources import ClipSource, PcmSource
 from broadcast.levels import preempts
@@ -63,6 +64,7 @@ class Player:
         ahead_ms: float = 1000,
         decoders: DecoderPool | None = None,
         relay: RelayPolicy | None = None,
+        drift_window_s: float = 20.0,  # a card's drift is measured over this long
     ) -> None:
         volume_db(volume_pct)  # refuses a bad value now, not in the thread
         self.sink = sink
@@ -75,6 +77,7 @@ class Player:
         self.ahead_ms = ahead_ms
         self._pool = decoders or DecoderPool()
         self.relay = relay or RelayPolicy()
+        self.drift_window_s = drift_window_s
         self._cond = threading.Condition()
         self._queue: list[Entry] = []
         self._current: Entry | None = None
@@ -270,6 +273,8 @@ class Player:
         """The chunk loop: returns how it ended (an outcome, or "unreadable"/"device") and why."""
         assert entry.source is not None
         told_amp = 0.0
+        # a card's drift is measured, so that a stream keeps to the wall clock's timeline
+        card = SinkClock(window_s=self.drift_window_s) if self.sink.card_clock else None
         while True:
             why = self._interruption(entry)
             if why is not None:
@@ -278,6 +283,9 @@ class Player:
             try:
                 if gain != entry.gain_db:
                     self._regain(entry, gain)
+                if isinstance(entry.source, StreamRelay):
+                    drift = card.drift_ms() if card is not None else 0.0
+                    entry.source.align(self._heard_at(entry) + drift)
                 chunk = entry.source.read(self.chunk_ms / 1000)
             except DecodeError as exc:
                 return "unreadable", str(exc)
@@ -288,14 +296,24 @@ class Player:
             written_at = self._write(entry, chunk)
             if written_at is None:
                 return self._interruption(entry) or "device", "the audio device failed"
+            returned = self._now()
             entry.played_bytes += len(chunk)
             if entry.actual_ms is None:
                 with self._cond:
                     entry.actual_ms = written_at
                 self._proof.started(entry, written_at)
+            if card is not None:
+                card.wrote(returned, entry.actual_ms + bytes_to_ms(entry.played_bytes))
             if self.amp is not None and written_at - told_amp > AMP_NEED_MS / 2:
                 told_amp = written_at
                 self.amp.need(written_at + AMP_NEED_MS)
+
+    def _heard_at(self, entry: Entry) -> float:
+        """When the next sample written is heard: on the sink's nominal timeline (its first
+        write and the samples since) once it has begun; a card's drift is added to it."""
+        if entry.actual_ms is None:
+            return self._now() + self.sink.latency_ms
+        return entry.actual_ms + bytes_to_ms(entry.played_bytes) + self.sink.latency_ms
 
     def _finish(self, entry: Entry, outcome: str, detail: str) -> None:
         source = entry.source

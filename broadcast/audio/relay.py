@@ -12,6 +12,12 @@ why) with the time the stream really aired, for the proof of play.
 The player asks ``prefetch`` until audio has come (so that an unreachable
 stream switches no amplifier on and reports no start), and only then plays.
 
+A stream from the site's own mount carries its timeline (protocol/ogg.py): it
+is read by broadcast/audio/timed_stream.py, and each chunk is the audio due at
+the instant the player says it will be heard (``align``), so every speaker
+plays the same sample at the same moment, a late one included: what is past
+is dropped, and silence leads up to what is not yet due.
+
 A relayed station comes through the site's own mount of it (the controller
 pulls each station once, controller/radio/station_pulls.py) with the station's
 own URL as ``direct_url``: after ``DIRECT_AFTER`` failed attempts in a row on
@@ -48,6 +54,7 @@ from broadcast.audio.decode import (
     volume_arg,
 )
 from broadcast.audio.sources import ClipSource
+from broadcast.audio.timed_stream import OggFeed
 from plumbing.backoff import Backoff
 from protocol.events import MAX_GAPS, RelayGap
 
@@ -58,6 +65,10 @@ DEAD_AIR = "dead_air"
 UNREACHABLE = "unreachable"  # no audio came for dead_air_s from the start: the fallback airs
 FALLBACK_PASSES = 1000  # the fallback clip loops for as long as a gap lasts
 DIRECT_AFTER = 2  # failed attempts in a row on the site's mount before the station's own URL
+STEP_TOLERANCE_MS = 2.0  # further than this from the stream's timeline: dropped or padded
+# a timeline this far from the sink's at first sight is wrong (the controller's clock or
+# this speaker's): the stream plays as joined, and an ``audio.fault`` ``clock`` says why
+STEP_TRUST_MS = 15_000.0
 
 
 class DeadAir(DecodeError):
@@ -130,6 +141,7 @@ class StreamRelay:
         self.last_error = ""
         self._retry_at = 0.0
         self._buffering = True
+        self._heard_at: float | None = None  # when the next sample read will be heard
 
     @property
     def remaining_bytes(self) -> int:
@@ -178,9 +190,19 @@ class StreamRelay:
         volume = f"volume={volume_arg(self.gain_db)}"
         return [*net, "-i", url, "-t", seconds, "-af", volume, *PCM_ARGS]
 
+    def align(self, heard_at_ms: float) -> None:
+        """The next sample ``read`` gives is heard at ``heard_at_ms`` (the sink's timeline):
+        a stream with a timeline gives the sample due then."""
+        self._heard_at = heard_at_ms
+
     def start(self) -> None:
         if self._ff is None and time.monotonic() >= self._retry_at and self.remaining_bytes:
-            self._ff = FfmpegPipe(self._ffmpeg, self._args())
+            if self.authorization is not None and not self.on_direct:  # the site's own mount
+                self._ff = OggFeed(
+                    self._ffmpeg, self.url, authorization=self.authorization, gain_db=self.gain_db
+                )
+            else:
+                self._ff = FfmpegPipe(self._ffmpeg, self._args())
             self._got_audio = False
             self._buffering = True
 
@@ -222,27 +244,80 @@ class StreamRelay:
         ff = self._ff
         if ff is None:
             return None
+        if self._keeps_step(ff):
+            assert isinstance(ff, OggFeed)
+            return self._in_step(ff, want, timeout_s)
         ff.fill(self._jitter if self._buffering else want, 0 if self._buffering else timeout_s)
         if self._buffering and (ff.buffered >= min(self._jitter, self.remaining_bytes) or ff.eof):
             self._buffering = False
         if not self._buffering and ff.buffered:
-            data = ff.take(want)
-            self._got_audio = True
-            if rms_dbfs(data) >= self.policy.dead_air_dbfs:
-                self._silent = 0
-                return data
-            self._silent += len(data)
-            if self._gap is not None and self._gap[1] == DEAD_AIR:
-                return None  # still dead: the fallback (or silence) goes on
-            if self._silent >= self._dead_air:
-                self._went_dead(self._silent - len(data))
-                return None
-            return data  # a quiet moment, aired as it came
+            return self._aired(ff.take(want))
         if ff.eof:
             self._dropped()
         elif not self._buffering:
             self._buffering = True  # ran dry: refill before playing on
         return None
+
+    def _keeps_step(self, ff: FfmpegPipe) -> bool:
+        """Whether ``ff`` plays on its timeline: it has one, and the clocks agree on it."""
+        if not isinstance(ff, OggFeed) or self._heard_at is None or ff.off_clock:
+            return False
+        instant = ff.instant_ms()
+        if instant is None:
+            return False
+        if not ff.clock_checked:
+            ff.clock_checked = True
+            off = self._heard_at - instant
+            if abs(off) > STEP_TRUST_MS:
+                ff.off_clock = True
+                why = f"the stream's timeline is {off / 1000:+.1f} s from this speaker's clock"
+                log.warning("stream %s: %s; played as joined", self.url, why)
+                self._on_fault("clock", why)
+                return False
+        return True
+
+    def _aired(self, data: bytes) -> bytes | None:
+        """The stream's audio as it airs, or None once it has been silent for ``dead_air_s``."""
+        self._got_audio = True
+        if rms_dbfs(data) >= self.policy.dead_air_dbfs:
+            self._silent = 0
+            return data
+        self._silent += len(data)
+        if self._gap is not None and self._gap[1] == DEAD_AIR:
+            return None  # still dead: the fallback (or silence) goes on
+        if self._silent >= self._dead_air:
+            self._went_dead(self._silent - len(data))
+            return None
+        return data  # a quiet moment, aired as it came
+
+    def _in_step(self, ff: OggFeed, want: int, timeout_s: float) -> bytes | None:
+        """The stream's audio due at ``_heard_at``: what is past is dropped, and silence
+        leads up to what is not yet due (not the stream's, so not its dead air); None if
+        the audio due has not come. Its buffer is the play-out delay before its instants."""
+        assert self._heard_at is not None
+        self._buffering = False
+        deadline = time.monotonic() + timeout_s
+        while (early := self._instant(ff) - self._heard_at) < -STEP_TOLERANCE_MS:
+            behind = ms_to_bytes(-early)
+            ff.fill(behind, max(0.0, deadline - time.monotonic()))
+            if not ff.buffered:
+                break
+            ff.take(behind)
+        else:
+            if early > STEP_TOLERANCE_MS:
+                return bytes(min(want, ms_to_bytes(early)))
+            ff.fill(want, max(0.0, deadline - time.monotonic()))
+            if ff.buffered:
+                return self._aired(ff.take(want))
+        if ff.eof:
+            self._dropped()
+        return None
+
+    @staticmethod
+    def _instant(ff: OggFeed) -> float:
+        instant = ff.instant_ms()
+        assert instant is not None  # _keeps_step saw it
+        return instant
 
     def _went_dead(self, aired: int) -> None:
         """Silent for ``dead_air_s``: the gap began when the silence did (``aired`` bytes

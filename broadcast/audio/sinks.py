@@ -41,6 +41,9 @@ class SinkError(Exception):
 
 class Sink(Protocol):
     latency_ms: float  # from handing a sample to the sink to hearing it
+    # paced by a sound card's crystal, not the wall clock: the player measures its drift
+    # (broadcast/audio/sink_clock.py) to keep a stream on its timeline
+    card_clock: bool
 
     def open(self, rate: int, channels: int, *, key: str = "", label: str = "") -> None:
         """Get the device ready (may take a while: the player does it ahead of the start)."""
@@ -63,8 +66,15 @@ class WavFileSink:
 
     latency_ms = 0.0
 
-    def __init__(self, directory: Path, clock: Callable[[], float] = wall_ms) -> None:
+    def __init__(
+        self, directory: Path, clock: Callable[[], float] = wall_ms, *, drift_ppm: float = 0.0
+    ) -> None:
+        """``drift_ppm``: paced like a card whose crystal runs that much slow (negative:
+        fast), which the player measures as a card's; its log lines say so. 0: its
+        timeline is exact."""
         self.dir = directory
+        self.drift_ppm = drift_ppm
+        self.card_clock = drift_ppm != 0
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = directory / "played.jsonl"
         self._clock = clock
@@ -92,6 +102,8 @@ class WavFileSink:
             "key": key,
             "label": label,
         }
+        if self.drift_ppm:
+            self._session["drift_ppm"] = self.drift_ppm
 
     def write(self, pcm: bytes) -> None:
         if self._wav is None:
@@ -103,7 +115,7 @@ class WavFileSink:
         self._wav.writeframes(pcm)
         session["samples"] += len(pcm) // (2 * session["channels"])
         # like a card's clock: each write returns when its audio has played, with no drift
-        deadline = self._t0 + session["samples"] / session["rate"]
+        deadline = self._t0 + session["samples"] / (session["rate"] * (1 - self.drift_ppm / 1e6))
         delay = deadline - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -138,6 +150,8 @@ class AlsaSink:
     the Pi"). ``latency_ms`` is the board's output delay, measured with a
     loopback cable; the player writes that much before the planned instant.
     """
+
+    card_clock = True
 
     def __init__(
         self,

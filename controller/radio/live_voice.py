@@ -2,10 +2,10 @@
 
 The browser records WebM/Opus (MediaRecorder) and sends it in small chunks
 over a WebSocket. One ffmpeg decodes it and encodes Opus in Ogg once; its
-output goes, byte for byte, to a second ffmpeg that only copies it to an
-Icecast mount (the ``icecast://`` protocol sets the content type Icecast
-needs to keep the Ogg headers for late joiners) and to a recording that
-becomes a clip in the library. The speakers are told ``broadcast.stream``
+output goes to a recording that becomes a clip in the library and, paced by
+the wall clock and stamped with the instant the speakers play it
+(controller/radio/stream_source.py), to an Icecast mount, so every speaker
+plays it in step. The speakers are told ``broadcast.stream``
 with ``device_auth``, so they pull the mount with their own credentials.
 
 A session ends when the broadcaster stops, the socket closes, or no audio
@@ -29,13 +29,10 @@ from typing import Any
 from broadcast.audio.clips import ClipError
 from controller.radio.broadcasting import BroadcastInfo, Broadcasting
 from controller.radio.clip_library import ClipInfo, ClipLibrary, ServiceError
-from controller.radio.streams import (
-    PAGE_US,
-    StreamServer,
-    icecast_output_args,
-    opus_ogg_args,
-)
+from controller.radio.stream_source import IcecastSource, Pacer, StreamSourceError
+from controller.radio.streams import StreamServer, opus_ogg_args
 from controller.radio.targets import Target
+from protocol.ogg import OggError
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +56,6 @@ def _encoder_argv(ffmpeg: str) -> list[str]:
     return [*argv, *opus_ogg_args(), "-f", "ogg", "pipe:1"]
 
 
-def _source_argv(ffmpeg: str, url: str) -> list[str]:
-    argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer"]
-    argv += ["-probesize", "32768", "-analyzeduration", "0", "-f", "ogg", "-i", "pipe:0"]
-    argv += ["-map", "0:a:0", "-c", "copy", "-page_duration", str(PAGE_US)]
-    return [*argv, "-flush_packets", "1", *icecast_output_args(url)]
-
-
 class LiveEncoder:
     """Browser chunks in; one Opus/Ogg encode out to a mount and to ``recording``."""
 
@@ -79,30 +69,31 @@ class LiveEncoder:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        self._source = subprocess.Popen(
-            _source_argv(ffmpeg, streams.source_url(mount)),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self._source = IcecastSource(streams, mount)
+        # no lateness limit: a browser that lagged catches up, and what came too late
+        # for the speakers is dropped there; the stream stays on its one timeline
+        self.pacer = Pacer(self._source.send)
         self.bytes_in = 0
         self._pump = threading.Thread(target=self._tee, name=f"live-{mount}", daemon=True)
         self._pump.start()
 
     def _tee(self) -> None:
-        """Copy the encoded audio to the recording and to the source, as it comes."""
-        assert self._encoder.stdout is not None and self._source.stdin is not None
+        """Copy the encoded audio to the recording as it comes, and to the mount paced and
+        stamped with its epoch (controller/radio/stream_source.py)."""
+        assert self._encoder.stdout is not None
+        on_air = True
         with self.recording.open("wb") as out:
             while chunk := os.read(self._encoder.stdout.fileno(), 4096):
                 out.write(chunk)
                 out.flush()
+                if not on_air:
+                    continue
                 try:
-                    self._source.stdin.write(chunk)
-                    self._source.stdin.flush()
-                except OSError:  # Icecast went away: the recording goes on
-                    pass
-        with contextlib.suppress(OSError):
-            self._source.stdin.close()
+                    self.pacer.feed(chunk)
+                except (StreamSourceError, OggError) as exc:  # the recording goes on
+                    log.warning("live %s: the mount is lost: %s", self._source.mount, exc)
+                    on_air = False
+        self._source.close()
 
     def feed(self, chunk: bytes) -> None:
         assert self._encoder.stdin is not None
@@ -115,16 +106,14 @@ class LiveEncoder:
         assert self._encoder.stdin is not None
         with contextlib.suppress(OSError):
             self._encoder.stdin.close()
-        for proc in (self._encoder, self._source):
-            try:
-                proc.wait(_CLOSE_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            self._encoder.wait(_CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._encoder.kill()
+            self._encoder.wait()
         self._pump.join(_CLOSE_TIMEOUT_S)
-        for proc, what in ((self._encoder, "encoder"), (self._source, "source")):
-            if proc.returncode and proc.stderr is not None:
-                log.warning("live %s: %s", what, proc.stderr.read().decode(errors="replace"))
+        if self._encoder.returncode and self._encoder.stderr is not None:
+            log.warning("live encoder: %s", self._encoder.stderr.read().decode(errors="replace"))
 
 
 @dataclass

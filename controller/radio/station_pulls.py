@@ -3,7 +3,9 @@
 While a relay of a station is on air (a relay now, or a schedule entry's
 occurrence) the controller runs one ffmpeg that pulls the station's own URL
 and encodes it once to Opus/Ogg (controller/radio/streams.py, as live voice
-does) into the site's mount of it (``relay_stations.station_mount``). The
+does) into the site's mount of it (``relay_stations.station_mount``), paced
+by the wall clock and stamped with the instant the speakers play it
+(controller/radio/stream_source.py), so that they play it in step. The
 speakers pull that mount with their own credentials, so a province's speakers
 open one connection to VOV, not one each. The pull starts ``PULL_LEAD_MS``
 before the occurrence (the speakers connect ahead of it) and is restarted,
@@ -19,6 +21,7 @@ second waits its backoff and takes over if the first goes.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -34,12 +37,20 @@ from controller.db.broadcast_tables import RelayStationRow, ScheduleRow
 from controller.radio.relay_stations import MAX_RELAY_MIN, mount_station, station_mount
 from controller.radio.schedule_entries import targets_of
 from controller.radio.scheduling import Scheduling
-from controller.radio.streams import StreamServer, icecast_output_args, opus_ogg_args
+from controller.radio.stream_source import (
+    PLAYOUT_DELAY_MS,
+    IcecastSource,
+    Pacer,
+    StreamSourceError,
+    TooLate,
+)
+from controller.radio.streams import StreamServer, opus_ogg_args
 from controller.radio.targets import Clock
 from plumbing.backoff import Backoff
 from plumbing.clock import wall_ms
 from plumbing.repeating import repeating
 from protocol.commands import ScheduleSet, StreamRef
+from protocol.ogg import OggError
 
 log = logging.getLogger(__name__)
 Documents = Callable[[Session], list[tuple[str, ScheduleSet]]]
@@ -79,12 +90,12 @@ def schedule_windows(
     return found
 
 
-def pull_argv(ffmpeg: str, station_url: str, source_url: str) -> list[str]:
-    """Pull a station, whatever it sends (MP3, AAC, Ogg), and encode it once to the mount."""
+def pull_argv(ffmpeg: str, station_url: str) -> list[str]:
+    """Pull a station, whatever it sends (MP3, AAC, Ogg), and encode it once, Opus/Ogg on
+    stdout: the pull paces it and sends it to the mount (controller/radio/stream_source)."""
     argv = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
     argv += ["-rw_timeout", "10000000", "-i", station_url, "-map", "0:a:0", "-vn"]
-    argv += ["-progress", "pipe:1", "-stats_period", "0.5"]  # tells when audio goes out
-    return [*argv, *opus_ogg_args("audio"), *icecast_output_args(source_url)]
+    return [*argv, *opus_ogg_args("audio"), "-f", "ogg", "pipe:1"]
 
 
 class StationPull:
@@ -103,7 +114,8 @@ class StationPull:
         self.station_id = station_id
         self.url = url
         self.mount = station_mount(station_id)
-        self._argv = pull_argv(ffmpeg, url, streams.source_url(self.mount))
+        self.streams = streams
+        self._argv = pull_argv(ffmpeg, url)
         self._backoff = Backoff(retry_base_s, retry_cap_s)
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -133,11 +145,8 @@ class StationPull:
                 self._stop.wait(self._backoff.next_delay())
                 continue
             began = time.monotonic()
-            assert proc.stdout is not None and proc.stderr is not None
-            for line in proc.stdout:  # ffmpeg's progress: bytes out means the mount is up
-                key, _, value = line.decode(errors="replace").strip().partition("=")
-                if key == "total_size" and value.isdigit() and int(value) > 0:
-                    self.on_air.set()
+            cut = self._relay(proc)
+            assert proc.stderr is not None
             err = proc.stderr.read()
             proc.wait()
             self.on_air.clear()
@@ -146,9 +155,29 @@ class StationPull:
             if time.monotonic() - began > RAN_WELL_S:
                 self._backoff.reset()
             delay = self._backoff.next_delay()
-            why = err.decode(errors="replace").strip()[-300:] or "the station's stream ended"
+            why = cut or err.decode(errors="replace").strip()[-300:] or "the station's stream ended"
             log.warning("station %d pull: %s; again in %.1f s", self.station_id, why, delay)
             self._stop.wait(delay)
+
+    def _relay(self, proc: subprocess.Popen[bytes]) -> str:
+        """The encode, paced and stamped, to the mount until it ends; why it was cut, if."""
+        source = IcecastSource(self.streams, self.mount)
+
+        def send(data: bytes) -> None:
+            source.send(data)
+            self.on_air.set()
+
+        pacer = Pacer(send, late_ms=PLAYOUT_DELAY_MS)
+        assert proc.stdout is not None
+        try:
+            while chunk := os.read(proc.stdout.fileno(), 4096):
+                pacer.feed(chunk)
+        except (TooLate, StreamSourceError, OggError) as exc:
+            proc.kill()
+            return str(exc)
+        finally:
+            source.close()
+        return ""
 
     def stop(self) -> None:
         with self._lock:

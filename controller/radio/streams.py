@@ -33,12 +33,6 @@ def opus_ogg_args(application: str = "voip") -> list[str]:
     return [*argv, "-page_duration", str(PAGE_US), "-flush_packets", "1"]
 
 
-def icecast_output_args(source_url: str) -> list[str]:
-    """Ogg to an Icecast mount: the content type makes Icecast keep the Ogg headers for
-    listeners who join late."""
-    return ["-content_type", "audio/ogg", "-f", "ogg", source_url]
-
-
 class StreamServerError(Exception):
     """No stream server is configured, or its settings cannot be used."""
 
