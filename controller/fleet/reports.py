@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.fleet_tables import DeviceGroup, EventRecord
+from controller.fleet.queries import in_commune
 from protocol.errors import Refusal
 from protocol.events import (
     Body,
@@ -72,14 +73,13 @@ def proof_of_play(
     start_ms: int,
     end_ms: int,
     by: Literal["device", "group"] = "device",
+    commune: str | None = None,
 ) -> list[PlayRow]:
-    """Plays, their total duration, missed and failed, per device or group in [start, end)."""
-    groups_of: dict[str, list[str]] = defaultdict(list)
-    if by == "group":
-        for link in session.scalars(select(DeviceGroup)):
-            groups_of[link.device_id].append(link.group_id)
+    """Plays, their total duration, missed and failed, per device or group in [start, end);
+    ``commune``: of its speakers only (None: every speaker, the province's view)."""
+    groups_of = groups_by_device(session, commune) if by == "group" else {}
     rows: dict[str, PlayRow] = {}
-    for e, body in events(session, PLAY_TYPES, start_ms, end_ms):
+    for e, body in events(session, PLAY_TYPES, start_ms, end_ms, commune=commune):
         keys = [e.device_id] if by == "device" else groups_of.get(e.device_id, [])
         for key in keys:
             _count_play(rows.setdefault(key, PlayRow(key)), body)
@@ -211,14 +211,34 @@ def _natural(key: str) -> tuple[int, str]:
     return (int(key), "") if key.isdigit() else (1 << 30, key)
 
 
+def groups_by_device(
+    session: Session, commune: str | None = None, devices: Collection[str] | None = None
+) -> dict[str, list[str]]:
+    """Each device's groups; ``commune``, ``devices``: of those devices only."""
+    query = select(DeviceGroup)
+    if commune is not None:
+        query = query.where(DeviceGroup.device_id.in_(in_commune(commune)))
+    if devices is not None:
+        query = query.where(DeviceGroup.device_id.in_(tuple(devices)))
+    groups_of: dict[str, list[str]] = defaultdict(list)
+    for link in session.scalars(query):
+        groups_of[link.device_id].append(link.group_id)
+    return groups_of
+
+
 def events(
     session: Session,
     types: Iterable[str],
     start_ms: int,
     end_ms: int,
     device: str | None = None,
+    *,
+    commune: str | None = None,
+    devices: Collection[str] | None = None,
 ) -> list[tuple[EventRecord, Body | None]]:
-    """The events of ``types`` in [start, end), each with its body read as its model."""
+    """The events of ``types`` in [start, end), each with its body read as its model;
+    ``commune``: of its devices only, filtered in SQL (devices.commune is indexed);
+    ``devices``: of those only (a page of them)."""
     query = select(EventRecord).where(
         EventRecord.type.in_(tuple(types)),
         EventRecord.ts_ms >= start_ms,
@@ -226,6 +246,10 @@ def events(
     )
     if device is not None:
         query = query.where(EventRecord.device_id == device)
+    if commune is not None:
+        query = query.where(EventRecord.device_id.in_(in_commune(commune)))
+    if devices is not None:
+        query = query.where(EventRecord.device_id.in_(tuple(devices)))
     read = []
     for e in session.scalars(query.order_by(EventRecord.ts_ms, EventRecord.id)):
         try:

@@ -94,6 +94,16 @@ i18n.register(
         "reports.log": ("Nhật ký phát từng bản tin", "Play log per bulletin"),
         "reports.device": ("Cụm loa (mã, để trống: tất cả)", "Cluster (id, blank for all)"),
         "reports.day_hint": ("ngày/tháng/năm", "dd/mm/yyyy"),
+        "reports.commune": ("Xã", "Commune"),
+        "reports.all_communes": ("Cả tỉnh", "The whole province"),
+        "reports.other_commune": (
+            "Bạn chỉ xem được báo cáo của xã mình: bỏ chọn xã khác.",
+            "You can see only your own commune's reports: do not choose another commune.",
+        ),
+        "reports.unknown_commune": (
+            "Không có xã {value}: hãy chọn xã trong danh sách.",
+            "There is no commune {value}: choose one from the list.",
+        ),
         "reports.bad_day": (
             "Ngày không hợp lệ: {value}. Hãy nhập theo dạng ngày/tháng/năm, ví dụ 03/12/2026.",
             "Invalid date: {value}. Type it as dd/mm/yyyy, for example 03/12/2026.",

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from controller import i18n
 from controller.auth.roles import Permission, Principal
-from controller.deps import DbSession, app_state, require
+from controller.deps import Communes, DbSession, app_state, require
 from controller.fleet.play_log import play_log
 from controller.fleet.reports import proof_of_play, queue_stats
 from controller.web.charts import bar_chart
+from controller.web.paging import Pager, clamp, page_number
 from controller.web.report_sheets import play_log_sheet, plays_sheet, queue_sheet
 from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
 from controller.web.spreadsheets import XLSX_TYPE, Sheet, cell_text, to_csv, to_xlsx
@@ -59,9 +60,11 @@ def api_plays(
     end_ms: EpochMs,
     by: Literal["device", "group"] = "device",
 ) -> list[PlayRowOut]:
-    """Proof of play per device or group for events in [start_ms, end_ms)."""
+    """Proof of play per device or group for events in [start_ms, end_ms); a commune
+    user's: on their commune's speakers."""
     _check_period(start_ms, end_ms)
-    return [PlayRowOut(**vars(row)) for row in proof_of_play(db, start_ms, end_ms, by)]
+    rows = proof_of_play(db, start_ms, end_ms, by, who.commune)
+    return [PlayRowOut(**vars(row)) for row in rows]
 
 
 class PlayLogRowOut(BaseModel):
@@ -81,20 +84,45 @@ class PlayLogRowOut(BaseModel):
     gap_ms: int
 
 
+MAX_LOG_ROWS = 5000
+LOG_PER_PAGE = 100  # rows of the log page; the files carry every row
+CommuneQuery = Annotated[str | None, Query(max_length=48, description="A commune's id")]
+
+
 @router.get(
     "/api/reports/log", response_model=list[PlayLogRowOut], responses=error_responses(401, 403, 422)
 )
 def api_log(
+    *,
     db: DbSession,
     who: Reader,
+    names: Communes,
     start_ms: EpochMs,
     end_ms: EpochMs,
     device: Annotated[str | None, Query(max_length=64)] = None,
+    commune: CommuneQuery = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_ROWS)] = MAX_LOG_ROWS,
 ) -> list[PlayLogRowOut]:
     """Each play planned in [start_ms, end_ms) on each cluster: bulletin, planned and actual
-    start, what aired, and whether it completed, was cut, missed or failed, and why."""
+    start, what aired, and whether it completed, was cut, missed or failed, and why.
+
+    A commune user's: on their commune's speakers; the province's: on every speaker, or
+    ``commune``'s. At most ``limit`` rows from ``offset``, in the log's order."""
     _check_period(start_ms, end_ms)
-    return [PlayLogRowOut(**vars(row)) for row in play_log(db, start_ms, end_ms, device)]
+    rows = play_log(db, start_ms, end_ms, device, commune=_scope(who, commune, names))
+    return [PlayLogRowOut(**vars(row)) for row in rows[offset : offset + limit]]
+
+
+def _scope(who: Principal, commune: str | None, names: dict[str, str]) -> str | None:
+    """The commune a report is of: a commune user's own; the province's choice (None: all)."""
+    if not commune:
+        return who.commune
+    if who.commune is not None and commune != who.commune:
+        raise i18n.Refusal(403, "reports.other_commune")
+    if commune not in names:
+        raise i18n.Refusal(422, "reports.unknown_commune", value=commune[:48])
+    return commune
 
 
 MAX_PERIOD_MS = 366 * 86_400_000
@@ -221,16 +249,24 @@ def log_page(
     start: Day = None,
     end: Day = None,
     device: Annotated[str | None, Query(max_length=64)] = None,
+    commune: CommuneQuery = None,
+    page: Annotated[str | None, Query(max_length=12)] = None,
     format: Format = "html",
     sep: Sep = "comma",
+    names: Communes,
 ) -> Response:
-    """Each play of each bulletin on each cluster: what an officer shows upward."""
+    """Each play of each bulletin on each cluster: what an officer shows upward. The page
+    shows ``LOG_PER_PAGE`` rows at a time (the chart counts them all); the files all."""
     start_ms, end_ms, first, last = _period(request, start, end)
-    rows = play_log(db, start_ms, end_ms, device or None)
+    scope = _scope(who, commune, names)
+    rows = play_log(db, start_ms, end_ms, device or None, commune=scope)
     lang = lang_of(request)
-    sheet = play_log_sheet(lang, rows)
     if format != "html":
+        sheet = play_log_sheet(lang, rows)
         return _file(sheet, format, sep, name="nhat-ky-phat", first=first, last=last)
+    shown = clamp(page_number(page), LOG_PER_PAGE, len(rows))
+    sheet = play_log_sheet(lang, rows[(shown - 1) * LOG_PER_PAGE : shown * LOG_PER_PAGE])
+    kept = tuple((k, v) for k, v in request.query_params.items() if k != "page")
     aired: Counter[str] = Counter(r.result for r in rows)
     chart = bar_chart(
         [(i18n.t(lang, f"log.result.{k}"), aired[k]) for k in RESULTS],
@@ -246,6 +282,9 @@ def log_page(
         by=None,
         bys=(),
         device=device or "",
+        commune=scope or "",
+        communes=names if who.commune is None else {},
+        pager=Pager(shown, LOG_PER_PAGE, len(rows), kept, path="/reports/log"),
     )
 
 
@@ -262,7 +301,7 @@ def plays_page(
     sep: Sep = "comma",
 ) -> Response:
     start_ms, end_ms, first, last = _period(request, start, end)
-    rows = proof_of_play(db, start_ms, end_ms, by)
+    rows = proof_of_play(db, start_ms, end_ms, by, who.commune)
     lang = lang_of(request)
     sheet = plays_sheet(lang, by, rows)
     if format != "html":
