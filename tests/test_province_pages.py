@@ -1,0 +1,152 @@
+"""What the province bench (bench/province_pages.py) found, guarded on both databases:
+the play log is a commune's own and paged, recent broadcasts are read in the same few
+statements however many there are, and a row names at most ``ACKS_LISTED`` answers."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from cli.brokers.mosquitto import free_port
+from controller.db.broadcast_tables import BroadcastAckRow, BroadcastCommuneRow, BroadcastRow
+from controller.fleet.ingest_writes import Item, write_batch
+from controller.radio.broadcasting import DeviceAck
+from controller.site.directory import Site
+from controller.web.paging import ACKS_LISTED, listed_acks
+from controller.web.routes.reports import LOG_PER_PAGE
+from protocol.uplink import Event
+from tests.broadcast_api_helpers import make_app, refused
+from tests.commune_helpers import OWN, Two, add_communes
+
+DAY0 = 1_764_694_800_000  # 03/12/2025 00:00 in Vietnam
+MIN = 60_000
+PLAYS = {"phu-an": LOG_PER_PAGE + 30, "tan-binh": 3}
+
+
+@pytest.fixture
+def two(tmp_path: Path, database_url: str, site: Site) -> Iterator[Two]:
+    add_communes(site)
+    app = make_app(tmp_path, database_url, site, free_port())  # no broker: nothing is sent
+    yield Two(app, roles=("broadcaster",))
+    app.state.xaso.engine.dispose()
+
+
+def plays(two: Two) -> None:
+    """``PLAYS`` plays on each commune's speaker on 03/12/2025, through the ingest's writer."""
+    items = []
+    for commune, count in PLAYS.items():
+        device = OWN[commune]
+        for n in range(count):
+            planned = DAY0 + 6 * 3_600_000 + n * 5 * MIN
+            body = {"key": f"tin-{n}@{commune}", "origin": "schedule", "priority": 2,
+                    "planned_ms": planned, "label": f"Bản tin {n}", "item_id": "tin",
+                    "actual_ms": planned + 100, "outcome": "completed",
+                    "played_ms": 4 * MIN}  # fmt: skip
+            at = planned + 4 * MIN
+            ev = Event(id=f"{device}-{n}", type="play.finished", ts=at, body=body)
+            items.append(Item(device, "event", ev, at))
+    with two.app.state.xaso.sessions.begin() as db:
+        write_batch(db, items, DAY0)
+
+
+PERIOD = {"start_ms": DAY0, "end_ms": DAY0 + 86_400_000}
+DAY = {"start": "03/12/2025", "end": "03/12/2025"}
+
+
+def test_the_play_log_is_a_communes_own_and_its_page_has_a_pager(two: Two) -> None:
+    plays(two)
+    an, binh, province = ("phu-an", "broadcaster"), ("tan-binh", "broadcaster"), (None, "admin")
+    for who, commune in ((an, "phu-an"), (binh, "tan-binh")):
+        rows = two.call(who, "GET", "/api/reports/log", params=PERIOD).json()
+        assert {r["device_id"] for r in rows} == {OWN[commune]}
+        assert len(rows) == PLAYS[commune]
+    everything = two.call(province, "GET", "/api/reports/log", params=PERIOD).json()
+    assert len(everything) == sum(PLAYS.values())
+    chosen = two.call(province, "GET", "/api/reports/log", params=PERIOD | {"commune": "tan-binh"})
+    assert {r["device_id"] for r in chosen.json()} == {OWN["tan-binh"]}
+    some = two.call(an, "GET", "/api/reports/log", params=PERIOD | {"offset": 125, "limit": 10})
+    assert [r["key"] for r in some.json()] == [f"tin-{n}@phu-an" for n in range(125, 130)]
+    refused(two.call(an, "GET", "/api/reports/log", params=PERIOD | {"commune": "tan-binh"}), 403)
+    refused(two.call(province, "GET", "/api/reports/log", params=PERIOD | {"commune": "xa-x"}), 422)
+    totals = two.call(binh, "GET", "/api/reports/plays", params=PERIOD).json()
+    assert [(r["key"], r["plays"]) for r in totals] == [(OWN["tan-binh"], 3)]
+
+    first = two.call(an, "GET", "/reports/log", params=DAY)
+    assert first.status_code == 200
+    assert first.text.count("<tr><td>") == LOG_PER_PAGE and OWN["tan-binh"] not in first.text
+    assert "Trang 1/2" in first.text and 'rel="next"' in first.text
+    second = two.call(an, "GET", "/reports/log", params=DAY | {"page": "2"})
+    assert second.text.count("<tr><td>") == PLAYS["phu-an"] - LOG_PER_PAGE
+    assert "Bản tin 129" in second.text and "Bản tin 0<" not in second.text
+    sheet = two.call(an, "GET", "/reports/log", params=DAY | {"format": "csv"})
+    assert len(list(csv.reader(io.StringIO(sheet.text.lstrip("\ufeff"))))) == 1 + PLAYS["phu-an"]
+    page = two.call(province, "GET", "/reports/log", params=DAY).text
+    assert 'name="commune"' in page and "Xã Tân Bình" in page  # the province chooses one
+    assert 'name="commune"' not in first.text  # a commune has only its own
+
+
+def statements(two: Two) -> list[str]:
+    seen: list[str] = []
+    event.listen(two.app.state.xaso.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: seen.append(sql))  # fmt: skip
+    return seen
+
+
+def broadcasts(two: Two, count: int, devices: int, t0: int = 10) -> None:
+    """``count`` province broadcasts to ``devices`` speakers of Phú An's, each with acks
+    from all but the first three (waiting) and the fourth (refused)."""
+    ids = [f"loa-an-{k}" for k in range(1, devices + 1)]
+    with two.app.state.xaso.sessions.begin() as db:
+        for n in range(count):
+            bid = f"{t0 + n:032d}"
+            db.add(BroadcastRow(id=bid, kind="play", targets=[{"kind": "group", "id": "all"}],
+                                level="normal", priority=3, label=f"Tin tỉnh {n}",
+                                created_by="tinh", created_ms=t0 + n, status="partial",
+                                devices=ids, answered=devices - 3,
+                                answered_ok=devices - 4))  # fmt: skip
+            db.flush()  # the row before those that refer to it
+            db.add(BroadcastCommuneRow(broadcast_id=bid, commune="phu-an"))
+            for k, device in enumerate(ids[3:], start=3):
+                db.add(BroadcastAckRow(broadcast_id=bid, device=device, ok=k != 3,
+                                       error="busy" if k == 3 else None,
+                                       acked_ms=t0 + n))  # fmt: skip
+
+
+def test_recent_broadcasts_take_the_same_statements_for_3_or_30(two: Two) -> None:
+    station = two.app.state.xaso.station
+    broadcasts(two, 3, 5)
+    seen = statements(two)
+    assert len(station.broadcasting.recent(50)) == 3 + 2  # and the fixture's two
+    few = len(seen)
+    broadcasts(two, 27, 5, t0=100)
+    seen.clear()
+    many = station.broadcasting.recent(50)
+    assert len(many) == 30 + 2 and len(seen) == few
+    assert [a.device for a in many[0].acks] == [f"loa-an-{k}" for k in range(1, 6)]
+    assert [a.ok for a in many[0].acks] == [None, None, None, False, True]
+
+
+def test_a_row_names_at_most_a_few_answers_and_counts_the_rest(two: Two) -> None:
+    broadcasts(two, 1, ACKS_LISTED + 40)
+    html = two.call((None, "admin"), "GET", "/broadcasts").text
+    row = html.split('data-id="' + f"{10:032d}", 1)[1].split("</tr>", 1)[0]
+    total = ACKS_LISTED + 40  # named: the three waiting and the one refused, what to act on
+    assert row.count('class="ack ') == 4 and "loa-an-1 …" in row and "loa-an-4 ✗" in row
+    assert f"{total - 4}/{total} cụm loa đã nhận; {total - 4} cụm khác" in row
+    assert "loa-an-5 ✓" not in row
+    few = two.call(("phu-an", "broadcaster"), "GET", "/broadcasts").text  # its one speaker
+    assert few.split('data-id="' + f"{10:032d}", 1)[1].split("</tr>", 1)[0].count("ack-more") == 0
+
+
+def test_of_many_answers_a_row_names_the_first_few_not_yet_yes() -> None:
+    waiting = [DeviceAck(f"loa-{k}", None if k % 2 else True, None, None, None)
+               for k in range(3 * ACKS_LISTED)]  # fmt: skip
+    shown, more = listed_acks(waiting)
+    assert [a.device for a in shown] == [f"loa-{k}" for k in range(1, 2 * ACKS_LISTED, 2)]
+    assert more == 2 * ACKS_LISTED
+    assert listed_acks(waiting[:ACKS_LISTED]) == (waiting[:ACKS_LISTED], 0)  # a few: all
