@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -115,6 +117,10 @@ def measure(
     return lines
 
 
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--communes", type=int, default=300)
@@ -124,11 +130,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="per page and user")
     parser.add_argument("--budget-s", type=float, default=60.0, help="per page and user")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on a kill
     logging.getLogger("controller").setLevel(logging.ERROR)  # no broker: the station's retries
     logging.getLogger("xaso").setLevel(logging.ERROR)
     from tests.postgres import PostgresCluster
 
-    print(f"uptime before: {os.popen('uptime').read().strip()}", flush=True)
+    print(f"uptime before: {uptime()}", flush=True)
     cluster = PostgresCluster().start()
     scales = [
         ("baseline", Scale(1, args.devices // args.communes, args.days, args.plays_per_day)),
@@ -150,7 +157,7 @@ def main() -> None:
                     results += measure(pool, site, label, args)
     finally:
         cluster.stop()
-    print(f"uptime after: {os.popen('uptime').read().strip()}")
+    print(f"uptime after: {uptime()}")
     print(f"goal: p99 <= {GOAL_MS} ms and < {GOAL_BYTES // 1000} KB; "
           f"{sum('MISS' in r for r in results)} of {len(results)} miss")  # fmt: skip
 

@@ -1,24 +1,36 @@
 """What the province bench (bench/province_pages.py) found, guarded on both databases:
-the play log is a commune's own and paged, recent broadcasts are read in the same few
-statements however many there are, and a row names at most ``ACKS_LISTED`` answers."""
+the play log is a commune's own and paged; recent broadcasts, and a page of the calendar,
+take the same statements however many broadcasts or other communes' entries there are;
+a row names at most ``ACKS_LISTED`` answers; a form's clip list is the newest few, its
+own first; a province's picker lists its communes, not their thousands of villages."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event
 
 from cli.brokers.mosquitto import free_port
-from controller.db.broadcast_tables import BroadcastAckRow, BroadcastCommuneRow, BroadcastRow
+from controller.db.broadcast_tables import (
+    BroadcastAckRow,
+    BroadcastCommuneRow,
+    BroadcastRow,
+    ClipRow,
+    ScheduleRow,
+)
 from controller.fleet.ingest_writes import Item, write_batch
 from controller.radio.broadcasting import DeviceAck
+from controller.radio.clip_library import CLIP_CHOICES
 from controller.site.directory import Site
 from controller.web.paging import ACKS_LISTED, listed_acks
 from controller.web.routes.reports import LOG_PER_PAGE
+from controller.web.routes.targets import province_groups
 from protocol.uplink import Event
 from tests.broadcast_api_helpers import make_app, refused
 from tests.commune_helpers import OWN, Two, add_communes
@@ -150,3 +162,65 @@ def test_of_many_answers_a_row_names_the_first_few_not_yet_yes() -> None:
     assert [a.device for a in shown] == [f"loa-{k}" for k in range(1, 2 * ACKS_LISTED, 2)]
     assert more == 2 * ACKS_LISTED
     assert listed_acks(waiting[:ACKS_LISTED]) == (waiting[:ACKS_LISTED], 0)  # a few: all
+
+
+def clip(db: Any, name: str, commune: str | None, at: int) -> str:
+    sha = hashlib.sha256(name.encode()).hexdigest()
+    db.add(ClipRow(sha256=sha, title=name, duration_ms=1000, format="mp3", size_bytes=1,
+                   source="upload", created_by="x", created_ms=at, commune=commune))  # fmt: skip
+    return sha
+
+
+def test_a_forms_clip_list_is_the_newest_few_its_own_first(two: Two) -> None:
+    library = two.app.state.xaso.station.library
+    with two.app.state.xaso.sessions.begin() as db:
+        province = [clip(db, f"tỉnh {n}", None, n) for n in range(3)]
+        commune = [clip(db, f"xã {n}", "phu-an", 100 + n) for n in range(CLIP_CHOICES + 5)]
+    offered = [c.sha256 for c in library.choices(None)]
+    assert offered[:3] == province[::-1] and len(offered) == CLIP_CHOICES
+    assert offered[3:] == commune[::-1][: CLIP_CHOICES - 3]  # then the newest of the rest
+    mine = [c.sha256 for c in library.choices("phu-an")]
+    assert mine == commune[::-1][:CLIP_CHOICES]
+    assert [c.sha256 for c in library.choices("tan-binh")] == province[::-1]
+    oldest = commune[0]  # not offered, still named where an entry plays it
+    assert library.titles([oldest, province[0]], "phu-an") == {
+        oldest: "xã 0",
+        province[0]: "tỉnh 0",
+    }
+    assert library.titles([oldest], "tan-binh") == {}
+
+
+def test_a_provinces_picker_lists_its_communes_and_finds_their_villages() -> None:
+    communes = {f"xa-{n}" for n in range(3)}
+    groups = ["all", *sorted(communes), "xa-0-thon-1", "xa-0-thon-2", "xa-1-thon-1"]
+    assert province_groups(groups, communes, "") == ["all", "xa-0", "xa-1", "xa-2"]
+    assert province_groups(groups, communes, "XA-0-") == [
+        "all", "xa-0", "xa-1", "xa-2", "xa-0-thon-1", "xa-0-thon-2"
+    ]  # fmt: skip
+
+
+def test_the_calendar_builds_only_the_documents_of_the_speakers_it_shows(two: Two) -> None:
+    """Another commune's entries on many groups cost the shown speaker's calendar nothing."""
+    station = two.app.state.xaso.station
+    day = (DAY0 + 86_400_000 * 400, DAY0 + 86_400_000 * 401)
+
+    def entries(n: int) -> None:
+        with two.app.state.xaso.sessions.begin() as db:
+            sha = clip(db, f"tin {n}", None, n)
+            for k in range(n):
+                db.add(ScheduleRow(item_id=f"tin-{n}-{k}", target_kind="group",
+                                   target_id=f"binh-nhom-{n}-{k}", level="normal", priority=2,
+                                   rrule="FREQ=DAILY", tz="Asia/Ho_Chi_Minh",
+                                   dtstart="2025-01-01T06:00:00", clip_sha256=sha,
+                                   created_by="x", created_ms=1, updated_ms=1,
+                                   commune="tan-binh"))  # fmt: skip
+
+    seen = statements(two)
+    entries(1)
+    seen.clear()
+    station.calendar.plans(*day, devices=[OWN["phu-an"]], commune="phu-an")
+    few = len(seen)
+    entries(30)
+    seen.clear()
+    (plan,) = station.calendar.plans(*day, devices=[OWN["phu-an"]], commune="phu-an")
+    assert len(seen) == few and plan.device == OWN["phu-an"]
