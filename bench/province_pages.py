@@ -45,8 +45,8 @@ from cli.brokers.mosquitto import free_port
 GOAL_MS, GOAL_BYTES = 300, 300_000
 
 
-def paths(now: dt.datetime) -> list[tuple[str, str]]:
-    """(what, path): the four pages and the APIs behind them."""
+def paths(now: dt.datetime, commune: str) -> list[tuple[str, str]]:
+    """(what, path): the four pages and the APIs behind them; ``commune``: the one chosen."""
     day = now.astimezone(TZ).date() - dt.timedelta(days=1)
     one = f"{day:%d/%m/%Y}"
     start_ms = int(dt.datetime.combine(day, dt.time(), TZ).timestamp() * 1000)
@@ -54,7 +54,8 @@ def paths(now: dt.datetime) -> list[tuple[str, str]]:
         ("dashboard", "/"),
         ("broadcasts", "/broadcasts"),
         ("schedules (today)", "/schedules"),
-        ("report: log, 7 days", "/reports/log"),
+        ("report: log, 7 days", "/reports/log"),  # the province: choose a commune first
+        ("report: log, 7 d, a commune", f"/reports/log?commune={commune}"),
         ("report: log, 1 day", f"/reports/log?start={one}&end={one}"),
         ("api devices", "/api/devices"),
         ("api broadcasts", "/api/broadcasts"),
@@ -98,7 +99,7 @@ def measure(
         time.sleep(0.05)
     lines = []
     try:
-        for what, path in paths(dt.datetime.now(dt.UTC)):
+        for what, path in paths(dt.datetime.now(dt.UTC), site.commune):
             for who, token in (("province", site.province_token), ("commune", site.commune_token)):
                 got = pool.submit(
                     client, f"http://127.0.0.1:{port}", token, path, args.requests, args.budget_s
@@ -107,7 +108,7 @@ def measure(
                 p50, p99 = percentiles(ms) if len(ms) > 1 else (ms[0], ms[0])
                 size = max(b for _, b in got)
                 ok = "ok" if p99 <= GOAL_MS and size < GOAL_BYTES else "MISS"
-                lines.append(f"  {label:9}{what:22}{who:9}{len(ms):>5}{p50:>9.1f}{p99:>9.1f}"
+                lines.append(f"  {label:9}{what:28}{who:9}{len(ms):>5}{p50:>9.1f}{p99:>9.1f}"
                              f"{size / 1000:>10.1f}  {ok}")  # fmt: skip
                 print(lines[-1], flush=True)
     finally:
@@ -152,7 +153,7 @@ def main() -> None:
                           f"{scale.days} days x {scale.plays_per_day} plays: {site.events} "
                           f"play events, seeded in {time.monotonic() - t0:.0f} s",
                           flush=True)  # fmt: skip
-                    print(f"  {'':9}{'page':22}{'as':9}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}"
+                    print(f"  {'':9}{'page':28}{'as':9}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}"
                           f"{'max KB':>10}")  # fmt: skip
                     results += measure(pool, site, label, args)
     finally:

@@ -29,6 +29,7 @@ from controller.radio.broadcasting import DeviceAck
 from controller.radio.clip_library import CLIP_CHOICES
 from controller.site.directory import Site
 from controller.web.paging import ACKS_LISTED, listed_acks
+from controller.web.routes import reports
 from controller.web.routes.reports import LOG_PER_PAGE
 from controller.web.routes.targets import province_groups
 from protocol.uplink import Event
@@ -100,6 +101,25 @@ def test_the_play_log_is_a_communes_own_and_its_page_has_a_pager(two: Two) -> No
     page = two.call(province, "GET", "/reports/log", params=DAY).text
     assert 'name="commune"' in page and "Xã Tân Bình" in page  # the province chooses one
     assert 'name="commune"' not in first.text  # a commune has only its own
+    assert page.count("<tr><td>") == LOG_PER_PAGE and 'id="report-choose"' not in page
+
+
+def test_a_provinces_log_page_asks_for_a_commune_and_its_files_carry_all(
+    two: Two, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plays(two)
+    monkeypatch.setattr(reports, "WIDE_MAX", 1)  # two communes, as if hundreds
+    province = (None, "admin")
+    seen = statements(two)
+    page = two.call(province, "GET", "/reports/log", params=DAY).text
+    assert 'id="report-choose"' in page and "<tr><td>" not in page
+    assert not [sql for sql in seen if "FROM events" in sql]  # nothing read to show nothing
+    one = two.call(province, "GET", "/reports/log", params=DAY | {"commune": "tan-binh"}).text
+    assert one.count("<tr><td>") == PLAYS["tan-binh"] and 'id="report-choose"' not in one
+    by_id = two.call(province, "GET", "/reports/log", params=DAY | {"device": OWN["tan-binh"]})
+    assert by_id.text.count("<tr><td>") == PLAYS["tan-binh"]
+    sheet = two.call(province, "GET", "/reports/log", params=DAY | {"format": "csv"}).text
+    assert len(list(csv.reader(io.StringIO(sheet.lstrip("\ufeff"))))) == 1 + sum(PLAYS.values())
 
 
 def statements(two: Two) -> list[str]:

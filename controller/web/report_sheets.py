@@ -95,6 +95,12 @@ i18n.register(
         "reports.device": ("Cụm loa (mã, để trống: tất cả)", "Cluster (id, blank for all)"),
         "reports.day_hint": ("ngày/tháng/năm", "dd/mm/yyyy"),
         "reports.commune": ("Xã", "Commune"),
+        "reports.choose_commune": (
+            "Chọn một xã hoặc nhập mã cụm loa rồi bấm Xem. Nhật ký của cả tỉnh: tải Excel "
+            "hoặc CSV.",
+            "Choose a commune or type a cluster's id, then Show. The whole province's log: "
+            "download the Excel or CSV file.",
+        ),
         "reports.all_communes": ("Cả tỉnh", "The whole province"),
         "reports.other_commune": (
             "Bạn chỉ xem được báo cáo của xã mình: bỏ chọn xã khác.",

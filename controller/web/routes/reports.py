@@ -86,6 +86,7 @@ class PlayLogRowOut(BaseModel):
 
 MAX_LOG_ROWS = 5000
 LOG_PER_PAGE = 100  # rows of the log page; the files carry every row
+WIDE_MAX = 10  # communes whose log one page shows at once; more: choose one
 CommuneQuery = Annotated[str | None, Query(max_length=48, description="A commune's id")]
 
 
@@ -259,7 +260,10 @@ def log_page(
     shows ``LOG_PER_PAGE`` rows at a time (the chart counts them all); the files all."""
     start_ms, end_ms, first, last = _period(request, start, end)
     scope = _scope(who, commune, names)
-    rows = play_log(db, start_ms, end_ms, device or None, commune=scope)
+    # a province's week is hundreds of thousands of plays: its page asks for a commune
+    # or a cluster first (the files still carry every row)
+    choose = format == "html" and scope is None and not device and len(names) > WIDE_MAX
+    rows = [] if choose else play_log(db, start_ms, end_ms, device or None, commune=scope)
     lang = lang_of(request)
     if format != "html":
         sheet = play_log_sheet(lang, rows)
@@ -284,6 +288,7 @@ def log_page(
         device=device or "",
         commune=scope or "",
         communes=names if who.commune is None else {},
+        choose=choose,
         pager=Pager(shown, LOG_PER_PAGE, len(rows), kept, path="/reports/log"),
     )
 
