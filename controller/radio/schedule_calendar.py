@@ -17,7 +17,7 @@ from sqlalchemy import select
 from broadcast.collisions import Slot
 from broadcast.local_rules import BroadcastRules
 from broadcast.schedule import Schedule
-from controller.db.broadcast_tables import ScheduleRow
+from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.radio.clip_library import Invalid
 from controller.radio.schedule_entries import EntryInput, targets_of
 from controller.radio.scheduling import Scheduling
@@ -194,6 +194,11 @@ class ScheduleCalendar:
                 session.flush()  # its id, its defaults: ordered and read as if saved
             rows = session.scalars(select(ScheduleRow).order_by(ScheduleRow.id)).all()
             targets = {t for r in rows for t in targets_of(r)} & wanted
+            # their clips in one read, held (the identity map is weak) so that the
+            # documents' session.get finds them loaded
+            shas = {r.clip_sha256 for r in rows if r.clip_sha256 and targets & set(targets_of(r))}
+            held = session.scalars(select(ClipRow).where(ClipRow.sha256.in_(shas))).all()
             docs = {t: scheduling.document(session, t, rows=rows) for t in targets}
+            del held
             session.rollback()
         return docs
