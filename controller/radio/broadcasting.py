@@ -718,10 +718,13 @@ class Broadcasting:
 
 
 def one_snapshot(session: Session) -> None:
-    """Let the session's reads see one snapshot: REPEATABLE READ on PostgreSQL (each
-    statement has its own under READ COMMITTED); a SQLite read transaction already is one."""
+    """Let the session's next reads see one snapshot (call it first): REPEATABLE READ on
+    PostgreSQL, whose READ COMMITTED gives each statement its own; on SQLite a BEGIN,
+    which Python's sqlite3 leaves out before a SELECT (each read its own, otherwise)."""
     if session.get_bind().dialect.name == "postgresql":
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        session.connection().exec_driver_sql("BEGIN")
 
 
 def _infos(
