@@ -25,6 +25,7 @@ from controller.db.broadcast_tables import (
     ScheduleRow,
 )
 from controller.fleet.ingest_writes import Item, write_batch
+from controller.fleet.play_log import play_log
 from controller.radio.broadcasting import DeviceAck
 from controller.radio.clip_library import CLIP_CHOICES
 from controller.site.directory import Site
@@ -86,6 +87,11 @@ def test_the_play_log_is_a_communes_own_and_its_page_has_a_pager(two: Two) -> No
     assert [r["key"] for r in some.json()] == [f"tin-{n}@phu-an" for n in range(125, 130)]
     refused(two.call(an, "GET", "/api/reports/log", params=PERIOD | {"commune": "tan-binh"}), 403)
     refused(two.call(province, "GET", "/api/reports/log", params=PERIOD | {"commune": "xa-x"}), 422)
+    with two.app.state.xaso.sessions() as db:  # the calendar's page of speakers
+        shown = play_log(db, *PERIOD.values(), devices=[OWN["tan-binh"]])
+    assert [(r.device_id, r.groups) for r in shown] == [
+        (OWN["tan-binh"], ("all", "binh-thon-1", "tan-binh"))
+    ] * 3
     totals = two.call(binh, "GET", "/api/reports/plays", params=PERIOD).json()
     assert [(r["key"], r["plays"]) for r in totals] == [(OWN["tan-binh"], 3)]
 
