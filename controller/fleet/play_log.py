@@ -13,14 +13,13 @@ with no planned start in its records is placed by its first record.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.fleet_tables import DeviceGroup
-from controller.fleet.reports import PLAY_TYPES, communes_of_devices, events
+from controller.fleet.reports import PLAY_TYPES, communes_of_devices, events, groups_by_device
 from protocol.events import Body, PlayFinished, PlayInterrupted, PlayMissed, PlayRecord
 
 Result = Literal["completed", "cut", "missed", "failed"]
@@ -56,17 +55,19 @@ def play_log(
     device: str | None = None,
     *,
     commune: str | None = None,
+    devices: Collection[str] | None = None,
 ) -> list[PlayLogRow]:
     """Each play planned in [start, end), in order of its planned start, then cluster;
-    with ``commune``, on that commune's clusters only."""
-    groups_of: dict[str, list[str]] = defaultdict(list)
-    for link in session.scalars(select(DeviceGroup)):
-        groups_of[link.device_id].append(link.group_id)
-    commune_of = communes_of_devices(session)
+    ``commune``: on its speakers only (None: every speaker, the province's view);
+    ``devices``: on those only (the calendar's page of speakers)."""
+    groups_of = groups_by_device(session, commune, devices)
+    commune_of = communes_of_devices(session, commune, devices)
     parts: dict[tuple[str, str], list[PlayRecord]] = defaultdict(list)
     first_ts: dict[tuple[str, str], int] = {}
-    late_end = end_ms + LATE_RECORDS_MS
-    for e, body in events(session, PLAY_TYPES, start_ms, late_end, device=device, commune=commune):
+    late = end_ms + LATE_RECORDS_MS
+    for e, body in events(
+        session, PLAY_TYPES, start_ms, late, device=device, commune=commune, devices=devices
+    ):
         if isinstance(body, PlayRecord):
             parts[(e.device_id, body.key)].append(body)
             first_ts.setdefault((e.device_id, body.key), e.ts_ms)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.fleet_tables import Device, DeviceGroup, EventRecord, Group
+from controller.fleet.queries import in_commune
 from protocol.errors import Refusal
 from protocol.events import (
     Body,
@@ -76,14 +77,13 @@ def proof_of_play(
     commune: str | None = None,
 ) -> list[PlayRow]:
     """Plays, their total duration, missed and failed, per device, group or commune in
-    [start, end); with ``commune``, of that commune's devices only."""
-    groups_of: dict[str, list[str]] = defaultdict(list)
+    [start, end); ``commune``: of its speakers only (None: every speaker, the province's
+    view)."""
+    groups_of = groups_by_device(session, commune) if by == "group" else {}
     group_commune: dict[str, str | None] = {}
     if by == "group":
-        for link in session.scalars(select(DeviceGroup)):
-            groups_of[link.device_id].append(link.group_id)
         group_commune = {g: c for g, c in session.execute(select(Group.id, Group.commune))}
-    commune_of = communes_of_devices(session)
+    commune_of = communes_of_devices(session, commune)
     rows: dict[str, PlayRow] = {}
     for e, body in events(session, PLAY_TYPES, start_ms, end_ms, commune=commune):
         home = commune_of.get(e.device_id)
@@ -98,10 +98,17 @@ def proof_of_play(
     return [rows[k] for k in sorted(rows)]
 
 
-def communes_of_devices(session: Session) -> dict[str, str]:
-    """Each device of a commune, to its commune (the province's devices are left out)."""
-    found = session.execute(select(Device.id, Device.commune).where(Device.commune.is_not(None)))
-    return {device: commune for device, commune in found if commune}
+def communes_of_devices(
+    session: Session, commune: str | None = None, devices: Collection[str] | None = None
+) -> dict[str, str]:
+    """Each device of a commune, to its commune (the province's devices are left out);
+    ``commune``, ``devices``: of those devices only."""
+    query = select(Device.id, Device.commune).where(Device.commune.is_not(None))
+    if commune is not None:
+        query = query.where(Device.commune == commune)
+    if devices is not None:
+        query = query.where(Device.id.in_(tuple(devices)))
+    return {device: home for device, home in session.execute(query) if home}
 
 
 def _count_play(row: PlayRow, body: Body | None) -> None:
@@ -231,6 +238,21 @@ def _natural(key: str) -> tuple[int, str]:
     return (int(key), "") if key.isdigit() else (1 << 30, key)
 
 
+def groups_by_device(
+    session: Session, commune: str | None = None, devices: Collection[str] | None = None
+) -> dict[str, list[str]]:
+    """Each device's groups; ``commune``, ``devices``: of those devices only."""
+    query = select(DeviceGroup)
+    if commune is not None:
+        query = query.where(DeviceGroup.device_id.in_(in_commune(commune)))
+    if devices is not None:
+        query = query.where(DeviceGroup.device_id.in_(tuple(devices)))
+    groups_of: dict[str, list[str]] = defaultdict(list)
+    for link in session.scalars(query):
+        groups_of[link.device_id].append(link.group_id)
+    return groups_of
+
+
 def events(
     session: Session,
     types: Iterable[str],
@@ -239,9 +261,11 @@ def events(
     *,
     device: str | None = None,
     commune: str | None = None,
+    devices: Collection[str] | None = None,
 ) -> list[tuple[EventRecord, Body | None]]:
     """The events of ``types`` in [start, end), each with its body read as its model;
-    with ``commune``, only its devices' (controller/auth/tenancy.py decides who asks)."""
+    ``commune``: of its devices only, filtered in SQL (devices.commune is indexed);
+    ``devices``: of those only (a page of them)."""
     query = select(EventRecord).where(
         EventRecord.type.in_(tuple(types)),
         EventRecord.ts_ms >= start_ms,
@@ -250,9 +274,9 @@ def events(
     if device is not None:
         query = query.where(EventRecord.device_id == device)
     if commune is not None:
-        query = query.where(
-            EventRecord.device_id.in_(select(Device.id).where(Device.commune == commune))
-        )
+        query = query.where(EventRecord.device_id.in_(in_commune(commune)))
+    if devices is not None:
+        query = query.where(EventRecord.device_id.in_(tuple(devices)))
     read = []
     for e in session.scalars(query.order_by(EventRecord.ts_ms, EventRecord.id)):
         try:

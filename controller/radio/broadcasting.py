@@ -653,27 +653,19 @@ class Broadcasting:
                 self._answered.wait(min(left, 0.5))
 
     def get(self, broadcast_id: str) -> BroadcastInfo:
-        """The row and its acks in one statement, so one snapshot: read apart, an ack batch
-        committed between the two reads showed every answer under a status still "sent"."""
+        """The row and its acks in one snapshot: read apart, an ack batch committed between
+        the two reads showed every answer under a status still "sent"."""
         with self.sessions() as session:
-            found = session.execute(
-                select(BroadcastRow, BroadcastAckRow)
-                .outerjoin(BroadcastAckRow, BroadcastAckRow.broadcast_id == BroadcastRow.id)
-                .where(BroadcastRow.id == broadcast_id)
-            ).all()
-            if not found:
+            one_snapshot(session)
+            row = session.get(BroadcastRow, broadcast_id)
+            if row is None:
                 raise NotFound(
                     "broadcast_not_found",
                     f"Không có lệnh phát {broadcast_id}",
                     f"No broadcast {broadcast_id}",
                 )
-            acks = {a.device: a for _, a in found if a is not None}
-            reached = session.scalars(
-                select(BroadcastCommuneRow.commune)
-                .where(BroadcastCommuneRow.broadcast_id == broadcast_id)
-                .order_by(BroadcastCommuneRow.commune)
-            ).all()
-            return replace(_info(found[0][0], acks), communes=tuple(reached))
+            (info,) = _infos(session, [row])
+            return info
 
     def seen_by(self, info: BroadcastInfo, commune: str | None) -> BroadcastInfo | None:
         """``info`` as ``commune``'s users see it (controller/auth/tenancy.py), or None
@@ -715,16 +707,59 @@ class Broadcasting:
                 query = query.where(
                     or_(BroadcastRow.commune == commune, BroadcastRow.id.in_(reached))
                 )
+            one_snapshot(session)
             rows = session.scalars(
                 query.order_by(BroadcastRow.created_ms.desc()).limit(limit)
             ).all()
-            seen = (self.seen_by(self.get(row.id), commune) for row in rows)
+            # a commune reads only its speakers' acks of the province's broadcasts
+            mine = None if commune is None else {d.id for d in self.fleet.speakers(commune)}
+            seen = (self.seen_by(info, commune) for info in _infos(session, rows, mine))
             return [info for info in seen if info is not None]
 
 
-def _info(row: BroadcastRow, acks: dict[str, BroadcastAckRow]) -> BroadcastInfo:
-    """The broadcast, one answer per device it reached (a device with no row: none yet)."""
-    none = DeviceAck("", None, None, None, None)
+def one_snapshot(session: Session) -> None:
+    """Let the session's next reads see one snapshot (call it first): REPEATABLE READ on
+    PostgreSQL, whose READ COMMITTED gives each statement its own; on SQLite a BEGIN,
+    which Python's sqlite3 leaves out before a SELECT (each read its own, otherwise)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        session.connection().exec_driver_sql("BEGIN")
+
+
+def _infos(
+    session: Session, rows: Sequence[BroadcastRow], only: set[str] | None = None
+) -> list[BroadcastInfo]:
+    """The broadcasts with their acks and reached communes: three statements whatever the
+    number of rows, the acks as plain columns (a province's broadcast has thousands);
+    ``only``: the acks of those devices only."""
+    ids = [row.id for row in rows]
+    acks: dict[str, dict[str, DeviceAck]] = {i: {} for i in ids}
+    a = BroadcastAckRow
+    cols = select(a.broadcast_id, a.device, a.ok, a.error, a.detail, a.acked_ms).where(
+        a.broadcast_id.in_(ids)
+    )
+    if only is not None:
+        cols = cols.where(a.device.in_(sorted(only)))
+    for bid, device, ok, error, detail, at in session.execute(cols):
+        acks[bid][device] = DeviceAck(device, ok, error, detail, at)
+    reached: dict[str, list[str]] = {i: [] for i in ids}
+    for bid, commune in session.execute(
+        select(BroadcastCommuneRow.broadcast_id, BroadcastCommuneRow.commune)
+        .where(BroadcastCommuneRow.broadcast_id.in_(ids))
+        .order_by(BroadcastCommuneRow.commune)
+    ):
+        reached[bid].append(commune)
+    return [
+        replace(_info(row, acks[row.id], only), communes=tuple(reached[row.id])) for row in rows
+    ]
+
+
+def _info(
+    row: BroadcastRow, acks: dict[str, DeviceAck], only: set[str] | None = None
+) -> BroadcastInfo:
+    """The broadcast, one answer per device it reached (a device with no row: none yet);
+    ``only``: of those devices only."""
     return BroadcastInfo(
         id=row.id,
         kind=row.kind,
@@ -739,10 +774,9 @@ def _info(row: BroadcastRow, acks: dict[str, BroadcastAckRow]) -> BroadcastInfo:
         created_ms=row.created_ms,
         status=row.status,
         acks=[
-            DeviceAck(d, a.ok, a.error, a.detail, a.acked_ms)
-            if (a := acks.get(d)) is not None
-            else replace(none, device=d)
+            acks.get(d) or DeviceAck(d, None, None, None, None)
             for d in row.devices
+            if only is None or d in only
         ],
         answered_count=row.answered,
         ok_count=row.answered_ok,

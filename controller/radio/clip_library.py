@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broadcast.audio.clip_preparation import Progress, prepare
@@ -47,6 +47,7 @@ from protocol.commands import ClipRef
 Clock = Callable[[], int]
 COPY_CHUNK = 1 << 20
 MAX_TITLE = 200
+CLIP_CHOICES = 100  # a form's clip list; the library page pages through them all
 
 
 class ServiceError(Exception):
@@ -310,6 +311,27 @@ class ClipLibrary:
                 _with_share(commune).where(_readable(commune)).order_by(ClipRow.created_ms.desc())
             )
             return [ClipInfo.of(row, share) for row, share in rows]
+
+    def choices(self, commune: str | None = None, limit: int = CLIP_CHOICES) -> list[ClipInfo]:
+        """What a form's clip list offers: the newest ``limit`` clips ``commune`` may play,
+        its own first (a province's library holds every commune's clips)."""
+        own = ClipRow.commune.is_(None) if commune is None else ClipRow.commune == commune
+        with self.sessions() as session:
+            rows = session.execute(
+                _with_share(commune)
+                .where(_readable(commune))
+                .order_by(case((own, 0), else_=1), ClipRow.created_ms.desc(), ClipRow.sha256)
+                .limit(limit)
+            )
+            return [ClipInfo.of(row, share) for row, share in rows]
+
+    def titles(self, shas: Iterable[str], commune: str | None = None) -> dict[str, str]:
+        """The titles of these clips as ``commune`` names them (those it may play)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                _with_share(commune).where(_readable(commune), ClipRow.sha256.in_(set(shas)))
+            )
+            return {row.sha256: ClipInfo.of(row, share).title for row, share in rows}
 
     def page(
         self, page: int, per_page: int, commune: str | None = None

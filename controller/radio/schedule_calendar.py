@@ -17,7 +17,7 @@ from sqlalchemy import select
 from broadcast.collisions import Slot
 from broadcast.local_rules import BroadcastRules
 from broadcast.schedule import Schedule
-from controller.db.broadcast_tables import ScheduleRow
+from controller.db.broadcast_tables import ClipRow, ScheduleRow
 from controller.radio.clip_library import Invalid
 from controller.radio.schedule_entries import EntryInput, targets_of
 from controller.radio.scheduling import Scheduling
@@ -149,7 +149,9 @@ class ScheduleCalendar:
                     f"No speaker {', '.join(unknown)} at this site",
                 )
             speakers = [d for d in speakers if d.id in devices]
-        docs = self._documents(proposed, commune)
+        wanted = {Target("device", d.id) for d in speakers}
+        wanted |= {Target("group", g) for d in speakers for g in d.groups}
+        docs = self._documents(proposed, commune, wanted)
         plans = []
         for device in speakers:
             mine = [Target("device", device.id)] + [Target("group", g) for g in device.groups]
@@ -178,18 +180,25 @@ class ScheduleCalendar:
         )
 
     def _documents(
-        self, proposed: EntryInput | None, commune: str | None = None
+        self, proposed: EntryInput | None, commune: str | None, wanted: set[Target]
     ) -> dict[Target, ScheduleSet]:
-        """Every target's document, with ``proposed`` added; nothing is written."""
+        """The documents of the ``wanted`` targets (the shown speakers' own and their
+        groups'), with ``proposed`` added; nothing is written. The entries are read once
+        for all of them: a province has hundreds of targets."""
         scheduling = self.scheduling
         with scheduling.sessions() as session:
-            rows = session.scalars(select(ScheduleRow)).all()
-            targets = {t for r in rows for t in targets_of(r)}
             if proposed is not None:
                 row = ScheduleRow(created_by="", created_ms=0, version=1, commune=commune)
                 scheduling.fill(session, row, proposed, scheduling.clock())
                 session.add(row)
-                targets.update(proposed.targets)
-            docs = {t: scheduling.document(session, t) for t in targets}
+                session.flush()  # its id, its defaults: ordered and read as if saved
+            rows = session.scalars(select(ScheduleRow).order_by(ScheduleRow.id)).all()
+            targets = {t for r in rows for t in targets_of(r)} & wanted
+            # their clips in one read, held (the identity map is weak) so that the
+            # documents' session.get finds them loaded
+            shas = {r.clip_sha256 for r in rows if r.clip_sha256 and targets & set(targets_of(r))}
+            held = session.scalars(select(ClipRow).where(ClipRow.sha256.in_(shas))).all()
+            docs = {t: scheduling.document(session, t, rows=rows) for t in targets}
+            del held
             session.rollback()
         return docs

@@ -27,7 +27,7 @@ commune's approval setting holds it, for their commune's leaders.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -431,16 +431,25 @@ class Scheduling:
 
     # documents
 
-    def document(self, session: Session, target: Target, version: int = 1) -> ScheduleSet:
-        """The whole schedule of one target, as its retained document carries it."""
-        rows = [
-            row
-            for row in session.scalars(
+    def document(
+        self,
+        session: Session,
+        target: Target,
+        version: int = 1,
+        rows: Sequence[ScheduleRow] | None = None,
+    ) -> ScheduleSet:
+        """The whole schedule of one target, as its retained document carries it;
+        ``rows``: every entry, read once for many targets, in order of id."""
+        if rows is None:
+            rows = session.scalars(
                 select(ScheduleRow)
                 .where(ScheduleRow.enabled.is_(True), ScheduleRow.approval == "approved")
                 .order_by(ScheduleRow.id)
-            )
-            if target in targets_of(row)
+            ).all()
+        rows = [
+            row
+            for row in rows
+            if row.enabled and row.approval == "approved" and target in targets_of(row)
         ]
         zones = {row.tz for row in rows}
         if len(zones) > 1:

@@ -7,12 +7,15 @@ first (``page.*`` keys); its links keep the page's other query parameters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 from urllib.parse import urlencode
 
 from controller import i18n
 
 PER_PAGE = 50
+ACKS_LISTED = 20  # a command's answers named one by one; a province's has thousands
 
 i18n.register(
     {
@@ -24,6 +27,10 @@ i18n.register(
         "page.prev": ("‹ Trang trước", "‹ Previous page"),
         "page.next": ("Trang sau ›", "Next page ›"),
         "page.nav": ("Chuyển trang", "Pages"),
+        "page.acks_more": (
+            "{ok}/{total} cụm loa đã nhận; {more} cụm khác không liệt kê",
+            "{ok} of {total} speakers answered; {more} more not listed",
+        ),
     }
 )
 
@@ -65,3 +72,20 @@ def page_number(text: str | None) -> int:
 def clamp(page: int, per_page: int, total: int) -> int:
     """A page past the end shows the last one."""
     return min(page, max(1, -(-total // per_page)))
+
+
+class _Answer(Protocol):
+    @property
+    def ok(self) -> bool | None: ...
+
+
+A = TypeVar("A", bound=_Answer)
+
+
+def listed_acks(acks: Sequence[A]) -> tuple[list[A], int]:
+    """The answers a row names, and how many it does not: all of a few; of many, the
+    first ``ACKS_LISTED`` not yet answered yes (what someone acts on), the rest counted."""
+    if len(acks) <= ACKS_LISTED:
+        return list(acks), 0
+    shown = [a for a in acks if not a.ok][:ACKS_LISTED]
+    return shown, len(acks) - len(shown)

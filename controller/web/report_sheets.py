@@ -97,6 +97,18 @@ i18n.register(
         "reports.log": ("Nhật ký phát từng bản tin", "Play log per bulletin"),
         "reports.device": ("Cụm loa (mã, để trống: tất cả)", "Cluster (id, blank for all)"),
         "reports.day_hint": ("ngày/tháng/năm", "dd/mm/yyyy"),
+        "reports.commune": ("Xã", "Commune"),
+        "reports.choose_commune": (
+            "Chọn một xã hoặc nhập mã cụm loa rồi bấm Xem. Nhật ký của cả tỉnh: tải Excel "
+            "hoặc CSV.",
+            "Choose a commune or type a cluster's id, then Show. The whole province's log: "
+            "download the Excel or CSV file.",
+        ),
+        "reports.all_communes": ("Cả tỉnh", "The whole province"),
+        "reports.other_commune": (
+            "Bạn chỉ xem được báo cáo của xã mình: bỏ chọn xã khác.",
+            "You can see only your own commune's reports: do not choose another commune.",
+        ),
         "reports.bad_day": (
             "Ngày không hợp lệ: {value}. Hãy nhập theo dạng ngày/tháng/năm, ví dụ 03/12/2026.",
             "Invalid date: {value}. Type it as dd/mm/yyyy, for example 03/12/2026.",
@@ -118,12 +130,6 @@ i18n.register(
         "reports.by.device": ("Thiết bị", "Device"),
         "reports.by.group": ("Nhóm", "Group"),
         "reports.by.commune": ("Xã", "Commune"),
-        "reports.commune": ("Xã", "Commune"),
-        "reports.all_communes": ("Tất cả các xã", "Every commune"),
-        "reports.other_commune": (
-            "Bạn chỉ xem được báo cáo của xã mình. Hãy bỏ chọn xã khác.",
-            "You see your own commune's reports only. Do not choose another commune.",
-        ),
         "reports.by.service": ("Dịch vụ", "Service"),
         "reports.by.counter": ("Quầy", "Counter"),
         "reports.by.officer": ("Cán bộ", "Officer"),

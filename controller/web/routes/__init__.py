@@ -26,6 +26,7 @@ from controller import i18n
 from controller.auth.roles import Permission, Principal
 from controller.site.directory import ProvisioningError
 from controller.web.names import group_name
+from controller.web.paging import listed_acks
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -142,6 +143,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             "csrf": who.csrf_token if who else "",
             "nav": nav,
             "local_time": local_time,
+            "listed_acks": listed_acks,
             "target": lambda kind, ident: target_name(lang, kind, ident, communes),
             "group": lambda ident: group_name(lang, ident, communes),
             **context,

@@ -279,7 +279,7 @@ def _page(
         sent=sent,
         connected=station.connected,
         choices=target_choices(station, request, "/broadcasts", commune=commune),
-        clips=station.library.clips(commune),
+        clips=station.library.choices(commune),
         stations=station.stations.stations(commune),
         broadcasts=station.broadcasting.recent(30, commune=commune),
     )

@@ -31,6 +31,7 @@ from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, app_state, require
 from controller.fleet.live import CommandLive, DeviceLive
 from controller.fleet.live_rules import OnAir
+from controller.web.paging import listed_acks
 from controller.web.routes import lang_of, local_time
 from controller.web.routes.console import ack_text
 from protocol.topics import ID_PATTERN
@@ -130,6 +131,8 @@ def _on_air(key: str, a: OnAir | None, lang: i18n.Lang) -> dict[str, Any]:
 def _command(key: str, c: CommandLive | None, lang: i18n.Lang) -> dict[str, Any]:
     if c is None:
         return {"id": key, "gone": True}
+    shown, more = listed_acks(c.acks)
+    ok = sum(1 for a in c.acks if a.ok)
     return {
         "id": key,
         "status": c.status,
@@ -140,8 +143,11 @@ def _command(key: str, c: CommandLive | None, lang: i18n.Lang) -> dict[str, Any]
                 "state": "wait" if a.ok is None else ("yes" if a.ok else "no"),
                 "text": ack_text(lang, a.ok, a.error),
             }
-            for a in c.acks
+            for a in shown
         ],
+        "more_text": (
+            i18n.t(lang, "page.acks_more", ok=ok, total=len(c.acks), more=more) if more else ""
+        ),
     }
 
 

@@ -26,6 +26,7 @@ from controller.deps import Communes, DbSession, app_state, asked_commune, requi
 from controller.fleet.play_log import play_log
 from controller.fleet.reports import proof_of_play, queue_stats
 from controller.web.charts import bar_chart
+from controller.web.paging import Pager, clamp, page_number
 from controller.web.report_sheets import play_log_sheet, plays_sheet, queue_sheet
 from controller.web.routes import LOCAL_TZ, error_responses, lang_of, render
 from controller.web.spreadsheets import XLSX_TYPE, Sheet, cell_text, to_csv, to_xlsx
@@ -102,6 +103,11 @@ class PlayLogRowOut(BaseModel):
     commune: str | None = Field(description="The cluster's commune; null: the province")
 
 
+MAX_LOG_ROWS = 5000
+LOG_PER_PAGE = 100  # rows of the log page; the files carry every row
+WIDE_MAX = 10  # communes whose log one page shows at once; more: choose one
+
+
 @router.get(
     "/api/reports/log", response_model=list[PlayLogRowOut], responses=error_responses(401, 403, 422)
 )
@@ -114,13 +120,18 @@ def api_log(
     end_ms: EpochMs,
     device: Annotated[str | None, Query(max_length=64)] = None,
     commune: CommuneQuery = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_ROWS)] = MAX_LOG_ROWS,
 ) -> list[PlayLogRowOut]:
     """Each play planned in [start_ms, end_ms) on each cluster: bulletin, planned and actual
-    start, what aired, and whether it completed, was cut, missed or failed, and why."""
+    start, what aired, and whether it completed, was cut, missed or failed, and why.
+
+    A commune user's: on their commune's speakers; the province's: on every speaker, or
+    ``commune``'s. At most ``limit`` rows from ``offset``, in the log's order."""
     _check_period(start_ms, end_ms)
     scope = _scope(who, communes, commune)
     rows = play_log(db, start_ms, end_ms, device, commune=scope)
-    return [PlayLogRowOut(**vars(row)) for row in rows]
+    return [PlayLogRowOut(**vars(row)) for row in rows[offset : offset + limit]]
 
 
 MAX_PERIOD_MS = 366 * 86_400_000
@@ -283,17 +294,28 @@ def log_page(
     end: Day = None,
     device: Annotated[str | None, Query(max_length=64)] = None,
     commune: CommuneQuery = None,
+    page: Annotated[str | None, Query(max_length=12)] = None,
     format: Format = "html",
     sep: Sep = "comma",
 ) -> Response:
-    """Each play of each bulletin on each cluster: what an officer shows upward."""
+    """Each play of each bulletin on each cluster: what an officer shows upward. The page
+    shows ``LOG_PER_PAGE`` rows at a time (the chart counts them all); the files all."""
     start_ms, end_ms, first, last = _period(request, start, end)
     where = _where(who, communes, commune)
-    rows = play_log(db, start_ms, end_ms, device or None, commune=where.scope)
+    # a province's week is hundreds of thousands of plays: its page asks for a commune
+    # or a cluster first (the files still carry every row)
+    wide = where.scope is None and not device and len(communes) > WIDE_MAX
+    choose = format == "html" and wide
+    rows = [] if choose else play_log(db, start_ms, end_ms, device or None, commune=where.scope)
     lang = lang_of(request)
-    sheet = play_log_sheet(lang, rows, where.names, column=where.column)
     if format != "html":
+        sheet = play_log_sheet(lang, rows, communes, column=where.column)
         return _file(sheet, format, sep, name="nhat-ky-phat", first=first, last=last)
+    shown = clamp(page_number(page), LOG_PER_PAGE, len(rows))
+    sheet = play_log_sheet(
+        lang, rows[(shown - 1) * LOG_PER_PAGE : shown * LOG_PER_PAGE], communes, column=where.column
+    )
+    kept = tuple((k, v) for k, v in request.query_params.items() if k != "page")
     aired: Counter[str] = Counter(r.result for r in rows)
     chart = bar_chart(
         [(i18n.t(lang, f"log.result.{k}"), aired[k]) for k in RESULTS],
@@ -310,6 +332,8 @@ def log_page(
         by=None,
         bys=(),
         device=device or "",
+        choose=choose,
+        pager=Pager(shown, LOG_PER_PAGE, len(rows), kept, path="/reports/log"),
     )
 
 

@@ -392,15 +392,14 @@ def _page(
         some = speakers[(shown - 1) * PER_PAGE : shown * PER_PAGE]
         plans = station.calendar.plans(first, end, devices=some, commune=commune) if some else []
     except (i18n.Refusal, OSError, ValueError):  # no site yet
-        speakers, plans = [], []
+        speakers, some, plans = [], [], []
     kept = tuple(query.items())
-    clips = station.library.clips(commune)
-    by_id = {c.sha256: c.title for c in clips}
+    clips = station.library.choices(commune)
     now_ms = app_state(request).now_ms()
     aired: dict[tuple[str, str], PlayLogRow] = {}
     if first < now_ms:  # the past says what happened, from the speakers' reports
         with app_state(request).sessions() as db:
-            for row in play_log(db, first, min(end, now_ms + 1)):
+            for row in play_log(db, first, min(end, now_ms + 1), commune=commune, devices=some):
                 aired[(row.device_id, row.key)] = row
     lang = lang_of(request)
     page = page_number(query.get("page"))
@@ -408,6 +407,7 @@ def _page(
     if not entries and total:
         page = clamp(page, PER_PAGE, total)
         entries, total = station.scheduling.page(page, PER_PAGE, commune)
+    by_id = station.library.titles((e.clip_sha256 for e in entries if e.clip_sha256), commune)
     stations = station.stations.stations(commune)
     return render(
         request,

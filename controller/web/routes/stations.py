@@ -259,7 +259,7 @@ def _page(
         error=error,
         done=done,
         stations=station.stations.stations(commune),
-        clips=station.library.clips(commune),
+        clips=station.library.choices(commune),
         viewer_commune=commune,
     )
 

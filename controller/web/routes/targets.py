@@ -27,6 +27,7 @@ from controller.web.routes import error_responses, lang_of, target_name
 router = APIRouter(tags=["targets"])
 Viewer = Annotated[Principal, Depends(require(Permission.VIEW_FLEET))]
 SEARCH_PER_PAGE = 20
+GROUPS_LISTED = 100  # more in a province: its communes listed, their villages searched
 
 i18n.register(
     {
@@ -39,6 +40,11 @@ i18n.register(
             "No speaker found: try another id, such as loa-12, or a village's name.",
         ),
         "targets.found": ("Tìm thấy {total} cụm loa", "{total} speakers found"),
+        "targets.villages_hint": (
+            "Nhóm thôn của một xã: gõ mã xã (ví dụ {example}) vào ô tìm cụm loa.",
+            "A commune's village groups: type the commune's id (such as {example}) in the "
+            "speaker search.",
+        ),
     }
 )
 
@@ -52,6 +58,14 @@ class TargetChoices:
     q: str
     pager: Pager
     path: str  # the page, where its search goes
+    unlisted: str = ""  # a commune whose villages the province's list leaves to the search
+
+
+def province_groups(groups: list[str], communes: set[str], q: str) -> list[str]:
+    """A province's groups: "all" and each commune's own, and of the others (the
+    communes' villages, thousands in a province) those the search names."""
+    wanted = q.strip().casefold()
+    return [g for g in groups if g == "all" or g in communes or (wanted and wanted in g.casefold())]
 
 
 def target_choices(
@@ -63,9 +77,14 @@ def target_choices(
     q = str(params.get("q", ""))[:48]
     page = page_number(params.get("tpage"))
     kept = tuple((k, v) for k, v in params.items() if k != "tpage")
+    unlisted = ""
     try:
         fleet = station.scheduling.fleet
         groups = fleet.groups(commune)
+        communes = {c.id for c in station.site.communes()} if commune is None else set()
+        if communes and len(groups) > GROUPS_LISTED:
+            every, groups = groups, province_groups(groups, communes, q)
+            unlisted = min(communes) if len(groups) < len(every) else ""
         found, total = fleet.find(q, page, SEARCH_PER_PAGE, commune)
         if not found and total:
             page = clamp(page, SEARCH_PER_PAGE, total)
@@ -73,7 +92,7 @@ def target_choices(
     except (OSError, ProvisioningError, i18n.Refusal):  # no site yet: nothing to choose
         groups, found, total = [], [], 0
     pager = Pager(page, SEARCH_PER_PAGE, total, kept, param="tpage", path=path)
-    return TargetChoices(groups, found, q, pager, path)
+    return TargetChoices(groups, found, q, pager, path, unlisted)
 
 
 class TargetOut(BaseModel):

@@ -108,6 +108,12 @@
           }
           acks.append(span, " ");
         });
+        if (data.more_text) {
+          const more = document.createElement("span");
+          more.className = "ack-more";
+          more.textContent = data.more_text;
+          acks.append(more);
+        }
       }
     );
   });
