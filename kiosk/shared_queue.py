@@ -287,6 +287,9 @@ class SharedQueue:
         client.reconnect_delay_set(0.2, 2.0)  # type: ignore[arg-type]
         client.on_connect = guarded(self._on_connect)
         client.on_message = guarded(self._on_message)
+        # up once the broker holds the subscription (SUBACK), not at CONNACK: what a peer
+        # says from then on reaches this side
+        client.on_subscribe = guarded(lambda *_: self._link(up=True))
         client.on_disconnect = guarded(lambda *_: self._link(up=False))
         self._client = client
         client.connect_async(host, port, keepalive=10)
@@ -306,9 +309,10 @@ class SharedQueue:
             return
         peers = [(self.topics.office(k), 1) for k in self.kiosks if k != self.kiosk]
         if peers:
-            client.subscribe(peers)
+            client.subscribe(peers)  # up at its SUBACK
         self._send_sync(client)
-        self._link(up=True)
+        if not peers:
+            self._link(up=True)
 
     def _link(self, *, up: bool) -> None:
         with self.changed:
