@@ -18,6 +18,7 @@ from controller.db.broadcast_tables import (
     ClipShareRow,
     ScheduleRow,
 )
+from controller.web.routes.bulletins import language_name
 from tests import test_communes_radio as radio
 from tests.broadcast_api_helpers import refused
 from tests.commune_helpers import COMMUNES, OTHER, VILLAGE, Two
@@ -93,6 +94,9 @@ def test_the_province_sees_every_bulletin_and_decides_any(
     listed = {b["id"] for b in two.call((None, "admin"), "GET", "/api/bulletins").json()}
     assert listed == set(sent.values())
     html = two.call((None, "admin"), "GET", "/bulletins").text
+    assert "· tiếng Việt<br>" in html and "· vi<br>" not in html  # its language in words
+    english = two.call((None, "admin"), "GET", "/bulletins", params={"lang": "en"}).text
+    assert "· in Vietnamese<br>" in english
     for commune, name in COMMUNES.items():
         assert f'action="/bulletins/{sent[commune]}/accept"' in html and name in html
     assert f'action="/bulletins/{sent[None]}/accept"' in html
@@ -180,3 +184,9 @@ def test_a_communes_bulletin_keeps_its_entry_for_the_clip_and_not_anothers(two: 
     with two.app.state.xaso.sessions() as db:
         assert db.get(ClipRow, sha) is not None
         assert db.scalars(sa.select(ClipShareRow.commune)).all() == []
+
+
+def test_a_bulletins_language_reads_as_words_and_an_unnamed_one_keeps_its_code() -> None:
+    assert language_name("vi", "en-US") == "tiếng Anh"
+    assert language_name("en", "vi") == "in Vietnamese"
+    assert language_name("vi", "km") == "ngôn ngữ km"

@@ -22,7 +22,7 @@ from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, commune_names, require
 from controller.radio.bulletins import Bulletin
 from controller.radio.station import Station, invalid_input, refused_as_http
-from controller.web.routes import error_responses, render
+from controller.web.routes import error_responses, lang_of, render
 from controller.web.routes.approvals import audit_held
 from controller.web.routes.broadcast_schemas import StreamUrl, TargetIn, TargetOut
 from controller.web.routes.broadcasts import SEND_ERRORS, precheck
@@ -58,6 +58,9 @@ i18n.register(
         "bul.state.declined": ("Đã từ chối", "Declined"),
         "bul.state.aired": ("Đã phát tự động", "Aired on arrival"),
         "bul.for": ("Gửi cho", "For"),
+        "bul.lang.vi": ("tiếng Việt", "in Vietnamese"),
+        "bul.lang.en": ("tiếng Anh", "in English"),
+        "bul.lang.other": ("ngôn ngữ {code}", "language {code}"),
         "bul.of_province": (
             "Gửi cho cấp tỉnh: xã xem được, cấp tỉnh xử lý",
             "For the province: yours to see, the province's to handle",
@@ -269,7 +272,16 @@ def _page(
         clip_titles={c.sha256: c.title for c in station.library.clips(who.commune)},
         viewer_commune=who.commune,
         commune_names=commune_names(request),
+        language=lambda code: language_name(lang_of(request), code),
     )
+
+
+def language_name(lang: i18n.Lang, code: str) -> str:
+    """A bulletin's language in words ("tiếng Việt"), not its code; one we have no name
+    for keeps its code, so that nothing is hidden."""
+    base = code.split("-", maxsplit=1)[0]
+    key = f"bul.lang.{base}"
+    return i18n.t(lang, key) if i18n.has(key) else i18n.t(lang, "bul.lang.other", code=code)
 
 
 @router.get("/bulletins", response_class=HTMLResponse, include_in_schema=False)
