@@ -6,6 +6,7 @@ The `offline` fixture (tests/conftest.py) is this app with no broker; the
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,11 @@ def entry(clip: str, **kw: Any) -> dict[str, Any]:
         "label": "Bản tin sáng",
         **kw,
     }
+
+
+def wait_connected(state: Any, timeout_s: float = 30.0) -> None:
+    """Block until the app's station is on its broker (a loaded machine: generous)."""
+    deadline = time.monotonic() + timeout_s
+    while not state.station.connected:
+        assert time.monotonic() < deadline, "the station did not connect"
+        time.sleep(0.05)

@@ -6,7 +6,6 @@ with no code words (tests/page_text.py)."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from controller.auth.accounts import create_user
 from controller.site.directory import Site
 from tests.audio_helpers import tone_file
-from tests.broadcast_api_helpers import PASSWORD, make_app
+from tests.broadcast_api_helpers import PASSWORD, make_app, wait_connected
 from tests.http_helpers import serve
 from tests.page_text import plain_vietnamese
 
@@ -43,10 +42,7 @@ def base_url(tmp_path: Path, site: Site, broker: Any) -> Iterator[str]:
     tone = tone_file(tmp_path / "sang.wav", 440, 1.0)
     state.station.library.upload(tone, title="Bản tin sáng", created_by="lan")
     with serve(app) as url:
-        deadline = time.monotonic() + 30
-        while not state.station.connected:
-            assert time.monotonic() < deadline, "the station did not connect"
-            time.sleep(0.05)
+        wait_connected(state)
         yield url
 
 

@@ -29,7 +29,7 @@ from cli.brokers.mosquitto import free_port
 from controller.auth.accounts import create_user
 from controller.site.directory import Site
 from tests.audio_helpers import dominant_hz, read_samples, tone_file
-from tests.broadcast_api_helpers import PASSWORD, make_app
+from tests.broadcast_api_helpers import PASSWORD, make_app, wait_connected
 from tests.http_helpers import serve
 from tests.page_text import plain_vietnamese
 
@@ -60,10 +60,7 @@ def base_url(tmp_path: Path, site: Site, broker: Any) -> Iterator[str]:
         db.commit()
     state.fleet.sync_registry()
     with serve(app, port) as url:
-        deadline = time.monotonic() + 30
-        while not state.station.connected:
-            assert time.monotonic() < deadline, "the station did not connect"
-            time.sleep(0.05)
+        wait_connected(state)
         yield url
 
 

@@ -5,7 +5,6 @@ station connected to a real Mosquitto."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from controller.auth.accounts import create_user
 from controller.site.directory import Site
 from tests.audio_helpers import tone_file
-from tests.broadcast_api_helpers import make_app
+from tests.broadcast_api_helpers import make_app, wait_connected
 from tests.http_helpers import serve
 
 RECORD_PROGRESS = """() => {
@@ -48,10 +47,7 @@ def base_url(tmp_path: Path, site: Site, broker: Any) -> Iterator[str]:
         )
         db.commit()
     with serve(app) as url:
-        deadline = time.monotonic() + 30
-        while not state.station.connected:
-            assert time.monotonic() < deadline, "the station did not connect"
-            time.sleep(0.05)
+        wait_connected(state)
         yield url
 
 

@@ -11,7 +11,6 @@ killed with SIGKILL go offline, without a reload.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from controller.site.directory import Site
-from tests.broadcast_api_helpers import PASSWORD, Ctl, make_app
+from tests.broadcast_api_helpers import PASSWORD, Ctl, make_app, wait_connected
 from tests.http_helpers import serve
 
 WAIT_MS = 90_000  # a shared, busy machine: generous, the outcome is what is asserted
@@ -33,10 +32,7 @@ def base_url(tmp_path: Path, site: Site, broker: Any) -> Iterator[str]:
     state = app.state.xaso
     state.fleet.sync_registry()
     with serve(app) as url:
-        deadline = time.monotonic() + 30
-        while not state.station.connected:
-            assert time.monotonic() < deadline, "the station did not connect"
-            time.sleep(0.05)
+        wait_connected(state)
         yield url
 
 

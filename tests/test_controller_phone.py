@@ -9,7 +9,6 @@ button, and the confirmation's own, are on the first screen without scrolling.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from controller.site.directory import Site
 from tests.audio_helpers import tone_file
-from tests.broadcast_api_helpers import PASSWORD, Ctl, entry, group, make_app
+from tests.broadcast_api_helpers import PASSWORD, Ctl, entry, group, make_app, wait_connected
 from tests.http_helpers import serve
 
 WIDTH, HEIGHT = 390, 844
@@ -39,10 +38,7 @@ def base_url(tmp_path: Path, site: Site, broker: Any) -> Iterator[str]:
     ctl = Ctl(app, tmp_path)
     state = app.state.xaso
     with serve(app) as url:
-        deadline = time.monotonic() + 30
-        while not state.station.connected:
-            assert time.monotonic() < deadline, "the station did not connect"
-            time.sleep(0.05)
+        wait_connected(state)
         api = httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {ctl.tokens['broadcaster']}"},

@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from controller.db.auth_tables import AuditEntry
 from controller.site.directory import Site
 from tests.audio_helpers import skew_ms
-from tests.broadcast_api_helpers import PASSWORD, Ctl
+from tests.broadcast_api_helpers import PASSWORD, Ctl, wait_connected
 from tests.lossy_link import LossyLink
 from tests.player_helpers import dominant_hz, samples
 from tests.stream_helpers import StreamRig
@@ -57,10 +57,7 @@ def rig(tmp_path: Path, site: Site, broker: Any) -> Iterator[StreamRig]:
     Ctl(r.app, tmp_path)  # a user per role, named by the role
     state = r.app.state.xaso
     state.fleet.sync_registry()
-    deadline = time.monotonic() + 30
-    while not state.station.connected:
-        assert time.monotonic() < deadline, "the station did not connect"
-        time.sleep(0.05)
+    wait_connected(state)
     yield r
     r.close()
 

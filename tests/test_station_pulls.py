@@ -29,6 +29,7 @@ from controller.radio.targets import Target
 from controller.site.directory import Site
 from protocol.commands import ScheduleSet
 from tests.audio_helpers import dominant_hz, read_samples
+from tests.broadcast_api_helpers import wait_connected
 from tests.stream_helpers import StreamRig
 from tests.stream_station import Station as LoopbackStation
 from tests.test_scheduling import TZ
@@ -44,10 +45,7 @@ def rig(tmp_path: Path, site: Site, broker: Any, database_url: str) -> Iterator[
     state = r.app.state.xaso
     state.fleet.sync_registry()
     state.station.pulls.retry_cap_s = 1.5  # the field's is 5 s: the test waits less
-    deadline = time.monotonic() + 30
-    while not state.station.connected:
-        assert time.monotonic() < deadline, "the station did not connect"
-        time.sleep(0.05)
+    wait_connected(state)
     yield r
     r.close()
 

@@ -39,6 +39,7 @@ from plumbing.clock import wall_ms
 from protocol.events import Body
 from protocol.ogg import PageReader, epoch_of, opus_pre_skip, sample_instant_ms, with_epoch
 from tests.audio_helpers import sink_timeline, skew_ms
+from tests.broadcast_api_helpers import wait_connected
 from tests.lossy_link import LossyLink
 from tests.stream_helpers import StreamRig
 from tests.stream_station import Station as LoopbackStation
@@ -265,10 +266,7 @@ def rig(tmp_path: Path, site: Site, broker: Any, database_url: str) -> Iterator[
     r = StreamRig(tmp_path, database_url, site, broker.port)
     state = r.app.state.xaso
     state.fleet.sync_registry()
-    deadline = time.monotonic() + 30
-    while not state.station.connected:
-        assert time.monotonic() < deadline, "the station did not connect"
-        time.sleep(0.05)
+    wait_connected(state)
     yield r
     r.close()
 
