@@ -23,7 +23,7 @@ import pytest
 
 from controller.radio.relay_stations import StationInput, mount_station
 from controller.radio.schedule_entries import EntryInput
-from controller.radio.station_pulls import StationPull, Window, due, schedule_windows
+from controller.radio.station_pulls import StationPull, Window, due, released, schedule_windows
 from controller.radio.streams import StreamServer
 from controller.radio.targets import Target
 from controller.site.directory import Site
@@ -176,6 +176,43 @@ def test_a_relay_now_waits_for_its_mount_and_the_pull_lasts_its_length(
         assert body["outcome"] == "completed" and body["gaps"] == [], (device, body)
         assert abs(_pitch(tmp_path, device) - 440) < 10
     assert vov.most_listening == 1 and vov.with_credentials == 0
+
+
+def test_a_stop_ends_a_relay_now_it_cut_on_every_speaker_and_nothing_else() -> None:
+    both = frozenset({"loa-1", "loa-2"})
+    relay = Window(7, 0, 60_000, both, priority=3)
+    scheduled = Window(8, 0, 60_000)  # a schedule's: its end is the schedule's to say
+    assert released([relay, scheduled], frozenset({"loa-1"}), 9) == [
+        Window(7, 0, 60_000, frozenset({"loa-2"}), 3), scheduled]  # fmt: skip
+    assert released([relay, scheduled], both | {"loa-3"}, 9) == [scheduled]
+    assert released([relay], both, 2) == [relay]  # a stop below its level leaves it on air
+
+
+def test_a_relay_now_stopped_early_lets_go_of_its_pull_once_no_speaker_plays_it(
+    rig: StreamRig, fleet: Any, probe: Any, vov: LoopbackStation, tmp_path: Path
+) -> None:
+    station = rig.app.state.xaso.station
+    made = station.stations.create(StationInput(name="VOV1", url=vov.url), by="bt")
+    _spawn(fleet, probe, tmp_path)
+    stream = station.stations.stream_for(made.id, 600, station.clip_base_url)
+    info = station.broadcasting.relay_now(
+        [Target("group", "all")], stream, by="bt", level="normal", label="VOV1", approved=True
+    )
+    for device in SPEAKERS:
+        play_event(probe, device, "play.started", info.id, timeout=90)
+    # one speaker stopped: the others still relay, so the pull goes on
+    station.broadcasting.stop([Target("device", "loa-1")], by="bt", level="normal")
+    assert play_event(probe, "loa-1", "play.finished", info.id)["outcome"] == "stopped"
+    assert made.id in station.pulls.pulls
+    # the rest stopped: the station is pulled no more, ten minutes before the relay's end
+    station.broadcasting.stop([Target("device", d) for d in SPEAKERS[1:]], by="bt")
+    assert station.pulls.pulls == {}
+    deadline = time.monotonic() + 60
+    while vov.listening:
+        assert time.monotonic() < deadline, "the station still has its listener"
+        time.sleep(0.1)
+    for device in SPEAKERS[1:]:
+        assert play_event(probe, device, "play.finished", info.id)["outcome"] == "stopped"
 
 
 def test_a_pull_without_ffmpeg_keeps_trying_with_backoff_and_stops_when_told() -> None:

@@ -162,8 +162,13 @@ class Broadcasting:
         self.gate = gate
         self.clock = clock
         self._answered = threading.Condition()
-        # told of each relay sent (its stream, its start): the station pulls hold its mount
-        self.on_relay: Callable[[StreamRef, int], None] = lambda stream, at_ms: None
+        # told of each relay sent (its stream, start, speakers, priority): the station
+        # pulls hold its mount; and of each stop (its speakers, the priority it cuts up
+        # to): they let go of a relay it cut on every speaker
+        self.on_relay: Callable[[StreamRef, int, frozenset[str], int], None] = (
+            lambda stream, at_ms, devices, priority: None
+        )
+        self.on_stop: Callable[[frozenset[str], int], None] = lambda devices, priority: None
 
     def play_now(
         self,
@@ -372,7 +377,8 @@ class Broadcasting:
             device_auth=stream.device_auth,
             direct_url=stream.direct_url,
         )
-        self.on_relay(stream, at)  # the pull starts before the speakers connect
+        devices = frozenset(d for t in targets for d in self.fleet.members_within(t, commune))
+        self.on_relay(stream, at, devices, body.priority)  # pulled before speakers connect
         return self._send(
             "stream",
             targets,
@@ -428,13 +434,13 @@ class Broadcasting:
         if level not in LEVELS:
             raise Invalid("bad_level", f"Mức {level!r} không hợp lệ", f"Unknown level {level!r}")
         now = self.clock()
+        devices = frozenset(d for t in targets for d in self.fleet.members_within(t, commune))
         if commune is not None:
-            devices = {d for t in targets for d in self.fleet.members_within(t, commune)}
             self._refuse_stopping_the_province(devices, commune, level, now)
         priority_max = max(p for p in range(10) if level_of(p) <= LEVELS[level])
         priority_max = tenancy.stop_cap(commune, priority_max)
         body = BroadcastStop(priority_max=priority_max)
-        return self._send(
+        info = self._send(
             "stop",
             targets,
             body,
@@ -445,9 +451,11 @@ class Broadcasting:
             priority=priority_max,
             commune=commune,
         )
+        self.on_stop(devices, priority_max)
+        return info
 
     def _refuse_stopping_the_province(
-        self, devices: set[str], commune: str, level: str, now: int
+        self, devices: frozenset[str], commune: str, level: str, now: int
     ) -> None:
         """Refuse a commune's stop that would reach a broadcast it may not stop
         (``tenancy.may_stop``) still on air on one of ``devices``: sent, and its clip's

@@ -167,6 +167,7 @@ class Station:
                 )
                 if self.pulls is not None:
                     broadcasting.on_relay = self.pulls.hold
+                    broadcasting.on_stop = self.pulls.release
                 inbox = BulletinInbox(self.sessions, scheduling, broadcasting)
                 calendar = ScheduleCalendar(scheduling)
                 desk = ApprovalDesk(self.sessions, scheduling, broadcasting)

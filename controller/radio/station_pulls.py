@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,11 +64,26 @@ _STOP_TIMEOUT_S = 5
 
 @dataclass(frozen=True)
 class Window:
-    """A station on air from ``start_ms`` to ``end_ms`` (a relay's occurrence)."""
+    """A station on air from ``start_ms`` to ``end_ms`` (a relay's occurrence); a relay
+    now's also names its speakers and priority, so that a stop can end it early."""
 
     station_id: int
     start_ms: int
     end_ms: int
+    devices: frozenset[str] = frozenset()
+    priority: int = 0
+
+
+def released(held: Iterable[Window], devices: frozenset[str], priority_max: int) -> list[Window]:
+    """The relays now still on air after a stop of ``devices`` up to ``priority_max``: a
+    relay it cut on every speaker it reached is gone, one it cut on some keeps the rest."""
+    kept = []
+    for window in held:
+        if not window.devices or window.priority > priority_max:
+            kept.append(window)
+        elif left := window.devices - devices:
+            kept.append(replace(window, devices=left))
+    return kept
 
 
 def due(windows: Iterable[Window], now_ms: int, lead_ms: int = PULL_LEAD_MS) -> set[int]:
@@ -217,16 +232,29 @@ class StationPulls:
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
-    def hold(self, stream: StreamRef, at_ms: int) -> None:
-        """A relay now of a station's mount: pull it for its length, and wait (a little)
-        until the mount is served, so the speakers find it when they connect."""
+    def hold(self, stream: StreamRef, at_ms: int, devices: frozenset[str], priority: int) -> None:
+        """A relay now of a station's mount to ``devices``: pull it for its length, and
+        wait (a little) until the mount is served, so the speakers find it when they
+        connect."""
         station = mount_station(stream.url)
         if station is None or not stream.url.startswith(self.streams.url.rstrip("/") + "/"):
             return
+        end_ms = at_ms + stream.duration_s * 1000
         with self._lock:
-            self._held.append(Window(station, at_ms, at_ms + stream.duration_s * 1000))
+            self._held.append(Window(station, at_ms, end_ms, devices, priority))
         self.tick()
         self.wait_mounted(station, READY_TIMEOUT_S)
+
+    def release(self, devices: frozenset[str], priority_max: int) -> None:
+        """A stop sent to ``devices``: a relay now it ended everywhere is pulled no more
+        (a stop sent by another replica does not reach this one's: its pull lasts the
+        relay's length)."""
+        with self._lock:
+            before = len(self._held)
+            self._held = released(self._held, devices, priority_max)
+            gone = len(self._held) < before
+        if gone:
+            self.tick()
 
     def windows(self, now_ms: int) -> list[Window]:
         with self._lock:
