@@ -108,6 +108,34 @@ def test_the_pacer_stamps_the_first_audio_page_as_now_and_holds_what_comes_early
         late.feed(raw[len(raw) // 3 :])
 
 
+def test_a_pacer_told_to_rejoin_anchors_a_late_input_again_at_its_late_page(
+    tmp_path: Path,
+) -> None:
+    raw = _noise_ogg(tmp_path / "n.ogg")
+    now = [50_000.0]
+    out: list[bytes] = []
+    told: list[float] = []
+
+    def sleep(s: float) -> None:
+        now[0] += s * 1000
+
+    pacer = Pacer(out.append, delay_ms=1000, late_ms=400, rejoin=told.append,
+                  clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    pacer.feed(raw[: len(raw) // 3])
+    first = pacer.epoch_ms
+    assert first is not None and pacer.rejoins == 0
+    now[0] += 2500  # the input stalls, then what it held comes at once
+    pacer.feed(raw[len(raw) // 3 :])
+    assert pacer.rejoins == 1 and len(told) == 1 and told[0] > 2000
+    pages = PageReader().feed(b"".join(out))
+    epochs = [epoch_of(p.packets()[0]) for p in pages if p.packets()[0][:8] == b"OpusTags"]
+    assert epochs == [first, pacer.epoch_ms]  # the headers again, with the new timeline
+    assert pacer.epoch_ms is not None and 2000 < pacer.epoch_ms - first <= 2600
+    assert (
+        sum(p.bos for p in pages) == 2 and pages[-1].granule == PageReader().feed(raw)[-1].granule
+    )
+
+
 class _Served:
     """Bytes on loopback HTTP, once, as Icecast gives a late listener: headers, then a page."""
 

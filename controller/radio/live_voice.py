@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 MAX_SESSION_S = 2 * 3600  # what the speakers are told; a stop ends it sooner
 SILENCE_S = 3.0  # no audio from the browser this long: the session ends
 LEAD_MS = 1500  # the speakers connect and switch their amplifiers on before the voice
+LATE_MS = 400  # a page this late still reaches speakers behind a 600 ms link in time
 _CLOSE_TIMEOUT_S = 30
+_REJOIN_TRIES = 10
 
 
 class LiveVoiceError(Exception):
@@ -70,10 +72,11 @@ class LiveEncoder:
             stderr=subprocess.PIPE,
         )
         self._source = IcecastSource(streams, mount)
-        # no lateness limit: a browser that lagged catches up, and what came too late
-        # for the speakers is dropped there; the stream stays on its one timeline
-        self.pacer = Pacer(self._source.send)
+        # a browser (or its link) that stalled longer than this sends the rest late: the
+        # stream starts again from there, its words kept, the delay grown by the stall
+        self.pacer = Pacer(self._source.send, late_ms=LATE_MS, rejoin=self._rejoin)
         self.bytes_in = 0
+        self._closing = False  # the input has ended: what is left is for the recording
         self._pump = threading.Thread(target=self._tee, name=f"live-{mount}", daemon=True)
         self._pump.start()
 
@@ -86,7 +89,7 @@ class LiveEncoder:
             while chunk := os.read(self._encoder.stdout.fileno(), 4096):
                 out.write(chunk)
                 out.flush()
-                if not on_air:
+                if not on_air or self._closing:  # the last page comes late: no rejoin
                     continue
                 try:
                     self.pacer.feed(chunk)
@@ -94,6 +97,20 @@ class LiveEncoder:
                     log.warning("live %s: the mount is lost: %s", self._source.mount, exc)
                     on_air = False
         self._source.close()
+
+    def _rejoin(self, late_ms: float) -> None:
+        """A new source connection for the new timeline: the speakers read its epoch
+        when they connect again (their stream ended with the old one)."""
+        log.warning("live %s: the voice came %.0f ms late; rejoined", self._source.mount, late_ms)
+        self._source.close()
+        for attempt in range(_REJOIN_TRIES):  # Icecast may not have seen the old one go yet
+            try:
+                self._source.open()
+                return
+            except StreamSourceError:
+                if attempt == _REJOIN_TRIES - 1:
+                    raise
+                time.sleep(0.2)
 
     def feed(self, chunk: bytes) -> None:
         assert self._encoder.stdin is not None
@@ -104,6 +121,7 @@ class LiveEncoder:
     def close(self) -> None:
         """End the input; the encoder drains, the mount ends, the recording is complete."""
         assert self._encoder.stdin is not None
+        self._closing = True
         with contextlib.suppress(OSError):
             self._encoder.stdin.close()
         try:

@@ -7,8 +7,12 @@ instant every speaker plays sample 0 into the OpusTags header
 (``protocol.ogg.EPOCH_TAG``: that anchor plus ``PLAYOUT_DELAY_MS``), and lets
 each page go no earlier than its last sample's time, so a burst at the input
 (a station's server sends seconds at once on connecting) reaches the speakers
-in real time. A page later than ``late_ms`` raises ``TooLate``: the speakers
-would only drop it, so a pull starts a new encode, with a new epoch.
+in real time. A page later than ``late_ms`` would only be dropped by the speakers,
+and so would every page after it: the input lost time it never makes up. A
+station's pull then gets ``TooLate`` and starts a new encode; live voice
+``rejoin``s: the stream is anchored again at that page with a new epoch on a
+new source connection, so the speakers reconnect and play on from the words
+that came late, rather than drop all the rest of the session.
 
 ``IcecastSource`` sends the pages to the mount by HTTP PUT, byte for byte, so
 the granule positions the speakers read are the encoder's own (an ffmpeg
@@ -100,11 +104,14 @@ class Pacer:
         *,
         delay_ms: float = PLAYOUT_DELAY_MS,
         late_ms: float | None = None,
+        rejoin: Callable[[float], None] | None = None,
         clock: Callable[[], float] = wall_ms,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._send, self._clock, self._sleep = send, clock, sleep
         self.delay_ms, self.late_ms = delay_ms, late_ms
+        self._rejoin = rejoin  # told how late (ms) before the stream is anchored again
+        self.rejoins = 0
         self._reader = PageReader()
         self._headers: list[Page] = []
         self._pre_skip = 0
@@ -123,10 +130,7 @@ class Pacer:
                 self._pre_skip = opus_pre_skip((page.packets() or [b""])[0])
             return
         if len(self._headers) == 2:  # the first audio page: the stream starts now
-            self.anchor_ms = self._clock() - sample_instant_ms(0, page.granule - self._pre_skip)
-            self.epoch_ms = round(self.anchor_ms + self.delay_ms)
-            head, tags = self._headers
-            self._out(head.to_bytes() + with_epoch(tags, self.epoch_ms).to_bytes())
+            self._anchor(page)
             self._headers.append(page)  # headers done
         if self.anchor_ms is None:
             raise OggError("audio before the Opus headers")
@@ -135,8 +139,19 @@ class Pacer:
         if early > 0:
             self._sleep(early / 1000)
         elif self.late_ms is not None and -early > self.late_ms:
-            raise TooLate(f"{-early:.0f} ms behind the wall clock")
+            if self._rejoin is None:
+                raise TooLate(f"{-early:.0f} ms behind the wall clock")
+            self._rejoin(-early)
+            self.rejoins += 1
+            self._anchor(page)
         self._out(page.to_bytes())
+
+    def _anchor(self, page: Page) -> None:
+        """``page`` is due now: its epoch, in the headers sent ahead of it."""
+        self.anchor_ms = self._clock() - sample_instant_ms(0, page.granule - self._pre_skip)
+        self.epoch_ms = round(self.anchor_ms + self.delay_ms)
+        head, tags = self._headers[:2]
+        self._out(head.to_bytes() + with_epoch(tags, self.epoch_ms).to_bytes())
 
     def _out(self, data: bytes) -> None:
         self._send(data)
