@@ -124,6 +124,9 @@ class BulletinOut(BaseModel):
     schedule_id: int | None
     broadcast_id: str | None
     commune: str | None
+    proposed: dict[str, Any] | None = Field(
+        None, description="A schedule from above: the times accept uses when given none"
+    )
 
     @classmethod
     def of(cls, b: Bulletin) -> BulletinOut:
