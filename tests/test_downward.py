@@ -34,6 +34,7 @@ from controller.radio.targets import Target
 from controller.settings import SettingsError, UpwardSection, load_settings
 from tests import test_scheduling as harness
 from tests.audio_helpers import tone_file
+from tests.commune_helpers import add_communes
 from tests.test_scheduling import Station
 from tests.upward_reference import Reference
 
@@ -303,6 +304,36 @@ def test_a_schedule_from_above_waits_with_its_times_and_accept_uses_them(
     doc = probe.wait_for(lambda m: m.topic == "xaso/dev/loa-2/schedule")
     items = doc.json()["body"]["items"]
     assert len(items) == 2 and items[0]["clip"]["sha256"] == row.clip_sha256
+
+
+def test_a_provinces_communes_are_asked_by_their_codes_and_each_gets_its_own(
+    rig: Rig, station: Station, probe: Any
+) -> None:
+    """MaXa back to a commune: Phú An by its code in the province's records, Tân Bình by
+    its id (no code given), the site's own code the province; a code of no commune of
+    ours, from a server that lists every commune's, is refused."""
+    add_communes(station.site, station.fleet.broker.port)
+    rig.serve("BT-an", T0 - 40_000, MaXa="25123")
+    rig.serve("KC-binh", T0 - 30_000, MaXa="tan-binh", MucDoUuTien=3)
+    rig.serve("BT-tinh", T0 - 20_000)
+    rig.serve("BT-khac", T0 - 10_000, MaXa="99999")
+    rig.ref.every_commune = True
+    poller = rig.poller(commune_codes={"phu-an": "25123"})
+    poller.poll(rig.clock.ms)
+    assert set(rig.ref.asked[0]["MaXa"].split(",")) == {"xa-hoa-binh", "25123", "tan-binh"}
+    got = rig.received()
+    assert (got["BT-an"].commune, got["BT-an"].targets) == (
+        "phu-an",
+        [{"kind": "group", "id": "phu-an"}],
+    )
+    assert (
+        rig.station.library.get(got["BT-an"].clip_sha256 or "", "phu-an").title == "Bản tin BT-an"
+    )
+    assert got["KC-binh"].commune == "tan-binh" and got["KC-binh"].state == "aired"
+    probe.wait_for(lambda m: m.topic == "xaso/grp/tan-binh/cmd")
+    assert got["BT-tinh"].commune is None
+    khac = rig.refused()["BT-khac"]
+    assert khac.code == "unknown_commune" and "[upward] commune_codes" in khac.reason
 
 
 def test_the_poller_runs_on_its_own_thread_at_its_interval(rig: Rig) -> None:

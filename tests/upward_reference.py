@@ -7,9 +7,9 @@ wrong token, 503 while ``down`` is set (an outage); and keeps what it took.
 
 Downward, it lists ``bulletins`` (items as the province sends them) to a GET
 whose every parameter it checks, in order of ThoiDiemTao from TuThoiDiem on,
-for the communes asked, and serves ``files`` under /tep/ with the token; a
-path in ``hung`` answers nothing until the test ends, one in ``failing`` its
-status. It counts what was asked (``asked``, ``fetched``).
+for the communes asked (``every_commune``: for all), and serves ``files``
+under /tep/ with the token; a path in ``hung`` answers nothing until the test
+ends, one in ``failing`` its status. It counts what was asked (``asked``, ``fetched``).
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class Reference:
     failing: dict[str, int] = field(default_factory=dict)  # path: its status
     asked: list[dict[str, str]] = field(default_factory=list)  # each list query
     fetched: list[str] = field(default_factory=list)  # each file asked for
+    every_commune: bool = False  # list every commune's, not only those asked for
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -183,7 +184,11 @@ class Reference:
         self.asked.append(query)
         since = dt.datetime.fromisoformat(query["TuThoiDiem"])
         codes = set(query["MaXa"].split(","))
-        listed = [b for b in self.bulletins if b.get("MaXa") in codes and _at(b, since) >= since]
+        listed = [
+            b
+            for b in self.bulletins
+            if (self.every_commune or b.get("MaXa") in codes) and _at(b, since) >= since
+        ]
         listed.sort(key=lambda b: _at(b, since))
         return 200, json.dumps(listed[: int(query["SoLuong"])], ensure_ascii=False).encode()
 
