@@ -32,13 +32,15 @@ from controller.radio.downward import (
 )
 from controller.radio.targets import Target
 from controller.settings import SettingsError, UpwardSection, load_settings
+from tests import test_communes_radio as communes_radio
 from tests import test_scheduling as harness
 from tests.audio_helpers import tone_file
-from tests.commune_helpers import add_communes
+from tests.commune_helpers import VILLAGE, Two, add_communes
 from tests.test_scheduling import Station
 from tests.upward_reference import Reference
 
 sessions, station = harness.sessions, harness.station  # the fixtures, shared
+two = communes_radio.two
 VN = dt.timezone(dt.timedelta(hours=7))
 T0 = int(dt.datetime(2027, 3, 3, 6, 0, tzinfo=VN).timestamp() * 1000)
 
@@ -400,3 +402,41 @@ def test_the_parser_takes_a_bulletin_or_names_the_field_never_anything_else(
 def test_anything_at_all_is_an_item_or_a_clear_refusal(raw: Any) -> None:
     with contextlib.suppress(fields.BadBulletin):  # and nothing else
         fields.incoming(raw)
+
+
+def test_the_inbox_page_shows_a_schedule_from_above_and_what_was_not_taken(two: Two) -> None:
+    """In Vietnamese first: the proposed times with dd/mm/yyyy days and one button to
+    accept them; a commune's refusals (and not another's) with the reason in words."""
+    station = two.app.state.xaso.station
+    proposed = {"dtstart": "2027-03-04T06:30:00", "times": ["06:30", "17:00"],
+                "rrule": "FREQ=DAILY", "until": "2027-03-10T23:59:59"}  # fmt: skip
+    lich = station.inbox.receive(
+        source=SOURCE, external_id="LichPhat:LP-1", title="Lịch tiêm phòng", level="normal",
+        targets=[Target("group", VILLAGE["phu-an"])], clip_sha256=communes_radio.CLIPS["phu-an"],
+        commune="phu-an", proposed=proposed,
+    )  # fmt: skip
+    with station.sessions.begin() as s:
+        for key, commune, status, reason in (
+            ("BT-9", "phu-an", "refused", "TieuDe: cần chữ\nTieuDe: must be text"),
+            ("BT-8", "phu-an", "retry", "the audio: HTTP 503"),
+            ("BT-7", "tan-binh", "refused", "Tệp quá lớn\nThe file is too large"),
+        ):
+            s.add(DownwardBulletinRow(key=key, commune=commune, title="", status=status,
+                                      code="x", reason=reason, attempts=2, first_ms=T0,
+                                      updated_ms=T0, item=None))  # fmt: skip
+    me = ("phu-an", "broadcaster")
+    html = two.call(me, "GET", "/bulletins").text
+    assert "Lịch đề xuất của cấp trên: 06:30, 17:00, mỗi ngày từ 04/03/2027 đến 10/03/2027" in html
+    assert "Chấp nhận theo lịch đề xuất" in html
+    assert "TieuDe: cần chữ" in html and "đã thử 2 lần" in html and "HTTP 503" not in html
+    assert "Tệp quá lớn" not in html  # Tân Bình's
+    english = two.call(me, "GET", "/bulletins", params={"lang": "en"}).text
+    assert "every day from 04/03/2027 to 10/03/2027" in english and "must be text" in english
+    answer = two.call(me, "POST", f"/bulletins/{lich.id}/accept", data={}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    entry = station.scheduling.get(station.inbox.get(lich.id).schedule_id or 0)
+    assert (entry.dtstart, entry.times, entry.until) == (
+        "2027-03-04T06:30:00",
+        ["06:30", "17:00"],
+        "2027-03-10T23:59:59",
+    )

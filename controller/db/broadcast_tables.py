@@ -245,7 +245,7 @@ class DownwardBulletinRow(Base):
     title: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(8))  # retry | refused
     code: Mapped[str] = mapped_column(String(40))
-    reason: Mapped[str] = mapped_column(Text)  # Vietnamese / English
+    reason: Mapped[str] = mapped_column(Text)  # Vietnamese, a new line, English
     attempts: Mapped[int] = mapped_column(Integer)
     first_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -79,6 +79,7 @@ class Refused(Exception):
     def __init__(self, code: str, message_vi: str, message_en: str) -> None:
         super().__init__(f"{message_vi} / {message_en}")
         self.code = code
+        self.reason = f"{message_vi}\n{message_en}"  # as downward_bulletins keeps it
 
 
 @dataclass
@@ -219,7 +220,7 @@ class Downward:
             seen.commune = self._commune(bulletin.commune_code)
             self._receive(http, bulletin, seen.commune)
         except Refused as exc:
-            self._refuse(seen, exc.code, str(exc))
+            self._refuse(seen, exc)
             pulled.refused += 1
             return True
         except Passing as exc:
@@ -336,9 +337,9 @@ class Downward:
         except httpx.HTTPError as exc:
             raise Passing(f"the audio: {_said(exc)}") from None
 
-    def _refuse(self, seen: Seen, code: str, reason: str) -> None:
-        log.error("bulletin from above %r refused: %s", seen.key, reason)
-        self._record(seen, status="refused", code=code, reason=reason)
+    def _refuse(self, seen: Seen, refused: Refused) -> None:
+        log.error("bulletin from above %r refused: %s", seen.key, refused)
+        self._record(seen, status="refused", code=refused.code, reason=refused.reason)
 
     def _failed(self, seen: Seen, reason: str) -> bool:
         """Count a failure that may pass; True once it is one too many (then refused)."""
@@ -346,11 +347,8 @@ class Downward:
         if attempts < self.settings.max_attempts:
             log.warning("bulletin from above %r: %s; tried %d times", seen.key, reason, attempts)
             return False
-        self._refuse(
-            seen,
-            "gave_up",
-            f"Đã thử {attempts} lần không được: {reason} / Failed {attempts} times: {reason}",
-        )
+        vi = f"Đã thử {attempts} lần không nhận được: báo cấp tỉnh kiểm tra rồi gửi lại"
+        self._refuse(seen, Refused("gave_up", vi, f"Failed {attempts} times: {reason}"))
         return True
 
     def _record(self, seen: Seen, *, status: str, code: str, reason: str) -> int:
