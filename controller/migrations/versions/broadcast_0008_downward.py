@@ -38,9 +38,7 @@ def upgrade() -> None:
         sa.Column("item", sa.JSON(), nullable=True),
     )
     op.create_index(op.f("ix_downward_bulletins_commune"), "downward_bulletins", ["commune"])
-    op.create_index(
-        op.f("ix_downward_bulletins_updated_ms"), "downward_bulletins", ["updated_ms"]
-    )
+    op.create_index(op.f("ix_downward_bulletins_updated_ms"), "downward_bulletins", ["updated_ms"])
 
 
 def downgrade() -> None:
