@@ -159,23 +159,25 @@ class Downward:
         pulled = Pulled()
         since, settled, held = cursor - OVERLAP_MS, cursor, None
         headers = {"Authorization": f"Bearer {self.settings.token}"}
-        with httpx.Client(timeout=self.settings.timeout_s, headers=headers) as http:
-            for _ in range(MAX_PAGES):
-                items = self._list(http, since)
-                for at, item in items:
-                    done = self._take(http, item, pulled)
-                    if at is None:
-                        continue  # no time of its own: refused, and no mark for the cursor
-                    if not done and held is None:
-                        held = at  # asked for again from here
-                    elif held is None:
-                        settled = max(settled, at)
-                last = max((at for at, _ in items if at is not None), default=since)
-                if len(items) < PAGE or last <= since:
-                    break  # the last page (or one instant fills a page: the next poll)
-                since = last
-        with self.sessions.begin() as session:
-            advance(session, CURSOR, held if held is not None else settled)
+        try:
+            with httpx.Client(timeout=self.settings.timeout_s, headers=headers) as http:
+                for _ in range(MAX_PAGES):
+                    items = self._list(http, since)
+                    for at, item in items:
+                        done = self._take(http, item, pulled)
+                        if at is None:
+                            continue  # no time of its own: refused, no mark for the cursor
+                        if not done and held is None:
+                            held = at  # asked for again from here
+                        elif held is None:
+                            settled = max(settled, at)
+                    last = max((at for at, _ in items if at is not None), default=since)
+                    if len(items) < PAGE or last <= since:
+                        break  # the last page (or one instant fills a page: the next poll)
+                    since = last
+        finally:  # what was settled stays settled, even if a later page failed
+            with self.sessions.begin() as session:
+                advance(session, CURSOR, held if held is not None else settled)
         if pulled.received or pulled.refused or pulled.retrying:
             log.info("bulletins from above: %s", pulled)
         return pulled
@@ -223,8 +225,10 @@ class Downward:
             self._refuse(seen, exc)
             pulled.refused += 1
             return True
-        except Passing as exc:
-            if self._failed(seen, str(exc)):
+        except Exception as exc:  # Passing, or what nobody foresaw: tried again, counted
+            if not isinstance(exc, Passing):
+                log.exception("bulletin from above %r: unexpected failure", seen.key)
+            if self._failed(seen, str(exc) or type(exc).__name__):
                 pulled.refused += 1
                 return True
             pulled.retrying += 1
