@@ -235,14 +235,18 @@ def test_an_outage_a_hung_server_and_a_failing_file_lose_nothing(rig: Rig) -> No
     rig.ref.down = True
     with pytest.raises(Passing):
         poller.poll(rig.clock.ms)
-    poller.step()  # the loop's turn: logged, and asked again after a backoff
+    for _ in range(4):  # two minutes of outage: each turn logged, asked again after a backoff
+        rig.clock.ms += 30_000
+        poller.step()
+    rig.serve("during", T0 + 60_000)  # made while the server was away
     assert rig.received() == {} and rig.cursor() == T0 - FIRST_LOOKBACK_MS
+    assert len(rig.ref.refused) == 5 and rig.ref.asked == []  # five tries, each a 503
     rig.ref.down = False
     rig.ref.hung.add("/tep/hung.wav")
     rig.clock.ms += 30_000
     pulled = poller.poll(rig.clock.ms)
-    assert pulled is not None and (pulled.received, pulled.retrying) == (2, 2)
-    assert sorted(rig.received()) == ["BT-01", "BT-03"]  # the rest went on
+    assert pulled is not None and (pulled.received, pulled.retrying) == (3, 2)
+    assert sorted(rig.received()) == ["BT-01", "BT-03", "during"]  # the rest went on
     assert rig.cursor() == T0 - 60_000  # held at the first that may still come
     assert rig.refused()["hung"].status == "retry" and rig.refused()["hung"].attempts == 1
     rig.ref.hung.clear()
@@ -256,7 +260,8 @@ def test_an_outage_a_hung_server_and_a_failing_file_lose_nothing(rig: Rig) -> No
     assert pulled is not None and pulled.refused == 1
     gave_up = rig.refused()["failing"]
     assert (gave_up.status, gave_up.code, gave_up.attempts) == ("refused", "gave_up", 3)
-    assert "HTTP 500" in gave_up.reason and rig.cursor() == T0 - 20_000
+    assert "HTTP 500" in gave_up.reason and rig.cursor() == T0 + 60_000
+    assert sorted(rig.received()) == ["BT-01", "BT-03", "during", "hung"]  # nothing lost
 
 
 def test_an_emergency_waits_for_the_broker_and_airs_once_it_is_back(
