@@ -269,11 +269,14 @@ def test_an_emergency_waits_for_the_broker_and_airs_once_it_is_back(
 ) -> None:
     rig.serve("KC-01", T0 - 10_000, MucDoUuTien=3)
     up = {"connected": False}
-    poller = rig.poller()
+    poller = rig.poller(max_attempts=2)
     poller.can_send = lambda: up["connected"]
-    pulled = poller.poll(rig.clock.ms)
-    assert pulled is not None and pulled.retrying == 1 and rig.received() == {}
-    assert rig.ref.fetched == []  # nothing fetched for what cannot air yet
+    for _ in range(5):  # longer than max_attempts: the controller's wait is not counted
+        pulled = poller.poll(rig.clock.ms)
+        assert pulled is not None and pulled.retrying == 1 and rig.received() == {}
+        rig.clock.ms += 30_000
+    assert rig.ref.fetched == [] and rig.refused() == {}  # nothing fetched, nothing refused
+    assert rig.cursor() == T0 - 10_000  # held at it
     up["connected"] = True
     rig.clock.ms += 30_000
     poller.poll(rig.clock.ms)

@@ -13,12 +13,14 @@ at once) or its proposed times (a schedule from above, LichPhat, waits).
   the province lists late is still seen; receive is idempotent and what was
   refused is remembered, so asking again costs a lookup, not a download.
 - **Nothing lost, nothing looped on.** A failure that may pass (the network,
-  the audio server, the broker for a bulletin that must air now) leaves the
-  bulletin ``retry`` in ``downward_bulletins`` and holds the cursor at it; the
-  rest of the list goes on. A bulletin refused for its content (a field, audio
-  that is not audio or too big, an unknown commune or cluster) is ``refused``
-  there with the reason, logged, and never asked for again; so is one that
-  failed ``max_attempts`` times.
+  the audio server) leaves the bulletin ``retry`` in ``downward_bulletins``,
+  counted, and holds the cursor at it; the rest of the list goes on. The
+  controller's own unreadiness (no broker for a bulletin that must air now, no
+  site yet) holds the cursor too, uncounted: an emergency waits for the broker.
+  A bulletin refused for its content (a field, audio that is not audio or too
+  big, an unknown commune or cluster) is ``refused`` there with the reason,
+  logged, and never asked for again; so is one that failed ``max_attempts``
+  times.
 - **Never in the way.** It runs on a thread of its own; every request has
   ``timeout_s``, every download ``download_timeout_s`` in all and the library's
   size limit.
@@ -71,6 +73,11 @@ PASSING_CLIP_ERRORS = {"timeout", "tool_missing"}
 
 class Passing(Exception):
     """A failure that may pass: the bulletin is asked for again."""
+
+
+class Waiting(Passing):
+    """The controller itself is not ready (no broker for what must air now, no site yet):
+    asked for again, and not counted against the bulletin."""
 
 
 class Refused(Exception):
@@ -225,6 +232,10 @@ class Downward:
             self._refuse(seen, exc)
             pulled.refused += 1
             return True
+        except Waiting as exc:
+            log.warning("bulletin from above %r waits: %s", seen.key, exc)
+            pulled.retrying += 1
+            return False
         except Exception as exc:  # Passing, or what nobody foresaw: tried again, counted
             if not isinstance(exc, Passing):
                 log.exception("bulletin from above %r: unexpected failure", seen.key)
@@ -272,7 +283,7 @@ class Downward:
     def _receive(self, http: httpx.Client, b: fields.Incoming, commune: str | None) -> None:
         on_air_now = b.level != "normal" and b.plan is None
         if on_air_now and not self.can_send():
-            raise Passing("not connected to the MQTT broker, and it must air at once")
+            raise Waiting("not connected to the MQTT broker, and it must air at once")
         clusters = [Target("device", c) for c in b.clusters]
         targets = clusters or [Target("group", commune or "all")]
         sha = self._audio(http, b, commune) if b.audio_url is not None else None
@@ -292,12 +303,12 @@ class Downward:
             )
         except ServiceError as exc:
             if exc.code == "no_broker":
-                raise Passing(str(exc)) from None
+                raise Waiting(str(exc)) from None
             raise Refused(exc.code, exc.message_vi, exc.message_en) from None
-        except (i18n.Refusal, BusError) as exc:  # the broker went away mid-way
-            raise Passing(f"{type(exc).__name__}: {exc}") from None
+        except (i18n.Refusal, BusError) as exc:  # the broker went away mid-way, or no site
+            raise Waiting(f"{type(exc).__name__}: {exc}") from None
         if on_air_now and got.state == "pending":
-            raise Passing("it is in the inbox but did not air: it is aired on a later try")
+            raise Waiting("it is in the inbox but did not air: it is aired on a later try")
 
     def _audio(self, http: httpx.Client, b: fields.Incoming, commune: str | None) -> str:
         """The bulletin's file, fetched with the token (at most the library's size limit
