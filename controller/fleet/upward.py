@@ -221,7 +221,7 @@ class Lease:
             mine = (c.position == self._until_ms) & (self._until_ms > now_ms)
             got = session.execute(
                 update(c)
-                .where(c.name == self.name, (c.position < now_ms) | mine)
+                .where(c.name == self.name, (c.position <= now_ms) | mine)
                 .values(position=now_ms + LEASE_MS)
                 .execution_options(synchronize_session=False)
             )
