@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from broadcast.audio.clips import ClipSettings
+from controller.app import create_app
 from controller.db.broadcast_tables import BulletinRow, DownwardBulletinRow
 from controller.db.fleet_tables import UpwardCursor
 from controller.fleet import upward_fields as fields
@@ -35,6 +37,7 @@ from controller.settings import SettingsError, UpwardSection, load_settings
 from tests import test_communes_radio as communes_radio
 from tests import test_scheduling as harness
 from tests.audio_helpers import tone_file
+from tests.broadcast_api_helpers import CHEAP
 from tests.commune_helpers import VILLAGE, Two, add_communes
 from tests.test_scheduling import Station
 from tests.upward_reference import Reference
@@ -448,3 +451,39 @@ def test_the_inbox_page_shows_a_schedule_from_above_and_what_was_not_taken(two: 
         ["06:30", "17:00"],
         "2027-03-10T23:59:59",
     )
+
+
+def test_the_app_pulls_on_its_own_thread_and_an_emergency_airs_once_its_broker_is_up(
+    tmp_path: Path, database_url: str, fleet: Any, ref: Reference
+) -> None:
+    """The composition root (controller/app.py, run_downward): an [upward] url is enough."""
+    site, broker, probe = fleet.site, fleet.broker, fleet.probe()
+    wav = tone_file(tmp_path / "tin.wav", 440, 0.5).read_bytes()
+    ref.files |= {"BT-01.wav": wav, "KC-01.wav": wav}
+    now = int(time.time() * 1000)
+    ref.bulletins += [item("BT-01", now - 60_000), item("KC-01", now - 30_000, MucDoUuTien=3)]
+    config = tmp_path / "controller.toml"
+    config.write_text(
+        f'{CHEAP}[site]\ndir = "{site.dir}"\nclips_dir = "{tmp_path / "clips"}"\n'
+        f'[database]\nurl = "{database_url}"\n[mqtt]\nport = {broker.port}\n'
+        f'[upward]\nurl = "{ref.url}"\ntoken = "{ref.token}"\ncommune = "xa-hoa-binh"\n'
+        "bulletins_every_s = 5\nping_every_s = 3600\n",
+        encoding="utf-8",
+    )
+    app = create_app(load_settings(config))
+    state = app.state.xaso
+    try:
+        with TestClient(app):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with state.sessions() as s:
+                    got = {b.external_id: b.state for b in s.scalars(select(BulletinRow))}
+                if got == {"BT-01": "pending", "KC-01": "aired"}:
+                    break
+                time.sleep(0.2)
+            assert got == {"BT-01": "pending", "KC-01": "aired"}
+            cmd = probe.wait_for(lambda m: m.topic == "xaso/grp/all/cmd")
+            assert cmd.json()["body"]["priority"] == 9
+    finally:
+        state.engine.dispose()
+    assert ref.refused == [] and ref.asked[0]["MaXa"] == "xa-hoa-binh"
