@@ -40,6 +40,7 @@ from controller.fleet.shared_pages import SharedPages
 from controller.queue.bookings import Bookings, Wire
 from controller.queue.ticket_status import TicketStatuses, ViewLimit
 from controller.radio.clip_server import clip_router, site_authenticator
+from controller.radio.downward import Downward
 from controller.radio.resends import Resends
 from controller.radio.resends import policy as resend_policy
 from controller.radio.station import Station
@@ -135,6 +136,24 @@ def run_pulls(state: AppState) -> AbstractContextManager[None]:
     return pulls.running() if pulls is not None else nullcontext()
 
 
+def run_downward(state: AppState) -> AbstractContextManager[None]:
+    """Bulletins and schedules pulled from the province's system (controller/radio/downward.py)."""
+    station, upward = state.station, state.settings.upward
+    assert station is not None  # create_app builds it before the app starts
+    if not upward.url:
+        return nullcontext()
+    poller = Downward(
+        state.sessions,
+        upward,
+        station.library,
+        lambda: station.inbox,
+        station.site,
+        can_send=lambda: station.connected,
+        clock_ms=state.now_ms,
+    )
+    return poller.running()
+
+
 def run_bookings(state: AppState) -> AbstractContextManager[None]:
     """Each office's bookings sent again when not delivered, and each morning (queue/)."""
     assert state.bookings is not None  # create_app builds it before the app starts
@@ -148,6 +167,7 @@ SERVICES: list[Callable[[AppState], AbstractContextManager[Any]]] = [
     run_live,
     run_bookings,
     run_pulls,
+    run_downward,
 ]
 
 SECURITY_HEADERS = {

@@ -153,6 +153,9 @@ class UpwardSection(Section):
     retry_max_s: Annotated[float, Field(gt=0, le=86400)] = 300.0  # doubling up to
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 50  # then that record is set aside
     keep_days: Annotated[int, Field(ge=1, le=365)] = 7  # sent records kept this long
+    # bulletins and schedules from above (controller/radio/downward.py): asked for this often
+    bulletins_every_s: Annotated[float, Field(ge=5, le=3600)] = 30.0
+    download_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 300.0  # one audio file, whole
 
     @field_validator("url")
     @classmethod

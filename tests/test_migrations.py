@@ -371,3 +371,32 @@ def test_webhook_communes_leave_every_delivery_the_provinces_and_go_back(
         assert "commune" not in columns
         assert conn.execute(text("SELECT key FROM webhook_deliveries")).scalars().all() == ["k-1"]
     engine.dispose()
+
+
+def test_broadcast_0008_leaves_every_bulletin_unproposed_and_goes_back(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "broadcast_0007_bulletin_communes")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO bulletins (source, external_id, title, level, stream_url,"
+            " stream_duration_s, lang, targets, received_ms, state, note) VALUES ('stt',"
+            " 'BT-1', 'Tin', 'normal', 'https://x.example/a', 60, 'vi', '[]', 1, 'pending', '')"
+        ))  # fmt: skip
+    engine.dispose()
+    assert "broadcast_0008_downward" in upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT external_id, proposed FROM bulletins")).all() == [
+            ("BT-1", None)
+        ]
+        assert "downward_bulletins" in inspect(conn).get_table_names()
+        assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    command.downgrade(config, "broadcast_0007_bulletin_communes")
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert "proposed" not in {c["name"] for c in inspect(conn).get_columns("bulletins")}
+        assert "downward_bulletins" not in inspect(conn).get_table_names()
+        assert conn.execute(text("SELECT title FROM bulletins")).scalars().all() == ["Tin"]
+    engine.dispose()

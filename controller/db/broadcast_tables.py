@@ -1,5 +1,5 @@
 """Tables of the broadcasting services: clips, schedules, published documents,
-broadcasts and their acks, and the bulletin inbox.
+broadcasts and their acks, the bulletin inbox and what the poller could not take.
 
 Instants are epoch milliseconds (UTC) in BigInteger columns, as on the wire;
 schedule times stay local ISO strings in the entry's own time zone, because
@@ -227,6 +227,29 @@ class BulletinRow(Base):
     )
     # the commune it is for (None: the province, every commune's to see)
     commune: Mapped[str | None] = mapped_column(String(48), index=True)
+    # a schedule from above (LichPhat): the times it proposes, which accept uses
+    # ({"dtstart", "times", "rrule", "until"}); None: the operator chooses
+    proposed: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class DownwardBulletinRow(Base):
+    """A bulletin from the province's list that is not in the inbox (controller/radio/downward.py):
+    ``retry`` after a failure that may pass (network, broker), counted; ``refused`` for its
+    content, or after too many failures, and never asked for again."""
+
+    __tablename__ = "downward_bulletins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)  # its id, or its hash
+    commune: Mapped[str | None] = mapped_column(String(48), index=True)  # None: the province
+    title: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(8))  # retry | refused
+    code: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)  # Vietnamese, a new line, English
+    attempts: Mapped[int] = mapped_column(Integer)
+    first_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    item: Mapped[Any] = mapped_column(JSON, nullable=True)  # as the province sent it
 
 
 class CommuneSettingRow(Base):

@@ -74,7 +74,7 @@ class Upward:
         self.clock_ms = clock_ms
         self._backoff = Backoff(settings.retry_s, settings.retry_max_s, rand)
         self._retry_at_ms = 0
-        self._lease_until_ms = 0  # this sender holds the lease until then
+        self._lease = Lease(sessions, "lease")
         self._wake = threading.Event()
 
     # the producer
@@ -89,7 +89,7 @@ class Upward:
     def _pings(self, now_ms: int) -> int:
         slot = now_ms // int(self.settings.ping_every_s * 1000)
         with self.sessions.begin() as session:
-            if not _advance(session, "pings", slot):
+            if not advance(session, "pings", slot):
                 return 0
             rows = [
                 {
@@ -105,7 +105,7 @@ class Upward:
 
     def _plays(self, now_ms: int) -> int:
         with self.sessions.begin() as session:
-            start = _position(session, "events")
+            start = position(session, "events")
             found = session.execute(
                 select(EventRecord)
                 .where(
@@ -117,7 +117,7 @@ class Upward:
                 .limit(BATCH * 5)
             ).scalars()
             events = list(found)
-            if not events or not _advance(session, "events", events[-1].id, start):
+            if not events or not advance(session, "events", events[-1].id, start):
                 return 0
             volumes = _volumes(session)
             communes = dict(session.execute(select(Device.id, Device.commune)).tuples().all())
@@ -141,7 +141,7 @@ class Upward:
 
     def send_due(self, now_ms: int) -> int:
         """Post what is owed, in order, until a failure; how many were accepted."""
-        if now_ms < self._retry_at_ms or not self._lease(now_ms):
+        if now_ms < self._retry_at_ms or not self._lease.take(now_ms):
             return 0
         sent = 0
         with self.sessions() as session:
@@ -181,24 +181,6 @@ class Upward:
         with self.sessions.begin() as session:
             session.execute(update(UpwardRecord).where(UpwardRecord.id == record_id).values(values))
 
-    def _lease(self, now_ms: int) -> bool:
-        """Take or renew the sending for LEASE_MS: one replica posts, in order. The
-        cursor's position is when the lease ends; renewing compares it with ours."""
-        with self.sessions.begin() as session:
-            _position(session, "lease")  # the row exists
-            c = UpwardCursor
-            mine = (c.position == self._lease_until_ms) & (self._lease_until_ms > now_ms)
-            got = session.execute(
-                update(c)
-                .where(c.name == "lease", (c.position < now_ms) | mine)
-                .values(position=now_ms + LEASE_MS)
-                .execution_options(synchronize_session=False)
-            )
-        if got.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        self._lease_until_ms = now_ms + LEASE_MS
-        return True
-
     def prune(self, now_ms: int) -> int:
         """Sent records older than keep_days go."""
         cutoff = now_ms - self.settings.keep_days * 86_400_000
@@ -221,6 +203,34 @@ class Upward:
             yield
 
 
+class Lease:
+    """One replica at a time does a job (sending upward, polling for bulletins), for
+    LEASE_MS after each take. The cursor named ``name`` holds when the lease ends;
+    renewing compares it with the holder's own end, so two replicas never both hold it."""
+
+    def __init__(self, sessions: sessionmaker[Session], name: str) -> None:
+        self.sessions = sessions
+        self.name = name
+        self._until_ms = 0  # this replica holds it until then
+
+    def take(self, now_ms: int) -> bool:
+        """Take or renew it; False while another replica holds it."""
+        with self.sessions.begin() as session:
+            position(session, self.name)  # the row exists
+            c = UpwardCursor
+            mine = (c.position == self._until_ms) & (self._until_ms > now_ms)
+            got = session.execute(
+                update(c)
+                .where(c.name == self.name, (c.position <= now_ms) | mine)
+                .values(position=now_ms + LEASE_MS)
+                .execution_options(synchronize_session=False)
+            )
+        if got.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        self._until_ms = now_ms + LEASE_MS
+        return True
+
+
 def _post(http: httpx.Client, url: str, row: Any) -> str | None:
     try:
         response = http.post(url, json=row.payload, headers={"Idempotency-Key": row.dedupe})
@@ -229,7 +239,8 @@ def _post(http: httpx.Client, url: str, row: Any) -> str | None:
     return None if response.is_success else f"HTTP {response.status_code}: {response.text[:200]}"
 
 
-def _position(session: Session, name: str) -> int:
+def position(session: Session, name: str) -> int:
+    """A cursor's position, made 0 the first time it is asked for."""
     session.execute(
         dialect_insert(session, UpwardCursor)
         .values(name=name, position=0)
@@ -240,10 +251,10 @@ def _position(session: Session, name: str) -> int:
     )
 
 
-def _advance(session: Session, name: str, to: int, was: int | None = None) -> bool:
+def advance(session: Session, name: str, to: int, was: int | None = None) -> bool:
     """Move a cursor forward, unless another replica did first."""
     if was is None:
-        was = _position(session, name)
+        was = position(session, name)
     if to <= was:
         return False
     moved = session.execute(

@@ -5,7 +5,9 @@ emergency bulletin (khẩn cấp) plays at once wherever it is addressed, and a
 priority one (ưu tiên) goes on air at once ahead of normal items, neither with
 an acceptance step; a normal one (thông thường) waits in the inbox until the
 commune operator accepts it (into the schedule, or to play now) or declines
-it. The same bulletin sent twice (same source and id) is received once. What
+it. A schedule from above (``proposed`` times, whatever its level) waits too,
+and accepting it without times of one's own schedules it as proposed, at its
+level. The same bulletin sent twice (same source and id) is received once. What
 comes from above owes no approval; what an operator makes of a normal bulletin
 passes the commune's approval gate like anything else they prepare.
 
@@ -17,9 +19,9 @@ sees another commune's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +44,7 @@ from plumbing.clock import wall_ms
 
 MAX_TITLE = 200
 MAX_ID = 128
+UNAIRED_AFTER_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Bulletin:
     schedule_id: int | None
     broadcast_id: str | None
     commune: str | None  # the commune it is for (None: the province, every commune's)
+    proposed: dict[str, Any] | None = None  # a schedule from above: dtstart, times, rrule, until
 
     @classmethod
     def of(cls, row: BulletinRow) -> Bulletin:
@@ -86,6 +90,7 @@ class Bulletin:
             row.schedule_id,
             row.broadcast_id,
             row.commune,
+            row.proposed,
         )
 
 
@@ -128,9 +133,11 @@ class BulletinInbox:
         lang: str = "vi",
         commune: str | None = None,
         sender: str | None = None,
+        proposed: Mapping[str, Any] | None = None,
     ) -> Bulletin:
         """Take a bulletin from an integration (``source`` is its API token's name,
-        ``sender`` its owner's commune) for ``commune`` (None: the sender's).
+        ``sender`` its owner's commune) for ``commune`` (None: the sender's);
+        ``proposed``: a schedule from above (EntryInput's dtstart, times, rrule, until).
 
         The audio comes first through the clip library (``clip_sha256``), or
         is a stream to relay. Emergency and priority bulletins go on air here, as
@@ -170,26 +177,28 @@ class BulletinInbox:
             state="pending",
             note="",
             commune=commune,
+            proposed=dict(proposed) if proposed is not None else None,
         )
+        bulletin_id: int | None
         with self.sessions() as session:
             seen = session.scalar(
                 select(BulletinRow).where(
                     BulletinRow.source == row.source, BulletinRow.external_id == row.external_id
                 )
             )
-            if seen is not None:
+            if seen is not None and not self._unaired(seen):
                 return Bulletin.of(seen)
-            if clip_sha256 is not None and not self._readable(session, clip_sha256, commune):
+            if seen is not None:  # its airing failed (the broker went away): air it now
+                bulletin_id = seen.id
+            elif clip_sha256 is not None and not self._readable(session, clip_sha256, commune):
                 raise Invalid(
                     "unknown_clip",
                     f"Không có tệp âm thanh {clip_sha256[:12]} trong thư viện",
                     f"No clip {clip_sha256[:12]} in the library",
                 )
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:  # the same bulletin, received at once by another replica
-                session.rollback()
+            else:
+                bulletin_id = self._add(session, row)
+            if bulletin_id is None:  # the same bulletin, received at once by another replica
                 return self.receive(
                     source=source,
                     external_id=external_id,
@@ -202,9 +211,9 @@ class BulletinInbox:
                     lang=lang,
                     commune=commune,
                     sender=sender,
+                    proposed=proposed,
                 )
-            bulletin_id = row.id
-        if level == "normal":
+        if level == "normal" or proposed is not None:
             return self.get(bulletin_id)
         sent = self._air(self.get(bulletin_id), by=f"auto:{source}", approved=True, commune=sender)
         return self._decide(bulletin_id, "aired", by=f"auto:{source}", broadcast=sent)
@@ -223,7 +232,8 @@ class BulletinInbox:
         commune: str | None = None,
     ) -> Bulletin:
         """Put a pending bulletin on air: now, or into the schedule from ``dtstart``
-        (local time) with ``rrule``; ``targets`` narrows or changes where.
+        (local time) with ``rrule``, or with none as a schedule from above proposed it;
+        ``targets`` narrows or changes where.
 
         Unless ``approved`` (the operator may approve), the approval gate may hold
         the broadcast or the entry back until a leader approves it. ``commune``: the
@@ -233,30 +243,35 @@ class BulletinInbox:
         if play_now:
             sent = self._air(bulletin, by=by, targets=targets, approved=approved, commune=commune)
             return self._decide(bulletin_id, "accepted", by=by, broadcast=sent)
+        times: list[str] = []
+        if dtstart is None and bulletin.proposed is not None:
+            plan = bulletin.proposed
+            dtstart, rrule, until, times = (
+                plan["dtstart"],
+                plan["rrule"],
+                plan["until"],
+                plan["times"],
+            )
         if dtstart is None:
             raise Invalid(
                 "no_time",
                 "Chọn giờ phát hoặc phát ngay",
                 "Choose when to play it, or play it now",
             )
-        chosen = list(targets or bulletin.targets)
-        if len(chosen) != 1:
-            raise Invalid(
-                "one_target",
-                "Xếp lịch cho từng nơi phát một",
-                "Schedule a bulletin for one target at a time",
-            )
+        chosen = list(dict.fromkeys(targets or bulletin.targets))
         entry = self.scheduling.create(
             EntryInput(
                 target_kind=chosen[0].kind,
                 target_id=chosen[0].id,
+                more_targets=chosen[1:],
                 clip_sha256=bulletin.clip_sha256,
                 stream_url=bulletin.stream_url,
                 stream_duration_s=bulletin.stream_duration_s,
                 dtstart=dtstart,
                 rrule=rrule,
                 until=until,
-                level="normal",
+                times=times,
+                level=bulletin.level,  # type: ignore[arg-type]
                 label=bulletin.title,
                 lang=bulletin.lang,
             ),
@@ -298,6 +313,24 @@ class BulletinInbox:
                     or_(BulletinRow.commune.is_(None), BulletinRow.commune == commune)
                 )
             return [Bulletin.of(row) for row in session.scalars(query)]
+
+    def _unaired(self, row: BulletinRow) -> bool:
+        """A priority or emergency bulletin still pending a while after it came: its
+        airing on arrival failed (another replica's, still under way, is not this)."""
+        if row.state != "pending" or row.level == "normal" or row.proposed is not None:
+            return False
+        return self.clock() - row.received_ms > UNAIRED_AFTER_MS
+
+    @staticmethod
+    def _add(session: Session, row: BulletinRow) -> int | None:
+        """The new bulletin's id; None if another replica stored it first."""
+        session.add(row)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return None
+        return row.id
 
     @staticmethod
     def _readable(session: Session, sha256: str, commune: str | None) -> bool:

@@ -10,6 +10,7 @@ a commune's operator reads its own and the province's, and decides its own.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
@@ -19,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
+from controller.db.broadcast_tables import DownwardBulletinRow
 from controller.deps import DbSession, StationDep, commune_names, require
 from controller.radio.bulletins import Bulletin
+from controller.radio.downward import refusals
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.web.routes import error_responses, lang_of, render
 from controller.web.routes.approvals import audit_held
@@ -61,6 +64,29 @@ i18n.register(
         "bul.lang.vi": ("tiếng Việt", "in Vietnamese"),
         "bul.lang.en": ("tiếng Anh", "in English"),
         "bul.lang.other": ("ngôn ngữ {code}", "language {code}"),
+        "bul.proposed": (
+            "Lịch đề xuất của cấp trên: {times}, {days}",
+            "Schedule proposed from above: {times}, {days}",
+        ),
+        "bul.proposed.one_day": ("ngày {first}", "on {first}"),
+        "bul.proposed.days": ("mỗi ngày từ {first} đến {last}", "every day from {first} to {last}"),
+        "bul.accept_proposed": ("Chấp nhận theo lịch đề xuất", "Accept as proposed"),
+        "bul.refused": ("Bản tin cấp trên chưa nhận được", "Bulletins from above not taken"),
+        "bul.refused_intro": (
+            "Hệ thống thông tin nguồn của tỉnh đã gửi các bản tin này nhưng bộ điều khiển "
+            "không nhận được, vì lý do ghi bên cạnh. Báo cấp tỉnh sửa rồi gửi lại.",
+            "The province's source-information system sent these bulletins but the "
+            "controller could not take them, for the reason given. Ask the province to "
+            "correct and send them again.",
+        ),
+        "bul.refused.key": ("Mã bản tin", "Bulletin id"),
+        "bul.refused.why": ("Lý do", "Reason"),
+        "bul.refused.retry": (
+            "Chưa tải được (mạng hoặc máy chủ của tỉnh chưa trả lời); bộ điều khiển tự thử "
+            "lại, đã thử {n} lần",
+            "Not fetched yet (the network or the province's server did not answer); the "
+            "controller tries again by itself, {n} tries so far",
+        ),
         "bul.of_province": (
             "Gửi cho cấp tỉnh: xã xem được, cấp tỉnh xử lý",
             "For the province: yours to see, the province's to handle",
@@ -124,6 +150,9 @@ class BulletinOut(BaseModel):
     schedule_id: int | None
     broadcast_id: str | None
     commune: str | None
+    proposed: dict[str, Any] | None = Field(
+        None, description="A schedule from above: the times accept uses when given none"
+    )
 
     @classmethod
     def of(cls, b: Bulletin) -> BulletinOut:
@@ -273,7 +302,38 @@ def _page(
         viewer_commune=who.commune,
         commune_names=commune_names(request),
         language=lambda code: language_name(lang_of(request), code),
+        proposal=lambda b: proposal_text(lang_of(request), b.proposed),
+        refused=[
+            (r, refusal_text(lang_of(request), r))
+            for r in refusals(station.sessions, who.commune, limit=20)
+        ],
     )
+
+
+def _day(local_iso: str) -> str:
+    """dd/mm/yyyy of a local ISO date or date-time."""
+    return dt.date.fromisoformat(local_iso[:10]).strftime("%d/%m/%Y")
+
+
+def proposal_text(lang: i18n.Lang, proposed: dict[str, Any] | None) -> str:
+    """A schedule from above in words: its times of day and its days, dd/mm/yyyy."""
+    if not proposed:
+        return ""
+    times = ", ".join(proposed["times"] or [proposed["dtstart"][11:16]])
+    first = _day(proposed["dtstart"])
+    if proposed.get("until"):
+        days = i18n.t(lang, "bul.proposed.days", first=first, last=_day(proposed["until"]))
+    else:
+        days = i18n.t(lang, "bul.proposed.one_day", first=first)
+    return i18n.t(lang, "bul.proposed", times=times, days=days)
+
+
+def refusal_text(lang: i18n.Lang, row: DownwardBulletinRow) -> str:
+    """Why a bulletin from above is not in the inbox, in the reader's language."""
+    if row.status == "retry":
+        return i18n.t(lang, "bul.refused.retry", n=row.attempts)
+    vi, _, en = row.reason.partition("\n")
+    return vi if lang == "vi" or not en else en
 
 
 def language_name(lang: i18n.Lang, code: str) -> str:
