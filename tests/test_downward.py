@@ -435,8 +435,14 @@ def test_the_inbox_page_shows_a_schedule_from_above_and_what_was_not_taken(two: 
             s.add(DownwardBulletinRow(key=key, commune=commune, title="", status=status,
                                       code="x", reason=reason, attempts=2, first_ms=T0,
                                       updated_ms=T0, item=None))  # fmt: skip
+        s.add(BulletinRow(source=SOURCE, external_id="KC-9", title="Cảnh báo lũ",
+                          level="emergency", clip_sha256=communes_radio.CLIPS["phu-an"],
+                          lang="vi", targets=[{"kind": "group", "id": VILLAGE["phu-an"]}],
+                          received_ms=T0, state="aired", decided_by=f"auto:{SOURCE}",
+                          decided_ms=T0, note="", commune="phu-an"))  # fmt: skip
     me = ("phu-an", "broadcaster")
     html = two.call(me, "GET", "/bulletins").text
+    assert "Tự động, theo mức ưu tiên" in html and "auto:" not in html  # aired on arrival
     assert "Lịch đề xuất của cấp trên: 06:30, 17:00, mỗi ngày từ 04/03/2027 đến 10/03/2027" in html
     assert "Chấp nhận theo lịch đề xuất" in html
     assert "TieuDe: cần chữ" in html and "đã thử 2 lần" in html and "HTTP 503" not in html

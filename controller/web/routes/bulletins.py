@@ -56,6 +56,7 @@ i18n.register(
         "bul.decline": ("Từ chối", "Decline"),
         "bul.note": ("Ghi chú", "Note"),
         "bul.done": ("Đã xử lý bản tin.", "Bulletin handled."),
+        "bul.auto": ("Tự động, theo mức ưu tiên", "Automatically, by its level"),
         "bul.state.pending": ("Chờ xử lý", "Waiting"),
         "bul.state.accepted": ("Đã chấp nhận", "Accepted"),
         "bul.state.declined": ("Đã từ chối", "Declined"),
