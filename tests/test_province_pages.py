@@ -26,7 +26,7 @@ from controller.db.broadcast_tables import (
 )
 from controller.fleet.ingest_writes import Item, write_batch
 from controller.fleet.play_log import play_log
-from controller.radio.broadcasting import DeviceAck
+from controller.radio.broadcast_reads import DeviceAck
 from controller.radio.clip_library import CLIP_CHOICES
 from controller.site.directory import Site
 from controller.web.paging import ACKS_LISTED, listed_acks
@@ -173,6 +173,35 @@ def test_recent_broadcasts_take_the_same_statements_for_3_or_30(two: Two) -> Non
     assert len(many) == 30 + 2 and len(seen) == few
     assert [a.device for a in many[0].acks] == [f"loa-an-{k}" for k in range(1, 6)]
     assert [a.ok for a in many[0].acks] == [None, None, None, False, True]
+
+
+def test_a_commune_picks_its_speakers_out_of_a_province_broadcasts_list_in_sql(two: Two) -> None:
+    broadcasts(two, 3, 400)  # Phú An's one registered speaker among 400
+    broadcasting = two.app.state.xaso.station.broadcasting
+    seen = statements(two)
+    mine = [b for b in broadcasting.recent(50, commune="phu-an") if b.commune is None]
+    rows = [sql for sql in seen if "FROM broadcasts" in sql and "broadcast_acks" not in sql]
+    listed = [sql for sql in rows if "broadcasts.devices" in sql.split("FROM", 1)[0]]
+    assert len(mine) == 3 and not listed  # the 400 ids stay in the database
+    assert [[(a.device, a.ok) for a in b.acks] for b in mine] == [[(OWN["phu-an"], None)]] * 3
+    assert [(b.reached, b.answered_count, b.status) for b in mine] == [(1, 0, "sent")] * 3
+    every = [b.id for b in broadcasting.recent(50)]
+    assert [b.id for b in broadcasting.recent(2, offset=1)] == every[1:3]
+
+
+def test_the_broadcasts_api_is_paged_and_counts_the_answers_listed_on_each_one(two: Two) -> None:
+    broadcasts(two, 3, 30)
+    province = (None, "admin")
+    every = [b["id"] for b in two.call(province, "GET", "/api/broadcasts").json()]
+    listed = two.call(province, "GET", "/api/broadcasts", params={"limit": 2}).json()
+    assert [b["id"] for b in listed] == every[:2] and listed[0]["id"] == f"{12:032d}"
+    assert all("acks" not in b for b in listed)
+    assert (listed[0]["reached"], listed[0]["answered"], listed[0]["answered_ok"]) == (30, 27, 26)
+    rest = two.call(province, "GET", "/api/broadcasts", params={"limit": 2, "offset": 2}).json()
+    assert [b["id"] for b in rest] == every[2:4]
+    one = two.call(province, "GET", f"/api/broadcasts/{listed[0]['id']}").json()
+    assert len(one["acks"]) == 30 and one["acks"][3] | {"ok": False} == one["acks"][3]
+    refused(two.call(province, "GET", "/api/broadcasts", params={"limit": 501}), 422)
 
 
 def test_a_row_names_at_most_a_few_answers_and_counts_the_rest(two: Two) -> None:

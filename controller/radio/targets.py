@@ -43,11 +43,8 @@ class Fleet:
 
     def speakers(self, commune: str | None = None) -> list[DeviceEntry]:
         """Every speaker, or a commune's (``commune``: a commune user's scope)."""
-        return [
-            d
-            for d in self.site.devices()
-            if "speaker" in d.roles and (commune is None or d.commune == commune)
-        ]
+        among = self.site.devices() if commune is None else self.site.devices_of(commune)
+        return [d for d in among if "speaker" in d.roles]
 
     def groups(self, commune: str | None = None) -> list[str]:
         """The speakers' groups: "all" (the whole site) first, then the communes' own

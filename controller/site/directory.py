@@ -180,6 +180,18 @@ class Site:
         path = self.dir / "devices.json"
         return list(self._cached("devices", (path,), self._read_devices))
 
+    def devices_of(self, commune: str) -> tuple[DeviceEntry, ...]:
+        """A commune's devices, from an index of the registry made once per change of it:
+        a commune's pages ask for their few dozen among a province's 20,000."""
+        path = self.dir / "devices.json"
+        return self._cached("by_commune", (path,), self._index_devices).get(commune, ())
+
+    def _index_devices(self) -> dict[str, tuple[DeviceEntry, ...]]:
+        by: dict[str, list[DeviceEntry]] = {}
+        for d in self.devices():
+            by.setdefault(d.commune, []).append(d)
+        return {c: tuple(ds) for c, ds in by.items()}
+
     def _read_devices(self) -> list[DeviceEntry]:
         raw = read_json(self.dir / "devices.json")["devices"]
         try:
