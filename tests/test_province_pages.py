@@ -288,3 +288,35 @@ def test_the_calendar_builds_only_the_documents_of_the_speakers_it_shows(two: Tw
     seen.clear()
     (plan,) = station.calendar.plans(*day, devices=[OWN["phu-an"]], commune="phu-an")
     assert len(seen) == few and plan.device == OWN["phu-an"] and len(plan.rows) == 31
+
+
+def test_the_schedules_api_is_paged(two: Two) -> None:
+    with two.app.state.xaso.sessions.begin() as db:
+        for k in range(7):
+            db.add(ScheduleRow(item_id=f"tin-{k}", target_kind="group", target_id="all",
+                               level="normal", priority=2, rrule="FREQ=DAILY",
+                               tz="Asia/Ho_Chi_Minh", dtstart="2025-01-01T06:00:00",
+                               created_by="x", created_ms=1, updated_ms=1))  # fmt: skip
+    province = (None, "admin")
+    every = [e["item_id"] for e in two.call(province, "GET", "/api/schedules").json()]
+    assert every == [f"tin-{k}" for k in range(7)]
+    some = two.call(province, "GET", "/api/schedules", params={"limit": 3, "offset": 2}).json()
+    assert [e["item_id"] for e in some] == every[2:5]
+    refused(two.call(province, "GET", "/api/schedules", params={"limit": 0}), 422)
+
+
+def test_the_schedules_page_walks_the_registry_once_per_change_of_it(
+    two: Two, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the page derives from a province's speakers (the calendar's pages, the
+    groups, the search) is kept until devices.json changes, not walked per request."""
+    users = ((None, "admin"), ("phu-an", "broadcaster"))
+    walks: list[int] = []
+    devices = Site.devices
+    monkeypatch.setattr(Site, "devices", lambda self: walks.append(1) or devices(self))
+    for who in users:
+        assert two.call(who, "GET", "/schedules").status_code == 200
+    first = len(walks)
+    for who in users:
+        assert two.call(who, "GET", "/schedules").status_code == 200
+    assert 0 < first <= 3 and len(walks) == first  # the speakers, groups, by commune: once

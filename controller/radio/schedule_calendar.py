@@ -141,14 +141,15 @@ class ScheduleCalendar:
         fleet = self.scheduling.fleet
         speakers = fleet.speakers(commune)
         if devices is not None:
-            unknown = sorted(set(devices) - {d.id for d in speakers})
+            asked = set(devices)  # a page of 50 among a province's 20,000: a set, not a list
+            speakers = [d for d in speakers if d.id in asked]
+            unknown = sorted(asked - {d.id for d in speakers})
             if unknown:
                 raise Invalid(
                     "unknown_target",
                     f"Không có cụm loa {', '.join(unknown)}",
                     f"No speaker {', '.join(unknown)} at this site",
                 )
-            speakers = [d for d in speakers if d.id in devices]
         wanted = {Target("device", d.id) for d in speakers}
         wanted |= {Target("group", g) for d in speakers for g in d.groups}
         docs = self._documents(proposed, commune, wanted)

@@ -180,17 +180,16 @@ class Site:
         path = self.dir / "devices.json"
         return list(self._cached("devices", (path,), self._read_devices))
 
-    def devices_of(self, commune: str) -> tuple[DeviceEntry, ...]:
-        """A commune's devices, from an index of the registry made once per change of it:
-        a commune's pages ask for their few dozen among a province's 20,000."""
+    def derived(self, name: str, make: Callable[[list[DeviceEntry]], T]) -> T:
+        """``make(devices)``, made again only when the registry changes: what pages derive
+        from a province's 20,000 devices (a commune's few dozen, the speakers, the groups)
+        is not walked again on every request."""
         path = self.dir / "devices.json"
-        return self._cached("by_commune", (path,), self._index_devices).get(commune, ())
+        return self._cached(f"devices/{name}", (path,), lambda: make(self.devices()))
 
-    def _index_devices(self) -> dict[str, tuple[DeviceEntry, ...]]:
-        by: dict[str, list[DeviceEntry]] = {}
-        for d in self.devices():
-            by.setdefault(d.commune, []).append(d)
-        return {c: tuple(ds) for c, ds in by.items()}
+    def devices_of(self, commune: str) -> tuple[DeviceEntry, ...]:
+        """A commune's devices ("": the province's own), from an index of the registry."""
+        return self.derived("by_commune", _by_commune).get(commune, ())
 
     def _read_devices(self) -> list[DeviceEntry]:
         raw = read_json(self.dir / "devices.json")["devices"]
@@ -292,3 +291,10 @@ def locked(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _by_commune(devices: list[DeviceEntry]) -> dict[str, tuple[DeviceEntry, ...]]:
+    by: dict[str, list[DeviceEntry]] = {}
+    for d in devices:
+        by.setdefault(d.commune, []).append(d)
+    return {c: tuple(ds) for c, ds in by.items()}
