@@ -30,6 +30,7 @@ from controller.radio.broadcast_reads import DeviceAck
 from controller.radio.clip_library import CLIP_CHOICES
 from controller.site.directory import Site
 from controller.web.paging import ACKS_LISTED, listed_acks
+from controller.web.routes import fleet as fleet_routes
 from controller.web.routes import reports
 from controller.web.routes.reports import LOG_PER_PAGE
 from controller.web.routes.targets import province_groups
@@ -320,3 +321,17 @@ def test_the_schedules_page_walks_the_registry_once_per_change_of_it(
     for who in users:
         assert two.call(who, "GET", "/schedules").status_code == 200
     assert 0 < first <= 3 and len(walks) == first  # the speakers, groups, by commune: once
+
+
+def test_a_provinces_dashboard_lists_its_communes_not_their_villages(
+    two: Two, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_routes, "GROUPS_LISTED", 1)  # two communes, as if hundreds
+    province = (None, "admin")
+    page = two.call(province, "GET", "/").text
+    assert '<option value="phu-an"' in page and '<option value="tan-binh"' in page
+    assert '<option value="all"' in page and '<option value="an-thon-1"' not in page
+    chosen = two.call(province, "GET", "/", params={"group": "an-thon-1"}).text
+    assert '<option value="an-thon-1" selected>' in chosen
+    mine = two.call(("phu-an", "broadcaster"), "GET", "/").text  # a commune's: all of its own
+    assert '<option value="an-thon-1"' in mine and '<option value="binh-thon-1"' not in mine
