@@ -287,8 +287,14 @@ def test_the_calendar_builds_only_the_documents_of_the_speakers_it_shows(two: Tw
     entries(30, "tan-binh")
     entries(30, "phu-an", "an-thon-1")
     seen.clear()
+    given: list[int] = []  # each target's document is given its own entries, not all 62
+    document = station.scheduling.document
+    station.scheduling.document = lambda db, t, rows: (
+        given.append(len(rows)) or document(db, t, rows=rows)
+    )
     (plan,) = station.calendar.plans(*day, devices=[OWN["phu-an"]], commune="phu-an")
     assert len(seen) == few and plan.device == OWN["phu-an"] and len(plan.rows) == 31
+    assert given == [31]
 
 
 def test_the_schedules_api_is_paged(two: Two) -> None:

@@ -194,12 +194,17 @@ class ScheduleCalendar:
                 session.add(row)
                 session.flush()  # its id, its defaults: ordered and read as if saved
             rows = session.scalars(select(ScheduleRow).order_by(ScheduleRow.id)).all()
-            targets = {t for r in rows for t in targets_of(r)} & wanted
+            # each wanted target's entries, in one pass (not every entry for each target:
+            # a province's page is 255 targets of 301 entries)
+            of: dict[Target, list[ScheduleRow]] = {}
+            for r in rows:
+                for t in set(targets_of(r)) & wanted:
+                    of.setdefault(t, []).append(r)
             # their clips in one read, held (the identity map is weak) so that the
             # documents' session.get finds them loaded
-            shas = {r.clip_sha256 for r in rows if r.clip_sha256 and targets & set(targets_of(r))}
+            shas = {r.clip_sha256 for mine in of.values() for r in mine if r.clip_sha256}
             held = session.scalars(select(ClipRow).where(ClipRow.sha256.in_(shas))).all()
-            docs = {t: scheduling.document(session, t, rows=rows) for t in targets}
+            docs = {t: scheduling.document(session, t, rows=mine) for t, mine in of.items()}
             del held
             session.rollback()
         return docs
