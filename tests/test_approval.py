@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.db.broadcast_tables import PublishedDocumentRow
 from controller.radio.approval_gate import ApprovalGate, Ruling, ruling
 from controller.radio.approvals import ApprovalDesk
-from controller.radio.broadcasting import BroadcastInfo, Held
+from controller.radio.broadcast_reads import BroadcastInfo
+from controller.radio.broadcasting import Held
 from controller.radio.bulletins import BulletinInbox
 from controller.radio.clip_library import Conflict, Invalid, NotFound
 from controller.radio.schedule_entries import EntryInput

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db.broadcast_tables import BroadcastRow
 from controller.fleet.ingest_writes import Item, write_batch
-from controller.radio.broadcasting import BroadcastInfo, Broadcasting
+from controller.radio.broadcast_reads import BroadcastInfo
+from controller.radio.broadcasting import Broadcasting
 from controller.radio.clip_library import ClipLibrary, Invalid
 from controller.radio.targets import Target
 from controller.site.directory import Site

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from controller.db.fleet_tables import EventRecord
+from controller.fleet.ingest_writes import Item, write_batch
 from controller.site.directory import Site
+from protocol.uplink import Event
 from tests.audio_helpers import tone_file
 from tests.broadcast_api_helpers import Ctl, entry, group, make_app, refused
 from tests.test_scheduling import TZ, local_ms
@@ -200,9 +201,9 @@ def test_the_calendar_says_what_will_play_and_what_did(online: Ctl) -> None:
     played = {"key": key, "origin": "schedule", "priority": 2, "planned_ms": at,
               "label": "Bản tin hôm qua", "actual_ms": at + 30, "outcome": "completed",
               "played_ms": 1_000}  # fmt: skip
-    with online.app.state.xaso.sessions.begin() as db:
-        db.add(EventRecord(device_id="loa-1", event_id="p1", type="play.finished", ts_ms=at + 1030,
-                           received_ms=at + 2000, body=played))  # fmt: skip
+    told = Event(id="p1", type="play.finished", ts=at + 1030, body=played)
+    with online.app.state.xaso.sessions.begin() as db:  # through ingest's writer
+        write_batch(db, [Item("loa-1", "event", told, at + 2000)], at + 2000)
     page = online.call("officer", "GET", "/schedules", params={"day": yesterday.date().isoformat()})
     assert page.status_code == 200, page.text
     loa_1 = _plan(page.text, "loa-1")

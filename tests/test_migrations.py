@@ -31,7 +31,9 @@ from controller.db.engine import (
     upgrade,
 )
 from controller.db.fleet_tables import WebhookDelivery
+from controller.fleet.play_writes import Record, play_row
 from controller.settings import load_settings
+from protocol.events import PlayFinished, PlayMissed
 from tests.auth_helpers import write_config
 from tests.fleet import ROOT
 
@@ -399,4 +401,57 @@ def test_broadcast_0008_leaves_every_bulletin_unproposed_and_goes_back(database_
         assert "proposed" not in {c["name"] for c in inspect(conn).get_columns("bulletins")}
         assert "downward_bulletins" not in inspect(conn).get_table_names()
         assert conn.execute(text("SELECT title FROM bulletins")).scalars().all() == ["Tin"]
+    engine.dispose()
+
+
+def test_fleet_0009_folds_the_stored_play_records_as_ingest_does_and_goes_back(
+    database_url: str,
+) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "fleet_0008_webhook_communes")
+    play = {"key": "tin@06:30", "origin": "schedule", "priority": 2, "planned_ms": 1000,
+            "label": "Bản tin", "actual_ms": 1040, "outcome": "preempted", "played_ms": 200,
+            "resumes": True}  # fmt: skip
+    rest = play | {"actual_ms": 5000, "outcome": "completed", "played_ms": 800,
+                   "resumed_from_ms": 200, "resumes": False}  # fmt: skip
+    missed = {"key": "tin@17:00", "planned_ms": 9000, "reason": "device_down"}
+    stored = [  # (device, type, ts, body), in the order stored
+        ("loa-1", "play.finished", 5800, rest),  # the rest, delivered first
+        ("loa-1", "play.finished", 1240, play),
+        ("loa-1", "play.missed", 9000, missed),
+        ("loa-2", "play.missed", 9000, missed),
+        ("loa-2", "play.missed", 9100, {"key": "hong"}),  # a body that does not fit: left out
+        ("loa-2", "amp.state", 9000, {"on": True, "reason": "preroll"}),
+    ]
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        for n, (device, kind, ts, body) in enumerate(stored):
+            conn.execute(
+                text("INSERT INTO events (device_id, event_id, type, ts_ms, received_ms, body)"
+                     " VALUES (:d, :e, :t, :ts, :ts, :b)"),
+                {"d": device, "e": f"e{n}", "t": kind, "ts": ts, "b": json.dumps(body)},
+            )  # fmt: skip
+    engine.dispose()
+    assert "fleet_0009_plays" in upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM plays ORDER BY device_id, key")).mappings().all()
+        assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    records = [Record(1240, 2, PlayFinished.model_validate(play)),
+               Record(5800, 1, PlayFinished.model_validate(rest))]  # fmt: skip
+    assert [dict(r) for r in rows] == [
+        play_row("loa-1", "tin@06:30", records),
+        play_row("loa-1", "tin@17:00", [Record(9000, 3, PlayMissed.model_validate(missed))]),
+        play_row("loa-2", "tin@17:00", [Record(9000, 4, PlayMissed.model_validate(missed))]),
+    ]
+    assert (rows[0]["result"], rows[0]["played_ms"], rows[0]["placed_ms"]) == (
+        "completed",
+        1000,
+        1000,
+    )
+    command.downgrade(config, "fleet_0008_webhook_communes")
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert "plays" not in inspect(conn).get_table_names()
     engine.dispose()

@@ -16,12 +16,13 @@ from typing import Any
 
 import openpyxl
 import pytest
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import i18n
 from controller.db.engine import make_engine, session_factory, upgrade
 from controller.fleet.ingest_writes import Item, sync_devices_from_site, write_batch
-from controller.fleet.play_log import play_log
+from controller.fleet.play_log import play_log, play_results
 from controller.web.report_sheets import LOCAL_TZ, play_log_sheet
 from controller.web.routes.reports import parse_day
 from controller.web.spreadsheets import Sheet, minutes_seconds, to_csv, to_xlsx
@@ -118,6 +119,59 @@ def test_each_play_is_one_row_with_what_aired_and_why(sessions):
     assert sheet.rows[0][0] == dt.datetime(2025, 12, 3, 6, 30, tzinfo=LOCAL_TZ)
     assert sheet.rows[0][5] == "Thông thường"
     assert sheet.rows[0][4] == "Toàn xã, thon-1"  # the group of every speaker, by what it is
+
+
+def store_each(sessions: sessionmaker[Session], events: list[tuple[str, str, int, dict]]):
+    """Each record in its own batch (as a speaker's outbox delivers them over hours)."""
+    for n, (dev, t, ts, body) in enumerate(events):
+        with sessions.begin() as s:
+            write_batch(
+                s, [Item(dev, "event", Event(id=f"s{n}", type=t, ts=ts, body=body), ts)], ts
+            )
+
+
+def test_a_play_told_in_parts_over_batches_and_out_of_order_folds_as_if_told_at_once(sessions):
+    done = {"actual_ms": T0 + 40, "outcome": "completed", "played_ms": 180_000}
+    cut = play("a", T0) | done | {"outcome": "preempted", "played_ms": 120_000, "resumes": True}
+    rest = play("a", T0) | done | {"actual_ms": T0 + 220_000, "resumed_from_ms": 120_000}
+    parts = [
+        ("loa-1", "play.finished", T0 + 120_000, cut),
+        ("loa-1", "play.finished", T0 + 400_000, rest),
+        (
+            "loa-1",
+            "play.interrupted",
+            T0 + 900_000,  # then the rest's power cut, told late
+            rest | {"played_ms": 50_000, "checkpoint_ms": T0 + 50_000, "reason": "power_loss"},
+        ),
+    ]
+    store(sessions, [(d, t, ts, b | {"key": "once"}) for d, t, ts, b in parts])
+    store_each(sessions, [parts[2], parts[0], parts[1]])  # the last first, then the others
+    store_each(sessions, [parts[2]])  # a redelivery (its id again): stored once, folded once
+    with sessions() as s:
+        later, once = play_log(s, T0 - HOUR, T0 + HOUR)
+    assert (later.key, once.key) == ("a", "once")
+    assert vars(later) | {"key": "once"} == vars(once)
+    assert (once.result, once.reason, once.played_ms) == ("cut", "power_loss", 350_000)
+    assert once.actual_ms == T0 + 40
+
+
+def test_the_log_counts_and_pages_in_sql_without_reading_events(sessions):
+    missed = [
+        ("loa-1" if n % 2 else "loa-2", "play.missed", T0 + n,
+         play(f"k{n:02d}", T0 + n * 1000, reason="device_down"))
+        for n in range(30)
+    ]  # fmt: skip
+    store(sessions, missed)
+    seen: list[str] = []
+    engine = sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: seen.append(sql))
+    with sessions() as s:
+        some = play_log(s, T0 - HOUR, T0 + HOUR, offset=10, limit=5)
+        counted = play_results(s, T0 - HOUR, T0 + HOUR)
+    assert [r.key for r in some] == [f"k{n:02d}" for n in range(10, 15)]
+    assert counted == {"missed": 30}
+    assert len(seen) == 3  # the page, its speakers' groups, the counts
+    assert not [sql for sql in seen if "FROM events" in sql]
 
 
 def test_xlsx_keeps_types_and_csv_reads_in_vietnamese_excel():

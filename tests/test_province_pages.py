@@ -26,10 +26,11 @@ from controller.db.broadcast_tables import (
 )
 from controller.fleet.ingest_writes import Item, write_batch
 from controller.fleet.play_log import play_log
-from controller.radio.broadcasting import DeviceAck
+from controller.radio.broadcast_reads import DeviceAck
 from controller.radio.clip_library import CLIP_CHOICES
 from controller.site.directory import Site
 from controller.web.paging import ACKS_LISTED, listed_acks
+from controller.web.routes import fleet as fleet_routes
 from controller.web.routes import reports
 from controller.web.routes.reports import LOG_PER_PAGE
 from controller.web.routes.targets import province_groups
@@ -79,8 +80,14 @@ def test_the_play_log_is_a_communes_own_and_its_page_has_a_pager(two: Two) -> No
         rows = two.call(who, "GET", "/api/reports/log", params=PERIOD).json()
         assert {r["device_id"] for r in rows} == {OWN[commune]}
         assert len(rows) == PLAYS[commune]
+    seen = statements(two)
     everything = two.call(province, "GET", "/api/reports/log", params=PERIOD).json()
     assert len(everything) == sum(PLAYS.values())
+    late = two.call(
+        province, "GET", "/api/reports/log", params=PERIOD | {"offset": 130, "limit": 2}
+    )
+    assert [r["key"] for r in late.json()] == ["tin-127@phu-an", "tin-128@phu-an"]  # 3 a time first
+    assert not [sql for sql in seen if "FROM events" in sql]  # folded at ingest, paged in SQL
     chosen = two.call(province, "GET", "/api/reports/log", params=PERIOD | {"commune": "tan-binh"})
     assert {r["device_id"] for r in chosen.json()} == {OWN["tan-binh"]}
     some = two.call(an, "GET", "/api/reports/log", params=PERIOD | {"offset": 125, "limit": 10})
@@ -169,6 +176,35 @@ def test_recent_broadcasts_take_the_same_statements_for_3_or_30(two: Two) -> Non
     assert [a.ok for a in many[0].acks] == [None, None, None, False, True]
 
 
+def test_a_commune_picks_its_speakers_out_of_a_province_broadcasts_list_in_sql(two: Two) -> None:
+    broadcasts(two, 3, 400)  # Phú An's one registered speaker among 400
+    broadcasting = two.app.state.xaso.station.broadcasting
+    seen = statements(two)
+    mine = [b for b in broadcasting.recent(50, commune="phu-an") if b.commune is None]
+    rows = [sql for sql in seen if "FROM broadcasts" in sql and "broadcast_acks" not in sql]
+    listed = [sql for sql in rows if "broadcasts.devices" in sql.split("FROM", 1)[0]]
+    assert len(mine) == 3 and not listed  # the 400 ids stay in the database
+    assert [[(a.device, a.ok) for a in b.acks] for b in mine] == [[(OWN["phu-an"], None)]] * 3
+    assert [(b.reached, b.answered_count, b.status) for b in mine] == [(1, 0, "sent")] * 3
+    every = [b.id for b in broadcasting.recent(50)]
+    assert [b.id for b in broadcasting.recent(2, offset=1)] == every[1:3]
+
+
+def test_the_broadcasts_api_is_paged_and_counts_the_answers_listed_on_each_one(two: Two) -> None:
+    broadcasts(two, 3, 30)
+    province = (None, "admin")
+    every = [b["id"] for b in two.call(province, "GET", "/api/broadcasts").json()]
+    listed = two.call(province, "GET", "/api/broadcasts", params={"limit": 2}).json()
+    assert [b["id"] for b in listed] == every[:2] and listed[0]["id"] == f"{12:032d}"
+    assert all("acks" not in b for b in listed)
+    assert (listed[0]["reached"], listed[0]["answered"], listed[0]["answered_ok"]) == (30, 27, 26)
+    rest = two.call(province, "GET", "/api/broadcasts", params={"limit": 2, "offset": 2}).json()
+    assert [b["id"] for b in rest] == every[2:4]
+    one = two.call(province, "GET", f"/api/broadcasts/{listed[0]['id']}").json()
+    assert len(one["acks"]) == 30 and one["acks"][3] | {"ok": False} == one["acks"][3]
+    refused(two.call(province, "GET", "/api/broadcasts", params={"limit": 501}), 422)
+
+
 def test_a_row_names_at_most_a_few_answers_and_counts_the_rest(two: Two) -> None:
     broadcasts(two, 1, ACKS_LISTED + 40)
     html = two.call((None, "admin"), "GET", "/broadcasts").text
@@ -251,5 +287,57 @@ def test_the_calendar_builds_only_the_documents_of_the_speakers_it_shows(two: Tw
     entries(30, "tan-binh")
     entries(30, "phu-an", "an-thon-1")
     seen.clear()
+    given: list[int] = []  # each target's document is given its own entries, not all 62
+    document = station.scheduling.document
+    station.scheduling.document = lambda db, t, rows: (
+        given.append(len(rows)) or document(db, t, rows=rows)
+    )
     (plan,) = station.calendar.plans(*day, devices=[OWN["phu-an"]], commune="phu-an")
     assert len(seen) == few and plan.device == OWN["phu-an"] and len(plan.rows) == 31
+    assert given == [31]
+
+
+def test_the_schedules_api_is_paged(two: Two) -> None:
+    with two.app.state.xaso.sessions.begin() as db:
+        for k in range(7):
+            db.add(ScheduleRow(item_id=f"tin-{k}", target_kind="group", target_id="all",
+                               level="normal", priority=2, rrule="FREQ=DAILY",
+                               tz="Asia/Ho_Chi_Minh", dtstart="2025-01-01T06:00:00",
+                               created_by="x", created_ms=1, updated_ms=1))  # fmt: skip
+    province = (None, "admin")
+    every = [e["item_id"] for e in two.call(province, "GET", "/api/schedules").json()]
+    assert every == [f"tin-{k}" for k in range(7)]
+    some = two.call(province, "GET", "/api/schedules", params={"limit": 3, "offset": 2}).json()
+    assert [e["item_id"] for e in some] == every[2:5]
+    refused(two.call(province, "GET", "/api/schedules", params={"limit": 0}), 422)
+
+
+def test_the_schedules_page_walks_the_registry_once_per_change_of_it(
+    two: Two, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the page derives from a province's speakers (the calendar's pages, the
+    groups, the search) is kept until devices.json changes, not walked per request."""
+    users = ((None, "admin"), ("phu-an", "broadcaster"))
+    walks: list[int] = []
+    devices = Site.devices
+    monkeypatch.setattr(Site, "devices", lambda self: walks.append(1) or devices(self))
+    for who in users:
+        assert two.call(who, "GET", "/schedules").status_code == 200
+    first = len(walks)
+    for who in users:
+        assert two.call(who, "GET", "/schedules").status_code == 200
+    assert 0 < first <= 3 and len(walks) == first  # the speakers, groups, by commune: once
+
+
+def test_a_provinces_dashboard_lists_its_communes_not_their_villages(
+    two: Two, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_routes, "GROUPS_LISTED", 1)  # two communes, as if hundreds
+    province = (None, "admin")
+    page = two.call(province, "GET", "/").text
+    assert '<option value="phu-an"' in page and '<option value="tan-binh"' in page
+    assert '<option value="all"' in page and '<option value="an-thon-1"' not in page
+    chosen = two.call(province, "GET", "/", params={"group": "an-thon-1"}).text
+    assert '<option value="an-thon-1" selected>' in chosen
+    mine = two.call(("phu-an", "broadcaster"), "GET", "/").text  # a commune's: all of its own
+    assert '<option value="an-thon-1"' in mine and '<option value="binh-thon-1"' not in mine

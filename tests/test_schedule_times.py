@@ -22,13 +22,14 @@ from sqlalchemy import text
 
 from controller.db.broadcast_tables import ScheduleRow
 from controller.db.engine import alembic_config, make_engine, session_factory, upgrade
-from controller.db.fleet_tables import EventRecord
+from controller.fleet.ingest_writes import Item, write_batch
 from controller.fleet.play_log import play_log
 from controller.radio.schedule_entries import MAX_TIMES, Entry
 from controller.radio.targets import Target
 from controller.site.directory import Site
 from protocol.envelope import open_envelope
 from protocol.signing import Keyring
+from protocol.uplink import Event
 from tests.audio_helpers import tone_file
 from tests.broadcast_api_helpers import Ctl, make_app, refused
 from tests.conftest import Fleet
@@ -232,9 +233,9 @@ def test_plays_of_each_time_are_told_apart_in_the_calendar_and_the_play_log(app:
     played = {"key": f"{item}-0630@{yesterday}T06:30:00", "origin": "schedule", "priority": 2,
               "planned_ms": at, "label": "Bản tin thôn", "item_id": f"{item}-0630",
               "actual_ms": at + 30, "outcome": "completed", "played_ms": 1_000}  # fmt: skip
-    with app.app.state.xaso.sessions.begin() as db:
-        db.add(EventRecord(device_id="loa-1", event_id="p1", type="play.finished",
-                           ts_ms=at + 1030, received_ms=at + 2000, body=played))  # fmt: skip
+    told = Event(id="p1", type="play.finished", ts=at + 1030, body=played)
+    with app.app.state.xaso.sessions.begin() as db:  # through ingest's writer, as a speaker's
+        write_batch(db, [Item("loa-1", "event", told, at + 2000)], at + 2000)
     with app.app.state.xaso.sessions() as db:
         (row,) = play_log(db, at - 1, at + 86_400_000)
     assert (row.device_id, row.item_id, row.label, row.result) == (

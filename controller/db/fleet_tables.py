@@ -240,6 +240,41 @@ class EventRecord(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class PlayFold(Base):
+    """One play on one cluster (a request's records on one device, by its ``key``), its
+    records folded by ingest as they come (controller/fleet/play_writes.py), so that the
+    play log selects, orders and pages in SQL (controller/fleet/play_log.py).
+
+    ``placed_ms`` (its planned start, or its first record's ts) is what the log selects
+    by, ``order_ms`` (planned, else its first sample, else 0) what it orders by; the
+    records' span (``first_ts_ms``, ``last_ts_ms``) finds them again when another one
+    of the play comes in."""
+
+    __tablename__ = "plays"
+    __table_args__ = (
+        Index("ix_plays_placed", "placed_ms"),
+        Index("ix_plays_device_placed", "device_id", "placed_ms"),
+    )
+
+    device_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    placed_ms: Mapped[int] = mapped_column(BigInteger)
+    order_ms: Mapped[int] = mapped_column(BigInteger)
+    first_ts_ms: Mapped[int] = mapped_column(BigInteger)
+    last_ts_ms: Mapped[int] = mapped_column(BigInteger)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    item_id: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    planned_ms: Mapped[int | None] = mapped_column(BigInteger)
+    actual_ms: Mapped[int | None] = mapped_column(BigInteger)
+    played_ms: Mapped[int] = mapped_column(BigInteger)
+    result: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    relayed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    gaps: Mapped[int] = mapped_column(Integer, default=0)
+    gap_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AckRecord(Base):
     """A device's answer to a command; a redelivered ack is stored once."""
 

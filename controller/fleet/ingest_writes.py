@@ -35,6 +35,7 @@ from controller.db.fleet_tables import (
 )
 from controller.db.raw_rows import RawRows
 from controller.fleet.identity_rules import Sighting, remember
+from controller.fleet.play_writes import Stored, fold_stored
 from controller.site.directory import DeviceEntry, Site
 from protocol.errors import ProtocolError
 from protocol.events import PrinterStatus, read_body
@@ -291,7 +292,7 @@ def _store_events(session: Session, items: list[Item]) -> tuple[int, int]:
     stmt = (
         dialect_insert(session, EventRecord)
         .on_conflict_do_nothing(index_elements=["device_id", "event_id"])
-        .returning(EventRecord.device_id, EventRecord.event_id)
+        .returning(EventRecord.id, EventRecord.device_id, EventRecord.event_id)
     )
     rows = [
         {
@@ -304,11 +305,16 @@ def _store_events(session: Session, items: list[Item]) -> tuple[int, int]:
         }
         for i in unique.values()
     ]
-    inserted = {(r.device_id, r.event_id) for r in session.execute(stmt, rows)}
+    inserted = {(r.device_id, r.event_id): r.id for r in session.execute(stmt, rows)}
     for key in inserted:
         event = unique[key]
         if event.msg.type == "printer.status":
             _apply_printer(session, event)
+    fold_stored(  # the play log's rows, in the events' transaction
+        session,
+        (Stored(d, row, unique[(d, e)].msg.ts, unique[(d, e)].msg.type, unique[(d, e)].msg.body)
+         for (d, e), row in inserted.items()),
+    )  # fmt: skip
     return len(inserted), len(items) - len(inserted)
 
 

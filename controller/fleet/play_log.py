@@ -1,10 +1,11 @@
 """Proof of play per bulletin: one row for each play on each cluster, as it happened.
 
 What an officer shows upward: that bulletin X aired on cluster Y at 06:30 on
-3 December, for how long, or that it was cut or missed and why. A play is the
-records of one request on one device (``key``: the command id, or the schedule
-occurrence): a preempted play that resumed is one row, its parts added up.
-``reports.proof_of_play`` gives the totals of the same records.
+3 December, for how long, or that it was cut or missed and why. Each play's
+records are folded by ingest into ``plays`` (controller/fleet/play_writes.py,
+the fold itself in controller/fleet/play_rules.py), so a period's log is
+selected, ordered, counted and paged in SQL; ``reports.proof_of_play`` gives
+the totals of the same records.
 
 Rows are selected by their planned start (what the officer asks about); a play
 with no planned start in its records is placed by its first record.
@@ -12,20 +13,20 @@ with no planned start in its records is placed by its first record.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, TypeVar
 
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from controller.fleet.reports import PLAY_TYPES, communes_of_devices, events, groups_by_device
-from protocol.events import Body, PlayFinished, PlayInterrupted, PlayMissed, PlayRecord
+from controller.db.fleet_tables import Device, PlayFold
+from controller.fleet.play_rules import Result
+from controller.fleet.reports import groups_by_device
 
-Result = Literal["completed", "cut", "missed", "failed"]
-# records of one play may come a while after its planned start (a resumed rest, a
-# play.interrupted told at the next boot): look this far past the period for them
-LATE_RECORDS_MS = 24 * 3_600_000
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
+FEW_DEVICES = 5000  # a page's devices whose groups are read by id; more: all the scope's
 
 
 @dataclass(frozen=True)
@@ -56,88 +57,76 @@ def play_log(
     *,
     commune: str | None = None,
     devices: Collection[str] | None = None,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[PlayLogRow]:
     """Each play planned in [start, end), in order of its planned start, then cluster;
     ``commune``: on its speakers only (None: every speaker, the province's view);
-    ``devices``: on those only (the calendar's page of speakers)."""
-    groups_of = groups_by_device(session, commune, devices)
-    commune_of = communes_of_devices(session, commune, devices)
-    parts: dict[tuple[str, str], list[PlayRecord]] = defaultdict(list)
-    first_ts: dict[tuple[str, str], int] = {}
-    late = end_ms + LATE_RECORDS_MS
-    for e, body in events(
-        session, PLAY_TYPES, start_ms, late, device=device, commune=commune, devices=devices
-    ):
-        if isinstance(body, PlayRecord):
-            parts[(e.device_id, body.key)].append(body)
-            first_ts.setdefault((e.device_id, body.key), e.ts_ms)
-    rows = []
-    for (device_id, key), records in parts.items():
-        groups = tuple(sorted(groups_of.get(device_id, ())))
-        row = _fold(device_id, groups, key, records, commune_of.get(device_id))
-        placed = row.planned_ms if row.planned_ms is not None else first_ts[(device_id, key)]
-        if start_ms <= placed < end_ms:
-            rows.append(row)
-    rows.sort(key=lambda r: (r.planned_ms or r.actual_ms or 0, r.device_id, r.key))
-    return rows
+    ``devices``: on those only (the calendar's page of speakers); ``offset``, ``limit``:
+    that slice of them, in that order."""
+    query = _where(
+        select(*PlayFold.__table__.c, Device.commune.label("home")),
+        start_ms, end_ms, device=device, commune=commune, devices=devices,
+    ).order_by(PlayFold.order_ms, PlayFold.device_id, PlayFold.key)  # fmt: skip
+    found = session.execute(query.offset(offset).limit(limit)).all()
+    ids = {play.device_id for play in found}
+    groups_of = groups_by_device(session, commune, ids if len(ids) <= FEW_DEVICES else None)
+    return [_row(play, groups_of.get(play.device_id, ())) for play in found]
 
 
-def _fold(
-    device_id: str,
-    groups: tuple[str, ...],
-    key: str,
-    records: list[PlayRecord],
+def play_results(
+    session: Session,
+    start_ms: int,
+    end_ms: int,
+    device: str | None = None,
+    *,
+    commune: str | None = None,
+) -> Counter[str]:
+    """How many plays of ``play_log``'s would end each way (completed, cut, ...): the
+    page's chart and pager, in one statement."""
+    counted = select(PlayFold.result, func.count())
+    query = _where(counted, start_ms, end_ms, device=device, commune=commune, devices=None)
+    query = query.group_by(PlayFold.result)
+    return Counter({result: n for result, n in session.execute(query)})
+
+
+def _where(
+    query: Q,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device: str | None,
     commune: str | None,
-) -> PlayLogRow:
-    """One play from its records, in the order they were made."""
-    last = records[-1]
-    played = sum(_played(b) for b in records)
-    starts = [b.actual_ms for b in records if isinstance(b, PlayFinished | PlayInterrupted)]
-    actual = min((ms for ms in starts if ms is not None), default=None)
-    result, reason = _result(last, played)
-    relayed, gaps, gap_ms = _relay(records)
-    return PlayLogRow(
-        device_id=device_id,
-        groups=groups,
-        key=key,
-        label=next((b.label for b in records if b.label), ""),
-        item_id=next((b.item_id for b in records if b.item_id), None),
-        priority=next((b.priority for b in records if b.priority is not None), None),
-        planned_ms=next((b.planned_ms for b in records if b.planned_ms is not None), None),
-        actual_ms=actual if played else None,
-        played_ms=played,
-        result=result,
-        reason=reason,
-        relayed_ms=relayed,
-        gaps=gaps,
-        gap_ms=gap_ms,
-        commune=commune,
+    devices: Collection[str] | None,
+) -> Q:
+    query = query.outerjoin(Device, Device.id == PlayFold.device_id).where(
+        PlayFold.placed_ms >= start_ms, PlayFold.placed_ms < end_ms
     )
+    if device is not None:
+        query = query.where(PlayFold.device_id == device)
+    if commune is not None:
+        query = query.where(Device.commune == commune)
+    if devices is not None:
+        query = query.where(PlayFold.device_id.in_(tuple(devices)))
+    return query
 
 
-def _relay(records: list[PlayRecord]) -> tuple[int | None, int, int]:
-    """A relay's account over its parts (a preempted relay that resumed is one play):
-    what of the stream aired, how many gaps and their length; None if not a relay."""
-    finished = [b for b in records if isinstance(b, PlayFinished) and b.relayed_ms is not None]
-    if not finished:
-        return None, 0, 0
-    gaps = [g for b in finished for g in b.gaps]
-    relayed = round(sum(b.relayed_ms or 0 for b in finished))
-    return relayed, len(gaps), sum(g.length_ms for g in gaps)
-
-
-def _played(body: Body) -> int:
-    return body.played_ms if isinstance(body, PlayFinished | PlayInterrupted) else 0
-
-
-def _result(last: PlayRecord, played_ms: int) -> tuple[Result, str]:
-    if isinstance(last, PlayMissed):
-        return ("cut" if played_ms else "missed"), last.reason
-    if isinstance(last, PlayInterrupted):
-        return "cut", last.reason
-    assert isinstance(last, PlayFinished)
-    if last.outcome == "completed":
-        return "completed", ""
-    if last.outcome == "failed":
-        return "failed", "failed"
-    return "cut", last.outcome  # preempted (its rest not yet told) or stopped
+def _row(play: Any, groups: Collection[str]) -> PlayLogRow:
+    """A row of ``plays`` with its device's commune (``home``) and groups."""
+    return PlayLogRow(
+        device_id=play.device_id,
+        groups=tuple(sorted(groups)),
+        key=play.key,
+        label=play.label,
+        item_id=play.item_id,
+        priority=play.priority,
+        planned_ms=play.planned_ms,
+        actual_ms=play.actual_ms,
+        played_ms=play.played_ms,
+        result=play.result,
+        reason=play.reason,
+        relayed_ms=play.relayed_ms,
+        gaps=play.gaps,
+        gap_ms=play.gap_ms,
+        commune=play.home or None,
+    )

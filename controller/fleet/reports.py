@@ -242,14 +242,14 @@ def groups_by_device(
     session: Session, commune: str | None = None, devices: Collection[str] | None = None
 ) -> dict[str, list[str]]:
     """Each device's groups; ``commune``, ``devices``: of those devices only."""
-    query = select(DeviceGroup)
+    query = select(DeviceGroup.device_id, DeviceGroup.group_id)
     if commune is not None:
         query = query.where(DeviceGroup.device_id.in_(in_commune(commune)))
     if devices is not None:
         query = query.where(DeviceGroup.device_id.in_(tuple(devices)))
     groups_of: dict[str, list[str]] = defaultdict(list)
-    for link in session.scalars(query):
-        groups_of[link.device_id].append(link.group_id)
+    for device, group in session.execute(query):
+        groups_of[device].append(group)
     return groups_of
 
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, event, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from broadcast.levels import DEFAULT_PRIORITY, level_of
 from controller.auth import tenancy
@@ -46,6 +46,13 @@ from controller.db.broadcast_tables import (
 )
 from controller.db.fleet_tables import dialect_insert
 from controller.radio.approval_gate import ApprovalGate, Ruling, ruling
+from controller.radio.broadcast_reads import (
+    BroadcastInfo,
+    info_of,
+    infos,
+    one_snapshot,
+    status_of,
+)
 from controller.radio.clip_library import ClipLibrary, Invalid, NotFound, OutOfScope
 from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
@@ -74,58 +81,12 @@ BROADCAST_KINDS = ("play", "stream", "stop")
 
 
 @dataclass(frozen=True)
-class DeviceAck:
-    device: str
-    ok: bool | None  # None: no answer yet
-    error: str | None
-    detail: str | None
-    acked_ms: int | None
-
-
-@dataclass(frozen=True)
 class Held:
     """A play-now that waits for a leader's approval; nothing was sent."""
 
     approval_id: int
     label: str
     targets: list[Target]
-
-
-@dataclass(frozen=True)
-class BroadcastInfo:
-    id: str
-    kind: str
-    targets: list[Target]
-    level: str
-    priority: int
-    clip_sha256: str | None
-    stream_url: str | None
-    label: str
-    at_ms: int | None
-    created_by: str
-    created_ms: int
-    status: str  # sent | acked | refused | partial
-    acks: list[DeviceAck]  # one per speaker reached, by device id
-    answered_count: int
-    ok_count: int
-    commune: str | None = None  # the commune it was made for; None: the province
-    communes: tuple[str, ...] = ()  # the communes whose speakers it reached
-
-    @property
-    def reached(self) -> int:
-        return len(self.acks)
-
-    @property
-    def answered(self) -> bool:
-        return self.answered_count >= self.reached
-
-
-def _status(total: int, answered: int, ok: int) -> str:
-    if answered < total:
-        return "sent"
-    if ok == answered:
-        return "acked"
-    return "refused" if ok == 0 else "partial"
 
 
 _SET_COUNTS = (
@@ -561,7 +522,7 @@ class Broadcasting:
             row.priority = tenancy.emergency_priority(commune)
         of = {d.id: d.commune for d in self.fleet.speakers()}
         reached = sorted({c for d in devices if (c := of.get(d))})
-        info = replace(_info(row, {}), communes=tuple(reached))
+        info = replace(info_of(row, {}), communes=tuple(reached))
         with self.sessions.begin() as session:
             # the row first: an ack may come back before publish() returns
             session.add(row)
@@ -631,7 +592,7 @@ class Broadcasting:
             _SET_COUNTS,
             [
                 {"b_id": b, "b_answered": n, "b_ok": ok,
-                 "b_status": _status(len(reached[b]), n, ok)}
+                 "b_status": status_of(len(reached[b]), n, ok)}
                 for b, (n, ok) in counts.items()
                 if b in {key[0] for key in ours}
             ],
@@ -672,18 +633,22 @@ class Broadcasting:
                     f"Không có lệnh phát {broadcast_id}",
                     f"No broadcast {broadcast_id}",
                 )
-            (info,) = _infos(session, [row])
+            (info,) = infos(session, [row])
             return info
 
-    def seen_by(self, info: BroadcastInfo, commune: str | None) -> BroadcastInfo | None:
+    def seen_by(
+        self, info: BroadcastInfo, commune: str | None, mine: set[str] | None = None
+    ) -> BroadcastInfo | None:
         """``info`` as ``commune``'s users see it (controller/auth/tenancy.py), or None
         if they do not. Another's broadcast that reached the commune (the province's)
-        shows only the commune's own speakers, and its targets as the commune."""
+        shows only the commune's own speakers (``mine``, if the caller has them), and
+        its targets as the commune."""
         if not tenancy.sees_broadcast(commune, info.commune, info.communes):
             return None
         if commune is None or tenancy.sees(commune, info.commune):
             return info
-        mine = {d.id for d in self.fleet.speakers(commune)}
+        if mine is None:
+            mine = {d.id for d in self.fleet.speakers(commune)}
         acks = [a for a in info.acks if a.device in mine]
         answered = [a for a in acks if a.ok is not None]
         ok = sum(1 for a in answered if a.ok)
@@ -693,7 +658,7 @@ class Broadcasting:
             acks=acks,
             answered_count=len(answered),
             ok_count=ok,
-            status=_status(len(acks), len(answered), ok),
+            status=status_of(len(acks), len(answered), ok),
             communes=(commune,),
         )
 
@@ -703,9 +668,11 @@ class Broadcasting:
         kinds: Sequence[str] = BROADCAST_KINDS,
         *,
         commune: str | None = None,
+        offset: int = 0,
     ) -> list[BroadcastInfo]:
-        """The newest first (None: every one); a commune's: its own and those that reached
-        its speakers, as it sees them (``seen_by``)."""
+        """The newest first (None: every one), ``limit`` of them from ``offset``; a
+        commune's: its own and those that reached its speakers, as it sees them
+        (``seen_by``)."""
         with self.sessions() as session:
             query = select(BroadcastRow).where(BroadcastRow.kind.in_(kinds))
             if commune is not None:  # its own, and those that reached it (the province's)
@@ -715,78 +682,15 @@ class Broadcasting:
                 query = query.where(
                     or_(BroadcastRow.commune == commune, BroadcastRow.id.in_(reached))
                 )
+            if commune is not None:  # its speakers are picked out of the lists in SQL
+                query = query.options(defer(BroadcastRow.devices))
             one_snapshot(session)
             rows = session.scalars(
-                query.order_by(BroadcastRow.created_ms.desc()).limit(limit)
+                query.order_by(BroadcastRow.created_ms.desc(), BroadcastRow.id)
+                .offset(offset)
+                .limit(limit)
             ).all()
-            # a commune reads only its speakers' acks of the province's broadcasts
+            # a commune reads only its speakers' acks and lists of the province's broadcasts
             mine = None if commune is None else {d.id for d in self.fleet.speakers(commune)}
-            seen = (self.seen_by(info, commune) for info in _infos(session, rows, mine))
+            seen = (self.seen_by(info, commune, mine) for info in infos(session, rows, mine))
             return [info for info in seen if info is not None]
-
-
-def one_snapshot(session: Session) -> None:
-    """Let the session's next reads see one snapshot (call it first): REPEATABLE READ on
-    PostgreSQL, whose READ COMMITTED gives each statement its own; on SQLite a BEGIN,
-    which Python's sqlite3 leaves out before a SELECT (each read its own, otherwise)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    else:
-        session.connection().exec_driver_sql("BEGIN")
-
-
-def _infos(
-    session: Session, rows: Sequence[BroadcastRow], only: set[str] | None = None
-) -> list[BroadcastInfo]:
-    """The broadcasts with their acks and reached communes: three statements whatever the
-    number of rows, the acks as plain columns (a province's broadcast has thousands);
-    ``only``: the acks of those devices only."""
-    ids = [row.id for row in rows]
-    acks: dict[str, dict[str, DeviceAck]] = {i: {} for i in ids}
-    a = BroadcastAckRow
-    cols = select(a.broadcast_id, a.device, a.ok, a.error, a.detail, a.acked_ms).where(
-        a.broadcast_id.in_(ids)
-    )
-    if only is not None:
-        cols = cols.where(a.device.in_(sorted(only)))
-    for bid, device, ok, error, detail, at in session.execute(cols):
-        acks[bid][device] = DeviceAck(device, ok, error, detail, at)
-    reached: dict[str, list[str]] = {i: [] for i in ids}
-    for bid, commune in session.execute(
-        select(BroadcastCommuneRow.broadcast_id, BroadcastCommuneRow.commune)
-        .where(BroadcastCommuneRow.broadcast_id.in_(ids))
-        .order_by(BroadcastCommuneRow.commune)
-    ):
-        reached[bid].append(commune)
-    return [
-        replace(_info(row, acks[row.id], only), communes=tuple(reached[row.id])) for row in rows
-    ]
-
-
-def _info(
-    row: BroadcastRow, acks: dict[str, DeviceAck], only: set[str] | None = None
-) -> BroadcastInfo:
-    """The broadcast, one answer per device it reached (a device with no row: none yet);
-    ``only``: of those devices only."""
-    return BroadcastInfo(
-        id=row.id,
-        kind=row.kind,
-        targets=[Target(t["kind"], t["id"]) for t in row.targets],
-        level=row.level,
-        priority=row.priority,
-        clip_sha256=row.clip_sha256,
-        stream_url=row.stream_url,
-        label=row.label,
-        at_ms=row.at_ms,
-        created_by=row.created_by,
-        created_ms=row.created_ms,
-        status=row.status,
-        acks=[
-            acks.get(d) or DeviceAck(d, None, None, None, None)
-            for d in row.devices
-            if only is None or d in only
-        ],
-        answered_count=row.answered,
-        ok_count=row.answered_ok,
-        commune=row.commune,
-    )

@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.auth import tenancy
 from controller.db.broadcast_tables import BulletinRow, ClipRow
-from controller.radio.broadcasting import BroadcastInfo, Broadcasting, Held
+from controller.radio.broadcast_reads import BroadcastInfo
+from controller.radio.broadcasting import Broadcasting, Held
 from controller.radio.clip_library import (
     ClipLibrary,
     Conflict,

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from broadcast.audio.clips import ClipError
-from controller.radio.broadcasting import BroadcastInfo, Broadcasting
+from controller.radio.broadcast_reads import BroadcastInfo
+from controller.radio.broadcasting import Broadcasting
 from controller.radio.clip_library import ClipInfo, ClipLibrary, ServiceError
 from controller.radio.stream_source import IcecastSource, Pacer, StreamSourceError
 from controller.radio.streams import StreamServer, opus_ogg_args

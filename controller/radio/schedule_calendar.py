@@ -141,14 +141,15 @@ class ScheduleCalendar:
         fleet = self.scheduling.fleet
         speakers = fleet.speakers(commune)
         if devices is not None:
-            unknown = sorted(set(devices) - {d.id for d in speakers})
+            asked = set(devices)  # a page of 50 among a province's 20,000: a set, not a list
+            speakers = [d for d in speakers if d.id in asked]
+            unknown = sorted(asked - {d.id for d in speakers})
             if unknown:
                 raise Invalid(
                     "unknown_target",
                     f"Không có cụm loa {', '.join(unknown)}",
                     f"No speaker {', '.join(unknown)} at this site",
                 )
-            speakers = [d for d in speakers if d.id in devices]
         wanted = {Target("device", d.id) for d in speakers}
         wanted |= {Target("group", g) for d in speakers for g in d.groups}
         docs = self._documents(proposed, commune, wanted)
@@ -193,12 +194,17 @@ class ScheduleCalendar:
                 session.add(row)
                 session.flush()  # its id, its defaults: ordered and read as if saved
             rows = session.scalars(select(ScheduleRow).order_by(ScheduleRow.id)).all()
-            targets = {t for r in rows for t in targets_of(r)} & wanted
+            # each wanted target's entries, in one pass (not every entry for each target:
+            # a province's page is 255 targets of 301 entries)
+            of: dict[Target, list[ScheduleRow]] = {}
+            for r in rows:
+                for t in set(targets_of(r)) & wanted:
+                    of.setdefault(t, []).append(r)
             # their clips in one read, held (the identity map is weak) so that the
             # documents' session.get finds them loaded
-            shas = {r.clip_sha256 for r in rows if r.clip_sha256 and targets & set(targets_of(r))}
+            shas = {r.clip_sha256 for mine in of.values() for r in mine if r.clip_sha256}
             held = session.scalars(select(ClipRow).where(ClipRow.sha256.in_(shas))).all()
-            docs = {t: scheduling.document(session, t, rows=rows) for t in targets}
+            docs = {t: scheduling.document(session, t, rows=mine) for t, mine in of.items()}
             del held
             session.rollback()
         return docs

@@ -6,7 +6,7 @@ name and the clock they all take (epoch milliseconds).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,18 +43,17 @@ class Fleet:
 
     def speakers(self, commune: str | None = None) -> list[DeviceEntry]:
         """Every speaker, or a commune's (``commune``: a commune user's scope)."""
-        return [
-            d
-            for d in self.site.devices()
-            if "speaker" in d.roles and (commune is None or d.commune == commune)
-        ]
+        if commune is None:
+            return list(self.site.derived("speakers", _speakers))
+        return list(_speakers(self.site.devices_of(commune)))
 
     def groups(self, commune: str | None = None) -> list[str]:
         """The speakers' groups: "all" (the whole site) first, then the communes' own
         groups, then by name. A commune's: its own group first, never "all"."""
-        found = {g for d in self.speakers(commune) for g in d.groups}
-        if commune is not None:
-            found.discard("all")
+        if commune is None:
+            found = set(self.site.derived("groups", _groups))
+        else:
+            found = set(_groups(self.site.devices_of(commune))) - {"all"}
         communes = {c.id for c in self.site.communes()}
         return sorted(found, key=lambda g: (g != "all", g not in communes, g))
 
@@ -118,3 +117,12 @@ class Fleet:
                 f"or speakers of {where}",
             )
         return found
+
+
+def _speakers(devices: Iterable[DeviceEntry]) -> tuple[DeviceEntry, ...]:
+    return tuple(d for d in devices if "speaker" in d.roles)
+
+
+def _groups(devices: Iterable[DeviceEntry]) -> frozenset[str]:
+    """The groups of those of ``devices`` that are speakers."""
+    return frozenset(g for d in devices if "speaker" in d.roles for g in d.groups)

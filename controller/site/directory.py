@@ -180,6 +180,17 @@ class Site:
         path = self.dir / "devices.json"
         return list(self._cached("devices", (path,), self._read_devices))
 
+    def derived(self, name: str, make: Callable[[list[DeviceEntry]], T]) -> T:
+        """``make(devices)``, made again only when the registry changes: what pages derive
+        from a province's 20,000 devices (a commune's few dozen, the speakers, the groups)
+        is not walked again on every request."""
+        path = self.dir / "devices.json"
+        return self._cached(f"devices/{name}", (path,), lambda: make(self.devices()))
+
+    def devices_of(self, commune: str) -> tuple[DeviceEntry, ...]:
+        """A commune's devices ("": the province's own), from an index of the registry."""
+        return self.derived("by_commune", _by_commune).get(commune, ())
+
     def _read_devices(self) -> list[DeviceEntry]:
         raw = read_json(self.dir / "devices.json")["devices"]
         try:
@@ -280,3 +291,10 @@ def locked(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _by_commune(devices: list[DeviceEntry]) -> dict[str, tuple[DeviceEntry, ...]]:
+    by: dict[str, list[DeviceEntry]] = {}
+    for d in devices:
+        by.setdefault(d.commune, []).append(d)
+    return {c: tuple(ds) for c, ds in by.items()}

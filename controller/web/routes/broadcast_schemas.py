@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.radio.broadcasting import BroadcastInfo
+from controller.radio.broadcast_reads import BroadcastInfo
 from controller.radio.targets import Target
 from protocol.topics import ID_PATTERN
 
@@ -82,7 +82,8 @@ class TargetOut(BaseModel):
 
 class BroadcastSentOut(BaseModel):
     """A broadcast and how many of its speakers answered; the answers themselves are on
-    `GET /api/broadcasts/{id}` (what a send returns: at once, whatever the fleet's size)."""
+    `GET /api/broadcasts/{id}` (what a send and the list return: small, whatever the
+    fleet's size)."""
 
     id: str
     kind: Literal["play", "stream", "stop"]

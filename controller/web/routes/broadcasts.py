@@ -17,7 +17,8 @@ from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
-from controller.radio.broadcasting import BROADCAST_KINDS, BroadcastInfo, Held
+from controller.radio.broadcast_reads import BroadcastInfo
+from controller.radio.broadcasting import BROADCAST_KINDS, Held
 from controller.radio.station import Station, refused_as_http
 from controller.radio.targets import Target
 from controller.web.routes import error_responses, render
@@ -214,14 +215,22 @@ def api_stop(
     )
 
 
-@router.get("/api/broadcasts", response_model=list[BroadcastOut], responses=SEND_ERRORS)
+@router.get("/api/broadcasts", response_model=list[BroadcastSentOut], responses=SEND_ERRORS)
 def api_recent(
-    station: StationDep, who: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50
-) -> list[BroadcastOut]:
-    """The newest broadcasts first, each with every reached speaker's answer (a commune
-    user: their commune's, and the province's that reached its speakers, with its own
-    speakers' answers only)."""
-    return [BroadcastOut.of(b) for b in station.broadcasting.recent(limit, commune=who.commune)]
+    station: StationDep,
+    who: Viewer,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many")] = 50,
+    offset: Annotated[
+        int, Query(ge=0, le=1_000_000, description="Skip this many newer ones first")
+    ] = 0,
+) -> list[BroadcastSentOut]:
+    """The newest broadcasts first, a page of them (``limit`` from ``offset``), each with
+    how many speakers it reached and answered; the answers themselves are on
+    `GET /api/broadcasts/{id}` (a province's broadcast has thousands). A commune user:
+    their commune's, and the province's that reached its speakers, counted on its own
+    speakers only."""
+    found = station.broadcasting.recent(limit, commune=who.commune, offset=offset)
+    return [BroadcastSentOut.of(b) for b in found]
 
 
 @router.get("/api/broadcasts/{broadcast_id}", response_model=BroadcastOut, responses=SEND_ERRORS)

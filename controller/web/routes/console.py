@@ -23,7 +23,7 @@ from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.db.broadcast_tables import BroadcastRow
 from controller.deps import DbSession, StationDep, require
-from controller.radio.broadcasting import BroadcastInfo
+from controller.radio.broadcast_reads import BroadcastInfo
 from controller.radio.station import Station, invalid_input, refused_as_http
 from controller.radio.targets import Target
 from controller.web.routes import error_responses, render

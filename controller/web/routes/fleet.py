@@ -45,6 +45,7 @@ from controller.web.routes import (
     render,
 )
 from controller.web.routes.console import ack_text, device_commands
+from controller.web.routes.targets import GROUPS_LISTED, province_groups
 from protocol.topics import ID_PATTERN, Topics
 from protocol.uplink import ROLES
 
@@ -333,6 +334,11 @@ def dashboard(
 
     pages = _pages(request)
     groups, counts = pages.get(("summary", who.commune), summary)
+    if who.commune is None and communes and len(groups) > GROUPS_LISTED:
+        # a province's 2,400 villages weighed most of its dashboard: its communes, and
+        # the village filtered on (the device list's search finds the others)
+        listed = province_groups(groups, set(communes), "") + ([f.group] if f.group else [])
+        groups = list(dict.fromkeys(listed))
     return render(
         request,
         "dashboard.html",

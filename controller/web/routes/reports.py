@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from controller import i18n
 from controller.auth.roles import Permission, Principal
 from controller.deps import Communes, DbSession, app_state, asked_commune, require
-from controller.fleet.play_log import play_log
+from controller.fleet.play_log import play_log, play_results
 from controller.fleet.reports import proof_of_play, queue_stats
 from controller.web.charts import bar_chart
 from controller.web.paging import Pager, clamp, page_number
@@ -104,6 +104,7 @@ class PlayLogRowOut(BaseModel):
 
 
 MAX_LOG_ROWS = 5000
+LOG_ROWS = 500  # the API's page by default: a province's day is 40,000 plays, 1.7 MB at 5,000
 LOG_PER_PAGE = 100  # rows of the log page; the files carry every row
 WIDE_MAX = 10  # communes whose log one page shows at once; more: choose one
 
@@ -121,17 +122,20 @@ def api_log(
     device: Annotated[str | None, Query(max_length=64)] = None,
     commune: CommuneQuery = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_LOG_ROWS)] = MAX_LOG_ROWS,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LOG_ROWS, description="At most this many rows (a page)")
+    ] = LOG_ROWS,
 ) -> list[PlayLogRowOut]:
     """Each play planned in [start_ms, end_ms) on each cluster: bulletin, planned and actual
     start, what aired, and whether it completed, was cut, missed or failed, and why.
 
     A commune user's: on their commune's speakers; the province's: on every speaker, or
-    ``commune``'s. At most ``limit`` rows from ``offset``, in the log's order."""
+    ``commune``'s. At most ``limit`` rows (500 unless asked, at most 5,000) from
+    ``offset``, in the log's order: selected, ordered and paged in SQL."""
     _check_period(start_ms, end_ms)
     scope = _scope(who, communes, commune)
-    rows = play_log(db, start_ms, end_ms, device, commune=scope)
-    return [PlayLogRowOut(**vars(row)) for row in rows[offset : offset + limit]]
+    rows = play_log(db, start_ms, end_ms, device, commune=scope, offset=offset, limit=limit)
+    return [PlayLogRowOut(**vars(row)) for row in rows]
 
 
 MAX_PERIOD_MS = 366 * 86_400_000
@@ -306,17 +310,22 @@ def log_page(
     # or a cluster first (the files still carry every row)
     wide = where.scope is None and not device and len(communes) > WIDE_MAX
     choose = format == "html" and wide
-    rows = [] if choose else play_log(db, start_ms, end_ms, device or None, commune=where.scope)
     lang = lang_of(request)
     if format != "html":
+        rows = play_log(db, start_ms, end_ms, device or None, commune=where.scope)
         sheet = play_log_sheet(lang, rows, communes, column=where.column)
         return _file(sheet, format, sep, name="nhat-ky-phat", first=first, last=last)
-    shown = clamp(page_number(page), LOG_PER_PAGE, len(rows))
-    sheet = play_log_sheet(
-        lang, rows[(shown - 1) * LOG_PER_PAGE : shown * LOG_PER_PAGE], communes, column=where.column
-    )
+    aired: Counter[str] = Counter()
+    if not choose:  # the chart counts every row, in SQL; the page reads its own
+        aired = play_results(db, start_ms, end_ms, device or None, commune=where.scope)
+    total = sum(aired.values())
+    shown = clamp(page_number(page), LOG_PER_PAGE, total)
+    rows = []
+    if total:
+        rows = play_log(db, start_ms, end_ms, device or None, commune=where.scope,
+                        offset=(shown - 1) * LOG_PER_PAGE, limit=LOG_PER_PAGE)  # fmt: skip
+    sheet = play_log_sheet(lang, rows, communes, column=where.column)
     kept = tuple((k, v) for k, v in request.query_params.items() if k != "page")
-    aired: Counter[str] = Counter(r.result for r in rows)
     chart = bar_chart(
         [(i18n.t(lang, f"log.result.{k}"), aired[k]) for k in RESULTS],
         i18n.t(lang, "log.col.result"),
@@ -333,7 +342,7 @@ def log_page(
         bys=(),
         device=device or "",
         choose=choose,
-        pager=Pager(shown, LOG_PER_PAGE, len(rows), kept, path="/reports/log"),
+        pager=Pager(shown, LOG_PER_PAGE, total, kept, path="/reports/log"),
     )
 
 

@@ -240,19 +240,23 @@ def delete(station: Station, db: DbSession, who: Principal, entry_id: int) -> En
 
 @router.get("/api/schedules", response_model=list[EntryOut], responses=READ_ERRORS)
 def api_entries(
+    *,
     station: StationDep,
     who: Viewer,
     target_kind: Literal["group", "device"] | None = None,
     target_id: Annotated[str, Query(pattern=f"^{ID_PATTERN}$")] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Skip this many first")] = 0,
 ) -> list[EntryOut]:
-    """Every entry, or a target's (give both target_kind and target_id); a commune user's
+    """The entries, oldest first, a page of them (``limit`` from ``offset``: a province has
+    hundreds), or a target's (give both target_kind and target_id); a commune user's
     commune's own (the province's that reach them are in the calendar)."""
     entries = station.scheduling.entries(commune=who.commune)
     if target_kind is not None:
         entries = [e for e in entries if e.target.kind == target_kind]
     if target_id is not None:
         entries = [e for e in entries if e.target.id == target_id]
-    return [EntryOut.of(e) for e in entries]
+    return [EntryOut.of(e) for e in entries[offset : offset + limit]]
 
 
 @router.post("/api/schedules", response_model=EntryOut, status_code=201, responses=SEND_ERRORS)

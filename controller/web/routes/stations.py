@@ -19,7 +19,8 @@ from controller import i18n
 from controller.auth.audit import audit
 from controller.auth.roles import Permission, Principal
 from controller.deps import DbSession, StationDep, require
-from controller.radio.broadcasting import BroadcastInfo, Held
+from controller.radio.broadcast_reads import BroadcastInfo
+from controller.radio.broadcasting import Held
 from controller.radio.relay_stations import (
     MAX_RELAY_MIN,
     RadioStation,
