@@ -34,7 +34,7 @@ from protocol.ogg import OPUS_RATE, OggError, PageReader, epoch_of, opus_pre_ski
 CAPTURE = b"OggS"
 HEADER_BYTES = 27  # up to the segment count; the lacing values follow
 STALL_MS = (200.0, 1000.0)  # the stalls counted
-CONNECT_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 300.0
 READ_BYTES = 65536
 
 

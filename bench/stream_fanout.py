@@ -26,7 +26,11 @@ window (``--seconds``, everyone listening): this process (the controller:
 LiveEncoder's pump, the Pacer, the auth route, and the feed that stands for
 the browser's WebSocket), its encoder ffmpeg, Icecast, the listeners.
 
+``--devices`` makes the registry larger than the listeners (a province's
+20,000 speakers, 1,000 of them told): the auth reads the whole registry.
+
     .venv/bin/python -m bench.stream_fanout --listeners 1000 --seconds 60
+    .venv/bin/python -m bench.stream_fanout --listeners 1000 --devices 20000 --phases xaso
 """
 
 from __future__ import annotations
@@ -130,12 +134,25 @@ def provision(site_dir: Path, n: int) -> list[str]:
 
 def make_audio(work: Path, seconds: float) -> tuple[Path, Path]:
     """Speech as the browser sends it (WebM/Opus, 64 kb/s), and the same speech in Ogg with
-    every mount's Opus settings, for the bare source."""
+    every mount's Opus settings, for the bare source. The WebM is at a constant bit rate,
+    so that feeding it by bytes is feeding it in real time."""
     wav, webm, ogg = work / "speech.wav", work / "voice.webm", work / "voice.ogg"
     subprocess.run(["espeak-ng", "-v", "vi", "-w", str(wav), SPEECH], check=True, timeout=60)
     looped = ["-stream_loop", "-1", "-i", str(wav), "-t", f"{seconds:.0f}", "-ar", "48000"]
     subprocess.run(
-        [*FFMPEG, *looped, "-c:a", "libopus", "-b:a", "64k", "-f", "webm", str(webm)],
+        [
+            *FFMPEG,
+            *looped,
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            "-vbr",
+            "off",
+            "-f",
+            "webm",
+            str(webm),
+        ],
         check=True,
         timeout=600,
     )
@@ -401,6 +418,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--listeners", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument(
+        "--devices", type=int, default=0, help="speakers in the registry (default: --listeners)"
+    )
     parser.add_argument("--workers", type=int, default=4, help="listener processes")
     parser.add_argument("--phases", nargs="+", choices=["xaso", "bare"], default=["xaso", "bare"])
     args = parser.parse_args()
@@ -409,12 +429,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t0 = time.monotonic()
-        auth = provision(work / "site", args.listeners)
-        print(
-            f"site: {args.listeners} speakers, each its own password, in "
-            f"{time.monotonic() - t0:.1f} s",
-            flush=True,
-        )
+        devices = max(args.devices, args.listeners)
+        every = provision(work / "site", devices)
+        auth = [every[i * devices // args.listeners] for i in range(args.listeners)]  # spread
+        took = time.monotonic() - t0
+        print(f"site: {devices} speakers, each its own password, in {took:.1f} s", flush=True)
         length_s = args.seconds + CONNECT_TIMEOUT_S + MARGIN_S
         webm, ogg = make_audio(work, length_s)
         run = Run(work / "site", auth, webm, ogg, length_s, args.seconds, args.workers)
