@@ -29,12 +29,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from plumbing.backoff import Backoff
 from protocol.ogg import OPUS_RATE, OggError, PageReader, epoch_of, opus_pre_skip
 
 CAPTURE = b"OggS"
 HEADER_BYTES = 27  # up to the segment count; the lacing values follow
 STALL_MS = (200.0, 1000.0)  # the stalls counted
-CONNECT_TIMEOUT_S = 300.0
+CONNECT_TIMEOUT_S = 300.0  # retries stop after this
+ANSWER_TIMEOUT_S = 10.0  # as the speaker's urlopen (broadcast/audio/decode.STALL_TIMEOUT_S)
+RETRY_BASE_S, RETRY_CAP_S = 0.5, 10.0  # the speaker's relay backoff (broadcast/config.py)
 READ_BYTES = 65536
 
 
@@ -119,7 +122,8 @@ class Summary:
 
     status: int = 0  # the HTTP status; 0: no answer
     error: str = ""
-    connect_ms: float = 0.0  # from connect() to the answer's status line
+    connect_ms: float = 0.0  # from the first connect() to the 200's status line
+    attempts: int = 0  # a refused or failed one is tried again, as the speaker's relay does
     bytes: int = 0
     pages: int = 0
     head: bool = False  # OpusHead and OpusTags came, and parsed
@@ -142,8 +146,10 @@ class Listener:
         self.request = ("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode()
         self.address = (host, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setblocking(False)
         self.summary = Summary()
+        self.backoff = Backoff(RETRY_BASE_S, RETRY_CAP_S)
+        self.retry_at: float | None = None  # monotonic; None: not waiting to retry
+        self.answer_by = 0.0  # monotonic: no answer by then is a failed attempt
         self.gaps = Gaps()
         self.splitter = PageSplitter()
         self.answered = False
@@ -155,14 +161,27 @@ class Listener:
         self._t0 = 0.0
 
     def connect(self) -> None:
-        self._t0 = time.time() * 1000
+        if not self.summary.attempts:
+            self._t0 = time.time() * 1000
+        self.summary.attempts += 1
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
         self.sock.connect_ex(self.address)
+        self.answer_by = time.monotonic() + ANSWER_TIMEOUT_S
+        self.retry_at = None
+
+    def retry(self, why: str) -> None:
+        """A failed attempt before the stream: close, and connect again after a backoff."""
+        self.sock.close()
+        self._head = b""
+        self.summary.error = why  # the last one, until an attempt succeeds
+        self.retry_at = time.monotonic() + self.backoff.next_delay()
 
     def writable(self) -> None:
         """Connected (or refused): send the request."""
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self.fail(f"connect: errno {err}")
+            self.retry(f"connect: errno {err}")
             return
         self.sock.send(self.request)  # a few hundred bytes into an empty buffer
 
@@ -171,10 +190,10 @@ class Listener:
         try:
             data = self.sock.recv(READ_BYTES)
         except OSError as exc:
-            self.fail(f"recv: {exc}")
+            self._lost(f"recv: {exc}")
             return
         if not data:
-            self.fail("closed by the server")
+            self._lost("closed by the server")
             return
         self.summary.bytes += len(data)
         if not self.answered:
@@ -184,13 +203,14 @@ class Listener:
             head, _, data = self._head.partition(b"\r\n\r\n")
             status = head.split(b"\r\n", 1)[0].split(b" ")
             self.summary.status = int(status[1]) if len(status) > 1 and status[1].isdigit() else 0
-            self.summary.connect_ms = now_ms - self._t0
-            self.answered = True
             self.summary.bytes -= len(head) + 4
             if self.summary.status != 200:
                 line = head.split(b"\r\n", 1)[0].decode(errors="replace")
-                self.fail(f"answered {line}")
+                self.retry(f"answered {line}")
                 return
+            self.summary.connect_ms = now_ms - self._t0
+            self.summary.error = ""
+            self.answered = True
         for granule, raw in self.splitter.feed(data):
             self._page(now_ms, granule, raw)
 
@@ -223,6 +243,12 @@ class Listener:
         except OggError as exc:
             self.summary.error = f"headers: {exc}"
 
+    def _lost(self, why: str) -> None:
+        if self.answered:
+            self.fail(why)
+        else:
+            self.retry(why)
+
     def fail(self, why: str) -> None:
         if not self.summary.error:
             self.summary.error = why
@@ -250,24 +276,43 @@ def run(spec: dict[str, Any]) -> None:
     reported = False
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     while True:
-        for key, mask in sel.select(timeout=0.5):
+        for key, mask in sel.select(timeout=0.1):
             listener = key.data
             if listener is None:
                 sys.stdin.readline()  # "stop", or EOF: the bench is gone
                 _say([asdict(one.finish()) for one in listeners])
                 return
+            sock = listener.sock
             if mask & selectors.EVENT_WRITE:
                 listener.writable()
-                if not listener.done:
-                    sel.modify(listener.sock, selectors.EVENT_READ, listener)
+                if listener.retry_at is None:
+                    sel.modify(sock, selectors.EVENT_READ, listener)
             else:
                 listener.readable()
-            if listener.done:
-                sel.unregister(listener.sock)
-        if not reported and (all(one.answered for one in listeners) or time.monotonic() > deadline):
+            if listener.done or listener.retry_at is not None:
+                sel.unregister(sock)
+        _timers(listeners, sel, deadline)
+        if not reported and all(one.answered for one in listeners):
             ok = sum(one.summary.status == 200 and not one.done for one in listeners)
             _say({"connected": ok, "of": len(listeners)})
             reported = True
+
+
+def _timers(listeners: list[Listener], sel: selectors.BaseSelector, deadline: float) -> None:
+    """Attempts with no answer in time fail; retries whose backoff is over connect again."""
+    now = time.monotonic()
+    for one in listeners:
+        if one.answered:
+            continue
+        if one.retry_at is None and now > one.answer_by:
+            sel.unregister(one.sock)
+            one.retry(f"no answer in {ANSWER_TIMEOUT_S:.0f} s")
+        if one.retry_at is not None and now >= one.retry_at:
+            if now > deadline:
+                one.fail(one.summary.error)
+                continue
+            one.connect()
+            sel.register(one.sock, selectors.EVENT_WRITE, one)
 
 
 def _say(what: Any) -> None:
