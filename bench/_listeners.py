@@ -14,9 +14,11 @@ and the CRC in Python for 10,000 pages a second would cost more than
 Icecast); the two Opus headers are parsed and checked in full
 (protocol.ogg), for the stream's epoch.
 
-The worker says ``{"connected": ...}`` once every listener has its answer
-(or ``CONNECT_TIMEOUT_S`` passed), reads until ``stop`` on its standard
-input, then prints one summary per listener and exits.
+A refused or failed attempt is tried again as the speaker's relay does
+(``ANSWER_TIMEOUT_S`` to answer, then its backoff), for ``CONNECT_TIMEOUT_S``.
+The worker says ``{"connected": ...}`` once every listener is in or has
+given up, reads until ``stop`` on its standard input, then prints one
+summary per listener and exits.
 """
 
 from __future__ import annotations
