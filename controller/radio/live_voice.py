@@ -30,7 +30,12 @@ from broadcast.audio.clips import ClipError
 from controller.radio.broadcast_reads import BroadcastInfo
 from controller.radio.broadcasting import Broadcasting
 from controller.radio.clip_library import ClipInfo, ClipLibrary, ServiceError
-from controller.radio.stream_source import IcecastSource, Pacer, StreamSourceError
+from controller.radio.stream_source import (
+    PLAYOUT_DELAY_MS,
+    IcecastSource,
+    Pacer,
+    StreamSourceError,
+)
 from controller.radio.streams import StreamServer, opus_ogg_args
 from controller.radio.targets import Target
 from protocol.ogg import OggError
@@ -43,6 +48,7 @@ LEAD_MS = 1500  # the speakers connect and switch their amplifiers on before the
 LATE_MS = 400  # a page this late still reaches speakers behind a 600 ms link in time
 _CLOSE_TIMEOUT_S = 30
 _REJOIN_TRIES = 10
+TAIL_S = (PLAYOUT_DELAY_MS + 300) / 1000  # the last page sent is heard this long after
 
 
 class LiveVoiceError(Exception):
@@ -119,10 +125,12 @@ class LiveEncoder:
         self._encoder.stdin.flush()
         self.bytes_in += len(chunk)
 
-    def close(self) -> None:
-        """End the input; the encoder drains, the mount ends, the recording is complete."""
+    def close(self, *, drain: bool = False) -> None:
+        """End the input; the encoder drains, the mount ends, the recording is complete.
+        ``drain``: what the encoder still holds goes to the speakers too (a Stop, right
+        after the last words); else only to the recording."""
         assert self._encoder.stdin is not None
-        self._closing = True
+        self._closing = self._closing or not drain
         with contextlib.suppress(OSError):
             self._encoder.stdin.close()
         try:
@@ -215,6 +223,10 @@ class LiveSession:
             self._done.set()
             self.ended_by = why
         try:
+            if why == "stopped" and self.started is not None and self._encoder is not None:
+                # the last words are on their way to the speakers: let them be heard
+                self._encoder.close(drain=True)
+                time.sleep(TAIL_S)
             if self.started is not None:
                 self.stopped = self.broadcasting.stop(
                     self.targets,
