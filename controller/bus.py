@@ -9,9 +9,15 @@ here.
 Subscriptions are made again on every CONNACK (paho #375) and reconnection is
 paho's own, with a full-jitter delay set before each attempt (paho #871).
 
+A batched handler (ingest's) is the exception: it runs on paho's network
+thread itself, with no hand-off, and must not block except to slow the reads
+down (backpressure); a topic it covers reaches no other handler. paho here
+reads its socket in large chunks (plumbing/mqtt_reads.py).
+
 A message is acknowledged to the broker (PUBACK) only once every handler is
 done with it: a plain handler when it returns, a settling handler when it
-calls the `done` it is given (ingest, once its transaction has committed).
+calls the `done` it is given, a batched handler when its ticket is passed to
+`Bus.settle` (ingest, once its transaction has committed).
 With a persistent session the broker keeps what is not acknowledged, and what
 arrives while the controller is away, and delivers it again after the next
 CONNACK; so a crash between arrival and commit loses nothing. An ack is sent
@@ -25,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,6 +49,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], None]
 Done = Callable[[], None]
 SettlingHandler = Callable[[str, bytes, Done], None]
+Ticket = int | None
+"""A message to acknowledge with `Bus.settle`; None for QoS 0 (nothing to acknowledge)."""
+BatchedHandler = Callable[[str, bytes, Ticket], None]
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 30.0
 KEEPALIVE_S = 30
@@ -68,6 +77,7 @@ class _Subscription:
     handler: Any  # a Handler, or a SettlingHandler when `settles`
     qos: int
     settles: bool = False
+    batched: bool = False
 
 
 class _Settle:
@@ -181,8 +191,23 @@ def _match_filter(topic_filter: str) -> str:
     return topic_filter
 
 
+def _overlap(a: str, b: str) -> bool:
+    """Whether two topic filters (without "$share/...") can match the same topic."""
+    pa, pb = a.split("/"), b.split("/")
+    for x, y in zip(pa, pb, strict=False):
+        if "#" in (x, y):
+            return True
+        if x != y and "+" not in (x, y):
+            return False
+    if len(pa) == len(pb):
+        return True
+    longer = pa if len(pa) > len(pb) else pb
+    return longer[min(len(pa), len(pb))] == "#"  # "a/#" matches "a"
+
+
 class Bus:
-    """A long-lived MQTT session with handlers run off the network thread."""
+    """A long-lived MQTT session with handlers run off the network thread
+    (batched handlers excepted)."""
 
     def __init__(
         self,
@@ -202,6 +227,7 @@ class Bus:
         self.host, self.port = host, port
         self._subs: tuple[_Subscription, ...] = ()  # replaced whole, read without the lock
         self._matches: dict[str, tuple[_Subscription, ...]] = {}  # by topic, for self._subs
+        self._inline: dict[str, Any] = {}  # by topic: its batched handler, or False
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -222,6 +248,7 @@ class Bus:
             ca_file=tls_ca,
             max_inflight=200,
             manual_ack=True,
+            chunked_reads=True,
         )
         client.on_connect = guarded(self._on_connect)
         client.on_disconnect = guarded(self._on_disconnect)
@@ -277,11 +304,35 @@ class Bus:
         is delivered again after a reconnect (at least once, to the end)."""
         self._add(_Subscription(topic_filter, _match_filter(topic_filter), handler, qos, True))
 
+    def subscribe_batched(self, topic_filter: str, handler: BatchedHandler, qos: int = 1) -> None:
+        """Run ``handler(topic, payload, ticket)`` on paho's network thread for every
+        message matching the filter, and no other handler: no hand-off to a worker, for
+        a stream of many messages (ingest). The handler must not block but to slow the
+        reads down, and gives each ticket to `settle` once it is done with its message
+        (from any thread); what is not settled comes again after a reconnect."""
+        sub = _Subscription(topic_filter, _match_filter(topic_filter), handler, qos, batched=True)
+        self._add(sub)
+
+    def settle(self, tickets: Iterable[Ticket]) -> None:
+        """Acknowledge the messages of these tickets (a batched handler's), unless the
+        connection they came on is gone: the broker then sends them again."""
+        generation, ack = self._generation, self._client.ack
+        for ticket in tickets:
+            if ticket is not None and ticket >> 18 == generation:
+                ack(ticket & 0xFFFF, ticket >> 16 & 3)
+
     def _add(self, sub: _Subscription) -> None:
         topic_filter, qos = sub.topic_filter, sub.qos
         with self._lock:
+            for other in self._subs:
+                if (sub.batched or other.batched) and _overlap(sub.match, other.match):
+                    raise ValueError(
+                        f"{topic_filter} overlaps {other.topic_filter}: a batched "
+                        "subscription must be the only one for its topics"
+                    )
             self._subs = (*self._subs, sub)
             self._matches = {}  # after _subs: the worker reads them in the other order
+            self._inline = {}
             connected = self._connected.is_set()
         if not connected:  # the next CONNACK subscribes it
             return
@@ -367,7 +418,33 @@ class Bus:
             self._subacks.arrived(mid)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._inbound.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation))
+        topic = msg.topic
+        handler = self._inline.get(topic)
+        if handler is None:
+            handler = self._inline_handler(topic)
+        if not handler:
+            self._inbound.put((topic, msg.payload, msg.mid, msg.qos, self._generation))
+            return
+        qos = msg.qos
+        # the connection, the QoS and the message id in one int: nothing to collect
+        ticket = self._generation << 18 | qos << 16 | msg.mid if qos else None
+        try:
+            handler(topic, msg.payload, ticket)
+        except Exception:
+            log.exception("batched handler failed on %s", topic)
+            self.settle((ticket,))  # not held for ever: the broker would resend it each time
+
+    def _inline_handler(self, topic: str) -> Any:
+        """The batched handler covering ``topic``, or False; remembered per topic."""
+        inline = self._inline  # before _subs: _add changes them in the other order
+        found = next(
+            (s.handler for s in self._subs if s.batched and paho.topic_matches_sub(s.match, topic)),
+            False,
+        )
+        if len(inline) >= MATCH_CACHE:
+            inline.clear()
+        inline[topic] = found
+        return found
 
     # the worker thread
 
@@ -413,7 +490,9 @@ class Bus:
         matches = self._matches
         found = matches.get(topic)
         if found is None:
-            found = tuple(s for s in self._subs if paho.topic_matches_sub(s.match, topic))
+            found = tuple(
+                s for s in self._subs if not s.batched and paho.topic_matches_sub(s.match, topic)
+            )
             if len(matches) >= MATCH_CACHE:
                 matches.clear()
             matches[topic] = found

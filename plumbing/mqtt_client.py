@@ -21,6 +21,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from plumbing.backoff import Backoff
+from plumbing.mqtt_reads import ChunkedReadClient, chunked_reads_work
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,15 @@ def new_client(
     ca_file: Path | None = None,
     max_inflight: int = 20,
     manual_ack: bool = False,
+    chunked_reads: bool = False,
 ) -> paho.Client:
     """A paho client with credentials, verified TLS when ``tls`` (against ``ca_file``, or
     the system's CAs without one), and TCP_NODELAY; it reconnects by itself once started.
-    With ``manual_ack`` a received QoS 1 message is acknowledged only by ``client.ack``."""
-    client = paho.Client(
+    With ``manual_ack`` a received QoS 1 message is acknowledged only by ``client.ack``.
+    ``chunked_reads``: a client that receives a stream reads it in large chunks
+    (plumbing/mqtt_reads.py), where this paho allows."""
+    kind = ChunkedReadClient if chunked_reads and chunked_reads_work() else paho.Client
+    client = kind(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=clean_session,

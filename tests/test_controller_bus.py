@@ -281,3 +281,84 @@ def test_a_settling_handler_that_raises_does_not_hold_its_message_forever(make_b
     device.publish("xaso/dev/loa-1/event", b"next")
     after.wait_until(lambda items: ("xaso/dev/loa-1/event", b"next") in items)
     assert [p for _, p in after.items] == [b"next"]
+
+
+class Batched:
+    """A batched handler that keeps its tickets; the test settles them when it likes."""
+
+    def __init__(self) -> None:
+        self.inbox = Inbox()
+        self.tickets: list[int | None] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, topic: str, payload: bytes, ticket: int | None) -> None:
+        self.tickets.append(ticket)
+        self.threads.add(threading.current_thread().name)
+        self.inbox(topic, payload)
+
+
+def test_a_batched_handler_is_acked_only_for_the_tickets_it_settles(make_bus, fleet, broker):
+    device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+    first = Batched()
+    bus = make_bus("ctl-batched", clean_session=False)
+    bus.subscribe_batched("$share/ingest/xaso/dev/+/event", first)
+    bus.start()
+    for n in range(10):
+        device.publish("xaso/dev/loa-1/event", b"%d" % n)
+    first.inbox.wait_until(lambda items: len(items) == 10)
+    assert "bus-worker" not in first.threads  # run on paho's own thread: no hand-off
+    assert all(t is not None for t in first.tickets)  # QoS 1: each has its ack to come
+    bus.settle(first.tickets[:4])  # committed; the other six were not when it "crashed"
+    until_logged(broker, "Received PUBACK from ctl-batched", 4)
+    bus.close()
+
+    again = Batched()
+    bus = make_bus("ctl-batched", clean_session=False)
+    bus.subscribe_batched("$share/ingest/xaso/dev/+/event", again)
+    bus.start()
+    again.inbox.wait_until(lambda items: len(items) >= 6)
+    assert sorted(p for _, p in again.inbox.items) == [b"%d" % n for n in range(4, 10)]
+    bus.settle(again.tickets)
+    until_logged(broker, "Received PUBACK from ctl-batched", 10)
+    bus.close()
+
+    quiet = Batched()
+    bus = make_bus("ctl-batched", clean_session=False)
+    bus.subscribe_batched("$share/ingest/xaso/dev/+/event", quiet)
+    bus.start()
+    device.publish("xaso/dev/loa-1/event", b"after")
+    quiet.inbox.wait_until(lambda items: ("xaso/dev/loa-1/event", b"after") in items)
+    assert [p for _, p in quiet.inbox.items] == [b"after"]
+
+
+def test_a_batched_handler_that_raises_settles_its_message(make_bus, fleet, broker):
+    device = fleet.probe(as_device="loa-1", subscribe="xaso/dev/loa-1/cmd")
+
+    def broken(topic: str, payload: bytes, ticket: int | None) -> None:
+        raise RuntimeError("a bug")
+
+    bus = make_bus("ctl-batched-broken", clean_session=False)
+    bus.subscribe_batched("xaso/dev/+/event", broken)
+    bus.start()
+    device.publish("xaso/dev/loa-1/event", b"once")
+    until_logged(broker, "Received PUBACK from ctl-batched-broken", 1)
+    bus.close()
+
+    after = Inbox()
+    bus = make_bus("ctl-batched-broken", clean_session=False)
+    bus.subscribe("xaso/dev/+/event", after)
+    bus.start()
+    device.publish("xaso/dev/loa-1/event", b"next")
+    after.wait_until(lambda items: ("xaso/dev/loa-1/event", b"next") in items)
+    assert [p for _, p in after.items] == [b"next"]
+
+
+def test_a_batched_subscription_shares_its_topics_with_no_other(make_bus):
+    bus = make_bus()
+    bus.subscribe_batched("$share/g/xaso/dev/+/telemetry", lambda t, p, k: None)
+    bus.subscribe("xaso/dev/+/event", lambda t, p: None)  # other topics: fine
+    for overlapping in ("xaso/dev/loa-1/telemetry", "xaso/#", "xaso/dev/+/+"):
+        with pytest.raises(ValueError, match="overlaps"):
+            bus.subscribe(overlapping, lambda t, p: None)
+    with pytest.raises(ValueError, match="overlaps"):
+        bus.subscribe_batched("xaso/dev/+/event", lambda t, p, k: None)

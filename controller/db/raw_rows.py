@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
 
@@ -20,7 +20,8 @@ class RawRows:
     For the per-message statements (samples, latest telemetry): SQLAlchemy's
     per-row parameter processing costs more than the database's own insert.
     ``keys`` names the tuple positions; values go to the driver as they are,
-    so each must already be what the column takes (JSON as its text).
+    so each must already be what the column takes (JSON as its text). A row
+    may carry more values after them, which are not sent.
 
     ``multirow``: an INSERT is sent as one statement for many rows instead of
     one per row: ``VALUES (...), (...)`` of up to MULTIROW rows on SQLite (one
@@ -63,12 +64,12 @@ class RawRows:
             compiled = self._compiled[key] = (sql, pick)
         return compiled
 
-    def execute(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+    def execute(self, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
         conn = session.connection()
         if self.multirow and conn.dialect.name == "postgresql":
+            columns = islice(zip(*rows, strict=True), len(self.keys))
             conn.exec_driver_sql(
-                self._unnest(conn.dialect) + self.suffix,
-                tuple(map(list, zip(*rows, strict=True))),
+                self._unnest(conn.dialect) + self.suffix, tuple(map(list, columns))
             )
             return
         sql, pick = self._compile(conn.dialect)

@@ -1,17 +1,24 @@
 """Ingest: what devices send up, validated and written to the database in batches.
 
-The Bus's worker parses and validates each message (a bad one is counted and
-logged, never stored) and queues it: an event's body by its type's model in
-protocol.events, and a type this controller does not know yet as it came, so
-a newer agent loses nothing. One writer thread drains the queue into
-one transaction per batch, so throughput grows with load instead of paying a
-commit per message. Below a full batch the writer commits at most every
-BATCH_INTERVAL_S (an ack ends the wait), so each device's latest state is
-written once per batch, not once per message, and an idle fleet costs one
-small transaction a second.
+paho's network thread parses and validates each message itself, with no
+hand-off to another thread (`Bus.subscribe_batched`): a bad one is counted and
+logged, never stored; an event's body is read by its type's model in
+protocol.events, and a type this controller does not know yet is kept as it
+came, so a newer agent loses nothing. A telemetry sample is queued as the
+plain tuple of its columns (`ingest_writes.sample_of`), and its model dropped
+at once: thousands of models waiting for their batch cost more in garbage
+collection than their validation. The queues are deques; the thread that
+takes messages and the writer each keep their own count, so a message takes
+no lock, and the writer takes one per batch.
 
-Nothing is acknowledged to the broker before it is committed: the bus hands
-each message over with a `done`, and the writer calls it after the batch's
+One writer thread drains the queues into one transaction per batch, so
+throughput grows with load instead of paying a commit per message. Below a
+full batch the writer commits at most every BATCH_INTERVAL_S (an ack ends the
+wait), so each device's latest state is written once per batch, not once per
+message, and an idle fleet costs one small transaction a second.
+
+Nothing is acknowledged to the broker before it is committed: the bus gives
+each message a ticket, and the writer settles the batch's tickets after its
 transaction (controller/bus.py). Ingest's client keeps a persistent session
 under a stable id per replica, so what arrives while it is down, or was read
 but not yet written when it died, is delivered again (docs/delivery.md).
@@ -52,10 +59,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +70,16 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.bus import Bus, Done
-from controller.fleet.ingest_writes import AckHook, Item, SeenDevices, write_batch
+from controller.bus import Bus
+from controller.fleet.ingest_writes import (
+    S_TICKET,
+    AckHook,
+    Item,
+    Sample,
+    SeenDevices,
+    sample_of,
+    write_batch,
+)
 from plumbing.clock import wall_ms
 from protocol.errors import ProtocolError
 from protocol.events import read_body
@@ -91,7 +105,6 @@ WRITE_RETRIES = 5  # a batch the database refuses this often is written message 
 RETRY_CAP_S = 5.0
 MAX_PENDING = 4 * BATCH_MAX  # messages validated but not yet written, before the bus waits
 TOPIC_CACHE = 50_000  # parsed topics kept; cleared when full (a flood of odd topics)
-_STOP = object()
 
 
 def share_group_for(secret: str) -> str:
@@ -149,9 +162,14 @@ class Ingest:
         self.receipts = receipts
         self.stats = IngestStats()
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._pending = 0
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle = threading.Condition(self._lock)  # notified after each batch
+        self._taken = 0  # messages queued: counted only by the thread that takes them
+        self._written = 0  # of those, written (or dropped): counted only by the writer
+        self._samples: deque[Sample] = deque()
+        self._others: deque[Item] = deque()  # status, events, acks
+        self._wake = threading.Condition(threading.Lock())  # the writer waits for work
+        self._writer_waiting = False
+        self._stopping = False
         self._urgent = threading.Event()  # an ack is queued: the writer stops lingering
         self._writer: threading.Thread | None = None
         self._seen = SeenDevices()
@@ -163,7 +181,7 @@ class Ingest:
             topic_filter = self.topics.all_devices(leaf)
             if self.share_group and leaf in SHARED_LEAVES:
                 topic_filter = f"$share/{self.share_group}/{topic_filter}"
-            self.bus.subscribe_settled(topic_filter, self.handle)
+            self.bus.subscribe_batched(topic_filter, self.handle)
 
     def start(self) -> None:
         """Writer first, then the subscriptions: call it before ``bus.start()``, so the
@@ -178,43 +196,55 @@ class Ingest:
     def close(self) -> None:
         """Write what is queued, then stop the writer."""
         if self._writer is not None:
-            self._queue.put(_STOP)
+            self._stopping = True
+            self._urgent.set()  # no lingering: write what is there now
+            self._notify_writer()
             self._writer.join(30)
             self._writer = None
 
     def wait_idle(self, timeout_s: float = 30) -> bool:
         """True once every message handed over so far is written (or dropped)."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
+            return self._idle.wait_for(lambda: self._written == self._taken, timeout_s)
 
-    def handle(self, topic: str, payload: bytes, done: Done | None = None) -> None:
-        """The bus handler: parse, validate, queue; ``done`` once written. Never raises."""
+    def handle(self, topic: str, payload: bytes, ticket: Any = None) -> None:
+        """The bus's batched handler, on paho's network thread: parse, validate, queue;
+        ``ticket`` (the bus's, or a callable) is settled once written. Never raises.
+        One thread at a time calls it: the count of messages taken is its own."""
         try:
             device, leaf, model = self._routes.get(topic) or self._route(topic)
             # model_validate_json without its Python wrapper: parsed and checked in pydantic-core
             msg = model.__pydantic_validator__.validate_json(payload)
         except (ProtocolError, KeyError, ValueError, ValidationError) as exc:
             self._bad(topic, leaf_of(topic), exc)
-            if done is not None:
-                done()  # nothing to keep: counted and logged
+            self._settle([ticket])  # nothing to keep: counted and logged
             return
-        if leaf == "event":
-            try:
-                read_body(msg.type, msg.body)
-            except ProtocolError as exc:
-                # Kept all the same: the edge has deleted it, and it may be the only record
-                # of a play. Counted, and left out by the readers (reports, alerts).
-                self._bad(topic, "event_body", exc)
-        with self._idle:
-            # Backpressure when the database falls behind: the bus's worker waits here,
-            # its bounded queue fills and paho stops reading, instead of memory growing.
-            if self._pending >= self.max_pending:
-                self._idle.wait_for(lambda: self._pending < self.max_pending)
-            self._pending += 1
-            self.stats.received += 1
-        self._queue.put(Item(device, leaf, msg, self.clock(), payload, done))
-        if leaf == "ack":
-            self._urgent.set()
+        if self._taken - self._written >= self.max_pending:
+            # Backpressure when the database falls behind: paho's thread waits here, so it
+            # stops reading and the broker holds the rest, instead of memory growing.
+            with self._idle:
+                self._idle.wait_for(lambda: self._taken - self._written < self.max_pending)
+        self._taken += 1  # before it is queued: the writer never counts more than that
+        self.stats.received += 1
+        if leaf == "telemetry":
+            self._samples.append(sample_of(device, msg, self.clock(), payload, ticket))
+        else:
+            if leaf == "event":
+                try:
+                    read_body(msg.type, msg.body)
+                except ProtocolError as exc:
+                    # Kept all the same: the edge has deleted it, and it may be the only
+                    # record of a play. Counted, and left out by the readers (reports, alerts).
+                    self._bad(topic, "event_body", exc)
+            self._others.append(Item(device, leaf, msg, self.clock(), payload, ticket))
+            if leaf == "ack":
+                self._urgent.set()
+        if self._writer_waiting:  # set under _wake before the writer looks at the queues
+            self._notify_writer()
+
+    def _notify_writer(self) -> None:
+        with self._wake:
+            self._wake.notify()
 
     def _route(self, topic: str) -> tuple[str, str, type[BaseModel]]:
         """Parse a topic once: devices send on the same few topics all the time."""
@@ -237,67 +267,75 @@ class Ingest:
     # the writer thread
 
     def _write_loop(self) -> None:
-        stopping = False
         last_commit, backlog = 0.0, False
-        while not stopping:
-            item = self._queue.get()  # idle: wait for the first message
+        while self._wait_for_work():
             # Let a batch gather for BATCH_INTERVAL_S since the last commit: each device's
             # state is then written once for many samples, and sleeping (rather than waking
-            # per message) leaves the GIL to the threads that read and validate. After a full
-            # batch there is a backlog: no pause, or the interval would cap the rate.
+            # per message) leaves the GIL to the thread that reads and validates. After a full
+            # batch there is a backlog: no pause, or the interval would cap the rate. An ack
+            # has someone waiting on it (an operator's broadcast): queuing one ends the pause.
             pause = last_commit + self.batch_interval_s - time.monotonic()
-            # An ack has someone waiting on it (an operator's broadcast): no pause, or the
-            # pause ends when one is queued.
-            if pause > 0 and not backlog and getattr(item, "leaf", "") != "ack":
+            if pause > 0 and not backlog and not self._stopping:
                 self._urgent.wait(pause)
             self._urgent.clear()
-            batch: list[Item] = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-                if len(batch) >= self.batch_max:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                last_commit, backlog = time.monotonic(), len(batch) >= self.batch_max
-                self._write_with_retries(batch)
+            others = _take(self._others, self.batch_max)
+            samples = _take(self._samples, self.batch_max - len(others))
+            last_commit = time.monotonic()
+            backlog = len(others) + len(samples) >= self.batch_max
+            self._write_with_retries(others, samples)
 
-    def _write_with_retries(self, batch: list[Item]) -> None:
-        counts = self._write(batch)
+    def _wait_for_work(self) -> bool:
+        """Block until a message is queued; False once stopping with nothing left."""
+        if self._others or self._samples:
+            return True
+        with self._wake:
+            self._writer_waiting = True
+            while not (self._others or self._samples or self._stopping):
+                self._wake.wait()
+            self._writer_waiting = False
+        return bool(self._others or self._samples)
+
+    def _write_with_retries(self, others: list[Item], samples: list[Sample]) -> None:
+        counts = self._write(others, samples)
         stored: list[Item] = []  # the events now in the database: each gets a receipt
         if counts is None:  # refused for what it holds: find the message(s) at fault
             counts = Counter()
-            for item in batch:
-                alone = self._write([item])
+            singles: list[tuple[list[Item], list[Sample]]] = [([i], []) for i in others]
+            singles += [([], [s]) for s in samples]
+            for one, sample in singles:
+                alone = self._write(one, sample)
                 if alone is None:
-                    log.error(
-                        "dropping a %s message from %s that the database refuses",
-                        item.leaf,
-                        item.device,
+                    leaf, device = (
+                        (one[0].leaf, one[0].device) if one else ("telemetry", sample[0][0])
                     )
+                    log.error("dropping a %s message from %s the database refuses", leaf, device)
                     alone = Counter({"dropped": 1})
                 counts.update(alone)
-                if "dropped" not in alone and item.leaf == "event":
-                    stored.append(item)
+                if "dropped" not in alone and one and one[0].leaf == "event":
+                    stored.append(one[0])
         else:
-            stored = [item for item in batch if item.leaf == "event"]
+            stored = [item for item in others if item.leaf == "event"]
         if self.receipts:
             self._send_receipts(stored)
-        for item in batch:
-            if item.done is not None:
-                item.done()
+        self._settle([item.done for item in others])
+        self._settle([s[S_TICKET] for s in samples])
         with self._idle:
             self.stats.batches += 1
             self.stats.dropped += counts.pop("dropped", 0)
             self.stats.duplicate_events += counts.pop("duplicate_events", 0)
             self.stats.stored.update(counts)
-            self._pending -= len(batch)
+            self._written += len(others) + len(samples)
             self._idle.notify_all()
+
+    def _settle(self, tickets: list[Any]) -> None:
+        """Acknowledge these messages to the broker: the bus's tickets in one call,
+        and a callable (a caller's own ``done``) by calling it."""
+        bus_tickets = [t for t in tickets if type(t) is int]
+        if bus_tickets:
+            self.bus.settle(bus_tickets)
+        for t in tickets:
+            if t is not None and type(t) is not int:
+                t()
 
     def _send_receipts(self, events: list[Item]) -> None:
         """One receipt per device for its events of a committed batch, handed to paho
@@ -320,22 +358,25 @@ class Ingest:
             self.stats.receipts += sent
             self.stats.receipt_errors += failed
 
-    def _write(self, batch: list[Item]) -> Counter[str] | None:
+    def _write(self, others: list[Item], samples: list[Sample]) -> Counter[str] | None:
         """Write one transaction; None once the database refused it WRITE_RETRIES
         times for what it holds. While it cannot be reached, try without end."""
         refusals = 0
         attempt = 0
+        count = len(others) + len(samples)
+        senders = {item.device for item in others}.union([s[0] for s in samples])
+        # a status always marks its device seen: the offline rule counts from it
+        statuses = {item.device for item in others if item.leaf == "status"}
         while True:
             attempt += 1
             now = self.clock()
-            # a status always marks its device seen: the offline rule counts from it
-            statuses = {item.device for item in batch if item.leaf == "status"}
-            senders = {item.device for item in batch}
             touch = self._seen.due(senders, now) | statuses
             ensure = senders - self._seen.known
             try:
                 with self.sessions.begin() as session:
-                    counts = write_batch(session, batch, now, touch, self.on_acks, ensure=ensure)
+                    counts = write_batch(
+                        session, others, now, touch, self.on_acks, ensure=ensure, samples=samples
+                    )
                 self._seen.written(touch, ensure, now)  # only once committed
                 return counts
             except Exception as exc:
@@ -349,13 +390,19 @@ class Ingest:
                     if refusals >= WRITE_RETRIES:
                         log.warning(
                             "the database refused %d messages %d times: %s",
-                            len(batch),
+                            count,
                             refusals,
                             str(exc).splitlines()[0],
                         )
                         return None
                 if attempt == 1 or attempt % 20 == 0:
                     log.exception(
-                        "writing %d messages failed (attempt %d); retrying", len(batch), attempt
+                        "writing %d messages failed (attempt %d); retrying", count, attempt
                     )
                 time.sleep(min(RETRY_CAP_S, 0.2 * 2 ** min(attempt, 10)))
+
+
+def _take(queue: deque[Any], limit: int) -> list[Any]:
+    """Up to ``limit`` of the oldest; the writer alone takes from the queues."""
+    popleft = queue.popleft
+    return [popleft() for _ in range(min(limit, len(queue)))]

@@ -5,6 +5,10 @@ thread) so the SQL can be read, tested and benchmarked without a bus: tests
 and reports call ``write_batch`` directly, and the controller's registry sync
 (``sync_devices_from_site``) shares the device-row helpers.
 
+A telemetry sample reaches the writer as a `Sample`, a plain tuple of its
+columns made by `sample_of` as the sample is validated, not as its model;
+an `Item` is every other message (and a sample in tests and tools).
+
 Every write is idempotent (ON CONFLICT DO NOTHING, "not older than" updates)
 and takes rows in device order, so several ingest replicas can write the same
 devices at once without duplicates or deadlocks on PostgreSQL.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
@@ -54,7 +58,17 @@ class Item(NamedTuple):
     msg: Any  # the validated model of controller.fleet.ingest.MODELS[leaf]
     received_ms: int
     payload: bytes | None = None  # as received: the latest telemetry is kept as sent
-    done: Callable[[], None] | None = None  # acknowledges it to the broker, once committed
+    done: Any = None  # the bus's ticket (or a callable) that acknowledges it, once committed
+
+
+Sample = tuple[Any, ...]
+"""One telemetry sample until its batch is written: the columns of telemetry_samples
+(SAMPLE_KEYS), then what only the latest state takes (S_DISK_PCT, S_SYNCED,
+S_OUTBOX), the JSON to keep as that state (S_JSON: the payload as sent, or text
+made from the model) and the message's ticket (S_TICKET). Plain values in a plain
+tuple, which the garbage collector stops tracking at once: a model is nine objects
+that it would walk again and again while thousands wait for their batch."""
+S_DISK_PCT, S_SYNCED, S_OUTBOX, S_JSON, S_TICKET = 12, 13, 14, 15, 16
 
 
 class SeenDevices:
@@ -124,6 +138,46 @@ UPDATE_LATEST = RawRows(
     ),
     STATE_KEYS,
 )
+# A statement per device, compiled once: an UPDATE ... IN built per batch cost twice the
+# rest of an idle fleet's batch in SQLAlchemy's statement construction alone.
+TOUCH = RawRows(
+    update(Device)
+    .where(Device.id == bindparam("b_id"))
+    .values(
+        last_seen_ms=bindparam("b_now"),
+        first_seen_ms=func.coalesce(Device.first_seen_ms, bindparam("b_now")),
+    ),
+    ("b_id", "b_now"),
+)
+
+
+def sample_of(
+    device: str, t: Telemetry, received_ms: int, payload: bytes | None = None, ticket: Any = None
+) -> Sample:
+    """The sample ``t`` (sent as ``payload``) as the writer takes it; the model may go."""
+    extra = t.__pydantic_extra__ or {}
+    disk_pct = extra.get("disk_free_pct")
+    clock = t.clock
+    synced = clock.synced
+    return (
+        device,
+        t.ts,
+        received_ms,
+        t.cpu_temp_c,  # in the order of TELEMETRY_METRICS
+        t.load1,
+        t.mem_used_pct,
+        t.disk_free_mb,
+        t.cpu_pct,
+        t.rss_mb,
+        float(t.outbox_len),
+        clock.offset_ms,
+        t.network.signal_dbm,
+        float(disk_pct) if isinstance(disk_pct, int | float) else None,
+        synced if isinstance(synced, bool) else None,
+        t.outbox_len,
+        _json_source(t, payload),
+        ticket,
+    )
 
 
 def write_batch(
@@ -134,9 +188,11 @@ def write_batch(
     on_acks: AckHook | None = None,
     *,
     ensure: set[str] | None = None,
+    samples: Sequence[Sample] = (),
 ) -> Counter[str]:
     """Write one batch in the caller's transaction; returns what was stored, by leaf.
 
+    ``samples``: telemetry as `sample_of` makes it, besides any in ``batch``.
     ``touch``: the devices whose last_seen_ms to write (default: all).
     ``ensure``: the devices whose rows to make if missing (default: ``touch``).
     ``on_acks``: given the batch's acks in the same transaction.
@@ -145,7 +201,11 @@ def write_batch(
     by_leaf: dict[str, list[Item]] = {"status": [], "telemetry": [], "event": [], "ack": []}
     for item in batch:
         by_leaf[item.leaf].append(item)
-    touch = {item.device for item in batch} if touch is None else touch
+    if by_leaf["telemetry"]:
+        made = [sample_of(i.device, i.msg, i.received_ms, i.payload) for i in by_leaf["telemetry"]]
+        samples = [*samples, *made]
+    if touch is None:
+        touch = {item.device for item in batch} | {s[0] for s in samples}
     ensure = touch if ensure is None else ensure
     if ensure:
         _ensure_devices(session, ensure, now_ms)
@@ -154,7 +214,7 @@ def write_batch(
     for item in by_leaf["status"]:  # in arrival order
         _apply_status(session, item)
         counts["status"] += 1
-    counts["telemetry"] = _store_telemetry(session, by_leaf["telemetry"])
+    counts["telemetry"] = _store_telemetry(session, samples)
     stored, duplicates = _store_events(session, by_leaf["event"])
     counts["event"], counts["duplicate_events"] = stored, duplicates
     counts["ack"] = _store_acks(session, by_leaf["ack"])
@@ -177,13 +237,8 @@ def _ensure_devices(session: Session, devices: set[str], now_ms: int) -> None:
 
 
 def _touch_devices(session: Session, devices: set[str], now_ms: int) -> None:
-    """Every sender's last_seen_ms, in one statement."""
-    ids = sorted(devices)  # one lock order for every replica
-    session.execute(
-        update(Device)
-        .where(Device.id.in_(ids))
-        .values(last_seen_ms=now_ms, first_seen_ms=func.coalesce(Device.first_seen_ms, now_ms))
-    )
+    """Every sender's last_seen_ms, in one executemany."""
+    TOUCH.execute(session, [(d, now_ms) for d in sorted(devices)])  # one lock order for all
 
 
 def _apply_status(session: Session, item: Item) -> None:
@@ -206,69 +261,47 @@ def _apply_status(session: Session, item: Item) -> None:
     session.flush()
 
 
-def _store_telemetry(session: Session, items: list[Item]) -> int:
+def _store_telemetry(session: Session, samples: Sequence[Sample]) -> int:
     """All samples in one executemany, then each device's latest in another."""
-    if not items:
+    if not samples:
         return 0
-    rows = []
-    latest: dict[str, Item] = {}
-    for i in items:
-        t: Telemetry = i.msg
-        rows.append(
-            (
-                i.device,
-                t.ts,
-                i.received_ms,
-                t.cpu_temp_c,  # in the order of TELEMETRY_METRICS
-                t.load1,
-                t.mem_used_pct,
-                t.disk_free_mb,
-                t.cpu_pct,
-                t.rss_mb,
-                float(t.outbox_len),
-                t.clock.offset_ms,
-                t.network.signal_dbm,
-            )
-        )
-        known = latest.get(i.device)
-        if known is None or t.ts >= known.msg.ts:
-            latest[i.device] = i
-    INSERT_SAMPLES.execute(session, rows)
+    latest: dict[str, Sample] = {}
+    get = latest.get
+    for s in samples:
+        known = get(s[0])
+        if known is None or s[1] >= known[1]:
+            latest[s[0]] = s
+    INSERT_SAMPLES.execute(session, samples)  # takes the SAMPLE_KEYS columns of each
     # in one lock order for every replica: two replicas updating the same devices in
     # arrival order deadlock on PostgreSQL (the bench's two processes did)
     UPDATE_LATEST.execute(session, [_state_row(latest[d]) for d in sorted(latest)])
-    return len(items)
+    return len(samples)
 
 
-def _state_row(item: Item) -> tuple[Any, ...]:
-    t: Telemetry = item.msg
-    extra = t.model_extra or {}
-    disk_pct = extra.get("disk_free_pct")
+def _state_row(s: Sample) -> tuple[Any, ...]:
+    text = s[S_JSON]
     return (
-        item.device,
-        t.ts,
-        t.cpu_temp_c,
-        t.disk_free_mb,
-        float(disk_pct) if isinstance(disk_pct, int | float) else None,
-        t.clock.synced if isinstance(t.clock.synced, bool) else None,
-        t.clock.offset_ms,
-        t.outbox_len,
-        _json_text(t, item.payload),
-        item.received_ms,
+        s[0],
+        s[1],
+        s[3],  # cpu_temp_c
+        s[6],  # disk_free_mb
+        s[S_DISK_PCT],
+        s[S_SYNCED],
+        s[10],  # clock offset_ms
+        s[S_OUTBOX],
+        text.decode() if isinstance(text, bytes) else text,  # validated JSON is UTF-8
+        s[2],
     )
 
 
-def _json_text(msg: BaseModel, payload: bytes | None) -> str:
-    """The sample as JSON text: as sent when it is strict JSON, which the database needs.
+def _json_source(msg: BaseModel, payload: bytes | None) -> bytes | str:
+    """The sample's JSON: as sent, when it is strict JSON, which the database needs.
 
     pydantic accepts NaN and Infinity, which PostgreSQL's json type refuses (the
     whole batch would fail), so a payload with them is written with nulls.
     """
     if payload is not None and b"NaN" not in payload and b"Infinity" not in payload:
-        try:
-            return payload.decode()
-        except UnicodeDecodeError:
-            pass
+        return payload
     return json.dumps(_finite(msg.model_dump(mode="python")), ensure_ascii=False)
 
 
