@@ -411,12 +411,16 @@ def sync_devices_from_site(site: Site, session: Session, now_ms: int) -> None:
         )
         for group in session.scalars(select(Group).where(Group.id.in_(groups))):
             group.commune = _group_commune(group.id, entries.values())
+    if entries:  # inserted as ingest does: a device first heard meanwhile is no conflict
+        session.execute(
+            dialect_insert(session, Device)
+            .values(name="", roles=[], created_ms=0, registered=True, first_seen_ms=None)
+            .on_conflict_do_nothing(index_elements=["id"]),
+            [{"id": i} for i in sorted(entries)],
+        )
     known = {d.id: d for d in session.scalars(select(Device).with_for_update())}
     for entry in entries.values():
-        device = known.get(entry.id)
-        if device is None:
-            device = Device(id=entry.id, first_seen_ms=None)
-            session.add(device)
+        device = known[entry.id]
         device.name, device.roles = entry.name, list(entry.roles)
         device.registered, device.created_ms = True, entry.created_ms
         device.commune = entry.commune or None
