@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, ExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,8 @@ from controller.radio.streams import configured_stream_server, listener_auth_rou
 from controller.settings import ControllerSettings, load_secret
 from controller.site.directory import ProvisioningError, Site
 from controller.web.guard import BodyGuard, Cap
-from controller.web.metrics import Metrics, metrics_router
+from controller.web.language import LanguageAndHeaders
+from controller.web.metrics import Metrics, MetricsMiddleware, metrics_router
 from controller.web.routes import (
     ErrorBody,
     alerts,
@@ -75,6 +76,7 @@ from controller.web.routes import (
     users,
     webhook_deliveries,
 )
+from plumbing.heap import long_lived
 from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -262,6 +264,7 @@ def create_app(settings: ControllerSettings, clock: Callable[[], float] = time.t
         with ExitStack() as stack:
             for service in SERVICES:
                 stack.enter_context(service(state))
+            stack.enter_context(long_lived())
             yield
         engine.dispose()
 
@@ -334,23 +337,8 @@ def _document_body_cap(app: FastAPI) -> None:
 
 
 def _middlewares(app: FastAPI, metrics: Metrics) -> None:
-    Next = Callable[[Request], Awaitable[Response]]
-
-    @app.middleware("http")
-    async def language(request: Request, call_next: Next) -> Response:
-        """`?lang=en` switches the language and a cookie remembers it; Vietnamese by default."""
-        asked = request.query_params.get("lang")
-        request.state.lang = i18n.language(asked or request.cookies.get(LANG_COOKIE))
-        response = await call_next(request)
-        if asked in i18n.LANGS:
-            response.set_cookie(
-                LANG_COOKIE, asked, max_age=365 * 86400, httponly=True, samesite="lax"
-            )
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(LanguageAndHeaders, cookie=LANG_COOKIE, headers=SECURITY_HEADERS)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
 
 def _wants_page(request: Request) -> bool:

@@ -19,6 +19,7 @@ from controller.fleet.alert_rules import (
     MINUTE_MS,
     OFFLINE,
     PAPER_OUT,
+    TEMP_HIGH,
     AlertSpec,
     Thresholds,
 )
@@ -178,3 +179,26 @@ def test_dead_air_on_a_relay_raises_its_alert_in_vietnamese(fleet, sessions, ing
     assert alert.message_vi.startswith("loa-1: luồng tiếp sóng mất tiếng 1 lần")
     assert "kiểm tra nguồn phát" in alert.message_vi
     assert alert.details["recent"][0]["key"] == "vov"
+
+
+def test_a_run_sees_what_changed_since_the_last_one_and_forgets_a_removed_device(sessions):
+    """The engine keeps last run's snapshot of an unchanged row: a changed reading must
+    still be seen, and a device whose rows went must lose its alerts."""
+    with sessions.begin() as s:
+        for device in ("loa-4", "loa-5"):
+            s.add(Device(id=device, last_seen_ms=MINUTE_MS))
+            s.flush()
+            s.add(DeviceState(device_id=device, state="online", changed_ms=0, cpu_temp_c=50.0))
+    engine = AlertEngine(sessions, Thresholds(temp_high_c=75.0))
+    assert engine.run(MINUTE_MS).raised == []
+    with sessions.begin() as s:
+        s.get_one(DeviceState, "loa-5").cpu_temp_c = 80.0
+    assert [(a.kind, a.device_id) for a in engine.run(MINUTE_MS + 1).raised] == [
+        (TEMP_HIGH, "loa-5")
+    ]
+    assert engine.run(MINUTE_MS + 2).raised == []  # unchanged: kept, and still open
+    assert open_alerts(sessions) == {(TEMP_HIGH, "loa-5")}
+    with sessions.begin() as s:
+        s.delete(s.get_one(DeviceState, "loa-5"))
+    cleared = engine.run(MINUTE_MS + 3).cleared
+    assert [(a.kind, a.device_id) for a in cleared] == [(TEMP_HIGH, "loa-5")]

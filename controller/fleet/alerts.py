@@ -60,6 +60,7 @@ class AlertEngine:
         # the receivers each raise and clear is queued for: the province's, the communes'
         self.receivers: list[str | None] = ([None] if webhooks else []) + sorted(commune_webhooks)
         self.webhooks = bool(self.receivers)
+        self._last_rows: dict[str, tuple[tuple[Any, ...], DeviceSnapshot]] = {}  # by device id
 
     def run(self, now_ms: int) -> Changes:
         """Raise and clear what the rules say at `now_ms`; the controller calls it periodically."""
@@ -108,9 +109,13 @@ class AlertEngine:
         return changes
 
     def _snapshots(self, session: Session) -> list[DeviceSnapshot]:
-        """Plain DBAPI rows of the columns the rules read, through Core (no ORM loading),
-        and the printer's JSON decoded only where a kiosk has one: this reads every
-        device every few seconds (at 10,000 devices the ORM path took ~300 ms of GIL)."""
+        """Plain DBAPI rows of the columns the rules read, through Core (no ORM loading).
+
+        This reads every device every few seconds, so what a row costs counts: at
+        10,000 devices the ORM path took ~300 ms of GIL, and building the snapshots
+        (the printer's JSON decoded) about as much as the fetch. A row equal to the
+        one read last run keeps last run's snapshot; only changed rows are built.
+        """
         d, s = Device.__table__.c, DeviceState.__table__.c
         stmt = select(
             d.id,
@@ -123,12 +128,18 @@ class AlertEngine:
             s.clock_synced,
             cast(s.printer, Text),
         ).join_from(Device.__table__, DeviceState.__table__, s.device_id == d.id)
-        return [
-            DeviceSnapshot(device, state, changed, seen, temp, mb, pct, synced, _printer(printer))
-            for device, state, changed, seen, temp, mb, pct, synced, printer in (
-                session.connection().execute(stmt).all()
-            )
-        ]
+        before, now = self._last_rows, {}
+        for row in map(tuple, session.connection().execute(stmt).all()):  # Row == is slow
+            kept = before.get(row[0])
+            if kept is None or kept[0] != row:
+                device, state, changed, seen, temp, mb, pct, synced, printer = row
+                snap = DeviceSnapshot(
+                    device, state, changed, seen, temp, mb, pct, synced, _printer(printer)
+                )
+                kept = (row, snap)
+            now[row[0]] = kept
+        self._last_rows = now  # a device gone from the table goes from here too
+        return [snap for _, snap in now.values()]
 
     def _duplicates(self, session: Session, now_ms: int) -> list[AlertSpec]:
         rows = session.execute(

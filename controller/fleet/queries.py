@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Select, Text, and_, case, cast, func, or_, select
+from sqlalchemy import Connection, Select, Text, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from controller.db.broadcast_tables import PublishedDocumentRow
@@ -144,7 +144,10 @@ def list_devices(
     # The page's ids first, from the primary key's index alone unless the filter is on the
     # state: a page at offset 9,900 skips 9,900 index entries, not 9,900 joined rows.
     needs_state = f.state in ("online", "offline", "unknown")
-    total = session.scalar(_filtered(select(func.count()), f, state, join=needs_state)) or 0
+    # Core execution (the session's connection): these are rows of columns, and the ORM's
+    # statement compilation and loading cost a shared dashboard page a third of its time
+    conn = session.connection()
+    total = conn.scalar(_filtered(select(func.count()), f, state, join=needs_state)) or 0
     columns = (
         Device.id,
         Device.name,
@@ -167,9 +170,9 @@ def list_devices(
     page = _filtered(select(Device.id), f, state, join=needs_state)
     page = page.order_by(Device.id).limit(f.limit).offset(f.offset)
     stmt = _filtered(select(*columns), DeviceQuery(), state).where(Device.id.in_(page))
-    found = session.execute(stmt.order_by(Device.id)).all()
+    found = conn.execute(stmt.order_by(Device.id)).all()
     rows = [_row(r) for r in found]
-    _attach(session, rows)
+    _attach(conn, rows)
     if topics is not None:
         _attach_behind(session, rows, {r.id: _held(r) for r in found}, topics)
     return total, rows
@@ -221,7 +224,7 @@ def _row(r: Any) -> DeviceRow:
     )
 
 
-def _attach(session: Session, rows: list[DeviceRow]) -> None:
+def _attach(conn: Connection, rows: list[DeviceRow]) -> None:
     """The page's groups and open alerts: one query each, by id."""
     if not rows:
         return
@@ -230,12 +233,12 @@ def _attach(session: Session, rows: list[DeviceRow]) -> None:
     links = select(DeviceGroup.device_id, DeviceGroup.group_id).where(
         DeviceGroup.device_id.in_(ids)
     )
-    for device_id, group_id in session.execute(links.order_by(DeviceGroup.group_id)):
+    for device_id, group_id in conn.execute(links.order_by(DeviceGroup.group_id)):
         by_id[device_id].groups.append(group_id)
     alerts = select(Alert.device_id, Alert.kind).where(
         Alert.cleared_ms.is_(None), Alert.device_id.in_(ids)
     )
-    for device_id, kind in session.execute(alerts.order_by(Alert.kind)):
+    for device_id, kind in conn.execute(alerts.order_by(Alert.kind)):
         by_id[device_id].alerts.append(kind)
 
 

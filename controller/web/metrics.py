@@ -16,9 +16,8 @@ where `metrics` is `request.app.state.metrics` (or passed in by `create_app`).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -27,8 +26,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Counter", "Gauge", "Histogram", "Metrics", "metrics_router"]
+__all__ = ["Counter", "Gauge", "Histogram", "Metrics", "MetricsMiddleware", "metrics_router"]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -54,22 +54,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", None) or "(unmatched)"
-            elapsed = time.perf_counter() - start
-            method = method_label(request.method)
-            self.requests.labels(template, method, str(status)).inc()
-            self.latency.labels(template, method).observe(elapsed)
+    def observe(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        method = method_label(method)
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(elapsed_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -88,3 +76,31 @@ def metrics_router(metrics: Metrics) -> APIRouter:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class MetricsMiddleware:
+    """Each HTTP answer counted and timed by route template (plain ASGI: see
+    controller/web/language.py for why not ``BaseHTTPMiddleware``)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_seen)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+            self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)

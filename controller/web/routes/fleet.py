@@ -334,17 +334,24 @@ def dashboard(
 
     pages = _pages(request)
     groups, counts = pages.get(("summary", who.commune), summary)
-    if who.commune is None and communes and len(groups) > GROUPS_LISTED:
-        # a province's 2,400 villages weighed most of its dashboard: its communes, and
-        # the village filtered on (the device list's search finds the others)
-        listed = province_groups(groups, set(communes), "") + ([f.group] if f.group else [])
-        groups = list(dict.fromkeys(listed))
+
+    def group_options() -> str:
+        listed = groups
+        if who.commune is None and communes and len(groups) > GROUPS_LISTED:
+            # a province's 2,400 villages weighed most of its dashboard: its communes, and
+            # the village filtered on (the device list's search finds the others)
+            chosen = [f.group] if f.group else []
+            listed = list(dict.fromkeys(province_groups(groups, set(communes), "") + chosen))
+        return TEMPLATES.get_template("_group_options.html").render(
+            groups=listed, chosen=f.group, group=lambda ident: group_name(lang, ident, communes)
+        )
+
     return render(
         request,
         "dashboard.html",
         table=pages.get(("table", lang, query), table),
+        group_options=pages.get(("group_options", lang, who.commune, f.group), group_options),
         f=f,
-        groups=groups,
         counts=counts,
         roles=ROLES,
     )
