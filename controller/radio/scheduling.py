@@ -66,7 +66,7 @@ from controller.site.directory import Site
 from controller.site.documents import Publisher, mark_delivered, sign_next
 from plumbing.clock import wall_ms
 from plumbing.validation import Faults, convert
-from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet, checked
+from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
 
 
@@ -357,7 +357,8 @@ class Scheduling:
         row.enabled, row.updated_ms = entry.enabled, now
         items = self._items(session, row)  # the wire schema's checks
         try:
-            doc = checked(ScheduleSet(version=1, tz=row.tz, items=items))
+            wire = {"version": 1, "tz": row.tz, "items": msgspec.to_builtins(items)}
+            doc = convert(wire, ScheduleSet)
         except Faults as exc:
             raise _invalid(exc) from None
         topic = entry.target.topic(self.fleet.topics, "schedule")
@@ -464,9 +465,9 @@ class Scheduling:
             )
         items = sorted((i for row in rows for i in self._items(session, row)), key=lambda i: i.id)
         try:
-            return checked(
-                ScheduleSet(version=version, tz=zones.pop() if zones else DEFAULT_TZ, items=items)
-            )
+            tz = zones.pop() if zones else DEFAULT_TZ
+            wire = {"version": version, "tz": tz, "items": msgspec.to_builtins(items)}
+            return convert(wire, ScheduleSet)  # built from dicts: __init__ would raise unlisted
         except Faults as exc:
             raise _invalid(exc) from None
 
