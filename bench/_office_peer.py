@@ -15,10 +15,13 @@ from pathlib import Path
 from bench.button_to_serial import ALL_DAY
 from kiosk.numbering import Service
 from kiosk.shared_queue import SharedQueue
+from plumbing.validation import convert
 from protocol.topics import Topics
 
-SERVICE = Service.model_validate(
-    {"code": "ho-tich", "name_vi": "Hộ tịch", "name_en": "Civil status", "prefix": "A"} | ALL_DAY
+SERVICE = convert(
+    {"code": "ho-tich", "name_vi": "Hộ tịch", "name_en": "Civil status", "prefix": "A"} | ALL_DAY,
+    Service,
+    strict=False,
 )
 
 

@@ -43,6 +43,7 @@ from edge.dispatch import Dispatcher
 from edge.store import LocalStore
 from protocol.signing import Keyring
 from protocol.topics import Topics
+from protocol.uplink import uplink_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW_PREFIX = b"RAW:"
@@ -142,7 +143,7 @@ class SimAgent:
             outcome = self.dispatcher.handle(msg.topic, payload)
             if outcome.ack is None:
                 return
-            reply = outcome.ack.model_dump_json(exclude_none=True).encode("utf-8")  # as the agent
+            reply = uplink_json(outcome.ack)  # as the agent
             kind = "ack" if outcome.ack.ok else f"refused:{outcome.ack.error}"
         t1 = time.perf_counter_ns()
         client.publish(self.ack_topic, reply, qos=1)

@@ -35,7 +35,8 @@ IMPORTS = {
     "bare python": "pass",
     "ssl (paho imports it)": "import ssl",
     "paho-mqtt client": "import paho.mqtt.client",
-    "pydantic (BaseModel)": "from pydantic import BaseModel",
+    "pydantic (BaseModel, the edge's before issue 16)": "from pydantic import BaseModel",
+    "msgspec (the contract and configs)": "import msgspec",
     "cryptography (Ed25519, before 2026-12-02)": (
         "from cryptography.hazmat.primitives.asymmetric import ed25519"
     ),

@@ -35,6 +35,7 @@ from kiosk.config import KioskSection
 from kiosk.service import Kiosk
 from kiosk.shared_queue import SharedQueue
 from kiosk.virtual_printer import VirtualPrinter
+from plumbing.validation import convert
 from protocol.topics import Topics
 
 PRESSES = 200  # of each kiosk
@@ -42,7 +43,7 @@ KIOSKS = ["kiosk-a", "kiosk-b"]
 
 
 def _cfg(printer: VirtualPrinter, shared: bool) -> KioskSection:
-    return KioskSection.model_validate(
+    return convert(
         {
             "services": [
                 {"code": "ho-tich", "name_vi": "Hộ tịch", "name_en": "Civil status", "prefix": "A"}
@@ -54,7 +55,9 @@ def _cfg(printer: VirtualPrinter, shared: bool) -> KioskSection:
             "buttons": [{"service": "ho-tich", "pin": 5, "led_pin": 6}],
             "bounce_ms": 0,
             **({"queue": "bench", "queue_kiosks": KIOSKS} if shared else {}),
-        }
+        },
+        KioskSection,
+        strict=False,
     )
 
 

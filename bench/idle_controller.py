@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import paho.mqtt.client as paho
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
@@ -54,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample(n: int) -> bytes:
-    return (
+    return msgspec.json.encode(
         Telemetry(
             ts=time.time_ns() // 1_000_000,
             uptime_s=1000.0 + n,
@@ -69,8 +70,6 @@ def sample(n: int) -> bytes:
             outbox_len=0,
             agent="0.1.0",
         )
-        .model_dump_json()
-        .encode()
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
+import msgspec
 from dateutil.rrule import rrulestr
 
 from broadcast.schedule import Schedule
@@ -35,7 +36,7 @@ def schedule() -> Schedule:
         }
         for n, rule in enumerate(RULES)
     ]
-    doc = ScheduleSet.model_validate({"version": 1, "items": items})
+    doc = msgspec.convert({"version": 1, "items": items}, ScheduleSet)
     return Schedule.build([("xaso/dev/b/schedule", doc)])
 
 

@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
@@ -76,7 +77,7 @@ def _payload(n: int) -> bytes:
         outbox_len=0,
         agent="0.1.0",
     )
-    return sample.model_dump_json().encode()
+    return msgspec.json.encode(sample)
 
 
 def _no_delay(client: paho.Client) -> None:

@@ -57,18 +57,18 @@ class ProgressPrinter:
 
 
 def _settings(args: argparse.Namespace) -> ClipSettings:
-    from pydantic import ValidationError
-
     from broadcast.audio.clips import ClipError, ClipSettings
+    from plumbing.validation import Faults, convert
 
+    options = {"codec": args.codec, "bitrate_kbps": args.bitrate, "target_lufs": args.lufs}
     try:
-        return ClipSettings(codec=args.codec, bitrate_kbps=args.bitrate, target_lufs=args.lufs)
-    except ValidationError as exc:
-        first = exc.errors()[0]
+        return convert(options, ClipSettings)
+    except Faults as exc:
+        first = exc.problems[0]
         raise ClipError(
             "bad_option",
-            f"Tùy chọn không hợp lệ: {first['loc'][0] if first['loc'] else ''}",
-            f"Invalid option: {first['msg']}",
+            f"Tùy chọn không hợp lệ: {first.loc[0] if first.loc else ''}",
+            f"Invalid option: {first.msg}",
         ) from None
 
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SETTING = "plays_under_way"
 CHECKPOINT_MS = 1_000  # one small write a second while something plays
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-RECORD_FIELDS = tuple(PlayRecord.model_fields)
+RECORD_FIELDS = PlayRecord.__struct_fields__
 
 
 class Settings(Protocol):
@@ -133,7 +133,7 @@ class PlayMarks:
             if body.key not in self._marks:
                 return
             if isinstance(body, PlayFinished) and body.resumes:
-                waiting = body.model_dump(include=set(RECORD_FIELDS), exclude_unset=True)
+                waiting = {k: v for k, v in body.wire().items() if k in RECORD_FIELDS}
                 waiting["resumed_from_ms"] = body.resumed_from_ms + body.played_ms
                 self._marks[body.key] = {
                     **waiting,

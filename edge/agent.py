@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+import msgspec
 
 from edge import __version__
 from edge.config import AgentConfig
@@ -34,7 +34,7 @@ from protocol.host import BrokerLogin
 from protocol.receipts import Receipt
 from protocol.signing import Keyring
 from protocol.topics import Topics
-from protocol.uplink import Event, Status, Telemetry
+from protocol.uplink import Event, Status, Telemetry, read_uplink, uplink_json
 
 if TYPE_CHECKING:
     from protocol.host import CommandHandler, DocumentHandler
@@ -45,10 +45,6 @@ INBOUND_QUEUE_MAX = 1000
 # for room (TCP then slows the broker, which applies its own limits) before a
 # message is dropped. Short enough for keepalive; nothing here waits on paho.
 INBOUND_BACKPRESSURE_S = 2.0
-
-
-def _json(model: Status | Telemetry | Event | Any) -> bytes:
-    return model.model_dump_json(exclude_none=True).encode("utf-8")
 
 
 class Agent:
@@ -244,14 +240,16 @@ class Agent:
     def emit(self, body: Body) -> Event:
         """Record an event durably; it reaches the controller when the network allows."""
         event = new_event(body, self.now_ms())
-        self.outbox.put(self.topics.event(self.device_id), _json(event), qos=1, event_id=event.id)
+        self.outbox.put(
+            self.topics.event(self.device_id), uplink_json(event), qos=1, event_id=event.id
+        )
         return event
 
     def _receipt(self, payload: bytes) -> None:
         """The controller stored these events: their outbox rows go."""
         try:
-            receipt = Receipt.model_validate_json(payload)
-        except ValidationError as exc:
+            receipt = msgspec.json.decode(payload, type=Receipt)
+        except msgspec.DecodeError as exc:  # not JSON, or not a receipt
             self.dispatcher.refused["bad_receipt"] += 1
             log.warning("ignored a receipt that does not fit: %s", str(exc).splitlines()[0])
             return
@@ -261,8 +259,8 @@ class Agent:
         """The device's status by another run: on a reconnect, a clone's doing. (What the
         first connection finds may be this card's previous run.)"""
         try:
-            status = Status.model_validate_json(payload)
-        except ValidationError:
+            status = read_uplink(payload, Status)
+        except msgspec.DecodeError:
             return
         if not status.instance or status.instance == self._instance or self.link.connections < 2:
             return
@@ -283,7 +281,7 @@ class Agent:
         thrown_off = self.link.takeover.suspected if connected else 0
         versions = self._versions()
         own = f"{self.topics.root}/dev/{self.device_id}/"
-        return _json(
+        return uplink_json(
             Status(
                 state=state,  # type: ignore[arg-type]
                 ts=self.now_ms(),
@@ -305,7 +303,7 @@ class Agent:
         parts: dict[str, Any] = {}
         for part in self._telemetry_parts:
             parts.update(part())
-        return Telemetry.model_validate(
+        return msgspec.convert(
             {
                 **self._probe.sample(),
                 **parts,
@@ -320,7 +318,8 @@ class Agent:
                 "refused": dict(self.dispatcher.refused),
                 "volume_pct": self.volume_pct,
                 "agent": __version__,
-            }
+            },
+            Telemetry,
         )
 
     # MQTT callbacks (network thread: hand off, never block)
@@ -364,7 +363,7 @@ class Agent:
                     continue
                 outcome = self.dispatcher.handle(topic, payload)
                 if outcome.ack is not None:
-                    self.link.publish(self.topics.ack(self.device_id), _json(outcome.ack), 1)
+                    self.link.publish(self.topics.ack(self.device_id), uplink_json(outcome.ack), 1)
             except Exception:
                 log.exception("unexpected error handling a message on %s", topic)
 
@@ -373,7 +372,7 @@ class Agent:
         while not self._stop.is_set():
             try:
                 if self.link.connected:
-                    payload = _json(self.telemetry())
+                    payload = uplink_json(self.telemetry())
                     self.link.publish(self.topics.telemetry(self.device_id), payload, 0)
                 if time.monotonic() >= next_prune:
                     self.store.forget_commands_before(self.now_ms())

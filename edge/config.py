@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, StrictBool, field_validator, model_validator
+import msgspec
+from msgspec import Meta
 
 from broadcast.config import SpeakerSection
 from kiosk.config import KioskSection
@@ -25,51 +26,52 @@ class ConfigError(ConfigFileError):
     """An agent configuration that cannot be used; the message says how to fix it."""
 
 
-class DeviceSection(Section):
+class DeviceSection(Section, frozen=True, kw_only=True):
     id: DeviceId
-    roles: Annotated[list[Role], Field(min_length=1)] = ["speaker"]
+    roles: Annotated[list[Role], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["speaker"]
+    )
     groups: list[DeviceId] = []
     name: str = ""
 
 
-class MqttSection(Section):
+def _root(value: str) -> str:
+    try:
+        return check_root(value)
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class MqttSection(Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None
     client_id: str | None = None
     root: str = DEFAULT_ROOT
-    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
     tls: bool = False
     ca_file: Path | None = None
-    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    reconnect_min_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    reconnect_max_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     # The local address to connect from (a Pi on two networks); empty: the system's choice.
-    bind_address: Annotated[str, Field(max_length=64)] = ""
+    bind_address: Annotated[str, Meta(max_length=64)] = ""
     # Thrown off twice in a row within takeover_stable_s of connecting: another device
     # holds this identity. Wait takeover_hold_s, four times longer each time, at most
     # takeover_hold_max_s (docs/broker-security.md).
-    takeover_stable_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
-    takeover_hold_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    takeover_hold_max_s: Annotated[float, Field(gt=0, le=86400)] = 1800.0
+    takeover_stable_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    takeover_hold_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    takeover_hold_max_s: Annotated[float, Meta(gt=0, le=86400)] = 1800.0
     # Keep each event until the controller's receipt names it, sending it again after
     # receipt_timeout_s, doubling up to receipt_timeout_max_s (docs/delivery.md). Off only
     # for a controller older than receipts, which would let the outbox grow for ever.
-    receipts: StrictBool = True
-    receipt_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
-    receipt_timeout_max_s: Annotated[float, Field(ge=1, le=604800)] = 3600.0
+    receipts: bool = True
+    receipt_timeout_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
+    receipt_timeout_max_s: Annotated[float, Meta(ge=1, le=604800)] = 3600.0
+    field_checks = {"root": _root}
 
-    @field_validator("root")
-    @classmethod
-    def _root(cls, value: str) -> str:
-        try:
-            return check_root(value)
-        except ProtocolError as exc:
-            raise ValueError(str(exc)) from None
-
-    @model_validator(mode="after")
-    def _password(self) -> MqttSection:
+    def check(self) -> None:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give either 'password' or 'password_file', not both")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -78,43 +80,41 @@ class MqttSection(Section):
             raise ValueError("'takeover_hold_max_s' must be at least 'takeover_hold_s'")
         if self.receipt_timeout_max_s < self.receipt_timeout_s:
             raise ValueError("'receipt_timeout_max_s' must be at least 'receipt_timeout_s'")
-        return self
 
 
-class TrustSection(Section):
-    keys: Annotated[dict[str, str], Field(min_length=1)]
-
-    @field_validator("keys")
-    @classmethod
-    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for kid, b64 in value.items():
-            try:
-                PublicKey.from_b64(b64, kid)
-            except ProtocolError as exc:
-                raise ValueError(f"key {kid!r}: {exc}") from None
-        return value
+def _keys(value: dict[str, str]) -> dict[str, str]:
+    for kid, b64 in value.items():
+        try:
+            PublicKey.from_b64(b64, kid)
+        except ProtocolError as exc:
+            raise ValueError(f"key {kid!r}: {exc}") from None
+    return value
 
 
-class StateSection(Section):
+class TrustSection(Section, frozen=True, kw_only=True):
+    keys: Annotated[dict[str, str], Meta(min_length=1)]
+    field_checks = {"keys": _keys}
+
+
+class StateSection(Section, frozen=True, kw_only=True):
     dir: Path = Path("/var/lib/xaso")
 
 
-class TelemetrySection(Section):
-    interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+class TelemetrySection(Section, frozen=True, kw_only=True):
+    interval_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
     thermal_zone: Path = Path("/sys/class/thermal/thermal_zone0/temp")
 
 
-class AgentConfig(Section):
+class AgentConfig(Section, frozen=True, kw_only=True):
     device: DeviceSection
-    mqtt: MqttSection = MqttSection()
+    mqtt: MqttSection = msgspec.field(default_factory=MqttSection)
     trust: TrustSection
-    state: StateSection = StateSection()
-    telemetry: TelemetrySection = TelemetrySection()
-    speaker: SpeakerSection = SpeakerSection()
-    kiosk: KioskSection = Field(default_factory=KioskSection)
+    state: StateSection = msgspec.field(default_factory=StateSection)
+    telemetry: TelemetrySection = msgspec.field(default_factory=TelemetrySection)
+    speaker: SpeakerSection = msgspec.field(default_factory=SpeakerSection)
+    kiosk: KioskSection = msgspec.field(default_factory=KioskSection)
 
-    @model_validator(mode="after")
-    def _hall_speaker(self) -> AgentConfig:
+    def check(self) -> None:
         calls_from = self.speaker.calls_from
         if calls_from and "speaker" not in self.device.roles:
             raise ValueError(
@@ -126,14 +126,9 @@ class AgentConfig(Section):
                 f"[speaker] calls_from lists this device ({self.device.id!r}): a kiosk that is "
                 "also a speaker calls through its own player; remove it"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _kiosk_address(self) -> AgentConfig:
-        """After the role checks: a kiosk's tickets need a QR code a phone can open."""
+        # after the role checks: a kiosk's tickets need a QR code a phone can open
         if "kiosk" in self.device.roles:
             self.kiosk.check_ticket_address()
-        return self
 
     @property
     def username(self) -> str:

@@ -1,6 +1,6 @@
 """Give freed heap back to the kernel, so an idle agent's resident memory is its real need.
 
-Importing the libraries (pydantic building its validators, cryptography, ssl)
+Importing the libraries (msgspec building its types, cryptography, ssl)
 allocates and frees several MiB that glibc keeps mapped in its heap; on a Pi
 that counts against the amplifier's player and the kiosk's pages. glibc's
 `malloc_trim(0)` returns those free pages. Elsewhere (musl, macOS) there is no

@@ -7,19 +7,23 @@ composes it with the host's own sections.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+import msgspec
+from msgspec import Meta
 
-from kiosk.numbering import DEFAULT_TZ, SERVICE_CODE, Service
+from kiosk.numbering import DEFAULT_TZ, Service, ServiceCode
 from kiosk.officers import check_pin_hash
 from plumbing.config_files import Section
 from protocol.topics import ID_PATTERN
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised, never bound here
-HOST = r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"  # an IP address or a DNS name
+HOST = r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}\Z"  # an IP address or a DNS name
+PUBLIC_URL = r"^https?://[!-~]+\Z"
+QueueId = Annotated[str, Meta(pattern=rf"^{ID_PATTERN}\Z")]
 
 
 def _loopback(host: str) -> bool:
@@ -52,43 +56,81 @@ def _office_services() -> list[Service]:
     return [Service(code=c, name_vi=vi, name_en=en, prefix=p) for c, vi, en, p in names]
 
 
-class KioskButton(Section):
+class KioskButton(Section, frozen=True, kw_only=True):
     """One physical button for a service, and the LED beside it (BCM pin numbers)."""
 
-    service: Annotated[str, Field(pattern=SERVICE_CODE)]
-    pin: Annotated[int, Field(ge=0, le=53)]
-    led_pin: Annotated[int, Field(ge=0, le=53)] | None = None
+    service: ServiceCode
+    pin: Annotated[int, Meta(ge=0, le=53)]
+    led_pin: Annotated[int, Meta(ge=0, le=53)] | None = None
     priority: bool = False  # a separate button for priority citizens
 
 
-class KioskOfficer(Section):
+def _pin_hash(value: str) -> str:
+    check_pin_hash(value)
+    return value
+
+
+class KioskOfficer(Section, frozen=True, kw_only=True):
     """A counter officer who signs in with a PIN (or one PIN for a counter: ``counters = [n]``)."""
 
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")]
-    name: Annotated[str, Field(min_length=1, max_length=80)]
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,47}\Z")]
+    name: Annotated[str, Meta(min_length=1, max_length=80)]
     pin_hash: str  # made by `python -m kiosk.officers`
-    counters: list[Annotated[int, Field(ge=1, le=99)]] = []  # default: every counter
-
-    @field_validator("pin_hash")
-    @classmethod
-    def _pin_hash(cls, value: str) -> str:
-        check_pin_hash(value)
-        return value
+    counters: list[Annotated[int, Meta(ge=1, le=99)]] = []  # default: every counter
+    field_checks = {"pin_hash": _pin_hash}
 
 
-class KioskSection(Section):
+def _tz(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone such as 'Asia/Ho_Chi_Minh'") from None
+    return value
+
+
+def _reachable(name: str) -> Callable[[str | None], str | None]:
+    """The check of ``name``, a URL for citizens' phones: not this machine's own address."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        host = urlsplit(value).hostname or ""
+        if _unreachable(host):
+            raise ValueError(
+                f"{name} {value!r} cannot be reached from a citizen's phone: give the "
+                "address phones open, such as 'http://192.168.1.10:8080' or the controller's "
+                f"public address, or remove {name}"
+            )
+        return value.rstrip("/")
+
+    return check
+
+
+def _office_address(value: str | None) -> str | None:
+    if value is not None and _unreachable(value):
+        raise ValueError(
+            f"office_address {value!r} is not this kiosk's address on the office network:"
+            " give the address the hall TV and phones on the office Wi-Fi open, such as"
+            " '192.168.1.10'"
+        )
+    return value
+
+
+class KioskSection(Section, frozen=True, kw_only=True):
     """The queue kiosk: services, counters, the thermal printer, buttons, pages, calls."""
 
-    office: Annotated[str, Field(min_length=1, max_length=120)] = "Bộ phận một cửa"
+    office: Annotated[str, Meta(min_length=1, max_length=120)] = "Bộ phận một cửa"
     tz: str = DEFAULT_TZ
-    services: Annotated[list[Service], Field(min_length=1, max_length=26)] = Field(
+    services: Annotated[list[Service], Meta(min_length=1, max_length=26)] = msgspec.field(
         default_factory=_office_services
     )
-    counters: Annotated[int, Field(ge=1, le=99)] = 3
+    counters: Annotated[int, Meta(ge=1, le=99)] = 3
     # counter number (as a string, TOML keys are strings) -> the services it calls; default all
     counter_services: dict[str, list[str]] = {}
     queue_mode: Literal["strict", "interleave"] = "strict"
-    interleave_every: Annotated[int, Field(ge=1, le=50)] = 3
+    interleave_every: Annotated[int, Meta(ge=1, le=50)] = 3
     printer_url: str = "/dev/ttyUSB0"  # a device, or any pyserial URL (loop://, a pty)
     printer_baud: Literal[9600, 19200, 38400, 57600, 115200] = 115200
     printer_flow: Literal["rtscts", "xonxoff"] = "rtscts"
@@ -97,82 +139,46 @@ class KioskSection(Section):
     vietnamese: Literal["raster", "codepage"] = "raster"
     codepage: str | None = None
     native_qr: bool = True
-    status_poll_s: Annotated[float, Field(ge=0.05, le=60)] = 2.0
+    status_poll_s: Annotated[float, Meta(ge=0.05, le=60)] = 2.0
     buttons: list[KioskButton] = []
-    bounce_ms: Annotated[int, Field(ge=0, le=5000)] = 300
+    bounce_ms: Annotated[int, Meta(ge=0, le=5000)] = 300
     web_host: str = "0.0.0.0"  # noqa: S104 - the office network's touchscreens and TV
-    web_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    web_port: Annotated[int, Meta(ge=1, le=65535)] = 8080
     # the ticket's QR code: public_url if given (an address citizens' phones reach from anywhere,
     # such as the controller's public address forwarding to this kiosk), else this kiosk on the
     # office network: office_address, or web_host when it is one address (ticket_base_url)
-    public_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=200)] | None = None
-    office_address: Annotated[str, Field(pattern=HOST)] | None = None
+    public_url: Annotated[str, Meta(pattern=PUBLIC_URL, max_length=200)] | None = None
+    office_address: Annotated[str, Meta(pattern=HOST)] | None = None
     # the controller's public address: when set, the QR code opens the ticket's page there
     # (/ve/<device>/<ticket>, from the events it holds), reachable off the office Wi-Fi
-    controller_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=200)] | None = (
-        None
-    )
+    controller_url: Annotated[str, Meta(pattern=PUBLIC_URL, max_length=200)] | None = None
     # the hall TV: one announcement line under the numbers, Vietnamese text as it is to be read
-    hall_notice: Annotated[str, Field(max_length=300)] = ""
+    hall_notice: Annotated[str, Meta(max_length=300)] = ""
     # the hall speaker: on this device's audio out ("alsa", "wav"), another device ("remote":
     # a speaker with `calls_from` this kiosk), or none ("off")
     voice: Literal["off", "alsa", "wav", "remote"] = "alsa"
     alsa_device: str = "default"
     wav_dir: Path | None = None  # voice = "wav": where calls are recorded; default <state>/calls
-    call_priority: Annotated[int, Field(ge=1, le=6)] = 4
-    call_repeats: Annotated[int, Field(ge=1, le=3)] = 2
+    call_priority: Annotated[int, Meta(ge=1, le=6)] = 4
+    call_repeats: Annotated[int, Meta(ge=1, le=3)] = 2
     # who may open the counter pages and switch on a counter's rating device (docs/kiosk.md)
     officers: list[KioskOfficer] = []
-    session_hours: Annotated[float, Field(gt=0, le=24)] = 12.0
-    pin_attempts: Annotated[int, Field(ge=1, le=20)] = 5  # wrong PINs in a row before a lockout
-    pin_lockout_s: Annotated[float, Field(ge=1, le=900)] = 60.0  # doubles with each lockout
+    session_hours: Annotated[float, Meta(gt=0, le=24)] = 12.0
+    pin_attempts: Annotated[int, Meta(ge=1, le=20)] = 5  # wrong PINs in a row before a lockout
+    pin_lockout_s: Annotated[float, Meta(ge=1, le=900)] = 60.0  # doubles with each lockout
     # one number series and queue with the other kiosks of the office (`xaso device add
     # --queue`): the office queue's id and every kiosk of it, this one included; the order
     # gives each its own numbers (docs/kiosk.md, "Several kiosks, one queue")
-    queue: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")] | None = None
-    queue_kiosks: Annotated[
-        list[Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]], Field(max_length=9)
-    ] = []
+    queue: QueueId | None = None
+    queue_kiosks: Annotated[list[QueueId], Meta(max_length=9)] = []
     # a booked citizen later than this after their slot's start waits as a walk-in (kiosk/booked.py)
-    booking_grace_min: Annotated[float, Field(ge=0, le=120)] = 15.0
-
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"{value!r} is not an IANA time zone such as 'Asia/Ho_Chi_Minh'"
-            ) from None
-        return value
-
-    @field_validator("public_url", "controller_url")
-    @classmethod
-    def _public_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        host = urlsplit(value).hostname or ""
-        if _unreachable(host):
-            raise ValueError(
-                f"{info.field_name} {value!r} cannot be reached from a citizen's phone: give the "
-                "address phones open, such as 'http://192.168.1.10:8080' or the controller's "
-                f"public address, or remove {info.field_name}"
-            )
-        return value.rstrip("/")
-
-    @field_validator("office_address")
-    @classmethod
-    def _office_address(cls, value: str | None) -> str | None:
-        if value is not None and _unreachable(value):
-            raise ValueError(
-                f"office_address {value!r} is not this kiosk's address on the office network:"
-                " give the address the hall TV and phones on the office Wi-Fi open, such as"
-                " '192.168.1.10'"
-            )
-        return value
+    booking_grace_min: Annotated[float, Meta(ge=0, le=120)] = 15.0
+    field_checks = {
+        "tz": _tz,
+        "public_url": _reachable("public_url"),
+        "controller_url": _reachable("controller_url"),
+        "office_address": _office_address,
+    }
 
     @property
     def ticket_base_url(self) -> str | None:
@@ -209,8 +215,12 @@ class KioskSection(Section):
                 "phones reach, or web_host to that one address"
             )
 
-    @model_validator(mode="after")
-    def _consistent(self) -> KioskSection:
+    def check(self) -> None:
+        self._consistent()
+        self._queue()
+        self._officers()
+
+    def _consistent(self) -> None:
         codes = [s.code for s in self.services]
         prefixes = [s.prefix for s in self.services]
         for what, values in (("service code", codes), ("prefix", prefixes)):
@@ -243,10 +253,8 @@ class KioskSection(Section):
                 f"printer_dots {dots} does not fit {self.paper_mm} mm paper"
                 " (384 for 58 mm, 512 or 576 for 80 mm)"
             )
-        return self
 
-    @model_validator(mode="after")
-    def _queue(self) -> KioskSection:
+    def _queue(self) -> None:
         if self.queue_kiosks and self.queue is None:
             raise ValueError("queue_kiosks needs queue, the office queue's id")
         if self.queue is not None and not self.queue_kiosks:
@@ -254,19 +262,8 @@ class KioskSection(Section):
         twice = sorted({k for k in self.queue_kiosks if self.queue_kiosks.count(k) > 1})
         if twice:
             raise ValueError(f"queue_kiosks: list each kiosk once; repeated: {', '.join(twice)}")
-        return self
 
-    def queue_slot(self, device_id: str) -> tuple[int, int]:
-        """This kiosk's place among the kiosks of its queue, and how many they are."""
-        if device_id not in self.queue_kiosks:
-            raise ValueError(
-                f"queue_kiosks {self.queue_kiosks} does not list this kiosk ({device_id!r}):"
-                " add it, or provision it again with `xaso device add --queue`"
-            )
-        return self.queue_kiosks.index(device_id), len(self.queue_kiosks)
-
-    @model_validator(mode="after")
-    def _officers(self) -> KioskSection:
+    def _officers(self) -> None:
         ids = [o.id for o in self.officers]
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:
@@ -276,4 +273,12 @@ class KioskSection(Section):
                 raise ValueError(
                     f"officers.{o.id}.counters: counters are numbered 1 to {self.counters}"
                 )
-        return self
+
+    def queue_slot(self, device_id: str) -> tuple[int, int]:
+        """This kiosk's place among the kiosks of its queue, and how many they are."""
+        if device_id not in self.queue_kiosks:
+            raise ValueError(
+                f"queue_kiosks {self.queue_kiosks} does not list this kiosk ({device_id!r}):"
+                " add it, or provision it again with `xaso device add --queue`"
+            )
+        return self.queue_kiosks.index(device_id), len(self.queue_kiosks)

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+import msgspec
 
 from broadcast.audio.lateness import CALL_EXPIRED
 from broadcast.audio.player import Player
@@ -34,7 +34,7 @@ from kiosk.caller import Call, Caller
 from kiosk.voice import call_text
 from protocol.errors import ProtocolError
 from protocol.events import TicketCalled, read_body
-from protocol.uplink import Event
+from protocol.uplink import Event, read_uplink
 
 if TYPE_CHECKING:
     from protocol.host import RoleHost
@@ -75,13 +75,13 @@ class HallCalls:
     def received(self, payload: bytes) -> None:
         """One message on a kiosk's ``calls`` topic (the agent's inbound worker)."""
         try:
-            event = Event.model_validate_json(payload)
+            event = read_uplink(payload, Event)
             call = read_body(event.type, event.body)
             if not isinstance(call, TicketCalled):
                 raise ValueError(f"a {event.type!r} event on a calls topic")
             number, counter = call.number, call.counter
             call_text(number, counter)  # a ticket number and a counter, nothing else
-        except (ValidationError, ProtocolError, ValueError) as exc:
+        except (msgspec.DecodeError, ProtocolError, ValueError) as exc:
             self.counts["bad"] += 1
             log.warning("ignored a message on a kiosk's calls topic: %s", exc)
             return

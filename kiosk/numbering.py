@@ -23,10 +23,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Literal, Protocol, TypeVar
+from typing import Annotated, ClassVar, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import msgspec
+from msgspec import Meta
+
+from plumbing.validation import apply_field_checks
 
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 DEFAULT_HOURS = (("07:00", "11:15"), ("13:15", "16:30"))
@@ -41,7 +44,9 @@ RATINGS: dict[int, tuple[str, str]] = {
     1: ("Rất không hài lòng", "Very dissatisfied"),
 }
 
-SERVICE_CODE = r"^[a-z0-9][a-z0-9-]{0,39}$"
+SERVICE_CODE = r"^[a-z0-9][a-z0-9-]{0,39}$"  # for pydantic (the pages): Rust's regex
+# for msgspec: Python's re, whose $ lets a final newline through
+ServiceCode = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,39}\Z")]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^(24):(00)$")  # 24:00: an end at midnight
 RefusalReason = Literal["closed", "limit"]
 _MESSAGES: dict[RefusalReason, str] = {
@@ -58,50 +63,46 @@ def _minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-class Service(BaseModel):
+def _hours(hours: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    if not hours:
+        raise ValueError("a service needs at least one window of issuing hours")
+    last_end = -1
+    for start, end in hours:
+        s, e = _minutes(start), _minutes(end)
+        if s >= e:
+            raise ValueError(f"window {start}-{end} ends before it starts")
+        if s < last_end:
+            raise ValueError(f"window {start}-{end} overlaps or precedes the one before it")
+        last_end = e
+    return hours
+
+
+def _weekdays(days: frozenset[int]) -> frozenset[int]:
+    if not days:
+        raise ValueError("a service needs at least one weekday")
+    bad = sorted(d for d in days if not 0 <= d <= 6)
+    if bad:
+        raise ValueError(f"weekdays are 0 (Monday) to 6 (Sunday), not {bad}")
+    return days
+
+
+class Service(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One button on the kiosk: a service with its own letter and number sequence."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    code: str = Field(pattern=SERVICE_CODE)
-    name_vi: str = Field(min_length=1, max_length=100)
-    name_en: str = Field(min_length=1, max_length=100)
-    prefix: str = Field(pattern=r"^[A-Z]$")
+    code: ServiceCode
+    name_vi: Annotated[str, Meta(min_length=1, max_length=100)]
+    name_en: Annotated[str, Meta(min_length=1, max_length=100)]
+    prefix: Annotated[str, Meta(pattern=r"^[A-Z]\Z")]
     hours: tuple[tuple[str, str], ...] = DEFAULT_HOURS
     weekdays: frozenset[int] = frozenset(range(5))  # 0 = Monday, as datetime.weekday()
-    daily_limit: int = Field(default=999, ge=1)
-    digits: int = Field(default=3, ge=1, le=6)
+    daily_limit: Annotated[int, Meta(ge=1)] = 999
+    digits: Annotated[int, Meta(ge=1, le=6)] = 3
+    field_checks: ClassVar = {"hours": _hours, "weekdays": _weekdays}
 
-    @field_validator("hours")
-    @classmethod
-    def _hours(cls, hours: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        if not hours:
-            raise ValueError("a service needs at least one window of issuing hours")
-        last_end = -1
-        for start, end in hours:
-            s, e = _minutes(start), _minutes(end)
-            if s >= e:
-                raise ValueError(f"window {start}-{end} ends before it starts")
-            if s < last_end:
-                raise ValueError(f"window {start}-{end} overlaps or precedes the one before it")
-            last_end = e
-        return hours
-
-    @field_validator("weekdays")
-    @classmethod
-    def _weekdays(cls, days: frozenset[int]) -> frozenset[int]:
-        if not days:
-            raise ValueError("a service needs at least one weekday")
-        bad = sorted(d for d in days if not 0 <= d <= 6)
-        if bad:
-            raise ValueError(f"weekdays are 0 (Monday) to 6 (Sunday), not {bad}")
-        return days
-
-    @model_validator(mode="after")
-    def _limit_fits(self) -> Service:
+    def __post_init__(self) -> None:
+        apply_field_checks(self)
         if self.daily_limit >= 10**self.digits:
             raise ValueError(f"daily_limit {self.daily_limit} does not fit in {self.digits} digits")
-        return self
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiosk.service import Kiosk
 from protocol.events import Body, TicketCalled
+from protocol.uplink import uplink_json
 
 if TYPE_CHECKING:
     from broadcast.audio.player import Player
@@ -48,7 +49,7 @@ def attach(
     def emit(body: Body) -> None:
         event = host.emit(body)
         if remote and isinstance(body, TicketCalled):
-            host.send(calls_topic, event.model_dump_json(exclude_none=True).encode())
+            host.send(calls_topic, uplink_json(event))
 
     shared = None
     if cfg.queue is not None:  # one queue with the office's other kiosks (docs/kiosk.md)

@@ -20,6 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from kiosk.numbering import DEFAULT_TZ, QueuePolicy, Refusal, Service, can_issue, format_number
 from kiosk.numbering import local_day as _local_day
 from kiosk.office_log import (
@@ -65,16 +67,16 @@ CREATE TABLE IF NOT EXISTS office_entry (
     PRIMARY KEY (kiosk, seq)
 );
 """
-_FIELDS = tuple(OfficeEntry.model_fields)
+_FIELDS = OfficeEntry.__struct_fields__
 
 
 def _wire(e: Entry) -> OfficeEntry:
     data = asdict(e)
-    return OfficeEntry.model_validate({k: data[k] for k in _FIELDS})
+    return msgspec.convert({k: data[k] for k in _FIELDS}, OfficeEntry)
 
 
 def _entry(kiosk: str, w: OfficeEntry) -> Entry:
-    return Entry(kiosk=kiosk, **w.model_dump())
+    return Entry(kiosk=kiosk, **msgspec.structs.asdict(w))
 
 
 class Taken(TicketError):
@@ -107,7 +109,7 @@ class SharedQueue:
         self.changed = threading.Condition(self._lock)
         self._log: dict[tuple[str, int], Entry] = {}
         for kiosk_id, body in self._db.execute("SELECT kiosk, body FROM office_entry"):
-            e = _entry(kiosk_id, OfficeEntry.model_validate_json(body))
+            e = _entry(kiosk_id, msgspec.json.decode(body, type=OfficeEntry))
             self._log[e.key] = e
         # what each act needs, kept as entries come rather than read off the whole log
         self._latest_ms = -1
@@ -227,7 +229,7 @@ class SharedQueue:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT OR IGNORE INTO office_entry (kiosk, seq, at_ms, body) VALUES (?, ?, ?, ?)",
-                [(e.kiosk, e.seq, e.at_ms, _wire(e).model_dump_json()) for e in new],
+                [(e.kiosk, e.seq, e.at_ms, msgspec.json.encode(_wire(e)).decode()) for e in new],
             )
         self._log.update((e.key, e) for e in new)
         self._index(new)

@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import msgspec
 from pydub import AudioSegment
 from pydub.generators import Sine
 
@@ -189,7 +190,7 @@ def build_call(
         raise ValueError("repeats must be at least 1 and gap_ms not negative")
     parts = {
         "v": _INDEX_VERSION,
-        "settings": settings.model_dump(),
+        "settings": msgspec.to_builtins(settings),
         "repeats": repeats,
         "gap_ms": gap_ms,
     }

@@ -10,21 +10,34 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import msgspec
 
-M = TypeVar("M", bound=BaseModel)
+from plumbing.validation import Check, Faults, Problem, apply_field_checks, convert, struct_of
+
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 class ConfigFileError(Exception):
     """A configuration file that cannot be used; the message says how to fix it."""
 
 
-class Section(BaseModel):
-    """One [section] of a configuration file: unknown keys are errors, values frozen."""
+class Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One [section] of a configuration file: unknown keys are errors, values frozen.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Read as TOML gives it (``strict=False``: "8080" is 8080). A section's rules on one
+    key go in ``field_checks`` (reported at that key), those across keys in ``check``.
+    Each subclass says ``frozen=True, kw_only=True`` again, for mypy and for msgspec."""
+
+    field_checks: ClassVar[dict[str, Check]] = {}
+
+    def __post_init__(self) -> None:
+        apply_field_checks(self)
+        self.check()
+
+    def check(self) -> None:
+        """The rules across keys; raise ValueError saying how to fix it."""
 
 
 FIXES = {
@@ -57,34 +70,33 @@ def read_toml(path: Path, error: type[Exception] = ConfigFileError) -> dict[str,
         raise error(f"{path}: not valid TOML: {exc}") from None
 
 
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...], hidden: frozenset[str]) -> list[str]:
+def _known_keys(model: type[Any], loc: tuple[Any, ...], hidden: frozenset[str]) -> list[str]:
     """The keys allowed at ``loc`` (for suggestions on a misspelt key)."""
-    current: Any = model
+    current: type[Any] | None = model
     for part in loc[:-1]:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not isinstance(field.annotation, type):
+        if current is None:
             return []
-        current = field.annotation
-        if not issubclass(current, BaseModel):
-            return []
-    return [k for k in current.model_fields if k not in hidden]
+        types = {f.encode_name: f.type for f in msgspec.structs.fields(current)}
+        current = struct_of(types[part]) if isinstance(part, str) and part in types else None
+    if current is None:
+        return []
+    return [k for k in current.__struct_encode_fields__ if k not in hidden]
 
 
 def describe(
-    path: Path, exc: ValidationError, model: type[BaseModel], what: str, hidden: frozenset[str]
+    path: Path, problems: list[Problem], model: type[Any], what: str, hidden: frozenset[str]
 ) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s) in the {what}:"]
-    for err in exc.errors():
-        loc = tuple(err["loc"])
+    lines = [f"{path}: {len(problems)} problem(s) in the {what}:"]
+    for problem in problems:
+        loc = problem.loc
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:]).lstrip(".")
         where = f"[{loc[0]}] {key}" if key else f"[{loc[0]}]" if loc else "(file)"
-        fix = FIXES.get(err["type"], "")
-        if err["type"] == "extra_forbidden":
+        fix = FIXES.get(problem.kind, "")
+        if problem.kind == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _known_keys(model, loc, hidden), n=2)
             if close:
                 fix = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {where}: {message}" + (f" ({fix})" if fix else ""))
+        lines.append(f"  - {where}: {problem.msg}" + (f" ({fix})" if fix else ""))
     return "\n".join(lines)
 
 
@@ -99,6 +111,6 @@ def validate(
 ) -> M:
     """``model`` from ``data``, or ``error`` listing every fault in ``path``."""
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise error(describe(path, exc, model, what, hidden)) from None
+        return convert(data, model, strict=False)
+    except Faults as exc:
+        raise error(describe(path, exc.problems, model, what, hidden)) from None

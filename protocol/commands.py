@@ -1,6 +1,6 @@
 """Bodies of commands and documents sent by the controller (PROTOCOL.md, "Commands").
 
-Each type name maps to one pydantic model; a body that does not validate is
+Each type name maps to one msgspec Struct; a body that does not validate is
 refused as ``bad_body``. Unknown fields are refused too, so a typo in a
 controller never passes silently.
 """
@@ -9,56 +9,60 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 from dateutil.rrule import rrulestr
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from msgspec import Meta
 
+from plumbing.validation import convert
 from protocol.topics import ID_PATTERN
 
-Priority = Annotated[int, Field(ge=0, le=9)]
-GainDb = Annotated[float, Field(ge=-60.0, le=20.0)]
-EpochMs = Annotated[int, Field(ge=0, le=2**53)]
-DocVersion = Annotated[int, Field(ge=1, le=2**53)]
-DeviceOrGroupId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+Priority = Annotated[int, Meta(ge=0, le=9)]
+GainDb = Annotated[float, Meta(ge=-60.0, le=20.0)]
+EpochMs = Annotated[int, Meta(ge=0, le=2**53)]
+DocVersion = Annotated[int, Meta(ge=1, le=2**53)]
+DeviceOrGroupId = Annotated[str, Meta(pattern=rf"^{ID_PATTERN}\Z")]
 Url = Annotated[
-    str, Field(min_length=1, max_length=2048, pattern=r"^(https?|rtsp|rtmp|file)://[!-~]+$")
+    str, Meta(min_length=1, max_length=2048, pattern=r"^(https?|rtsp|rtmp|file)://[!-~]+\Z")
 ]
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-class Strict(BaseModel):
-    """Unknown fields refused, and no coercion: "50" is not 50, true is not 1, 2.0 is
-    not an integer (an integer is still a number where a float is asked for)."""
+class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    r"""Unknown fields refused, and no coercion (``msgspec.convert`` is strict): "50" is
+    not 50, true is not 1, 2.0 is not an integer (an integer is still a number where a
+    float is asked for). msgspec checks the bounds when converting, not in ``__init__``:
+    what comes from outside is converted. Patterns end in ``\Z``: msgspec matches them
+    with Python's ``re``, whose ``$`` lets a final newline through. Each subclass says
+    ``frozen=True`` again, for mypy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-
-class ClipRef(Strict):
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+class ClipRef(Strict, frozen=True):
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
     url: Url
-    bytes: Annotated[int, Field(gt=0, le=2**40)]
-    duration_ms: Annotated[int, Field(gt=0, le=24 * 3600 * 1000)]
+    bytes: Annotated[int, Meta(gt=0, le=2**40)]
+    duration_ms: Annotated[int, Meta(gt=0, le=24 * 3600 * 1000)]
 
 
-class BroadcastPlay(Strict):
+class BroadcastPlay(Strict, frozen=True):
     clip: ClipRef
     priority: Priority = 2
     gain_db: GainDb = 0.0
-    repeat: Annotated[int, Field(ge=1, le=100)] = 1
+    repeat: Annotated[int, Meta(ge=1, le=100)] = 1
     at: EpochMs | None = None
-    label: Annotated[str, Field(max_length=200)] = ""
+    label: Annotated[str, Meta(max_length=200)] = ""
 
 
-class BroadcastStream(Strict):
+class BroadcastStream(Strict, frozen=True):
     url: Url
-    duration_s: Annotated[int, Field(ge=1, le=24 * 3600)]
+    duration_s: Annotated[int, Meta(ge=1, le=24 * 3600)]
     priority: Priority = 2
     gain_db: GainDb = 0.0
     at: EpochMs | None = None
-    label: Annotated[str, Field(max_length=200)] = ""
+    label: Annotated[str, Meta(max_length=200)] = ""
     # airs while the stream cannot be reached or is dead air; none: the relay stops
     fallback: ClipRef | None = None
     # The site's own stream server: pull with the device's credentials, as for clips.
@@ -69,36 +73,34 @@ class BroadcastStream(Strict):
     direct_url: Url | None = None
 
 
-class BroadcastStop(Strict):
+class BroadcastStop(Strict, frozen=True):
     priority_max: Priority = 9
 
 
-class DeviceVolume(Strict):
-    volume_pct: Annotated[int, Field(ge=0, le=100)]
+class DeviceVolume(Strict, frozen=True):
+    volume_pct: Annotated[int, Meta(ge=0, le=100)]
 
 
-class DeviceTestTone(Strict):
-    frequency_hz: Annotated[int, Field(ge=20, le=20000)] = 1000
-    duration_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+class DeviceTestTone(Strict, frozen=True):
+    frequency_hz: Annotated[int, Meta(ge=20, le=20000)] = 1000
+    duration_s: Annotated[float, Meta(gt=0, le=60)] = 3.0
     gain_db: GainDb = -12.0
 
 
-class Empty(Strict):
+class Empty(Strict, frozen=True):
     pass
 
 
-class QuietHours(Strict):
+class QuietHours(Strict, frozen=True):
     """A daily window, local time, in which only emergencies play."""
 
     start: str
     end: str
 
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        if not _HHMM.match(value):
-            raise ValueError("use HH:MM, 24-hour clock, e.g. 21:30")
-        return value
+    def __post_init__(self) -> None:
+        for value in (self.start, self.end):
+            if not _HHMM.match(value):
+                raise ValueError("use HH:MM, 24-hour clock, e.g. 21:30")
 
 
 def check_tz(value: str) -> str:
@@ -109,24 +111,22 @@ def check_tz(value: str) -> str:
     return value
 
 
-class ConfigSet(Strict):
+class ConfigSet(Strict, frozen=True):
     version: DocVersion
-    groups: Annotated[list[DeviceOrGroupId], Field(max_length=32)] = []
-    volume_pct: Annotated[int, Field(ge=0, le=100)] = 80
-    quiet_hours: Annotated[list[QuietHours], Field(max_length=8)] = []
+    groups: Annotated[list[DeviceOrGroupId], Meta(max_length=32)] = []
+    volume_pct: Annotated[int, Meta(ge=0, le=100)] = 80
+    quiet_hours: Annotated[list[QuietHours], Meta(max_length=8)] = []
     tz: str = DEFAULT_TZ
-    telemetry_interval_s: Annotated[int, Field(ge=5, le=3600)] = 30
-    label: Annotated[str, Field(max_length=200)] = ""
+    telemetry_interval_s: Annotated[int, Meta(ge=5, le=3600)] = 30
+    label: Annotated[str, Meta(max_length=200)] = ""
 
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        return check_tz(value)
+    def __post_init__(self) -> None:
+        check_tz(self.tz)
 
 
-class StreamRef(Strict):
+class StreamRef(Strict, frozen=True):
     url: Url
-    duration_s: Annotated[int, Field(ge=1, le=24 * 3600)]
+    duration_s: Annotated[int, Meta(ge=1, le=24 * 3600)]
     fallback: ClipRef | None = None  # as BroadcastStream's
     device_auth: bool = False  # as BroadcastStream's
     direct_url: Url | None = None  # as BroadcastStream's
@@ -229,41 +229,23 @@ def too_frequent(rule: str) -> bool:
     return fires_per_day(rule) > MAX_FIRES_PER_DAY and not bounded
 
 
-class ScheduleItem(Strict):
-    id: Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
-    label: Annotated[str, Field(max_length=200)] = ""
+class ScheduleItem(Strict, frozen=True, kw_only=True):
+    id: Annotated[str, Meta(pattern=rf"^{ID_PATTERN}\Z")]
+    label: Annotated[str, Meta(max_length=200)] = ""
     clip: ClipRef | None = None
     stream: StreamRef | None = None
     priority: Priority = 2
     gain_db: GainDb = 0.0
-    rrule: Annotated[str, Field(min_length=1, max_length=1000)]
+    rrule: Annotated[str, Meta(min_length=1, max_length=1000)]
     dtstart: str
     until: str | None = None
-    exdates: Annotated[list[str], Field(max_length=1000)] = []
-    lang: Annotated[str, Field(max_length=16)] = "vi"
+    exdates: Annotated[list[str], Meta(max_length=1000)] = []
+    lang: Annotated[str, Meta(max_length=16)] = "vi"
 
-    @field_validator("dtstart")
-    @classmethod
-    def _dtstart(cls, value: str) -> str:
-        _local_datetime(value)
-        return value
-
-    @field_validator("until")
-    @classmethod
-    def _until(cls, value: str | None) -> str | None:
-        if value is not None:
-            _local_datetime(value)
-        return value
-
-    @field_validator("exdates")
-    @classmethod
-    def _exdates(cls, value: list[str]) -> list[str]:
-        for item in value:
-            _local_datetime(item)
-        return value
-
-    @model_validator(mode="after")
-    def _source_and_rule(self) -> ScheduleItem:
+    def __post_init__(self) -> None:
+        for value in (self.dtstart, self.until, *self.exdates):
+            if value is not None:
+                _local_datetime(value)
         if (self.clip is None) == (self.stream is None):
             raise ValueError("an item has exactly one of 'clip' or 'stream'")
         rule = self.rrule.removeprefix("RRULE:")
@@ -290,54 +272,45 @@ class ScheduleItem(Strict):
                 f"item {self.id!r}: until {self.until} is before dtstart {self.dtstart}, "
                 "so it never plays: move one of them"
             )
-        return self
 
 
-class ScheduleSet(Strict):
+class ScheduleSet(Strict, frozen=True):
     version: DocVersion
     tz: str = DEFAULT_TZ
-    items: Annotated[list[ScheduleItem], Field(max_length=500)] = []
+    items: Annotated[list[ScheduleItem], Meta(max_length=500)] = []
 
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        return check_tz(value)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> ScheduleSet:
+    def __post_init__(self) -> None:
+        check_tz(self.tz)
         ids = [item.id for item in self.items]
         if len(ids) != len(set(ids)):
             raise ValueError("schedule item ids must be unique")
-        return self
 
 
-BOOKING_CODE = r"^[2-9A-HJ-NP-Z]{6}$"  # six of 32 letters and digits, none read as another
+BOOKING_CODE = r"^[2-9A-HJ-NP-Z]{6}\Z"  # six of 32 letters and digits, none read as another
 
 
-class Booking(Strict):
+class Booking(Strict, frozen=True):
     """One citizen booked at a kiosk's office: the code they type, the slot they hold.
 
     No name or phone number: the kiosk needs only to recognise the code."""
 
-    code: Annotated[str, Field(pattern=BOOKING_CODE)]
-    service: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+    code: Annotated[str, Meta(pattern=BOOKING_CODE)]
+    service: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,39}\Z")]
     slot_ms: EpochMs  # the slot's start
-    slot_min: Annotated[int, Field(ge=5, le=120)]
+    slot_min: Annotated[int, Meta(ge=5, le=120)]
 
 
-class BookingsSet(Strict):
+class BookingsSet(Strict, frozen=True):
     """A kiosk's booked citizens from today on: each new version replaces the last, and the
     kiosk keeps the last one it accepted, so it redeems codes with no network."""
 
     version: DocVersion
-    bookings: Annotated[list[Booking], Field(max_length=20_000)] = []
+    bookings: Annotated[list[Booking], Meta(max_length=20_000)] = []
 
-    @model_validator(mode="after")
-    def _unique_codes(self) -> BookingsSet:
+    def __post_init__(self) -> None:
         codes = [b.code for b in self.bookings]
         if len(codes) != len(set(codes)):
             raise ValueError("booking codes must be unique")
-        return self
 
 
 COMMAND_BODIES: dict[str, type[Strict]] = {
@@ -369,5 +342,33 @@ def is_document(msg_type: str) -> bool:
     return msg_type in DOCUMENT_BODIES
 
 
+S = TypeVar("S", bound=Strict)
+
+
+def checked(body: S) -> S:
+    """``body`` with its bounds and rules checked, as the edge will check them: msgspec
+    checks them when converting, not in ``__init__``. Raises ``Faults``, listing all."""
+    return convert(msgspec.to_builtins(body), type(body))
+
+
 def dump_body(body: Strict) -> dict[str, Any]:
-    return body.model_dump(mode="json", exclude_none=True)
+    """The body as JSON types, without the fields that are None."""
+    return msgspec.to_builtins(drop_none(body))  # type: ignore[no-any-return]
+
+
+def drop_none(struct: msgspec.Struct) -> dict[str, Any]:
+    """``struct``'s fields that are not None, in nested Structs too (a dict's values,
+    ``Event.body``'s nulls, are kept as they are)."""
+    return {
+        name: _drop_none(value)
+        for name in struct.__struct_fields__
+        if (value := getattr(struct, name)) is not None
+    }
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, msgspec.Struct):
+        return drop_none(value)
+    if isinstance(value, list | tuple):
+        return [_drop_none(v) for v in value]
+    return value

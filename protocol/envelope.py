@@ -12,8 +12,10 @@ import re
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
+from msgspec import Meta
 
+from plumbing.validation import convert, problems
 from protocol.commands import DeviceOrGroupId, Strict, body_model, dump_body, is_document
 from protocol.errors import ProtocolError, Refusal, RefusalReason
 from protocol.signing import Keyring, SigningKey, b64url, canonical_json, unb64url
@@ -23,16 +25,14 @@ ENVELOPE_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
 DEFAULT_COMMAND_TTL_MS = 60 * 1000
-_COMMAND_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
-CommandId = Annotated[str, Field(min_length=1, max_length=64, pattern=_COMMAND_ID)]
+_COMMAND_ID = r"^[A-Za-z0-9_.:-]{1,64}\Z"
+CommandId = Annotated[str, Meta(min_length=1, max_length=64, pattern=_COMMAND_ID)]
 _COMMAND_ID_RE = re.compile(_COMMAND_ID)
 
 
-class Target(BaseModel):
+class Target(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Whom a message is for, inside what is signed: the topic it must arrive on,
     less the root (``{"scope": "dev", "id": "loa-1", "leaf": "cmd"}``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     scope: Literal["dev", "grp"]
     id: DeviceOrGroupId
@@ -43,7 +43,7 @@ class Target(BaseModel):
         ref = TopicRef.of(to) if isinstance(to, str) else to
         if ref.leaf not in INBOUND_LEAVES:
             raise ProtocolError(f"the controller signs nothing for a {ref.leaf!r} topic")
-        return cls.model_validate({"scope": ref.scope, "id": ref.id, "leaf": ref.leaf})
+        return msgspec.convert({"scope": ref.scope, "id": ref.id, "leaf": ref.leaf}, cls)
 
     def matches(self, ref: TopicRef) -> bool:
         return (self.scope, self.id, self.leaf) == (ref.scope, ref.id, ref.leaf)
@@ -52,18 +52,16 @@ class Target(BaseModel):
         return f"{self.scope}/{self.id}/{self.leaf}"
 
 
-class Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     v: int
     id: CommandId
-    type: Annotated[str, Field(min_length=1, max_length=64)]
-    ts: Annotated[int, Field(ge=0, le=2**53)]
-    exp: Annotated[int, Field(ge=0, le=2**53)] | None = None
+    type: Annotated[str, Meta(min_length=1, max_length=64)]
+    ts: Annotated[int, Meta(ge=0, le=2**53)]
+    exp: Annotated[int, Meta(ge=0, le=2**53)] | None = None
     to: Target
     body: dict[str, Any]
-    kid: Annotated[str, Field(min_length=1, max_length=64)]
-    sig: Annotated[str, Field(min_length=1, max_length=200)]
+    kid: Annotated[str, Meta(min_length=1, max_length=64)]
+    sig: Annotated[str, Meta(min_length=1, max_length=200)]
 
     @property
     def version(self) -> int:
@@ -71,10 +69,8 @@ class Envelope(BaseModel):
         return int(self.body["version"])
 
 
-class Opened(BaseModel):
+class Opened(msgspec.Struct, frozen=True):
     """A verified envelope and its validated body."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     envelope: Envelope
     body: Strict
@@ -98,14 +94,14 @@ def seal(
     model = body_model(msg_type)
     if model is None:
         raise ValueError(f"unknown message type {msg_type!r}")
-    if isinstance(body, dict):
-        body = model.model_validate(body)
+    # checked here whatever built it: nothing the edge would refuse is ever signed
+    body = convert(body if isinstance(body, dict) else msgspec.to_builtins(body), model)
     doc: dict[str, Any] = {
         "v": ENVELOPE_VERSION,
         "id": cmd_id or uuid.uuid4().hex,
         "type": msg_type,
         "ts": now_ms,
-        "to": Target.of(to).model_dump(),
+        "to": msgspec.to_builtins(Target.of(to)),
         "body": dump_body(body),
         "kid": key.kid,
     }
@@ -147,10 +143,10 @@ def open_envelope(
         _check_signature(doc, env, keyring)
         _check_time(env, now_ms)
         try:
-            body = model.model_validate(env.body)
-        except ValidationError as exc:
-            raise Refusal(RefusalReason.BAD_BODY, _first_error(exc), env.id) from None
-        except Exception as exc:  # a validator that raised something pydantic does not wrap
+            body = msgspec.convert(env.body, model)
+        except msgspec.ValidationError:
+            raise Refusal(RefusalReason.BAD_BODY, _first_error(env.body, model), env.id) from None
+        except Exception as exc:  # a check that raised something msgspec does not wrap
             raise Refusal(RefusalReason.BAD_BODY, _describe(exc), env.id) from None
         return Opened(envelope=env, body=body)
     except Refusal:
@@ -205,11 +201,11 @@ def _parse(payload: bytes, legacy_to: TopicRef | None) -> tuple[dict[str, Any], 
     if legacy_to is not None and "to" not in doc:
         # signed before the envelope named its target: the signature is checked on
         # ``doc`` as it is; only the parsed envelope gets the topic it was stored under
-        fields = {**doc, "to": Target.of(legacy_to).model_dump()}
+        fields = {**doc, "to": msgspec.to_builtins(Target.of(legacy_to))}
     try:
-        return doc, Envelope.model_validate(fields)
-    except ValidationError as exc:
-        raise Refusal(RefusalReason.BAD_ENVELOPE, _first_error(exc), cmd_id) from None
+        return doc, msgspec.convert(fields, Envelope)
+    except msgspec.ValidationError:
+        raise Refusal(RefusalReason.BAD_ENVELOPE, _first_error(fields, Envelope), cmd_id) from None
 
 
 def _check_signature(doc: dict[str, Any], env: Envelope, keyring: Keyring) -> None:
@@ -239,7 +235,5 @@ def _check_time(env: Envelope, now_ms: int) -> None:
         )
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(root)"
-    return f"{where}: {err['msg']}"
+def _first_error(data: Any, model: type[Any]) -> str:
+    return str(problems(data, model)[0])

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import msgspec
+from msgspec import Meta
 
+from plumbing.validation import problems
 from protocol.commands import EpochMs
 from protocol.errors import Refusal, RefusalReason
 from protocol.topics import ID_PATTERN
@@ -27,61 +29,61 @@ from protocol.topics import ID_PATTERN
 OFFICE_VERSION = 1
 MAX_ENTRIES = 200  # per message; a sync after a long cut is sent in batches
 MAX_OFFICE_BYTES = 128 * 1024
-KioskId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
-OfficeId = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
-Seq = Annotated[int, Field(ge=1, le=2**53)]
-Short = Annotated[str, Field(max_length=64)]
+KioskId = Annotated[str, Meta(pattern=rf"^{ID_PATTERN}\Z")]
+OfficeId = Annotated[str, Meta(pattern=rf"^{ID_PATTERN}\Z")]
+Seq = Annotated[int, Meta(ge=1, le=2**53)]
+Short = Annotated[str, Meta(max_length=64)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
 
 
-class OfficeEntry(_Strict):
-    """One act of the office's queue log, as the kiosk that did it wrote it."""
+class OfficeEntry(_Strict, frozen=True, omit_defaults=True):
+    """One act of the office's queue log, as the kiosk that did it wrote it; the fields
+    left at their defaults are not written, so a walk-in's entry reads the same to an
+    older kiosk."""
 
     seq: Seq
     at_ms: EpochMs
     kind: Literal["issue", "call", "skip", "serve", "transfer"]
-    ticket: Annotated[str, Field(min_length=1, max_length=64)]
-    day: Annotated[str, Field(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = ""
-    service: Annotated[str, Field(max_length=40)] = ""
-    n: Annotated[int, Field(ge=0, le=999_999)] = 0
-    number: Annotated[str, Field(max_length=16)] = ""
+    ticket: Annotated[str, Meta(min_length=1, max_length=64)]
+    day: Annotated[str, Meta(pattern=r"^(\d{4}-\d{2}-\d{2})?\Z")] = ""
+    service: Annotated[str, Meta(max_length=40)] = ""
+    n: Annotated[int, Meta(ge=0, le=999_999)] = 0
+    number: Annotated[str, Meta(max_length=16)] = ""
     priority: bool = False
-    counter: Annotated[int, Field(ge=0, le=99)] = 0
-    queue: Annotated[str, Field(max_length=40)] = ""
+    counter: Annotated[int, Meta(ge=0, le=99)] = 0
+    queue: Annotated[str, Meta(max_length=40)] = ""
     officer: Short = ""
     # a booked citizen's issue: the booking's code and its slot's start (kiosk/booked.py);
     # sent only when set, so a walk-in's entry reads the same to an older kiosk
-    booking: Annotated[str, Field(max_length=16)] = ""
-    slot_ms: Annotated[int, Field(ge=0, le=2**53)] = 0
+    booking: Annotated[str, Meta(max_length=16)] = ""
+    slot_ms: Annotated[int, Meta(ge=0, le=2**53)] = 0
 
-    @model_validator(mode="after")
-    def _complete(self) -> OfficeEntry:
+    def __post_init__(self) -> None:
         if self.kind == "issue" and not (self.day and self.service and self.n and self.number):
             raise ValueError("an issue names its day, service, n and number")
         if self.kind in ("call", "skip", "serve") and not self.counter:
             raise ValueError(f"a {self.kind} names its counter (1-99)")
         if self.kind == "transfer" and not self.queue:
             raise ValueError("a transfer names the queue it moves the ticket to")
-        return self
 
 
-class OfficeEntries(_Strict):
+class OfficeEntries(_Strict, frozen=True):
     v: Literal[1]
     type: Literal["office.entries"]
     office: OfficeId
     kiosk: KioskId
-    entries: Annotated[list[OfficeEntry], Field(min_length=1, max_length=MAX_ENTRIES)]
+    entries: Annotated[list[OfficeEntry], Meta(min_length=1, max_length=MAX_ENTRIES)]
 
 
-class OfficeSync(_Strict):
+class OfficeSync(_Strict, frozen=True):
     v: Literal[1]
     type: Literal["office.sync"]
     office: OfficeId
     kiosk: KioskId
-    have: Annotated[dict[KioskId, Annotated[int, Field(ge=0, le=2**53)]], Field(max_length=64)]
+    have: Annotated[dict[KioskId, Annotated[int, Meta(ge=0, le=2**53)]], Meta(max_length=64)]
 
 
 OfficeMessage = OfficeEntries | OfficeSync
@@ -89,14 +91,12 @@ OfficeMessage = OfficeEntries | OfficeSync
 
 def office_entries(office: str, kiosk: str, entries: list[OfficeEntry]) -> bytes:
     msg = OfficeEntries(v=1, type="office.entries", office=office, kiosk=kiosk, entries=entries)
-    return msg.model_dump_json(exclude_defaults=True).encode()
+    return msgspec.json.encode(msg)
 
 
 def office_sync(office: str, kiosk: str, have: dict[str, int]) -> bytes:
-    return (
+    return msgspec.json.encode(
         OfficeSync(v=1, type="office.sync", office=office, kiosk=kiosk, have=have)
-        .model_dump_json()
-        .encode()
     )
 
 
@@ -117,11 +117,11 @@ def read_office(payload: bytes, topic_kiosk: str, office: str) -> OfficeMessage:
     else:
         raise Refusal(RefusalReason.UNKNOWN_TYPE, f"type {kind!r} is not an office message")
     try:
-        msg = model.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(the message)"
-        raise Refusal(RefusalReason.BAD_BODY, f"{kind}: {where}: {first['msg']}") from None
+        msg = msgspec.convert(doc, model)
+    except msgspec.ValidationError:
+        first = problems(doc, model)[0]
+        where = ".".join(str(p) for p in first.loc) or "(the message)"
+        raise Refusal(RefusalReason.BAD_BODY, f"{kind}: {where}: {first.msg}") from None
     if msg.kiosk != topic_kiosk:
         raise Refusal(
             RefusalReason.WRONG_TOPIC, f"kiosk {msg.kiosk!r} wrote on {topic_kiosk!r}'s topic"

@@ -13,7 +13,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
+from msgspec import Meta
 
 from protocol.commands import EpochMs
 from protocol.uplink import EventId
@@ -22,12 +23,10 @@ from protocol.uplink import EventId
 RECEIPT_MAX_IDS = 1000
 
 
-class Receipt(BaseModel):
+class Receipt(msgspec.Struct):
     """Unknown fields allowed: a newer controller may say more."""
 
-    model_config = ConfigDict(extra="allow")
-
-    ids: Annotated[list[EventId], Field(min_length=1, max_length=RECEIPT_MAX_IDS)]
+    ids: Annotated[list[EventId], Meta(min_length=1, max_length=RECEIPT_MAX_IDS)]
     ts: EpochMs
 
 

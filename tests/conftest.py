@@ -16,6 +16,7 @@ from cli.brokers.mosquitto import Mosquitto, free_port
 from controller.site.devices import add_device
 from controller.site.directory import Site
 from controller.site.keys import init_site
+from plumbing.validation import convert
 from protocol.envelope import seal
 from protocol.signing import SigningKey
 from tests.fleet import AgentProcess, Probe
@@ -257,7 +258,7 @@ def make_kiosk(tmp_path: Path, virtual_printer: Any) -> Iterator[Any]:
         record = events if events is not None else []
         emit = settings.pop("emit", None) or (lambda body: record.append((body.TYPE, body.wire())))
         kiosk = Kiosk(
-            KioskSection.model_validate(settings),
+            convert(settings, KioskSection, strict=False),
             tmp_path / "kiosk-state",
             emit,
             extra.pop("clock", None) or KioskClock(),

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from broadcast.collisions import Slot
 from broadcast.schedule import Schedule
 from protocol.commands import QuietHours, ScheduleSet
@@ -31,7 +33,7 @@ def item(id: str, rrule: str, dtstart: str, minutes: float = 5, **extra: Any) ->
 
 
 def doc(*items: dict[str, Any], tz: str = VN) -> ScheduleSet:
-    return ScheduleSet.model_validate({"version": 1, "tz": tz, "items": list(items)})
+    return msgspec.convert({"version": 1, "tz": tz, "items": list(items)}, ScheduleSet)
 
 
 def build(*items: dict[str, Any], tz: str = VN, quiet: list[str] | None = None) -> Schedule:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
@@ -94,7 +95,7 @@ def test_book_on_the_public_page_take_the_number_follow_it_on_a_phone_and_be_cal
 
     def emit(body: Body) -> None:  # the agent's outbox, in short
         event = Event(id=uuid.uuid4().hex, type=body.TYPE, ts=int(clock() * 1000), body=body.wire())
-        publish(uplink, "xaso/dev/kiosk-1/event", event.model_dump_json())
+        publish(uplink, "xaso/dev/kiosk-1/event", msgspec.json.encode(event).decode())
 
     kiosk = make_kiosk(
         serve=serve_pages,

@@ -17,6 +17,7 @@ from protocol.envelope import seal
 from protocol.errors import RefusalReason
 from protocol.signing import Keyring, SigningKey, canonical_json
 from protocol.topics import Topics
+from protocol.uplink import uplink_json
 from tests.signing_helpers import resign
 
 NOW = 1_790_000_000_000
@@ -238,7 +239,7 @@ def test_an_unreadable_id_still_gets_an_ack_that_can_be_sent(store):
     ):
         out = d.handle(CMD, payload)
         assert out.refused is RefusalReason.NOT_JSON and out.ack.cmd is None
-        out.ack.model_dump_json(exclude_none=True).encode("utf-8")  # what the agent publishes
+        uplink_json(out.ack)  # what the agent publishes
 
 
 # --- fuzz: nothing but a well-formed, well-addressed, well-signed message is obeyed ---
@@ -389,7 +390,7 @@ def test_fuzzed_payloads_are_all_refused_and_acked_never_obeyed(tmp_path):
         kinds[kind] = kinds.get(kind, 0) + 1
         out = d.handle(topic, payload)
         assert out.refused is not None and out.ack is not None and not out.ack.ok, (kind, payload)
-        out.ack.model_dump_json(exclude_none=True).encode("utf-8")
+        uplink_json(out.ack)
         if kind == "number":
             assert out.refused is RefusalReason.BAD_BODY
         if kind == "target":

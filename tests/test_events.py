@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from protocol.errors import Refusal, RefusalReason
 from protocol.events import (
@@ -26,7 +25,7 @@ from protocol.events import (
     new_event,
     read_body,
 )
-from protocol.uplink import Event
+from protocol.uplink import Event, uplink_json
 
 TICKET = {
     "ticket_id": "0b6c2f1e-4d4c-4a57-9a38-4f1a6f0e2c11",
@@ -169,7 +168,7 @@ SAMPLE_IDS = [f"{t}-{i}" for i, (t, _) in enumerate(SAMPLES)]
 
 
 def wire(event: Event) -> bytes:
-    return event.model_dump_json(exclude_none=True).encode()  # as the agent publishes
+    return uplink_json(event)  # as the agent publishes
 
 
 def refused(event_type: str, body: object) -> str:
@@ -215,7 +214,7 @@ def test_unknown_fields_are_kept_for_a_newer_agent():
     body = {**TICKET, "counter": 2, "recall": 1, "waited_ms": 5, "screen": "hall-2"}
     model = read_body("ticket.called", body)
     assert isinstance(model, TicketCalled)
-    assert model.wire() == body and model.model_extra == {"screen": "hall-2"}
+    assert model.wire() == body and model.extra == {"screen": "hall-2"}
 
 
 def test_an_unknown_event_type_is_not_read():
@@ -291,7 +290,7 @@ def test_every_fault_is_counted_in_the_message():
 
 
 def test_a_misspelt_field_fails_on_the_edge_too():
-    with pytest.raises(ValidationError, match="key"):
+    with pytest.raises(TypeError, match="key"):
         PlayMissed(kee="c0ffee", reason="late")  # type: ignore[call-arg]
 
 

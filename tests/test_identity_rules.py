@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,12 +112,14 @@ def test_guard_settings_are_checked() -> None:
 
 
 def test_a_status_with_too_much_identity_is_refused_whole() -> None:
-    from pydantic import ValidationError
+    from msgspec import ValidationError
 
     from protocol.uplink import Status
 
     base = {"state": "online", "ts": NOW}
-    assert Status.model_validate({**base, "instance": "a1", "addresses": ["10.0.0.5"]})
+    assert msgspec.convert(
+        {**base, "instance": "a1", "addresses": ["10.0.0.5"]}, Status, strict=False
+    )
     for bad in (
         {"addresses": [f"10.0.0.{n}" for n in range(9)]},
         {"addresses": ["x" * 65]},
@@ -124,7 +127,7 @@ def test_a_status_with_too_much_identity_is_refused_whole() -> None:
         {"thrown_off": -1},
     ):
         with pytest.raises(ValidationError):
-            Status.model_validate({**base, **bad})
+            msgspec.convert({**base, **bad}, Status, strict=False)
 
 
 def test_takeover_settings_are_checked_with_a_clear_message(tmp_path) -> None:

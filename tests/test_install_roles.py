@@ -108,8 +108,11 @@ def test_a_speaker_role_alone_plays_end_to_end_with_no_web_or_database_stack(
     assert importable(speaker_venv, WEB_AND_DATABASE, tmp_path) == []
     # Ed25519 through libsodium: no second OpenSSL on a Pi (only the controller reads PEM)
     assert importable(speaker_venv, ("cryptography",), tmp_path) == []
-    needed = ("paho", "pydantic", "nacl", "gpiozero", "pydub")
+    needed = ("paho", "msgspec", "nacl", "gpiozero", "pydub")
     assert importable(speaker_venv, needed, tmp_path) == list(needed)
+    # the contract and the configs are msgspec: pydantic is not installed, and the agent below
+    # still plays (issue 16: pydantic's 22 MiB are too much for a Pi Zero 2 W)
+    assert importable(speaker_venv, ("pydantic", "pydantic_core"), tmp_path) == []
     xaso = speaker_venv / "bin" / "xaso"
     assert "--config" in _run(xaso, "agent", "--help", cwd=tmp_path)
 
@@ -145,6 +148,27 @@ def test_a_speaker_role_alone_plays_end_to_end_with_no_web_or_database_stack(
     assert agent.alive and "Traceback" not in agent.output()
     # the agent ran from the venv's wheel, not from this checkout
     assert str(speaker_venv) in Path(f"/proc/{agent.proc.pid}/cmdline").read_text()  # type: ignore[union-attr]
+
+
+def test_a_speakers_agent_never_imports_pydantic_even_where_it_is_installed(
+    tmp_path: Path,
+) -> None:
+    """This checkout's venv holds every role: a speaker's agent (a hall speaker's too) still
+    loads none of pydantic, as `xaso agent` runs it (cli.main, then edge.main)."""
+    code = (
+        "import sys, cli.main, edge.main, broadcast.speaker, kiosk.hall_calls; "
+        "from edge.config import load_config; from pathlib import Path; "
+        "load_config(Path(sys.argv[1])); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'pydantic_core', 'annotated_types')))"
+    )
+    example = ROOT / "config" / "agent.example.toml"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(example)], cwd=tmp_path, capture_output=True,
+        text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_a_speakers_help_lists_its_commands_and_names_the_missing_ones(

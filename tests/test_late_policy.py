@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from broadcast.audio.lateness import FULL_GRACE_MS, JOIN_MIN_MS, Join, call_fate, join
@@ -127,7 +128,7 @@ def _document(items: tuple[Item, ...]) -> ScheduleSet:
         }
         for i in items
     ]
-    return ScheduleSet.model_validate({"version": 1, "tz": VN, "items": body})
+    return msgspec.convert({"version": 1, "tz": VN, "items": body}, ScheduleSet)
 
 
 def _fate(outcome: str, offset_ms: int) -> str:

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -438,12 +439,12 @@ def test_fleet_0009_folds_the_stored_play_records_as_ingest_does_and_goes_back(
         rows = conn.execute(text("SELECT * FROM plays ORDER BY device_id, key")).mappings().all()
         assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
-    records = [Record(1240, 2, PlayFinished.model_validate(play)),
-               Record(5800, 1, PlayFinished.model_validate(rest))]  # fmt: skip
+    records = [Record(1240, 2, msgspec.convert(play, PlayFinished)),
+               Record(5800, 1, msgspec.convert(rest, PlayFinished))]  # fmt: skip
     assert [dict(r) for r in rows] == [
         play_row("loa-1", "tin@06:30", records),
-        play_row("loa-1", "tin@17:00", [Record(9000, 3, PlayMissed.model_validate(missed))]),
-        play_row("loa-2", "tin@17:00", [Record(9000, 4, PlayMissed.model_validate(missed))]),
+        play_row("loa-1", "tin@17:00", [Record(9000, 3, msgspec.convert(missed, PlayMissed))]),
+        play_row("loa-2", "tin@17:00", [Record(9000, 4, msgspec.convert(missed, PlayMissed))]),
     ]
     assert (rows[0]["result"], rows[0]["played_ms"], rows[0]["placed_ms"]) == (
         "completed",

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cli.brokers.mosquitto import Mosquitto, free_port
@@ -28,6 +29,7 @@ from kiosk.service import Kiosk
 from kiosk.shared_queue import SharedQueue
 from kiosk.ticket_store import Ticket
 from kiosk.virtual_printer import VirtualPrinter
+from plumbing.validation import convert
 from protocol.errors import Refusal
 from protocol.office import OfficeEntry, office_entries, office_sync, read_office
 from protocol.topics import Topics
@@ -85,11 +87,11 @@ def office_broker(tmp_path: Path, office_site: Site) -> Iterator[Mosquitto]:
 
 def test_provisioning_lists_the_kiosks_of_a_queue_in_each_of_them(office_site: Site) -> None:
     for device in ("kiosk-a", "kiosk-b"):
-        section = KioskSection.model_validate(kiosk_config(office_site, device)["kiosk"])
+        section = convert(kiosk_config(office_site, device)["kiosk"], KioskSection, strict=False)
         assert section.queue == "tanphu" and section.queue_kiosks == ["kiosk-a", "kiosk-b"]
-    assert KioskSection.model_validate(kiosk_config(office_site, "kiosk-a")["kiosk"]).queue_slot(
-        "kiosk-b"
-    ) == (1, 2)
+    assert convert(
+        kiosk_config(office_site, "kiosk-a")["kiosk"], KioskSection, strict=False
+    ).queue_slot("kiosk-b") == (1, 2)
     assert kiosk_config(office_site, "kiosk-c")["kiosk"]["queue_kiosks"] == ["kiosk-c"]
     remove_device(office_site.dir, "kiosk-b")
     assert kiosk_config(office_site, "kiosk-a")["kiosk"]["queue_kiosks"] == ["kiosk-a"]
@@ -154,8 +156,8 @@ def test_the_broker_lets_only_the_kiosks_of_one_queue_read_each_other(
 
 
 def call_entry(**kw: object) -> OfficeEntry:
-    return OfficeEntry.model_validate(
-        {"seq": 1, "at_ms": T0, "kind": "call", "ticket": "t", "counter": 1, **kw}
+    return msgspec.convert(
+        {"seq": 1, "at_ms": T0, "kind": "call", "ticket": "t", "counter": 1, **kw}, OfficeEntry
     )
 
 
@@ -391,10 +393,9 @@ def test_two_kiosk_services_print_their_own_tickets_and_call_from_one_queue(
                 tmp_path / device / "office.sqlite", queue="tanphu", kiosk=device,
                 kiosks=["kiosk-a", "kiosk-b"], topics=Topics(),
             )  # fmt: skip
-            cfg = KioskSection.model_validate(
-                {"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
-                 "web_host": "127.0.0.1", "queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-b"]}
-            )  # fmt: skip
+            cfg = convert({"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
+                 "web_host": "127.0.0.1", "queue": "tanphu",
+                 "queue_kiosks": ["kiosk-a", "kiosk-b"]}, KioskSection, strict=False)  # fmt: skip
             (tmp_path / device / "state").mkdir(parents=True)
             kiosk = Kiosk(cfg, tmp_path / device / "state", lambda _b: None, clock, shared=shared)
             kiosk.start()
@@ -552,12 +553,14 @@ def test_two_kiosk_agents_share_one_queue_through_a_cut(
 )  # fmt: skip
 def test_bad_queue_configuration_is_refused_naming_the_key(kiosk: dict, error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        KioskSection.model_validate({"office_address": "192.168.1.21", **kiosk})
+        convert({"office_address": "192.168.1.21", **kiosk}, KioskSection, strict=False)
 
 
 def test_a_kiosk_missing_from_its_queue_is_refused_saying_how_to_fix_it() -> None:
-    cfg = KioskSection.model_validate(
-        {"office_address": "192.168.1.21", "queue": "tanphu", "queue_kiosks": ["kiosk-b"]}
+    cfg = convert(
+        {"office_address": "192.168.1.21", "queue": "tanphu", "queue_kiosks": ["kiosk-b"]},
+        KioskSection,
+        strict=False,
     )
     with pytest.raises(ValueError, match=r"does not list this kiosk \('kiosk-a'\).*--queue"):
         cfg.queue_slot("kiosk-a")
@@ -590,9 +593,11 @@ def test_a_peers_bad_messages_are_refused_and_the_next_good_one_merges(
         assert queue.wait_for(lambda s, _log: "t-b-1" in s.tickets, WAIT_S)
         assert queue.refused == 4
         # the same name with other content is refused too, and the log keeps the first
-        other = issue.model_copy(update={"n": 4, "number": "A004"})
+        other = msgspec.structs.replace(issue, n=4, number="A004")
         publish(b, topic, office_entries("tanphu", "kiosk-b", [other]))
-        later = issue.model_copy(update={"seq": 2, "ticket": "t-b-2", "n": 4, "number": "A004"})
+        later = msgspec.structs.replace(
+            issue, **{"seq": 2, "ticket": "t-b-2", "n": 4, "number": "A004"}
+        )
         publish(b, topic, office_entries("tanphu", "kiosk-b", [later]))
         assert queue.wait_for(lambda s, _log: "t-b-2" in s.tickets, WAIT_S)
         assert queue.refused == 5 and queue.settled().tickets["t-b-1"].number == "A002"
@@ -624,11 +629,10 @@ def test_the_counter_page_says_when_its_call_lost_to_another_kiosks_counter(
                 tmp_path / device / "office.sqlite", queue="tanphu", kiosk=device,
                 kiosks=["kiosk-a", "kiosk-b"], topics=Topics(),
             )  # fmt: skip
-            cfg = KioskSection.model_validate(
-                {"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
+            cfg = convert({"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
                  "web_host": "127.0.0.1", "web_port": free_port(), "officers": OFFICERS,
-                 "queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-b"]}
-            )  # fmt: skip
+                 "queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-b"]},
+                 KioskSection, strict=False)  # fmt: skip
             (tmp_path / device / "state").mkdir(parents=True)
             kiosk = Kiosk(cfg, tmp_path / device / "state", lambda _b: None, clock,
                           serve=serve_pages, shared=shared)  # fmt: skip
@@ -681,8 +685,9 @@ def test_a_booked_ticket_goes_into_the_shared_queue_and_is_called_at_its_slot_by
 
     clock = KioskClock()  # Monday 23/11/2026 09:00
     slot = clock.ms + 30 * 60_000  # booked for 09:30
-    booked = BookingsSet.model_validate({"version": 1, "bookings": [
-        {"code": "K7M2QX", "service": "ho-tich", "slot_ms": slot, "slot_min": 15}]})  # fmt: skip
+    booked = msgspec.convert({"version": 1, "bookings": [
+        {"code": "K7M2QX", "service": "ho-tich", "slot_ms": slot, "slot_min": 15}]},
+            BookingsSet)  # fmt: skip
     made: list[tuple[Kiosk, LossyLink, VirtualPrinter]] = []
     events: dict[str, list[dict[str, object]]] = {"kiosk-a": [], "kiosk-b": []}
     try:
@@ -695,10 +700,9 @@ def test_a_booked_ticket_goes_into_the_shared_queue_and_is_called_at_its_slot_by
                 tmp_path / device / "office.sqlite", queue="tanphu", kiosk=device,
                 kiosks=["kiosk-a", "kiosk-b"], topics=Topics(),
             )  # fmt: skip
-            cfg = KioskSection.model_validate(
-                {"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
-                 "web_host": "127.0.0.1", "queue": "tanphu", "queue_kiosks": ["kiosk-a", "kiosk-b"]}
-            )  # fmt: skip
+            cfg = convert({"printer_url": printer.path, "status_poll_s": 0.1, "voice": "off",
+                 "web_host": "127.0.0.1", "queue": "tanphu",
+                 "queue_kiosks": ["kiosk-a", "kiosk-b"]}, KioskSection, strict=False)  # fmt: skip
             (tmp_path / device / "state").mkdir(parents=True)
             record = events[device]
             kiosk = Kiosk(cfg, tmp_path / device / "state",

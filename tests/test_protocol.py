@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -174,7 +175,7 @@ def schedule_body(**item):
 
 
 def test_schedule_document_validation():
-    assert ScheduleSet.model_validate(schedule_body()).items[0].id == "sang"
+    assert msgspec.convert(schedule_body(), ScheduleSet).items[0].id == "sang"
     for bad in (
         {"rrule": "FREQ=SOMETIMES"},
         {"rrule": "FREQ=DAILY;UNTIL=20270101T000000"},
@@ -184,9 +185,9 @@ def test_schedule_document_validation():
         {"exdates": ["yesterday"]},
     ):
         with pytest.raises(ValueError):
-            ScheduleSet.model_validate(schedule_body(**bad))
+            msgspec.convert(schedule_body(**bad), ScheduleSet)
     with pytest.raises(ValueError, match="time zone"):
-        ScheduleSet.model_validate({"version": 1, "tz": "Mars/Olympus"})
+        msgspec.convert({"version": 1, "tz": "Mars/Olympus"}, ScheduleSet)
 
 
 def test_documents_carry_no_expiry():
@@ -230,12 +231,12 @@ def test_mutated_envelopes_only_ever_refuse(field, value):
 )
 def test_a_rule_that_can_never_fire_is_refused(rule):
     with pytest.raises(ValueError, match="no day that exists"):
-        ScheduleSet.model_validate(schedule_body(rrule=rule))
+        msgspec.convert(schedule_body(rrule=rule), ScheduleSet)
 
 
 def test_rare_but_real_days_are_accepted():
     for rule in ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29", "FREQ=MONTHLY;BYMONTHDAY=31"):
-        ScheduleSet.model_validate(schedule_body(rrule=rule))
+        msgspec.convert(schedule_body(rrule=rule), ScheduleSet)
 
 
 def test_the_envelope_names_its_target_inside_the_signature():

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pydantic import ValidationError
+from msgspec import ValidationError
 
 from broadcast.audio.decode import DecoderPool
 from broadcast.config import SpeakerSection
+from plumbing.validation import convert
 from tests.player_helpers import Rig, assert_tone, req, samples, tone
 
 
@@ -97,9 +98,11 @@ def test_a_player_lets_its_spare_go_when_idle_and_plays_the_next_clip_from_a_war
 @pytest.mark.parametrize("bad", [-1, "soon", 86_401, None])
 def test_a_bad_keep_time_is_refused_in_the_speakers_section(bad: object):
     with pytest.raises(ValidationError, match="spare_decoder_keep_s"):
-        SpeakerSection.model_validate({"spare_decoder_keep_s": bad})
+        convert({"spare_decoder_keep_s": bad}, SpeakerSection, strict=False)
 
 
 def test_the_keep_time_defaults_to_two_minutes():
     assert SpeakerSection().spare_decoder_keep_s == 120.0
-    assert SpeakerSection.model_validate({"spare_decoder_keep_s": 0}).spare_decoder_keep_s == 0
+    assert (
+        convert({"spare_decoder_keep_s": 0}, SpeakerSection, strict=False).spare_decoder_keep_s == 0
+    )

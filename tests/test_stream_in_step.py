@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -330,7 +331,7 @@ def test_two_speakers_play_one_relay_in_step_though_one_joins_seconds_later(
     slow = stream.url.replace(server.netloc, f"127.0.0.1:{link.port}")
     keys = {}
     for device, seconds, url in (("loa-1", 30, stream.url), ("loa-2", 22, slow)):
-        relay = stream.model_copy(update={"duration_s": seconds, "url": url})
+        relay = msgspec.structs.replace(stream, **{"duration_s": seconds, "url": url})
         keys[device] = station.broadcasting.relay_now(
             [Target("device", device)], relay, by="bt", level="normal", label="VOV1",
             approved=True,

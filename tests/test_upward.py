@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -226,7 +227,7 @@ def test_two_replicas_send_each_record_once(sessions):
 def test_a_wrong_token_is_refused_and_retried_not_lost(sessions):
     clock = Clock(T0)
     with Reference() as ref:
-        up = Upward(sessions, settings(ref).model_copy(update={"token": "sai"}), clock)
+        up = Upward(sessions, msgspec.structs.replace(settings(ref), token="sai"), clock)
         up.produce(clock.ms)
         up.send_due(clock.ms)
         assert ref.taken == [] and ref.refused == [(401, "token")]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import msgspec
+from msgspec import Meta
 
 from protocol.commands import ClipRef
 
@@ -29,24 +30,21 @@ PROBE_TIMEOUT_S = 30.0
 MAX_NAME = 80  # characters of a file's name that a message repeats
 
 
-class ClipSettings(BaseModel):
-    """The delivery format; one per site, so that every speaker gets the same."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ClipSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The delivery format; one per site, so that every speaker gets the same. Built from
+    outside input with ``plumbing.validation.convert``, which checks the bounds."""
 
     codec: Literal["mp3", "opus"] = "mp3"
-    bitrate_kbps: Annotated[int, Field(ge=8, le=320)] = 64
+    bitrate_kbps: Annotated[int, Meta(ge=8, le=320)] = 64
     sample_rate: Literal[48000, 44100] = 48000
-    target_lufs: Annotated[float, Field(ge=-40.0, le=-5.0)] = -16.0
-    true_peak_dbtp: Annotated[float, Field(ge=-9.0, le=0.0)] = -1.5
-    max_input_bytes: Annotated[int, Field(ge=1)] = 200_000_000
-    max_duration_s: Annotated[float, Field(gt=0)] = 2 * 3600.0
+    target_lufs: Annotated[float, Meta(ge=-40.0, le=-5.0)] = -16.0
+    true_peak_dbtp: Annotated[float, Meta(ge=-9.0, le=0.0)] = -1.5
+    max_input_bytes: Annotated[int, Meta(ge=1)] = 200_000_000
+    max_duration_s: Annotated[float, Meta(gt=0)] = 2 * 3600.0
 
-    @model_validator(mode="after")
-    def _opus_rate(self) -> ClipSettings:
+    def __post_init__(self) -> None:
         if self.codec == "opus" and self.sample_rate != 48000:
             raise ValueError("Opus is always 48000 Hz")
-        return self
 
 
 class ClipError(Exception):

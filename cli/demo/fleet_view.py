@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as paho
 
 from plumbing.clock import wall_ms
@@ -102,19 +103,19 @@ class FleetView:
             view.seen_ms = now
             if leaf == "status":
                 before = view.status.state if view.status else None
-                view.status = Status.model_validate(doc)
+                view.status = msgspec.convert(doc, Status, strict=False)
                 if view.status.state != before:
                     self.on_change(device, view.status.state)
             elif leaf == "telemetry":
-                view.telemetry = Telemetry.model_validate(doc)
+                view.telemetry = msgspec.convert(doc, Telemetry, strict=False)
             elif leaf == "event":
-                event = Event.model_validate(doc)
+                event = msgspec.convert(doc, Event, strict=False)
                 if event.id not in self.event_ids:  # stored once, however often delivered
                     self.event_ids.add(event.id)
                     view.events += 1
                     self.on_event(device, event)
             elif leaf == "ack":
-                view.last_ack = Ack.model_validate(doc)
+                view.last_ack = msgspec.convert(doc, Ack, strict=False)
                 waiter = self._acks.pop(f"{device}/{view.last_ack.cmd}", None)
                 if waiter is not None:
                     waiter.at, waiter.ack = time.monotonic(), view.last_ack

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel
+import msgspec
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -155,8 +155,7 @@ def sample_of(
     device: str, t: Telemetry, received_ms: int, payload: bytes | None = None, ticket: Any = None
 ) -> Sample:
     """The sample ``t`` (sent as ``payload``) as the writer takes it; the model may go."""
-    extra = t.__pydantic_extra__ or {}
-    disk_pct = extra.get("disk_free_pct")
+    disk_pct = t.disk_free_pct
     clock = t.clock
     synced = clock.synced
     return (
@@ -172,7 +171,7 @@ def sample_of(
         float(t.outbox_len),
         clock.offset_ms,
         t.network.signal_dbm,
-        float(disk_pct) if isinstance(disk_pct, int | float) else None,
+        disk_pct,
         synced if isinstance(synced, bool) else None,
         t.outbox_len,
         _json_source(t, payload),
@@ -294,15 +293,18 @@ def _state_row(s: Sample) -> tuple[Any, ...]:
     )
 
 
-def _json_source(msg: BaseModel, payload: bytes | None) -> bytes | str:
+def _json_source(msg: Telemetry, payload: bytes | None) -> bytes | str:
     """The sample's JSON: as sent, when it is strict JSON, which the database needs.
 
-    pydantic accepts NaN and Infinity, which PostgreSQL's json type refuses (the
-    whole batch would fail), so a payload with them is written with nulls.
+    The uplink reads NaN and Infinity (protocol.uplink.read_uplink), which PostgreSQL's
+    json type refuses (the whole batch would fail), so a payload with them is written
+    with nulls.
     """
-    if payload is not None and b"NaN" not in payload and b"Infinity" not in payload:
+    if payload is None:
+        return json.dumps(msgspec.to_builtins(msg), ensure_ascii=False)
+    if b"NaN" not in payload and b"Infinity" not in payload:
         return payload
-    return json.dumps(_finite(msg.model_dump(mode="python")), ensure_ascii=False)
+    return json.dumps(_finite(json.loads(payload)), ensure_ascii=False)
 
 
 def _finite(value: Any) -> Any:

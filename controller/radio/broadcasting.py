@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pydantic import ValidationError
+import msgspec
 from sqlalchemy import bindparam, event, or_, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -58,7 +58,15 @@ from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher
 from plumbing.clock import wall_ms
-from protocol.commands import BroadcastPlay, BroadcastStop, BroadcastStream, StreamRef, Strict
+from plumbing.validation import Faults, convert
+from protocol.commands import (
+    BroadcastPlay,
+    BroadcastStop,
+    BroadcastStream,
+    StreamRef,
+    Strict,
+    checked,
+)
 from protocol.envelope import seal
 from protocol.uplink import Ack
 
@@ -195,7 +203,7 @@ class Broadcasting:
             relay = request["relay"]
             sent = self.relay_now(
                 [Target(t["kind"], t["id"]) for t in request["targets"]],
-                StreamRef.model_validate(relay["stream"]),
+                convert(relay["stream"], StreamRef),
                 by=by,
                 level=relay["level"],
                 label=relay["label"],
@@ -247,17 +255,19 @@ class Broadcasting:
         try:
             if clip_sha256 is not None:
                 clip = self.library.ref(clip_sha256, self.clip_base_url)
-                body = BroadcastPlay(
-                    clip=clip,
-                    priority=priority,
-                    gain_db=gain_db,
-                    repeat=request["repeat"],
-                    at=at,
-                    label=label,
+                body = checked(
+                    BroadcastPlay(
+                        clip=clip,
+                        priority=priority,
+                        gain_db=gain_db,
+                        repeat=request["repeat"],
+                        at=at,
+                        label=label,
+                    )
                 )
                 kind = "play"
             else:
-                body = BroadcastStream.model_validate(
+                body = convert(
                     {
                         "url": stream_url,
                         "duration_s": request["stream_duration_s"],
@@ -266,18 +276,19 @@ class Broadcasting:
                         "at": at,
                         "label": label,
                         "device_auth": request.get("device_auth", False),
-                    }
+                    },
+                    BroadcastStream,
                 )
                 kind = "stream"
         except NotFound as exc:
             raise Invalid("unknown_clip", exc.message_vi, exc.message_en) from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
+        except Faults as exc:
+            first = exc.problems[0]
+            where = ".".join(str(p) for p in first.loc)
             raise Invalid(
                 "bad_broadcast",
-                f"Lệnh phát không hợp lệ ({where}): {err['msg']}",
-                f"Invalid broadcast ({where}): {err['msg']}",
+                f"Lệnh phát không hợp lệ ({where}): {first.msg}",
+                f"Invalid broadcast ({where}): {first.msg}",
             ) from None
         return kind, body
 
@@ -315,7 +326,7 @@ class Broadcasting:
                     self.fleet.members(target)
                 request = {
                     "targets": [{"kind": t.kind, "id": t.id} for t in targets],
-                    "relay": {"stream": stream.model_dump(mode="json"), "level": level,
+                    "relay": {"stream": msgspec.to_builtins(stream), "level": level,
                               "label": label},
                 }  # fmt: skip
                 if commune is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
-from pydantic import ValidationError
+import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,17 +65,18 @@ from controller.radio.targets import LEVELS, Clock, Fleet, Target
 from controller.site.directory import Site
 from controller.site.documents import Publisher, mark_delivered, sign_next
 from plumbing.clock import wall_ms
+from plumbing.validation import Faults, convert
 from protocol.commands import DEFAULT_TZ, ClipRef, ScheduleItem, ScheduleSet
 from protocol.envelope import MAX_PAYLOAD_BYTES, seal
 
 
-def _invalid(exc: ValidationError) -> Invalid:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "entry"
+def _invalid(exc: Faults) -> Invalid:
+    first = exc.problems[0]
+    where = ".".join(str(p) for p in first.loc) or "entry"
     return Invalid(
         "bad_entry",
-        f"Lịch phát không hợp lệ ({where}): {err['msg']}",
-        f"Invalid schedule entry ({where}): {err['msg']}",
+        f"Lịch phát không hợp lệ ({where}): {first.msg}",
+        f"Invalid schedule entry ({where}): {first.msg}",
     )
 
 
@@ -356,8 +357,9 @@ class Scheduling:
         row.enabled, row.updated_ms = entry.enabled, now
         items = self._items(session, row)  # the wire schema's checks
         try:
-            doc = ScheduleSet(version=1, tz=row.tz, items=items)
-        except ValidationError as exc:
+            wire = {"version": 1, "tz": row.tz, "items": msgspec.to_builtins(items)}
+            doc = convert(wire, ScheduleSet)
+        except Faults as exc:
             raise _invalid(exc) from None
         topic = entry.target.topic(self.fleet.topics, "schedule")
         # an entry whose times are past may still be renamed or disabled, not moved there
@@ -392,24 +394,26 @@ class Scheduling:
                     f"Không có tệp âm thanh {row.clip_sha256[:12]} trong thư viện",
                     f"No clip {row.clip_sha256[:12]} in the library",
                 )
-            clip = ClipRef(
-                sha256=found.sha256,
-                url=clip_url(self.clip_base_url, found.sha256),
-                bytes=found.size_bytes,
-                duration_ms=found.duration_ms,
-            ).model_dump()
+            clip = msgspec.to_builtins(
+                ClipRef(
+                    sha256=found.sha256,
+                    url=clip_url(self.clip_base_url, found.sha256),
+                    bytes=found.size_bytes,
+                    duration_ms=found.duration_ms,
+                )
+            )
         stream = None
         if row.station_id is not None:  # the station's stream as it is now
             duration = row.stream_duration_s or 0
             ref = station_stream(
                 session, row.station_id, duration, self.clip_base_url, self.streams
             )
-            stream = ref.model_dump()
+            stream = msgspec.to_builtins(ref)
         elif row.stream_url is not None or row.stream_duration_s is not None:
             stream = {"url": row.stream_url, "duration_s": row.stream_duration_s}
         try:
             return [
-                ScheduleItem.model_validate(
+                convert(
                     {
                         "id": wire_id,
                         "label": row.label,
@@ -422,11 +426,12 @@ class Scheduling:
                         "until": row.until,
                         "exdates": row.exdates,
                         "lang": row.lang,
-                    }
+                    },
+                    ScheduleItem,
                 )
                 for wire_id, dtstart in item_times(row.item_id, row.dtstart, list(row.times))
             ]
-        except ValidationError as exc:
+        except Faults as exc:
             raise _invalid(exc) from None
 
     # documents
@@ -460,10 +465,10 @@ class Scheduling:
             )
         items = sorted((i for row in rows for i in self._items(session, row)), key=lambda i: i.id)
         try:
-            return ScheduleSet(
-                version=version, tz=zones.pop() if zones else DEFAULT_TZ, items=items
-            )
-        except ValidationError as exc:
+            tz = zones.pop() if zones else DEFAULT_TZ
+            wire = {"version": version, "tz": tz, "items": msgspec.to_builtins(items)}
+            return convert(wire, ScheduleSet)  # built from dicts: __init__ would raise unlisted
+        except Faults as exc:
             raise _invalid(exc) from None
 
     def _check_target(self, session: Session, target: Target) -> None:

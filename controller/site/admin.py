@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -187,7 +188,7 @@ def signed_groups(
     """
 
     def build(version: int, last: dict[str, Any] | None) -> ConfigSet:
-        return ConfigSet.model_validate({**(last or {}), "version": version, "groups": groups})
+        return msgspec.convert({**(last or {}), "version": version, "groups": groups}, ConfigSet)
 
     topic = Topics(site.root).dev(device_id, "config")
     with sessions.begin() as session:

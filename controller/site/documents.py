@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 from sqlalchemy.orm import Session
 
 from controller.db.broadcast_tables import PublishedDocumentRow
@@ -92,7 +93,7 @@ def to_resend(session: Session, topic: str, *, key: SigningKey, now_ms: int) -> 
         raise ValueError(f"a stored document of unknown type {row.doc_type!r} on {topic}")
 
     def same_body(version: int, last: dict[str, Any] | None) -> Strict:
-        return model.model_validate({**(last or {}), "version": version})
+        return msgspec.convert({**(last or {}), "version": version}, model)
 
     return sign_next(session, topic, row.doc_type, build=same_body, key=key, now_ms=now_ms)
 

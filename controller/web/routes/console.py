@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -201,7 +202,7 @@ def send(
         info = station.broadcasting.device_command(
             kind, targets, body, by=who.name, commune=who.commune
         )
-    details: dict[str, Any] = {"command": info.id, **body.model_dump()}
+    details: dict[str, Any] = {"command": info.id, **msgspec.to_builtins(body)}
     details["devices"] = [a.device for a in info.acks]
     audit(db, who, ACTIONS[kind], ",".join(f"{t.kind}:{t.id}" for t in targets), details)
     db.commit()
