@@ -6,11 +6,18 @@ times) is the floor any MQTT agent in Python pays; the ratio carries over to
 other machines where the absolute figures do not.
 
     .venv/bin/python -m bench.agent_footprint --seconds 60
+    .venv/bin/python -m bench.agent_footprint --seconds 30 --play
+
+With ``--play`` the agent is measured after it has played: a signed
+``device.test_tone`` (the command a technician sends), sampled once the
+speaker has told its ``play.finished``, so its spare decoder is waiting
+(for the shipped 120 s) and what playing loaded stays loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -18,11 +25,13 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import tomli_w
 
-from bench._fleet import ROOT, BenchSite
+from bench._fleet import ROOT, BenchSite, Controller
+from protocol.envelope import seal
 
 MIB = 1024 * 1024
 TARGET_RSS_MB = 50.0  # the issue's figure, read strictly as 50 000 000 bytes (47.7 MiB)
@@ -161,15 +170,31 @@ def report(agent: Series, base: Series, seconds: int) -> None:
     print(f"  CPU <= {TARGET_CPU_PCT:.0f}% of a core: {cpu:6.3f}  {verdict(cpu <= TARGET_CPU_PCT)}")
 
 
-def set_speaker(config: Path, keep_s: float) -> None:
-    """The device's configuration with the spare decoder's idle time set."""
+def set_speaker(config: Path, **settings: object) -> None:
+    """The device's configuration with these ``[speaker]`` settings."""
     doc = tomllib.loads(config.read_text(encoding="utf-8"))
-    doc.setdefault("speaker", {})["spare_decoder_keep_s"] = keep_s
+    doc.setdefault("speaker", {}).update(settings)
     config.write_text(tomli_w.dumps(doc), encoding="utf-8")
 
 
 def verdict(met: bool) -> str:
     return "PASS" if met else "MISS"
+
+
+def play_tone(controller: Controller, bench: BenchSite, root: str) -> None:
+    """A 1 s test tone, signed as the controller signs it; back once it has played."""
+    to = f"{root}/dev/{DEVICE}/cmd"
+    body = {"frequency_hz": 1000, "duration_s": 1.0}
+    now = time.time_ns() // 1_000_000
+    controller.publish(to, seal("device.test_tone", body, bench.site.signing_key(), now, to=to))
+
+    def finished(msg: Any) -> bool:  # a paho message
+        if not msg.topic.endswith("/event"):
+            return False
+        return bool(json.loads(msg.payload)["type"] == "play.finished")
+
+    controller.wait_for(finished, timeout_s=60)
+    print("the agent has played a 1 s test tone", flush=True)
 
 
 def main() -> int:
@@ -181,15 +206,23 @@ def main() -> int:
         default=None,
         help="[speaker] spare_decoder_keep_s for the agent (default: the shipped 120 s)",
     )
+    parser.add_argument("--play", action="store_true", help="measure after a test tone has played")
     args = parser.parse_args()
 
     with BenchSite([DEVICE]) as bench:
-        controller = bench.controller([f"{bench.site.root}/dev/{DEVICE}/status"])
+        root = bench.site.root
+        controller = bench.controller([f"{root}/dev/{DEVICE}/status", f"{root}/dev/{DEVICE}/event"])
         baseline = bench.spawn_paho(IDLE_BODY)
         if args.spare_keep_s is not None:
-            set_speaker(bench.site.device_config_path(DEVICE), args.spare_keep_s)
+            set_speaker(
+                bench.site.device_config_path(DEVICE), spare_decoder_keep_s=args.spare_keep_s
+            )
+        if args.play:  # no sound card here: the lowest layer is a WAV file, as in the tests
+            set_speaker(bench.site.device_config_path(DEVICE), sink="wav")
         agent = bench.spawn_agent(DEVICE)
         bench.wait_online(controller, DEVICE)
+        if args.play:
+            play_tone(controller, bench, root)
         time.sleep(SETTLE_S)
         a = Series("agent", psutil.Process(agent.pid))
         b = Series("paho baseline", psutil.Process(baseline.pid))
