@@ -16,21 +16,38 @@ apps (the tests) can still collect them.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 YOUNG_THRESHOLD = 10_000  # CPython's default is 700 (3.11, 3.12)
 
 
+class _Collector:
+    """The apps inside long_lived(): the collector is process-wide, so the last one out
+    hands it back as the first one in found it."""
+
+    lock = threading.Lock()
+    running = 0
+    before = gc.get_threshold()
+
+
 @contextmanager
 def long_lived() -> Iterator[None]:
     """Frozen start-up objects and rarer young collections while the server runs."""
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, *before[1:])
+    c = _Collector
+    with c.lock:
+        if c.running == 0:
+            c.before = gc.get_threshold()
+            gc.set_threshold(YOUNG_THRESHOLD, *c.before[1:])
+        c.running += 1
+        gc.collect()
+        gc.freeze()  # a later app's start-up objects too
     try:
         yield
     finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        with c.lock:
+            c.running -= 1
+            if c.running == 0:
+                gc.set_threshold(*c.before)
+                gc.unfreeze()

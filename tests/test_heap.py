@@ -28,3 +28,16 @@ def test_long_lived_freezes_then_hands_everything_back():
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
     assert any(o is kept for o in gc.get_objects())  # the collector's again
+
+
+def test_two_apps_in_one_process_hand_back_only_when_both_have_stopped():
+    before = gc.get_threshold()
+    first, second = long_lived(), long_lived()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD  # the second still runs
+    assert gc.get_freeze_count() > 0
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
