@@ -5,14 +5,16 @@ on a WavFileSink, waits ``--settle-s`` (the agent connecting, its first
 telemetry), then takes a play-now request, the way a ``broadcast.play``
 without ``at`` comes, and a second one once the first has ended. It prints
 the lateness of each (actual first sample - planned, where planned is when
-the request came) and which decoders it used. The two kinds alternate in the
-same run:
+the request came) and which decoders it used. The clip is MP3, as prepared
+clips are. The three kinds alternate in the same run:
 
-- **warm**: the player as built: its decoder pool starts a spare ffmpeg as
+- **native**: the player as a speaker builds it when mpg123 is installed: no
+  ffmpeg waits, and each play starts an mpg123 (broadcast.audio.native_decoders);
+- **warm**: the player before that: its decoder pool starts a spare ffmpeg as
   the player thread starts, so the first play takes one already running;
 - **cold**: the same player with the warm-up left out (what every first play
-  did before): the first play starts its ffmpeg on demand, and the pool its
-  spare beside it.
+  did before that): the first play starts its ffmpeg on demand, and the pool
+  its spare beside it.
 
     .venv/bin/python -m bench.first_play --trials 20
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from bench.start_accuracy import percentile
 from broadcast.audio.decode import DecoderPool
+from broadcast.audio.native_decoders import NativeDecoders
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import WavFileSink
@@ -49,7 +52,8 @@ class UnwarmedPool(DecoderPool):
 def tone(path: Path) -> Path:
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-         f"sine=frequency=440:sample_rate=48000:duration={CLIP_S}", "-ac", "1", str(path)],
+         f"sine=frequency=440:sample_rate=48000:duration={CLIP_S}", "-ac", "1",
+         "-c:a", "libmp3lame", "-b:a", "64k", str(path)],
         check=True, stdin=subprocess.DEVNULL, timeout=30,
     )  # fmt: skip
     return path
@@ -66,7 +70,13 @@ def trial(work: Path, kind: str, clip: Path, settle_s: float) -> None:
         elif isinstance(body, PlayFinished):
             done.set()
 
-    pool = DecoderPool() if kind == "warm" else UnwarmedPool()
+    if kind == "native":
+        small = NativeDecoders.find()
+        if small is None:
+            raise SystemExit("needs mpg123 (apt install mpg123)")
+        pool = DecoderPool(spares=0, native=small.open)
+    else:
+        pool = DecoderPool() if kind == "warm" else UnwarmedPool()
     player = Player(WavFileSink(work / "played"), on_event=on_event, decoders=pool)
     time.sleep(settle_s)
     for key in ("first", "second"):
@@ -98,24 +108,26 @@ def main() -> None:
         return
 
     print(f"load average before: {os.getloadavg()[0]:.2f}; nproc {os.cpu_count()}")
-    results: dict[str, list[tuple[float, float, int]]] = {"cold": [], "warm": []}
+    kinds = ("native", "cold", "warm")
+    results: dict[str, list[tuple[float, float, int, int]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="xaso-bench-first-") as tmp:
-        clip = tone(Path(tmp) / "tone.wav")
+        clip = tone(Path(tmp) / "tone.mp3")
         for n in range(args.trials):
-            for kind in ("cold", "warm") if n % 2 == 0 else ("warm", "cold"):
+            for kind in kinds[n % 3 :] + kinds[: n % 3]:
                 work = Path(tmp) / f"{kind}-{n}"
                 argv = [sys.executable, "-m", "bench.first_play", "--settle-s",
                         str(args.settle_s), "--trial", kind, str(work), str(clip)]  # fmt: skip
                 out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
                 got = json.loads(out.stdout.strip().splitlines()[-1])
-                results[kind].append((got["first"], got["second"], got["decoders"]["cold"]))
+                taken = got["decoders"]
+                results[kind].append((got["first"], got["second"], taken["cold"], taken["native"]))
     print(f"\nplay-now lateness (actual first sample - arrival), {args.trials} starts of each")
-    for kind in ("cold", "warm"):
+    for kind in kinds:
         runs = results[kind]
-        print(summary(f"{kind}: first play after start", [first for first, _, _ in runs]))
-        print(summary(f"{kind}: second play", [second for _, second, _ in runs]))
-        on_demand = sum(cold for _, _, cold in runs)
-        print(f"{'':<30} decoders started on demand: {on_demand} in {len(runs)} starts")
+        print(summary(f"{kind}: first play after start", [run[0] for run in runs]))
+        print(summary(f"{kind}: second play", [run[1] for run in runs]))
+        cold, small = sum(run[2] for run in runs), sum(run[3] for run in runs)
+        print(f"{'':<30} ffmpeg started on demand: {cold}, mpg123: {small}, in {len(runs)} starts")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

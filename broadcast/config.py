@@ -47,6 +47,9 @@ class SpeakerSection(Section, frozen=True, kw_only=True):
     # this long with nothing to play, and is started again when something is queued
     # (seconds ahead of a scheduled item, within an emergency's lead)
     spare_decoder_keep_s: Annotated[float, Meta(ge=0, le=86_400)] = 120.0
+    # MP3 and Opus clips through mpg123 and opusdec when installed: a few MiB each, and
+    # no spare ffmpeg waits (false: ffmpeg for every clip, with its spare)
+    native_decoders: bool = True
     # the hall speaker of these kiosks: plays their calls (`xaso device add --calls-from`)
     calls_from: list[DeviceId] = []
     # a call is said late rather than never (the kiosk's outbox after a network drop, other

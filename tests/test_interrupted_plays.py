@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from broadcast.play_marks import SETTING, PlayMarks
 from protocol.events import PlayFinished, PlayMissed, PlayStarted
 from tests.test_speaker import DEV, events, item, local_in, schedule_doc, wait_event
@@ -109,9 +111,8 @@ def test_a_stop_mid_play_is_told_as_stopped_and_nothing_more_after_a_crash(radio
     assert events(probe, "play.interrupted") == []  # told before agent.started, or never
 
 
-def test_the_first_play_after_a_start_takes_a_decoder_started_ahead(radio, probe):
-    clip = radio.clip(880, 0.5)
-    radio.spawn()
+def first_play(radio, probe, clip: dict) -> tuple[dict, dict]:
+    """The first play after a start, on time, and the telemetry after it."""
     probe.status_is(DEV, "online")
     probe.publish(
         CMD, radio.fleet.seal("broadcast.play", {"clip": clip, "priority": 5}, cmd_id="p", to=CMD)
@@ -126,8 +127,30 @@ def test_the_first_play_after_a_start_takes_a_decoder_started_ahead(radio, probe
             and sum(m.json()["audio"]["decoders"].values()) >= 1
         )
     ).json()
+    return started, telemetry
+
+
+def ffmpeg_children(agent) -> list[str]:
+    kids = psutil.Process(agent.proc.pid).children(recursive=True)
+    return [p.name() for p in kids if p.name() == "ffmpeg"]
+
+
+def test_the_first_play_after_a_start_needs_no_decoder_waiting(radio, probe):
+    clip = radio.clip(880, 0.5, fmt="mp3")  # as clips are prepared
+    agent = radio.spawn()
+    _, telemetry = first_play(radio, probe, clip)
+    # mpg123, started for the clip: no ffmpeg was waiting for it, nor is one after
+    assert telemetry["audio"]["decoders"] == {"warm": 0, "cold": 0, "native": 1}
+    wait_event(probe, "play.finished", "p")
+    assert ffmpeg_children(agent) == []
+
+
+def test_without_small_decoders_the_first_play_takes_an_ffmpeg_started_ahead(radio, probe):
+    clip = radio.clip(880, 0.5, fmt="mp3")
+    radio.spawn(native_decoders=False)
+    _, telemetry = first_play(radio, probe, clip)
     # its ffmpeg was started with the agent, before the command came
-    assert telemetry["audio"]["decoders"] == {"warm": 1, "cold": 0}
+    assert telemetry["audio"]["decoders"] == {"warm": 1, "cold": 0, "native": 0}
 
 
 # the mark's rules, on a settings double

@@ -55,7 +55,7 @@ def test_an_idle_pool_lets_its_spare_go_after_keep_s_and_starts_it_again_on_dema
         assert pool.waiting == 1 and ffmpeg_children() == before + 1
         decoder = pool.take()  # the warm one, and a new spare behind it
         decoder.close()
-        assert pool.taken == {"warm": 1, "cold": 0} and pool.waiting == 1
+        assert pool.taken == {"warm": 1, "cold": 0, "native": 0} and pool.waiting == 1
         clock.s += 60
         assert pool.release_idle() == pytest.approx(60.0)  # a take counts as use
     finally:
@@ -89,7 +89,7 @@ def test_a_player_lets_its_spare_go_when_idle_and_plays_the_next_clip_from_a_war
         (record,) = [e for e in rig.sink.played() if e["key"] == "after-idle"]
         assert_tone(samples(rig.sink.dir / record["file"]), 440, 1.0)
         # queued, it started a spare at once, and the play took that warm one
-        assert pool.taken == {"warm": 1, "cold": 0}
+        assert pool.taken == {"warm": 1, "cold": 0, "native": 0}
         until("the spare behind it is let go once idle again", lambda: pool.released == 2)
     finally:
         rig.player.close()

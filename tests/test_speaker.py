@@ -48,11 +48,11 @@ class Radio:
         self.tmp = tmp
         self.played = tmp / "played"
 
-    def clip(self, freq_hz: float, seconds: float) -> dict:
-        path = tone_file(self.tmp / f"tone-{freq_hz}-{seconds}.wav", freq_hz, seconds, fmt="wav")
+    def clip(self, freq_hz: float, seconds: float, fmt: str = "wav") -> dict:
+        path = tone_file(self.tmp / f"tone-{freq_hz}-{seconds}.{fmt}", freq_hz, seconds, fmt=fmt)
         data = path.read_bytes()
         sha = hashlib.sha256(data).hexdigest()
-        (self.clip_dir / f"{sha}.wav").write_bytes(data)
+        (self.clip_dir / f"{sha}.{fmt}").write_bytes(data)
         return {
             "sha256": sha,
             "url": f"{self.base}/api/clips/{sha}",
@@ -60,10 +60,9 @@ class Radio:
             "duration_ms": int(seconds * 1000),
         }
 
-    def spawn(self):
-        return self.fleet.spawn(
-            DEV, sections={"speaker": {"sink": "wav", "wav_dir": str(self.played)}}
-        )
+    def spawn(self, **speaker: object):
+        section = {"sink": "wav", "wav_dir": str(self.played), **speaker}
+        return self.fleet.spawn(DEV, sections={"speaker": section})
 
     def recordings(self) -> list[dict]:
         log = self.played / "played.jsonl"

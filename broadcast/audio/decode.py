@@ -11,8 +11,9 @@ emergency has to cut in. So a clip decoder is started *before* its clip is
 known: it waits on its stdin for a concat script naming the file, and reads
 its gain from a command file when its filter graph comes up, which ffmpeg does
 only once the first frame is decoded, after the file is named. The price is
-one idle ffmpeg (about 37 MiB of private memory here); ``DecoderPool(spares=0)``
-does without it.
+one idle ffmpeg (about 47 MiB RSS, 38 MiB private here); ``DecoderPool(spares=0)``
+does without it, and a speaker does when mpg123 and opusdec are there to take
+its clips (broadcast.audio.native_decoders).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ PCM_ARGS = ["-map", "0:a:0", "-f", "s16le", "-ac", str(CHANNELS), "-ar", str(RAT
 STALL_TIMEOUT_S = 10.0  # ffmpeg silent this long while it should be producing: wedged
 EXIT_TIMEOUT_S = 5.0
 SAFE_PATH = re.compile(r"[\w/.-]+")  # needs no escaping inside an ffmpeg filter graph
-CONTEXT = re.compile(r"^\[[^]]* @ 0x[0-9a-f]+\] ")  # "[mp3 @ 0x55d0...] " before a message
+# "[mp3 @ 0x55d0...] " (ffmpeg) or "[src/streamdump.c:stream_open():600] " (mpg123)
+CONTEXT = re.compile(r"^\[(?:[^]]* @ 0x[0-9a-f]+|[\w/.]+:\w+\(\):\d+)\] ")
 
 
 class DecodeError(Exception):
@@ -65,21 +67,26 @@ def volume_arg(gain_db: float) -> str:
     return "0" if gain_db == -math.inf else f"{gain_db:.2f}dB"
 
 
-class FfmpegPipe:
-    """One ffmpeg writing PCM to a pipe, read with timeouts so the reader stays responsive."""
+class PcmPipe:
+    """One decoder process writing PCM to a pipe, read with timeouts so the reader
+    stays responsive. ``package`` names what to install when the program is missing."""
 
-    def __init__(self, ffmpeg: str, args: list[str], *, feed: bool = False) -> None:
+    def __init__(
+        self, argv: list[str], *, feed: bool = False, package: str = "ffmpeg", discard: int = 0
+    ) -> None:
+        self.tool = os.path.basename(argv[0])
+        self._discard = discard  # bytes of output thrown away first (a start part-way)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         try:
             self.proc = subprocess.Popen(
-                [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *args],
+                argv,
                 stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
             )
         except FileNotFoundError as exc:
             self._stderr.close()
-            raise DecodeError(f"{ffmpeg!r} not found: install ffmpeg") from exc
+            raise DecodeError(f"{argv[0]!r} not found: install {package}") from exc
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
         self._buf = bytearray()
@@ -104,9 +111,13 @@ class FfmpegPipe:
             ready, _, _ = select.select([self._fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 return
-            data = os.read(self._fd, nbytes - len(self._buf))
+            data = os.read(self._fd, nbytes - len(self._buf) + self._discard)
             if data:
                 self._buf += data
+                if self._discard:
+                    cut = min(self._discard, len(self._buf))
+                    del self._buf[:cut]
+                    self._discard -= cut
             else:
                 self.eof = True
 
@@ -122,13 +133,13 @@ class FfmpegPipe:
         try:
             code = self.proc.wait(EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            return "ffmpeg closed its output but did not exit"
+            return f"{self.tool} closed its output but did not exit"
         if code == 0:
             return None
         self._stderr.seek(0)
         text = self._stderr.read().decode(errors="replace")
         lines = [CONTEXT.sub("", line) for line in text.splitlines() if line.strip()]
-        return "; ".join(lines[-3:]) or f"ffmpeg exited with status {code}"
+        return "; ".join(lines[-3:]) or f"{self.tool} exited with status {code}"
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -141,45 +152,28 @@ class FfmpegPipe:
                     f.close()
 
 
-class Decoder:
-    """One pass of one clip; its ffmpeg is started ahead, before the clip is known."""
+class FfmpegPipe(PcmPipe):
+    """ffmpeg with ``args``, quiet but for errors."""
 
-    def __init__(self, ffmpeg: str = "ffmpeg") -> None:
-        # named now, written by start(), gone once ffmpeg has read it: a spare leaves no file
-        name = os.path.join(tempfile.gettempdir(), f"xaso-gain-{secrets.token_hex(8)}.cmd")
-        if not SAFE_PATH.fullmatch(name):
-            raise DecodeError(f"temp dir {name!r} has characters ffmpeg filters cannot take")
-        self._gain_file = Path(name)
-        args = ["-protocol_whitelist", "pipe,file", "-f", "concat", "-safe", "0", "-i", "pipe:0"]
-        args += ["-af", f"asendcmd=f={name},volume@gain=1", *PCM_ARGS]
-        self._ff = FfmpegPipe(ffmpeg, args, feed=True)
-        self.path: Path | None = None
+    def __init__(self, ffmpeg: str, args: list[str], *, feed: bool = False) -> None:
+        argv = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+        super().__init__(argv, feed=feed)
 
-    def alive(self) -> bool:
-        return self.path is not None or not self._ff.exited()
 
-    def start(self, path: Path, *, gain_db: float = 0.0, start_ms: float = 0) -> None:
-        """Name the clip: audio starts flowing within milliseconds."""
+class PipeDecoder:
+    """One pass of one clip through a decoder process's pipe."""
+
+    def __init__(self, pipe: PcmPipe, path: Path | None = None) -> None:
+        self._ff = pipe
         self.path = path
-        self._gain_file.write_text(f"0 volume@gain volume {volume_arg(gain_db)};\n")
-        quoted = str(path.resolve()).replace("'", "'\\''")
-        script = f"ffconcat version 1.0\nfile 'file:{quoted}'\n"
-        if start_ms > 0:
-            script += f"inpoint {start_ms / 1000:.3f}\n"
-        try:
-            self._ff.stdin.write(script.encode())
-            self._ff.stdin.close()
-        except BrokenPipeError as exc:
-            raise DecodeError(f"{path.name}: the decoder died before it was used") from exc
 
     def finished_decoding(self) -> bool:
-        """ffmpeg has exited: what is left is in the pipe, time to start whatever comes next."""
+        """The decoder has exited: what is left is in the pipe, time to start whatever
+        comes next."""
         return self._ff.exited()
 
     def _fill(self, nbytes: int, timeout_s: float) -> None:
         self._ff.fill(nbytes, timeout_s)
-        if self._ff.buffered or self._ff.eof:  # audio out: the filter graph has read the gain
-            self._gain_file.unlink(missing_ok=True)
 
     def fill(self, nbytes: int, timeout_s: float) -> bool:
         """Decode ahead; True once ``nbytes`` are ready or the clip has ended."""
@@ -206,7 +200,50 @@ class Decoder:
 
     def close(self) -> None:
         self._ff.close()
+
+
+class Decoder(PipeDecoder):
+    """An ffmpeg started ahead, before its clip is known."""
+
+    def __init__(self, ffmpeg: str = "ffmpeg") -> None:
+        # named now, written by start(), gone once ffmpeg has read it: a spare leaves no file
+        name = os.path.join(tempfile.gettempdir(), f"xaso-gain-{secrets.token_hex(8)}.cmd")
+        if not SAFE_PATH.fullmatch(name):
+            raise DecodeError(f"temp dir {name!r} has characters ffmpeg filters cannot take")
+        self._gain_file = Path(name)
+        args = ["-protocol_whitelist", "pipe,file", "-f", "concat", "-safe", "0", "-i", "pipe:0"]
+        args += ["-af", f"asendcmd=f={name},volume@gain=1", *PCM_ARGS]
+        super().__init__(FfmpegPipe(ffmpeg, args, feed=True))
+
+    def alive(self) -> bool:
+        return self.path is not None or not self._ff.exited()
+
+    def start(self, path: Path, *, gain_db: float = 0.0, start_ms: float = 0) -> None:
+        """Name the clip: audio starts flowing within milliseconds."""
+        self.path = path
+        self._gain_file.write_text(f"0 volume@gain volume {volume_arg(gain_db)};\n")
+        quoted = str(path.resolve()).replace("'", "'\\''")
+        script = f"ffconcat version 1.0\nfile 'file:{quoted}'\n"
+        if start_ms > 0:
+            script += f"inpoint {start_ms / 1000:.3f}\n"
+        try:
+            self._ff.stdin.write(script.encode())
+            self._ff.stdin.close()
+        except BrokenPipeError as exc:
+            raise DecodeError(f"{path.name}: the decoder died before it was used") from exc
+
+    def _fill(self, nbytes: int, timeout_s: float) -> None:
+        self._ff.fill(nbytes, timeout_s)
+        if self._ff.buffered or self._ff.eof:  # audio out: the filter graph has read the gain
+            self._gain_file.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._ff.close()
         self._gain_file.unlink(missing_ok=True)
+
+
+# A decoder that needs no spare (broadcast.audio.native_decoders), or None: not for this clip.
+NativeOpener = Callable[[Path, float, float], PipeDecoder | None]
 
 
 class DecoderPool:
@@ -220,6 +257,11 @@ class DecoderPool:
     nothing has been asked of the pool for that long (``release_idle``), and
     the player warms them again as soon as something is queued: a scheduled
     item is queued seconds ahead, an emergency has its lead.
+
+    ``native`` opens the clips a small decoder can take (MP3 and Opus from the
+    start, broadcast.audio.native_decoders), which start in milliseconds: with
+    it, a speaker keeps no spare (``spares=0``) and ffmpeg starts on demand for
+    the rest.
     """
 
     def __init__(
@@ -228,9 +270,11 @@ class DecoderPool:
         spares: int = 1,
         *,
         keep_s: float | None = None,
+        native: NativeOpener | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ffmpeg = ffmpeg
+        self._native = native
         self.spares = spares
         self.keep_s = keep_s
         self._clock = clock
@@ -238,8 +282,9 @@ class DecoderPool:
         self._lock = threading.Lock()
         self._closed = False
         self._used_s = clock()
-        # decoders handed out: one that was waiting ("warm"), or one started on demand ("cold")
-        self.taken = {"warm": 0, "cold": 0}
+        # decoders handed out: an ffmpeg that was waiting ("warm") or started on demand
+        # ("cold"), or a small decoder started on demand ("native")
+        self.taken = {"warm": 0, "cold": 0, "native": 0}
         self.released = 0  # spares let go after keep_s idle
 
     @property
@@ -269,7 +314,25 @@ class DecoderPool:
             self._ready.clear()
             return None
 
+    def open(self, path: Path, *, gain_db: float = 0.0, start_ms: float = 0) -> PipeDecoder:
+        """A decoder of ``path``, started: a native one if it takes the clip, else ffmpeg."""
+        if self._native is not None:
+            native = self._native(path, gain_db, start_ms)
+            if native is not None:
+                with self._lock:
+                    self._used_s = self._clock()
+                    self.taken["native"] += 1
+                return native
+        decoder = self.take()
+        try:
+            decoder.start(path, gain_db=gain_db, start_ms=start_ms)
+        except DecodeError:
+            decoder.close()
+            raise
+        return decoder
+
     def take(self) -> Decoder:
+        """An ffmpeg waiting for its clip (``Decoder.start``)."""
         with self._lock:
             self._used_s = self._clock()
             while self._ready:

@@ -14,8 +14,8 @@ from typing import Protocol
 from broadcast.audio.decode import (
     STALL_TIMEOUT_S,
     DecodeError,
-    Decoder,
     DecoderPool,
+    PipeDecoder,
     bytes_to_ms,
     ms_to_bytes,
 )
@@ -52,18 +52,12 @@ class ClipSource:
         self._chunk = ms_to_bytes(chunk_ms)
         self._pass = 0
         self._pass_bytes = 0  # delivered from the current pass
-        self._cur: Decoder | None = None
-        self._next: Decoder | None = None
+        self._cur: PipeDecoder | None = None
+        self._next: PipeDecoder | None = None
         self._silent_since: float | None = None
 
-    def _decoder(self, start_ms: float) -> Decoder:
-        decoder = self._pool.take()
-        try:
-            decoder.start(self.path, gain_db=self.gain_db, start_ms=start_ms)
-        except DecodeError:
-            decoder.close()
-            raise
-        return decoder
+    def _decoder(self, start_ms: float) -> PipeDecoder:
+        return self._pool.open(self.path, gain_db=self.gain_db, start_ms=start_ms)
 
     def start(self) -> None:
         if self._cur is None and self._pass < self.repeat:
@@ -100,7 +94,8 @@ class ClipSource:
         elif self._silent_since is None:
             self._silent_since = now
         elif now - self._silent_since > STALL_TIMEOUT_S:
-            raise DecodeError(f"{self.path.name}: ffmpeg produced nothing for {STALL_TIMEOUT_S} s")
+            name = self.path.name
+            raise DecodeError(f"{name}: the decoder produced nothing for {STALL_TIMEOUT_S} s")
 
     def remainder(self, gain_db: float) -> ClipSource:
         offset = (self.start_ms if self._pass == 0 else 0) + bytes_to_ms(self._pass_bytes)
