@@ -67,10 +67,9 @@ def _controller(args: argparse.Namespace) -> int:
         settings = load_settings(Path(args.config))
         from controller.app import serve
 
-        serve(settings)
+        return serve(settings)
     except (SettingsError, MigrationError) as exc:
         return _refuse(exc)
-    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
