@@ -40,7 +40,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
+from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 
 from controller.settings import ControllerSettings
 
@@ -227,11 +227,36 @@ def _named(worker: _Worker, proc: BaseProcess) -> str:
     return f"worker {worker.index} (pid {proc.pid})"
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The port, bound for the workers to listen on together.
+
+    Made as TCP by name (``IPPROTO_TCP``), not as uvicorn's `Config.bind_socket` makes
+    it (protocol 0): asyncio sets TCP_NODELAY only on connections accepted from a socket
+    whose ``proto`` says TCP, and without it each answer waited about 40 ms for the
+    client's delayed ACK (Nagle), a page as much as `/healthz`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve_workers(settings: ControllerSettings, factory: AppFactory) -> int:
     """`xaso controller` with `[http] workers` > 1, each worker serving ``factory(settings)``
     (a module-level function: the workers import it by name); the exit code."""
-    config = uvicorn.Config(factory, **uvicorn_options(settings))
-    sock = config.bind_socket()  # logs where it listens, as one process does
+    uvicorn.Config(factory, **uvicorn_options(settings))  # uvicorn's logging, for ours too
+    host, port = settings.http.host, settings.http.port
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        log.error("cannot listen on %s port %d: %s", host, port, exc.strerror)
+        return STARTUP_FAILURE  # as uvicorn's one process
+    where = f"[{host}]" if ":" in host else host
+    log.info("listening on http://%s:%d with %d workers", where, port, settings.http.workers)
     try:
         return Supervisor(settings, factory, sock, settings.http.workers).run()
     finally:

@@ -4,9 +4,11 @@ killed worker started again, and SIGTERM stopping them all (controller/serving.p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from cli.brokers.mosquitto import Mosquitto, free_port
+from controller.serving import listening_socket
 from controller.settings import SettingsError, load_settings
 from controller.site.directory import Site
 from tests.controller_process import until
@@ -148,6 +151,30 @@ def test_a_fault_at_start_stops_the_command_with_the_workers_reason(tmp_path: Pa
     assert "run `xaso controller migrate --config ...` first" in output
     assert re.search(r"worker \d \(pid \d+\) exited with code 2 before serving: stopping", output)
     assert not re.search(r"\) serving$", output, re.MULTILINE)
+
+
+def test_connections_to_the_workers_socket_send_at_once() -> None:
+    """TCP_NODELAY on what the workers accept: asyncio sets it only when the listening
+    socket says it is TCP, which uvicorn's own bind does not (answers waited 40 ms)."""
+
+    async def accept_one() -> int:
+        sock = listening_socket("127.0.0.1", 0)
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                conn = transport.get_extra_info("socket")
+                accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+            nodelay = await asyncio.wait_for(accepted, 30)
+            writer.close()
+            return nodelay
+
+    assert asyncio.run(accept_one()) != 0
 
 
 def test_workers_must_be_a_whole_number_from_1(tmp_path: Path) -> None:
