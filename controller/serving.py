@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 STOP_WAIT_S = 10.0  # for every worker's graceful stop; within the unit's TimeoutStopSec=15
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
-STEADY_S = 60.0  # a worker that served this long starts again without a pause
+STEADY_S = 60.0  # a worker that ran this long starts again after the shortest pause
 CLEAN_EXITS = (0, -signal.SIGTERM, -signal.SIGINT)  # stopped during its start-up: also clean
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -181,16 +181,12 @@ class Supervisor:
             self.failed = code if code and code > 0 else 1
             self.stopping = True
             return
-        lived = time.monotonic() - worker.started_at
-        worker.backoff_s = (
-            BACKOFF_MIN_S if lived >= STEADY_S else min(worker.backoff_s * 2, BACKOFF_MAX_S)
-        )
-        worker.due = time.monotonic() + worker.backoff_s
+        if time.monotonic() - worker.started_at >= STEADY_S:
+            worker.backoff_s = BACKOFF_MIN_S
+        pause, worker.backoff_s = worker.backoff_s, min(worker.backoff_s * 2, BACKOFF_MAX_S)
+        worker.due = time.monotonic() + pause
         log.warning(
-            "%s exited with code %s; starting it again in %.1f s",
-            _named(worker, proc),
-            code,
-            worker.backoff_s,
+            "%s exited with code %s; starting it again in %.1f s", _named(worker, proc), code, pause
         )
 
     def _stop_all(self) -> int:

@@ -116,8 +116,17 @@ def test_two_workers_serve_as_two_replicas_and_a_dead_one_is_started_again(
 
     os.kill(first[1], signal.SIGKILL)
     until("worker 1 is started again", lambda: served.serving()[1] != first[1])
-    assert f"worker 1 (pid {first[1]}) exited with code -9; starting it again" in served.output()
+    assert f"worker 1 (pid {first[1]}) exited with code -9; starting it again in 0.5 s" in (
+        served.output()
+    )
     until("worker 1 connects again, on its id", lambda: connections(broker, f"{CLIENT_ID}-1") == 2)
+    second = served.serving()[1]
+    os.kill(second, signal.SIGKILL)  # dying again soon: the pause doubles
+    until("worker 1 is started once more", lambda: served.serving()[1] != second)
+    assert f"worker 1 (pid {second}) exited with code -9; starting it again in 1.0 s" in (
+        served.output()
+    )
+    until("worker 1 connects a third time", lambda: connections(broker, f"{CLIENT_ID}-1") == 3)
     assert served.serving()[2] == first[2]  # the other one served on throughout
     assert connections(broker, f"{CLIENT_ID}-2") == 1
     for _ in range(20):  # the kernel deals connections to both; each must answer
