@@ -420,7 +420,7 @@ def serve(settings: ControllerSettings) -> int:
     from controller.serving import serve_workers, uvicorn_options
 
     if settings.http.workers > 1:
-        return serve_workers(settings, create_app)
+        return serve_workers(settings)
     app = create_app(settings)
     uvicorn.run(app, **uvicorn_options(settings))
     return 0

@@ -33,7 +33,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -44,9 +43,9 @@ from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 
 from controller.settings import ControllerSettings
 
-# `controller.app.create_app`, passed in (by name, to each worker): this module imports
-# no app, so the app can import it.
-AppFactory = Callable[[ControllerSettings], Any]
+# The app's factory, by name: each worker imports it; the parent never does, so it stays
+# small (the whole app is 100 MB of a worker's memory), and the app may import this module.
+APP_FACTORY = "controller.app:create_app"
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class _Worker:
 
 class Supervisor:
     def __init__(
-        self, settings: ControllerSettings, factory: AppFactory, sock: socket.socket, count: int
+        self, settings: ControllerSettings, factory: str, sock: socket.socket, count: int
     ) -> None:
         self.settings = settings
         self.factory = factory
@@ -241,10 +240,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_workers(settings: ControllerSettings, factory: AppFactory) -> int:
-    """`xaso controller` with `[http] workers` > 1, each worker serving ``factory(settings)``
-    (a module-level function: the workers import it by name); the exit code."""
-    uvicorn.Config(factory, **uvicorn_options(settings))  # uvicorn's logging, for ours too
+def serve_workers(settings: ControllerSettings, factory: str = APP_FACTORY) -> int:
+    """`xaso controller` with `[http] workers` > 1, each worker serving the app that
+    ``factory`` ("module:function", called with its settings) makes; the exit code."""
+    uvicorn.Config(factory, **uvicorn_options(settings))  # uvicorn's logging (not its app)
     host, port = settings.http.host, settings.http.port
     try:
         sock = listening_socket(host, port)
@@ -284,7 +283,7 @@ def _log_config(index: int) -> dict[str, Any]:
 
 
 def run_worker(
-    factory: AppFactory,
+    factory: str,
     settings: ControllerSettings,
     index: int,
     *,
@@ -297,11 +296,13 @@ def run_worker(
         level=log_level,
         format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
     )
+    from uvicorn.importer import import_from_string
+
     from controller.db.engine import MigrationError
     from controller.settings import SettingsError
 
     try:
-        app = factory(settings)
+        app = import_from_string(factory)(settings)
     except (SettingsError, MigrationError) as exc:
         print(f"xaso: {exc}", file=sys.stderr)
         sys.exit(2)
