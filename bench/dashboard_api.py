@@ -4,7 +4,11 @@
 latest state (most online, some offline or never seen, readings, a printer
 on every kiosk, groups of 50, a few hundred open alerts). The controller's
 app runs under uvicorn on a local port, in a thread of this process, which
-then only waits. The clients are processes of their own (as browsers are),
+then only waits; with ``--workers N`` above 1, as the real `xaso controller`
+with ``[http] workers = N`` (a parent and N worker processes on the one port,
+controller/serving.py), started once the database is filled. ``--workers 1,2``
+runs each in turn, on a database of its own, so the baseline is in the same
+run. The clients are processes of their own (as browsers are),
 each one httpx client making its requests one after another, all starting
 together: 1, 4 and 8 of them at once, on
 
@@ -19,14 +23,16 @@ Meanwhile a writer commits one device's latest state every ``--write-every-s`` (
 ingest's writer does, at most once a second below a full batch), so the
 controller's shared pages (controller/fleet/shared_pages.py) are made stale as
 often as a fleet sending telemetry makes them; the share of requests that were
-answered by a page built for another is printed.
+answered by a page built for another is printed (with one process only: the
+workers' counters are in their own processes; and their pages do not see this
+process's writes, so they are kept for their whole second).
 
 Then the same page queries directly through `controller.fleet.queries.list_devices`
 (SQLAlchemy, no HTTP, nothing else running). p50, p99 and max of each over
 every request of every client, and requests per second.
 
     .venv/bin/python -m bench.dashboard_api [--db URL | --postgres] [--requests 200]
-        [--clients 1,4,8] [--pace-ms 0] [--write-every-s 1]
+        [--clients 1,4,8] [--pace-ms 0] [--write-every-s 1] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -35,12 +41,17 @@ import argparse
 import logging
 import os
 import random
+import re
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -59,6 +70,8 @@ from controller.fleet.queries import DeviceQuery, list_devices
 from controller.settings import load_settings
 
 DEVICES = 10_000
+ROOT = Path(__file__).resolve().parent.parent
+START_S = 180  # how long the server may take to answer
 CHEAP = "[security]\nargon2_time_cost = 1\nargon2_memory_kib = 1024\nargon2_parallelism = 1\n"
 
 
@@ -208,15 +221,64 @@ def writer(state: Any, every_s: float, stop: threading.Event) -> None:
             )
 
 
+@contextmanager
+def in_thread(app: Any, port: int) -> Iterator[None]:
+    """The app under uvicorn in a thread of this process (one process: ``--workers 1``)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
+def as_processes(config: Path, workers: int, base_url: str) -> Iterator[None]:
+    """`xaso controller --config ...` with ``[http] workers`` in ``config``, until every
+    worker serves; stopped by SIGTERM, and its exit code checked."""
+    log_path = config.with_name("server.log")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "controller", "--config", str(config)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+
+    def output() -> str:
+        return log_path.read_text(encoding="utf-8", errors="replace")
+
+    try:
+        deadline = time.monotonic() + START_S
+        while len(set(re.findall(r"worker (\d+) \(pid \d+\) serving", output()))) < workers:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start:\n{output()[-3000:]}")
+            time.sleep(0.2)
+        assert httpx.get(f"{base_url}/healthz", timeout=30).status_code == 200
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        if code != 0:
+            print(f"  the server stopped with code {code}:\n{output()[-3000:]}")
+
+
 def run(  # noqa: PLR0915 (one run's set-up, measurement and report, in order)
-    db_url: str, requests: int, levels: list[int], pace_s: float, write_s: float
+    db_url: str, requests: int, levels: list[int], pace_s: float, write_s: float, *, workers: int
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "controller.toml"
         port = free_port()
         config.write_text(
-            f'{CHEAP}[database]\nurl = "{db_url}"\n[mqtt]\nport = 9\n', encoding="utf-8"
+            f'{CHEAP}[database]\nurl = "{db_url}"\n[mqtt]\nport = 9\n'
+            f"[http]\nport = {port}\nworkers = {workers}\n",
+            encoding="utf-8",
         )
+        # this process's app fills the database and makes the token; with workers, its
+        # engine then only writes (``writer``) and times the direct queries
         app = create_app(load_settings(config))
         state = app.state.xaso
         now = state.now_ms()
@@ -230,53 +292,57 @@ def run(  # noqa: PLR0915 (one run's set-up, measurement and report, in order)
             )
             token, _ = create_token(db, owner, "bench", "admin", now)
             db.commit()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
         base_url = f"http://127.0.0.1:{port}"
+        if workers > 1:
+            state.engine.dispose()  # the workers migrate and read on their own connections
+            serving = as_processes(config, workers, base_url)
+        else:
+            serving = in_thread(app, port)
         results: list[tuple[str, int, list[float], float]] = []
         stop = threading.Event()
-        writes = threading.Thread(target=writer, args=(state, write_s, stop), daemon=True)
-        writes.start()
         try:
-            with ProcessPoolExecutor(max(levels), mp_context=get_context("spawn")) as pool:
-                for clients in levels:
-                    for path in ("/healthz", "/api/devices", "/"):
-                        # each client makes ``requests`` requests, every one its own shape
-                        shapes = queries(rng, requests * clients)
-                        samples, rate = concurrent(
-                            pool,
-                            base_url,
-                            token,
-                            path,
-                            clients=clients,
-                            shapes=shapes,
-                            pace_s=pace_s,
-                        )
-                        results.append((path, clients, samples, rate))
-            stop.set()
-            writes.join(10)
-            built, served = state.pages.builds, state.pages.builds + state.pages.shared
-            off = int(state.settings.alerts.offline_after_min * 60_000)
-            shapes = queries(rng, requests)
+            with serving:
+                writes = threading.Thread(target=writer, args=(state, write_s, stop), daemon=True)
+                writes.start()
+                with ProcessPoolExecutor(max(levels), mp_context=get_context("spawn")) as pool:
+                    for clients in levels:
+                        for path in ("/healthz", "/api/devices", "/"):
+                            # each client makes ``requests`` requests, every one its own shape
+                            shapes = queries(rng, requests * clients)
+                            samples, rate = concurrent(
+                                pool,
+                                base_url,
+                                token,
+                                path,
+                                clients=clients,
+                                shapes=shapes,
+                                pace_s=pace_s,
+                            )
+                            results.append((path, clients, samples, rate))
+                stop.set()
+                writes.join(10)
+                built, served = state.pages.builds, state.pages.builds + state.pages.shared
+                off = int(state.settings.alerts.offline_after_min * 60_000)
+                shapes = queries(rng, requests)
 
-            def direct(i: int) -> None:
-                with state.sessions() as db:
-                    list_devices(db, state.now_ms(), off, DeviceQuery(**shapes[i % len(shapes)]))
+                def direct(i: int) -> None:
+                    with state.sessions() as db:
+                        query = DeviceQuery(**shapes[i % len(shapes)])
+                        list_devices(db, state.now_ms(), off, query)
 
-            sql = timed(requests, direct)
+                sql = timed(requests, direct)
         finally:
-            server.should_exit = True
-            thread.join(10)
+            stop.set()
             state.engine.dispose()
     dialect = db_url.split(":", 1)[0]
     pace = f"a request every {pace_s * 1000:.0f} ms each" if pace_s else "back to back"
+    server = (
+        "one server process (a thread of the bench's)"
+        if workers == 1
+        else f"`xaso controller` with {workers} workers"
+    )
     print(f"{dialect}: {DEVICES} devices, {requests} requests per client, pages of 100; "
-          f"clients in their own processes, {os.cpu_count()} cores, {pace}")  # fmt: skip
+          f"clients in their own processes, {os.cpu_count()} cores, {pace}; {server}")  # fmt: skip
     print(f"  {'':<24}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'req/s':>8}")
     for path, clients, samples, rate in results:
         p50, p99 = percentiles(samples)
@@ -284,9 +350,12 @@ def run(  # noqa: PLR0915 (one run's set-up, measurement and report, in order)
               f"{rate:>8.0f}")  # fmt: skip
     s50, s99 = percentiles(sql)
     print(f"  list_devices (no HTTP)  {1:>8}{s50:>9.2f}{s99:>9.2f}{max(sql):>9.2f}")
-    shared = 100 * (1 - built / max(served, 1))
-    print(f"  pages built {built} of {served} asked for ({shared:.0f} % shared), "
-          f"a write every {write_s} s")  # fmt: skip
+    if workers == 1:
+        shared = 100 * (1 - built / max(served, 1))
+        print(f"  pages built {built} of {served} asked for ({shared:.0f} % shared), "
+              f"a write every {write_s} s")  # fmt: skip
+    else:
+        print(f"  pages built: counted in the workers, not known here; a write every {write_s} s")
     print(f"  load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
@@ -302,8 +371,14 @@ def main() -> None:
     parser.add_argument(
         "--write-every-s", type=float, default=1.0, help="a committed state write this often"
     )
+    parser.add_argument(
+        "--workers", default="1", help="server processes ([http] workers), each count in turn"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
+    counts = [int(w) for w in args.workers.split(",")]
+    if args.db and len(counts) > 1:
+        parser.error("--db holds one run's devices: give one --workers count with it")
     # the app's own warnings (600 alerts raised, no broker for the station) are not the figures
     logging.getLogger("controller").setLevel(logging.ERROR)
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -312,19 +387,25 @@ def main() -> None:
 
         cluster = PostgresCluster().start()
         try:
-            url = cluster.create_database()
-            run(url, args.requests, levels, args.pace_ms / 1000, args.write_every_s)
+            for workers in counts:
+                url = cluster.create_database()
+                run(
+                    url, args.requests, levels, args.pace_ms / 1000, args.write_every_s,
+                    workers=workers,
+                )  # fmt: skip
         finally:
             cluster.stop()
         return
     with tempfile.TemporaryDirectory() as tmp:
-        run(
-            args.db or f"sqlite:///{tmp}/bench.db",
-            args.requests,
-            levels,
-            args.pace_ms / 1000,
-            args.write_every_s,
-        )
+        for workers in counts:
+            run(
+                args.db or f"sqlite:///{tmp}/bench-{workers}.db",
+                args.requests,
+                levels,
+                args.pace_ms / 1000,
+                args.write_every_s,
+                workers=workers,
+            )
 
 
 if __name__ == "__main__":

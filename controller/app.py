@@ -412,17 +412,15 @@ def _error_handlers(app: FastAPI) -> None:
         return _answer(request, i18n.Refusal(500, "error.server"))
 
 
-def serve(settings: ControllerSettings) -> None:
-    """`xaso controller`: the app under uvicorn until SIGINT or SIGTERM."""
+def serve(settings: ControllerSettings) -> int:
+    """`xaso controller`: the app under uvicorn until SIGINT or SIGTERM; the exit code.
+    With `[http] workers` > 1, that many processes (controller/serving.py)."""
     import uvicorn
 
+    from controller.serving import serve_workers, uvicorn_options
+
+    if settings.http.workers > 1:
+        return serve_workers(settings)
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.http.host,
-        port=settings.http.port,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.http.forwarded_allow_ips,
-        log_level="info",
-        timeout_graceful_shutdown=5,  # the live pages' streams would hold a stop for minutes
-    )
+    uvicorn.run(app, **uvicorn_options(settings))
+    return 0

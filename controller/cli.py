@@ -58,19 +58,25 @@ def _refuse(message: object) -> int:
 
 
 def _controller(args: argparse.Namespace) -> int:
-    from controller.db.engine import MigrationError
     from controller.settings import SettingsError, load_settings
 
     if args.config is None:
         return _refuse("controller: give --config FILE (the controller's configuration)")
     try:
         settings = load_settings(Path(args.config))
-        from controller.app import serve
+    except SettingsError as exc:
+        return _refuse(exc)
+    if settings.http.workers > 1:  # a parent that only supervises: it imports no app
+        from controller.serving import serve_workers
 
-        serve(settings)
+        return serve_workers(settings)
+    from controller.app import serve
+    from controller.db.engine import MigrationError
+
+    try:
+        return serve(settings)
     except (SettingsError, MigrationError) as exc:
         return _refuse(exc)
-    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import stat
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,8 @@ class SettingsError(ConfigFileError):
 
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
+MAX_WORKERS = 32
+CLIENT_ID_MAX = 64
 
 
 class SiteSection(Section, frozen=True, kw_only=True):
@@ -83,6 +86,9 @@ class HttpSection(Section, frozen=True, kw_only=True):
     forwarded_allow_ips: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1"])
     # Where devices reach this controller (clip downloads); empty: http://{host}:{port}.
     public_url: Annotated[str, Meta(pattern=r"^(https?://[!-~]+)?\Z", max_length=200)] = ""
+    # Server processes on the one port (controller/serving.py), each a replica with its own
+    # MQTT client id, <client id>-1 ... -N; 1: one process, as it always was.
+    workers: Annotated[int, Meta(ge=1, le=MAX_WORKERS)] = 1
 
 
 class StreamSection(Section, frozen=True, kw_only=True):
@@ -102,7 +108,7 @@ class MqttSection(Section, frozen=True, kw_only=True):
     # The controller's MQTT client id, the same across restarts: the broker keeps its
     # session and queues what devices send while it is away. Each replica its own.
     # Empty: xaso-controller-<host name>.
-    client_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]*\Z", max_length=64)] = ""
+    client_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]*\Z", max_length=CLIENT_ID_MAX)] = ""
     # How the controller makes the broker re-read its password and ACL files after
     # a device is added or removed from the web UI: SIGHUP to the pid in this
     # file, or else this command (run without a shell); neither: reload by hand.
@@ -285,6 +291,20 @@ class ControllerSettings(Section, frozen=True, kw_only=True):
     @property
     def secret_path(self) -> Path:
         return self.path(self.security.secret_file)
+
+    @property
+    def mqtt_client_id(self) -> str:
+        """The MQTT client id this process connects with: the configured one, or
+        xaso-controller-<host name>; the same on every start."""
+        return self.mqtt.client_id or f"xaso-controller-{socket.gethostname()}"[:CLIENT_ID_MAX]
+
+    def for_worker(self, index: int) -> ControllerSettings:
+        """Worker ``index``'s settings (1 to ``[http] workers``): the same, but for its own
+        stable client id, ``<client id>-<index>``, which a restarted worker takes again."""
+        suffix = f"-{index}"
+        base = self.mqtt_client_id[: CLIENT_ID_MAX - len(suffix)]
+        mqtt = msgspec.structs.replace(self.mqtt, client_id=base + suffix)
+        return msgspec.structs.replace(self, mqtt=mqtt)
 
 
 def parse_settings(data: dict[str, Any], path: Path) -> ControllerSettings:

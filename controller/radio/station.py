@@ -16,7 +16,6 @@ one MQTT client per controller process. From then on paho reconnects by itself.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -295,7 +294,7 @@ class Station:
             mqtt.port,
             user,
             password,
-            client_id=mqtt.client_id or f"xaso-controller-{socket.gethostname()}"[:64],
+            client_id=self.settings.mqtt_client_id,
             tls=mqtt.tls,
             tls_ca=ca,
             clean_session=False,
