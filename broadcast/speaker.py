@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broadcast.audio.amplifier import Amplifier
-from broadcast.audio.decode import DecoderPool
 from broadcast.audio.lateness import join
-from broadcast.audio.native_decoders import NativeDecoders
+from broadcast.audio.native_decoders import decoder_pool
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
 from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
@@ -100,7 +99,7 @@ class Speaker:
             resume_preempted=cfg.resume_preempted,
             volume_pct=host.volume_pct,
             relay=cfg.relay_policy(),
-            decoders=_decoders(cfg),
+            decoders=decoder_pool(native=cfg.native_decoders, keep_s=cfg.spare_decoder_keep_s),
         )
         self._prefetch_ms = int(cfg.prefetch_days * 86_400_000)
         self._docs: dict[str, ScheduleSet] = {}
@@ -404,17 +403,6 @@ class Speaker:
         if self.amp is not None:
             self.amp.close()
         self.cache.close()
-
-
-def _decoders(cfg: SpeakerSection) -> DecoderPool:
-    """mpg123 and opusdec for the clips they take, and no ffmpeg waiting; without them,
-    one spare ffmpeg, let go after ``spare_decoder_keep_s`` idle."""
-    native = NativeDecoders.find() if cfg.native_decoders else None
-    if native is None:
-        return DecoderPool(keep_s=cfg.spare_decoder_keep_s)
-    log.info("clips decoded by %s; others by ffmpeg, started when needed",
-             " and ".join(t for t in (native.mpg123, native.opusdec) if t))  # fmt: skip
-    return DecoderPool(spares=0, native=native.open)
 
 
 def tone_wav(directory: Path, frequency_hz: int, duration_s: float) -> Path:

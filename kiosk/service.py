@@ -178,6 +178,7 @@ class Kiosk:
         from kiosk.caller import Caller
 
         if player is None:
+            from broadcast.audio.native_decoders import decoder_pool
             from broadcast.audio.player import Player
             from broadcast.audio.sinks import AlsaSink, Sink, WavFileSink
 
@@ -186,7 +187,8 @@ class Kiosk:
                 if self.cfg.voice == "wav"
                 else AlsaSink(self.cfg.alsa_device)
             )
-            player = self._own_player = Player(sink, on_event=self._emit)
+            # its calls are prepared clips: mpg123 or opusdec, and no ffmpeg waiting
+            player = self._own_player = Player(sink, on_event=self._emit, decoders=decoder_pool())
         return Caller(
             player,
             engine or EspeakEngine(),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -176,6 +177,25 @@ def test_a_call_is_spoken_after_a_chime_into_the_hall_speaker(
         assert started["origin"] == "call"
     finally:
         player.close()
+
+
+def test_a_kiosk_speaking_its_own_calls_keeps_no_ffmpeg_waiting(
+    make_kiosk: Callable[..., Kiosk], tmp_path: Path
+) -> None:
+    """Its calls are prepared clips, decoded by mpg123 or opusdec as a speaker's are."""
+
+    def ffmpegs() -> int:
+        return sum(1 for p in psutil.Process().children(recursive=True) if p.name() == "ffmpeg")
+
+    events: Events = []
+    before = ffmpegs()
+    kiosk = make_kiosk(events, voice="wav", wav_dir=str(tmp_path / "calls"))
+    kiosk.issue("ho-tich")
+    assert kiosk.counter(2, "next")["ticket"]["number"] == "A001"
+    until(lambda: any(t == "play.finished" for t, _ in events), timeout_s=60)
+    finished = next(b for t, b in events if t == "play.finished")
+    assert finished["outcome"] == "completed"
+    assert ffmpegs() == before  # none was started ahead, and none waits after
 
 
 def test_bad_printer_port_is_offline_not_a_crash(make_kiosk: Callable[..., Kiosk]) -> None:

@@ -20,12 +20,15 @@ Opus that is not mono, MPEG-2 audio started part-way, and any other format
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from broadcast.audio.decode import FRAME_BYTES, RATE, PcmPipe, PipeDecoder
+from broadcast.audio.decode import FRAME_BYTES, RATE, DecoderPool, PcmPipe, PipeDecoder
+
+log = logging.getLogger(__name__)
 
 MP3_UNITY = 32768  # mpg123's --scale for a gain of 0 dB
 ID3_HEADER = 10
@@ -117,3 +120,15 @@ class NativeDecoders:
         argv, drop = planned
         package = "mpg123" if argv[0] == self.mpg123 else "opus-tools"
         return PipeDecoder(PcmPipe(argv, package=package, discard=drop), path)
+
+
+def decoder_pool(*, native: bool = True, keep_s: float | None = None) -> DecoderPool:
+    """A player's decoders: mpg123 and opusdec for the clips they take, and no ffmpeg
+    waiting; without them (or ``native=False``), one spare ffmpeg, let go after
+    ``keep_s`` idle (None: kept)."""
+    found = NativeDecoders.find() if native else None
+    if found is None:
+        return DecoderPool(keep_s=keep_s)
+    tools = " and ".join(t for t in (found.mpg123, found.opusdec) if t)
+    log.info("clips decoded by %s; others by ffmpeg, started when needed", tools)
+    return DecoderPool(spares=0, native=found.open)
