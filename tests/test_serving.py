@@ -1,6 +1,7 @@
 """`[http] workers = 2`: the real `xaso controller` as a parent and two workers on one port,
-on a real Mosquitto and a SQLite file: each worker a replica with its own client id, a
-killed worker started again, and SIGTERM stopping them all (controller/serving.py)."""
+on a real Mosquitto, with SQLite and with PostgreSQL: each worker a replica with its own
+client id, a killed worker started again, and SIGTERM stopping them all
+(controller/serving.py)."""
 
 from __future__ import annotations
 
@@ -70,11 +71,13 @@ def start(tmp: Path, config_text: str) -> Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path, site: Site, broker: Mosquitto) -> Iterator[Served]:
+def served(tmp_path: Path, site: Site, broker: Mosquitto, database_url: str) -> Iterator[Served]:
+    """Two workers on a fresh database, SQLite then PostgreSQL: both start at once, and
+    each upgrades it under the migration lock, so the schema is made once."""
     run = start(
         tmp_path,
         f'workers = 2\n[site]\ndir = "{site.dir}"\nclips_dir = "{tmp_path / "clips"}"\n'
-        f'[database]\nurl = "sqlite:///{tmp_path / "controller.db"}"\n'
+        f'[database]\nurl = "{database_url}"\n'
         f'[mqtt]\nport = {broker.port}\nclient_id = "{CLIENT_ID}"\n',
     )
     try:
