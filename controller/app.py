@@ -413,14 +413,12 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def serve(settings: ControllerSettings) -> int:
-    """`xaso controller`: the app under uvicorn until SIGINT or SIGTERM; the exit code.
-    With `[http] workers` > 1, that many processes (controller/serving.py)."""
+    """`xaso controller` in one process: the app under uvicorn until SIGINT or SIGTERM;
+    the exit code. (`[http] workers` > 1 goes to controller.serving, from the CLI.)"""
     import uvicorn
 
-    from controller.serving import serve_workers, uvicorn_options
+    from controller.serving import uvicorn_options
 
-    if settings.http.workers > 1:
-        return serve_workers(settings)
     app = create_app(settings)
     uvicorn.run(app, **uvicorn_options(settings))
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from broadcast.audio.player import Player
 from broadcast.audio.request import PlayRequest
@@ -108,6 +109,12 @@ class Rig:
     def recording(self, key: str) -> tuple[dict[str, Any], np.ndarray]:
         (only,) = self.recordings(key)
         return only
+
+
+def ffmpeg_children(pid: int | None = None) -> int:
+    """The ffmpeg processes under ``pid`` (default: this one), however deep."""
+    kids = psutil.Process(pid).children(recursive=True)
+    return sum(1 for p in kids if p.name() == "ffmpeg")
 
 
 def now_ms() -> int:

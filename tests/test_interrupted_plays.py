@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from broadcast.play_marks import SETTING, PlayMarks
 from protocol.events import PlayFinished, PlayMissed, PlayStarted
+from tests.player_helpers import ffmpeg_children
 from tests.test_speaker import DEV, events, item, local_in, schedule_doc, wait_event
 from tests.timing import on_time
 
@@ -130,11 +129,6 @@ def first_play(radio, probe, clip: dict) -> tuple[dict, dict]:
     return started, telemetry
 
 
-def ffmpeg_children(agent) -> list[str]:
-    kids = psutil.Process(agent.proc.pid).children(recursive=True)
-    return [p.name() for p in kids if p.name() == "ffmpeg"]
-
-
 def test_the_first_play_after_a_start_needs_no_decoder_waiting(radio, probe):
     clip = radio.clip(880, 0.5, fmt="mp3")  # as clips are prepared
     agent = radio.spawn()
@@ -142,7 +136,7 @@ def test_the_first_play_after_a_start_needs_no_decoder_waiting(radio, probe):
     # mpg123, started for the clip: no ffmpeg was waiting for it, nor is one after
     assert telemetry["audio"]["decoders"] == {"warm": 0, "cold": 0, "native": 1}
     wait_event(probe, "play.finished", "p")
-    assert ffmpeg_children(agent) == []
+    assert ffmpeg_children(agent.proc.pid) == 0
 
 
 def test_without_small_decoders_the_first_play_takes_an_ffmpeg_started_ahead(radio, probe):

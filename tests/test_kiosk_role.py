@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -17,6 +16,7 @@ from kiosk.buttons import Binding, ButtonPanel
 from kiosk.escpos_read import Cut, Text
 from kiosk.service import Kiosk
 from kiosk.virtual_printer import VirtualPrinter
+from tests.player_helpers import ffmpeg_children
 
 Events = list[tuple[str, dict[str, Any]]]
 
@@ -184,18 +184,15 @@ def test_a_kiosk_speaking_its_own_calls_keeps_no_ffmpeg_waiting(
 ) -> None:
     """Its calls are prepared clips, decoded by mpg123 or opusdec as a speaker's are."""
 
-    def ffmpegs() -> int:
-        return sum(1 for p in psutil.Process().children(recursive=True) if p.name() == "ffmpeg")
-
     events: Events = []
-    before = ffmpegs()
+    before = ffmpeg_children()
     kiosk = make_kiosk(events, voice="wav", wav_dir=str(tmp_path / "calls"))
     kiosk.issue("ho-tich")
     assert kiosk.counter(2, "next")["ticket"]["number"] == "A001"
     until(lambda: any(t == "play.finished" for t, _ in events), timeout_s=60)
     finished = next(b for t, b in events if t == "play.finished")
     assert finished["outcome"] == "completed"
-    assert ffmpegs() == before  # none was started ahead, and none waits after
+    assert ffmpeg_children() == before  # none was started ahead, and none waits after
 
 
 def test_bad_printer_port_is_offline_not_a_crash(make_kiosk: Callable[..., Kiosk]) -> None:

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +21,7 @@ from broadcast.audio.clip_preparation import prepare
 from broadcast.audio.clips import ClipSettings
 from broadcast.audio.decode import DecodeError, DecoderPool, PcmPipe, PipeDecoder
 from broadcast.audio.native_decoders import NativeDecoders, sniff
-from tests.player_helpers import dominant_hz, tone
+from tests.player_helpers import dominant_hz, ffmpeg_children, tone
 
 
 @pytest.fixture(scope="module")
@@ -162,15 +161,12 @@ def test_a_part_way_start_is_the_rest_to_the_sample(
 def test_a_pool_with_them_keeps_no_ffmpeg_and_starts_one_for_the_rest(
     clips: dict[str, Path],
 ) -> None:
-    def ffmpegs() -> int:
-        return sum(1 for p in psutil.Process().children() if p.name() == "ffmpeg")
-
     assert NATIVE is not None
-    before = ffmpegs()
+    before = ffmpeg_children()
     pool = DecoderPool(spares=0, native=NATIVE.open)
     try:
         pool.warm()
-        assert pool.waiting == 0 and ffmpegs() == before
+        assert pool.waiting == 0 and ffmpeg_children() == before
         assert len(pcm(pool.open(clips["mp3"]))) > 0
         assert len(pcm(pool.open(clips["opus"]))) > 0
         assert pool.taken == {"warm": 0, "cold": 0, "native": 2}
@@ -178,7 +174,7 @@ def test_a_pool_with_them_keeps_no_ffmpeg_and_starts_one_for_the_rest(
         assert abs(len(rest) - 48_000) <= 48 * 80  # from 1 s in, to ffmpeg's packet
         assert pcm(pool.open(clips["wav"])).size == 96_000
         assert pool.taken == {"warm": 0, "cold": 2, "native": 2}
-        assert ffmpegs() == before  # and none left waiting after
+        assert ffmpeg_children() == before  # and none left waiting after
     finally:
         pool.close()
 

@@ -7,14 +7,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
 from msgspec import ValidationError
 
 from broadcast.audio.decode import DecoderPool
 from broadcast.config import SpeakerSection
 from plumbing.validation import convert
-from tests.player_helpers import Rig, assert_tone, req, samples, tone
+from tests.player_helpers import Rig, assert_tone, ffmpeg_children, req, samples, tone
 
 
 class Clock:
@@ -23,10 +22,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.s
-
-
-def ffmpeg_children() -> int:
-    return sum(1 for p in psutil.Process().children() if p.name() == "ffmpeg")
 
 
 def until(what: str, check: Callable[[], bool], timeout_s: float = 60) -> None:
@@ -99,6 +94,12 @@ def test_a_player_lets_its_spare_go_when_idle_and_plays_the_next_clip_from_a_war
 def test_a_bad_keep_time_is_refused_in_the_speakers_section(bad: object):
     with pytest.raises(ValidationError, match="spare_decoder_keep_s"):
         convert({"spare_decoder_keep_s": bad}, SpeakerSection, strict=False)
+
+
+@pytest.mark.parametrize("bad", ["yes", 2, None])
+def test_a_bad_native_decoders_switch_is_refused_in_the_speakers_section(bad: object):
+    with pytest.raises(ValidationError, match="native_decoders"):
+        convert({"native_decoders": bad}, SpeakerSection, strict=False)
 
 
 def test_the_keep_time_defaults_to_two_minutes():
